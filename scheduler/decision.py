@@ -1,0 +1,61 @@
+"""What the engine answers for a placement attempt, and how a job stands afterwards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one placement attempt (or a job's current standing)."""
+
+    job: str
+    cls: str
+    outcome: str  # placed | queued | finished | cancelled
+    gpu_type: str
+    gpus: int
+    holder: str
+    rofr_answer: str
+    rofr_reason: str
+    cloud: str | None = None
+    region: str | None = None
+    price: float | None = None
+    via: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+    attempt: int = 0
+    dropped: tuple[tuple[str, str], ...] = ()
+
+    def to_dict(self, explain: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "job": self.job,
+            "class": self.cls,
+            "outcome": self.outcome,
+            "cloud": self.cloud,
+            "region": self.region,
+            "gpuType": self.gpu_type,
+            "gpus": self.gpus,
+            "priceUsdPerHour": round(self.price * self.gpus, 4) if self.price is not None else None,
+            "priceUsdPerGpuHour": self.price,
+            "via": self.via,
+            "rofr": {"holder": self.holder, "answer": self.rofr_answer, "reason": self.rofr_reason},
+        }
+        if self.reason is not None:
+            out["reason"] = self.reason
+            out["detail"] = self.detail
+        if explain:
+            out["notUsed"] = [{"cloud": c, "why": why} for c, why in self.dropped]
+        return out
+
+    def line(self) -> str:
+        """The one-line summary the Ray driver and the CLI print."""
+        rofr = f"{self.holder} {self.rofr_answer}" + (f": {self.rofr_reason}" if self.rofr_reason else "")
+        if self.outcome == "placed":
+            return (
+                f"placed {self.job} on {self.cloud}/{self.region} "
+                f"({self.gpus}x {self.gpu_type}, ${self.price:.2f}/GPU-h): {rofr}"
+            )
+        if self.outcome == "queued":
+            return f"queued {self.job} ({self.gpus}x {self.gpu_type}): {self.reason}: {self.detail}"
+        return f"{self.outcome} {self.job}"

@@ -1,0 +1,33 @@
+"""Human and machine renderings of decisions (rich tables, JSON)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from rich.table import Table
+
+from scheduler.decision import Decision
+
+
+def decisions_json(decisions: Sequence[Decision], explain: bool = False) -> str:
+    return json.dumps([d.to_dict(explain) for d in decisions], indent=2)
+
+
+def decisions_table(decisions: Sequence[Decision], explain: bool = False, title: str | None = None) -> Table:
+    table = Table(title=title, show_lines=explain)
+    for col in ("job", "class", "outcome", "where", "GPUs", "$/h", "ROFR", "reason"):
+        table.add_column(col, overflow="fold")
+    if explain:
+        table.add_column("not used (why)", overflow="fold")
+    for d in decisions:
+        where = f"{d.cloud}/{d.region}" if d.cloud else "-"
+        cost = f"{d.price * d.gpus:,.2f}" if d.price is not None else "-"
+        rofr = d.rofr_answer + (f" ({d.rofr_reason})" if d.rofr_reason else "")
+        style = "green" if d.outcome == "placed" else "yellow" if d.outcome == "queued" else None
+        row = [d.job, d.cls, f"[{style}]{d.outcome}[/]" if style else d.outcome, where, f"{d.gpus}x {d.gpu_type}", cost, rofr,
+               (f"{d.reason}: {d.detail}" if d.reason else "")]
+        if explain:
+            row.append("\n".join(f"{c}: {why}" for c, why in d.dropped))
+        table.add_row(*row)
+    return table

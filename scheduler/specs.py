@@ -1,0 +1,195 @@
+"""The user-facing spec formats (Kubernetes-style YAML) as strict pydantic models.
+
+Unknown fields are errors everywhere: a typo in a contract must never silently change
+who holds the right of first refusal.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+API_VERSION = "mcsched.io/v1"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$"
+KNOWN_CLOUDS = ("azure", "oci", "stargate", "aws", "gcp", "coreweave")
+MAX_GANG_GPUS = 4096
+MAX_POOL_GPUS = 1_000_000
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=63)]
+RegionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_]{0,61}[A-Za-z0-9])?$", max_length=63)]
+GpuType = Annotated[str, Field(pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,31}$")]
+Jurisdiction = Annotated[str, Field(pattern=r"^[A-Z]{2,8}$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+
+
+JobClass = Literal["training", "inference", "api-serving"]
+RofrMode = Literal["first-look", "match"]
+OnLapse = Literal["deemed-declined", "queue"]
+JOB_CLASSES: tuple[str, ...] = ("training", "inference", "api-serving")
+
+
+class Metadata(Strict):
+    name: Name
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+class Region(Strict):
+    name: RegionName
+    jurisdiction: Jurisdiction
+    gpus: dict[GpuType, Annotated[int, Field(ge=0, le=MAX_POOL_GPUS)]]
+
+
+class HolderRules(Strict):
+    """The holder's own terms for answering an offer (only used while it holds the ROFR)."""
+
+    reserveForApiServingFraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    priceFloorUsdPerGpuHour: dict[GpuType, Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)
+    declineGpuTypes: list[GpuType] = Field(default_factory=list)
+    maxGangGpus: Annotated[int, Field(ge=1, le=MAX_GANG_GPUS)] | None = None
+
+
+class Faults(Strict):
+    """Mock-backend faults: the backend is part of the product, so its failures are too."""
+
+    extraLatencySeconds: Annotated[float, Field(ge=0.0, le=86_400.0)] = 0.0
+
+
+class Backend(Strict):
+    name: Name
+    displayName: str = ""
+    jurisdiction: Jurisdiction | None = None
+    latencySeconds: Annotated[float, Field(ge=0.0, le=86_400.0)] = 1.0
+    startupSeconds: Annotated[float, Field(ge=0.0, le=86_400.0)] = 0.0
+    up: bool = True
+    prices: dict[GpuType, Annotated[float, Field(gt=0.0, le=1000.0)]]
+    regions: Annotated[list[Region], Field(min_length=1)]
+    holderRules: HolderRules = Field(default_factory=HolderRules)
+    faults: Faults = Field(default_factory=Faults)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Backend:
+        names = [r.name for r in self.regions]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate region {sorted(dup)[0]!r}")
+        for i, r in enumerate(self.regions):
+            missing = sorted(set(r.gpus) - set(self.prices))
+            if missing:
+                raise ValueError(f"regions[{i}] ({r.name}) has GPU type {missing[0]!r} without a price in prices")
+            if self.jurisdiction and r.jurisdiction != self.jurisdiction:
+                raise ValueError(
+                    f"regions[{i}] ({r.name}) is in {r.jurisdiction} but backend is restricted to {self.jurisdiction}"
+                )
+        return self
+
+
+class CatalogSpec(Strict):
+    backends: Annotated[list[Backend], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique(self) -> CatalogSpec:
+        names = [b.name for b in self.backends]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate backend {sorted(dup)[0]!r}")
+        return self
+
+
+class CloudCatalog(Strict):
+    apiVersion: Literal["mcsched.io/v1"]
+    kind: Literal["CloudCatalog"]
+    metadata: Metadata
+    spec: CatalogSpec
+
+    def backend(self, name: str) -> Backend | None:
+        return next((b for b in self.spec.backends if b.name == name), None)
+
+    @property
+    def backend_names(self) -> list[str]:
+        return [b.name for b in self.spec.backends]
+
+
+# --------------------------------------------------------------------------- contract
+
+
+class Rofr(Strict):
+    holder: Name = "azure"
+    mode: RofrMode = "first-look"
+    windowSeconds: Annotated[float, Field(gt=0.0, le=86_400.0)] = 30.0
+    onLapse: OnLapse = "deemed-declined"
+
+
+class Preemption(Strict):
+    enabled: bool = True
+
+
+def _default_pins() -> dict[JobClass, list[str]]:
+    return {"api-serving": ["azure"]}
+
+
+class ContractSpec(Strict):
+    rofr: Rofr = Field(default_factory=Rofr)
+    pins: dict[JobClass, Annotated[list[Name], Field(min_length=1)]] = Field(default_factory=_default_pins)
+    preemption: Preemption = Field(default_factory=Preemption)
+
+
+class Contract(Strict):
+    apiVersion: Literal["mcsched.io/v1"]
+    kind: Literal["Contract"]
+    metadata: Metadata
+    spec: ContractSpec = Field(default_factory=ContractSpec)
+
+    @property
+    def holder(self) -> str:
+        return self.spec.rofr.holder
+
+    def pinned_clouds(self, cls: JobClass) -> list[str] | None:
+        return self.spec.pins.get(cls)
+
+
+# --------------------------------------------------------------------------- job
+
+
+class Workload(Strict):
+    """A simulated workload: steps of fixed length, checkpoints, an optional injected failure."""
+
+    steps: Annotated[int, Field(ge=1, le=1_000_000)] = 10
+    stepSeconds: Annotated[float, Field(ge=0.0, le=3600.0)] = 0.1
+    checkpointEvery: Annotated[int, Field(ge=1, le=1_000_000)] = 5
+    failAtStep: Annotated[int, Field(ge=1)] | None = None
+
+
+class JobSpec(Strict):
+    class_: JobClass = Field(alias="class")
+    gpus: Annotated[int, Field(ge=1, le=MAX_GANG_GPUS)]
+    gpuType: GpuType
+    regions: Annotated[list[RegionName], Field(min_length=1)] | None = None
+    clouds: Annotated[list[Name], Field(min_length=1)] | None = None
+    jurisdiction: Jurisdiction | None = None
+    priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
+    durationHours: Annotated[float, Field(gt=0.0, le=8760.0)] = 1.0
+    entrypoint: Annotated[str, Field(min_length=1, max_length=8192)] | None = None
+    workload: Workload | None = None
+
+    @model_validator(mode="after")
+    def _one_body(self) -> JobSpec:
+        if self.entrypoint is not None and self.workload is not None:
+            raise ValueError("set either entrypoint or workload, not both")
+        return self
+
+
+class JobDoc(Strict):
+    apiVersion: Literal["mcsched.io/v1"]
+    kind: Literal["Job"]
+    metadata: Metadata
+    spec: JobSpec
+
+
+SPEC_KINDS: dict[str, type[Strict]] = {"CloudCatalog": CloudCatalog, "Contract": Contract, "Job": JobDoc}
