@@ -35,7 +35,7 @@ app = typer.Typer(
 audit_app = typer.Typer(help="Inspect and verify the audit ledger.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
-out = Console(soft_wrap=True)
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
@@ -148,10 +148,15 @@ def audit_verify(db: Annotated[Path, typer.Option("--db", help="Ledger SQLite fi
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the app and turns known errors into one-line messages."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except SpecErrors as exc:
         for e in exc.errors:
             err.print(e.one_line(), markup=False)
+        sys.exit(exc.exit_code)
+    except SpecError as exc:
+        err.print(exc.one_line(), markup=False)
         sys.exit(exc.exit_code)
     except MCSchedError as exc:
         err.print(f"error: {exc}", markup=False)

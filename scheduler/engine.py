@@ -263,7 +263,7 @@ class Engine:
         holder_note = (holder, f"{ans.answer}: {ans.reason}")
         # 3. quote the others, only now that the holder declined or lapsed
         if not cand.others:
-            if self.preemption and ans.answer != NOT_OFFERED and ans.reason == "no-capacity":
+            if self.preemption and job.cls in self.pins and ans.answer != NOT_OFFERED and ans.reason == "no-capacity":
                 decision = self._preempt_for(rec, cand, now)
                 if decision is not None:
                     return decision

@@ -1,0 +1,149 @@
+"""The offline CLI: validate, plan, audit verify, and the one-line-error contract for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scheduler.cli import main
+from scheduler.paths import default_catalog, default_contract, examples_dir
+from tests.bad_inputs import CASES, BadCase
+
+MIXED = examples_dir() / "jobs" / "mixed.yaml"
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_validate_accepts_the_shipped_examples(capsys) -> None:
+    files = [str(p) for p in sorted(examples_dir().rglob("*.yaml"))]
+    code, out, err = run(["validate", *files], capsys)
+    assert code == 0, err
+    assert "ok:" in out
+
+
+def test_plan_json_has_the_documented_fields(capsys) -> None:
+    code, out, err = run(["plan", str(MIXED), "--output", "json", "--explain"], capsys)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert len(rows) == 13
+    for row in rows:
+        assert {"job", "class", "outcome", "cloud", "region", "gpuType", "gpus", "priceUsdPerHour", "rofr", "notUsed"} <= row.keys()
+        assert {"holder", "answer", "reason"} <= row["rofr"].keys()
+        if row["class"] == "api-serving":
+            assert row["cloud"] == "azure"
+        if row["cloud"] not in (None, "azure"):
+            assert row["rofr"]["answer"] in ("declined", "lapsed", "not-offered")
+    by = {r["job"]: r for r in rows}
+    assert by["batch-embed"]["rofr"] == {"holder": "azure", "answer": "declined", "reason": "gpu-type-not-offered"}
+    assert by["stargate-pretrain"]["cloud"] == "stargate"
+
+
+def test_plan_queued_jobs_say_why(tmp_path: Path, capsys) -> None:
+    jobs = tmp_path / "jobs.yaml"
+    docs = [
+        f"apiVersion: mcsched.io/v1\nkind: Job\nmetadata: {{name: api-{i}}}\nspec: {{class: api-serving, gpus: 64, gpuType: H100, regions: [japaneast]}}\n"
+        for i in range(2)
+    ]
+    jobs.write_text("---\n".join(docs))
+    code, out, _ = run(["plan", str(jobs), "-o", "json"], capsys)
+    rows = json.loads(out)
+    assert code == 0 and rows[1]["outcome"] == "queued"
+    assert rows[1]["reason"] == "pinned-holder-declined" and rows[1]["cloud"] is None
+
+
+def test_plan_match_mode_and_table_output(capsys) -> None:
+    code, out, _ = run(["plan", str(MIXED), "--contract", str(examples_dir() / "contract-match.yaml")], capsys)
+    assert code == 0 and "matched" in out
+
+
+def test_plan_writes_a_ledger_that_verifies(tmp_path: Path, capsys) -> None:
+    db = tmp_path / "ledger.db"
+    assert run(["plan", str(MIXED), "--db", str(db)], capsys)[0] == 0
+    code, out, _ = run(["audit", "verify", "--db", str(db)], capsys)
+    assert code == 0 and "OK:" in out
+    code, _, err = run(["plan", str(MIXED), "--db", str(db)], capsys)
+    assert code == 1 and "already holds" in err
+
+
+def test_audit_verify_names_the_first_bad_record(tmp_path: Path, capsys) -> None:
+    import sqlite3
+
+    db = tmp_path / "ledger.db"
+    run(["plan", str(MIXED), "--db", str(db)], capsys)
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TRIGGER ledger_no_update")
+    seq = conn.execute("SELECT seq FROM ledger WHERE kind = 'placed' AND payload LIKE '%coreweave%'").fetchone()[0]
+    conn.execute("UPDATE ledger SET payload = replace(payload, 'coreweave', 'gcp') WHERE seq = ?", (seq,))
+    conn.commit()
+    conn.close()
+    code, _, err = run(["audit", "verify", "--db", str(db)], capsys)
+    assert code == 1 and f"record {seq}: hash mismatch" in err
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: BadCase, tmp_path: Path, capsys) -> None:
+    path = tmp_path / f"{case.target}.yaml"
+    path.write_bytes(case.content)
+    db = tmp_path / "ledger.db"
+    argv = ["plan", "--db", str(db)]
+    if case.target == "job":
+        argv += [str(path)]
+    else:
+        argv += ["--clouds" if case.target == "catalog" else "--contract", str(path), str(MIXED)]
+    code, _, err = run(argv, capsys)
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln]
+    assert lines and all(ln.startswith(str(path)) for ln in lines), err
+    assert case.expect in err, err
+    assert "Traceback" not in err
+    assert not db.exists()
+
+
+def test_a_50mb_file_is_refused_without_reading_it(tmp_path: Path, capsys) -> None:
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as f:
+        f.truncate(50 * 1024 * 1024)
+    code, _, err = run(["validate", str(big)], capsys)
+    assert code == 2 and "file too large (52.4 MB" in err
+
+
+def test_missing_file_and_directory(tmp_path: Path, capsys) -> None:
+    assert "no such file" in run(["validate", str(tmp_path / "nope.yaml")], capsys)[2]
+    code, _, err = run(["validate", str(tmp_path)], capsys)
+    assert code == 2 and "is a directory" in err
+
+
+def test_duplicate_names_across_files(tmp_path: Path, capsys) -> None:
+    code, _, err = run(["plan", str(MIXED), str(MIXED)], capsys)
+    assert code == 2 and "duplicate job name 'gpt-pretrain'" in err
+
+
+def test_errors_report_the_line(tmp_path: Path, capsys) -> None:
+    f = tmp_path / "j.yaml"
+    f.write_text("apiVersion: mcsched.io/v1\nkind: Job\nmetadata:\n  name: x\nspec:\n  class: training\n  gpus: -4\n  gpuType: H100\n")
+    code, _, err = run(["validate", str(f)], capsys)
+    assert code == 2 and err.strip() == f"{f}:7: spec.gpus: Input should be greater than or equal to 1"
+
+
+def test_console_script_and_python_m_agree() -> None:
+    """``python -m scheduler`` is the same program the Ray CLI path runs."""
+    env = {**os.environ, "COLUMNS": "200"}
+    a = subprocess.run([sys.executable, "-m", "scheduler", "plan", str(MIXED), "-o", "json",
+                        "--clouds", str(default_catalog()), "--contract", str(default_contract())],
+                       capture_output=True, text=True, env=env, check=True)
+    assert json.loads(a.stdout)[0]["job"] == "gpt-pretrain"
+    bad = subprocess.run([sys.executable, "-m", "scheduler", "validate", "/nonexistent.yaml"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip() == "/nonexistent.yaml: no such file"
