@@ -7,7 +7,7 @@ error is a bug.
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -39,8 +39,7 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
-
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
 
@@ -83,8 +82,14 @@ def validate(
             if isinstance(item.model, JobDoc):
                 name = item.model.metadata.name
                 if name in seen:
-                    errors.append(SpecError(item.doc.file, f"duplicate job name {name!r} (first defined at {seen[name]})",
-                                            line=item.doc.line_of(("metadata", "name")), field="metadata.name"))
+                    errors.append(
+                        SpecError(
+                            item.doc.file,
+                            f"duplicate job name {name!r} (first defined at {seen[name]})",
+                            line=item.doc.line_of(("metadata", "name")),
+                            field="metadata.name",
+                        )
+                    )
                 seen.setdefault(name, f"{item.doc.file}:{item.doc.line}")
                 errors.extend(check_job(item.model, catalog, the_contract, item.doc))
     except SpecErrors as exc:

@@ -53,8 +53,7 @@ class Decision:
         rofr = f"{self.holder} {self.rofr_answer}" + (f": {self.rofr_reason}" if self.rofr_reason else "")
         if self.outcome == "placed":
             return (
-                f"placed {self.job} on {self.cloud}/{self.region} "
-                f"({self.gpus}x {self.gpu_type}, ${self.price:.2f}/GPU-h): {rofr}"
+                f"placed {self.job} on {self.cloud}/{self.region} ({self.gpus}x {self.gpu_type}, ${self.price:.2f}/GPU-h): {rofr}"
             )
         if self.outcome == "queued":
             return f"queued {self.job} ({self.gpus}x {self.gpu_type}): {self.reason}: {self.detail}"

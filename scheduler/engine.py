@@ -7,6 +7,7 @@ which is how the Ray actor recovers and how the ledger's replay proves the invar
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -56,19 +57,19 @@ class Candidates:
 
 class JobRecord:
     __slots__ = (
-        "job",
-        "state",
         "attempt",
-        "seq",
+        "detail",
+        "dropped",
+        "job",
+        "placed_at",
         "pool",
         "price",
-        "submitted_at",
-        "placed_at",
-        "via",
         "reason",
-        "detail",
         "rofr",
-        "dropped",
+        "seq",
+        "state",
+        "submitted_at",
+        "via",
     )
 
     def __init__(self, job: Job, seq: int, now: float) -> None:
@@ -207,9 +208,7 @@ class Engine:
             for pool in pools:
                 free = pool.capacity - pool.allocated
                 if free >= gpus:
-                    quotes.append(
-                        Quote(pool, pool.price, backend.startup_seconds, cand.locality.get(pool.region, 0))
-                    )
+                    quotes.append(Quote(pool, pool.price, backend.startup_seconds, cand.locality.get(pool.region, 0)))
                     break
                 best_free = max(best_free, free)
             else:
@@ -281,7 +280,11 @@ class Engine:
         via = "after-lapse" if ans.answer == LAPSED else "holder-not-offered" if ans.answer == NOT_OFFERED else "after-decline"
         for quote in sorted(quotes, key=lambda q: q.rank):
             if quote.pool.reserve(job.gpus):
-                losers = [(q.pool.cloud, f"outscored: ${q.price:.2f}/GPU-h, start +{q.start_seconds:.0f}s") for q in quotes if q is not quote]
+                losers = [
+                    (q.pool.cloud, f"outscored: ${q.price:.2f}/GPU-h, start +{q.start_seconds:.0f}s")
+                    for q in quotes
+                    if q is not quote
+                ]
                 return self._bind(rec, quote.pool, quote.price, via, now, [holder_note, *losers, *dropped, *cand.excluded])
         # 6. queue
         all_down = bool(dropped) and all(why == "backend-down" for _, why in dropped) and not quotes
@@ -293,9 +296,7 @@ class Engine:
             [holder_note, *dropped, *cand.excluded],
         )
 
-    def _bind(
-        self, rec: JobRecord, pool: Pool, price: float, via: str, now: float, dropped: list[tuple[str, str]]
-    ) -> Decision:
+    def _bind(self, rec: JobRecord, pool: Pool, price: float, via: str, now: float, dropped: list[tuple[str, str]]) -> Decision:
         job = rec.job
         rec.state = RUNNING
         rec.pool = pool
@@ -306,7 +307,19 @@ class Engine:
         rec.dropped = tuple(dropped)
         self.running[(pool.cloud, pool.region, pool.gpu_type)][job.name] = rec
         self._emit(
-            Placed(now, job.name, rec.attempt, job.cls, pool.cloud, pool.region, pool.gpu_type, job.gpus, price, via, now - rec.submitted_at)
+            Placed(
+                now,
+                job.name,
+                rec.attempt,
+                job.cls,
+                pool.cloud,
+                pool.region,
+                pool.gpu_type,
+                job.gpus,
+                price,
+                via,
+                now - rec.submitted_at,
+            )
         )
         return self._decision(rec)
 
@@ -352,8 +365,11 @@ class Engine:
             need = job.gpus - (pool.capacity - pool.allocated)
             victims: list[JobRecord] = []
             movable = sorted(
-                (r for r in self.running[(pool.cloud, pool.region, pool.gpu_type)].values()
-                 if r.job.cls not in self.pins and r.job.priority < job.priority),
+                (
+                    r
+                    for r in self.running[(pool.cloud, pool.region, pool.gpu_type)].values()
+                    if r.job.cls not in self.pins and r.job.priority < job.priority
+                ),
                 key=lambda r: (r.job.priority, -r.placed_at, r.seq),
             )
             freed = 0
@@ -515,37 +531,54 @@ class Engine:
             self.retry(gpu_type)
 
     def retry(self, gpu_type: str | None = None) -> int:
-        """Capacity event: try queue heads, one bucket at a time, best priority first."""
-        sigs = self.queue.signatures(gpu_type)
+        """Capacity event: try bucket heads best-priority first; a bucket that fails is closed.
+
+        One heap over bucket heads keeps this O(placements x log buckets), independent of
+        how many jobs wait behind each head.
+        """
+        heap = self.queue.head_heap(gpu_type)
+        if not heap:
+            return 0
+        # Free capacity only shrinks during this loop, so the starting maximum is a safe filter.
+        pools = self.inventory.pools.values()
+        most_free = max((p.capacity - p.allocated for p in pools if gpu_type is None or p.gpu_type == gpu_type), default=0)
         placed = 0
-        while sigs:
-            head = self.queue.best_head(sigs)
-            if head is None:
-                break
-            sig, name = head
-            rec = self.jobs[name]
-            if not self._could_fit(rec.job):
-                sigs.remove(sig)
+        while heap:
+            head, sig = heapq.heappop(heap)
+            current = self.queue.head(sig)
+            if current != head:  # the bucket changed under us (a victim was re-queued into it)
+                if current is not None:
+                    heapq.heappush(heap, (current, sig))
                 continue
-            self.queue.pop(name)
-            if self._attempt(rec).outcome == "placed":
-                placed += 1
-            else:
-                sigs.remove(sig)
+            rec = self.jobs[head[2]]
+            if rec.job.gpus > most_free or not self._could_fit(rec.job):
+                continue
+            self.queue.pop(head[2])
+            if self._attempt(rec).outcome != "placed":
+                continue
+            placed += 1
+            nxt = self.queue.head(sig)
+            if nxt is not None:
+                heapq.heappush(heap, (nxt, sig))
         return placed
 
     def _could_fit(self, job: Job) -> bool:
         """Cheap pre-check so an event does not re-offer jobs that obviously cannot fit."""
         cand = self._admit(job)
-        holder = self.backends[self.holder]
-        if cand.holder_pools and holder.up and holder.response_seconds <= self.window:
-            if any(p.capacity - p.allocated >= job.gpus for p in cand.holder_pools):
-                return True
-        elif cand.holder_pools and self.lapse_queues:
-            return False
+        gpus = job.gpus
+        if cand.holder_pools:
+            holder = self.backends[self.holder]
+            if holder.up and holder.response_seconds <= self.window:
+                for p in cand.holder_pools:
+                    if p.capacity - p.allocated >= gpus:
+                        return True
+            elif self.lapse_queues:
+                return False
         for cloud, pools in cand.others:
-            if self.backends[cloud].up and any(p.capacity - p.allocated >= job.gpus for p in pools):
-                return True
+            if self.backends[cloud].up:
+                for p in pools:
+                    if p.capacity - p.allocated >= gpus:
+                        return True
         return False
 
     # ------------------------------------------------------------------ views

@@ -113,7 +113,9 @@ class InvariantChecker:
             return
         job.answer = (ev.attempt, ev.answer, ev.reason)
         if ev.answer == "not-offered" and not self._truly_not_allowed(job.spec, ev.reason):
-            self._bad(seq, "rofr-skipped", ev.job, f"holder not offered {ev.job} for {ev.reason!r}, which the record does not support")
+            self._bad(
+                seq, "rofr-skipped", ev.job, f"holder not offered {ev.job} for {ev.reason!r}, which the record does not support"
+            )
 
     def _truly_not_allowed(self, spec: dict[str, Any], reason: str) -> bool:
         """Re-derive from the recorded catalog that the holder really could not be offered the job."""
@@ -143,11 +145,13 @@ class InvariantChecker:
             self._bad(seq, "placed-after-end", ev.job, f"{ev.job} placed after it was {job.state}")
         pins = self.pins.get(job.spec["cls"])
         if pins is not None and ev.cloud not in pins:
-            self._bad(seq, "pinned-class-off-pins", ev.job, f"{job.spec['cls']} job {ev.job} placed on {ev.cloud}, pinned to {pins}")
+            self._bad(
+                seq, "pinned-class-off-pins", ev.job, f"{job.spec['cls']} job {ev.job} placed on {ev.cloud}, pinned to {pins}"
+            )
         answer = job.answer
-        if ev.cloud != self.holder:
-            if answer is None or answer[0] != ev.attempt or answer[1] not in ("declined", "lapsed", "not-offered"):
-                self._bad(seq, "rofr-order", ev.job, f"{ev.job} placed on {ev.cloud} without a holder decline or lapse in attempt {ev.attempt}")
+        spill_ok = answer is not None and answer[0] == ev.attempt and answer[1] in ("declined", "lapsed", "not-offered")
+        if ev.cloud != self.holder and not spill_ok:
+            self._bad(seq, "rofr-order", ev.job, f"{ev.job} placed on {ev.cloud} without a holder decline or lapse in attempt {ev.attempt}")
         key = (ev.cloud, ev.region, ev.gpu_type)
         if key not in self.capacity:
             self._bad(seq, "unknown-pool", ev.job, f"{ev.job} placed on unknown pool {key}")

@@ -10,7 +10,7 @@ from scheduler.specs import CloudCatalog
 class Pool:
     """Mutable capacity counter; the only place GPUs are reserved and freed."""
 
-    __slots__ = ("cloud", "region", "gpu_type", "jurisdiction", "capacity", "allocated", "price", "order")
+    __slots__ = ("allocated", "capacity", "cloud", "gpu_type", "jurisdiction", "order", "price", "region")
 
     def __init__(
         self, cloud: str, region: str, gpu_type: str, jurisdiction: str, capacity: int, price: float, order: int

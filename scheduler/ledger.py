@@ -82,7 +82,8 @@ class Ledger:
             row = self.conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{self.path}: not a usable ledger ({exc})") from None
-        self._seq, self._tip = (row[0], row[1]) if row else (0, GENESIS)
+        self._seq: int = int(row[0]) if row else 0
+        self._tip: str = str(row[1]) if row else GENESIS
         self._buffer: list[Event] = []
 
     # ------------------------------------------------------------------ writing
@@ -137,9 +138,7 @@ class Ledger:
             yield event_from_record(kind, json.loads(payload))
 
     def last_configured(self) -> Configured | None:
-        row = self.conn.execute(
-            "SELECT payload FROM ledger WHERE kind = 'configured' ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
+        row = self.conn.execute("SELECT payload FROM ledger WHERE kind = 'configured' ORDER BY seq DESC LIMIT 1").fetchone()
         if row is None:
             return None
         ev = event_from_record("configured", json.loads(row[0]))
@@ -155,7 +154,9 @@ class Ledger:
             if seq != expected:
                 return VerifyReport(count, len(checker.jobs), corrupt=LedgerCorrupt(expected, f"missing (next record is {seq})"))
             if prev_hash != prev:
-                return VerifyReport(count, len(checker.jobs), corrupt=LedgerCorrupt(seq, "prev_hash does not match the previous record"))
+                return VerifyReport(
+                    count, len(checker.jobs), corrupt=LedgerCorrupt(seq, "prev_hash does not match the previous record")
+                )
             if record_hash(prev_hash, seq, kind, payload) != digest:
                 return VerifyReport(count, len(checker.jobs), corrupt=LedgerCorrupt(seq, "hash mismatch (record was altered)"))
             try:

@@ -164,7 +164,10 @@ def check_job(job: JobDoc, catalog: CloudCatalog, contract: Contract, doc: Docum
         if cloud not in known:
             err(("spec", "clouds", i), f"unknown cloud {cloud!r} (catalog has {', '.join(known)})")
         elif pins is not None and cloud not in pins:
-            err(("spec", "clouds", i), f"{s.class_} jobs are pinned to {', '.join(pins)} by the contract; {cloud!r} is not allowed")
+            err(
+                ("spec", "clouds", i),
+                f"{s.class_} jobs are pinned to {', '.join(pins)} by the contract; {cloud!r} is not allowed",
+            )
     if s.clouds and holder not in s.clouds and (pins is None or holder in pins):
         err(("spec", "clouds"), f"must include the ROFR holder {holder!r}: a job cannot waive the right of first refusal")
     all_regions = {r.name for b in catalog.spec.backends for r in b.regions}
@@ -188,7 +191,9 @@ def check_job(job: JobDoc, catalog: CloudCatalog, contract: Contract, doc: Docum
                 continue
             best = max(best, r.gpus.get(s.gpuType, 0))
     if best == 0:
-        err(("spec",), f"no allowed cloud/region offers {s.gpuType} under these constraints (clouds {', '.join(sorted(allowed))})")
+        err(
+            ("spec",), f"no allowed cloud/region offers {s.gpuType} under these constraints (clouds {', '.join(sorted(allowed))})"
+        )
     elif s.gpus > best:
         err(("spec", "gpus"), f"{s.gpus} GPUs can never fit: the largest allowed {s.gpuType} pool has {best}")
     return errors

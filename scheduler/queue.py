@@ -54,23 +54,22 @@ class PendingQueue:
             return list(self._buckets)
         return list(self._by_type.get(gpu_type, ()))
 
-    def best_head(self, signatures: list[Hashable]) -> tuple[Hashable, str] | None:
-        """The highest-priority, oldest head among ``signatures``; empties are dropped in place."""
-        best: tuple[int, int, str] | None = None
-        best_sig: Hashable = None
-        for sig in list(signatures):
+    def head(self, signature: Hashable) -> tuple[int, int, str] | None:
+        """The live head of one bucket, as (-priority, seq, name)."""
+        return self._clean_head(signature)
+
+    def head_heap(self, gpu_type: str | None = None) -> list[tuple[tuple[int, int, str], Hashable]]:
+        """Heads of every matching bucket, heap-ordered by priority then arrival."""
+        heap = []
+        for sig in self.signatures(gpu_type):
             head = self._clean_head(sig)
-            if head is None:
-                signatures.remove(sig)
-                continue
-            if best is None or head < best:
-                best, best_sig = head, sig
-        if best is None:
-            return None
-        return best_sig, best[2]
+            if head is not None:
+                heap.append((head, sig))
+        heapq.heapify(heap)
+        return heap
 
     def pop(self, name: str) -> None:
-        """Take ``name`` (a head returned by ``best_head``) out of the queue."""
+        """Take ``name`` (a live bucket head) out of the queue."""
         sig, _ = self._live.pop(name)
         bucket = self._buckets[sig]
         heapq.heappop(bucket)

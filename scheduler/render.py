@@ -25,8 +25,16 @@ def decisions_table(decisions: Sequence[Decision], explain: bool = False, title:
         cost = f"{d.price * d.gpus:,.2f}" if d.price is not None else "-"
         rofr = d.rofr_answer + (f" ({d.rofr_reason})" if d.rofr_reason else "")
         style = "green" if d.outcome == "placed" else "yellow" if d.outcome == "queued" else None
-        row = [d.job, d.cls, f"[{style}]{d.outcome}[/]" if style else d.outcome, where, f"{d.gpus}x {d.gpu_type}", cost, rofr,
-               (f"{d.reason}: {d.detail}" if d.reason else "")]
+        row = [
+            d.job,
+            d.cls,
+            f"[{style}]{d.outcome}[/]" if style else d.outcome,
+            where,
+            f"{d.gpus}x {d.gpu_type}",
+            cost,
+            rofr,
+            (f"{d.reason}: {d.detail}" if d.reason else ""),
+        ]
         if explain:
             row.append("\n".join(f"{c}: {why}" for c, why in d.dropped))
         table.add_row(*row)

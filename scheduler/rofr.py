@@ -46,7 +46,7 @@ class HolderAnswer:
 class BackendState:
     """Live, mutable view of one backend: up/down, response time, the holder's rules."""
 
-    __slots__ = ("name", "up", "latency_seconds", "extra_latency_seconds", "startup_seconds", "rules")
+    __slots__ = ("extra_latency_seconds", "latency_seconds", "name", "rules", "startup_seconds", "up")
 
     def __init__(
         self, name: str, up: bool, latency_seconds: float, startup_seconds: float, rules: HolderRules, extra: float = 0.0

@@ -58,23 +58,53 @@ def _cases() -> list[BadCase]:
         cases.append(BadCase(f"job-{id}", "job", content, expect))
 
     # --- wrong values, field by field
-    for v, why in [(-1, "greater than or equal to 1"), (0, "greater than or equal to 1"), (100000, "less than or equal"),
-                   ("8", "valid integer"), (8.5, "valid integer"), (None, "valid integer"), (True, "valid integer"),
-                   ([8], "valid integer"), (3000, "can never fit"), (10**30, "less than or equal")]:
+    for v, why in [
+        (-1, "greater than or equal to 1"),
+        (0, "greater than or equal to 1"),
+        (100000, "less than or equal"),
+        ("8", "valid integer"),
+        (8.5, "valid integer"),
+        (None, "valid integer"),
+        (True, "valid integer"),
+        ([8], "valid integer"),
+        (3000, "can never fit"),
+        (10**30, "less than or equal"),
+    ]:
         job(f"gpus-{v!r}", _y(_job(gpus=v)), why)
-    for v, why in [("TPUv5", "unknown GPU type"), ("", "should match pattern"), (123, "valid string"), (None, "valid string"),
-                   ("h100", "unknown GPU type"), ("H100 ", "should match pattern")]:
+    for v, why in [
+        ("TPUv5", "unknown GPU type"),
+        ("", "should match pattern"),
+        (123, "valid string"),
+        (None, "valid string"),
+        ("h100", "unknown GPU type"),
+        ("H100 ", "should match pattern"),
+    ]:
         job(f"gpuType-{v!r}", _y(_job(gpuType=v)), why)
     for v in ["batch", "Training", "", None, 3, "api_serving"]:
         job(f"class-{v!r}", _y(_job(**{"class": v})), "spec.class")
-    for v, why in [(5000, "less than or equal"), (-5000, "greater than or equal"), ("high", "valid integer"), (1.5, "valid integer")]:
+    for v, why in [
+        (5000, "less than or equal"),
+        (-5000, "greater than or equal"),
+        ("high", "valid integer"),
+        (1.5, "valid integer"),
+    ]:
         job(f"priority-{v!r}", _y(_job(priority=v)), why)
     for v, why in [(0, "greater than 0"), (-1, "greater than 0"), (100000, "less than or equal"), ("long", "valid number")]:
         job(f"duration-{v!r}", _y(_job(durationHours=v)), why)
-    for v, why in [(["mars-1"], "unknown region"), ([], "at least 1"), ("eastus", "valid list"), ([1], "valid string"),
-                   (["us-ashburn-1", "nowhere-9"], "unknown region")]:
+    for v, why in [
+        (["mars-1"], "unknown region"),
+        ([], "at least 1"),
+        ("eastus", "valid list"),
+        ([1], "valid string"),
+        (["us-ashburn-1", "nowhere-9"], "unknown region"),
+    ]:
         job(f"regions-{v!r}", _y(_job(regions=v)), why)
-    for v, why in [(["oci"], "must include the ROFR holder"), (["ibm"], "unknown cloud"), ([], "at least 1"), ("azure", "valid list")]:
+    for v, why in [
+        (["oci"], "must include the ROFR holder"),
+        (["ibm"], "unknown cloud"),
+        ([], "at least 1"),
+        ("azure", "valid list"),
+    ]:
         job(f"clouds-{v!r}", _y(_job(clouds=v)), why)
     for v, why in [("us", "should match pattern"), ("CN", "no allowed cloud/region"), (7, "valid string")]:
         job(f"jurisdiction-{v!r}", _y(_job(jurisdiction=v)), why)
@@ -87,8 +117,11 @@ def _cases() -> list[BadCase]:
     job("api-on-oci", _y(_job(**{"class": "api-serving", "clouds": ["oci"]})), "pinned to azure")
     job("api-on-azure-and-aws", _y(_job(**{"class": "api-serving", "clouds": ["azure", "aws"]})), "pinned to azure")
     job("api-region-off-azure", _y(_job(**{"class": "api-serving", "regions": ["us-ashburn-1"]})), "no allowed cloud/region")
-    job("api-stargate-region", _y(_job(**{"class": "api-serving", "regions": ["abilene-tx"], "gpuType": "GB200"})),
-        "no allowed cloud/region")
+    job(
+        "api-stargate-region",
+        _y(_job(**{"class": "api-serving", "regions": ["abilene-tx"], "gpuType": "GB200"})),
+        "no allowed cloud/region",
+    )
     # --- structure
     for where in ["spec", "metadata", "top"]:
         d = _job()
@@ -96,11 +129,30 @@ def _cases() -> list[BadCase]:
         job(f"unknown-field-{where}", _y(d), "unknown field")
     job("placement-field", _y(_job(placement={"cloud": "oci"})), "unknown field")
     job("rofr-skip-field", _y(_job(skipRofr=True)), "unknown field")
-    for path in [("spec",), ("metadata",), ("spec", "gpus"), ("spec", "class"), ("spec", "gpuType"), ("metadata", "name"),
-                 ("apiVersion",), ("kind",)]:
-        job("missing-" + ".".join(path), _y(_without(_job(), *path)), "required field is missing" if path != ("kind",) else "unknown kind")
-    for v, why in [("x" * 300, "at most 63"), ("UPPER", "should match pattern"), ("bad name", "should match pattern"),
-                   ("", "should match pattern"), ("-lead", "should match pattern"), ("ünï", "should match pattern"), (42, "valid string")]:
+    for path in [
+        ("spec",),
+        ("metadata",),
+        ("spec", "gpus"),
+        ("spec", "class"),
+        ("spec", "gpuType"),
+        ("metadata", "name"),
+        ("apiVersion",),
+        ("kind",),
+    ]:
+        job(
+            "missing-" + ".".join(path),
+            _y(_without(_job(), *path)),
+            "required field is missing" if path != ("kind",) else "unknown kind",
+        )
+    for v, why in [
+        ("x" * 300, "at most 63"),
+        ("UPPER", "should match pattern"),
+        ("bad name", "should match pattern"),
+        ("", "should match pattern"),
+        ("-lead", "should match pattern"),
+        ("ünï", "should match pattern"),
+        (42, "valid string"),
+    ]:
         job(f"name-{str(v)[:10]!r}", _y(_set(_job(), ("metadata", "name"), v)), why)
     job("apiversion", _y(_set(_job(), ("apiVersion",), "v2")), "apiVersion")
     job("kind-typo", _y(_set(_job(), ("kind",), "Jobb")), "unknown kind")
@@ -109,7 +161,11 @@ def _cases() -> list[BadCase]:
     job("empty-file", b"", "no YAML documents")
     job("only-comments", b"# nothing\n", "no YAML documents")
     job("duplicate-names", _y(_job(), _job()), "duplicate job name")
-    job("contract-not-job", _y({"apiVersion": "mcsched.io/v1", "kind": "Contract", "metadata": {"name": "c"}}), "expected kind Job")
+    job(
+        "contract-not-job",
+        _y({"apiVersion": "mcsched.io/v1", "kind": "Contract", "metadata": {"name": "c"}}),
+        "expected kind Job",
+    )
     # --- broken YAML and encodings
     job("yaml-unclosed-flow", b"spec: [\n", "invalid YAML")
     job("yaml-unclosed-quote", b'metadata: {name: "x}\n', "invalid YAML")
@@ -119,7 +175,8 @@ def _cases() -> list[BadCase]:
     job("non-utf8", b"apiVersion: mcsched.io/v1\nkind: Job\nmetadata: {name: \xff\xfe}\n", "not valid UTF-8")
     job("latin1", "metadata: {name: caf\u00e9}\n".encode("latin-1"), "not valid UTF-8")
     bomb = b"a: &a [x, x, x, x, x, x, x, x, x]\n" + b"".join(
-        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n".encode() for i in range(8)
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n".encode()
+        for i in range(8)
     )
     job("alias-bomb", bomb, "aliases")
     job("simple-alias", b"x: &a 1\ny: *a\n", "aliases")
@@ -142,7 +199,11 @@ def _cases() -> list[BadCase]:
     cat("duplicate-backend", _set(catalog, ("spec", "backends", 1, "name"), "azure"), "duplicate backend")
     cat("duplicate-region", _set(catalog, ("spec", "backends", 0, "regions", 1, "name"), "eastus"), "duplicate region")
     cat("stargate-outside-us", _set(catalog, ("spec", "backends", 2, "regions", 0, "jurisdiction"), "EU"), "restricted to US")
-    cat("reserve-fraction-1", _set(catalog, ("spec", "backends", 0, "holderRules", "reserveForApiServingFraction"), 1.0), "less than 1")
+    cat(
+        "reserve-fraction-1",
+        _set(catalog, ("spec", "backends", 0, "holderRules", "reserveForApiServingFraction"), 1.0),
+        "less than 1",
+    )
     cat("unknown-backend-field", _set(catalog, ("spec", "backends", 0, "discount"), 0.5), "unknown field")
     cat("no-backends", _set(catalog, ("spec", "backends"), []), "at least 1")
     cat("no-regions", _set(catalog, ("spec", "backends", 3, "regions"), []), "at least 1")

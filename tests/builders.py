@@ -91,7 +91,12 @@ class CatalogBuilder:
 
     def obj(self) -> CloudCatalog:
         return CloudCatalog.model_validate(
-            {"apiVersion": "mcsched.io/v1", "kind": "CloudCatalog", "metadata": {"name": "t"}, "spec": {"backends": self._backends}}
+            {
+                "apiVersion": "mcsched.io/v1",
+                "kind": "CloudCatalog",
+                "metadata": {"name": "t"},
+                "spec": {"backends": self._backends},
+            }
         )
 
 

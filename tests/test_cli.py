@@ -40,7 +40,18 @@ def test_plan_json_has_the_documented_fields(capsys) -> None:
     rows = json.loads(out)
     assert len(rows) == 13
     for row in rows:
-        assert {"job", "class", "outcome", "cloud", "region", "gpuType", "gpus", "priceUsdPerHour", "rofr", "notUsed"} <= row.keys()
+        assert {
+            "job",
+            "class",
+            "outcome",
+            "cloud",
+            "region",
+            "gpuType",
+            "gpus",
+            "priceUsdPerHour",
+            "rofr",
+            "notUsed",
+        } <= row.keys()
         assert {"holder", "answer", "reason"} <= row["rofr"].keys()
         if row["class"] == "api-serving":
             assert row["cloud"] == "azure"
@@ -133,7 +144,9 @@ def test_duplicate_names_across_files(tmp_path: Path, capsys) -> None:
 
 def test_errors_report_the_line(tmp_path: Path, capsys) -> None:
     f = tmp_path / "j.yaml"
-    f.write_text("apiVersion: mcsched.io/v1\nkind: Job\nmetadata:\n  name: x\nspec:\n  class: training\n  gpus: -4\n  gpuType: H100\n")
+    f.write_text(
+        "apiVersion: mcsched.io/v1\nkind: Job\nmetadata:\n  name: x\nspec:\n  class: training\n  gpus: -4\n  gpuType: H100\n"
+    )
     code, _, err = run(["validate", str(f)], capsys)
     assert code == 2 and err.strip() == f"{f}:7: spec.gpus: Input should be greater than or equal to 1"
 
@@ -141,9 +154,25 @@ def test_errors_report_the_line(tmp_path: Path, capsys) -> None:
 def test_console_script_and_python_m_agree() -> None:
     """``python -m scheduler`` is the same program the Ray CLI path runs."""
     env = {**os.environ, "COLUMNS": "200"}
-    a = subprocess.run([sys.executable, "-m", "scheduler", "plan", str(MIXED), "-o", "json",
-                        "--clouds", str(default_catalog()), "--contract", str(default_contract())],
-                       capture_output=True, text=True, env=env, check=True)
+    a = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scheduler",
+            "plan",
+            str(MIXED),
+            "-o",
+            "json",
+            "--clouds",
+            str(default_catalog()),
+            "--contract",
+            str(default_contract()),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     assert json.loads(a.stdout)[0]["job"] == "gpt-pretrain"
     bad = subprocess.run([sys.executable, "-m", "scheduler", "validate", "/nonexistent.yaml"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "/nonexistent.yaml: no such file"

@@ -105,12 +105,7 @@ def test_holder_keeps_its_api_reserve() -> None:
 
 
 def test_holder_is_not_offered_only_for_recorded_static_reasons() -> None:
-    cat = (
-        a_catalog()
-        .cloud("azure", {"eastus": {"H100": 64}})
-        .cloud("stargate", {"abilene-tx": {"GB200": 64, "H100": 64}})
-        .obj()
-    )
+    cat = a_catalog().cloud("azure", {"eastus": {"H100": 64}}).cloud("stargate", {"abilene-tx": {"GB200": 64, "H100": 64}}).obj()
     engine, events, _ = recording_engine(cat)
     d = engine.submit(a_job().named("sg").regions("abilene-tx").obj())
     assert (d.cloud, d.rofr_answer, d.rofr_reason) == ("stargate", "not-offered", "region-constraint")
@@ -220,6 +215,8 @@ def test_restore_finishes_attempts_a_crash_cut_short() -> None:
     engine.submit(a_job().named("x").obj())
     cut = [e for e in events if not isinstance(e, Placed | Answered)]  # crash right after "submitted"
     recorded: list = []
-    restored = Engine.restore(engine.catalog, engine.contract, clock, [e for e in cut if not isinstance(e, Queued)], [recorded.append])
+    restored = Engine.restore(
+        engine.catalog, engine.contract, clock, [e for e in cut if not isinstance(e, Queued)], [recorded.append]
+    )
     assert restored.status("x").outcome == "placed"
     assert [e.kind for e in recorded] == ["offered", "answered", "placed"]

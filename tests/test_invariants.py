@@ -57,7 +57,9 @@ def test_invariants_hold_for_random_streams(data: st.DataObject, catalog, contra
             except AdmissionError:
                 assert len(events) == before  # a refused request changes nothing
         elif op in ("release", "cancel"):
-            live = sorted(n for n, r in engine.jobs.items() if r.state in (("running",) if op == "release" else ("running", "queued")))
+            live = sorted(
+                n for n, r in engine.jobs.items() if r.state in (("running",) if op == "release" else ("running", "queued"))
+            )
             if live:
                 name = live[arg % len(live)]
                 engine.release(name) if op == "release" else engine.cancel(name)
@@ -115,7 +117,9 @@ def test_checker_flags_spill_without_a_holder_answer(world) -> None:
 def test_checker_flags_spill_after_an_accept(world) -> None:
     events, _ = world
     ans = Answered(0.0, "x", 1, "azure", "accepted", "accepted", 1.0)
-    assert violations([*events, submitted(), Offered(0.0, "x", 1, "azure", "first-look", 30.0), ans, placed("x", "oci")]) == ["rofr-order"]
+    assert violations([*events, submitted(), Offered(0.0, "x", 1, "azure", "first-look", 30.0), ans, placed("x", "oci")]) == [
+        "rofr-order"
+    ]
 
 
 def test_checker_flags_a_decline_from_an_earlier_attempt(world) -> None:

@@ -1,0 +1,130 @@
+"""Engine throughput: decisions per second at backlogs of 1k, 10k and 100k jobs.
+
+The example catalog is grown to ~20 region-GPU pools per cloud. Each run submits the whole
+backlog with ``place_many`` (most of it queues once the clouds fill), then finishes the
+placed jobs in random order, which re-offers queued jobs on every capacity event. A
+decision is one placement attempt (placed or queued). Per-decision cost at 100k vs 1k
+shows whether a long queue slows every decision down.
+
+    python benchmarks/engine.py [--sizes 1000 10000 100000] [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scheduler.clock import ManualClock
+from scheduler.engine import Engine
+from scheduler.events import Event, Placed, Queued
+from scheduler.loading import load_catalog, load_contract
+from scheduler.model import Job
+from scheduler.paths import default_catalog, default_contract
+from scheduler.specs import CloudCatalog
+
+POOLS_PER_CLOUD = 20
+
+
+def grown_catalog() -> CloudCatalog:
+    """The shipped catalog with extra regions until every cloud has ~20 region-GPU pools."""
+    data: dict[str, Any] = load_catalog(default_catalog()).model_dump(mode="json", by_alias=True)
+    for backend in data["spec"]["backends"]:
+        base = backend["regions"]
+        i = 0
+        while sum(len(r["gpus"]) for r in backend["regions"]) < POOLS_PER_CLOUD:
+            src = base[i % len(base)]
+            backend["regions"].append({**src, "name": f"{src['name']}-x{i}", "gpus": dict(src["gpus"])})
+            i += 1
+    return CloudCatalog.model_validate(data)
+
+
+def workload(n: int, rng: random.Random) -> list[Job]:
+    classes = ["training"] * 5 + ["inference"] * 3 + ["api-serving"] * 2
+    sizes = [1, 2, 4, 8, 8, 16, 32, 64]
+    gpu_types = ["H100", "H100", "H200", "GB200", "MI300X"]
+    jobs = []
+    for i in range(n):
+        cls = rng.choice(classes)
+        gpu_type = "H100" if cls == "api-serving" else rng.choice(gpu_types)
+        jobs.append(
+            Job(
+                name=f"j{i}",
+                cls=cls,
+                gpus=rng.choice(sizes),
+                gpu_type=gpu_type,
+                priority=rng.randint(0, 3) if cls != "api-serving" else 10,
+                jurisdiction=rng.choice([None, None, None, "US"]),
+            )
+        )
+    return jobs
+
+
+def run(n: int, seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    catalog = grown_catalog()
+    contract = load_contract(default_contract(), catalog)
+    engine = Engine(catalog, contract, ManualClock())
+    decisions = 0
+    events = 0
+
+    def count(ev: Event) -> None:
+        nonlocal decisions, events
+        events += 1
+        if isinstance(ev, Placed | Queued):
+            decisions += 1
+
+    engine.subscribe(count)
+    jobs = workload(n, rng)
+    t0 = time.perf_counter()
+    engine.place_many(jobs)
+    t_submit = time.perf_counter() - t0
+    submit_decisions = decisions
+    running = [name for name, rec in engine.jobs.items() if rec.state == "running"]
+    rng.shuffle(running)
+    t1 = time.perf_counter()
+    for name in running:
+        engine.release(name)
+    t_release = time.perf_counter() - t1
+    total = t_submit + t_release
+    return {
+        "backlog": n,
+        "pools": len(engine.inventory.pools),
+        "decisions": decisions,
+        "events": events,
+        "submit_dps": submit_decisions / t_submit,
+        "dps": decisions / total,
+        "us_per_decision": total / decisions * 1e6,
+        "queued_at_end": len(engine.queue),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    rows = []
+    print(f"{'backlog':>8} {'pools':>6} {'decisions':>10} {'events':>9} {'submit dec/s':>13} {'overall dec/s':>14} {'us/decision':>12} {'left queued':>12}")
+    for n in args.sizes:
+        r = run(n, args.seed)
+        rows.append(r)
+        print(
+            f"{r['backlog']:>8,} {r['pools']:>6} {r['decisions']:>10,} {r['events']:>9,} {r['submit_dps']:>13,.0f} "
+            f"{r['dps']:>14,.0f} {r['us_per_decision']:>12.1f} {r['queued_at_end']:>12,}"
+        )
+    if len(rows) >= 2:
+        ratio = rows[-1]["us_per_decision"] / rows[0]["us_per_decision"]
+        print(f"per-decision cost ratio {rows[-1]['backlog']:,} vs {rows[0]['backlog']:,}: {ratio:.2f} (target <= 2)")
+    at10k = next((r for r in rows if r["backlog"] == 10_000), None)
+    if at10k:
+        print(f"decisions/s at 10k backlog: {at10k['dps']:,.0f} (target >= 50,000)")
+
+
+if __name__ == "__main__":
+    main()

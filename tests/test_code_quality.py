@@ -1,0 +1,39 @@
+"""The core stays pure and typed: checked in CI, not by convention alone."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE = ["engine", "rofr", "inventory", "queue", "invariants", "events", "model", "specs", "loading", "decision", "clock", "yamlio"]
+FORBIDDEN = {"ray", "prometheus_client", "sqlite3", "time", "kubernetes"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_core_imports_no_ray_prometheus_sqlite_or_wall_clock() -> None:
+    for name in CORE:
+        bad = imported_modules(ROOT / "scheduler" / f"{name}.py") & FORBIDDEN
+        assert not bad, f"scheduler/{name}.py imports {bad}"
+
+
+def test_ruff_is_clean() -> None:
+    r = subprocess.run([sys.executable, "-m", "ruff", "check", "scheduler", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_mypy_strict_passes_on_the_package() -> None:
+    r = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
