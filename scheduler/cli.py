@@ -174,3 +174,221 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+
+
+# --------------------------------------------------------------------------- runtime commands
+# Ray is imported lazily so the offline commands start fast and work without a cluster.
+
+StateOpt = Annotated[Path | None, typer.Option("--state-dir", help="State directory (default $MCSCHED_HOME or ~/.mcsched).")]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray GCS address (default: RAY_ADDRESS or the local cluster).")]
+
+
+def _state(state_dir: Path | None) -> Path:
+    from scheduler.paths import state_dir as default_state
+
+    return (state_dir or default_state()).expanduser().resolve()
+
+
+def _connect(address: str | None, state_dir: Path | None, *, embedded: bool = False) -> None:
+    from scheduler.errors import RuntimeUnavailable
+    from scheduler.runtime.cluster import connect, resolve_address, up
+
+    state = _state(state_dir)
+    resolved = resolve_address(address, state)
+    if resolved is None:
+        if not embedded:
+            raise RuntimeUnavailable("no Ray cluster found: run `mcsched up` first or pass --address")
+        err.print("no Ray cluster found; starting the embedded default (`mcsched up`) ...", markup=False)
+        catalog, the_contract = load_config(None, None)
+        info = up(catalog, the_contract, state, log=lambda m: err.print(m, markup=False))
+        resolved = info.gcs_address
+    connect(resolved)
+
+
+def _call(method: str, *args: object) -> object:
+    import ray
+
+    from scheduler.runtime.actor import get_actor
+
+    return ray.get(getattr(get_actor(), method).remote(*args))
+
+
+@app.command("up")
+def up_cmd(
+    clouds: CatalogOpt = None,
+    contract: ContractOpt = None,
+    state_dir: StateOpt = None,
+    metrics_port: Annotated[int, typer.Option("--metrics-port", help="Scheduler metrics port on 127.0.0.1.")] = 9464,
+    prometheus: Annotated[bool, typer.Option("--prometheus", help="Also start a local Prometheus scraping mcsched.")] = False,
+) -> None:
+    """Start a local Ray head (loopback only) with every mock cloud, and the scheduler actor."""
+    from scheduler.runtime.cluster import up
+
+    catalog, the_contract = load_config(clouds, contract)
+    info = up(catalog, the_contract, _state(state_dir), metrics_port=metrics_port, log=lambda m: err.print(m, markup=False))
+    if prometheus:
+        from scheduler.promlocal import start_local_prometheus
+
+        info = start_local_prometheus(info, metrics_port)
+    out.print(f"Ray GCS:        {info.gcs_address}", markup=False)
+    out.print(f"Ray dashboard:  {info.dashboard_url}  (Jobs API for `ray job submit --address`)", markup=False)
+    out.print(f"metrics:        {info.metrics_url}", markup=False)
+    if info.prometheus_url:
+        out.print(f"Prometheus:     {info.prometheus_url}", markup=False)
+    out.print(f"state/ledger:   {info.state_dir}", markup=False)
+    out.print(f"submit a job:   ray job submit --address {info.dashboard_url} -- python -m scheduler run deploy/examples/job.yaml", markup=False)
+
+
+@app.command("down")
+def down_cmd(state_dir: StateOpt = None) -> None:
+    """Stop everything `mcsched up` started (Ray head, scheduler actor, local Prometheus)."""
+    from scheduler.runtime.cluster import down
+
+    out.print("stopped" if down(_state(state_dir)) else "nothing to stop", markup=False)
+
+
+@app.command("serve")
+def serve_cmd(
+    address: Annotated[str, typer.Option("--address", help="Existing Ray cluster (e.g. a KubeRay head).")],
+    clouds: CatalogOpt = None,
+    contract: ContractOpt = None,
+    state_dir: StateOpt = None,
+    metrics_port: Annotated[int, typer.Option("--metrics-port")] = 9464,
+    metrics_host: Annotated[str, typer.Option("--metrics-host", help="0.0.0.0 inside a pod.")] = "127.0.0.1",
+) -> None:
+    """Start only the scheduler actor against an existing Ray cluster."""
+    from scheduler.runtime.actor import start_actor
+    from scheduler.runtime.cluster import connect
+
+    catalog, the_contract = load_config(clouds, contract)
+    state = _state(state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    connect(address)
+    start_actor(
+        catalog.model_dump(mode="json", by_alias=True),
+        the_contract.model_dump(mode="json", by_alias=True),
+        str(state / "ledger.db"),
+        metrics_port,
+        metrics_host,
+    )
+    out.print(f"scheduler actor running on {address}; metrics on {metrics_host}:{metrics_port}", markup=False)
+
+
+@app.command("run")
+def run_cmd(
+    job: Annotated[Path, typer.Argument(help="One Job YAML.")],
+    address: AddressOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Place one job through the scheduler and run it on the chosen cloud (the Ray job driver)."""
+    from scheduler.loading import load_files
+    from scheduler.runtime.driver import run_job
+
+    loaded, errors = load_files([job])
+    if errors:
+        raise SpecErrors(errors)
+    docs = [x for x in loaded if isinstance(x.model, JobDoc)]
+    if len(docs) != 1 or len(loaded) != 1:
+        raise SpecError(str(job), f"expected exactly one Job document, found {len(loaded)} document(s)")
+    _connect(address, state_dir, embedded=True)
+    code = run_job(docs[0].doc.data, str(job), _state(state_dir) / "checkpoints", say=lambda m: out.print(m, markup=False))
+    raise typer.Exit(code)
+
+
+@app.command("submit")
+def submit_cmd(
+    files: Annotated[list[Path], typer.Argument(help="Job YAML files; each job becomes one Ray job.")],
+    address: Annotated[str | None, typer.Option("--address", help="Ray dashboard URL (default: the local cluster).")] = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Submit jobs as Ray jobs (Jobs SDK); each runs `python -m scheduler run` on the cluster."""
+    import shutil
+    import tempfile
+    import uuid
+
+    import yaml
+    from ray.job_submission import JobSubmissionClient
+
+    from scheduler.runtime.cluster import ClusterInfo
+
+    catalog, the_contract = load_config(None, None)
+    docs = load_jobs(files, catalog, the_contract)
+    info = ClusterInfo.load(_state(state_dir))
+    url = address or (info.dashboard_url if info else None)
+    if url is None:
+        raise MCSchedError("no Ray cluster found: run `mcsched up` first or pass --address")
+    client = JobSubmissionClient(url)
+    for doc in docs:
+        tmp = Path(tempfile.mkdtemp(prefix="mcsched-"))
+        try:
+            (tmp / "job.yaml").write_text(yaml.safe_dump(doc.model_dump(mode="json", by_alias=True, exclude_none=True)))
+            sid = client.submit_job(
+                entrypoint="python -m scheduler run job.yaml",
+                runtime_env={"working_dir": str(tmp)},
+                submission_id=f"mcsched-{doc.metadata.name}-{uuid.uuid4().hex[:6]}",
+            )
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        out.print(f"{doc.metadata.name}\t{sid}", markup=False)
+
+
+@app.command("status")
+def status_cmd(
+    job: Annotated[str | None, typer.Argument(help="A job name (default: all jobs).")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Say why each backend was not used.")] = False,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.TABLE,
+    address: AddressOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Where each job stands (placed where and why, or queued and why)."""
+    from scheduler.runtime.service import decision_from
+
+    _connect(address, state_dir)
+    try:
+        rows = _call("status", job)
+    except Exception as exc:
+        raise MCSchedError(str(getattr(exc, "cause", None) or exc).splitlines()[0]) from None
+    assert isinstance(rows, list)
+    decisions = [decision_from(r) for r in rows]
+    if output is OutputFormat.JSON:
+        print(decisions_json(decisions, explain))
+    else:
+        out.print(decisions_table(decisions, explain))
+
+
+@app.command("list")
+def list_cmd(address: AddressOpt = None, state_dir: StateOpt = None) -> None:
+    """One line per job."""
+    from scheduler.runtime.service import decision_from
+
+    _connect(address, state_dir)
+    rows = _call("status", None)
+    assert isinstance(rows, list)
+    for r in rows:
+        out.print(decision_from(r).line(), markup=False)
+
+
+@app.command("cancel")
+def cancel_cmd(job: str, address: AddressOpt = None, state_dir: StateOpt = None) -> None:
+    """Cancel a queued or running job and release its capacity."""
+    _connect(address, state_dir)
+    try:
+        row = _call("cancel", job)
+    except Exception as exc:
+        raise MCSchedError(str(getattr(exc, "cause", None) or exc).splitlines()[0]) from None
+    assert isinstance(row, dict)
+    out.print(f"{job}: {row['outcome']}", markup=False)
+
+
+@app.command("fault")
+def fault_cmd(
+    cloud: str,
+    down: Annotated[bool, typer.Option("--down/--up", help="Take the mock backend down or bring it back.")] = True,
+    latency: Annotated[float | None, typer.Option("--extra-latency", help="Extra response seconds (slow holder).")] = None,
+    address: AddressOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Inject a mock-backend fault (outage or slowness) into the running scheduler."""
+    _connect(address, state_dir)
+    _call("fault", cloud, not down, latency)
+    out.print(f"{cloud}: {'down' if down else 'up'}" + (f", +{latency:g}s latency" if latency is not None else ""), markup=False)

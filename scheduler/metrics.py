@@ -1,0 +1,138 @@
+"""Prometheus metrics, fed by the same event stream as the ledger.
+
+Labels are bounded (cloud, region, gpu_type, class, outcome, reason, rule); job names never
+become labels. ``contract_violations`` is driven by a live ``InvariantChecker`` over the
+stream, so the alert that watches it is watching a real proof, not a constant.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from scheduler.events import (
+    Answered,
+    BackendChanged,
+    CapacityChanged,
+    Configured,
+    Event,
+    Placed,
+    Preempted,
+    Queued,
+    Released,
+    Submitted,
+)
+from scheduler.invariants import InvariantChecker
+
+RULES = ("rofr-order", "rofr-skipped", "pinned-class-off-pins", "over-commit", "double-placement", "lost-job")
+DECISION_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
+WAIT_BUCKETS = (0.1, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600)
+ANSWER_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 45, 60, 120, 300)
+
+
+class Metrics:
+    """An event sink that keeps every mcsched_* series up to date."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.submitted = Counter("mcsched_jobs_submitted_total", "Jobs accepted for scheduling.", ["class"], registry=r)
+        self.placements = Counter(
+            "mcsched_placements_total",
+            "Gang placements by where and how (via: rofr-accepted, after-decline, after-lapse, holder-not-offered, preemption).",
+            ["cloud", "region", "gpu_type", "class", "via"],
+            registry=r,
+        )
+        self.offers = Counter("mcsched_rofr_offers_total", "ROFR gate outcomes for the holder.", ["holder", "answer", "reason"], registry=r)
+        self.answer_seconds = Histogram(
+            "mcsched_rofr_answer_seconds", "Holder response time per offer (lapses count as the full window).", buckets=ANSWER_BUCKETS, registry=r
+        )
+        self.window_seconds = Gauge("mcsched_rofr_window_seconds", "The contract's ROFR response window.", registry=r)
+        self.pending = Gauge("mcsched_pending_jobs", "Jobs waiting in the queue, by why.", ["class", "reason"], registry=r)
+        self.gpus = Gauge("mcsched_gpus", "GPUs per pool (state: capacity or allocated).", ["cloud", "region", "gpu_type", "state"], registry=r)
+        self.decision_seconds = Histogram(
+            "mcsched_decision_seconds", "Wall time per placement decision.", buckets=DECISION_BUCKETS, registry=r
+        )
+        self.queue_wait = Histogram(
+            "mcsched_queue_wait_seconds", "Submit-to-placed wait per placement.", ["class"], buckets=WAIT_BUCKETS, registry=r
+        )
+        self.cost = Counter("mcsched_cost_usd_total", "Accrued spend of finished or evicted work.", ["cloud"], registry=r)
+        self.cost_rate = Gauge("mcsched_cost_rate_usd_per_hour", "Spend rate of running work.", ["cloud"], registry=r)
+        self.preemptions = Counter("mcsched_preemptions_total", "Evictions by why.", ["reason"], registry=r)
+        self.violations = Counter(
+            "mcsched_contract_violations_total", "Contract invariant breaches seen on the live stream (must stay 0).", ["rule"], registry=r
+        )
+        self.backend_up = Gauge("mcsched_backend_up", "1 when the mock backend is up.", ["cloud"], registry=r)
+        self.running_jobs = Gauge("mcsched_running_jobs", "Placed jobs by cloud and class.", ["cloud", "class"], registry=r)
+        for rule in RULES:
+            self.violations.labels(rule)
+        self.checker = InvariantChecker()
+        self._queued: dict[str, tuple[str, str]] = {}
+        self._price: dict[str, float] = {}
+        self._rate: dict[str, float] = {}
+        self._seq = 0
+
+    def __call__(self, ev: Event) -> None:
+        self._seq += 1
+        for v in self.checker.feed(ev, self._seq):
+            self.violations.labels(v.rule).inc()
+        job = getattr(ev, "job", None)
+        if job is not None:  # any event for a queued job means it left the queue (or re-queues below)
+            prev = self._queued.pop(job, None)
+            if prev is not None:
+                self.pending.labels(*prev).dec()
+        if isinstance(ev, Submitted):
+            self.submitted.labels(ev.cls).inc()
+        elif isinstance(ev, Answered):
+            self.offers.labels(ev.holder, ev.answer, ev.reason or "none").inc()
+            if ev.answer != "not-offered":
+                self.answer_seconds.observe(ev.response_seconds)
+        elif isinstance(ev, Placed):
+            self.placements.labels(ev.cloud, ev.region, ev.gpu_type, ev.cls, ev.via).inc()
+            self.gpus.labels(ev.cloud, ev.region, ev.gpu_type, "allocated").inc(ev.gpus)
+            self.queue_wait.labels(ev.cls).observe(max(ev.waited_seconds, 0.0))
+            self.running_jobs.labels(ev.cloud, ev.cls).inc()
+            self._rate_add(ev.cloud, ev.price * ev.gpus)
+            self._price[ev.job] = ev.price * ev.gpus
+        elif isinstance(ev, Queued):
+            self._queued[ev.job] = (ev.cls, ev.reason)
+            self.pending.labels(ev.cls, ev.reason).inc()
+        elif isinstance(ev, Preempted | Released):
+            self.gpus.labels(ev.cloud, ev.region, ev.gpu_type, "allocated").dec(ev.gpus)
+            self.cost.labels(ev.cloud).inc(max(ev.cost_usd, 0.0))
+            self.running_jobs.labels(ev.cloud, ev.cls).dec()
+            self._rate_add(ev.cloud, -self._price.pop(ev.job, 0.0))
+            if isinstance(ev, Preempted):
+                self.preemptions.labels(ev.reason).inc()
+        elif isinstance(ev, BackendChanged):
+            self.backend_up.labels(ev.cloud).set(1 if ev.up else 0)
+        elif isinstance(ev, CapacityChanged):
+            self.gpus.labels(ev.cloud, ev.region, ev.gpu_type, "capacity").set(ev.capacity)
+        elif isinstance(ev, Configured):
+            self._configure(ev)
+
+    def _rate_add(self, cloud: str, delta: float) -> None:
+        self._rate[cloud] = max(self._rate.get(cloud, 0.0) + delta, 0.0)
+        self.cost_rate.labels(cloud).set(self._rate[cloud])
+
+    def _configure(self, ev: Configured) -> None:
+        self.window_seconds.set(ev.contract["spec"]["rofr"]["windowSeconds"])
+        for b in ev.catalog["spec"]["backends"]:
+            self.backend_up.labels(b["name"]).set(1 if b.get("up", True) else 0)
+            self.cost_rate.labels(b["name"]).set(0)
+            self.cost.labels(b["name"])
+            for r in b["regions"]:
+                for gpu_type, count in r["gpus"].items():
+                    self.gpus.labels(b["name"], r["name"], gpu_type, "capacity").set(count)
+                    self.gpus.labels(b["name"], r["name"], gpu_type, "allocated").set(0)
+
+    def observe_decisions(self, seconds: float, count: int) -> None:
+        """Spread a batch's wall time over its decisions (the engine itself has no clock)."""
+        if count > 0:
+            per = seconds / count
+            for _ in range(count):
+                self.decision_seconds.observe(per)
+
+
+def serve(metrics: Metrics, port: int, host: str = "127.0.0.1") -> None:
+    """Expose /metrics (read-only; prometheus_client serves GET only)."""
+    start_http_server(port, addr=host, registry=metrics.registry)

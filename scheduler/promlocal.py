@@ -1,0 +1,53 @@
+"""A local Prometheus for ``mcsched up --prometheus``, using the shipped config and rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+from pathlib import Path
+
+from scheduler.errors import RuntimeUnavailable
+from scheduler.paths import PACKAGE_DIR
+from scheduler.runtime.cluster import ClusterInfo, free_port
+
+DEPLOY = PACKAGE_DIR.parent / "deploy" / "prometheus"
+
+
+def render_config(metrics_target: str, rules_path: Path, scrape_interval: str = "5s") -> str:
+    """The shipped prometheus.yml with the scheduler target and rule path for this machine."""
+    text = (DEPLOY / "prometheus.yml").read_text()
+    text = text.replace("mcsched-scheduler:9464", metrics_target)
+    text = text.replace("/etc/prometheus/rules/mcsched-rules.yml", str(rules_path))
+    return text.replace("scrape_interval: 15s", f"scrape_interval: {scrape_interval}")
+
+
+def start_prometheus(workdir: Path, metrics_target: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise RuntimeUnavailable("prometheus is not installed (Debian: apt-get install prometheus)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    rules = workdir / "mcsched-rules.yml"
+    shutil.copyfile(DEPLOY / "rules" / "mcsched-rules.yml", rules)
+    config = workdir / "prometheus.yml"
+    config.write_text(render_config(metrics_target, rules))
+    port = port or free_port()
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "prometheus.log").open("wb"),
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def start_local_prometheus(info: ClusterInfo, metrics_port: int) -> ClusterInfo:
+    proc, url = start_prometheus(Path(info.state_dir) / "prometheus", f"127.0.0.1:{metrics_port}")
+    info = dataclasses.replace(info, prometheus_url=url, prometheus_pid=proc.pid)
+    info.save()
+    return info

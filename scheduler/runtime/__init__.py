@@ -1,0 +1,1 @@
+"""Ray adapters: the scheduler actor, the local cluster, the job driver and workloads."""

@@ -1,0 +1,51 @@
+"""Ray is applied here, in a factory: a detached, named, restartable scheduler actor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from scheduler.errors import RuntimeUnavailable
+from scheduler.runtime.service import SchedulerService
+
+ACTOR_NAME = "mcsched-scheduler"
+NAMESPACE = "mcsched"
+
+
+def live_placement_groups() -> dict[str, str]:
+    """Placement group id -> state, read from the GCS (used by the reconcile loop)."""
+    table = ray.util.placement_group_table()
+    return {pg_id: info.get("state", "") for pg_id, info in table.items()}
+
+
+def start_actor(
+    catalog: dict[str, Any],
+    contract: dict[str, Any],
+    ledger_path: str,
+    metrics_port: int | None,
+    metrics_host: str = "127.0.0.1",
+) -> Any:
+    """Create (or find) the scheduler actor; it survives the creating driver and restarts on failure."""
+    cls = ray.remote(SchedulerService)
+    handle: Any = cls.options(
+        name=ACTOR_NAME,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=-1,
+        num_cpus=0,
+        max_concurrency=1000,
+    ).remote(catalog, contract, ledger_path, metrics_port, metrics_host, live_placement_groups)
+    ray.get(handle.ping.remote())
+    return handle
+
+
+def get_actor() -> Any:
+    try:
+        return ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    except ValueError:
+        raise RuntimeUnavailable(
+            "the mcsched scheduler actor is not running on this Ray cluster (start it with `mcsched up` or `mcsched serve`)"
+        ) from None

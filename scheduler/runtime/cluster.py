@@ -1,0 +1,187 @@
+"""The embedded default: a local Ray head carrying every mock cloud, plus the scheduler actor.
+
+Everything binds to 127.0.0.1 (dashboard, Jobs API, metrics); Ray's temp dir lives under
+the mcsched state directory. ``up`` records what it started in ``cluster.json`` so
+``down``, ``run`` and the CLI find it again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from scheduler.errors import RuntimeUnavailable
+from scheduler.runtime.resources import cloud_resources
+from scheduler.specs import CloudCatalog, Contract
+
+STATE_FILE = "cluster.json"
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    gcs_address: str
+    dashboard_url: str
+    metrics_url: str
+    state_dir: str
+    temp_dir: str
+    prometheus_url: str | None = None
+    prometheus_pid: int | None = None
+
+    def save(self) -> None:
+        Path(self.state_dir, STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, state_dir: Path) -> ClusterInfo | None:
+        path = state_dir / STATE_FILE
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def ray_bin() -> str:
+    candidate = Path(sys.executable).with_name("ray")
+    return str(candidate) if candidate.exists() else (shutil.which("ray") or "ray")
+
+
+def start_head(catalog: CloudCatalog, state_dir: Path, *, num_cpus: int = 2, object_store_mb: int = 128) -> tuple[str, str]:
+    """``ray start --head`` on loopback advertising every cloud's pools; returns (gcs, dashboard)."""
+    temp_dir = state_dir / "ray"
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    gcs_port, dash_port = free_port(), free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [
+        ray_bin(), "start", "--head",
+        "--node-ip-address", "127.0.0.1",
+        "--port", str(gcs_port),
+        "--dashboard-host", "127.0.0.1",
+        "--dashboard-port", str(dash_port),
+        "--temp-dir", str(temp_dir),
+        "--num-cpus", str(num_cpus),
+        "--object-store-memory", str(object_store_mb * 1024 * 1024),
+        "--resources", json.dumps(cloud_resources(catalog)),
+        "--disable-usage-stats",
+        "--include-dashboard", "true",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeUnavailable(f"ray start failed: {tail[0]}")
+    return f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dash_port}"
+
+
+def stop_head() -> None:
+    subprocess.run([ray_bin(), "stop", "--force"], capture_output=True, check=False)
+
+
+def connect(address: str) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address=address, namespace="mcsched", logging_level=logging.WARNING, log_to_driver=True)
+
+
+def wait_dashboard(url: str, timeout: float = 60.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeUnavailable(f"Ray dashboard at {url} did not come up within {timeout:.0f}s")
+
+
+def up(
+    catalog: CloudCatalog,
+    contract: Contract,
+    state_dir: Path,
+    *,
+    metrics_port: int = 9464,
+    log: Any = print,
+) -> ClusterInfo:
+    """Start the local head and the scheduler actor (idempotent while a cluster is recorded)."""
+    from scheduler.runtime.actor import start_actor
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    existing = ClusterInfo.load(state_dir)
+    if existing is not None and alive(existing):
+        log(f"mcsched is already up (Ray at {existing.gcs_address}); `mcsched down` first to restart it")
+        return existing
+    if not port_free(metrics_port):
+        raise RuntimeUnavailable(f"metrics port 127.0.0.1:{metrics_port} is in use (pass --metrics-port)")
+    log("starting a local Ray head (loopback only) with every mock cloud's GPUs as Ray resources ...")
+    gcs, dash = start_head(catalog, state_dir)
+    info = ClusterInfo(gcs, dash, f"http://127.0.0.1:{metrics_port}/metrics", str(state_dir), str(state_dir / "ray"))
+    info.save()
+    wait_dashboard(dash)
+    log("starting the scheduler actor (detached, restartable) ...")
+    connect(gcs)
+    start_actor(
+        catalog.model_dump(mode="json", by_alias=True),
+        contract.model_dump(mode="json", by_alias=True),
+        str(state_dir / "ledger.db"),
+        metrics_port,
+    )
+    return info
+
+
+def alive(info: ClusterInfo) -> bool:
+    host, _, port = info.gcs_address.rpartition(":")
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host, int(port))) == 0
+
+
+def down(state_dir: Path) -> bool:
+    info = ClusterInfo.load(state_dir)
+    if info is None:
+        return False
+    if info.prometheus_pid:
+        try:
+            os.kill(info.prometheus_pid, 15)
+        except ProcessLookupError:
+            pass
+    stop_head()
+    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    return True
+
+
+def resolve_address(address: str | None, state_dir: Path) -> str | None:
+    """--address, then RAY_ADDRESS (set inside Ray jobs), then the recorded local cluster."""
+    if address:
+        return address
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    info = ClusterInfo.load(state_dir)
+    if info is not None and alive(info):
+        return info.gcs_address
+    return None
