@@ -107,17 +107,25 @@ def connect(address: str) -> None:
     ray.init(address=address, namespace="mcsched", logging_level=logging.WARNING, log_to_driver=True)
 
 
-def wait_dashboard(url: str, timeout: float = 60.0) -> None:
-    import urllib.request
+def wait_jobs_api(url: str, timeout: float = 90.0) -> None:
+    """Wait until the Jobs API really accepts a job (its agent starts after the dashboard)."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
 
     deadline = time.monotonic() + timeout
+    last = "no answer"
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=2):
-                return
-        except OSError:
+            client = JobSubmissionClient(url)
+            sid = client.submit_job(entrypoint="true", submission_id=f"mcsched-ready-{time.time_ns()}")
+            while time.monotonic() < deadline:
+                if client.get_job_status(sid) in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+                    client.delete_job(sid)
+                    return
+                time.sleep(0.2)
+        except Exception as exc:  # connection refused / "No available agent" while starting
+            last = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             time.sleep(0.5)
-    raise RuntimeUnavailable(f"Ray dashboard at {url} did not come up within {timeout:.0f}s")
+    raise RuntimeUnavailable(f"Ray Jobs API at {url} not ready within {timeout:.0f}s: {last}")
 
 
 def up(
@@ -142,7 +150,7 @@ def up(
     gcs, dash = start_head(catalog, state_dir)
     info = ClusterInfo(gcs, dash, f"http://127.0.0.1:{metrics_port}/metrics", str(state_dir), str(state_dir / "ray"))
     info.save()
-    wait_dashboard(dash)
+    wait_jobs_api(dash)
     log("starting the scheduler actor (detached, restartable) ...")
     connect(gcs)
     start_actor(

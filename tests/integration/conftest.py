@@ -1,0 +1,114 @@
+"""A real local Ray cluster per test module, started and stopped by the tests themselves."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from scheduler.runtime.cluster import ClusterInfo, free_port, ray_bin
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SMALL_CATALOG = {
+    "apiVersion": "mcsched.io/v1",
+    "kind": "CloudCatalog",
+    "metadata": {"name": "it"},
+    "spec": {
+        "backends": [
+            {"name": "azure", "latencySeconds": 1, "prices": {"H100": 3.4},
+             "regions": [{"name": "eastus", "jurisdiction": "US", "gpus": {"H100": 8}}]},
+            {"name": "oci", "latencySeconds": 2, "startupSeconds": 60, "prices": {"H100": 2.9},
+             "regions": [{"name": "us-ashburn-1", "jurisdiction": "US", "gpus": {"H100": 4000}}]},
+            {"name": "coreweave", "latencySeconds": 1, "startupSeconds": 90, "prices": {"H100": 2.7},
+             "regions": [{"name": "US-EAST-04", "jurisdiction": "US", "gpus": {"H100": 16}}]},
+        ]
+    },
+}
+CONTRACT = {
+    "apiVersion": "mcsched.io/v1",
+    "kind": "Contract",
+    "metadata": {"name": "it"},
+    "spec": {"rofr": {"holder": "azure", "windowSeconds": 30}, "pins": {"api-serving": ["azure"]}, "preemption": {"enabled": False}},
+}
+
+
+@dataclass
+class Cluster:
+    info: ClusterInfo
+    state: Path
+    env: dict[str, str]
+    metrics_port: int
+
+    def mcsched(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([sys.executable, "-m", "scheduler", *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        if check and r.returncode != 0:
+            raise AssertionError(f"mcsched {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def actor(self) -> Any:
+        import ray
+
+        from scheduler.runtime.actor import get_actor
+        from scheduler.runtime.cluster import connect
+
+        connect(self.info.gcs_address)
+        return get_actor(), ray
+
+    def call(self, method: str, *args: Any) -> Any:
+        actor, ray = self.actor()
+        return ray.get(getattr(actor, method).remote(*args), timeout=60)
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 30.0, every: float = 0.2, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def job_doc(name: str, cls: str = "training", gpus: int = 8, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "mcsched.io/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"class": cls, "gpus": gpus, "gpuType": "H100", **spec}}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    if shutil.which(ray_bin()) is None and not Path(ray_bin()).exists():
+        pytest.skip("ray is not installed")
+    state = Path(tempfile.mkdtemp(prefix="mcs-", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    (state / "catalog.yaml").write_text(yaml.safe_dump(SMALL_CATALOG))
+    (state / "contract.yaml").write_text(yaml.safe_dump(CONTRACT))
+    port = free_port()
+    env = {**os.environ, "MCSCHED_HOME": str(state), "RAY_USAGE_STATS_ENABLED": "0", "COLUMNS": "200"}
+    env.pop("RAY_ADDRESS", None)
+    c = Cluster(ClusterInfo("", "", "", str(state), ""), state, env, port)
+    try:
+        c.mcsched("up", "--clouds", str(state / "catalog.yaml"), "--contract", str(state / "contract.yaml"), "--metrics-port", str(port))
+        info = ClusterInfo.load(state)
+        assert info is not None
+        c.info = info
+        yield c
+    finally:
+        try:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+        finally:
+            subprocess.run([sys.executable, "-m", "scheduler", "down"], env=env, capture_output=True, timeout=120)
+            subprocess.run([ray_bin(), "stop", "--force"], capture_output=True, timeout=120)
+            shutil.rmtree(state, ignore_errors=True)

@@ -1,0 +1,152 @@
+"""The Ray runtime against a real local Ray cluster: the Ray CLI path, stop, waiting, recovery."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scheduler.ledger import Ledger
+from tests.integration.conftest import ROOT, Cluster, job_doc, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def ray_cli(cluster: Cluster, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    ray = str(Path(os.sys.executable).with_name("ray"))
+    return subprocess.run([ray, "job", *args], env=cluster.env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def write_job(tmp: Path, doc: dict) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "job.yaml").write_text(yaml.safe_dump(doc))
+    return tmp
+
+
+def job_status(cluster: Cluster, name: str) -> dict:
+    """The job's status row, or {} while the scheduler has not seen it yet."""
+    return next((r for r in cluster.call("status", None) if r["job"] == name), {})
+
+
+def usage(cluster: Cluster, cloud: str) -> int:
+    return sum(u["allocated"] for u in cluster.call("usage") if u["cloud"] == cloud)
+
+
+def test_ray_job_submit_places_and_runs_on_the_chosen_clouds_resources(cluster: Cluster, tmp_path: Path) -> None:
+    # Azure has 8 GPUs: a 16-GPU gang is declined and must really run on another cloud's Ray resources.
+    work = write_job(tmp_path / "w", job_doc("spill-16", gpus=16, workload={"steps": 3, "stepSeconds": 0.05}))
+    r = ray_cli(cluster, "submit", "--address", cluster.info.dashboard_url, "--working-dir", str(work), "--",
+                "python", "-m", "scheduler", "run", "job.yaml")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "placed spill-16 on oci/us-ashburn-1 (16x H100, $2.90/GPU-h): azure declined: no-capacity" in r.stdout
+    assert "resources mcsched_oci__us_ashburn_1__H100=8" in r.stdout  # Ray assigned that cloud's pool
+    assert "spill-16 finished; capacity released" in r.stdout
+    assert usage(cluster, "oci") == 0
+
+
+def test_entrypoint_gets_its_placement_in_the_environment(cluster: Cluster, tmp_path: Path) -> None:
+    doc = job_doc("entry", gpus=4, entrypoint="echo RAN-ON=$MCSCHED_CLOUD/$MCSCHED_REGION/$MCSCHED_JOB")
+    work = write_job(tmp_path / "e", doc)
+    r = cluster.mcsched("run", str(work / "job.yaml"))
+    assert "RAN-ON=azure/eastus/entry" in r.stdout + r.stderr
+
+
+def test_failing_workload_exits_non_zero_and_releases(cluster: Cluster, tmp_path: Path) -> None:
+    work = write_job(tmp_path / "f", job_doc("fails", gpus=8, workload={"steps": 5, "stepSeconds": 0.01, "failAtStep": 2}))
+    r = cluster.mcsched("run", str(work / "job.yaml"), check=False)
+    assert r.returncode == 1 and "injected failure at step 2" in r.stdout
+    assert usage(cluster, "azure") == 0
+
+
+def test_bad_job_is_refused_with_one_line_and_changes_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    before = len(cluster.call("status", None))
+    work = write_job(tmp_path / "b", job_doc("sneaky", cls="api-serving", clouds=["oci"]))
+    r = cluster.mcsched("run", str(work / "job.yaml"), check=False)
+    assert r.returncode == 2 and "pinned" in r.stderr and "Traceback" not in r.stderr
+    assert len(cluster.call("status", None)) == before
+
+
+def test_ray_job_stop_releases_capacity_and_the_next_queued_job_starts(cluster: Cluster, tmp_path: Path) -> None:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(cluster.info.dashboard_url)
+    long = write_job(tmp_path / "l", job_doc("long-train", gpus=8, workload={"steps": 600, "stepSeconds": 0.1}))
+    sid = client.submit_job(entrypoint="python -m scheduler run job.yaml", runtime_env={"working_dir": str(long)})
+    wait_for(lambda: usage(cluster, "azure") == 8, 60, what="long-train placed on azure")
+    # An api-serving job must wait for Azure (never spill) while long-train holds it.
+    api = write_job(tmp_path / "a", job_doc("api-wait", cls="api-serving", gpus=8, workload={"steps": 2, "stepSeconds": 0.01}))
+    api_sid = client.submit_job(entrypoint="python -m scheduler run job.yaml", runtime_env={"working_dir": str(api)})
+    wait_for(lambda: job_status(cluster, "api-wait").get("outcome") == "queued", 60, what="api job queued")
+    assert cluster.call("status", "api-wait")[0]["reason"] == "pinned-holder-declined"
+    time.sleep(2)
+    assert job_status(cluster, "api-wait").get("outcome") == "queued"  # still waiting, not spilled
+    stopped_at = time.monotonic()
+    client.stop_job(sid)
+    wait_for(lambda: job_status(cluster, "long-train").get("outcome") in ("cancelled", "finished"), 30, what="release")
+    released_in = time.monotonic() - stopped_at
+    assert released_in < 15, released_in
+    wait_for(lambda: client.get_job_status(api_sid) == JobStatus.SUCCEEDED, 90, what="api job succeeded")
+    api_status = cluster.call("status", "api-wait")[0]
+    assert api_status["outcome"] == "finished" or api_status["cloud"] == "azure"
+    logs = client.get_job_logs(api_sid)
+    assert "placed api-wait on azure/eastus" in logs and "resources mcsched_azure__eastus__H100=8" in logs
+    kinds = [e.kind for e in Ledger(cluster.state / "ledger.db", readonly=True).events() if getattr(e, "job", None) == "long-train"]
+    assert kinds[-1] == "released"
+
+
+def test_kill_9_during_1000_submissions_loses_and_duplicates_nothing(cluster: Cluster) -> None:
+    actor, ray = cluster.actor()
+    acked: dict[str, dict] = {}
+    errors: list[str] = []
+
+    def submit_all() -> None:
+        for b in range(40):
+            docs = [job_doc(f"bulk-{b}-{i}", gpus=[1, 2, 4, 8][i % 4]) for i in range(25)]
+            for attempt in range(60):
+                try:
+                    resp = ray.get(actor.submit.remote(docs), timeout=60)
+                except Exception as exc:  # actor died mid-call: retry the same batch, like any client
+                    errors.append(type(exc).__name__)
+                    time.sleep(0.5)
+                    continue
+                assert resp["ok"], resp
+                for d in resp["decisions"]:
+                    acked[d["job"]] = d
+                break
+            else:
+                raise AssertionError("batch never acknowledged")
+
+    t = threading.Thread(target=submit_all)
+    t.start()
+    wait_for(lambda: len(acked) >= 200, 60, every=0.05, what="first batches")
+    pid = ray.get(actor.pid.remote())
+    os.kill(pid, signal.SIGKILL)
+    t.join(300)
+    assert not t.is_alive()
+    assert len(acked) == 1000
+    statuses = {r["job"]: r for r in ray.get(actor.status.remote(None)) if r["job"].startswith("bulk-")}
+    assert set(statuses) == set(acked)
+    assert all(r["outcome"] in ("placed", "queued") for r in statuses.values())
+    assert ray.get(actor.pid.remote()) != pid  # it really restarted
+    ledger = Ledger(cluster.state / "ledger.db", readonly=True)
+    submitted = Counter(e.job for e in ledger.events() if e.kind == "submitted" and e.job.startswith("bulk-"))
+    assert set(submitted) == set(acked) and set(submitted.values()) == {1}  # exactly once
+    # Capacity accounting: the actor's books equal a fresh replay of the ledger, and no pool is over.
+    from scheduler.engine import Engine
+    from scheduler.specs import CloudCatalog, Contract
+    from scheduler.wallclock import WallClock
+
+    cfg = ledger.last_configured()
+    assert cfg is not None
+    replay = Engine.restore(CloudCatalog.model_validate(cfg.catalog), Contract.model_validate(cfg.contract), WallClock(), ledger.events())
+    live = {(u["cloud"], u["region"], u["gpu_type"]): u["allocated"] for u in ray.get(actor.usage.remote())}
+    assert live == {(u.cloud, u.region, u.gpu_type): u.allocated for u in replay.usage()}
+    r = cluster.mcsched("audit", "verify", "--db", str(cluster.state / "ledger.db"))
+    assert "OK:" in r.stdout
