@@ -7,6 +7,7 @@ the mcsched state directory. ``up`` records what it started in ``cluster.json`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -174,10 +175,8 @@ def down(state_dir: Path) -> bool:
     if info is None:
         return False
     if info.prometheus_pid:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(info.prometheus_pid, 15)
-        except ProcessLookupError:
-            pass
     stop_head()
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return True

@@ -10,6 +10,7 @@ to the ledger before it is acknowledged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -185,10 +186,8 @@ class SchedulerService:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if d.outcome != "queued" or remaining <= 0:
                     return d.to_dict(True)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), remaining)
-                except TimeoutError:
-                    pass
 
     async def bind(self, name: str, pg_id: str) -> None:
         """A driver holds the job's placement group; its disappearance releases the job."""

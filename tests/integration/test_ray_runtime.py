@@ -109,7 +109,7 @@ def test_kill_9_during_1000_submissions_loses_and_duplicates_nothing(cluster: Cl
     def submit_all() -> None:
         for b in range(40):
             docs = [job_doc(f"bulk-{b}-{i}", gpus=[1, 2, 4, 8][i % 4]) for i in range(25)]
-            for attempt in range(60):
+            for _attempt in range(60):
                 try:
                     resp = ray.get(actor.submit.remote(docs), timeout=60)
                 except Exception as exc:  # actor died mid-call: retry the same batch, like any client
