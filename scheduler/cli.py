@@ -236,7 +236,14 @@ def up_cmd(
     if info.prometheus_url:
         out.print(f"Prometheus:     {info.prometheus_url}", markup=False)
     out.print(f"state/ledger:   {info.state_dir}", markup=False)
-    out.print(f"submit a job:   ray job submit --address {info.dashboard_url} -- python -m scheduler run deploy/examples/job.yaml", markup=False)
+    if info.auth_token_path:
+        out.print("Ray token authentication is on; before `ray job submit`, run:", markup=False)
+        for line in info.export_lines():
+            out.print(f"  {line}", markup=False)
+    out.print(
+        f"submit a job:   ray job submit --address {info.dashboard_url} --working-dir deploy/examples -- python -m scheduler run job.yaml",
+        markup=False,
+    )
 
 
 @app.command("down")
@@ -282,7 +289,6 @@ def run_cmd(
 ) -> None:
     """Place one job through the scheduler and run it on the chosen cloud (the Ray job driver)."""
     from scheduler.loading import load_files
-    from scheduler.runtime.driver import run_job
 
     loaded, errors = load_files([job])
     if errors:
@@ -291,6 +297,8 @@ def run_cmd(
     if len(docs) != 1 or len(loaded) != 1:
         raise SpecError(str(job), f"expected exactly one Job document, found {len(loaded)} document(s)")
     _connect(address, state_dir, embedded=True)
+    from scheduler.runtime.driver import run_job  # imports ray: after _connect set up auth
+
     code = run_job(docs[0].doc.data, str(job), _state(state_dir) / "checkpoints", say=lambda m: out.print(m, markup=False))
     raise typer.Exit(code)
 
@@ -309,11 +317,13 @@ def submit_cmd(
     import yaml
     from ray.job_submission import JobSubmissionClient
 
-    from scheduler.runtime.cluster import ClusterInfo
+    from scheduler.runtime.cluster import ClusterInfo, apply_client_env
 
     catalog, the_contract = load_config(None, None)
     docs = load_jobs(files, catalog, the_contract)
     info = ClusterInfo.load(_state(state_dir))
+    if info is not None:
+        apply_client_env(info)
     url = address or (info.dashboard_url if info else None)
     if url is None:
         raise MCSchedError("no Ray cluster found: run `mcsched up` first or pass --address")

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -36,6 +37,16 @@ class ClusterInfo:
     temp_dir: str
     prometheus_url: str | None = None
     prometheus_pid: int | None = None
+    auth_token_path: str | None = None
+
+    def client_env(self) -> dict[str, str]:
+        """What a Ray client (ray job submit, ray.init) needs in its environment."""
+        if not self.auth_token_path:
+            return {}
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.auth_token_path}
+
+    def export_lines(self) -> list[str]:
+        return [f"export {k}={v}" for k, v in self.client_env().items()]
 
     def save(self) -> None:
         Path(self.state_dir, STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
@@ -68,13 +79,43 @@ def ray_bin() -> str:
     return str(candidate) if candidate.exists() else (shutil.which("ray") or "ray")
 
 
-def start_head(catalog: CloudCatalog, state_dir: Path, *, num_cpus: int = 2, object_store_mb: int = 128) -> tuple[str, str]:
+def token_auth_supported() -> bool:
+    """Ray >= 2.52 enforces a static bearer token when RAY_AUTH_MODE=token.
+
+    Read from package metadata: importing ray would freeze its auth settings too early.
+    """
+    from importlib.metadata import version
+
+    major, minor = (int(x) for x in version("ray").split(".")[:2])
+    return (major, minor) >= (2, 52)
+
+
+def make_token(state_dir: Path) -> Path:
+    path = state_dir / "auth_token"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+    path.chmod(0o600)
+    return path
+
+
+def apply_client_env(info: ClusterInfo) -> None:
+    """Make this process a client of the recorded cluster (token auth included)."""
+    os.environ.update(info.client_env())
+
+
+def start_head(
+    catalog: CloudCatalog, state_dir: Path, *, num_cpus: int = 2, object_store_mb: int = 128, auth_token: Path | None = None
+) -> tuple[str, str]:
     """``ray start --head`` on loopback advertising every cloud's pools; returns (gcs, dashboard)."""
     temp_dir = state_dir / "ray"
     temp_dir.mkdir(parents=True, exist_ok=True)
     gcs_port, dash_port = free_port(), free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
+    if auth_token is not None:
+        env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(auth_token)})
+        os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(auth_token)})
     cmd = [
         ray_bin(), "start", "--head",
         "--node-ip-address", "127.0.0.1",
@@ -138,8 +179,6 @@ def up(
     log: Any = print,
 ) -> ClusterInfo:
     """Start the local head and the scheduler actor (idempotent while a cluster is recorded)."""
-    from scheduler.runtime.actor import start_actor
-
     state_dir.mkdir(parents=True, exist_ok=True)
     existing = ClusterInfo.load(state_dir)
     if existing is not None and alive(existing):
@@ -147,11 +186,19 @@ def up(
         return existing
     if not port_free(metrics_port):
         raise RuntimeUnavailable(f"metrics port 127.0.0.1:{metrics_port} is in use (pass --metrics-port)")
-    log("starting a local Ray head (loopback only) with every mock cloud's GPUs as Ray resources ...")
-    gcs, dash = start_head(catalog, state_dir)
-    info = ClusterInfo(gcs, dash, f"http://127.0.0.1:{metrics_port}/metrics", str(state_dir), str(state_dir / "ray"))
+    token = make_token(state_dir) if token_auth_supported() else None
+    if token is not None:  # before anything imports ray in this process
+        os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)})
+    log("starting a local Ray head (loopback only, token auth " + ("on" if token else "unsupported by this Ray") + ") ...")
+    gcs, dash = start_head(catalog, state_dir, auth_token=token)
+    info = ClusterInfo(
+        gcs, dash, f"http://127.0.0.1:{metrics_port}/metrics", str(state_dir), str(state_dir / "ray"),
+        auth_token_path=str(token) if token else None,
+    )
     info.save()
     wait_jobs_api(dash)
+    from scheduler.runtime.actor import start_actor  # imports ray: only now that auth is in the env
+
     log("starting the scheduler actor (detached, restartable) ...")
     connect(gcs)
     start_actor(
@@ -190,5 +237,6 @@ def resolve_address(address: str | None, state_dir: Path) -> str | None:
         return os.environ["RAY_ADDRESS"]
     info = ClusterInfo.load(state_dir)
     if info is not None and alive(info):
+        apply_client_env(info)
         return info.gcs_address
     return None

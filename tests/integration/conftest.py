@@ -101,6 +101,8 @@ def cluster() -> Iterator[Cluster]:
         info = ClusterInfo.load(state)
         assert info is not None
         c.info = info
+        env.update(info.client_env())  # the lines `mcsched up` prints for `ray job submit`
+        os.environ.update(info.client_env())
         yield c
     finally:
         try:
@@ -112,3 +114,5 @@ def cluster() -> Iterator[Cluster]:
             subprocess.run([sys.executable, "-m", "scheduler", "down"], env=env, capture_output=True, timeout=120)
             subprocess.run([ray_bin(), "stop", "--force"], capture_output=True, timeout=120)
             shutil.rmtree(state, ignore_errors=True)
+            for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
+                os.environ.pop(key, None)

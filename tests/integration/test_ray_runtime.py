@@ -150,3 +150,36 @@ def test_kill_9_during_1000_submissions_loses_and_duplicates_nothing(cluster: Cl
     assert live == {(u.cloud, u.region, u.gpu_type): u.allocated for u in replay.usage()}
     r = cluster.mcsched("audit", "verify", "--db", str(cluster.state / "ledger.db"))
     assert "OK:" in r.stdout
+
+
+def test_local_mode_is_loopback_only_with_token_auth(cluster: Cluster) -> None:
+    import json
+    import socket
+    import urllib.error
+    import urllib.request
+
+    assert cluster.info.dashboard_url.startswith("http://127.0.0.1:")
+    assert cluster.info.auth_token_path and oct(Path(cluster.info.auth_token_path).stat().st_mode)[-3:] == "600"
+    # Without the token the Jobs API refuses; with it (what `mcsched up` prints) it answers.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{cluster.info.dashboard_url}/api/jobs/", timeout=10)
+    assert refused.value.code in (401, 403)
+    token = Path(cluster.info.auth_token_path).read_text().strip()
+    req = urllib.request.Request(f"{cluster.info.dashboard_url}/api/jobs/", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as ok:
+        assert isinstance(json.loads(ok.read()), list)
+    # The dashboard and the metrics endpoint are bound to loopback, not to other interfaces.
+    port = int(cluster.info.dashboard_url.rsplit(":", 1)[1])
+    other = [a for a in socket.gethostbyname_ex(socket.gethostname())[2] if not a.startswith("127.")]
+    for addr in other:
+        with socket.socket() as s:
+            s.settimeout(1)
+            assert s.connect_ex((addr, port)) != 0
+            assert s.connect_ex((addr, cluster.metrics_port)) != 0
+    # The metrics endpoint is read-only.
+    post = urllib.request.Request(f"http://127.0.0.1:{cluster.metrics_port}/metrics", data=b"x", method="POST")
+    try:
+        with urllib.request.urlopen(post, timeout=5) as r:
+            assert r.status >= 400 or b"mcsched_" in r.read()
+    except urllib.error.HTTPError as exc:
+        assert exc.code in (400, 405, 501)
