@@ -189,7 +189,7 @@ def _state(state_dir: Path | None) -> Path:
     return (state_dir or default_state()).expanduser().resolve()
 
 
-def _connect(address: str | None, state_dir: Path | None, *, embedded: bool = False) -> None:
+def _connect(address: str | None, state_dir: Path | None, *, embedded: bool = False, stream: bool = False) -> None:
     from scheduler.errors import RuntimeUnavailable
     from scheduler.runtime.cluster import connect, resolve_address, up
 
@@ -202,7 +202,7 @@ def _connect(address: str | None, state_dir: Path | None, *, embedded: bool = Fa
         catalog, the_contract = load_config(None, None)
         info = up(catalog, the_contract, state, log=lambda m: err.print(m, markup=False))
         resolved = info.gcs_address
-    connect(resolved)
+    connect(resolved, log_to_driver=stream)
 
 
 def _call(method: str, *args: object) -> object:
@@ -296,7 +296,7 @@ def run_cmd(
     docs = [x for x in loaded if isinstance(x.model, JobDoc)]
     if len(docs) != 1 or len(loaded) != 1:
         raise SpecError(str(job), f"expected exactly one Job document, found {len(loaded)} document(s)")
-    _connect(address, state_dir, embedded=True)
+    _connect(address, state_dir, embedded=True, stream=True)
     from scheduler.runtime.driver import run_job  # imports ray: after _connect set up auth
 
     code = run_job(docs[0].doc.data, str(job), _state(state_dir) / "checkpoints", say=lambda m: out.print(m, markup=False))

@@ -14,15 +14,21 @@ from scheduler.runtime.cluster import ClusterInfo, free_port
 DEPLOY = PACKAGE_DIR.parent / "deploy" / "prometheus"
 
 
-def render_config(metrics_target: str, rules_path: Path, scrape_interval: str = "5s") -> str:
-    """The shipped prometheus.yml with the scheduler target and rule path for this machine."""
+def render_config(metrics_target: str, rules_path: Path, interval: str = "5s", ray_temp_dir: str | None = None) -> str:
+    """The shipped prometheus.yml with this machine's scheduler target, rules and Ray temp dir."""
     text = (DEPLOY / "prometheus.yml").read_text()
     text = text.replace("mcsched-scheduler:9464", metrics_target)
     text = text.replace("/etc/prometheus/rules/mcsched-rules.yml", str(rules_path))
-    return text.replace("scrape_interval: 15s", f"scrape_interval: {scrape_interval}")
+    if ray_temp_dir:
+        text = text.replace("/tmp/ray/prom_metrics_service_discovery.json", f"{ray_temp_dir}/prom_metrics_service_discovery.json")
+    return text.replace("scrape_interval: 15s", f"scrape_interval: {interval}").replace(
+        "evaluation_interval: 15s", f"evaluation_interval: {interval}"
+    )
 
 
-def start_prometheus(workdir: Path, metrics_target: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def start_prometheus(
+    workdir: Path, metrics_target: str, port: int | None = None, interval: str = "5s", ray_temp_dir: str | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     binary = shutil.which("prometheus")
     if binary is None:
         raise RuntimeUnavailable("prometheus is not installed (Debian: apt-get install prometheus)")
@@ -30,7 +36,7 @@ def start_prometheus(workdir: Path, metrics_target: str, port: int | None = None
     rules = workdir / "mcsched-rules.yml"
     shutil.copyfile(DEPLOY / "rules" / "mcsched-rules.yml", rules)
     config = workdir / "prometheus.yml"
-    config.write_text(render_config(metrics_target, rules))
+    config.write_text(render_config(metrics_target, rules, interval, ray_temp_dir))
     port = port or free_port()
     proc = subprocess.Popen(
         [
@@ -47,7 +53,7 @@ def start_prometheus(workdir: Path, metrics_target: str, port: int | None = None
 
 
 def start_local_prometheus(info: ClusterInfo, metrics_port: int) -> ClusterInfo:
-    proc, url = start_prometheus(Path(info.state_dir) / "prometheus", f"127.0.0.1:{metrics_port}")
+    proc, url = start_prometheus(Path(info.state_dir) / "prometheus", f"127.0.0.1:{metrics_port}", ray_temp_dir=info.temp_dir)
     info = dataclasses.replace(info, prometheus_url=url, prometheus_pid=proc.pid)
     info.save()
     return info

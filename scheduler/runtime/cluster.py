@@ -140,13 +140,14 @@ def stop_head() -> None:
     subprocess.run([ray_bin(), "stop", "--force"], capture_output=True, check=False)
 
 
-def connect(address: str) -> None:
+def connect(address: str, *, log_to_driver: bool = False) -> None:
+    """Join the cluster as a client; only the job driver streams worker output."""
     import ray
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address=address, namespace="mcsched", logging_level=logging.WARNING, log_to_driver=True)
+    ray.init(address=address, namespace="mcsched", logging_level=logging.WARNING, log_to_driver=log_to_driver)
 
 
 def wait_jobs_api(url: str, timeout: float = 90.0) -> None:

@@ -1,0 +1,63 @@
+"""The exporter's numbers follow the event stream exactly, with bounded labels."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+
+from scheduler.metrics import Metrics
+from tests.builders import a_contract, a_job, recording_engine, two_clouds
+
+
+def value(m: Metrics, name: str, **labels: str) -> float:
+    v = m.registry.get_sample_value(name, labels)
+    return 0.0 if v is None else v
+
+
+def test_metrics_follow_placements_offers_queue_and_preemption() -> None:
+    engine, _, clock = recording_engine(two_clouds(azure_h100=8, oci_h100=8))
+    m = Metrics()
+    engine.subscribe(m)
+    engine.announce()
+    engine.submit(a_job().named("t1").gpus(8).obj())  # azure accepts
+    engine.submit(a_job().named("t2").gpus(8).obj())  # declined -> oci
+    engine.submit(a_job().named("t3").gpus(8).obj())  # queued
+    clock.advance(3600)
+    engine.submit(a_job().named("api").cls("api-serving").gpus(8).priority(9).obj())  # preempts t1
+    assert value(m, "mcsched_jobs_submitted_total", **{"class": "training"}) == 3
+    assert value(m, "mcsched_placements_total", cloud="oci", region="us-ashburn-1", gpu_type="H100", **{"class": "training"}, via="after-decline") == 1
+    assert value(m, "mcsched_placements_total", cloud="azure", region="eastus", gpu_type="H100", **{"class": "api-serving"}, via="preemption") == 1
+    assert value(m, "mcsched_rofr_offers_total", holder="azure", answer="declined", reason="no-capacity") >= 2
+    assert value(m, "mcsched_preemptions_total", reason="pinned-job") == 1
+    assert value(m, "mcsched_gpus", cloud="azure", region="eastus", gpu_type="H100", state="allocated") == 8
+    assert value(m, "mcsched_gpus", cloud="oci", region="us-ashburn-1", gpu_type="H100", state="capacity") == 8
+    assert value(m, "mcsched_pending_jobs", **{"class": "training"}, reason="no-capacity") == 2  # t3 and the evicted t1
+    assert value(m, "mcsched_cost_usd_total", cloud="azure") == 3.4 * 8  # t1 ran one hour on azure
+    assert value(m, "mcsched_contract_violations_total", rule="rofr-order") == 0
+    engine.release("t2")
+    assert value(m, "mcsched_pending_jobs", **{"class": "training"}, reason="no-capacity") == 1
+    engine.set_backend("oci", up=False)
+    assert value(m, "mcsched_backend_up", cloud="oci") == 0
+
+
+def test_no_job_name_ever_becomes_a_label() -> None:
+    engine, _, _ = recording_engine(two_clouds(), a_contract())
+    m = Metrics()
+    engine.subscribe(m)
+    engine.announce()
+    for i in range(20):
+        engine.submit(a_job().named(f"secret-job-{i}").gpus(4).obj())
+    text = generate_latest(m.registry).decode()
+    assert "secret-job" not in text
+    assert all(line.startswith(("#", "mcsched_")) for line in text.splitlines() if line)
+
+
+def test_violation_counter_is_driven_by_the_live_checker() -> None:
+    from scheduler.events import Placed, Submitted
+
+    engine, _, _ = recording_engine(two_clouds())
+    m = Metrics()
+    m(engine.configured_event())
+    job = a_job().named("x").obj()
+    m(Submitted(0.0, "x", "training", 8, "H100", 0, job.to_dict()))
+    m(Placed(0.0, "x", 1, "training", "oci", "us-ashburn-1", "H100", 8, 2.9, "after-decline", 0.0))
+    assert value(m, "mcsched_contract_violations_total", rule="rofr-order") == 1
