@@ -246,6 +246,23 @@ def up_cmd(
     )
 
 
+@app.command("manifests")
+def manifests_cmd(check: Annotated[bool, typer.Option("--check", help="Exit 1 if manifests/base/generated is stale.")] = False) -> None:
+    """Render manifests/base/generated/ from deploy/ (catalog, contract, rules, dashboard)."""
+    from scheduler.kube.render import stale, write
+    from scheduler.paths import PACKAGE_DIR
+
+    repo = PACKAGE_DIR.parent
+    if check:
+        bad = stale(repo)
+        if bad:
+            raise fail(f"manifests/base/generated is stale: {', '.join(bad)} (run `mcsched manifests`)", 1)
+        out.print("manifests/base/generated is up to date", markup=False)
+        return
+    for path in write(repo):
+        out.print(f"wrote {path.relative_to(repo)}", markup=False)
+
+
 @app.command("down")
 def down_cmd(state_dir: StateOpt = None) -> None:
     """Stop everything `mcsched up` started (Ray head, scheduler actor, local Prometheus)."""
@@ -259,26 +276,36 @@ def serve_cmd(
     address: Annotated[str, typer.Option("--address", help="Existing Ray cluster (e.g. a KubeRay head).")],
     clouds: CatalogOpt = None,
     contract: ContractOpt = None,
+    configmap: Annotated[str | None, typer.Option("--configmap", help="Read catalog.yaml/contract.yaml from this ConfigMap (in-cluster).")] = None,
     state_dir: StateOpt = None,
+    ledger: Annotated[str | None, typer.Option("--ledger", help="Ledger path as seen by the actor's node.")] = None,
     metrics_port: Annotated[int, typer.Option("--metrics-port")] = 9464,
     metrics_host: Annotated[str, typer.Option("--metrics-host", help="0.0.0.0 inside a pod.")] = "127.0.0.1",
+    supervise: Annotated[bool, typer.Option("--supervise", help="Stay up and re-create the actor if the cluster loses it.")] = False,
 ) -> None:
     """Start only the scheduler actor against an existing Ray cluster."""
-    from scheduler.runtime.actor import start_actor
+    import time
+
+    from scheduler.runtime.actor import ensure_actor
     from scheduler.runtime.cluster import connect
 
-    catalog, the_contract = load_config(clouds, contract)
-    state = _state(state_dir)
-    state.mkdir(parents=True, exist_ok=True)
+    if configmap is not None:
+        from scheduler.kube.config import config_from_configmap
+
+        catalog, the_contract = config_from_configmap(configmap)
+    else:
+        catalog, the_contract = load_config(clouds, contract)
+    if ledger is None:
+        state = _state(state_dir)
+        state.mkdir(parents=True, exist_ok=True)
+        ledger = str(state / "ledger.db")
+    args = (catalog.model_dump(mode="json", by_alias=True), the_contract.model_dump(mode="json", by_alias=True), ledger, metrics_port, metrics_host)
     connect(address)
-    start_actor(
-        catalog.model_dump(mode="json", by_alias=True),
-        the_contract.model_dump(mode="json", by_alias=True),
-        str(state / "ledger.db"),
-        metrics_port,
-        metrics_host,
-    )
+    ensure_actor(*args)
     out.print(f"scheduler actor running on {address}; metrics on {metrics_host}:{metrics_port}", markup=False)
+    while supervise:
+        time.sleep(15)
+        ensure_actor(*args)
 
 
 @app.command("run")

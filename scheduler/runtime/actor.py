@@ -10,6 +10,7 @@ from scheduler.errors import RuntimeUnavailable
 from scheduler.runtime.service import SchedulerService
 
 ACTOR_NAME = "mcsched-scheduler"
+SCHEDULER_RESOURCE = "mcsched_scheduler"
 NAMESPACE = "mcsched"
 
 
@@ -28,7 +29,10 @@ def start_actor(
 ) -> Any:
     """Create (or find) the scheduler actor; it survives the creating driver and restarts on failure."""
     cls = ray.remote(SchedulerService)
+    # Pin the actor to the node that holds the ledger volume when the cluster marks one.
+    on_head = {SCHEDULER_RESOURCE: 0.001} if ray.cluster_resources().get(SCHEDULER_RESOURCE) else {}  # type: ignore[no-untyped-call]
     handle: Any = cls.options(
+        resources=on_head,
         name=ACTOR_NAME,
         namespace=NAMESPACE,
         lifetime="detached",
@@ -40,6 +44,18 @@ def start_actor(
     ).remote(catalog, contract, ledger_path, metrics_port, metrics_host, live_placement_groups)
     ray.get(handle.ping.remote())
     return handle
+
+
+def ensure_actor(
+    catalog: dict[str, Any], contract: dict[str, Any], ledger_path: str, metrics_port: int | None, metrics_host: str = "127.0.0.1"
+) -> Any:
+    """The supervisor's step: find the actor, or create it (pinned to the node holding the ledger)."""
+    try:
+        handle = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+        ray.get(handle.ping.remote(), timeout=60)
+        return handle
+    except ValueError:
+        return start_actor(catalog, contract, ledger_path, metrics_port, metrics_host)
 
 
 def get_actor() -> Any:

@@ -125,7 +125,7 @@ def start_head(
         "--temp-dir", str(temp_dir),
         "--num-cpus", str(num_cpus),
         "--object-store-memory", str(object_store_mb * 1024 * 1024),
-        "--resources", json.dumps(cloud_resources(catalog)),
+        "--resources", json.dumps({**cloud_resources(catalog), "mcsched_scheduler": 1}),
         "--disable-usage-stats",
         "--include-dashboard", "true",
     ]  # fmt: skip

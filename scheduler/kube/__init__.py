@@ -1,0 +1,1 @@
+"""Kubernetes adapters: manifest rendering and in-cluster configuration."""
