@@ -89,7 +89,7 @@ def raycluster(catalog: CloudCatalog) -> dict[str, Any]:
             "--metrics-host", "0.0.0.0",
             "--metrics-port", str(METRICS_PORT),
             "--supervise",
-        ],  # fmt: skip
+        ],
         "env": [*RAY_ENV, {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
         "readinessProbe": {"httpGet": {"path": "/metrics", "port": METRICS_PORT}, "periodSeconds": 10, "failureThreshold": 3},
         "resources": _resources("250m", "512Mi"),

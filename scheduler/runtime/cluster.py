@@ -128,7 +128,7 @@ def start_head(
         "--resources", json.dumps({**cloud_resources(catalog), "mcsched_scheduler": 1}),
         "--disable-usage-stats",
         "--include-dashboard", "true",
-    ]  # fmt: skip
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]

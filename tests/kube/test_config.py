@@ -32,9 +32,9 @@ def test_reads_and_validates_both_documents() -> None:
 
 def test_a_broken_configmap_is_a_one_line_error() -> None:
     bad = default_contract().read_text().replace("holder: azure", "holder: ibm")
-    with pytest.raises(SpecError, match="configmap/mcsched/mcsched-config/contract.yaml:.*unknown holder 'ibm'"):
+    with pytest.raises(SpecError, match=r"configmap/mcsched/mcsched-config/contract.yaml:.*unknown holder 'ibm'"):
         config_from_configmap("mcsched-config", "mcsched", CoreV1({"catalog.yaml": default_catalog().read_text(), "contract.yaml": bad}))
-    with pytest.raises(SpecError, match="missing key 'contract.yaml'"):
+    with pytest.raises(SpecError, match=r"missing key 'contract.yaml'"):
         config_from_configmap("mcsched-config", "mcsched", CoreV1({"catalog.yaml": default_catalog().read_text()}))
-    with pytest.raises(MCSchedError, match="cannot read ConfigMap mcsched/mcsched-config: Forbidden"):
+    with pytest.raises(MCSchedError, match=r"cannot read ConfigMap mcsched/mcsched-config: Forbidden"):
         config_from_configmap("mcsched-config", "mcsched", CoreV1(None, fail=type("ApiException", (Exception,), {"reason": "Forbidden"})()))
