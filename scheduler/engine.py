@@ -91,7 +91,9 @@ class JobRecord:
 class Engine:
     """Owns inventory, queue and job records; the only writer of placement state."""
 
-    def __init__(self, catalog: CloudCatalog, contract: Contract, clock: Clock) -> None:
+    def __init__(self, catalog: CloudCatalog, contract: Contract, clock: Clock, *, policy: str = "contract") -> None:
+        """``policy="cheapest"`` ignores the contract (no ROFR, no pins, lowest price first):
+        a what-if baseline for the simulator, never used to place real work."""
         self.catalog = catalog
         self.contract = contract
         self.clock = clock
@@ -107,7 +109,11 @@ class Engine:
         self.window = rofr.windowSeconds
         self.match_mode = rofr.mode == "match"
         self.lapse_queues = rofr.onLapse == "queue"
-        self.pins: dict[str, tuple[str, ...]] = {cls: tuple(c) for cls, c in contract.spec.pins.items()}
+        self.honor_contract = policy != "cheapest"
+        self.pins: dict[str, tuple[str, ...]] = (
+            {cls: tuple(c) for cls, c in contract.spec.pins.items()} if self.honor_contract else {}
+        )
+        self._rank = _start_first if self.honor_contract else _cost_first
         self.preemption = contract.spec.preemption.enabled
         self.jobs: dict[str, JobRecord] = {}
         self.queue = PendingQueue()
@@ -171,6 +177,11 @@ class Engine:
                         elif cloud != self.holder and max(p.capacity for p in fit) < job.gpus:
                             why = f"gang-too-large: largest {job.gpu_type} pool has {max(p.capacity for p in fit)}"
             fit.sort(key=lambda p: (locality.get(p.region, 0), p.order))
+            if cloud == self.holder and not self.honor_contract:
+                holder_skip = "policy-ignores-contract"
+                if not why:
+                    others.append((cloud, tuple(fit)))
+                continue
             if cloud == self.holder:
                 holder_pools = tuple(fit) if not why else ()
                 holder_skip = why.split(":")[0] if why else ""
@@ -234,7 +245,7 @@ class Engine:
             competing: Quote | None = None
             if self.match_mode:
                 quotes, dropped = self._quote(job, cand)
-                competing = min(quotes, key=lambda q: q.rank) if quotes else None
+                competing = min(quotes, key=self._rank) if quotes else None
                 emit(Quoted(now, job.name, attempt, _quote_tuples(quotes), tuple(dropped)))
             emit(
                 Offered(
@@ -278,7 +289,7 @@ class Engine:
             emit(Quoted(now, job.name, attempt, _quote_tuples(quotes), tuple(dropped)))
         # 4. score, 5. bind (next quote on a lost race)
         via = "after-lapse" if ans.answer == LAPSED else "holder-not-offered" if ans.answer == NOT_OFFERED else "after-decline"
-        for quote in sorted(quotes, key=lambda q: q.rank):
+        for quote in sorted(quotes, key=self._rank):
             if quote.pool.reserve(job.gpus):
                 losers = [
                     (q.pool.cloud, f"outscored: ${q.price:.2f}/GPU-h, start +{q.start_seconds:.0f}s")
@@ -661,6 +672,14 @@ class Engine:
         elif isinstance(ev, CapacityChanged):
             self.inventory.pool(ev.cloud, ev.region, ev.gpu_type).capacity = ev.capacity
         # Configured / Offered / Quoted carry no state beyond what the above rebuild.
+
+
+def _start_first(q: Quote) -> tuple[float, float, int, int]:
+    return q.rank
+
+
+def _cost_first(q: Quote) -> tuple[float, float, int, int]:
+    return (q.price, q.start_seconds, q.locality, q.pool.order)
 
 
 def _quote_tuples(quotes: list[Quote]) -> tuple[tuple[str, str, float, float], ...]:

@@ -1,0 +1,1 @@
+"""Discrete-event simulation: replay real traces through the same engine with a simulated clock."""

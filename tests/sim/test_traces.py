@@ -1,0 +1,109 @@
+"""Trace readers: the real traces reproduce their README's statistics; broken input is clear."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from scheduler.errors import TraceError
+from scheduler.sim.traces import ReadStats, parse_columns, read_alibaba, read_azure_llm, read_csv, read_spot_dir, read_trace
+
+TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
+ALIBABA = TRACES / "alibaba-gpu-v2023" / "openb_pod_list_default.csv"
+needs = pytest.mark.skipif(not TRACES.exists(), reason=f"{TRACES} is absent (shared traces not checked out beside the project)")
+
+
+@needs
+def test_alibaba_reader_reproduces_the_readme_statistics() -> None:
+    import csv
+
+    rows = list(csv.DictReader(ALIBABA.open()))
+    assert len(rows) == 8152
+    assert Counter(r["num_gpu"] for r in rows) == {"0": 1088, "1": 6989, "2": 16, "4": 15, "8": 44}
+    gpu = [r for r in rows if r["num_gpu"] != "0"]
+    frac = [int(r["gpu_milli"]) for r in gpu if int(r["gpu_milli"]) < 1000]
+    assert round(100 * len(frac) / len(gpu), 1) == 43.6 and statistics.median(frac) == 470
+    assert sum(1 for r in rows if not r["scheduled_time"]) == 897
+    assert sum(1 for r in rows if r["pod_phase"] == "Running") == 5193
+    span_days = (max(int(r["creation_time"]) for r in rows) - min(int(r["creation_time"]) for r in rows)) / 86400
+    assert round(span_days) == 149
+    stats = ReadStats()
+    jobs = read_alibaba(ALIBABA, stats=stats)
+    assert stats.rows == 8152 and stats.skipped["no GPU"] == 1088
+    assert len(jobs) + stats.skipped["never scheduled"] == 7064  # every GPU pod is a job or a counted skip
+    assert all(j.gpus >= 1 for j in jobs) and jobs == sorted(jobs, key=lambda j: j.arrival)
+    assert {j.cls for j in jobs} == {"api-serving", "training", "inference"}
+
+
+@needs
+@pytest.mark.parametrize(("name", "count", "rate", "cv"), [("conv", 19366, 5.53, None), ("code", 8819, 2.57, 13.2)])
+def test_azure_llm_trace_statistics(name: str, count: int, rate: float, cv: float | None) -> None:
+    import csv
+    from datetime import datetime
+
+    path = TRACES / "azure-llm-inference-2023" / f"AzureLLMInferenceTrace_{name}.csv"
+    ts = [datetime.fromisoformat(r["TIMESTAMP"][:26]).timestamp() for r in csv.DictReader(path.open())]
+    assert len(ts) == count
+    assert round(count / (max(ts) - min(ts)), 2) == pytest.approx(rate, abs=0.01)
+    if cv is not None:
+        gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
+        assert round(statistics.pstdev(gaps) / statistics.mean(gaps), 1) == cv
+    stats = ReadStats()
+    jobs = read_azure_llm(path, stats=stats)
+    assert stats.rows == count and jobs and all(j.cls == "api-serving" for j in jobs)
+
+
+@needs
+def test_spot_traces_statistics() -> None:
+    traces = {t.zone: t for t in read_spot_dir(TRACES / "spot-availability")}
+    assert len(traces) == 9
+    assert round(traces["us-east-1a"].availability * 100, 1) == 16.7
+    assert round(traces["us-west-2b"].availability * 100, 1) == 90.5
+    assert min(t.availability for t in traces.values()) == traces["us-east-1a"].availability
+    assert all(round(t.days, 1) == 45.5 for t in traces.values())
+
+
+def write(tmp: Path, text: str) -> Path:
+    p = tmp / "t.csv"
+    p.write_text(text)
+    return p
+
+
+def test_csv_with_a_column_mapping(tmp_path: Path) -> None:
+    p = write(tmp_path, "submit_time,num_gpu,dur,kind\n10,8,3600,training\n5,1,60,api-serving\n")
+    jobs = read_csv(p, parse_columns("arrival=submit_time,gpus=num_gpu,duration=dur,class=kind"))
+    assert [(j.arrival, j.gpus, j.cls) for j in jobs] == [(5.0, 1, "api-serving"), (10.0, 8, "training")]
+
+
+def test_missing_columns_name_the_file_and_columns(tmp_path: Path) -> None:
+    p = write(tmp_path, "submit_time,num_gpu\n1,1\n")
+    with pytest.raises(TraceError, match=r"t\.csv: missing column\(s\) duration"):
+        read_trace(p, "csv", columns="arrival=submit_time,gpus=num_gpu")
+
+
+def test_bad_rows_stop_at_the_first_with_its_line_or_are_counted(tmp_path: Path) -> None:
+    p = write(tmp_path, "arrival,gpus,duration\n1,8,10\n2,-3,10\n3,x,10\n4,2,0\n5,1,nan\n6,2,5\n")
+    with pytest.raises(TraceError, match=r"t\.csv:3: gpus: must be a whole number"):
+        read_trace(p, "csv")
+    stats = ReadStats()
+    jobs = read_trace(p, "csv", skip_bad_rows=True, stats=stats)
+    assert [j.arrival for j in jobs] == [1.0, 6.0]
+    assert stats.skipped == {"bad gpus": 2, "bad duration": 2} and stats.rows == 6
+
+
+def test_bad_mapping_format_and_files(tmp_path: Path) -> None:
+    with pytest.raises(TraceError, match="bad mapping"):
+        parse_columns("arrival")
+    with pytest.raises(TraceError, match="unknown trace format"):
+        read_trace(tmp_path / "x.csv", "parquet")
+    with pytest.raises(TraceError, match="cannot read"):
+        read_trace(tmp_path / "missing.csv", "csv")
+    (tmp_path / "spot").mkdir()
+    with pytest.raises(TraceError, match="no \\*.json"):
+        read_spot_dir(tmp_path / "spot")
+    (tmp_path / "spot" / "z_1.json").write_text('{"metadata": {}}')
+    with pytest.raises(TraceError, match="not a spot-availability file"):
+        read_spot_dir(tmp_path / "spot")
