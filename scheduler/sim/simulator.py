@@ -56,8 +56,8 @@ class Recorder:
     answers: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
     waits: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    gpu_seconds: Counter[str] = field(default_factory=Counter)
-    cost: Counter[str] = field(default_factory=Counter)
+    gpu_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    cost: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     queued: dict[str, str] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)
     preemptions: Counter[str] = field(default_factory=Counter)
@@ -144,7 +144,7 @@ class Simulation:
             used.append(f"{pool.region} <- {trace.zone}")
         return used
 
-    def run(self, *, samples: int = 200, progress: Callable[[int], None] | None = None, flush: Callable[[], None] | None = None) -> None:
+    def run(self, *, samples: int = 200, progress: Callable[[int], None] | None = None, flush: Callable[[], object] | None = None) -> None:
         heap, engine, clock = self.heap, self.engine, self.clock
         if not heap:
             return
@@ -193,8 +193,8 @@ class Simulation:
     def summary(self) -> dict[str, Any]:
         rec = self.rec
         now = self.clock.t
-        gpu_seconds = Counter(rec.gpu_seconds)
-        cost = Counter(rec.cost)
+        gpu_seconds: dict[str, float] = defaultdict(float, rec.gpu_seconds)
+        cost: dict[str, float] = defaultdict(float, rec.cost)
         for rec_job in self.engine.jobs.values():  # still running at the end: count them up to now
             if rec_job.state == "running" and rec_job.pool is not None:
                 ran = now - rec.started.get(rec_job.job.name, now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -49,7 +50,7 @@ def test_azure_llm_trace_statistics(name: str, count: int, rate: float, cv: floa
     assert len(ts) == count
     assert round(count / (max(ts) - min(ts)), 2) == pytest.approx(rate, abs=0.01)
     if cv is not None:
-        gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(ts)]
         assert round(statistics.pstdev(gaps) / statistics.mean(gaps), 1) == cv
     stats = ReadStats()
     jobs = read_azure_llm(path, stats=stats)
@@ -102,7 +103,7 @@ def test_bad_mapping_format_and_files(tmp_path: Path) -> None:
     with pytest.raises(TraceError, match="cannot read"):
         read_trace(tmp_path / "missing.csv", "csv")
     (tmp_path / "spot").mkdir()
-    with pytest.raises(TraceError, match="no \\*.json"):
+    with pytest.raises(TraceError, match=r"no \*\.json"):
         read_spot_dir(tmp_path / "spot")
     (tmp_path / "spot" / "z_1.json").write_text('{"metadata": {}}')
     with pytest.raises(TraceError, match="not a spot-availability file"):
