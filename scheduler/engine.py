@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from scheduler.clock import Clock
 from scheduler.decision import Decision
@@ -36,6 +37,7 @@ from scheduler.queue import PendingQueue
 from scheduler.rofr import ACCEPTED, LAPSED, NOT_OFFERED, BackendState, HolderAnswer, Quote, holder_answer
 from scheduler.specs import CloudCatalog, Contract
 
+_T = TypeVar("_T")
 QUEUED, RUNNING, PENDING, FINISHED, CANCELLED = "queued", "running", "pending", "finished", "cancelled"
 TERMINAL = (FINISHED, CANCELLED)
 
@@ -121,6 +123,8 @@ class Engine:
         self._sinks: list[EventSink] = []
         self._candidates: dict[tuple[object, ...], Candidates] = {}
         self._seq = 0
+        # Explanations repeat across jobs of a shape; share one copy (100k queued jobs stay small).
+        self._shared: dict[object, object] = {}
 
     # ------------------------------------------------------------------ events
 
@@ -315,7 +319,7 @@ class Engine:
         rec.placed_at = now
         rec.via = via
         rec.reason = rec.detail = ""
-        rec.dropped = tuple(dropped)
+        rec.dropped = self._share(tuple(dropped))
         self.running[(pool.cloud, pool.region, pool.gpu_type)][job.name] = rec
         self._emit(
             Placed(
@@ -338,11 +342,17 @@ class Engine:
         job = rec.job
         rec.state = QUEUED
         rec.reason = reason
-        rec.detail = detail
-        rec.dropped = tuple(dropped)
+        rec.detail = self._share(detail)
+        rec.dropped = self._share(tuple(dropped))
         self.queue.push(job.name, job.signature, job.gpu_type, job.priority, rec.seq)
         self._emit(Queued(now, job.name, rec.attempt, job.cls, reason, detail))
         return self._decision(rec)
+
+    def _share(self, value: _T) -> _T:
+        shared = self._shared
+        if len(shared) > 100_000:  # explanations are bounded in kind; this only guards odd catalogs
+            shared.clear()
+        return shared.setdefault(value, value)  # type: ignore[return-value]
 
     def _decision(self, rec: JobRecord) -> Decision:
         job = rec.job

@@ -39,7 +39,12 @@ class Violation:
 
 @dataclass(slots=True)
 class _JobState:
-    spec: dict[str, Any]
+    """Only what the rules need: a 100k-job replay must stay small."""
+
+    cls: str
+    gpu_type: str
+    regions: tuple[str, ...] | None
+    jurisdiction: str | None
     state: str = "pending"
     pool: tuple[str, str, str] | None = None
     gpus: int = 0
@@ -99,7 +104,9 @@ class InvariantChecker:
         old = self.jobs.get(ev.job)
         if old is not None and old.state not in ("finished", "cancelled"):
             self._bad(seq, "duplicate-job", ev.job, f"{ev.job} submitted again while {old.state}")
-        self.jobs[ev.job] = _JobState(spec=ev.spec)
+        spec = ev.spec
+        regions = spec.get("regions")
+        self.jobs[ev.job] = _JobState(ev.cls, ev.gpu_type, tuple(regions) if regions else None, spec.get("jurisdiction"))
 
     def _job(self, name: str, seq: int) -> _JobState | None:
         job = self.jobs.get(name)
@@ -112,26 +119,26 @@ class InvariantChecker:
         if job is None:
             return
         job.answer = (ev.attempt, ev.answer, ev.reason)
-        if ev.answer == "not-offered" and not self._truly_not_allowed(job.spec, ev.reason):
+        if ev.answer == "not-offered" and not self._truly_not_allowed(job, ev.reason):
             self._bad(
                 seq, "rofr-skipped", ev.job, f"holder not offered {ev.job} for {ev.reason!r}, which the record does not support"
             )
 
-    def _truly_not_allowed(self, spec: dict[str, Any], reason: str) -> bool:
+    def _truly_not_allowed(self, job: _JobState, reason: str) -> bool:
         """Re-derive from the recorded catalog that the holder really could not be offered the job."""
-        pins = self.pins.get(spec["cls"])
+        pins = self.pins.get(job.cls)
         if reason == "not-in-pins":
             return pins is not None and self.holder not in pins
         regions = self.regions.get(self.holder, [])
-        typed = [r for r in regions if spec["gpu_type"] in r["gpus"]]
+        typed = [r for r in regions if job.gpu_type in r["gpus"]]
         if reason == "gpu-type-unavailable":
             return not typed
-        wanted = spec.get("regions")
+        wanted = job.regions
         in_region = [r for r in typed if not wanted or r["name"] in wanted]
         if reason == "region-constraint":
             return bool(typed) and not in_region
         if reason == "jurisdiction":
-            want = spec.get("jurisdiction")
+            want = job.jurisdiction
             return bool(in_region) and want is not None and all(r["jurisdiction"] != want for r in in_region)
         return False
 
@@ -143,11 +150,9 @@ class InvariantChecker:
             self._bad(seq, "double-placement", ev.job, f"{ev.job} placed on {ev.cloud} while already running on {job.pool}")
         if job.state in ("finished", "cancelled"):
             self._bad(seq, "placed-after-end", ev.job, f"{ev.job} placed after it was {job.state}")
-        pins = self.pins.get(job.spec["cls"])
+        pins = self.pins.get(job.cls)
         if pins is not None and ev.cloud not in pins:
-            self._bad(
-                seq, "pinned-class-off-pins", ev.job, f"{job.spec['cls']} job {ev.job} placed on {ev.cloud}, pinned to {pins}"
-            )
+            self._bad(seq, "pinned-class-off-pins", ev.job, f"{job.cls} job {ev.job} placed on {ev.cloud}, pinned to {pins}")
         answer = job.answer
         spill_ok = answer is not None and answer[0] == ev.attempt and answer[1] in ("declined", "lapsed", "not-offered")
         if ev.cloud != self.holder and not spill_ok:
@@ -173,7 +178,7 @@ class InvariantChecker:
 
     def _on_preempted(self, ev: Preempted, seq: int) -> None:
         job = self.jobs.get(ev.job)
-        if job is not None and self.pins.get(job.spec["cls"]) is not None and ev.reason == "pinned-job":
+        if job is not None and self.pins.get(job.cls) is not None and ev.reason == "pinned-job":
             self._bad(seq, "pinned-evicted", ev.job, f"pinned job {ev.job} was evicted for another pinned job")
         self._free(ev.job, seq, "pending")
 

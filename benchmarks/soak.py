@@ -1,0 +1,101 @@
+"""Soak: 100,000 submissions with finishes and cancels through the scheduler service.
+
+Runs the same ``SchedulerService`` the Ray actor runs (real SQLite ledger, real metrics
+registry), in batches, finishing a share of running jobs and cancelling some queued ones
+after every batch. Prints peak RSS, decisions/s per window of submissions, and a final
+ledger verification (hash chain + invariant replay). Targets: RSS < 300 MB with 100k
+pending; throughput does not decay by more than 2x over the run.
+
+    python benchmarks/soak.py [--jobs 100000] [--batch 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scheduler.loading import load_catalog, load_contract  # noqa: E402
+from scheduler.paths import default_catalog, default_contract  # noqa: E402
+from scheduler.runtime.service import SchedulerService  # noqa: E402
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def doc(name: str, rng: random.Random) -> dict:
+    cls = rng.choice(["training"] * 6 + ["inference"] * 3 + ["api-serving"])
+    return {"apiVersion": "mcsched.io/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"class": cls, "gpus": rng.choice([8, 16, 32, 64]), "gpuType": rng.choice(["H100", "H100", "H200", "GB200"]),
+                     "priority": rng.randint(0, 5)}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--pending", type=int, default=100_000, help="keep submitting until this many jobs are pending")
+    parser.add_argument("--seed", type=int, default=3)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    catalog = load_catalog(default_catalog())
+    contract = load_contract(default_contract(), catalog)
+    tmp = Path(tempfile.mkdtemp(prefix="mcsched-soak-"))
+    svc = SchedulerService(catalog.model_dump(mode="json", by_alias=True), contract.model_dump(mode="json", by_alias=True),
+                           str(tmp / "ledger.db"), metrics_port=None)
+    loop = asyncio.new_event_loop()
+    call = lambda m, *a: loop.run_until_complete(getattr(svc, m)(*a))  # noqa: E731
+    call("ping")
+    engine = svc.engine
+    assert engine is not None
+    window = 10_000
+    submitted = finished = cancelled = 0
+    t_window = time.perf_counter()
+    decisions_at_window = 0
+    rates: list[float] = []
+    print(f"{'submitted':>10} {'pending':>8} {'running':>8} {'finished':>9} {'cancelled':>9} {'dec/s (window)':>15} {'peak RSS MB':>12}")
+    counting = {"n": 0}
+    engine.subscribe(lambda ev: counting.__setitem__("n", counting["n"] + (ev.kind in ("placed", "queued"))))
+    while submitted < args.jobs or len(engine.queue) < args.pending:
+        n = args.batch
+        resp = call("submit", [doc(f"s{submitted + i}", rng) for i in range(n)])
+        assert resp["ok"], resp["error"]
+        submitted += n
+        running = [name for name, r in engine.jobs.items() if r.state == "running"] if submitted % 5000 == 0 else None
+        if running:
+            for name in rng.sample(running, len(running) // 3):  # a third of running work finishes
+                call("release", name, "finished")
+                finished += 1
+            queued = list(engine.queue.names())
+            for name in rng.sample(queued, min(len(queued) // 50, 400)):  # 2% of the queue gives up
+                call("cancel", name)
+                cancelled += 1
+        if submitted % window == 0 or (submitted >= args.jobs and len(engine.queue) >= args.pending):
+            now = time.perf_counter()
+            rate = (counting["n"] - decisions_at_window) / (now - t_window)
+            rates.append(rate)
+            t_window, decisions_at_window = now, counting["n"]
+            counts = engine.counts()
+            print(f"{submitted:>10,} {counts.get('queued', 0):>8,} {counts.get('running', 0):>8,} {finished:>9,} {cancelled:>9,} "
+                  f"{rate:>15,.0f} {rss_mb():>12.0f}")
+    rss_before_verify = rss_mb()
+    report = svc.ledger.verify() if svc.ledger else None
+    print(f"RSS after the run, before verification: {rss_before_verify:.0f} MB")
+    print(f"{submitted:,} submissions; peak RSS {rss_mb():.0f} MB with {engine.counts().get('queued', 0):,} pending (target < 300 MB)")
+    if rates:
+        print(f"throughput first window {rates[0]:,.0f} dec/s, last {rates[-1]:,.0f} dec/s, min/max {min(rates) / max(rates):.2f} "
+              f"(decay {max(rates) / min(rates):.2f}x; target <= 2x)")
+    print(f"final check: {report.line() if report else 'no ledger'}")
+
+
+if __name__ == "__main__":
+    main()
