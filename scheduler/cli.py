@@ -19,7 +19,7 @@ from scheduler.clock import ManualClock
 from scheduler.engine import Engine
 from scheduler.errors import LedgerError, MCSchedError, SpecError, SpecErrors
 from scheduler.ledger import Ledger
-from scheduler.loading import check_contract, check_job, load_catalog, load_contract, load_files, load_jobs
+from scheduler.loading import check_contract, check_jobs, load_catalog, load_contract, load_files, load_jobs
 from scheduler.model import Job
 from scheduler.paths import default_catalog, default_contract
 from scheduler.render import decisions_json, decisions_table
@@ -77,21 +77,7 @@ def validate(
             errors.extend(check_contract(item.model, catalog, item.doc))
         the_contract = contracts[0].model if contracts else load_contract(contract or default_contract(), catalog)
         assert isinstance(the_contract, Contract)
-        seen: dict[str, str] = {}
-        for item in loaded:
-            if isinstance(item.model, JobDoc):
-                name = item.model.metadata.name
-                if name in seen:
-                    errors.append(
-                        SpecError(
-                            item.doc.file,
-                            f"duplicate job name {name!r} (first defined at {seen[name]})",
-                            line=item.doc.line_of(("metadata", "name")),
-                            field="metadata.name",
-                        )
-                    )
-                seen.setdefault(name, f"{item.doc.file}:{item.doc.line}")
-                errors.extend(check_job(item.model, catalog, the_contract, item.doc))
+        errors.extend(check_jobs([x for x in loaded if isinstance(x.model, JobDoc)], catalog, the_contract)[1])
     except SpecErrors as exc:
         errors.extend(exc.errors)
     except SpecError as exc:
@@ -206,11 +192,15 @@ def _connect(address: str | None, state_dir: Path | None, *, embedded: bool = Fa
 
 
 def _call(method: str, *args: object) -> object:
+    """Call the scheduler actor; its errors (unknown job, ...) become one-line MCSchedErrors."""
     import ray
 
     from scheduler.runtime.actor import get_actor
 
-    return ray.get(getattr(get_actor(), method).remote(*args))
+    try:
+        return ray.get(getattr(get_actor(), method).remote(*args))
+    except ray.exceptions.RayTaskError as exc:
+        raise MCSchedError(str(exc.cause or exc).splitlines()[0]) from None
 
 
 @app.command("up")
@@ -400,6 +390,8 @@ def run_cmd(
 def submit_cmd(
     files: Annotated[list[Path], typer.Argument(help="Job YAML files; each job becomes one Ray job.")],
     address: Annotated[str | None, typer.Option("--address", help="Ray dashboard URL (default: the local cluster).")] = None,
+    clouds: CatalogOpt = None,
+    contract: ContractOpt = None,
     state_dir: StateOpt = None,
 ) -> None:
     """Submit jobs as Ray jobs (Jobs SDK); each runs `python -m scheduler run` on the cluster."""
@@ -412,7 +404,7 @@ def submit_cmd(
 
     from scheduler.runtime.cluster import ClusterInfo, apply_client_env
 
-    catalog, the_contract = load_config(None, None)
+    catalog, the_contract = load_config(clouds, contract)
     docs = load_jobs(files, catalog, the_contract)
     info = ClusterInfo.load(_state(state_dir))
     if info is not None:
@@ -432,7 +424,7 @@ def submit_cmd(
             )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        out.print(f"{doc.metadata.name}\t{sid}", markup=False)
+        print(f"{doc.metadata.name}\t{sid}", flush=True)
 
 
 @app.command("status")
@@ -447,10 +439,7 @@ def status_cmd(
     from scheduler.runtime.service import decision_from
 
     _connect(address, state_dir)
-    try:
-        rows = _call("status", job)
-    except Exception as exc:
-        raise MCSchedError(str(getattr(exc, "cause", None) or exc).splitlines()[0]) from None
+    rows = _call("status", job)
     assert isinstance(rows, list)
     decisions = [decision_from(r) for r in rows]
     if output is OutputFormat.JSON:
@@ -475,10 +464,7 @@ def list_cmd(address: AddressOpt = None, state_dir: StateOpt = None) -> None:
 def cancel_cmd(job: str, address: AddressOpt = None, state_dir: StateOpt = None) -> None:
     """Cancel a queued or running job and release its capacity."""
     _connect(address, state_dir)
-    try:
-        row = _call("cancel", job)
-    except Exception as exc:
-        raise MCSchedError(str(getattr(exc, "cause", None) or exc).splitlines()[0]) from None
+    row = _call("cancel", job)
     assert isinstance(row, dict)
     out.print(f"{job}: {row['outcome']}", markup=False)
 

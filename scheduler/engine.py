@@ -18,6 +18,7 @@ from scheduler.errors import AdmissionError, UnknownJobError
 from scheduler.events import (
     Answered,
     BackendChanged,
+    Bound,
     CapacityChanged,
     Configured,
     Dequeued,
@@ -60,6 +61,7 @@ class Candidates:
 class JobRecord:
     __slots__ = (
         "attempt",
+        "binding",
         "detail",
         "dropped",
         "job",
@@ -88,6 +90,7 @@ class JobRecord:
         self.detail = ""
         self.rofr: tuple[str, str] = ("", "")
         self.dropped: tuple[tuple[str, str], ...] = ()
+        self.binding = ""
 
 
 class Engine:
@@ -421,6 +424,7 @@ class Engine:
         del self.running[(pool.cloud, pool.region, pool.gpu_type)][job.name]
         rec.state = PENDING
         rec.pool = None
+        rec.binding = ""
         cost = rec.price * job.gpus * max(now - rec.placed_at, 0.0) / 3600.0
         self._emit(Preempted(now, job.name, job.cls, pool.cloud, pool.region, pool.gpu_type, job.gpus, reason, by, cost))
 
@@ -476,6 +480,7 @@ class Engine:
         del self.running[(pool.cloud, pool.region, pool.gpu_type)][name]
         rec.state = CANCELLED if reason == "cancelled" else FINISHED
         rec.reason = reason
+        rec.binding = ""
         cost = rec.price * job.gpus * max(now - rec.placed_at, 0.0) / 3600.0
         self._emit(Released(now, name, job.cls, pool.cloud, pool.region, pool.gpu_type, job.gpus, reason, cost))
         decision = self._decision(rec)
@@ -493,6 +498,17 @@ class Engine:
             self._emit(Dequeued(self.clock.now(), name, rec.job.cls, "cancelled"))
             return self._decision(rec)
         raise AdmissionError(f"job {name!r} is already {rec.state}")
+
+    def bind(self, name: str, ref: str) -> None:
+        """Record that a runtime now holds this placed job's gang (survives restarts via the ledger)."""
+        rec = self._record(name)
+        if rec.state != RUNNING:
+            raise AdmissionError(f"job {name!r} is not placed ({rec.state})")
+        rec.binding = ref
+        self._emit(Bound(self.clock.now(), name, ref))
+
+    def bound_jobs(self) -> dict[str, str]:
+        return {n: r.binding for n, r in self.jobs.items() if r.state == RUNNING and r.binding}
 
     def status(self, name: str) -> Decision:
         return self._decision(self._record(name))
@@ -668,10 +684,13 @@ class Engine:
             pool.release(ev.gpus)
             del self.running[pool.key][ev.job]
             rec.pool = None
+            rec.binding = ""
             if isinstance(ev, Released):
                 rec.state = CANCELLED if ev.reason == "cancelled" else FINISHED
             else:
                 rec.state = PENDING
+        elif isinstance(ev, Bound):
+            self.jobs[ev.job].binding = ev.ref
         elif isinstance(ev, Dequeued):
             self.queue.remove(ev.job)
             self.jobs[ev.job].state = CANCELLED

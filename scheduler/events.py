@@ -135,6 +135,15 @@ class Released(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Bound(Event):
+    """A runtime holds the job's gang (e.g. a Ray placement group): its loss releases the job."""
+
+    kind: ClassVar[str] = "bound"
+    job: str
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
 class Dequeued(Event):
     """A queued job leaves without ever being placed (cancelled)."""
 
@@ -173,6 +182,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Queued,
         Preempted,
         Released,
+        Bound,
         Dequeued,
         BackendChanged,
         CapacityChanged,

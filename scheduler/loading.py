@@ -199,17 +199,18 @@ def check_job(job: JobDoc, catalog: CloudCatalog, contract: Contract, doc: Docum
     return errors
 
 
-def load_jobs(paths: Iterable[str | Path], catalog: CloudCatalog, contract: Contract) -> list[JobDoc]:
-    """Load and check job files; all-or-nothing, duplicates across files are errors."""
-    loaded, errors = load_files(paths)
+def check_jobs(
+    items: Iterable[Loaded], catalog: CloudCatalog, contract: Contract
+) -> tuple[list[JobDoc], list[SpecError]]:
+    """Cross-document job rules (duplicate names, catalog and contract checks) over loaded items."""
     seen: dict[str, str] = {}
     jobs: list[JobDoc] = []
-    for item in loaded:
+    errors: list[SpecError] = []
+    for item in items:
         if not isinstance(item.model, JobDoc):
             errors.append(SpecError(item.doc.file, f"expected kind Job, got {item.kind}", line=item.doc.line, field="kind"))
             continue
         name = item.model.metadata.name
-        where = f"{item.doc.file}:{item.doc.line}"
         if name in seen:
             errors.append(
                 SpecError(
@@ -220,9 +221,17 @@ def load_jobs(paths: Iterable[str | Path], catalog: CloudCatalog, contract: Cont
                 )
             )
             continue
-        seen[name] = where
+        seen[name] = f"{item.doc.file}:{item.doc.line}"
         errors.extend(check_job(item.model, catalog, contract, item.doc))
         jobs.append(item.model)
+    return jobs, errors
+
+
+def load_jobs(paths: Iterable[str | Path], catalog: CloudCatalog, contract: Contract) -> list[JobDoc]:
+    """Load and check job files; all-or-nothing, duplicates across files are errors."""
+    loaded, errors = load_files(paths)
+    jobs, job_errors = check_jobs(loaded, catalog, contract)
+    errors.extend(job_errors)
     if errors:
         raise SpecErrors(errors)
     return jobs

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from scheduler.decision import Decision
 from scheduler.engine import RUNNING, Engine
-from scheduler.errors import AdmissionError, MCSchedError
+from scheduler.errors import MCSchedError
 from scheduler.events import Event
 from scheduler.ledger import Ledger
 from scheduler.metrics import Metrics, serve
@@ -53,7 +53,6 @@ class SchedulerService:
         self.engine: Engine | None = None
         self.ledger: Ledger | None = None
         self.metrics: Metrics | None = None
-        self._bound: dict[str, str] = {}  # job -> placement group id, for jobs a driver runs
         self._changed: asyncio.Condition | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self.recovered_events = 0
@@ -79,9 +78,6 @@ class SchedulerService:
                 catalog = CloudCatalog.model_validate(configured.catalog)
                 contract = Contract.model_validate(configured.contract)
             engine = Engine.restore(catalog, contract, WallClock(), recorded, sinks)
-            for name, rec in engine.jobs.items():
-                if rec.state == RUNNING and rec.via:  # drivers re-bind on their next call
-                    self._bound.setdefault(name, "")
         else:
             engine = Engine(catalog, contract, WallClock())
             for sink in sinks:
@@ -123,19 +119,17 @@ class SchedulerService:
 
     def reconcile(self) -> int:
         """Release jobs whose driver's placement group is gone (``ray job stop``, driver died)."""
-        if self._pg_lister is None or not self._bound:
-            return 0
         engine = self._ensure()
+        bound = engine.bound_jobs()  # recorded in the ledger, so this survives actor restarts
+        if self._pg_lister is None or not bound:
+            return 0
         live = self._pg_lister()
         released = 0
-        for name, pg_id in list(self._bound.items()):
-            if not pg_id or live.get(pg_id) == "CREATED" or live.get(pg_id) == "PENDING":
+        for name, pg_id in bound.items():
+            if live.get(pg_id) in ("CREATED", "PENDING", "RESCHEDULING"):
                 continue
-            self._bound.pop(name, None)
-            rec = engine.jobs.get(name)
-            if rec is not None and rec.state == RUNNING:
-                engine.release(name, "driver-exited")
-                released += 1
+            engine.release(name, "driver-exited")
+            released += 1
         if released:
             self._commit()
         return released
@@ -192,13 +186,11 @@ class SchedulerService:
     async def bind(self, name: str, pg_id: str) -> None:
         """A driver holds the job's placement group; its disappearance releases the job."""
         engine = self._ensure()
-        if engine.status(name).outcome != "placed":
-            raise AdmissionError(f"job {name!r} is not placed")
-        self._bound[name] = pg_id
+        engine.bind(name, pg_id)
+        self._commit()
 
     async def release(self, name: str, reason: str = "finished") -> dict[str, Any]:
         engine = self._ensure()
-        self._bound.pop(name, None)
         rec = engine.jobs.get(name)
         if rec is None or rec.state != RUNNING:
             return engine.status(name).to_dict()
@@ -209,7 +201,6 @@ class SchedulerService:
 
     async def cancel(self, name: str) -> dict[str, Any]:
         engine = self._ensure()
-        self._bound.pop(name, None)
         d = engine.cancel(name)
         self._commit()
         await self._notify()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +29,13 @@ def write_job(tmp: Path, doc: dict) -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "job.yaml").write_text(yaml.safe_dump(doc))
     return tmp
+
+
+def cancel_leftovers(cluster: Cluster) -> None:
+    """Tests share one cluster: cancel what earlier tests left placed or queued."""
+    for row in cluster.call("status", None):
+        if row["outcome"] in ("placed", "queued"):
+            cluster.call("cancel", row["job"])
 
 
 def job_status(cluster: Cluster, name: str) -> dict:
@@ -80,6 +88,10 @@ def test_ray_job_stop_releases_capacity_and_the_next_queued_job_starts(cluster: 
     long = write_job(tmp_path / "l", job_doc("long-train", gpus=8, workload={"steps": 600, "stepSeconds": 0.1}))
     sid = client.submit_job(entrypoint="python -m scheduler run job.yaml", runtime_env={"working_dir": str(long)})
     wait_for(lambda: usage(cluster, "azure") == 8, 60, what="long-train placed on azure")
+    _, ray = cluster.actor()
+    pool = "mcsched_azure__eastus__H100"
+    # Capacity accounting matches Ray: the driver's placement group holds exactly the gang.
+    wait_for(lambda: ray.available_resources().get(pool, 0) == 0, 60, what="Ray reserves the gang")
     # An api-serving job must wait for Azure (never spill) while long-train holds it.
     api = write_job(tmp_path / "a", job_doc("api-wait", cls="api-serving", gpus=8, workload={"steps": 2, "stepSeconds": 0.01}))
     api_sid = client.submit_job(entrypoint="python -m scheduler run job.yaml", runtime_env={"working_dir": str(api)})
@@ -92,6 +104,8 @@ def test_ray_job_stop_releases_capacity_and_the_next_queued_job_starts(cluster: 
     wait_for(lambda: job_status(cluster, "long-train").get("outcome") in ("cancelled", "finished"), 30, what="release")
     released_in = time.monotonic() - stopped_at
     assert released_in < 15, released_in
+    kinds = [e.kind for e in Ledger(cluster.state / "ledger.db", readonly=True).events() if getattr(e, "job", None) == "long-train"]
+    assert "bound" in kinds
     wait_for(lambda: client.get_job_status(api_sid) == JobStatus.SUCCEEDED, 90, what="api job succeeded")
     api_status = cluster.call("status", "api-wait")[0]
     assert api_status["outcome"] == "finished" or api_status["cloud"] == "azure"
@@ -150,6 +164,7 @@ def test_kill_9_during_1000_submissions_loses_and_duplicates_nothing(cluster: Cl
     assert live == {(u.cloud, u.region, u.gpu_type): u.allocated for u in replay.usage()}
     r = cluster.mcsched("audit", "verify", "--db", str(cluster.state / "ledger.db"))
     assert "OK:" in r.stdout
+    cancel_leftovers(cluster)
 
 
 def test_local_mode_is_loopback_only_with_token_auth(cluster: Cluster) -> None:
@@ -183,3 +198,53 @@ def test_local_mode_is_loopback_only_with_token_auth(cluster: Cluster) -> None:
             assert r.status >= 400 or b"mcsched_" in r.read()
     except urllib.error.HTTPError as exc:
         assert exc.code in (400, 405, 501)
+
+
+def test_convenience_commands_submit_status_list_cancel_fault(cluster: Cluster, tmp_path: Path) -> None:
+    cancel_leftovers(cluster)
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(yaml.safe_dump_all([
+        job_doc("cli-quick", gpus=2, workload={"steps": 2, "stepSeconds": 0.01}),
+        job_doc("cli-long", gpus=4, workload={"steps": 600, "stepSeconds": 0.1}),
+    ]))
+    r = cluster.mcsched("submit", str(jobs), "--clouds", str(cluster.state / "catalog.yaml"), "--contract", str(cluster.state / "contract.yaml"))
+    ids = dict(line.split("\t") for line in r.stdout.strip().splitlines())
+    assert set(ids) == {"cli-quick", "cli-long"} and all(v.startswith("mcsched-") for v in ids.values())
+    wait_for(lambda: job_status(cluster, "cli-quick").get("outcome") == "finished", 90, what="cli-quick finished")
+    wait_for(lambda: job_status(cluster, "cli-long").get("outcome") == "placed", 90, what="cli-long placed")
+    st = json.loads(cluster.mcsched("status", "cli-long", "-o", "json", "--explain").stdout)
+    assert st[0]["cloud"] == "azure" and st[0]["rofr"]["answer"] == "accepted" and "notUsed" in st[0]
+    assert "placed cli-long on azure/eastus" in cluster.mcsched("list").stdout
+    assert cluster.mcsched("cancel", "cli-long").stdout.strip() == "cli-long: cancelled"
+    bad = cluster.mcsched("status", "no-such-job", check=False)
+    assert bad.returncode != 0 and "unknown job 'no-such-job'" in bad.stderr and "Traceback" not in bad.stderr
+    cluster.mcsched("fault", "oci", "--down")
+    assert next(u for u in cluster.call("status", None) if u["job"] == "cli-long")["outcome"] == "cancelled"
+    r = cluster.mcsched("run", str(write_job(tmp_path / "s", job_doc("after-fault", gpus=16, workload={"steps": 1, "stepSeconds": 0.01})) / "job.yaml"))
+    assert "placed after-fault on coreweave/US-EAST-04" in r.stdout  # oci is down: the spill goes elsewhere
+    cluster.mcsched("fault", "oci", "--up")
+
+
+def test_local_prometheus_scrapes_the_live_scheduler_and_down_stops_it(cluster: Cluster) -> None:
+    import shutil
+    import urllib.request
+
+    if shutil.which("prometheus") is None:
+        pytest.skip("Debian's prometheus is not installed (.ci/run installs it)")
+    from scheduler.promlocal import start_local_prometheus
+    from scheduler.runtime.cluster import ClusterInfo
+
+    info = start_local_prometheus(cluster.info, cluster.metrics_port)
+    assert ClusterInfo.load(cluster.state).prometheus_pid == info.prometheus_pid
+
+    def scraped() -> bool:
+        url = f"{info.prometheus_url}/api/v1/query?query=" + "mcsched_backend_up"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return len(json.loads(r.read())["data"]["result"]) == 3
+        except OSError:
+            return False
+
+    wait_for(scraped, 60, 1.0, "Prometheus scraped the scheduler")
+    # `mcsched down` (run by the fixture at teardown) stops it; check the pid is ours and alive now.
+    os.kill(info.prometheus_pid, 0)
