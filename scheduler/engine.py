@@ -222,20 +222,21 @@ class Engine:
             if not backend.up:
                 dropped.append((cloud, "backend-down"))
                 continue
-            best_free = -1
+            best_free = 0
             for pool in pools:
                 free = pool.capacity - pool.allocated
                 if free >= gpus:
                     quotes.append(Quote(pool, pool.price, backend.startup_seconds, cand.locality.get(pool.region, 0)))
                     break
-                best_free = max(best_free, free)
+                if free > best_free:
+                    best_free = free
             else:
-                dropped.append((cloud, f"no-capacity: {job.gpu_type} {max(best_free, 0)} free, {gpus} needed"))
+                dropped.append((cloud, self._no_capacity(job.gpu_type, best_free, gpus)))
         return quotes, dropped
 
     # ------------------------------------------------------------------ one attempt
 
-    def _attempt(self, rec: JobRecord) -> Decision:
+    def _attempt(self, rec: JobRecord) -> bool:
         """Numbered like the pipeline: 1 admit, 2 offer, 3 quote, 4 score, 5 bind, 6 queue/7 preempt."""
         job = rec.job
         rec.attempt += 1
@@ -280,10 +281,9 @@ class Engine:
         holder_note = (holder, f"{ans.answer}: {ans.reason}")
         # 3. quote the others, only now that the holder declined or lapsed
         if not cand.others:
-            if self.preemption and job.cls in self.pins and ans.answer != NOT_OFFERED and ans.reason == "no-capacity":
-                decision = self._preempt_for(rec, cand, now)
-                if decision is not None:
-                    return decision
+            may_preempt = self.preemption and job.cls in self.pins and ans.answer != NOT_OFFERED and ans.reason == "no-capacity"
+            if may_preempt and self._preempt_for(rec, cand, now):
+                return True
             return self._enqueue(
                 rec,
                 "pinned-holder-declined" if job.cls in self.pins else "holder-declined",
@@ -314,7 +314,7 @@ class Engine:
             [holder_note, *dropped, *cand.excluded],
         )
 
-    def _bind(self, rec: JobRecord, pool: Pool, price: float, via: str, now: float, dropped: list[tuple[str, str]]) -> Decision:
+    def _bind(self, rec: JobRecord, pool: Pool, price: float, via: str, now: float, dropped: list[tuple[str, str]]) -> bool:
         job = rec.job
         rec.state = RUNNING
         rec.pool = pool
@@ -339,9 +339,9 @@ class Engine:
                 now - rec.submitted_at,
             )
         )
-        return self._decision(rec)
+        return True
 
-    def _enqueue(self, rec: JobRecord, reason: str, detail: str, now: float, dropped: list[tuple[str, str]]) -> Decision:
+    def _enqueue(self, rec: JobRecord, reason: str, detail: str, now: float, dropped: list[tuple[str, str]]) -> bool:
         job = rec.job
         rec.state = QUEUED
         rec.reason = reason
@@ -349,7 +349,14 @@ class Engine:
         rec.dropped = self._share(tuple(dropped))
         self.queue.push(job.name, job.signature, job.gpu_type, job.priority, rec.seq)
         self._emit(Queued(now, job.name, rec.attempt, job.cls, reason, detail))
-        return self._decision(rec)
+        return False
+
+    def _no_capacity(self, gpu_type: str, free: int, gpus: int) -> str:
+        key = ("no-capacity", gpu_type, free, gpus)
+        text = self._shared.get(key)
+        if text is None:
+            text = self._shared[key] = f"no-capacity: {gpu_type} {free} free, {gpus} needed"
+        return text  # type: ignore[return-value]
 
     def _share(self, value: _T) -> _T:
         shared = self._shared
@@ -381,7 +388,7 @@ class Engine:
 
     # ------------------------------------------------------------------ 7. preemption
 
-    def _preempt_for(self, rec: JobRecord, cand: Candidates, now: float) -> Decision | None:
+    def _preempt_for(self, rec: JobRecord, cand: Candidates, now: float) -> bool:
         """Evict the fewest lower-priority movable GPUs on the holder that make the gang fit."""
         job = rec.job
         best: tuple[int, int, Pool, list[JobRecord]] | None = None
@@ -405,16 +412,16 @@ class Engine:
             if freed >= need and (best is None or (freed, len(victims)) < best[:2]):
                 best = (freed, len(victims), pool, victims)
         if best is None:
-            return None
+            return False
         pool, victims = best[2], best[3]
         for victim in victims:
             self._evict(victim, "pinned-job", job.name, now)
         if not pool.reserve(job.gpus):  # pragma: no cover - guarded by the arithmetic above
             raise AssertionError("preemption freed too little")
-        decision = self._bind(rec, pool, pool.price, "preemption", now, [])
+        self._bind(rec, pool, pool.price, "preemption", now, [])
         for victim in victims:
             self._attempt(victim)
-        return decision
+        return True
 
     def _evict(self, rec: JobRecord, reason: str, by: str | None, now: float) -> None:
         pool = rec.pool
@@ -454,7 +461,8 @@ class Engine:
         rec = JobRecord(job, self._seq, now)
         self.jobs[job.name] = rec
         self._emit(Submitted(now, job.name, job.cls, job.gpus, job.gpu_type, job.priority, job.to_dict()))
-        return self._attempt(rec)
+        self._attempt(rec)
+        return self._decision(rec)
 
     def place_many(self, jobs: Iterable[Job]) -> list[Decision]:
         """Batch submission; validates the whole batch first so a bad job changes nothing."""
@@ -577,8 +585,11 @@ class Engine:
         if not heap:
             return 0
         # Free capacity only shrinks during this loop, so the starting maximum is a safe filter.
-        pools = self.inventory.pools.values()
-        most_free = max((p.capacity - p.allocated for p in pools if gpu_type is None or p.gpu_type == gpu_type), default=0)
+        pools = self.inventory.pools.values() if gpu_type is None else self.inventory.by_type.get(gpu_type, [])
+        most_free = 0
+        for p in pools:
+            if p.capacity - p.allocated > most_free:
+                most_free = p.capacity - p.allocated
         placed = 0
         while heap:
             head, sig = heapq.heappop(heap)
@@ -591,7 +602,7 @@ class Engine:
             if rec.job.gpus > most_free or not self._could_fit(rec.job):
                 continue
             self.queue.pop(head[2])
-            if self._attempt(rec).outcome != "placed":
+            if not self._attempt(rec):
                 continue
             placed += 1
             nxt = self.queue.head(sig)

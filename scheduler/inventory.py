@@ -64,6 +64,7 @@ class Inventory:
     def __init__(self, catalog: CloudCatalog) -> None:
         self.pools: dict[tuple[str, str, str], Pool] = {}
         self.by_cloud: dict[str, list[Pool]] = {}
+        self.by_type: dict[str, list[Pool]] = {}
         order = 0
         for b in catalog.spec.backends:
             self.by_cloud[b.name] = []
@@ -73,6 +74,7 @@ class Inventory:
                     order += 1
                     self.pools[pool.key] = pool
                     self.by_cloud[b.name].append(pool)
+                    self.by_type.setdefault(gpu_type, []).append(pool)
 
     def pool(self, cloud: str, region: str, gpu_type: str) -> Pool:
         return self.pools[(cloud, region, gpu_type)]
