@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from scheduler.errors import SpecError, SpecErrors
-from scheduler.specs import SPEC_KINDS, CloudCatalog, Contract, JobDoc, Strict
+from scheduler.specs import PATTERN_HELP, SPEC_KINDS, CloudCatalog, Contract, JobDoc, Strict
 from scheduler.yamlio import Document, load_documents
 
 
@@ -45,6 +45,10 @@ def _reason(err: dict[str, Any]) -> str:
         return "unknown field"
     if err.get("type") == "missing":
         return "required field is missing"
+    if err.get("type") == "string_pattern_mismatch":
+        pattern = str((err.get("ctx") or {}).get("pattern", ""))
+        got = err.get("input")
+        return f"{PATTERN_HELP.get(pattern, msg)} (got {got!r})"
     return msg
 
 

@@ -12,14 +12,23 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 API_VERSION = "mcsched.io/v1"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$"
+REGION_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_]{0,61}[A-Za-z0-9])?$"
+GPU_TYPE_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,31}$"
+JURISDICTION_PATTERN = r"^[A-Z]{2,8}$"
+PATTERN_HELP = {
+    NAME_PATTERN: "must be a lowercase DNS-style name: a-z, 0-9, '-' or '.', starting and ending with a letter or digit",
+    REGION_PATTERN: "must be a region name: letters, digits, '-' or '_', starting and ending with a letter or digit",
+    GPU_TYPE_PATTERN: "must be a GPU type such as H100: letters, digits, '-', '_' or '.', no spaces",
+    JURISDICTION_PATTERN: "must be an upper-case jurisdiction code such as US or EU",
+}
 KNOWN_CLOUDS = ("azure", "oci", "stargate", "aws", "gcp", "coreweave")
 MAX_GANG_GPUS = 4096
 MAX_POOL_GPUS = 1_000_000
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=63)]
-RegionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_]{0,61}[A-Za-z0-9])?$", max_length=63)]
-GpuType = Annotated[str, Field(pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,31}$")]
-Jurisdiction = Annotated[str, Field(pattern=r"^[A-Z]{2,8}$")]
+RegionName = Annotated[str, Field(pattern=REGION_PATTERN, max_length=63)]
+GpuType = Annotated[str, Field(pattern=GPU_TYPE_PATTERN)]
+Jurisdiction = Annotated[str, Field(pattern=JURISDICTION_PATTERN)]
 
 
 class Strict(BaseModel):

@@ -73,11 +73,11 @@ def _cases() -> list[BadCase]:
         job(f"gpus-{v!r}", _y(_job(gpus=v)), why)
     for v, why in [
         ("TPUv5", "unknown GPU type"),
-        ("", "should match pattern"),
+        ("", "must be a GPU type"),
         (123, "valid string"),
         (None, "valid string"),
         ("h100", "unknown GPU type"),
-        ("H100 ", "should match pattern"),
+        ("H100 ", "no spaces"),
     ]:
         job(f"gpuType-{v!r}", _y(_job(gpuType=v)), why)
     for v in ["batch", "Training", "", None, 3, "api_serving"]:
@@ -106,7 +106,7 @@ def _cases() -> list[BadCase]:
         ("azure", "valid list"),
     ]:
         job(f"clouds-{v!r}", _y(_job(clouds=v)), why)
-    for v, why in [("us", "should match pattern"), ("CN", "no allowed cloud/region"), (7, "valid string")]:
+    for v, why in [("us", "upper-case jurisdiction code"), ("CN", "no allowed cloud/region"), (7, "valid string")]:
         job(f"jurisdiction-{v!r}", _y(_job(jurisdiction=v)), why)
     job("both-bodies", _y(_job(entrypoint="echo hi", workload={"steps": 1})), "not both")
     job("empty-entrypoint", _y(_job(entrypoint="")), "at least 1 character")
@@ -146,11 +146,11 @@ def _cases() -> list[BadCase]:
         )
     for v, why in [
         ("x" * 300, "at most 63"),
-        ("UPPER", "should match pattern"),
-        ("bad name", "should match pattern"),
-        ("", "should match pattern"),
-        ("-lead", "should match pattern"),
-        ("ünï", "should match pattern"),
+        ("UPPER", "lowercase DNS-style name"),
+        ("bad name", "lowercase DNS-style name: a-z, 0-9"),
+        ("", "lowercase DNS-style name"),
+        ("-lead", "lowercase DNS-style name"),
+        ("ünï", "lowercase DNS-style name"),
         (42, "valid string"),
     ]:
         job(f"name-{str(v)[:10]!r}", _y(_set(_job(), ("metadata", "name"), v)), why)
@@ -207,7 +207,7 @@ def _cases() -> list[BadCase]:
     cat("unknown-backend-field", _set(catalog, ("spec", "backends", 0, "discount"), 0.5), "unknown field")
     cat("no-backends", _set(catalog, ("spec", "backends"), []), "at least 1")
     cat("no-regions", _set(catalog, ("spec", "backends", 3, "regions"), []), "at least 1")
-    cat("jurisdiction-lower", _set(catalog, ("spec", "backends", 3, "regions", 0, "jurisdiction"), "us"), "should match pattern")
+    cat("jurisdiction-lower", _set(catalog, ("spec", "backends", 3, "regions", 0, "jurisdiction"), "us"), "upper-case jurisdiction code")
     cat("two-catalogs", _y(catalog, catalog), "expected exactly one CloudCatalog")
     cat("not-yaml", b"{{{", "invalid YAML")
 
