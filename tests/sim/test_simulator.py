@@ -93,3 +93,32 @@ def test_simulate_bad_arguments_are_one_line(tmp_path: Path, capsys: pytest.Capt
             main(["simulate", "--trace", str(trace), "--out", str(tmp_path / "o"), *argv])
         err = capsys.readouterr().err
         assert exc.value.code == 2 and expect in err and "Traceback" not in err
+
+
+TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
+
+
+@pytest.mark.skipif(not TRACES.exists(), reason=f"{TRACES} is absent (shared traces not checked out beside the project)")
+def test_real_traces_replay_through_the_engine_with_a_verifiable_ledger(tmp_path: Path) -> None:
+    from scheduler.loading import load_catalog, load_contract
+    from scheduler.paths import default_catalog, default_contract
+    from scheduler.sim.traces import read_alibaba, read_azure_llm, read_spot_dir
+
+    catalog = load_catalog(default_catalog())
+    contract = load_contract(default_contract(), catalog)
+    ledger = Ledger(tmp_path / "alibaba.db")
+    sim = Simulation(catalog, contract, "contract", sinks=[ledger])
+    jobs = read_alibaba(TRACES / "alibaba-gpu-v2023" / "openb_pod_list_default.csv")
+    sim.add_jobs(jobs)
+    sim.add_capacity_trace(read_spot_dir(TRACES / "spot-availability"), "aws", "H100")
+    sim.run(flush=ledger.flush)
+    ledger.flush()
+    s = sim.summary()
+    assert s["jobs"] == len(jobs) == 6203 and s["contractViolations"] == {}
+    assert sum(s["jobsPerCloud"].values()) >= len(jobs)
+    assert ledger.verify().ok
+    api = Simulation(catalog, contract, "contract")
+    api.add_jobs(read_azure_llm(TRACES / "azure-llm-inference-2023" / "AzureLLMInferenceTrace_code.csv"))
+    api.run()
+    a = api.summary()
+    assert set(a["jobsPerCloud"]) == {"azure"} and a["contractViolations"] == {}  # API demand never leaves Azure
