@@ -52,7 +52,7 @@ def main() -> None:
     events = summary["events"]["engine"] + summary["events"]["simulation"]
     print(f"replayed {summary['jobs']:,} GPU jobs of {args.trace.name} (8,152 pods) in {wall:.2f}s wall, "
           f"{events:,} events = {events / wall:,.0f} events/s (ledger written; targets < 10 s, >= 100,000/s)")
-    for speedup in (1.0, 100.0):
+    for speedup in (1.0, 100.0, 2000.0):
         print(f"\npolicy comparison, arrivals x{speedup:g}:")
         print(f"{'policy':<11} {'holder GPU-h':>12} {'cost USD':>12} {'violations':>10} {'api p99 wait':>12} {'train p99 wait':>14} {'queued at end':>13}  jobs per cloud")
         for policy in POLICIES:
