@@ -17,30 +17,19 @@ import pytest
 import yaml
 
 from scheduler.runtime.cluster import ClusterInfo, free_port, ray_bin
+from tests.builders import a_catalog, a_contract
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SMALL_CATALOG = {
-    "apiVersion": "mcsched.io/v1",
-    "kind": "CloudCatalog",
-    "metadata": {"name": "it"},
-    "spec": {
-        "backends": [
-            {"name": "azure", "latencySeconds": 1, "prices": {"H100": 3.4},
-             "regions": [{"name": "eastus", "jurisdiction": "US", "gpus": {"H100": 8}}]},
-            {"name": "oci", "latencySeconds": 2, "startupSeconds": 60, "prices": {"H100": 2.9},
-             "regions": [{"name": "us-ashburn-1", "jurisdiction": "US", "gpus": {"H100": 4000}}]},
-            {"name": "coreweave", "latencySeconds": 1, "startupSeconds": 90, "prices": {"H100": 2.7},
-             "regions": [{"name": "US-EAST-04", "jurisdiction": "US", "gpus": {"H100": 16}}]},
-        ]
-    },
-}
-CONTRACT = {
-    "apiVersion": "mcsched.io/v1",
-    "kind": "Contract",
-    "metadata": {"name": "it"},
-    "spec": {"rofr": {"holder": "azure", "windowSeconds": 30}, "pins": {"api-serving": ["azure"]}, "preemption": {"enabled": False}},
-}
+SMALL_CATALOG = (
+    a_catalog()
+    .cloud("azure", {"eastus": {"H100": 8}}, price=3.4, latency=1)
+    .cloud("oci", {"us-ashburn-1": {"H100": 4000}}, price=2.9, latency=2, startup=60)
+    .cloud("coreweave", {"US-EAST-04": {"H100": 16}}, price=2.7, latency=1, startup=90)
+    .obj()
+    .model_dump(mode="json", by_alias=True)
+)
+CONTRACT = a_contract(preemption=False).model_dump(mode="json", by_alias=True)
 
 
 @dataclass

@@ -22,29 +22,21 @@ from scheduler.ledger import Ledger
 from scheduler.promlocal import start_prometheus
 from scheduler.runtime.cluster import free_port
 from scheduler.runtime.service import SchedulerService
+from tests.builders import a_catalog, a_contract
 from tests.integration.conftest import ROOT, job_doc, wait_for
 
 pytestmark = pytest.mark.slow
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "mcsched.json"
 
-CATALOG = {
-    "apiVersion": "mcsched.io/v1",
-    "kind": "CloudCatalog",
-    "metadata": {"name": "obs"},
-    "spec": {
-        "backends": [
-            {"name": "azure", "latencySeconds": 2, "prices": {"H100": 3.4},
-             "holderRules": {"reserveForApiServingFraction": 0.25},
-             "regions": [{"name": "eastus", "jurisdiction": "US", "gpus": {"H100": 32}}]},
-            {"name": "oci", "latencySeconds": 3, "startupSeconds": 60, "prices": {"H100": 2.9},
-             "regions": [{"name": "us-ashburn-1", "jurisdiction": "US", "gpus": {"H100": 64}}]},
-            {"name": "coreweave", "latencySeconds": 1, "startupSeconds": 90, "prices": {"H100": 2.7},
-             "regions": [{"name": "US-EAST-04", "jurisdiction": "US", "gpus": {"H100": 16}}]},
-        ]
-    },
-}
-CONTRACT = {"apiVersion": "mcsched.io/v1", "kind": "Contract", "metadata": {"name": "obs"},
-            "spec": {"rofr": {"holder": "azure", "windowSeconds": 30}, "preemption": {"enabled": True}}}
+CATALOG = (
+    a_catalog()
+    .cloud("azure", {"eastus": {"H100": 32}}, price=3.4, latency=2, rules={"reserveForApiServingFraction": 0.25})
+    .cloud("oci", {"us-ashburn-1": {"H100": 64}}, price=2.9, latency=3, startup=60)
+    .cloud("coreweave", {"US-EAST-04": {"H100": 16}}, price=2.7, latency=1, startup=90)
+    .obj()
+    .model_dump(mode="json", by_alias=True)
+)
+CONTRACT = a_contract(preemption=True).model_dump(mode="json", by_alias=True)
 
 
 def query(prom: str, expr: str) -> list[dict[str, Any]]:
