@@ -10,6 +10,7 @@ At least 10,000 executed steps run in CI (counted, and asserted).
 from __future__ import annotations
 
 import itertools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,7 +31,6 @@ from tests.test_invariants import check_internal
 STEPS = 80
 PROGRAMS = 300
 MIN_STEPS = 10_000
-counter = itertools.count()
 executed = {"steps": 0}
 
 
@@ -51,13 +51,13 @@ class SchedulerMachine(RuleBasedStateMachine):
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="mcsched-sm-"))
         self.catalog = world()
-        self.steps = 0
+        self.names = itertools.count()  # per program, so hypothesis replays draw identically
 
     @initialize(mode=st.sampled_from(["first-look", "match"]), on_lapse=st.sampled_from(["deemed-declined", "queue"]), preempt=st.booleans())
     def start(self, mode: str, on_lapse: str, preempt: bool) -> None:
         self.contract = a_contract(mode=mode, window=10.0, on_lapse=on_lapse, preemption=preempt)
         self.clock = ManualClock()
-        self.ledger = Ledger(self.tmp / f"l{next(counter)}.db")
+        self.ledger = Ledger(self.tmp / "ledger.db")
         self.checker = InvariantChecker()
         self.seen = 0
         self.engine = Engine(self.catalog, self.contract, self.clock)
@@ -73,7 +73,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     @rule(cls=st.sampled_from(["training", "inference", "api-serving"]), gpus=st.sampled_from([1, 2, 4, 8, 16]),
           gpu_type=st.sampled_from(["H100", "H200"]), priority=st.integers(-1, 3), jurisdiction=st.sampled_from([None, "US", "EU"]))
     def submit(self, cls: str, gpus: int, gpu_type: str, priority: int, jurisdiction: str | None) -> None:
-        job = Job(name=f"j{next(counter)}", cls=cls, gpus=gpus, gpu_type=gpu_type, priority=priority, jurisdiction=jurisdiction)
+        job = Job(name=f"j{next(self.names):04d}", cls=cls, gpus=gpus, gpu_type=gpu_type, priority=priority, jurisdiction=jurisdiction)
         before = len(self.engine.jobs)
         try:
             self.engine.submit(job)
@@ -148,9 +148,12 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert all(s in ("running", "queued", "finished", "cancelled") for s in states.values()), states
 
     def teardown(self) -> None:
-        if hasattr(self, "ledger"):
-            assert self.ledger.verify().ok
-            self.ledger.close()
+        try:
+            if hasattr(self, "ledger"):
+                assert self.ledger.verify().ok
+                self.ledger.close()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def test_state_machine_runs_at_least_10000_steps_with_faults_and_restarts() -> None:
