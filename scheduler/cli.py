@@ -472,12 +472,15 @@ def cancel_cmd(job: str, address: AddressOpt = None, state_dir: StateOpt = None)
 @app.command("fault")
 def fault_cmd(
     cloud: str,
-    down: Annotated[bool, typer.Option("--down/--up", help="Take the mock backend down or bring it back.")] = True,
-    latency: Annotated[float | None, typer.Option("--extra-latency", help="Extra response seconds (slow holder).")] = None,
+    down: Annotated[bool | None, typer.Option("--down/--up", help="Take the mock backend down, or bring it back.")] = None,
+    latency: Annotated[float | None, typer.Option("--extra-latency", min=0.0, help="Extra response seconds (slow holder); 0 clears.")] = None,
     address: AddressOpt = None,
     state_dir: StateOpt = None,
 ) -> None:
     """Inject a mock-backend fault (outage or slowness) into the running scheduler."""
+    if down is None and latency is None:
+        raise fail("fault: say what to change: --down, --up and/or --extra-latency SECONDS")
     _connect(address, state_dir)
-    _call("fault", cloud, not down, latency)
-    out.print(f"{cloud}: {'down' if down else 'up'}" + (f", +{latency:g}s latency" if latency is not None else ""), markup=False)
+    _call("fault", cloud, None if down is None else not down, latency)
+    parts = ([] if down is None else ["down" if down else "up"]) + ([] if latency is None else [f"+{latency:g}s latency"])
+    out.print(f"{cloud}: {', '.join(parts)}", markup=False)

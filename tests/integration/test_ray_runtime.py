@@ -218,6 +218,12 @@ def test_convenience_commands_submit_status_list_cancel_fault(cluster: Cluster, 
     assert cluster.mcsched("cancel", "cli-long").stdout.strip() == "cli-long: cancelled"
     bad = cluster.mcsched("status", "no-such-job", check=False)
     assert bad.returncode != 0 and "unknown job 'no-such-job'" in bad.stderr and "Traceback" not in bad.stderr
+    assert cluster.mcsched("fault", "azure", "--extra-latency", "60").stdout.strip() == "azure: +60s latency"
+    slow = cluster.mcsched("run", str(write_job(tmp_path / "slow", job_doc("while-slow", gpus=2, workload={"steps": 1, "stepSeconds": 0.01})) / "job.yaml"))
+    assert "azure lapsed: no-answer-within-window" in slow.stdout  # a slow holder lapses; the job spills
+    cluster.mcsched("fault", "azure", "--extra-latency", "0")
+    unknown = cluster.mcsched("fault", "ibm", "--down", check=False)
+    assert unknown.returncode != 0 and "unknown cloud 'ibm'" in unknown.stderr and "Traceback" not in unknown.stderr
     cluster.mcsched("fault", "oci", "--down")
     assert next(u for u in cluster.call("status", None) if u["job"] == "cli-long")["outcome"] == "cancelled"
     r = cluster.mcsched("run", str(write_job(tmp_path / "s", job_doc("after-fault", gpus=16, workload={"steps": 1, "stepSeconds": 0.01})) / "job.yaml"))
