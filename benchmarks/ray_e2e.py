@@ -7,7 +7,7 @@
    (the same workload as the entrypoint, with equivalent ``entrypoint_resources``), and
    print the ratio of median wall times. Targets: >= 5,000 decisions/s; ratio <= 1.10.
 
-    python benchmarks/ray_e2e.py [--jobs 5000] [--batch 500] [--repeats 3] [--steps 100 --step-seconds 0.2]
+    python benchmarks/ray_e2e.py [--jobs 5000] [--batch 500] [--repeats 3] [--steps 150 --step-seconds 0.2]   (a 30 s job)
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--step-seconds", type=float, default=0.2)
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="mcsb-", dir="/tmp"))
