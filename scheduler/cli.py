@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from scheduler.clock import ManualClock
+from scheduler.decision import Decision
 from scheduler.engine import Engine
 from scheduler.errors import LedgerError, MCSchedError, SpecError, SpecErrors
 from scheduler.ledger import Ledger
@@ -436,12 +437,10 @@ def status_cmd(
     state_dir: StateOpt = None,
 ) -> None:
     """Where each job stands (placed where and why, or queued and why)."""
-    from scheduler.runtime.service import decision_from
-
     _connect(address, state_dir)
     rows = _call("status", job)
     assert isinstance(rows, list)
-    decisions = [decision_from(r) for r in rows]
+    decisions = [Decision.from_dict(r) for r in rows]
     if output is OutputFormat.JSON:
         print(decisions_json(decisions, explain))
     else:
@@ -451,13 +450,11 @@ def status_cmd(
 @app.command("list")
 def list_cmd(address: AddressOpt = None, state_dir: StateOpt = None) -> None:
     """One line per job."""
-    from scheduler.runtime.service import decision_from
-
     _connect(address, state_dir)
     rows = _call("status", None)
     assert isinstance(rows, list)
     for r in rows:
-        out.print(decision_from(r).line(), markup=False)
+        out.print(Decision.from_dict(r).line(), markup=False)
 
 
 @app.command("cancel")

@@ -48,6 +48,28 @@ class Decision:
             out["notUsed"] = [{"cloud": c, "why": why} for c, why in self.dropped]
         return out
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Decision:
+        """The inverse of ``to_dict`` (the actor's wire format), for printing on the client side."""
+        rofr = d["rofr"]
+        return cls(
+            job=d["job"],
+            cls=d["class"],
+            outcome=d["outcome"],
+            gpu_type=d["gpuType"],
+            gpus=d["gpus"],
+            holder=rofr["holder"],
+            rofr_answer=rofr["answer"],
+            rofr_reason=rofr["reason"],
+            cloud=d.get("cloud"),
+            region=d.get("region"),
+            price=d.get("priceUsdPerGpuHour"),
+            via=d.get("via"),
+            reason=d.get("reason"),
+            detail=d.get("detail"),
+            dropped=tuple((x["cloud"], x["why"]) for x in d.get("notUsed", [])),
+        )
+
     def line(self) -> str:
         """The one-line summary the Ray driver and the CLI print."""
         rofr = f"{self.holder} {self.rofr_answer}" + (f": {self.rofr_reason}" if self.rofr_reason else "")

@@ -23,8 +23,6 @@ from scheduler.events import (
     Submitted,
 )
 
-NOT_OFFERED_REASONS = ("not-in-pins", "gpu-type-unavailable", "region-constraint", "jurisdiction")
-
 
 @dataclass(frozen=True, slots=True)
 class Violation:

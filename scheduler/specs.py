@@ -10,7 +10,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-API_VERSION = "mcsched.io/v1"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$"
 REGION_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_]{0,61}[A-Za-z0-9])?$"
 GPU_TYPE_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,31}$"
@@ -21,7 +20,6 @@ PATTERN_HELP = {
     GPU_TYPE_PATTERN: "must be a GPU type such as H100: letters, digits, '-', '_' or '.', no spaces",
     JURISDICTION_PATTERN: "must be an upper-case jurisdiction code such as US or EU",
 }
-KNOWN_CLOUDS = ("azure", "oci", "stargate", "aws", "gcp", "coreweave")
 MAX_GANG_GPUS = 4096
 MAX_POOL_GPUS = 1_000_000
 

@@ -41,9 +41,7 @@ class ClusterInfo:
 
     def client_env(self) -> dict[str, str]:
         """What a Ray client (ray job submit, ray.init) needs in its environment."""
-        if not self.auth_token_path:
-            return {}
-        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.auth_token_path}
+        return auth_env(self.auth_token_path) if self.auth_token_path else {}
 
     def export_lines(self) -> list[str]:
         return [f"export {k}={v}" for k, v in self.client_env().items()]
@@ -77,6 +75,11 @@ def port_free(port: int) -> bool:
 def ray_bin() -> str:
     candidate = Path(sys.executable).with_name("ray")
     return str(candidate) if candidate.exists() else (shutil.which("ray") or "ray")
+
+
+def auth_env(token_path: str | Path) -> dict[str, str]:
+    """Ray token authentication: the same two variables for the head, its jobs and every client."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
 
 
 def token_auth_supported() -> bool:
@@ -114,8 +117,7 @@ def start_head(
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     if auth_token is not None:
-        env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(auth_token)})
-        os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(auth_token)})
+        env.update(auth_env(auth_token))
     cmd = [
         ray_bin(), "start", "--head",
         "--node-ip-address", "127.0.0.1",
@@ -189,7 +191,7 @@ def up(
         raise RuntimeUnavailable(f"metrics port 127.0.0.1:{metrics_port} is in use (pass --metrics-port)")
     token = make_token(state_dir) if token_auth_supported() else None
     if token is not None:  # before anything imports ray in this process
-        os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)})
+        os.environ.update(auth_env(token))
     log("starting a local Ray head (loopback only, token auth " + ("on" if token else "unsupported by this Ray") + ") ...")
     gcs, dash = start_head(catalog, state_dir, auth_token=token)
     info = ClusterInfo(

@@ -19,10 +19,10 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from scheduler.decision import Decision
 from scheduler.errors import AdmissionError, MCSchedError, RuntimeUnavailable
 from scheduler.runtime.actor import get_actor
 from scheduler.runtime.resources import bundles, pool_resource
-from scheduler.runtime.service import decision_from
 from scheduler.runtime.workload import run_workload
 
 PG_READY_SECONDS = 60.0
@@ -43,14 +43,14 @@ def run_job(doc: dict[str, Any], source: str, checkpoint_root: Path, say: Callab
     resp = ray.get(actor.submit.remote([doc]))
     if not resp["ok"]:
         raise AdmissionError(f"{source}: {resp['error']}")
-    d = decision_from(resp["decisions"][0])
+    d = Decision.from_dict(resp["decisions"][0])
     say(d.line())
     signal.signal(signal.SIGTERM, _on_sigterm)
     placed_ok = False
     try:
         last = d.reason
         while d.outcome == "queued":
-            d = decision_from(ray.get(actor.wait_placed.remote(name, 10.0)))
+            d = Decision.from_dict(ray.get(actor.wait_placed.remote(name, 10.0)))
             if d.outcome == "queued" and d.reason != last:
                 say(f"still queued: {d.reason}: {d.detail}")
                 last = d.reason

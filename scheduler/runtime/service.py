@@ -15,12 +15,10 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from scheduler.decision import Decision
 from scheduler.engine import RUNNING, Engine
 from scheduler.errors import MCSchedError
 from scheduler.events import Event
@@ -233,29 +231,3 @@ class SchedulerService:
 
 def _usage(u: Any) -> dict[str, Any]:
     return {"cloud": u.cloud, "region": u.region, "gpu_type": u.gpu_type, "capacity": u.capacity, "allocated": u.allocated}
-
-
-def decision_from(d: dict[str, Any]) -> Decision:
-    """Rebuild a Decision from the actor's wire format (for one-line printing)."""
-    rofr = d["rofr"]
-    return Decision(
-        job=d["job"],
-        cls=d["class"],
-        outcome=d["outcome"],
-        gpu_type=d["gpuType"],
-        gpus=d["gpus"],
-        holder=rofr["holder"],
-        rofr_answer=rofr["answer"],
-        rofr_reason=rofr["reason"],
-        cloud=d.get("cloud"),
-        region=d.get("region"),
-        price=d.get("priceUsdPerGpuHour"),
-        via=d.get("via"),
-        reason=d.get("reason"),
-        detail=d.get("detail"),
-        dropped=tuple((x["cloud"], x["why"]) for x in d.get("notUsed", [])),
-    )
-
-
-def ledger_path_in(state_dir: Path) -> str:
-    return str(state_dir / "ledger.db")
