@@ -26,6 +26,7 @@ from scheduler.runtime.resources import cloud_resources
 from scheduler.specs import CloudCatalog, Contract
 
 STATE_FILE = "cluster.json"
+WORKER_PORTS = 200
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ def start_head(
     temp_dir = state_dir / "ray"
     temp_dir.mkdir(parents=True, exist_ok=True)
     gcs_port, dash_port = free_port(), free_port()
+    worker_lo = free_port_block(WORKER_PORTS)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     if auth_token is not None:
@@ -124,6 +126,17 @@ def start_head(
         "--port", str(gcs_port),
         "--dashboard-host", "127.0.0.1",
         "--dashboard-port", str(dash_port),
+        # Every other port free too (Ray's fixed defaults, e.g. 52365 and 10001, clash with a
+        # second cluster on the machine).
+        "--object-manager-port", str(free_port()),
+        "--node-manager-port", str(free_port()),
+        "--ray-client-server-port", str(free_port()),
+        "--dashboard-agent-listen-port", str(free_port()),
+        "--dashboard-agent-grpc-port", str(free_port()),
+        "--runtime-env-agent-port", str(free_port()),
+        "--metrics-export-port", str(free_port()),
+        "--min-worker-port", str(worker_lo),
+        "--max-worker-port", str(worker_lo + WORKER_PORTS - 1),
         "--temp-dir", str(temp_dir),
         "--num-cpus", str(num_cpus),
         "--object-store-memory", str(object_store_mb * 1024 * 1024),
@@ -138,8 +151,50 @@ def start_head(
     return f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dash_port}"
 
 
-def stop_head() -> None:
-    subprocess.run([ray_bin(), "stop", "--force"], capture_output=True, check=False)
+def free_port_block(size: int, lo: int = 20_000, hi: int = 60_000) -> int:
+    """The first port of ``size`` consecutive free loopback ports (Ray's worker range)."""
+    import random
+
+    for _ in range(200):
+        start = random.randrange(lo, hi - size)
+        if all(port_free(p) for p in range(start, start + size)):
+            return start
+    raise RuntimeUnavailable(f"no block of {size} free ports between {lo} and {hi}")
+
+
+def cluster_processes(temp_dir: str) -> list[Any]:
+    """Processes of the Ray cluster whose temp dir is ``temp_dir`` (and their children), nothing else."""
+    import psutil
+
+    roots = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp_dir in arg for arg in (proc.info["cmdline"] or [])):
+                roots.append(proc)
+        except psutil.Error:
+            continue
+    found = {p.pid: p for p in roots}
+    for p in roots:
+        with contextlib.suppress(psutil.Error):
+            for child in p.children(recursive=True):
+                found.setdefault(child.pid, child)
+    return list(found.values())
+
+
+def stop_head(temp_dir: str, timeout: float = 15.0) -> int:
+    """Stop only the cluster that owns ``temp_dir`` (``ray stop --force`` would kill every cluster of the user)."""
+    import psutil
+
+    procs = cluster_processes(temp_dir)
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _gone, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)
+    return len(procs)
 
 
 def connect(address: str, *, log_to_driver: bool = False) -> None:
@@ -227,7 +282,7 @@ def down(state_dir: Path) -> bool:
     if info.prometheus_pid:
         with contextlib.suppress(ProcessLookupError):
             os.kill(info.prometheus_pid, 15)
-    stop_head()
+    stop_head(info.temp_dir)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return True
 

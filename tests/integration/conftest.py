@@ -101,7 +101,6 @@ def cluster() -> Iterator[Cluster]:
                 ray.shutdown()
         finally:
             subprocess.run([sys.executable, "-m", "scheduler", "down"], env=env, capture_output=True, timeout=120)
-            subprocess.run([ray_bin(), "stop", "--force"], capture_output=True, timeout=120)
             shutil.rmtree(state, ignore_errors=True)
             for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
                 os.environ.pop(key, None)

@@ -1,0 +1,93 @@
+"""Shared pieces of the ``mcsched`` command line: the typer app, consoles, options, helpers.
+
+Command modules register on ``app``; ``scheduler.cli.main`` runs it and turns every
+``MCSchedError`` into one line and an exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from scheduler.errors import MCSchedError
+from scheduler.loading import load_catalog, load_contract
+from scheduler.paths import default_catalog, default_contract
+from scheduler.specs import CloudCatalog, Contract
+
+app = typer.Typer(
+    name="mcsched",
+    help="Multi-cloud scheduler for LLM jobs with an Azure right of first refusal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+audit_app = typer.Typer(help="Inspect and verify the audit ledger.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+CatalogOpt = Annotated[Path | None, typer.Option("--clouds", help="CloudCatalog YAML (default: shipped example).")]
+ContractOpt = Annotated[Path | None, typer.Option("--contract", help="Contract YAML (default: shipped example).")]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(message, markup=False)
+    return typer.Exit(code)
+
+
+def load_config(clouds: Path | None, contract: Path | None) -> tuple[CloudCatalog, Contract]:
+    catalog = load_catalog(clouds or default_catalog())
+    return catalog, load_contract(contract or default_contract(), catalog)
+
+
+
+# Ray is imported lazily (inside these helpers) so offline commands start fast without a cluster.
+
+StateOpt = Annotated[Path | None, typer.Option("--state-dir", help="State directory (default $MCSCHED_HOME or ~/.mcsched).")]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray GCS address (default: RAY_ADDRESS or the local cluster).")]
+
+
+def _state(state_dir: Path | None) -> Path:
+    from scheduler.paths import state_dir as default_state
+
+    return (state_dir or default_state()).expanduser().resolve()
+
+
+def _connect(address: str | None, state_dir: Path | None, *, embedded: bool = False, stream: bool = False) -> None:
+    from scheduler.errors import RuntimeUnavailable
+    from scheduler.runtime.cluster import connect, resolve_address, up
+
+    state = _state(state_dir)
+    resolved = resolve_address(address, state)
+    if resolved is None:
+        if not embedded:
+            raise RuntimeUnavailable("no Ray cluster found: run `mcsched up` first or pass --address")
+        err.print("no Ray cluster found; starting the embedded default (`mcsched up`) ...", markup=False)
+        catalog, the_contract = load_config(None, None)
+        info = up(catalog, the_contract, state, log=lambda m: err.print(m, markup=False))
+        resolved = info.gcs_address
+    connect(resolved, log_to_driver=stream)
+
+
+def _call(method: str, *args: object) -> object:
+    """Call the scheduler actor; its errors (unknown job, ...) become one-line MCSchedErrors."""
+    import ray
+
+    from scheduler.runtime.actor import get_actor
+
+    try:
+        return ray.get(getattr(get_actor(), method).remote(*args))
+    except ray.exceptions.RayTaskError as exc:
+        raise MCSchedError(str(exc.cause or exc).splitlines()[0]) from None

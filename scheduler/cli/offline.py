@@ -1,0 +1,103 @@
+"""Offline commands: validate specs, plan placements (no Ray), render manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from scheduler.cli.app import CatalogOpt, ContractOpt, OutputFormat, app, err, fail, load_config, out
+from scheduler.clock import ManualClock
+from scheduler.engine import Engine
+from scheduler.errors import LedgerError, SpecError, SpecErrors
+from scheduler.ledger import Ledger
+from scheduler.loading import check_contract, check_jobs, load_catalog, load_contract, load_files, load_jobs
+from scheduler.model import Job
+from scheduler.paths import default_catalog, default_contract
+from scheduler.render import decisions_json, decisions_table
+from scheduler.specs import CloudCatalog, Contract, JobDoc
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Spec files (any kind, many documents each).")],
+    clouds: CatalogOpt = None,
+    contract: ContractOpt = None,
+) -> None:
+    """Check spec files; print one line per problem as file:line: field: why."""
+    loaded, errors = load_files(files)
+    catalogs = [x for x in loaded if isinstance(x.model, CloudCatalog)]
+    contracts = [x for x in loaded if isinstance(x.model, Contract)]
+    catalog: CloudCatalog | None = None
+    try:
+        catalog = catalogs[0].model if catalogs else load_catalog(clouds or default_catalog())  # type: ignore[assignment]
+        assert isinstance(catalog, CloudCatalog)
+        for item in contracts:
+            assert isinstance(item.model, Contract)
+            errors.extend(check_contract(item.model, catalog, item.doc))
+        the_contract = contracts[0].model if contracts else load_contract(contract or default_contract(), catalog)
+        assert isinstance(the_contract, Contract)
+        errors.extend(check_jobs([x for x in loaded if isinstance(x.model, JobDoc)], catalog, the_contract)[1])
+    except SpecErrors as exc:
+        errors.extend(exc.errors)
+    except SpecError as exc:
+        errors.append(exc)
+    if errors:
+        for e in errors:
+            err.print(e.one_line(), markup=False)
+        raise typer.Exit(2)
+    out.print(f"ok: {len(loaded)} document(s) in {len(files)} file(s)", markup=False)
+
+
+@app.command()
+def plan(
+    jobs: Annotated[list[Path], typer.Argument(help="Job YAML files, placed in order.")],
+    clouds: CatalogOpt = None,
+    contract: ContractOpt = None,
+    db: Annotated[Path | None, typer.Option("--db", help="Write the audit ledger here (a new file).")] = None,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")] = OutputFormat.TABLE,
+    explain: Annotated[bool, typer.Option("--explain", help="Say why each backend was not used.")] = False,
+) -> None:
+    """Place jobs against a catalog and contract offline (no Ray) and print the decisions."""
+    catalog, the_contract = load_config(clouds, contract)
+    docs = load_jobs(jobs, catalog, the_contract)
+    engine = Engine(catalog, the_contract, ManualClock())
+    ledger: Ledger | None = None
+    if db is not None:
+        ledger = Ledger(db)
+        if not ledger.empty:
+            ledger.close()
+            raise LedgerError(f"{db}: already holds {len(ledger)} records; plan writes a new ledger, pass a new path")
+        engine.subscribe(ledger)
+        engine.announce()
+    try:
+        decisions = engine.place_many([Job.from_doc(d) for d in docs])
+        if ledger is not None:
+            ledger.flush()
+    finally:
+        if ledger is not None:
+            ledger.close()
+    if output is OutputFormat.JSON:
+        print(decisions_json(decisions, explain))
+    else:
+        out.print(decisions_table(decisions, explain, title=f"{len(decisions)} decision(s), holder {engine.holder}"))
+
+
+@app.command("manifests")
+def manifests_cmd(check: Annotated[bool, typer.Option("--check", help="Exit 1 if manifests/base/generated is stale.")] = False) -> None:
+    """Render manifests/base/generated/ from deploy/ (catalog, contract, rules, dashboard)."""
+    from scheduler.kube.render import stale, write
+    from scheduler.paths import PACKAGE_DIR
+
+    repo = PACKAGE_DIR.parent
+    if check:
+        bad = stale(repo)
+        if bad:
+            raise fail(f"manifests/base/generated is stale: {', '.join(bad)} (run `mcsched manifests`)", 1)
+        out.print("manifests/base/generated is up to date", markup=False)
+        return
+    for path in write(repo):
+        out.print(f"wrote {path.relative_to(repo)}", markup=False)
+
+
