@@ -513,7 +513,7 @@ class Engine:
         if rec.state != RUNNING:
             raise AdmissionError(f"job {name!r} is not placed ({rec.state})")
         rec.binding = ref
-        self._emit(Bound(self.clock.now(), name, ref))
+        self._emit(Bound(self.clock.now(), name, rec.attempt, ref))
 
     def bound_jobs(self) -> dict[str, str]:
         return {n: r.binding for n, r in self.jobs.items() if r.state == RUNNING and r.binding}

@@ -1,7 +1,10 @@
 """The one event stream the engine emits; the ledger, metrics and tests all consume it.
 
 Events are plain frozen records with a stable ``kind`` and a flat, JSON-ready payload, so
-the ledger can store them verbatim and a verifier can replay them without the engine.
+the ledger can store them verbatim and a verifier can replay them without the engine. They
+are also the engine's only way to change its own state: ``Engine._apply(event)`` is the one
+mutation path, live and on replay, so each event carries everything a view needs
+(explanations included) and nothing is written twice.
 """
 
 from __future__ import annotations
@@ -27,6 +30,15 @@ class Configured(Event):
     kind: ClassVar[str] = "configured"
     catalog: dict[str, Any]
     contract: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Reconfigured(Event):
+    """A new contract in force from here on (it must keep api-serving pinned to its holder)."""
+
+    kind: ClassVar[str] = "reconfigured"
+    contract: dict[str, Any]
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +103,7 @@ class Placed(Event):
     price: float
     via: str
     waited_seconds: float
+    not_used: tuple[tuple[str, str], ...] = ()  # (cloud, why) for every backend not chosen
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +114,7 @@ class Queued(Event):
     cls: str
     reason: str
     detail: str
+    not_used: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +135,7 @@ class Preempted(Event):
 
 @dataclass(frozen=True, slots=True)
 class Released(Event):
-    """A placed job leaves for good (finished, cancelled, failed); its GPUs are free."""
+    """A placed job leaves for good; ``reason`` is its final state: finished, failed, stopped or cancelled."""
 
     kind: ClassVar[str] = "released"
     job: str
@@ -136,16 +150,17 @@ class Released(Event):
 
 @dataclass(frozen=True, slots=True)
 class Bound(Event):
-    """A runtime holds the job's gang (e.g. a Ray placement group): its loss releases the job."""
+    """A runtime holds the gang of placement ``attempt`` (a Ray placement group): its loss stops the job."""
 
     kind: ClassVar[str] = "bound"
     job: str
+    attempt: int
     ref: str
 
 
 @dataclass(frozen=True, slots=True)
 class Dequeued(Event):
-    """A queued job leaves without ever being placed (cancelled)."""
+    """A queued job leaves without being placed again (``reason``: cancelled or stopped)."""
 
     kind: ClassVar[str] = "dequeued"
     job: str
@@ -170,10 +185,38 @@ class CapacityChanged(Event):
     capacity: int
 
 
+@dataclass(frozen=True, slots=True)
+class Reserved(Event):
+    """The pool is held for a blocked queued job from ``start_at`` (expected ends of running work).
+
+    Until then only work expected to end by ``start_at`` may start there (backfill); one
+    reservation per pool, taken by the highest-priority blocked job that starts earliest there.
+    """
+
+    kind: ClassVar[str] = "reserved"
+    job: str
+    cloud: str
+    region: str
+    gpu_type: str
+    start_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationCleared(Event):
+    """The pool's reservation for ``job`` ends (it was placed elsewhere, left, or a higher-priority job took over)."""
+
+    kind: ClassVar[str] = "reservation-cleared"
+    job: str
+    cloud: str
+    region: str
+    gpu_type: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     t.kind: t
     for t in (
         Configured,
+        Reconfigured,
         Submitted,
         Offered,
         Answered,
@@ -186,10 +229,12 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Dequeued,
         BackendChanged,
         CapacityChanged,
+        Reserved,
+        ReservationCleared,
     )
 }
 _FIELDS: dict[type[Event], tuple[str, ...]] = {t: tuple(f.name for f in fields(t)) for t in EVENT_TYPES.values()}
-_TUPLE_FIELDS = {"quotes", "dropped"}
+_TUPLE_FIELDS = {"quotes", "dropped", "not_used"}
 
 EventSink = Callable[[Event], None]
 
