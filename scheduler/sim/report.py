@@ -27,6 +27,17 @@ KNOWN_CLOUD_COLOURS = {
 }
 SPARE_COLOURS = ("#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39")
 CLASS_COLOURS = {"api-serving": "#1f77b4", "inference": "#2ca02c", "training": "#ff7f0e"}
+REASON_COLOURS = {
+    "declined: no-capacity": "#9ecae1",
+    "declined: reserved-for-api-serving": "#3182bd",
+    "declined: reserved-for-queued-job": "#6baed6",
+    "declined: gpu-type-not-offered": "#c6dbef",
+    "declined: gang-too-large": "#08519c",
+    "declined: below-price-floor": "#74c476",
+    "declined: cannot-match-start": "#31a354",
+    "lapsed: backend-down": "#de2d26",
+    "lapsed: no-answer-within-window": "#fc9272",
+}
 POLICY_COLOURS = {"contract": "#1f77b4", "cheapest": "#ff7f0e", "azure-only": "#7f7f7f"}
 
 
@@ -41,20 +52,14 @@ def cloud_colours(clouds: Sequence[str]) -> dict[str, str]:
 
 @dataclass
 class RunView:
-    """What the plots of one policy need."""
+    """What the plots of one policy need; ``title`` names trace, policy, load (and scenario)."""
 
-    trace: str
-    policy: str
-    load: str
+    title: str
     samples: list[Sample]
     clouds: list[str]
     holder: str
     gpu_types: set[str]
     markers: list[tuple[float, str]] = field(default_factory=list)
-
-    @property
-    def title(self) -> str:
-        return f"{self.trace} · policy {self.policy} · load {self.load}"
 
 
 def _plt() -> Any:
@@ -74,16 +79,26 @@ def _axis(view: RunView) -> tuple[list[float], str]:
 
 
 def _markers(ax: Any, view: RunView) -> None:
+    """Scenario events as numbered dotted lines (the numbers are explained under the figure)."""
     if not view.markers:
         return
     size, _ = span_unit(view.samples[-1].t if view.samples else 0.0)
-    for t, label in view.markers:
+    for k, (t, _label) in enumerate(view.markers, 1):
         ax.axvline(t / size, color="#444444", linestyle=":", linewidth=1)
-        ax.annotate(label, (t / size, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
-                    va="top", ha="right", color="#444444")
+        ax.annotate(str(k), (t / size, 1.0), xycoords=("data", "axes fraction"), fontsize=7, va="bottom", ha="center", color="#444444")
 
 
-def _save(fig: Any, out: Path, name: str) -> str:
+def _marker_caption(fig: Any, view: RunView) -> None:
+    if not view.markers:
+        return
+    size, unit = span_unit(view.samples[-1].t if view.samples else 0.0)
+    text = "scenario: " + "   ".join(f"{k} {label} ({t / size:,.2f} {unit[:1] if unit != 'minutes' else 'min'})" for k, (t, label) in enumerate(view.markers, 1))
+    fig.supxlabel(text, fontsize=7, color="#444444")
+
+
+def _save(fig: Any, out: Path, name: str, view: RunView | None = None) -> str:
+    if view is not None:
+        _marker_caption(fig, view)
     fig.savefig(out / name)
     _plt().close(fig)
     return name
@@ -107,8 +122,8 @@ def plot_utilisation(view: RunView, out: Path) -> str:
             if not any(cap):
                 continue
             held = [s.alloc.get((cloud, gpu_type), 0) for s in view.samples]
-            top.plot(xs, held, color=colours[cloud], linewidth=1.4, label=f"{cloud} held")
-            top.plot(xs, cap, color=colours[cloud], linewidth=1, linestyle="--", alpha=0.7, label=f"{cloud} capacity")
+            top.plot(xs, held, color=colours[cloud], linewidth=1.4, label=cloud)
+            top.plot(xs, cap, color=colours[cloud], linewidth=1, linestyle="--", alpha=0.7)
             bottom.plot(xs, [100 * h / c if c else 0 for h, c in zip(held, cap, strict=True)], color=colours[cloud], linewidth=1.4, label=cloud)
         top.set_title(f"{gpu_type} GPUs held (solid) and capacity (dashed)", fontsize=10)
         top.set_ylabel("GPUs")
@@ -119,9 +134,9 @@ def plot_utilisation(view: RunView, out: Path) -> str:
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
             _markers(ax, view)
-        top.legend(loc="upper left", fontsize=7, ncol=2)
+        top.legend(loc="upper left", fontsize=7, ncol=3)
     fig.suptitle(view.title)
-    return _save(fig, out, "utilisation.png")
+    return _save(fig, out, "utilisation.png", view)
 
 
 def plot_queue(view: RunView, out: Path) -> str:
@@ -143,7 +158,7 @@ def plot_queue(view: RunView, out: Path) -> str:
     ax.set_xlabel(xlabel)
     ax.grid(alpha=0.3)
     _markers(ax, view)
-    return _save(fig, out, "queue.png")
+    return _save(fig, out, "queue.png", view)
 
 
 def plot_classes(view: RunView, out: Path) -> str:
@@ -172,7 +187,7 @@ def plot_classes(view: RunView, out: Path) -> str:
             ax.legend(loc="upper left", fontsize=7, ncol=4)
     axes[-1][0].set_xlabel(xlabel)
     fig.suptitle(view.title)
-    return _save(fig, out, "classes.png")
+    return _save(fig, out, "classes.png", view)
 
 
 def plot_cost(view: RunView, out: Path) -> str:
@@ -202,7 +217,7 @@ def plot_cost(view: RunView, out: Path) -> str:
     ax.set_xlabel(xlabel)
     ax.grid(alpha=0.3)
     _markers(ax, view)
-    return _save(fig, out, "cost.png")
+    return _save(fig, out, "cost.png", view)
 
 
 def plot_rofr(view: RunView, out: Path) -> str:
@@ -224,20 +239,23 @@ def plot_rofr(view: RunView, out: Path) -> str:
         for r in reasons:
             ys = [0.0]
             for k in range(1, len(view.samples)):
-                ys.append(view.samples[k].answers.get(r, 0) - view.samples[k - 1].answers.get(r, 0))
+                dt = view.samples[k].t - view.samples[k - 1].t
+                dn = view.samples[k].answers.get(r, 0) - view.samples[k - 1].answers.get(r, 0)
+                ys.append(3600 * dn / dt if dt > 0 else 0.0)
             series.append(ys)
-        bottom.stackplot(xs, *series, labels=[f"{a}: {r}" for a, r in reasons], alpha=0.85)
+        names = [f"{a}: {r}" for a, r in reasons]
+        bottom.stackplot(xs, *series, labels=names, colors=[REASON_COLOURS.get(n, "#bdbdbd") for n in names], alpha=0.9)
         bottom.legend(loc="upper left", fontsize=7)
     else:
         _empty(bottom, f"{view.holder} never declined nor lapsed")
-    bottom.set_title("Holder declines and lapses per sampling interval, by reason", fontsize=10)
-    bottom.set_ylabel("answers")
+    bottom.set_title("Holder declines and lapses by reason", fontsize=10)
+    bottom.set_ylabel("answers per hour")
     bottom.set_xlabel(xlabel)
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
         _markers(ax, view)
     fig.suptitle(view.title)
-    return _save(fig, out, "rofr.png")
+    return _save(fig, out, "rofr.png", view)
 
 
 def plots(view: RunView, out: Path) -> list[str]:

@@ -71,6 +71,7 @@ class Prepared:
     driven_clouds: list[str]
     actions: list[Action]
     rules: list[Rule]
+    scenario_name: str = ""
 
     @property
     def gpu_types(self) -> set[str]:
@@ -78,7 +79,7 @@ class Prepared:
 
     def title(self, policy: str | None = None) -> str:
         load = f"x{self.request.read.load:g}"
-        scenario = f" · scenario {self.request.scenario.stem}" if self.request.scenario else ""
+        scenario = f" · scenario {self.scenario_name}" if self.scenario_name else ""
         return f"{self.request.trace.name}{' · policy ' + policy if policy else ''} · load {load}{scenario}"
 
 
@@ -140,6 +141,7 @@ def prepare(req: WhatIf) -> Prepared:
     rules += scale_rules
     horizon = max(j.arrival + j.duration for j in trace.jobs)
     actions: list[Action] = []
+    name = ""
     if req.scenario is not None:
         name, actions = load_scenario(req.scenario, catalog)
         horizon = max(horizon, actions[-1].at)
@@ -171,7 +173,7 @@ def prepare(req: WhatIf) -> Prepared:
                           f"drives {', '.join(driven)} up to the workload's horizon ({fmt_span(horizon)})"))
         rules += cap_rules
         rules += [Rule(f"zone {u.split(':')[0]} unused", u.split(": ", 1)[1]) for u in unused]
-    return Prepared(req, catalog, contract, trace, policies, priorities, priorities_from, changes, driven, actions, rules)
+    return Prepared(req, catalog, contract, trace, policies, priorities, priorities_from, changes, driven, actions, rules, name)
 
 
 def _clear(out: Path, policies: list[str]) -> None:
@@ -234,7 +236,7 @@ def execute(p: Prepared, progress: Callable[[int], None] | None = None) -> Outco
         target = out if single else out / policy
         s, sim, wall = run_policy(p, policy, target, progress)
         walls += wall
-        view = RunView(req.trace.name, policy, f"x{req.read.load:g}", sim.samples, clouds, p.contract.holder, p.gpu_types, sim.markers)
+        view = RunView(p.title(policy), sim.samples, clouds, p.contract.holder, p.gpu_types, sim.markers)
         images[policy] = plots(view, target) if req.plots else []
         summaries[policy] = s
         if not single:

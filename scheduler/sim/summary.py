@@ -33,9 +33,9 @@ def percentile(xs: list[float], q: float) -> float:
 
 def span_unit(seconds: float) -> tuple[float, str]:
     """The unit a span reads best in: (seconds per unit, name)."""
-    for size, name in ((86400.0 * 2, "days"), (3600.0 * 2, "hours"), (120.0, "minutes")):
-        if seconds >= size:
-            return size / 2, name
+    for threshold, size, name in ((2 * 86400.0, 86400.0, "days"), (3600.0, 3600.0, "hours"), (120.0, 60.0, "minutes")):
+        if seconds >= threshold:
+            return size, name
     return 1.0, "seconds"
 
 

@@ -172,4 +172,4 @@ def test_real_traces_replay_with_priorities_and_a_verifiable_ledger(tmp_path: Pa
     assert code == 0, err
     a = json.loads((api / "summary.json").read_text())
     assert set(a["jobsPerCloud"]) == {"azure"} and a["contractViolations"] == {}  # API demand never leaves Azure
-    assert "minutes" in a["span"] and not a["apiStranded"]
+    assert a["span"] == "1.0 hours" and not a["apiStranded"]  # an hour-long trace, not "0.0 simulated days"
