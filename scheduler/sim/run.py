@@ -22,7 +22,7 @@ from scheduler.ledger import Ledger
 from scheduler.loading import load_catalog, load_contract
 from scheduler.paths import default_catalog, default_contract
 from scheduler.sim import capacity as cap
-from scheduler.sim.policies import parse_policies, spill_ranking
+from scheduler.sim.policies import POLICIES, parse_policies, spill_ranking
 from scheduler.sim.report import RunView, plot_comparison, plots, write_comparison, write_report
 from scheduler.sim.scenario import Action, load_scenario
 from scheduler.sim.simulator import DEFAULT_CLASS_PRIORITIES, Simulation
@@ -176,12 +176,13 @@ def prepare(req: WhatIf) -> Prepared:
     return Prepared(req, catalog, contract, trace, policies, priorities, priorities_from, changes, driven, actions, rules, name)
 
 
-def _clear(out: Path, policies: list[str]) -> None:
+def _clear(out: Path) -> None:
+    """Remove a previous run's outputs (only files this command writes) so nothing stale is left."""
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUT_FILES:
         (out / name).unlink(missing_ok=True)
-    for p in policies:
-        if (out / p).is_dir():
+    for p in POLICIES:
+        if (out / p / "ledger.db").exists():
             shutil.rmtree(out / p)
 
 
@@ -226,7 +227,7 @@ def execute(p: Prepared, progress: Callable[[int], None] | None = None) -> Outco
     """Replay every policy and write the outputs; returns the lines to print."""
     req = p.request
     out = req.out
-    _clear(out, p.policies)
+    _clear(out)
     clouds = p.catalog.backend_names
     summaries: dict[str, dict[str, Any]] = {}
     images: dict[str, list[str]] = {}

@@ -177,5 +177,9 @@ def headline(s: dict[str, Any], title: str) -> str:
             f"({s['apiUnservedShare']:.1%}) ({title})"
         )
     if req:
-        return f"API served under {s['policy']}: every api-serving job started, {s['apiUnservedShare']:.1%} of its GPU-hours unserved ({title})"
+        p99 = fmt_seconds(s["waitSeconds"].get("api-serving", {}).get("p99", 0.0))
+        return (
+            f"API served under {s['policy']}: every api-serving job started (p99 wait {p99}), "
+            f"{s['apiUnservedShare']:.1%} of its GPU-hours unserved ({title})"
+        )
     return f"no api-serving demand in this trace under {s['policy']} ({title})"
