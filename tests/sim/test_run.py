@@ -173,3 +173,10 @@ def test_real_traces_replay_with_priorities_and_a_verifiable_ledger(tmp_path: Pa
     a = json.loads((api / "summary.json").read_text())
     assert set(a["jobsPerCloud"]) == {"azure"} and a["contractViolations"] == {}  # API demand never leaves Azure
     assert a["span"] == "1.0 hours" and not a["apiStranded"]  # an hour-long trace, not "0.0 simulated days"
+
+
+def test_help_lists_every_what_if_knob(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = simulate(["--help"], capsys)
+    assert code == 0 and "Traceback" not in err
+    for flag in ("--policy", "--load", "--class-map", "--gpu-map", "--replica", "--class-priorities", "--capacity-map", "--scale-capacity", "--scenario"):
+        assert flag in out
