@@ -338,7 +338,8 @@ class Simulation:
             # 2. sample the state just before this instant
             while t >= next_sample:
                 self._sample(next_sample)
-                next_sample = next(grid, next_sample + step)
+                # past the grid (waits ran beyond the horizon) the spacing widens, so a long tail stays a few hundred samples
+                next_sample = next(grid, next_sample + step * (1 + len(self.samples) // samples))
             if t > clock.t:
                 clock.t = t
             self.sim_events += 1
