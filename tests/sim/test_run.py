@@ -167,7 +167,7 @@ def test_real_traces_replay_with_priorities_and_a_verifiable_ledger(tmp_path: Pa
     assert s["jobs"] == 6203 and s["contractViolations"] == {}
     assert s["preemptions"].get("pinned-job", 0) > 0  # priorities make preemption happen in a replay
     assert s["rofr"]["declineAndLapseReasons"] and len(s["jobsPerCloud"]) > 1
-    assert [e["event"] for e in s["inputs"]["scenario"]][0] == "azure down"  # combined with any trace (its effect: test_simulator)
+    assert s["inputs"]["scenario"][0]["event"] == "azure down"  # combined with any trace (its effect: test_simulator)
     assert Ledger(out / "ledger.db", readonly=True).verify().ok
     api = tmp_path / "api"
     spot = ["--capacity-trace", str(TRACES / "spot-availability"), "--capacity-cloud", "azure", "--spot-share", "0.5"]
