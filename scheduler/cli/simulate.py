@@ -45,22 +45,11 @@ def simulate_cmd(
         if load != 1.0:
             raise TraceError("--speedup is the old name of --load: give one of them")
         load = speedup
+    read = ReadOptions(columns=columns, skip_bad_rows=skip_bad_rows, class_map=class_map, gpu_map=gpu_map, replica=replica, load=load)
     request = WhatIf(
-        trace=trace,
-        fmt=fmt,
-        out=out_dir,
-        clouds=clouds,
-        contract=contract,
-        policy=policy,
-        read=ReadOptions(columns=columns, skip_bad_rows=skip_bad_rows, class_map=class_map, gpu_map=gpu_map, replica=replica, load=load),
-        class_priorities=class_priorities,
-        capacity_trace=capacity_trace,
-        capacity_cloud=capacity_cloud,
-        capacity_map=capacity_map,
-        spot_share=spot_share,
-        scale_capacity=scale_capacity,
-        scenario=scenario,
-        plots=with_plots,
+        trace=trace, fmt=fmt, out=out_dir, clouds=clouds, contract=contract, policy=policy, read=read,
+        class_priorities=class_priorities, scale_capacity=scale_capacity, scenario=scenario, plots=with_plots,
+        capacity_trace=capacity_trace, capacity_cloud=capacity_cloud, capacity_map=capacity_map, spot_share=spot_share,
     )
     prepared = prepare(request)
     total = len(prepared.trace.jobs) * len(prepared.policies)

@@ -72,10 +72,11 @@ def _plt() -> Any:
     return plt
 
 
-def _axis(view: RunView) -> tuple[list[float], str]:
+def _begin(view: RunView) -> tuple[Any, list[float], str]:
+    """pyplot, the x values in the unit the run's span reads best in, and that axis label."""
     end = view.samples[-1].t if view.samples else 0.0
     size, unit = span_unit(end)
-    return [s.t / size for s in view.samples], f"simulated {unit}"
+    return _plt(), [s.t / size for s in view.samples], f"simulated {unit}"
 
 
 def _markers(ax: Any, view: RunView) -> None:
@@ -104,14 +105,23 @@ def _save(fig: Any, out: Path, name: str, view: RunView | None = None) -> str:
     return name
 
 
+def _frame(ax: Any, view: RunView, title: str, ylabel: str, xlabel: str | None = None) -> None:
+    """What every time panel has: title, labels, grid, scenario markers."""
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(ylabel)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3)
+    _markers(ax, view)
+
+
 def _empty(ax: Any, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=12, color="#555555")
 
 
 def plot_utilisation(view: RunView, out: Path) -> str:
     """Per GPU type the trace asks for: GPUs held vs capacity (dashed) per cloud, then utilisation %."""
-    plt = _plt()
-    xs, xlabel = _axis(view)
+    plt, xs, xlabel = _begin(view)
     types = sorted(view.gpu_types)
     colours = cloud_colours(view.clouds)
     fig, axes = plt.subplots(2, len(types), figsize=(10 * max(1, len(types)) ** 0.5 + 1, 7), dpi=100, squeeze=False, sharex=True)
@@ -125,23 +135,16 @@ def plot_utilisation(view: RunView, out: Path) -> str:
             top.plot(xs, held, color=colours[cloud], linewidth=1.4, label=cloud)
             top.plot(xs, cap, color=colours[cloud], linewidth=1, linestyle="--", alpha=0.7)
             bottom.plot(xs, [100 * h / c if c else 0 for h, c in zip(held, cap, strict=True)], color=colours[cloud], linewidth=1.4, label=cloud)
-        top.set_title(f"{gpu_type} GPUs held (solid) and capacity (dashed)", fontsize=10)
-        top.set_ylabel("GPUs")
-        bottom.set_title(f"{gpu_type} utilisation per cloud", fontsize=10)
-        bottom.set_ylabel("% of capacity held")
+        _frame(top, view, f"{gpu_type} GPUs held (solid) and capacity (dashed)", "GPUs")
+        _frame(bottom, view, f"{gpu_type} utilisation per cloud", "% of capacity held", xlabel)
         bottom.set_ylim(0, 105)
-        bottom.set_xlabel(xlabel)
-        for ax in (top, bottom):
-            ax.grid(alpha=0.3)
-            _markers(ax, view)
         top.legend(loc="upper left", fontsize=7, ncol=3)
     fig.suptitle(view.title)
     return _save(fig, out, "utilisation.png", view)
 
 
 def plot_queue(view: RunView, out: Path) -> str:
-    plt = _plt()
-    xs, xlabel = _axis(view)
+    plt, xs, xlabel = _begin(view)
     fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
     drawn = False
     for cls in JOB_CLASSES:
@@ -153,18 +156,13 @@ def plot_queue(view: RunView, out: Path) -> str:
         ax.legend(loc="upper left", fontsize=8)
     else:
         _empty(ax, "nothing queued: every job was placed on arrival")
-    ax.set_title(f"Queued GPUs by class\n{view.title}", fontsize=10)
-    ax.set_ylabel("GPUs waiting")
-    ax.set_xlabel(xlabel)
-    ax.grid(alpha=0.3)
-    _markers(ax, view)
+    _frame(ax, view, f"Queued GPUs by class\n{view.title}", "GPUs waiting", xlabel)
     return _save(fig, out, "queue.png", view)
 
 
 def plot_classes(view: RunView, out: Path) -> str:
     """One panel per class: GPUs held by cloud (stacked) and GPUs queued (black)."""
-    plt = _plt()
-    xs, xlabel = _axis(view)
+    plt, xs, xlabel = _begin(view)
     colours = cloud_colours(view.clouds)
     classes = [c for c in JOB_CLASSES if any(s.queued_gpus.get(c, 0) or any(k[0] == c for k in s.running_gpus) for s in view.samples)]
     classes = classes or list(JOB_CLASSES)
@@ -179,10 +177,7 @@ def plot_classes(view: RunView, out: Path) -> str:
             ax.plot(xs, queued, color="black", linewidth=1.2, linestyle="--", label="queued")
         if not clouds and not any(queued):
             _empty(ax, f"no {cls} work")
-        ax.set_title(f"{cls}: GPUs held by cloud, and queued", fontsize=10)
-        ax.set_ylabel("GPUs")
-        ax.grid(alpha=0.3)
-        _markers(ax, view)
+        _frame(ax, view, f"{cls}: GPUs held by cloud, and queued", "GPUs")
         if clouds or any(queued):
             ax.legend(loc="upper left", fontsize=7, ncol=4)
     axes[-1][0].set_xlabel(xlabel)
@@ -192,8 +187,7 @@ def plot_classes(view: RunView, out: Path) -> str:
 
 def plot_cost(view: RunView, out: Path) -> str:
     """Cost as a rate accrued while GPUs are held (stacked by cloud), cumulative on the right."""
-    plt = _plt()
-    xs, xlabel = _axis(view)
+    plt, xs, xlabel = _begin(view)
     colours = cloud_colours(view.clouds)
     fig, ax = plt.subplots(figsize=(10, 4.2), dpi=100)
     clouds = [c for c in view.clouds if any(s.cost_rate.get(c, 0.0) > 1e-9 for s in view.samples)]
@@ -212,18 +206,13 @@ def plot_cost(view: RunView, out: Path) -> str:
         twin.legend(loc="upper right", fontsize=8)
     else:
         _empty(ax, "no GPUs held: nothing spent")
-    ax.set_title(f"Spend rate by cloud (accrued while GPUs are held)\n{view.title}", fontsize=10)
-    ax.set_ylabel("USD per hour")
-    ax.set_xlabel(xlabel)
-    ax.grid(alpha=0.3)
-    _markers(ax, view)
+    _frame(ax, view, f"Spend rate by cloud (accrued while GPUs are held)\n{view.title}", "USD per hour", xlabel)
     return _save(fig, out, "cost.png", view)
 
 
 def plot_rofr(view: RunView, out: Path) -> str:
     """The holder's share of GPUs held over time, and its declines and lapses by reason."""
-    plt = _plt()
-    xs, xlabel = _axis(view)
+    plt, xs, xlabel = _begin(view)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), dpi=100, sharex=True)
     share = []
     for s in view.samples:
@@ -231,8 +220,7 @@ def plot_rofr(view: RunView, out: Path) -> str:
         share.append(100 * sum(v for (c, _t), v in s.alloc.items() if c == view.holder) / total if total else float("nan"))
     top.plot(xs, share, color=cloud_colours(view.clouds).get(view.holder, "#1f77b4"), linewidth=1.4)
     top.set_ylim(0, 105)
-    top.set_ylabel(f"% of GPUs held on {view.holder}")
-    top.set_title(f"Holder ({view.holder}) share of all GPUs held (gaps: nothing held)", fontsize=10)
+    _frame(top, view, f"Holder ({view.holder}) share of all GPUs held (gaps: nothing held)", f"% of GPUs held on {view.holder}")
     reasons = sorted({k for s in view.samples for k in s.answers})
     if reasons:
         series = []
@@ -248,12 +236,7 @@ def plot_rofr(view: RunView, out: Path) -> str:
         bottom.legend(loc="upper left", fontsize=7)
     else:
         _empty(bottom, f"{view.holder} never declined nor lapsed")
-    bottom.set_title("Holder declines and lapses by reason", fontsize=10)
-    bottom.set_ylabel("answers per hour")
-    bottom.set_xlabel(xlabel)
-    for ax in (top, bottom):
-        ax.grid(alpha=0.3)
-        _markers(ax, view)
+    _frame(bottom, view, "Holder declines and lapses by reason", "answers per hour", xlabel)
     fig.suptitle(view.title)
     return _save(fig, out, "rofr.png", view)
 
