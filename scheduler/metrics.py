@@ -14,6 +14,7 @@ from scheduler.events import (
     BackendChanged,
     CapacityChanged,
     Configured,
+    Dequeued,
     Event,
     Placed,
     Preempted,
@@ -75,9 +76,8 @@ class Metrics:
         self._seq += 1
         for v in self.checker.feed(ev, self._seq):
             self.violations.labels(v.rule).inc()
-        job = getattr(ev, "job", None)
-        if job is not None:  # any event for a queued job means it left the queue (or re-queues below)
-            prev = self._queued.pop(job, None)
+        if isinstance(ev, Placed | Queued | Dequeued):  # the job left the queue (or re-queues below with a new reason)
+            prev = self._queued.pop(ev.job, None)
             if prev is not None:
                 self.pending.labels(*prev).dec()
         if isinstance(ev, Submitted):
