@@ -801,6 +801,11 @@ class Engine:
 
     def submit(self, job: Job) -> Decision:
         """Admit and place (or queue) one job; raises AdmissionError before any event on bad input."""
+        self.post(job)
+        return self._decision(self.jobs[job.name])
+
+    def post(self, job: Job) -> None:
+        """``submit`` without building the Decision (bulk replays that only watch the events)."""
         self.validate(job)
         now = self.clock.now()
         self._emit(Submitted(now, job.name, job.cls, job.gpus, job.gpu_type, job.priority, job.to_dict()))
@@ -810,7 +815,6 @@ class Engine:
                 self._settle(job.gpu_type, set())
         elif job.gpu_type in self._res_dirty:  # it may now be the best blocked job of its type
             self._update_reservation(job.gpu_type, now)
-        return self._decision(rec)
 
     def place_many(self, jobs: Iterable[Job]) -> list[Decision]:
         """Batch submission; validates the whole batch first so a bad job changes nothing."""
@@ -825,6 +829,12 @@ class Engine:
 
     def release(self, name: str, reason: str = EndReason.FINISHED) -> Decision:
         """A job leaves for good: finished, failed, stopped or cancelled; its GPUs go to the queue."""
+        rec = self._record(name)
+        self.end(name, reason)
+        return self._decision(rec)
+
+    def end(self, name: str, reason: str = EndReason.FINISHED) -> None:
+        """``release`` without building the Decision."""
         if reason == "driver-exited":  # the v1 name for a dead driver
             reason = EndReason.STOPPED
         if reason not in END_STATE:
@@ -847,9 +857,7 @@ class Engine:
             self._emit(Dequeued(now, name, job.cls, reason))
         else:
             raise AdmissionError(f"job {name!r} is already {rec.state}")
-        decision = self._decision(rec)
         self._settle(job.gpu_type, scope)
-        return decision
 
     def cancel(self, name: str) -> Decision:
         return self.release(name, EndReason.CANCELLED)
