@@ -1,11 +1,12 @@
-"""What-if policies the simulator compares against the contract.
+"""What-if policies the simulator compares against the contract, built from the engine's Policy parts.
 
-- ``contract``: the contract as live scheduling applies it.
+- ``contract``: what live scheduling does (the holder first, the contract's pins and its
+  spill ranking, ``spec.scoring.spill``);
 - ``cheapest``: no ROFR, no pins, lowest price first: what ignoring the contract would cost
-  (its ledger fails ``audit verify`` by design, and the summary counts the breaches).
-- ``azure-only``: every class pinned to the holder: nothing ever spills.
+  (its ledger fails ``audit verify`` by design, and the summary counts the breaches);
+- ``azure-only``: every class pinned to the holder, so nothing ever spills.
 
-They are values built here, not branches in the engine's core.
+They are values, not branches in the engine's core.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from scheduler.clock import Clock
 from scheduler.engine import Engine
 from scheduler.errors import TraceError
+from scheduler.pipeline.policy import Policy, price_first
 from scheduler.specs import JOB_CLASSES, CloudCatalog, Contract
 
 POLICIES = ("contract", "cheapest", "azure-only")
@@ -29,19 +31,19 @@ def parse_policies(spec: str) -> list[str]:
     return names
 
 
-def policy_contract(contract: Contract, policy: str) -> Contract:
-    """The contract a policy runs under (``azure-only`` pins every class to the holder)."""
-    if policy != "azure-only":
-        return contract
-    pins = {cls: [contract.holder] for cls in JOB_CLASSES}
-    spec = contract.spec.model_copy(update={"pins": pins})
-    return contract.model_copy(update={"spec": spec})
+def policy_for(name: str, contract: Contract) -> Policy:
+    if name == "contract":
+        return Policy.from_contract(contract)
+    if name == "cheapest":
+        return Policy("cheapest", price_first, offer_holder_first=False, pins={})
+    if name == "azure-only":
+        base = Policy.from_contract(contract)
+        return Policy("azure-only", base.rank, pins={cls: (contract.holder,) for cls in JOB_CLASSES})
+    raise TraceError(f"--policy: unknown policy {name!r} (expected one of {', '.join(POLICIES)})")
 
 
 def build_engine(catalog: CloudCatalog, contract: Contract, clock: Clock, policy: str) -> Engine:
-    if policy not in POLICIES:
-        raise TraceError(f"--policy: unknown policy {policy!r} (expected one of {', '.join(POLICIES)})")
-    return Engine(catalog, policy_contract(contract, policy), clock, policy="cheapest" if policy == "cheapest" else "contract")
+    return Engine(catalog, contract, clock, policy=policy_for(policy, contract))
 
 
 def spill_ranking(contract: Contract, policy: str) -> str:
@@ -50,4 +52,10 @@ def spill_ranking(contract: Contract, policy: str) -> str:
         return "price-first (the cheapest baseline offers nothing to the holder first: every cloud competes on price)"
     if policy == "azure-only":
         return "none (every class is pinned to the holder: nothing spills)"
-    return "start-first (engine v1: earliest start, then price; the contract's spec.scoring.spill arrives with engine v2)"
+    scoring = contract.spec.scoring
+    if scoring.spill == "weighted":
+        w = scoring.weights
+        return f"weighted (the contract's spec.scoring: {w.price:g} x USD/GPU-h + {w.startSeconds:g} x seconds to start, lowest first)"
+    if scoring.spill == "start-first":
+        return "start-first (the contract's spec.scoring.spill: earliest start, then price)"
+    return "price-first (the contract's spec.scoring.spill, the default: lowest price, then earliest start)"

@@ -356,7 +356,7 @@ class Simulation:
                     duration_hours=tj.duration / 3600,
                 )
                 try:
-                    engine.submit(job)
+                    engine.post(job)  # submit without building a Decision nobody reads
                 except AdmissionError:
                     # no allowed pool can ever host it: counted and unserved, never queued
                     del tracks[tj.name]
@@ -370,11 +370,11 @@ class Simulation:
                     pass
                 elif attempt == -1:  # a fixed-end job's demand ends: stop it, or take it off the queue
                     if tr.running:
-                        engine.release(name, "finished")
+                        engine.end(name, "finished")
                     elif tr.queued:
-                        engine.cancel(name)
+                        engine.end(name, "cancelled")
                 elif tr.running and tr.attempt == attempt and tr.end_at is None:
-                    engine.release(name, "finished")
+                    engine.end(name, "finished")
             elif kind == CAPACITY:
                 (cloud, region, gpu_type), cap = data
                 engine.set_capacity(cloud, region, gpu_type, cap)

@@ -113,22 +113,23 @@ def test_eviction_before_work_started_keeps_the_original_wait() -> None:
 
 
 def test_only_admission_errors_count_as_unplaceable() -> None:
-    # training pinned to oci, whose largest pool has 64 GPUs: a 128-GPU gang can never run
-    catalog = world()
-    contract = a_contract(pins={"api-serving": ["azure"], "training": ["oci"]})
-    sim = Simulation(catalog, contract, "contract")
-    sim.add_jobs([job("huge", 0, 128, 100), job("ok", 0, 8, 100)])
+    # azure has 8 GPUs, oci 64: a 16-GPU api-serving gang (azure only) and a 128-GPU training
+    # gang can never run anywhere they are allowed: counted unplaceable, never queued forever
+    sim = Simulation(world(), a_contract(), "contract")
+    sim.add_jobs([job("big-api", 0, 16, 100, "api-serving"), job("huge", 0, 128, 100), job("ok", 0, 8, 100)])
     sim.run()
     s = summarise(sim, {"H100"})
-    assert s["unplaceable"] == {"training": 1} and s["neverPlaced"] == {"training": 1}
-    assert s["gpuHours"]["unserved"]["training"] == pytest.approx(128 * 100 / 3600)
-    assert s["stillQueued"] == {}
+    assert s["unplaceable"] == {"api-serving": 1, "training": 1} and s["neverPlaced"] == {"api-serving": 1, "training": 1}
+    assert s["gpuHours"]["unserved"] == pytest.approx({"training": 128 * 100 / 3600, "api-serving": 16 * 100 / 3600})
+    assert s["stillQueued"] == {} and s["apiStranded"]
+    catalog = world()
+    contract = a_contract()
 
     def broken(job: object) -> object:
         raise RuntimeError("a bug in the engine")
 
     sim = Simulation(catalog, contract, "contract")
-    sim.engine.submit = broken  # type: ignore[method-assign]
+    sim.engine.post = broken  # type: ignore[method-assign,assignment]
     sim.add_jobs([job("ok", 0, 8, 100)])
     with pytest.raises(RuntimeError, match="a bug in the engine"):
         sim.run()
