@@ -53,7 +53,7 @@ def simulate_cmd(
     )
     prepared = prepare(request)
     total = len(prepared.trace.jobs) * len(prepared.policies)
-    with Progress(TextColumn("[bold]simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
+    with Progress(TextColumn("[bold]simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("jobs", total=total)
         outcome = execute(prepared, progress=lambda n: bar.advance(task, n))
     for line in outcome.lines:

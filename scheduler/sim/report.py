@@ -263,20 +263,27 @@ def plot_comparison(summaries: dict[str, dict[str, Any]], title: str, out: Path)
     bars(flat[1], [s["costUsdPerServedGpuHour"] for s in summaries.values()], "Cost per served GPU-hour (USD)", "${:,.2f}")
     bars(flat[2], [100 * s["holderShareOfGpuHours"] for s in summaries.values()], "Holder share of GPU-hours held (%)", "{:.1f}%")
 
-    def grouped(ax: Any, key: Any, label: str, fmt: str) -> None:
+    def grouped(ax: Any, key: Any, label: str, fmt: str, nothing: str) -> None:
         width = 0.8 / len(names)
-        for k, (n, s) in enumerate(summaries.items()):
-            vals = [key(s, c) for c in JOB_CLASSES]
-            rects = ax.bar([i + k * width for i in range(len(JOB_CLASSES))], vals, width, color=colours[k], label=n)
-            ax.bar_label(rects, labels=[fmt.format(v) if v else "" for v in vals], fontsize=7)
-        ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(JOB_CLASSES))], JOB_CLASSES)
+        values = [[key(s, c) for c in JOB_CLASSES] for s in summaries.values()]
+        if not any(v for vals in values for v in vals):
+            _empty(ax, nothing)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        else:
+            for k, (n, vals) in enumerate(zip(names, values, strict=True)):
+                rects = ax.bar([i + k * width for i in range(len(JOB_CLASSES))], vals, width, color=colours[k], label=n)
+                ax.bar_label(rects, labels=[fmt.format(v) if v else "" for v in vals], fontsize=7)
+            ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(JOB_CLASSES))], JOB_CLASSES)
+            ax.grid(alpha=0.3, axis="y")
+            ax.legend(fontsize=7)
         ax.set_title(label, fontsize=10)
-        ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=7)
 
-    grouped(flat[3], lambda s, c: s["gpuHours"]["unserved"].get(c, 0.0), "Unserved GPU-hours by class", "{:,.0f}")
-    grouped(flat[4], lambda s, c: s["waitSeconds"].get(c, {}).get("p95", 0.0) / 60, "p95 wait to start by class (minutes)", "{:,.1f}")
-    grouped(flat[5], lambda s, c: float(s["neverPlaced"].get(c, 0)), "Jobs never placed by class", "{:,.0f}")
+    grouped(flat[3], lambda s, c: s["gpuHours"]["unserved"].get(c, 0.0), "Unserved GPU-hours by class", "{:,.0f}", "no unserved work under any policy")
+    longest = max((w.get("p95", 0.0) for s in summaries.values() for w in s["waitSeconds"].values()), default=0.0)
+    size, unit = (86400.0, "days") if longest >= 2 * 86400 else (3600.0, "hours") if longest >= 2 * 3600 else (60.0, "minutes")
+    grouped(flat[4], lambda s, c: s["waitSeconds"].get(c, {}).get("p95", 0.0) / size, f"p95 wait to start by class ({unit})", "{:,.1f}", "no waits")
+    grouped(flat[5], lambda s, c: float(s["neverPlaced"].get(c, 0)), "Jobs never placed by class", "{:,.0f}", "every job was placed under every policy")
     fig.suptitle(f"Policy comparison: {title}")
     return _save(fig, out, "comparison.png")
 
@@ -375,9 +382,9 @@ def write_report(out: Path, summary: dict[str, Any], images: list[str], title: s
 
 def write_comparison(out: Path, summaries: dict[str, dict[str, Any]], images: dict[str, list[str]], chart: str, title: str) -> list[str]:
     """One report for several policies: headlines, a side-by-side table, the chart, then each policy."""
-    heads = [headline(s, title) for s in summaries.values()]
-    stranded = [h for h in heads if h.startswith("API STRANDED")]
-    first = stranded[0] if stranded else f"Policy comparison: {', '.join(summaries)} ({title})"
+    heads = [headline(s) for s in summaries.values()]
+    worst = [h for h in heads if h.startswith("API STRANDED")] or [h for h in heads if h.startswith("API DELAYED")]
+    first = f"{worst[0]} ({title})" if worst else f"Policy comparison: {', '.join(summaries)} ({title})"
     lines = [f"# {first}", ""]
     lines += [f"- {h}" for h in heads] + [""]
     warnings = sorted({w for s in summaries.values() for w in s["warnings"]})

@@ -255,8 +255,8 @@ def execute(p: Prepared, progress: Callable[[int], None] | None = None) -> Outco
         (out / "summary.json").write_text(json.dumps({"policies": summaries}, indent=2, sort_keys=True) + "\n")
         report = write_comparison(out, summaries, images, chart, p.title())
         files = ["summary.json", "report.md", *([chart] if chart else []), *(f"{n}/" for n in p.policies)]
-        lines = [report[0].removeprefix("# ")] + [f"{n}: {headline(summaries[n], p.title(n))}" for n in p.policies]
-        lines += [f"{n}: {_line(summaries[n])}" for n in p.policies]
+        lines = [report[0].removeprefix("# ")]
+        lines += [f"{n}: {headline(summaries[n])}; {_line(summaries[n])}" for n in p.policies]
     events = sum(s["events"]["engine"] + s["events"]["simulation"] for s in summaries.values())
     lines.append(f"{len(p.trace.jobs):,} jobs x {len(p.policies)} polic{'y' if single else 'ies'} in {walls:.1f} s wall "
                  f"({events / walls if walls else 0:,.0f} events/s)")

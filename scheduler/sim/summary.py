@@ -167,19 +167,26 @@ def _count(items: Any) -> dict[str, int]:
     return dict(out)
 
 
-def headline(s: dict[str, Any], title: str) -> str:
-    """The first line of the report and of the command's output: is the API served?"""
+API_DELAY_SECONDS = 3600.0  # an api-serving p99 wait above this makes the headline say DELAYED
+
+
+def headline(s: dict[str, Any], title: str = "") -> str:
+    """The first line of the report and of the command's output: is the API served, and how soon?"""
+    where = f" ({title})" if title else ""
     req = s["gpuHours"]["requested"].get("api-serving", 0.0)
     if s["apiStranded"]:
         return (
             f"API STRANDED under {s['policy']}: {s['apiNeverStarted']:,} api-serving jobs never started or restarted; "
             f"{s['gpuHours']['unserved']['api-serving']:,.0f} of {req:,.0f} api-serving GPU-hours unserved "
-            f"({s['apiUnservedShare']:.1%}) ({title})"
+            f"({s['apiUnservedShare']:.1%}){where}"
         )
-    if req:
-        p99 = fmt_seconds(s["waitSeconds"].get("api-serving", {}).get("p99", 0.0))
+    if not req:
+        return f"no api-serving demand in this trace under {s['policy']}{where}"
+    w = s["waitSeconds"].get("api-serving", {})
+    p50, p99 = fmt_seconds(w.get("p50", 0.0)), fmt_seconds(w.get("p99", 0.0))
+    if w.get("p99", 0.0) > API_DELAY_SECONDS:
         return (
-            f"API served under {s['policy']}: every api-serving job started (p99 wait {p99}), "
-            f"{s['apiUnservedShare']:.1%} of its GPU-hours unserved ({title})"
+            f"API DELAYED under {s['policy']}: api-serving waits p50 {p50}, p99 {p99} to start; every job started in the end, "
+            f"{s['apiUnservedShare']:.1%} of its GPU-hours unserved{where}"
         )
-    return f"no api-serving demand in this trace under {s['policy']} ({title})"
+    return f"API served under {s['policy']}: every api-serving job started (p99 wait {p99}), {s['apiUnservedShare']:.1%} of its GPU-hours unserved{where}"

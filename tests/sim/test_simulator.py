@@ -96,6 +96,10 @@ def test_preemption_happens_in_a_replay_because_classes_have_priorities() -> Non
     flat, _ = replay(jobs, class_priorities={"api-serving": 0, "inference": 0, "training": 0})
     assert flat["preemptions"] == {}
     assert flat["waitSeconds"]["api-serving"]["p50"] == 10_122 - 500 + 122
+    from scheduler.sim.summary import headline
+
+    assert headline(flat).startswith("API DELAYED under contract: api-serving waits p50 2.7 h, p99 2.7 h to start")
+    assert headline(s).startswith("API served under contract: every api-serving job started (p99 wait 2.0 min)")
 
 
 def test_a_trace_row_priority_overrides_its_class() -> None:
