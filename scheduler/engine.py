@@ -223,6 +223,7 @@ class Engine:
         self.pins = self.policy.effective_pins(contract)
         self._rank = self.policy.rank
         self.preemption = contract.spec.preemption.enabled
+        self._holder_responsive = responsive(self.backends[self.holder], self.window)
         self._candidates: dict[Hashable, Candidates] = {}
         self._generation += 1
         # Candidates (and so which classes are movable) follow the contract: re-index what depends on them.
@@ -351,6 +352,7 @@ class Engine:
         b = self.backends[ev.cloud]
         b.up = ev.up
         b.extra_latency_seconds = max(ev.latency_seconds - b.latency_seconds, 0.0)
+        self._holder_responsive = responsive(self.backends[self.holder], self.window)
 
     def _on_capacity_changed(self, ev: CapacityChanged) -> None:
         pool = self.inventory.pools[(ev.cloud, ev.region, ev.gpu_type)]
@@ -678,43 +680,42 @@ class Engine:
         may_preempt = cand.pinned and self.preemption
         if gpus > self._most_free(job.gpu_type) and not may_preempt:
             return _Verdict.BLOCKED
-        if scope is not None and scope.isdisjoint(cand.pool_keys):
+        if scope is None:
+            pools: Iterable[Pool] = cand.pools
+        else:
+            keys = cand.pool_keys
+            pools = [self.inventory.pools[k] for k in scope if k in keys]
+            if not pools:
+                return _Verdict.BLOCKED
+        holder = self.holder if self.gate and cand.holder_skip is None else None
+        holder_ok = holder is not None and self._holder_responsive
+        if holder is not None and not holder_ok and (not cand.others or self.lapse_queues):
             return _Verdict.BLOCKED
+        rules = self.backends[self.holder].rules
+        declines = job.gpu_type in rules.declineGpuTypes or (rules.maxGangGpus is not None and gpus > rules.maxGangGpus)
         blocked = self._blocker(rec, self.clock.now())
         reserved = False
-        holder_ok = False
-        if self.gate and cand.holder_skip is None:
-            hb = self.backends[self.holder]
-            holder_ok = responsive(hb, self.window)
-            if not holder_ok and (not cand.others or self.lapse_queues):
-                return _Verdict.BLOCKED
-            rules = hb.rules
-            declines = job.gpu_type in rules.declineGpuTypes or (rules.maxGangGpus is not None and gpus > rules.maxGangGpus)
-            if holder_ok and not declines:
-                keep = rules.reserveForApiServingFraction
-                for pool in cand.holder_pools:
-                    if scope is not None and pool.key not in scope:
-                        continue
-                    fit = classify(pool, job, keep, blocked)
+        holder_pools: list[Pool] = []
+        for pool in pools:
+            if pool.cloud == holder:
+                holder_pools.append(pool)
+                if holder_ok and not declines:
+                    fit = classify(pool, job, rules.reserveForApiServingFraction, blocked)
                     if fit is PoolFit.FITS:
                         return _Verdict.CAN_START
                     reserved = reserved or fit is PoolFit.RESERVED
-        for cloud, pools in cand.others:
-            if not self.backends[cloud].up:
-                continue
-            for pool in pools:
-                if pool.capacity - pool.allocated >= gpus and (scope is None or pool.key in scope):
-                    if blocked(pool) is None:
-                        return _Verdict.CAN_START
-                    reserved = True
-        if may_preempt and holder_ok and self._preemptable(rec, cand, blocked, scope):
+            elif pool.capacity - pool.allocated >= gpus and self.backends[pool.cloud].up:
+                if blocked(pool) is None:
+                    return _Verdict.CAN_START
+                reserved = True
+        if may_preempt and holder_ok and self._preemptable(rec, holder_pools, blocked):
             return _Verdict.CAN_START
         return _Verdict.RESERVED_ONLY if reserved else _Verdict.BLOCKED
 
-    def _preemptable(self, rec: JobRecord, cand: Candidates, blocked: Blocker, scope: set[PoolKey] | None) -> bool:
+    def _preemptable(self, rec: JobRecord, holder_pools: Iterable[Pool], blocked: Blocker) -> bool:
         job = rec.job
-        for pool in cand.holder_pools:
-            if pool.capacity < job.gpus or blocked(pool) is not None or (scope is not None and pool.key not in scope):
+        for pool in holder_pools:
+            if pool.capacity < job.gpus or blocked(pool) is not None:
                 continue
             if pool.capacity - pool.allocated + self._movable_gpus_below(pool, job.priority) >= job.gpus:
                 return True
