@@ -271,5 +271,5 @@ def _line(s: dict[str, Any]) -> str:
     return (
         f"{s['jobs']:,} jobs over {s['span']}: served {served:,.0f} GPU-h, unserved {unserved:,.0f}; cost ${s['costUsdTotal']:,.0f} "
         f"(${s['costUsdPerServedGpuHour']:,.2f}/served GPU-h); holder share {s['holderShareOfGpuHours']:.1%}; "
-        f"preemptions {sum(s['preemptions'].values()):,}; violations {sum(violations.values()) if violations is not None else 'n/a'}"
+        f"preemptions {sum(s['preemptions'].values()):,}; violations {f'{sum(violations.values()):,}' if violations is not None else 'n/a'}"
     )
