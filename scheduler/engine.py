@@ -183,6 +183,7 @@ class Engine:
         self._sinks: list[EventSink] = []
         self._seq = 0
         self._pending: list[JobRecord] = []
+        self._incoming: Job | None = None
         self._max_free: dict[str, int] = {}  # GPU type -> most free GPUs in one pool (an upper bound)
         self._pool_version: dict[tuple[str, str, str], int] = dict.fromkeys(self.inventory.pools, 0)
         # pool -> priority -> GPUs of running movable (unpinned) work: what a pinned job could preempt
@@ -267,7 +268,11 @@ class Engine:
 
     def _on_submitted(self, ev: Submitted) -> None:
         self._seq += 1
-        self.jobs[ev.job] = JobRecord(Job.from_dict(ev.spec), self._seq, ev.at)
+        job = self._incoming  # live: the Job the spec was made from (equal to rebuilding it, as a replay does)
+        if job is None or job.name != ev.job:
+            job = Job.from_dict(ev.spec)
+        self._incoming = None
+        self.jobs[ev.job] = JobRecord(job, self._seq, ev.at)
 
     def _on_attempted(self, ev: Offered | Quoted) -> None:
         self.jobs[ev.job].attempt = ev.attempt
@@ -821,6 +826,7 @@ class Engine:
         """``submit`` without building the Decision (bulk replays that only watch the events)."""
         self.validate(job)
         now = self.clock.now()
+        self._incoming = job
         self._emit(Submitted(now, job.name, job.cls, job.gpus, job.gpu_type, job.priority, job.to_dict()))
         rec = self.jobs[job.name]
         if self._attempt(rec):
