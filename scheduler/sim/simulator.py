@@ -94,7 +94,7 @@ class Recorder:
     schedule_finish: Callable[[str, float, int], None]
     check: bool = True
     tracks: dict[str, Track] = field(default_factory=dict)
-    events: int = 0
+    _count: list[int] = field(default_factory=lambda: [0])  # engine events seen (``events``)
     placements: Counter[str] = field(default_factory=Counter)
     answers: Counter[tuple[str, str]] = field(default_factory=Counter)
     preemptions: Counter[str] = field(default_factory=Counter)
@@ -135,6 +135,27 @@ class Recorder:
         handler = self._handlers.get(ev.__class__)
         if handler is not None:
             handler(ev)
+
+    def sink(self) -> Callable[[Event], None]:
+        """``self`` as a plain function (no method lookup per event: this runs for every engine event)."""
+        get = self._handlers.get
+        count = self._count
+
+        def on_event(ev: Event) -> None:
+            count[0] += 1
+            handler = get(ev.__class__)
+            if handler is not None:
+                handler(ev)
+
+        return on_event
+
+    @property
+    def events(self) -> int:
+        return self._count[0]
+
+    @events.setter
+    def events(self, value: int) -> None:
+        self._count[0] = value
 
     # ------------------------------------------------------------------ pools
 
@@ -270,7 +291,7 @@ class Simulation:
         )
         for sink in sinks:
             self.engine.subscribe(sink)
-        self.engine.subscribe(self.rec)
+        self.engine.subscribe(self.rec.sink())
         if check:  # the contract's checker on the same stream (violations are a what-if's result too)
             self.engine.subscribe(self.rec.checker.feed)  # type: ignore[arg-type]  # its return value is ignored
         self.engine.announce()
@@ -326,10 +347,12 @@ class Simulation:
         grid = iter(sorted({k * step for k in range(samples + 1)} | set(extra)))
         next_sample = next(grid)
         priorities = self.priorities
+        n_events = self.sim_events
+        pop, post, end = heapq.heappop, engine.post, engine.end
         while i < n_arr or heap:
             # 1. the next event: an arrival, unless a heap event comes first (ties: heap first)
             if heap and (i >= n_arr or heap[0][0] <= arrivals[i].arrival):
-                t, kind, _, data = heapq.heappop(heap)
+                t, kind, _, data = pop(heap)
                 tj = None
             else:
                 tj = arrivals[i]
@@ -342,21 +365,15 @@ class Simulation:
                 next_sample = next(grid, next_sample + step * (1 + len(self.samples) // samples))
             if t > clock.t:
                 clock.t = t
-            self.sim_events += 1
+            n_events += 1
             # 3. apply it
             if tj is not None:
                 tracks[tj.name] = Track(tj, t)
                 rec.requested[tj.cls] += tj.gpus * tj.duration
-                job = Job(
-                    name=tj.name,
-                    cls=tj.cls,
-                    gpus=tj.gpus,
-                    gpu_type=tj.gpu_type,
-                    priority=tj.priority if tj.priority is not None else priorities[tj.cls],
-                    duration_hours=tj.duration / 3600,
-                )
+                priority = tj.priority if tj.priority is not None else priorities[tj.cls]
+                job = Job(tj.name, tj.cls, tj.gpus, tj.gpu_type, priority, tj.duration / 3600)
                 try:
-                    engine.post(job)  # submit without building a Decision nobody reads
+                    post(job)  # submit without building a Decision nobody reads
                 except AdmissionError:
                     # no allowed pool can ever host it: counted and unserved, never queued
                     del tracks[tj.name]
@@ -370,11 +387,11 @@ class Simulation:
                     pass
                 elif attempt == -1:  # a fixed-end job's demand ends: stop it, or take it off the queue
                     if tr.running:
-                        engine.end(name, "finished")
+                        end(name, "finished")
                     elif tr.queued:
-                        engine.end(name, "cancelled")
+                        end(name, "cancelled")
                 elif tr.running and tr.attempt == attempt and tr.end_at is None:
-                    engine.end(name, "finished")
+                    end(name, "finished")
             elif kind == CAPACITY:
                 (cloud, region, gpu_type), cap = data
                 engine.set_capacity(cloud, region, gpu_type, cap)
@@ -384,8 +401,9 @@ class Simulation:
                     engine.set_backend(ev.backend, up=ev.up, extra_latency_seconds=ev.extraLatencySeconds)
                 else:
                     engine.set_capacity(ev.cloud, ev.region, ev.gpuType, ev.capacity)
-            if flush is not None and self.sim_events % 4096 == 0:
+            if flush is not None and n_events % 4096 == 0:
                 flush()
+        self.sim_events = n_events
         self.end = clock.t
         rec.close(clock.t)
         self._sample(clock.t)
