@@ -6,7 +6,9 @@ Command modules register on ``app``; ``scheduler.cli.main`` runs it and turns ev
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -26,6 +28,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"mcsched {version('mcsched')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version_flag: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Multi-cloud scheduler for LLM jobs with an Azure right of first refusal."""
+
+
 audit_app = typer.Typer(help="Inspect and verify the audit ledger.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
@@ -40,6 +61,37 @@ class OutputFormat(StrEnum):
 
 CatalogOpt = Annotated[Path | None, typer.Option("--clouds", help="CloudCatalog YAML (default: shipped example).")]
 ContractOpt = Annotated[Path | None, typer.Option("--contract", help="Contract YAML (default: shipped example).")]
+
+
+#: Long CLI work (loading or planning this many documents, submitting many jobs) shows a bar.
+PROGRESS_THRESHOLD = 10_000
+
+
+@contextlib.contextmanager
+def progress(label: str, total: int, *, threshold: int = PROGRESS_THRESHOLD) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr for long work; a no-op when stderr is not a terminal or the work is small.
+
+    Yields ``advance(n)``. Updates are batched (about 200 per bar), so per-item calls stay cheap.
+    """
+    if total < threshold or not err.is_terminal:
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    step = max(1, total // 200)
+    pending = 0
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+
+        def advance(n: int) -> None:
+            nonlocal pending
+            pending += n
+            if pending >= step:
+                bar.advance(task, pending)
+                pending = 0
+
+        yield advance
+        bar.advance(task, pending)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -76,7 +128,7 @@ def _connect(address: str | None, state_dir: Path | None, *, embedded: bool = Fa
             raise RuntimeUnavailable("no Ray cluster found: run `mcsched up` first or pass --address")
         err.print("no Ray cluster found; starting the embedded default (`mcsched up`) ...", markup=False)
         catalog, the_contract = load_config(None, None)
-        info = up(catalog, the_contract, state, log=lambda m: err.print(m, markup=False))
+        info = up(catalog, the_contract, state, log=lambda m: err.print(m, markup=False)).info
         resolved = info.gcs_address
     connect(resolved, log_to_driver=stream)
 

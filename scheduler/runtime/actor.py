@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -56,6 +58,22 @@ def ensure_actor(
         return handle
     except ValueError:
         return start_actor(catalog, contract, ledger_path, metrics_port, metrics_host)
+
+
+def supervise(
+    catalog: dict[str, Any],
+    contract: dict[str, Any],
+    ledger_path: str,
+    metrics_port: int | None,
+    metrics_host: str = "127.0.0.1",
+    *,
+    every: float = 15.0,
+    keep_going: Callable[[], bool] = lambda: True,
+) -> None:
+    """``mcsched serve --supervise``: re-create the actor whenever the cluster loses it (a sidecar's loop)."""
+    while keep_going():
+        time.sleep(every)
+        ensure_actor(catalog, contract, ledger_path, metrics_port, metrics_host)
 
 
 def get_actor() -> Any:
