@@ -31,7 +31,10 @@ from scheduler.render import decisions_json, decisions_table
 from scheduler.runtime.cluster import ClusterInfo
 from scheduler.specs import JobDoc
 
-PortOpt = Annotated[int, typer.Option("--metrics-port", min=1, max=65535, help="Scheduler metrics port on 127.0.0.1.")]
+PortOpt = Annotated[int, typer.Option("--metrics-port", min=1, max=65535, help="Scheduler metrics port.")]
+UpPortOpt = Annotated[
+    int | None, typer.Option("--metrics-port", min=1, max=65535, help="Scheduler metrics port on 127.0.0.1 [default: 9464 if free, else any free port].")
+]
 
 
 def _print_cluster(info: ClusterInfo, state: Path) -> None:
@@ -56,7 +59,7 @@ def up_cmd(
     clouds: CatalogOpt = None,
     contract: ContractOpt = None,
     state_dir: StateOpt = None,
-    metrics_port: PortOpt = 9464,
+    metrics_port: UpPortOpt = None,
     prometheus: Annotated[bool, typer.Option("--prometheus", help="Also start a local Prometheus scraping mcsched.")] = False,
 ) -> None:
     """Start a local Ray head (loopback only) with every mock cloud, and the scheduler actor."""

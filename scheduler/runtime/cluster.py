@@ -404,7 +404,14 @@ def stop_prometheus(info: ClusterInfo) -> bool:
 
 
 def connect(address: str, *, log_to_driver: bool = False) -> None:
-    """Join the cluster as a client; only the job driver streams worker output."""
+    """Join the cluster as a client; only the job driver streams worker output.
+
+    A loopback GCS is a single-node mcsched head: Ray's single-node switch must be set before
+    ray is imported, or ``ray.init`` would "resolve" 127.0.0.1 to the host's address and wait forever.
+    """
+    host = address.removeprefix("ray://").rpartition(":")[0]
+    if host in ("127.0.0.1", "localhost", "[::1]") and "ray" not in sys.modules:
+        os.environ.setdefault(SINGLE_NODE_VAR, "0")
     import ray
 
     if ray.is_initialized():
@@ -413,15 +420,29 @@ def connect(address: str, *, log_to_driver: bool = False) -> None:
     ray.init(address=address, namespace="mcsched", logging_level=logging.WARNING, log_to_driver=log_to_driver)
 
 
+def jobs_client(url: str) -> Any:
+    """A Jobs API client for exactly ``url``.
+
+    Ray lets ``RAY_API_SERVER_ADDRESS`` and ``RAY_ADDRESS`` override the address a client is
+    given, so a shell exported for another cluster would silently redirect mcsched's own
+    submissions; this process drops them (mcsched passes every address explicitly).
+    """
+    for var in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        os.environ.pop(var, None)
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(url)
+
+
 def wait_jobs_api(url: str, timeout: float = 90.0) -> None:
     """Wait until the Jobs API really accepts a job (its agent starts after the dashboard)."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus
 
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         try:
-            client = JobSubmissionClient(url)
+            client = jobs_client(url)
             sid = client.submit_job(entrypoint="true", submission_id=f"mcsched-ready-{time.time_ns()}")
             while time.monotonic() < deadline:
                 if client.get_job_status(sid) in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
@@ -452,7 +473,7 @@ def up(
     contract: Contract,
     state_dir: Path,
     *,
-    metrics_port: int = DEFAULT_METRICS_PORT,
+    metrics_port: int | None = None,
     log: Log = print,
 ) -> UpResult:
     """Start the local head and the scheduler actor; a no-op while this state dir's cluster runs.
@@ -470,8 +491,12 @@ def up(
     elif cluster_processes(str(state_dir / "ray")):
         log(f"{state_dir}: stopping leftover Ray processes of an earlier run")
         stop_head(str(state_dir / "ray"))
-    if not port_free(metrics_port):
-        raise RuntimeUnavailable(f"metrics port 127.0.0.1:{metrics_port} is in use (pass --metrics-port PORT)")
+    if metrics_port is None:  # the documented default when free, like the dashboard's 8265
+        metrics_port = DEFAULT_METRICS_PORT if port_free(DEFAULT_METRICS_PORT) else free_port()
+        if metrics_port != DEFAULT_METRICS_PORT:
+            log(f"metrics port {DEFAULT_METRICS_PORT} is in use; serving metrics on {metrics_port} instead")
+    elif not port_free(metrics_port):
+        raise RuntimeUnavailable(f"metrics port 127.0.0.1:{metrics_port} is in use (pass another --metrics-port)")
     token = make_token(state_dir) if token_auth_supported() else None
     if token is not None:  # before anything imports ray in this process
         os.environ.update(auth_env(token))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from scheduler.runtime.cluster import jobs_client
 from scheduler.specs import JobDoc
 
 ENTRYPOINT = "python -m scheduler run job.yaml"
@@ -23,11 +24,9 @@ ENTRYPOINT = "python -m scheduler run job.yaml"
 
 def submit_jobs(docs: Sequence[JobDoc], url: str, on_submitted: Callable[[str, str], None]) -> list[str]:
     """Submit every job to the Jobs API at ``url``; calls ``on_submitted(name, submission_id)`` as each lands."""
-    from ray.job_submission import JobSubmissionClient
-
     for name in ("ray.dashboard.modules.dashboard_sdk", "ray._private.runtime_env.packaging"):
         logging.getLogger(name).setLevel(logging.WARNING)  # "Uploading package ..." per job is noise here
-    client = JobSubmissionClient(url)
+    client = jobs_client(url)
     ids: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mcsched-submit-") as root:
         for i, doc in enumerate(docs):

@@ -12,6 +12,7 @@ from scheduler.ledger import Ledger
 from scheduler.sim.simulator import Simulation
 from scheduler.sim.traces import SpotTrace, TraceJob
 from tests.builders import a_catalog, a_contract
+from tests.shared import needs_shared, shared
 
 
 def small_world():
@@ -95,10 +96,10 @@ def test_simulate_bad_arguments_are_one_line(tmp_path: Path, capsys: pytest.Capt
         assert exc.value.code == 2 and expect in err and "Traceback" not in err
 
 
-TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
+TRACES = shared("traces")
 
 
-@pytest.mark.skipif(not TRACES.exists(), reason=f"{TRACES} is absent (shared traces not checked out beside the project)")
+@needs_shared("traces")
 def test_real_traces_replay_through_the_engine_with_a_verifiable_ledger(tmp_path: Path) -> None:
     from scheduler.loading import load_catalog, load_contract
     from scheduler.paths import default_catalog, default_contract

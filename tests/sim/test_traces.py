@@ -11,10 +11,11 @@ import pytest
 
 from scheduler.errors import TraceError
 from scheduler.sim.traces import ReadStats, parse_columns, read_alibaba, read_azure_llm, read_csv, read_spot_dir, read_trace
+from tests.shared import needs_shared, shared
 
-TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
+TRACES = shared("traces")
 ALIBABA = TRACES / "alibaba-gpu-v2023" / "openb_pod_list_default.csv"
-needs = pytest.mark.skipif(not TRACES.exists(), reason=f"{TRACES} is absent (shared traces not checked out beside the project)")
+needs = needs_shared("traces")
 
 
 @needs
