@@ -23,6 +23,7 @@ from scheduler.cli.app import (
     load_config,
     out,
     progress,
+    stage_progress,
 )
 from scheduler.decision import Decision
 from scheduler.errors import MCSchedError, SpecError, SpecErrors
@@ -180,7 +181,8 @@ def submit_cmd(
     from scheduler.runtime.cluster import ClusterInfo, alive, apply_client_env
 
     catalog, the_contract = load_config(clouds, contract)
-    docs = load_jobs(files, catalog, the_contract)
+    with stage_progress() as loading:
+        docs = load_jobs(files, catalog, the_contract, loading)
     info = ClusterInfo.load(_state(state_dir))
     local = info if info is not None and alive(info) else None
     env_url = os.environ.get("RAY_ADDRESS", "")

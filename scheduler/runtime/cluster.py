@@ -118,13 +118,15 @@ def port_free(port: int) -> bool:
     return True
 
 
-def free_port_block(size: int, lo: int = 20_000, hi: int = 60_000) -> int:
-    """The first port of ``size`` consecutive free loopback ports (Ray's worker range)."""
+def free_port_block(size: int, lo: int = 20_000, hi: int = 60_000, avoid: Iterable[int] = ()) -> int:
+    """The first port of ``size`` consecutive free loopback ports (Ray's worker range), none in ``avoid``."""
     import random
 
+    avoided = set(avoid)
     for _ in range(200):
         start = random.randrange(lo, hi - size)
-        if all(port_free(p) for p in range(start, start + size)):
+        block = range(start, start + size)
+        if not avoided.intersection(block) and all(port_free(p) for p in block):
             return start
     raise RuntimeUnavailable(f"no block of {size} free ports between {lo} and {hi}")
 
@@ -185,7 +187,7 @@ def apply_client_env(info: ClusterInfo) -> None:
 # ---------------------------------------------------------------------------------- start
 
 
-def loopback_env() -> dict[str, str]:
+def loopback_env(autoscaler_metrics_port: int, dashboard_metrics_port: int) -> dict[str, str]:
     """Environment that keeps a single-node Ray head on 127.0.0.1.
 
     ``ray start --node-ip-address 127.0.0.1`` alone is not enough: Ray "resolves" a loopback
@@ -203,9 +205,46 @@ def loopback_env() -> dict[str, str]:
         # The raylet waits this long for its agents to report their ports (30 s by default),
         # which a loaded machine can exceed while the agents import.
         "RAY_agent_register_timeout_ms": "120000",
-        "AUTOSCALER_METRIC_PORT": str(free_port()),
-        "DASHBOARD_METRIC_PORT": str(free_port()),
+        "AUTOSCALER_METRIC_PORT": str(autoscaler_metrics_port),
+        "DASHBOARD_METRIC_PORT": str(dashboard_metrics_port),
     }
+
+
+#: ``ray start`` gives its processes a fixed 30 s to come up; on a saturated machine that can
+#: fail and succeed on the next try.
+START_ATTEMPTS = 3
+
+
+def choose_ports(reserved: Iterable[int] = ()) -> tuple[dict[str, int], int]:
+    """Every port a head needs, free and distinct, plus the first of the workers' range.
+
+    Ray's fixed defaults (e.g. 52365, 10001, 44217) clash with a second cluster on the
+    machine, and Ray refuses a port used twice, so the workers' range is chosen first and no
+    other port lands inside it.
+    """
+    taken = set(reserved)
+    worker_lo = free_port_block(WORKER_PORTS, avoid=taken | {DASHBOARD_PORT})
+    taken.update(range(worker_lo, worker_lo + WORKER_PORTS))
+
+    def pick() -> int:
+        port = free_port()
+        while port in taken:
+            port = free_port()
+        taken.add(port)
+        return port
+
+    names = ["gcs", "object-manager", "node-manager", "ray-client-server", "dashboard-agent-listen", "dashboard-agent-grpc",
+             "runtime-env-agent", "metrics-export", "autoscaler-metrics", "dashboard-metrics"]  # fmt: skip
+    dashboard = DASHBOARD_PORT if DASHBOARD_PORT not in taken and port_free(DASHBOARD_PORT) else pick()
+    taken.add(dashboard)
+    return {"dashboard": dashboard, **{name: pick() for name in names}}, worker_lo
+
+
+def _failure(output: str) -> str:
+    """The informative line of a failed ``ray start`` (its last line is often a pointer to a log)."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "Error" in ln or "Exception" in ln or "failed" in ln]
+    return (errors or lines or ["no output"])[-1]
 
 
 def start_head(
@@ -221,72 +260,47 @@ def start_head(
     """``ray start --head`` on loopback advertising every cloud's pools; returns (gcs, dashboard, ports)."""
     temp_dir = state_dir / "ray"
     temp_dir.mkdir(parents=True, exist_ok=True)
-    taken = set(reserved)
-
-    def pick() -> int:
-        port = free_port()
-        while port in taken:
-            port = free_port()
-        taken.add(port)
-        return port
-
-    dash_port = DASHBOARD_PORT if DASHBOARD_PORT not in taken and port_free(DASHBOARD_PORT) else pick()
-    taken.add(dash_port)
-    extra = loopback_env()
-    ports = {
-        "gcs": pick(),
-        "dashboard": dash_port,
-        # Every other port free too: Ray's fixed defaults (e.g. 52365, 10001, 44217) clash
-        # with a second cluster on the machine.
-        "object-manager": pick(),
-        "node-manager": pick(),
-        "ray-client-server": pick(),
-        "dashboard-agent-listen": pick(),
-        "dashboard-agent-grpc": pick(),
-        "runtime-env-agent": pick(),
-        "metrics-export": pick(),
-        "autoscaler-metrics": int(extra["AUTOSCALER_METRIC_PORT"]),
-        "dashboard-metrics": int(extra["DASHBOARD_METRIC_PORT"]),
-    }
-    worker_lo = free_port_block(WORKER_PORTS)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
-    env.pop("RAY_ADDRESS", None)
-    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if auth_token is not None:
-        env.update(auth_env(auth_token))
-    cmd = [
-        ray_bin(), "start", "--head",
-        "--node-ip-address", "127.0.0.1",
-        "--port", str(ports["gcs"]),
-        "--dashboard-host", "127.0.0.1",
-        "--dashboard-port", str(ports["dashboard"]),
-        "--object-manager-port", str(ports["object-manager"]),
-        "--node-manager-port", str(ports["node-manager"]),
-        "--ray-client-server-port", str(ports["ray-client-server"]),
-        "--dashboard-agent-listen-port", str(ports["dashboard-agent-listen"]),
-        "--dashboard-agent-grpc-port", str(ports["dashboard-agent-grpc"]),
-        "--runtime-env-agent-port", str(ports["runtime-env-agent"]),
-        "--metrics-export-port", str(ports["metrics-export"]),
-        "--min-worker-port", str(worker_lo),
-        "--max-worker-port", str(worker_lo + WORKER_PORTS - 1),
-        "--temp-dir", str(temp_dir),
-        "--num-cpus", str(num_cpus),
-        "--object-store-memory", str(object_store_mb * 1024 * 1024),
-        "--resources", json.dumps({**cloud_resources(catalog), "mcsched_scheduler": 1}),
-        "--disable-usage-stats",
-        "--include-dashboard", "true",
-    ]  # fmt: skip
-    for attempt in (1, 2):
+    for attempt in range(1, START_ATTEMPTS + 1):
+        ports, worker_lo = choose_ports(reserved)  # fresh each try: another program may have taken one
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            **loopback_env(ports["autoscaler-metrics"], ports["dashboard-metrics"]),
+        }
+        env.pop("RAY_ADDRESS", None)
+        env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if auth_token is not None:
+            env.update(auth_env(auth_token))
+        cmd = [
+            ray_bin(), "start", "--head",
+            "--node-ip-address", "127.0.0.1",
+            "--port", str(ports["gcs"]),
+            "--dashboard-host", "127.0.0.1",
+            "--dashboard-port", str(ports["dashboard"]),
+            "--object-manager-port", str(ports["object-manager"]),
+            "--node-manager-port", str(ports["node-manager"]),
+            "--ray-client-server-port", str(ports["ray-client-server"]),
+            "--dashboard-agent-listen-port", str(ports["dashboard-agent-listen"]),
+            "--dashboard-agent-grpc-port", str(ports["dashboard-agent-grpc"]),
+            "--runtime-env-agent-port", str(ports["runtime-env-agent"]),
+            "--metrics-export-port", str(ports["metrics-export"]),
+            "--min-worker-port", str(worker_lo),
+            "--max-worker-port", str(worker_lo + WORKER_PORTS - 1),
+            "--temp-dir", str(temp_dir),
+            "--num-cpus", str(num_cpus),
+            "--object-store-memory", str(object_store_mb * 1024 * 1024),
+            "--resources", json.dumps({**cloud_resources(catalog), "mcsched_scheduler": 1}),
+            "--disable-usage-stats",
+            "--include-dashboard", "true",
+        ]  # fmt: skip
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if proc.returncode == 0:
-            break
-        lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-        last = lines[-1] if lines else "no output"
+            return f"127.0.0.1:{ports['gcs']}", f"http://127.0.0.1:{ports['dashboard']}", ports
+        reason = _failure(proc.stderr + "\n" + proc.stdout)
         stop_head(str(temp_dir))  # a half-started head (GCS up, raylet dead) must not linger
-        if attempt == 2 or "timed out during startup" not in last:
-            raise RuntimeUnavailable(f"ray start failed: {last} (logs: {temp_dir})")
-        log("ray start timed out (a busy machine: Ray gives its processes 30 s); retrying once ...")
-    return f"127.0.0.1:{ports['gcs']}", f"http://127.0.0.1:{ports['dashboard']}", ports
+        if attempt < START_ATTEMPTS:
+            log(f"ray start failed ({reason}); retrying ({attempt + 1}/{START_ATTEMPTS}) ...")
+    raise RuntimeUnavailable(f"ray start failed: {reason} (logs: {temp_dir})")
 
 
 # ---------------------------------------------------------------------------------- stop
