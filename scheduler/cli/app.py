@@ -177,6 +177,7 @@ def _connect(address: str | None, state_dir: Path | None, *, embedded: bool = Fa
         err.print("no Ray cluster found; starting the embedded default (`mcsched up`) ...", markup=False)
         catalog, the_contract = load_config(None, None)
         info = up(catalog, the_contract, state, log=lambda m: err.print(m, markup=False)).info
+        err.print(f"the cluster keeps running (state in {state}): `mcsched env` prints Ray's exports, `mcsched down` stops it", markup=False)
         resolved = info.gcs_address
     connect(resolved, log_to_driver=stream)
 
