@@ -142,6 +142,16 @@ def stage_progress(threshold: int = PROGRESS_THRESHOLD) -> Iterator[Callable[[st
             bar.stop()
 
 
+@contextlib.contextmanager
+def busy(message: str, size: int, threshold: int = PROGRESS_THRESHOLD) -> Iterator[None]:
+    """A spinner with elapsed time for one long step that cannot report progress (placing a batch)."""
+    if size < threshold or not err.is_terminal:
+        yield
+        return
+    with err.status(message):
+        yield
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     err.print(message, markup=False)
     return typer.Exit(code)

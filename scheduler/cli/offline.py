@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from scheduler.cli.app import CatalogOpt, ContractOpt, OutputFormat, app, bulk, err, fail, load_config, out, stage_progress
+from scheduler.cli.app import CatalogOpt, ContractOpt, OutputFormat, app, bulk, busy, err, fail, load_config, out, stage_progress
 from scheduler.clock import ManualClock
 from scheduler.engine import Engine
 from scheduler.errors import LedgerError, SpecError, SpecErrors
@@ -76,7 +76,8 @@ def plan(
         engine.subscribe(ledger)
         engine.announce()
     try:
-        decisions = engine.place_many([Job.from_doc(d) for d in docs])
+        with busy(f"placing {len(docs):,} jobs", len(docs)):
+            decisions = engine.place_many([Job.from_doc(d) for d in docs])
         if ledger is not None:
             ledger.flush()
     finally:
