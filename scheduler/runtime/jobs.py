@@ -24,9 +24,10 @@ ENTRYPOINT = "python -m scheduler run job.yaml"
 
 def submit_jobs(docs: Sequence[JobDoc], url: str, on_submitted: Callable[[str, str], None]) -> list[str]:
     """Submit every job to the Jobs API at ``url``; calls ``on_submitted(name, submission_id)`` as each lands."""
-    for name in ("ray.dashboard.modules.dashboard_sdk", "ray._private.runtime_env.packaging"):
-        logging.getLogger(name).setLevel(logging.WARNING)  # "Uploading package ..." per job is noise here
     client = jobs_client(url)
+    # "Uploading package ..." for every job is noise here; Ray sets these loggers to INFO on import.
+    for name in ("ray.dashboard.modules.dashboard_sdk", "ray._private.runtime_env.packaging"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     ids: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mcsched-submit-") as root:
         for i, doc in enumerate(docs):
