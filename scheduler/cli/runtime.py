@@ -142,7 +142,7 @@ def serve_cmd(
     ensure_actor(*args)
     out.print(f"scheduler actor running on {address}; metrics on {metrics_host}:{metrics_port}", markup=False)
     if supervise:
-        supervise_actor(*args)
+        supervise_actor(lambda: ensure_actor(*args))
 
 
 @app.command("run")

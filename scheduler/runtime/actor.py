@@ -60,20 +60,15 @@ def ensure_actor(
         return start_actor(catalog, contract, ledger_path, metrics_port, metrics_host)
 
 
-def supervise(
-    catalog: dict[str, Any],
-    contract: dict[str, Any],
-    ledger_path: str,
-    metrics_port: int | None,
-    metrics_host: str = "127.0.0.1",
-    *,
-    every: float = 15.0,
-    keep_going: Callable[[], bool] = lambda: True,
-) -> None:
-    """``mcsched serve --supervise``: re-create the actor whenever the cluster loses it (a sidecar's loop)."""
+def supervise(ensure: Callable[[], Any], *, every: float = 15.0, keep_going: Callable[[], bool] = lambda: True) -> None:
+    """``mcsched serve --supervise``: run ``ensure`` (find or re-create the actor) every ``every`` seconds.
+
+    A sidecar's loop: if the Ray cluster loses the actor (node restart, GCS failover), the
+    next step re-creates it and it recovers from its ledger.
+    """
     while keep_going():
         time.sleep(every)
-        ensure_actor(catalog, contract, ledger_path, metrics_port, metrics_host)
+        ensure()
 
 
 def get_actor() -> Any:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from scheduler.runtime.cluster import ClusterInfo, cluster_processes, free_port, port_free, ray_bin, stop_head
-from tests.integration.conftest import ROOT, Cluster, clean_env, job_doc, start_cluster, stop_cluster
+from tests.integration.conftest import ROOT, Cluster, clean_env, job_doc, start_cluster, stop_cluster, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -79,8 +79,25 @@ def test_two_clusters_each_run_a_job_through_bare_ray_job_submit(pair: tuple[Clu
         assert f"placed {name} on azure/eastus" in out and f"{name} finished; capacity released" in out, out
         assert "succeeded" in out
     for c, mine, theirs in ((pair[0], "job-a", "job-b"), (pair[1], "job-b", "job-a")):
-        listed = c.mcsched("list").stdout  # no exports: the state dir's token
+        listed = plain(c, "list").stdout
         assert f"finished {mine}" in listed and theirs not in listed
+
+
+def plain(c: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """An mcsched command in a shell without any exports: it finds the state dir's cluster and token."""
+    r = subprocess.run([sys.executable, "-m", "scheduler", *args], env=clean_env(c.state), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def test_mcsched_submit_needs_no_exports(pair: tuple[Cluster, Cluster], tmp_path: Path) -> None:
+    b = pair[1]
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(yaml.safe_dump(job_doc("no-exports", gpus=2, workload={"steps": 1, "stepSeconds": 0.01})))
+    out = plain(b, "submit", str(jobs), "--clouds", str(b.state / "catalog.yaml"), "--contract", str(b.state / "contract.yaml"))
+    name, sid = out.stdout.strip().split("\t")
+    assert name == "no-exports" and sid.startswith("mcsched-no-exports-") and "Uploading package" not in out.stderr
+    wait_for(lambda: "finished no-exports" in plain(b, "list").stdout, 180, every=2, what="no-exports finished")
 
 
 def test_every_listening_socket_is_on_loopback(pair: tuple[Cluster, Cluster]) -> None:
