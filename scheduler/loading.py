@@ -198,8 +198,12 @@ def check_job(job: JobDoc, catalog: CloudCatalog, contract: Contract, doc: Docum
         err(
             ("spec",), f"no allowed cloud/region offers {s.gpuType} under these constraints (clouds {', '.join(sorted(allowed))})"
         )
-    elif s.gpus > best:
+    elif s.serve is not None and s.serve.gpusPerReplica > best:  # each replica is its own placement
+        err(("spec", "serve", "gpusPerReplica"), f"{s.serve.gpusPerReplica} GPUs can never fit: the largest allowed {s.gpuType} pool has {best}")
+    elif s.serve is None and s.gpus > best:
         err(("spec", "gpus"), f"{s.gpus} GPUs can never fit: the largest allowed {s.gpuType} pool has {best}")
+    if s.serve is not None and len(f"{job.metadata.name}-r{s.serve.replicas.max}") > 63:
+        err(("metadata", "name"), f"too long for a served model: replica jobs are named {job.metadata.name}-r<k> (at most 63 characters)")
     return errors
 
 
