@@ -106,7 +106,7 @@ def service(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def test_served_model_answers_json_and_streams_from_azure(cluster: Cluster, service: tuple[str, str]) -> None:
-    url, sid = service
+    url, _ = service
     with urllib.request.urlopen(url + "/v1/models", timeout=30) as r:
         assert [m["id"] for m in json.loads(r.read())["data"]] == [MODEL]
     code, headers, body = post(url, chat(7))

@@ -51,3 +51,11 @@ def test_endpoint_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MCSCHED_SERVE_PORT", "eighty")
     with pytest.raises(MCSchedError, match="MCSCHED_SERVE_PORT"):
         Endpoint.from_env()
+
+
+def test_the_shared_serving_modules_import_no_ray() -> None:
+    """naming, policy and openai are used by the gateway, the controller and the offline planner alike."""
+    from tests.test_code_quality import ROOT, imported_modules
+
+    for name in ("naming", "policy", "openai"):
+        assert not imported_modules(ROOT / "scheduler" / "runtime" / "serve" / f"{name}.py") & {"ray", "starlette", "aiohttp"}, name
