@@ -118,7 +118,8 @@ class Service:
     job: str
     model: str
     routes: dict[str, Route]
-    replicas: list[dict[str, Any]]  # the controller's last table, pending ones included (for the sweeper)
+    replicas: list[dict[str, Any]]  # the controller's last table, pending ones included
+    version: int = -1
 
 
 class Gateway:
@@ -236,19 +237,25 @@ class Gateway:
                     await step()
                 except Exception:  # one failed step must not stop routing updates
                     log.exception("gateway step %s failed", step.__name__)
-            await asyncio.sleep(SYNC_SECONDS)
+                    await asyncio.sleep(SYNC_SECONDS)
+            if not self.services:
+                await asyncio.sleep(SYNC_SECONDS)  # nothing to long-poll yet
 
     async def _sync(self) -> None:
-        """Push in-flight counts to every service's controller, pull its routes."""
+        """Push in-flight counts to every service's controller, pull its routes (long-poll:
+        returns early when a controller publishes new routes)."""
         controls = await asyncio.to_thread(find_controls)
-        for job, control in controls.items():
+
+        async def one(job: str, control: Any) -> None:
             known = self.services.get(job)
             ongoing = {name: self.ongoing[name] for name in (known.routes if known else {})}
             try:
-                table = await control.sync.remote(self.id, ongoing)
+                table = await control.sync.remote(self.id, ongoing, known.version if known else -1, SYNC_SECONDS)
             except ray.exceptions.RayActorError:
-                continue  # its driver is gone: the sweeper cleans up
+                return  # its driver is gone: the sweeper cleans up
             self._apply(job, table)
+
+        await asyncio.gather(*(one(job, control) for job, control in controls.items()))
         for job in set(self.services) - set(controls):
             del self.services[job]
 
@@ -262,7 +269,7 @@ class Gateway:
                 if handle is None:
                     handle = self.handles[r["app"]] = serve.get_deployment_handle(REPLICA_DEPLOYMENT, app_name=r["app"])
                 routes[r["name"]] = Route(r["name"], r["app"], r["cloud"], r["region"], r["state"], handle)
-        self.services[job] = Service(job, table["model"], routes, list(table["replicas"]))
+        self.services[job] = Service(job, table["model"], routes, list(table["replicas"]), table.get("version", -1))
         live = {r.app for svc in self.services.values() for r in svc.routes.values()}
         self.handles = {app: h for app, h in self.handles.items() if app in live}
 

@@ -9,6 +9,8 @@ killed past ``ray job stop``'s grace period still leaves nothing behind.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -21,23 +23,34 @@ LOAD_MAX_AGE_SECONDS = 5.0
 
 
 class ServiceControl:
-    """Plain class; ``create_control`` applies Ray."""
+    """Plain class; ``create_control`` applies Ray (async: a gateway's sync long-polls)."""
 
     def __init__(self, job: str, model: str) -> None:
-        self._table: dict[str, Any] = {"job": job, "model": model, "replicas": [], "stopping": False}
+        self._table: dict[str, Any] = {"job": job, "model": model, "replicas": [], "stopping": False, "version": 0}
         self._loads: dict[str, tuple[float, dict[str, int]]] = {}
         self._stop: str | None = None
+        self._changed: asyncio.Event | None = None
 
-    def publish(self, table: dict[str, Any]) -> None:
+    async def publish(self, table: dict[str, Any]) -> None:
         """The controller's current routes (``replicas``: name, app, cloud, region, state)."""
-        self._table = table
+        self._table = {**table, "version": self._table["version"] + 1}
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
-    def sync(self, gateway: str, ongoing: dict[str, int]) -> dict[str, Any]:
-        """A gateway replica reports its in-flight requests per replica and gets the routes."""
+    async def sync(self, gateway: str, ongoing: dict[str, int], version: int = -1, wait: float = 0.0) -> dict[str, Any]:
+        """A gateway replica reports its in-flight requests per replica and gets the routes;
+        with ``wait`` it gets them as soon as they differ from ``version`` (or after ``wait`` s),
+        so a new replica is routed to the moment the controller publishes it."""
         self._loads[gateway] = (time.monotonic(), ongoing)
+        if wait > 0 and self._table["version"] == version:
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), wait)
         return self._table
 
-    def load(self) -> dict[str, int]:
+    async def load(self) -> dict[str, int]:
         """In-flight requests per replica, summed over the gateway replicas heard from lately."""
         now = time.monotonic()
         total: dict[str, int] = {}
@@ -49,15 +62,10 @@ class ServiceControl:
                 total[replica] = total.get(replica, 0) + n
         return total
 
-    def gateways(self) -> int:
-        """How many gateway replicas synced lately (routes reach clients only through them)."""
-        now = time.monotonic()
-        return sum(1 for at, _ in self._loads.values() if now - at <= LOAD_MAX_AGE_SECONDS)
-
-    def request_stop(self, reason: str) -> None:
+    async def request_stop(self, reason: str) -> None:
         self._stop = self._stop or reason
 
-    def stop_reason(self) -> str | None:
+    async def stop_reason(self) -> str | None:
         return self._stop
 
 

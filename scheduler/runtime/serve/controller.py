@@ -146,6 +146,9 @@ class Controller:
             serve_app.delete_app(rep.app)
         del self.replicas[rep.name]
 
+    def deploying(self) -> bool:
+        return any(r.state == "deploying" for r in self.replicas.values())
+
     # ---------------------------------------------------------------- one control step
 
     def start(self) -> None:
@@ -299,7 +302,7 @@ def run_service(doc: dict[str, Any], say: Callable[[str], None] = print) -> int:
             if reason is not None:
                 ctl.shutdown(reason)
                 return 0
-            time.sleep(TICK_SECONDS)
+            time.sleep(TICK_SECONDS / 2 if ctl.deploying() else TICK_SECONDS)  # look closer while a replica starts
     except (Stopped, KeyboardInterrupt):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
         ctl.shutdown("stopped")
