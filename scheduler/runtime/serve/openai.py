@@ -32,7 +32,7 @@ MAX_TOKENS_LIMIT = 32_768
 MAX_CONTEXT_TOKENS = 131_072
 DEFAULT_MAX_TOKENS = 16
 PREFILL_FACTOR = 40.0  # prefill runs this many times faster than decoding
-CHUNK_SECONDS = 0.02  # tokens due within this interval go out in one SSE chunk
+CHUNK_SECONDS = 0.1  # tokens due within this interval go out in one SSE chunk (fewer hops per token)
 DONE = "data: [DONE]\n\n"
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
