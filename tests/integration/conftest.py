@@ -93,6 +93,10 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         c.info = info
         env.update(info.client_env())  # the lines `mcsched up` prints for `ray job submit`
         os.environ.update(info.client_env())
+        if "ray" in sys.modules:  # an earlier module's cluster: Ray caches the token it read first
+            from ray._raylet import AuthenticationTokenLoader
+
+            AuthenticationTokenLoader.instance().reset_cache()
         yield c
     finally:
         try:
