@@ -83,3 +83,29 @@ def test_serve_reports_set_replicas_and_count_requests_ttft_and_scale_steps_with
     assert "spaces" not in text and "2000" not in text and "abc" not in text and "bad model" not in text
     assert value(m, "mcsched_serve_requests_total", model="llama", code="200") == 5
     assert value(m, "mcsched_serve_ttft_seconds_count", model="llama") == 2
+
+
+def test_the_endpoint_serves_scrapes_and_refuses_writes() -> None:
+    import urllib.error
+    import urllib.request
+
+    from scheduler.metrics import serve
+    from scheduler.runtime.cluster import free_port
+
+    m = Metrics()
+    engine, _, _ = recording_engine(two_clouds())
+    engine.subscribe(m)
+    engine.announce()
+    port = free_port()
+    serve(m, port)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert r.status == 200 and b"mcsched_backend_up" in r.read()
+    for method in ("POST", "PUT", "DELETE"):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", data=b"mcsched_backend_up 0", method=method)
+        try:
+            urllib.request.urlopen(req, timeout=5)
+            raise AssertionError(f"{method} was accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 405
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert 'mcsched_backend_up{cloud="azure"} 1.0' in r.read().decode()
