@@ -233,12 +233,16 @@ def check_job(
     best, allowed = r.largest_pool(s.class_, s.clouds, s.regions, s.jurisdiction, s.gpuType)
     if best == 0:
         err(("spec",), f"no allowed cloud/region offers {s.gpuType} under these constraints (clouds {', '.join(allowed)})")
-    elif s.gpus > best:
+    elif s.serve is not None and s.serve.gpusPerReplica > best:  # each replica is its own placement
+        err(("spec", "serve", "gpusPerReplica"), f"{s.serve.gpusPerReplica} GPUs can never fit: the largest allowed {s.gpuType} pool has {best}")
+    elif s.serve is None and s.gpus > best:
         err(("spec", "gpus"), f"{s.gpus} GPUs can never fit: the largest allowed {s.gpuType} pool has {best}")
     elif allowed == [r.holder]:
         never = _holder_never_accepts(job, catalog, r.holder)
         if never:
             err(never[0], f"{s.class_} jobs run on {r.holder} only, and {r.holder} never accepts this job: {never[1]}")
+    if s.serve is not None and len(f"{job.metadata.name}-r{s.serve.replicas.max}") > 63:
+        err(("metadata", "name"), f"too long for a served model: replica jobs are named {job.metadata.name}-r<k> (at most 63 characters)")
     return errors
 
 
@@ -251,8 +255,9 @@ def _holder_never_accepts(job: JobDoc, catalog: CloudCatalog, holder: str) -> tu
     rules = backend.holderRules
     if s.gpuType in rules.declineGpuTypes:
         return ("spec", "gpuType"), f"its holder rules decline {s.gpuType} (declineGpuTypes)"
-    if rules.maxGangGpus is not None and s.gpus > rules.maxGangGpus:
-        return ("spec", "gpus"), f"its holder rules cap a gang at {rules.maxGangGpus} GPUs (maxGangGpus)"
+    gang, field = (s.serve.gpusPerReplica, ("spec", "serve", "gpusPerReplica")) if s.serve else (s.gpus, ("spec", "gpus"))
+    if rules.maxGangGpus is not None and gang > rules.maxGangGpus:
+        return field, f"its holder rules cap a gang at {rules.maxGangGpus} GPUs (maxGangGpus)"
     return None
 
 

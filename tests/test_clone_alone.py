@@ -12,18 +12,19 @@ from tests.shared import ABSENT, ROOT
 
 
 def users_of_shared() -> list[str]:
-    """Test modules that read ../shared (they import tests.shared)."""
+    """Test modules that read ../shared (they import tests.shared or tests.sim.shared)."""
     return sorted(
         str(p.relative_to(ROOT))
         for p in (ROOT / "tests").rglob("test_*.py")
-        if p.name != "test_clone_alone.py" and "from tests.shared import" in p.read_text()
+        if p.name != "test_clone_alone.py" and re.search(r"^from tests(\.sim)?\.shared import", p.read_text(), re.M)
     )
 
 
 def test_without_shared_the_tests_that_need_it_skip_with_a_reason_and_the_rest_pass(tmp_path) -> None:
     modules = users_of_shared()
     assert len(modules) >= 4, modules  # manifests (CRDs), faults (spot), sim traces, simulator
-    env = {**os.environ, "MCSCHED_SHARED_DIR": str(tmp_path / "no-shared")}
+    env = {k: v for k, v in os.environ.items() if k != "MCSCHED_TRACES"}
+    env["MCSCHED_SHARED_DIR"] = str(tmp_path / "no-shared")
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *modules],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,

@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from scheduler.cli import audit, offline, runtime, simulate  # noqa: F401  (register commands)
+from scheduler.cli import audit, offline, runtime, serve, simulate  # noqa: F401  (register commands)
 from scheduler.cli.app import app, err
 from scheduler.errors import MCSchedError, SpecError, SpecErrors
 

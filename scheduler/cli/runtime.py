@@ -45,6 +45,8 @@ def _print_cluster(info: ClusterInfo, state: Path) -> None:
     out.print(f"Ray GCS:        {info.gcs_address}", markup=False)
     out.print(f"Ray dashboard:  {info.dashboard_url}  (Jobs API)", markup=False)
     out.print(f"metrics:        {info.metrics_url}", markup=False)
+    if "serve" in info.ports:
+        out.print(f"served models:  http://127.0.0.1:{info.ports['serve']}/v1  (Ray Serve, once a model is served)", markup=False)
     if info.prometheus_url:
         out.print(f"Prometheus:     {info.prometheus_url}", markup=False)
     out.print(f"state/ledger:   {info.state_dir}", markup=False)
@@ -233,8 +235,13 @@ def list_cmd(address: AddressOpt = None, state_dir: StateOpt = None) -> None:
 
 @app.command("cancel")
 def cancel_cmd(job: str, address: AddressOpt = None, state_dir: StateOpt = None) -> None:
-    """Cancel a queued or running job and release its capacity."""
+    """Cancel a queued or running job and release its capacity (a served model: all its replicas)."""
     _connect(address, state_dir)
+    from scheduler.runtime.serve.control import cancel_service
+
+    if cancel_service(job):  # a served model's controller undeploys it and releases every replica
+        out.print(f"{job}: cancelled (its controller undeploys the model and releases every replica)", markup=False)
+        return
     row = _call("cancel", job)
     assert isinstance(row, dict)
     out.print(f"{job}: {row['outcome']}", markup=False)

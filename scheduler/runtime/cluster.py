@@ -37,6 +37,9 @@ WORKER_PORTS = 200
 #: works exactly as in Ray's docs; otherwise any free port (printed by ``up`` and ``env``).
 DASHBOARD_PORT = 8265
 DEFAULT_METRICS_PORT = 9464
+#: Ray Serve's HTTP proxy (served models' OpenAI API): this one when free, else a free one,
+#: handed to every job of the cluster as ``MCSCHED_SERVE_PORT``.
+SERVE_PORT = 8000
 #: Seconds ``down`` waits for Ray's processes to exit on SIGTERM before it SIGKILLs them. The
 #: ledger commits every change before acknowledging it (SQLite WAL), so a kill loses nothing.
 STOP_GRACE_SECONDS = 3.0
@@ -235,9 +238,16 @@ def choose_ports(reserved: Iterable[int] = ()) -> tuple[dict[str, int], int]:
 
     names = ["gcs", "object-manager", "node-manager", "ray-client-server", "dashboard-agent-listen", "dashboard-agent-grpc",
              "runtime-env-agent", "metrics-export", "autoscaler-metrics", "dashboard-metrics"]  # fmt: skip
-    dashboard = DASHBOARD_PORT if DASHBOARD_PORT not in taken and port_free(DASHBOARD_PORT) else pick()
-    taken.add(dashboard)
-    return {"dashboard": dashboard, **{name: pick() for name in names}}, worker_lo
+    def preferred(port: int) -> int:
+        chosen = port if port not in taken and port_free(port) else pick()
+        taken.add(chosen)
+        return chosen
+
+    dashboard = preferred(DASHBOARD_PORT)
+    serve_env = os.environ.get("MCSCHED_SERVE_PORT", "")
+    serve = int(serve_env) if serve_env.isdigit() else preferred(SERVE_PORT)
+    taken.add(serve)
+    return {"dashboard": dashboard, "serve": serve, **{name: pick() for name in names}}, worker_lo
 
 
 def _failure(output: str) -> str:
@@ -269,6 +279,7 @@ def start_head(
         }
         env.pop("RAY_ADDRESS", None)
         env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        env["MCSCHED_SERVE_PORT"] = str(ports["serve"])  # the jobs of this cluster serve models here
         if auth_token is not None:
             env.update(auth_env(auth_token))
         cmd = [

@@ -112,11 +112,18 @@ def stop_cluster(c: Cluster) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    """One cluster per test module; this process joins it too (``Cluster.actor``)."""
-    c = start_cluster()
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """One cluster per test module, which this process joins too (``Cluster.actor``).
+
+    A test module may set CLUSTER_CATALOG / CLUSTER_CONTRACT (dicts) for its own world.
+    """
+    c = start_cluster(getattr(request.module, "CLUSTER_CATALOG", SMALL_CATALOG), getattr(request.module, "CLUSTER_CONTRACT", CONTRACT))
     saved = {k: os.environ.get(k) for k in c.info.client_env()}
     os.environ.update(c.info.client_env())
+    if "ray" in sys.modules:  # an earlier module's cluster: Ray caches the token it read first
+        from ray._raylet import AuthenticationTokenLoader
+
+        AuthenticationTokenLoader.instance().reset_cache()
     try:
         yield c
     finally:
