@@ -21,9 +21,11 @@ import yaml
 from scheduler.kube.render import stale
 from scheduler.loading import load_catalog
 from scheduler.runtime.resources import CLOUD_LABEL, cloud_resources
+from tests.shared import needs_shared, shared
 
 ROOT = Path(__file__).resolve().parents[2]
-CRDS = ROOT.parent / "shared" / "schemas" / "crds"
+CRDS = shared("schemas", "crds")
+needs_crds = needs_shared("schemas", "crds")
 OVERLAYS = ["dev", "production"]
 KUBE_VERSIONS = ["1.30.0", "1.33.0"]
 CRD_FILES = {
@@ -96,10 +98,9 @@ def test_builtin_objects_validate_strictly(overlay: str, version: str) -> None:
         kubernetes_validate.validate(doc, version, strict=True)
 
 
+@needs_crds
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_custom_resources_validate_against_the_crds(overlay: str) -> None:
-    if not CRDS.exists():
-        pytest.skip(f"{CRDS} is absent: the vendored CRDs are needed to validate custom resources")
     seen = set()
     for doc in rendered(overlay):
         group, _, version = doc["apiVersion"].rpartition("/")
@@ -109,6 +110,7 @@ def test_custom_resources_validate_against_the_crds(overlay: str) -> None:
     assert seen == {"RayCluster", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 
+@needs_crds
 def test_crd_validation_has_teeth() -> None:
     rc = copy.deepcopy(by_kind("dev", "RayCluster")[0])
     rc["spec"]["workerGroupSpecs"][0]["replicaz"] = 1
@@ -178,3 +180,19 @@ def test_dockerfile_builds_the_image_the_manifests_name() -> None:
     text = (ROOT / "deploy" / "Dockerfile").read_text()
     image = by_kind("dev", "RayCluster")[0]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
     assert image in text and "USER 1000" in text and ":latest" not in text
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_served_models_api_is_exposed_by_a_service_and_the_network_policy(overlay: str) -> None:
+    from scheduler.runtime.serve.naming import DEFAULT_PORT
+
+    rc = by_kind(overlay, "RayCluster")[0]
+    head = rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    port = next(p["containerPort"] for p in head["ports"] if p["name"] == "serve")
+    env = {e["name"]: e.get("value") for e in head["env"]}
+    assert port == DEFAULT_PORT and env["MCSCHED_SERVE_PORT"] == str(port) and env["MCSCHED_SERVE_HOST"] == "0.0.0.0"
+    svc = next(s for s in by_kind(overlay, "Service") if s["metadata"]["name"] == "mcsched-serve")
+    assert svc["spec"]["selector"]["ray.io/node-type"] == "head" and [p["targetPort"] for p in svc["spec"]["ports"]] == [port]
+    policy = by_kind(overlay, "NetworkPolicy")[0]
+    admitted = [r for r in policy["spec"]["ingress"] if any(p["port"] == port for p in r.get("ports", []))]
+    assert admitted and all("namespaceSelector" in f for r in admitted for f in r["from"])
