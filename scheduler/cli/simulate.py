@@ -24,6 +24,7 @@ def simulate_cmd(
     capacity_trace: Annotated[Path | None, typer.Option("--capacity-trace", help="Directory of spot-availability JSON files.")] = None,
     capacity_cloud: Annotated[str, typer.Option("--capacity-cloud", help="Cloud whose pools the capacity trace drives.")] = "aws",
     speedup: Annotated[float, typer.Option("--speedup", help="Compress arrival times by this factor (more offered load).")] = 1.0,
+    signing_key: Annotated[Path | None, typer.Option("--signing-key", help="Ledger signing key (default $MCSCHED_HOME/ledger-signing.key).")] = None,
 ) -> None:
     """Replay a trace through the real engine on a simulated clock; write a report."""
     import time
@@ -51,7 +52,7 @@ def simulate_cmd(
     db = out_dir / "ledger.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-    ledger = Ledger(db)
+    ledger = Ledger(db, signing_key=signing_key)
     sim = Simulation(catalog, the_contract, policy, sinks=[ledger])
     sim.add_jobs(jobs, speedup)
     driven = sim.add_capacity_trace(spot, capacity_cloud, "H100", speedup) if spot else []

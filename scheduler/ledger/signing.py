@@ -29,10 +29,10 @@ KEY_NAME = "ledger-signing.key"
 PUB_NAME = "ledger-signing.pub"
 
 
-def default_key_path() -> Path:
-    """``$MCSCHED_SIGNING_KEY`` (a mounted Kubernetes Secret) or ``$MCSCHED_HOME/ledger-signing.key``."""
+def default_key_path(home: str | Path | None = None) -> Path:
+    """``$MCSCHED_SIGNING_KEY`` (a mounted Kubernetes Secret) or ``ledger-signing.key`` in ``home`` / ``$MCSCHED_HOME``."""
     env = os.environ.get("MCSCHED_SIGNING_KEY")
-    return Path(env) if env else state_dir() / KEY_NAME
+    return Path(env) if env else Path(home or state_dir()) / KEY_NAME
 
 
 def public_path_for(key_path: Path) -> Path:

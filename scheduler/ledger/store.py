@@ -54,7 +54,8 @@ class Ledger:
 
     ``signing_key`` defaults to ``$MCSCHED_SIGNING_KEY`` or ``$MCSCHED_HOME/ledger-signing.key``
     (created 0600 on first use), ``witness`` to ``$MCSCHED_WITNESS`` or
-    ``$MCSCHED_HOME/witness.jsonl``; ``on_checkpoint`` is called after each commit (metrics).
+    ``$MCSCHED_HOME/witness.jsonl`` (``home`` replaces ``$MCSCHED_HOME``: the live scheduler
+    keeps both in its state directory); ``on_checkpoint`` is called after each commit (metrics).
     """
 
     def __init__(
@@ -65,12 +66,13 @@ class Ledger:
         signing_key: str | Path | None = None,
         witness: str | Path | None = None,
         on_checkpoint: Callable[[Checkpoint], None] | None = None,
+        home: str | Path | None = None,
     ) -> None:
         self.path = Path(path)
         self.readonly = readonly
         self.on_checkpoint = on_checkpoint
-        self.key_path = Path(signing_key) if signing_key is not None else default_key_path()
-        self.witness_path = Path(witness) if witness is not None else default_witness_path()
+        self.key_path = Path(signing_key) if signing_key is not None else default_key_path(home)
+        self.witness_path = Path(witness) if witness is not None else default_witness_path(home)
         self._key: Ed25519PrivateKey | None = None
         self._witness: Witness | None = None
         self._buffer: list[Event] = []

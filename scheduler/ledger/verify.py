@@ -56,6 +56,8 @@ class VerifyReport:
         return self.seq is None
 
     def line(self) -> str:
+        if self.seq == 0:
+            return f"FAIL: {self.reason}"
         if self.seq is not None:
             return f"FAIL: record {self.seq}: {self.reason}"
         return f"OK: {self.summary}"
@@ -96,6 +98,8 @@ def verify_ledger(
         return VerifyReport(count[0], len(checker.jobs), seq=0, reason=str(exc))
     except sqlite3.Error as exc:
         return VerifyReport(count[0], len(checker.jobs), seq=count[0] + 1, reason=f"unreadable ledger ({exc})")
+    except Exception as exc:  # noqa: BLE001 - on any bytes a verdict, never a traceback
+        return VerifyReport(count[0], len(checker.jobs), seq=count[0] + 1, reason=f"unreadable ({type(exc).__name__}: {exc})")
     finally:
         if own and conn is not None:
             conn.close()

@@ -23,9 +23,10 @@ from scheduler.paths import state_dir
 WITNESS_NAME = "witness.jsonl"
 
 
-def default_witness_path() -> Path:
+def default_witness_path(home: str | Path | None = None) -> Path:
+    """``$MCSCHED_WITNESS`` or ``witness.jsonl`` in ``home`` / ``$MCSCHED_HOME``."""
     env = os.environ.get("MCSCHED_WITNESS")
-    return Path(env) if env else state_dir() / WITNESS_NAME
+    return Path(env) if env else Path(home or state_dir()) / WITNESS_NAME
 
 
 def witness_line(cp: Checkpoint) -> str:

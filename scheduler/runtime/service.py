@@ -62,8 +62,15 @@ class SchedulerService:
             return self.engine
         catalog = CloudCatalog.model_validate(self._catalog_doc)
         contract = Contract.model_validate(self._contract_doc)
-        ledger = Ledger(self._ledger_path)
         metrics = Metrics()
+        # Key and witness beside the ledger (its state dir) unless MCSCHED_SIGNING_KEY/_WITNESS say otherwise.
+        ledger = Ledger(
+            self._ledger_path,
+            home=os.path.dirname(os.path.abspath(self._ledger_path)),
+            on_checkpoint=lambda cp: metrics.observe_checkpoint(cp.size, cp.time),
+        )
+        if ledger.checkpoint is not None:
+            metrics.observe_checkpoint(ledger.checkpoint.size, ledger.checkpoint.time)
         recorded = list(ledger.events())
         self.recovered_events = len(recorded)
         sinks: list[Callable[[Event], None]] = [ledger, metrics]
@@ -126,7 +133,7 @@ class SchedulerService:
         for name, pg_id in bound.items():
             if live.get(pg_id) in ("CREATED", "PENDING", "RESCHEDULING"):
                 continue
-            engine.release(name, "driver-exited")
+            engine.release(name, "stopped")
             released += 1
         if released:
             self._commit()
