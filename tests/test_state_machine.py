@@ -133,14 +133,9 @@ class SchedulerMachine(RuleBasedStateMachine):
     def contract_holds(self) -> None:
         if not hasattr(self, "engine"):
             return
-        rows = list(self.ledger.rows())[self.seen:]
-        for seq, _at, kind, payload, _p, _h in rows:
-            import json
-
-            from scheduler.events import event_from_record
-
-            ev: Event = event_from_record(kind, json.loads(payload))
-            found = self.checker.feed(ev, seq)
+        rows = list(self.ledger.records())[self.seen:]
+        for rec in rows:
+            found = self.checker.feed_record(rec["seq"], rec["kind"], rec)
             assert not found, found
         self.seen += len(rows)
         check_internal(self.engine)

@@ -102,7 +102,7 @@ def _check(doc: Any, public: Ed25519PublicKey) -> str:
         if not isinstance(item, dict):
             raise _ProofError(f"records[{i}] is not an object")
         seq, text, path = item.get("seq"), item.get("record"), item.get("inclusion")
-        if type(seq) is not int or not isinstance(text, str) or not isinstance(path, list) or not all(isinstance(h, str) for h in path):
+        if type(seq) is not int or not isinstance(text, str) or not isinstance(path, list) or not all(_is_hash(h) for h in path):
             raise _ProofError(f"records[{i}] needs seq, record and inclusion")
         if seq <= last:
             raise _ProofError(f"records[{i}]: records out of order")
@@ -167,6 +167,11 @@ def _story(job: str, recs: list[dict[str, Any]]) -> str:
     if not submitted:
         raise _ProofError(f"the proof holds no submitted record of {job}")
     return "; ".join(steps) if steps else "no decision yet"
+
+
+def _is_hash(h: Any) -> bool:
+    """Audit path entries in one form only (64 lower-case hex digits), so no byte is insignificant."""
+    return isinstance(h, str) and len(h) == 64 and all(c in "0123456789abcdef" for c in h)
 
 
 def load_proof(path: Path) -> Any:

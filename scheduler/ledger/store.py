@@ -25,7 +25,15 @@ from scheduler.events import Configured, Event
 from scheduler.ledger.merkle import CompactRange, leaf_hash
 from scheduler.ledger.records import decode, encode, to_event
 from scheduler.ledger.verify import VerifyReport, connect_readonly, verify_ledger
-from scheduler.ledger.signing import NO_PREV, Checkpoint, default_key_path, key_id, load_or_create_key, parse_checkpoint
+from scheduler.ledger.signing import (
+    NO_PREV,
+    Checkpoint,
+    default_key_path,
+    key_id,
+    load_or_create_key,
+    parse_checkpoint,
+    public_path_for,
+)
 from scheduler.ledger.witness import Witness, default_witness_path
 
 SCHEMA = """
@@ -223,7 +231,7 @@ class Ledger:
             return verify_ledger(self.path, pub, Path(witness) if witness is not None else self.witness_path, conn=self.conn)
         return verify_ledger(
             self.path,
-            Path(public_key) if public_key is not None else None,
+            Path(public_key) if public_key is not None else public_path_for(self.key_path),
             Path(witness) if witness is not None else self.witness_path,
             conn=self.conn,
         )

@@ -55,4 +55,4 @@ def test_a_vanished_placement_group_releases_the_job_even_after_a_restart(tmp_pa
     assert s2("status", "a")[0]["outcome"] == "finished"
     kinds = [(e.kind, getattr(e, "reason", None)) for e in Ledger(tmp_path / "l.db", readonly=True).events() if getattr(e, "job", None) == "a"]
     assert ("bound", None) in kinds and kinds[-1] == ("released", "stopped")
-    assert Ledger(tmp_path / "l.db", readonly=True).verify().ok
+    assert Ledger(tmp_path / "l.db", readonly=True, home=tmp_path).verify().ok
