@@ -21,7 +21,7 @@ from scheduler.events import Event
 from scheduler.specs import JOB_CLASSES, MAX_GANG_GPUS, CloudCatalog, Contract
 
 Pool = tuple[str, str, str]  # (cloud, region, gpu_type)
-Rec = dict[str, Any]
+Rec = Any  # an Event, or a typed ledger record with the same attributes
 
 # Rule names (also the bounded label set of mcsched_contract_violations_total).
 RULES = (
@@ -124,14 +124,14 @@ class _Job:
     )
 
     def __init__(self, rec: Rec, order: int) -> None:
-        spec = rec["spec"]
+        spec = rec.spec
         if type(spec) is not dict:
             raise _Bad("malformed-record", "submitted spec must be an object")
-        self.name: str = rec["job"]
-        self.cls: str = rec["cls"]
-        self.gpus: int = rec["gpus"]
-        self.gpu_type: str = rec["gpu_type"]
-        self.priority: int = rec["priority"]
+        self.name: str = rec.job
+        self.cls: str = rec.cls
+        self.gpus: int = rec.gpus
+        self.gpu_type: str = rec.gpu_type
+        self.priority: int = rec.priority
         self.regions = _str_tuple(spec.get("regions"), "regions")
         self.clouds = _str_tuple(spec.get("clouds"), "clouds")
         jur = spec.get("jurisdiction")
@@ -187,15 +187,16 @@ class InvariantChecker:
     _preempting: str | None = None  # a pinned job whose victims were just evicted
     _shrinking: tuple[Pool, int] | None = None  # (pool, allocation before) during capacity-lost evictions
     _candidates: dict[tuple[Any, ...], tuple[_PoolState, ...]] = field(default_factory=dict)
+    _blocked: dict[tuple[Any, ...], str | None] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ entry points
 
     def feed(self, event: Event, seq: int = 0) -> list[Violation]:
         """Check one live event (the engine's stream)."""
-        return self.feed_record(seq, event.kind, event.to_record())
+        return self.feed_record(seq, event.kind, event)
 
     def feed_record(self, seq: int, kind: str, rec: Rec) -> list[Violation]:
-        """Check one record (a type-checked ledger record or ``Event.to_record()``)."""
+        """Check one record: an Event, or a type-checked ledger record (same attribute names)."""
         before = len(self.violations)
         try:
             self._pending_ops(kind, rec)
@@ -206,7 +207,7 @@ class InvariantChecker:
                 raise _Bad("malformed-record", f"unknown record kind {kind!r}")
             handler(self, rec)
         except _Bad as bad:
-            job = rec.get("job") if isinstance(rec, dict) else None
+            job = getattr(rec, "job", None)
             self.violations.append(Violation(seq, bad.rule, job if isinstance(job, str) else None, bad.message))
         return self.violations[before:]
 
@@ -227,17 +228,17 @@ class InvariantChecker:
     def _pending_ops(self, kind: str, rec: Rec) -> None:
         """Rule 7: a preemption's victims are followed by its placement; capacity-lost evictions by the change."""
         if self._preempting is not None:
-            if kind == "preempted" and rec.get("reason") == "pinned-job" and rec.get("by") == self._preempting:
+            if kind == "preempted" and getattr(rec, "reason", None) == "pinned-job" and getattr(rec, "by", None) == self._preempting:
                 return
-            if kind == "placed" and rec.get("job") == self._preempting and rec.get("via") == "preemption":
+            if kind == "placed" and getattr(rec, "job", None) == self._preempting and getattr(rec, "via", None) == "preemption":
                 return
             who, self._preempting = self._preempting, None
             raise _Bad("preemption", f"victims evicted for {who}, but {who} is not placed via preemption right after")
         if self._shrinking is not None:
             pool = self._shrinking[0]
-            if kind == "preempted" and rec.get("reason") == "capacity-lost" and (rec.get("cloud"), rec.get("region"), rec.get("gpu_type")) == pool:
+            if kind == "preempted" and getattr(rec, "reason", None) == "capacity-lost" and (getattr(rec, "cloud", None), getattr(rec, "region", None), getattr(rec, "gpu_type", None)) == pool:
                 return
-            if kind == "capacity-changed" and (rec.get("cloud"), rec.get("region"), rec.get("gpu_type")) == pool:
+            if kind == "capacity-changed" and (getattr(rec, "cloud", None), getattr(rec, "region", None), getattr(rec, "gpu_type", None)) == pool:
                 return
             self._shrinking = None
             raise _Bad("eviction", f"capacity-lost evictions on {_fmt(pool)} are not followed by its capacity change")
@@ -284,11 +285,13 @@ class InvariantChecker:
         return False
 
     def _holder_blocked(self, job: _Job) -> str | None:
-        """The first static reason the holder may not be offered ``job``, if any."""
-        for reason in STATIC_SKIPS:
-            if self._skip_reason_holds(job, reason):
-                return reason
-        return None
+        """The first static reason the holder may not be offered ``job``, if any (cached per job shape)."""
+        key = (job.cls, job.gpu_type, job.regions, job.jurisdiction)
+        if key in self._blocked:
+            return self._blocked[key]
+        found = next((r for r in STATIC_SKIPS if self._skip_reason_holds(job, r)), None)
+        self._blocked[key] = found
+        return found
 
     def _new_attempt(self, job: _Job, attempt: int, what: str) -> None:
         """Rule 2: every attempt is fresh (higher than the last) and only for a job awaiting a decision."""
@@ -359,8 +362,8 @@ class InvariantChecker:
         if self.configured:
             raise _Bad("configuration", "a second configured record (the contract changes only through reconfigured)")
         try:
-            catalog = CloudCatalog.model_validate(rec["catalog"])
-            contract = Contract.model_validate(rec["contract"])
+            catalog = CloudCatalog.model_validate(rec.catalog)
+            contract = Contract.model_validate(rec.contract)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
@@ -406,10 +409,11 @@ class InvariantChecker:
         scoring = getattr(spec, "scoring", None)
         self.spill = str(getattr(scoring, "spill", "start-first")) if scoring is not None else "start-first"
         self._candidates.clear()
+        self._blocked.clear()
 
     def _on_reconfigured(self, rec: Rec) -> None:
         try:
-            contract = Contract.model_validate(rec["contract"])
+            contract = Contract.model_validate(rec.contract)
         except ValidationError as exc:
             first = exc.errors()[0]
             raise _Bad("malformed-record", f"reconfigured contract {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
@@ -418,39 +422,39 @@ class InvariantChecker:
     # ------------------------------------------------------------------ jobs
 
     def _on_submitted(self, rec: Rec) -> None:
-        name = rec["job"]
+        name = rec.job
         old = self.jobs.get(name)
         if old is not None and old.state in ("pending", "queued", "running"):
             raise _Bad("duplicate-job", f"{name} submitted again while {old.state}")
-        spec = rec["spec"]
+        spec = rec.spec
         if type(spec) is not dict:
             raise _Bad("malformed-record", "submitted spec must be an object")
         for key, top in (("name", "job"), ("cls", "cls"), ("gpus", "gpus"), ("gpu_type", "gpu_type"), ("priority", "priority")):
-            if spec.get(key) != rec[top] or type(spec.get(key)) is not type(rec[top]):
-                raise _Bad("malformed-record", f"submitted {top}={rec[top]!r} disagrees with spec.{key}={spec.get(key)!r}")
-        if rec["cls"] not in JOB_CLASSES:
-            raise _Bad("malformed-record", f"unknown job class {rec['cls']!r}")
-        if not 1 <= rec["gpus"] <= MAX_GANG_GPUS:
-            raise _Bad("malformed-record", f"gpus must be 1..{MAX_GANG_GPUS}, not {rec['gpus']}")
+            if spec.get(key) != getattr(rec, top) or type(spec.get(key)) is not type(getattr(rec, top)):
+                raise _Bad("malformed-record", f"submitted {top}={getattr(rec, top)!r} disagrees with spec.{key}={spec.get(key)!r}")
+        if rec.cls not in JOB_CLASSES:
+            raise _Bad("malformed-record", f"unknown job class {rec.cls!r}")
+        if not 1 <= rec.gpus <= MAX_GANG_GPUS:
+            raise _Bad("malformed-record", f"gpus must be 1..{MAX_GANG_GPUS}, not {rec.gpus}")
         self._order += 1
         self.jobs[name] = _Job(rec, self._order)
 
     def _on_quoted(self, rec: Rec) -> None:
-        job = self._job(rec["job"])
-        attempt = rec["attempt"]
+        job = self._job(rec.job)
+        attempt = rec.attempt
         if attempt != job.attempt:
             self._new_attempt(job, attempt, "quoted")
         elif job.quoted_attempt == attempt:
             raise _Bad("attempt-order", f"second quoted record for {job.name} attempt {attempt}")
         job.quoted_attempt = attempt
-        job.quotes = list(rec["quotes"])
+        job.quotes = list(rec.quotes)
 
     def _on_offered(self, rec: Rec) -> None:
         """Rule 2: a fresh offer per attempt, from the current holder, on the contract's terms."""
-        job = self._job(rec["job"])
-        attempt = rec["attempt"]
-        if rec["holder"] != self.holder:
-            raise _Bad("answer-not-holder", f"{job.name} offered to {rec['holder']}, but the holder is {self.holder}")
+        job = self._job(rec.job)
+        attempt = rec.attempt
+        if rec.holder != self.holder:
+            raise _Bad("answer-not-holder", f"{job.name} offered to {rec.holder}, but the holder is {self.holder}")
         if self.mode == "match":
             if job.quoted_attempt != attempt or attempt != job.attempt:
                 raise _Bad("offer-missing", f"match mode: {job.name} attempt {attempt} offered without its quotes first")
@@ -459,12 +463,12 @@ class InvariantChecker:
         if job.offered_attempt == attempt:
             raise _Bad("attempt-order", f"second offer of {job.name} in attempt {attempt}")
         job.offered_attempt = attempt
-        if rec["mode"] != self.mode or abs(rec["window_seconds"] - self.window) > TOLERANCE:
-            raise _Bad("offer-terms", f"offer of {job.name} says {rec['mode']}/{rec['window_seconds']}s, contract says {self.mode}/{self.window}s")
+        if rec.mode != self.mode or abs(rec.window_seconds - self.window) > TOLERANCE:
+            raise _Bad("offer-terms", f"offer of {job.name} says {rec.mode}/{rec.window_seconds}s, contract says {self.mode}/{self.window}s")
         blocked = self._holder_blocked(job)
         if blocked is not None:
             raise _Bad("offer-terms", f"{job.name} offered to {self.holder} although {blocked} rules it out")
-        c_price, c_cloud = rec["competing_price"], rec["competing_cloud"]
+        c_price, c_cloud = rec.competing_price, rec.competing_cloud
         job.competing = (c_price, c_cloud)
         if self.mode == "match":
             quotes = job.quotes
@@ -482,10 +486,10 @@ class InvariantChecker:
 
     def _on_answered(self, rec: Rec) -> None:
         """Rules 2-4: the current holder answers each attempt once, and truthfully."""
-        job = self._job(rec["job"])
-        attempt, answer, reason = rec["attempt"], rec["answer"], rec["reason"]
-        if rec["holder"] != self.holder:
-            raise _Bad("answer-not-holder", f"answer for {job.name} recorded from {rec['holder']}, but the holder is {self.holder}")
+        job = self._job(rec.job)
+        attempt, answer, reason = rec.attempt, rec.answer, rec.reason
+        if rec.holder != self.holder:
+            raise _Bad("answer-not-holder", f"answer for {job.name} recorded from {rec.holder}, but the holder is {self.holder}")
         if job.answer_attempt == attempt and attempt == job.attempt:
             raise _Bad("attempt-order", f"second answer for {job.name} in attempt {attempt}")
         if answer == "not-offered":
@@ -500,19 +504,19 @@ class InvariantChecker:
         if job.offered_attempt != attempt or attempt != job.attempt:
             raise _Bad("offer-missing", f"{job.name} answered {answer} in attempt {attempt} without an offer in that attempt")
         job.answer_attempt, job.answer, job.reason = attempt, answer, reason
-        expected, why, evidence, _price = self._expected_answer(job, rec["at"])
+        expected, why, evidence, _price = self._expected_answer(job, rec.at)
         if (answer, reason) != (expected, why):
             raise _Bad("holder-answer", f"{self.holder} {answer} {reason} for {job.name}, but the records say {expected} {why} ({evidence})")
         hb = self.backends[self.holder]
         want = self.window if answer == "lapsed" else hb.response
-        if abs(rec["response_seconds"] - want) > TOLERANCE * max(1.0, want):
-            raise _Bad("holder-answer", f"{answer} for {job.name} records a {rec['response_seconds']:g}s response; the records say {want:g}s")
+        if abs(rec.response_seconds - want) > TOLERANCE * max(1.0, want):
+            raise _Bad("holder-answer", f"{answer} for {job.name} records a {rec.response_seconds:g}s response; the records say {want:g}s")
 
     def _on_placed(self, rec: Rec) -> None:
         """Rules 5 and 6."""
-        job = self._job(rec["job"])
-        attempt, cloud, via = rec["attempt"], rec["cloud"], rec["via"]
-        key: Pool = (cloud, rec["region"], rec["gpu_type"])
+        job = self._job(rec.job)
+        attempt, cloud, via = rec.attempt, rec.cloud, rec.via
+        key: Pool = (cloud, rec.region, rec.gpu_type)
         if job.state == "running":
             raise _Bad("double-placement", f"{job.name} placed on {cloud} while already running on {_fmt(job.pool)}")
         if job.state not in ("pending", "queued"):
@@ -542,10 +546,10 @@ class InvariantChecker:
         pool = self.pools.get(key)
         if pool is None:
             raise _Bad("placement-mismatch", f"{job.name} placed on unknown pool {_fmt(key)}")
-        if rec["gpus"] != job.gpus or rec["gpu_type"] != job.gpu_type or rec["cls"] != job.cls:
+        if rec.gpus != job.gpus or rec.gpu_type != job.gpu_type or rec.cls != job.cls:
             raise _Bad(
                 "placement-mismatch",
-                f"{job.name} placed as {rec['gpus']}x {rec['gpu_type']} {rec['cls']}, submitted as {job.gpus}x {job.gpu_type} {job.cls}",
+                f"{job.name} placed as {rec.gpus}x {rec.gpu_type} {rec.cls}, submitted as {job.gpus}x {job.gpu_type} {job.cls}",
             )
         pins = self.pins.get(job.cls)
         if pins is not None and cloud not in pins:
@@ -565,8 +569,8 @@ class InvariantChecker:
         self._drop_reservations(job.name)
 
     def _on_queued(self, rec: Rec) -> None:
-        job = self._job(rec["job"])
-        attempt = rec["attempt"]
+        job = self._job(rec.job)
+        attempt = rec.attempt
         if job.state == "running":
             raise _Bad("double-placement", f"{job.name} queued while running")
         if job.state not in ("pending", "queued"):
@@ -582,9 +586,9 @@ class InvariantChecker:
     def _leave(self, job: _Job, rec: Rec, what: str) -> _PoolState:
         if job.state != "running" or job.pool is None:
             raise _Bad("release-not-running", f"{job.name} {what} while {job.state}")
-        key = (rec["cloud"], rec["region"], rec["gpu_type"])
-        if key != job.pool or rec["gpus"] != job.gpus:
-            raise _Bad("release-not-running", f"{job.name} {what} from {_fmt(key)} x{rec['gpus']}, it runs on {_fmt(job.pool)} x{job.gpus}")
+        key = (rec.cloud, rec.region, rec.gpu_type)
+        if key != job.pool or rec.gpus != job.gpus:
+            raise _Bad("release-not-running", f"{job.name} {what} from {_fmt(key)} x{rec.gpus}, it runs on {_fmt(job.pool)} x{job.gpus}")
         pool = self.pools[key]
         pool.allocated -= job.gpus
         job.pool = None
@@ -592,10 +596,10 @@ class InvariantChecker:
 
     def _on_preempted(self, rec: Rec) -> None:
         """Rule 7."""
-        job = self._job(rec["job"])
-        reason, cloud = rec["reason"], rec["cloud"]
+        job = self._job(rec.job)
+        reason, cloud = rec.reason, rec.cloud
         if reason == "pinned-job":
-            by = rec["by"]
+            by = rec.by
             winner = self.jobs.get(by) if isinstance(by, str) else None
             if winner is None:
                 raise _Bad("preemption", f"{job.name} evicted for unknown job {by!r}")
@@ -620,7 +624,7 @@ class InvariantChecker:
                 raise _Bad("eviction", f"{job.name} evicted for backend-down while {cloud} was up")
             self._leave(job, rec, "evicted")
         elif reason == "capacity-lost":
-            key = (cloud, rec["region"], rec["gpu_type"])
+            key = (cloud, rec.region, rec.gpu_type)
             before = self._shrinking[1] if self._shrinking is not None else self.pools[key].allocated if key in self.pools else 0
             self._leave(job, rec, "evicted")
             self._shrinking = (key, before)
@@ -630,40 +634,40 @@ class InvariantChecker:
 
     def _on_released(self, rec: Rec) -> None:
         """Rule 8: only a running job is released, for one of the end reasons."""
-        job = self._job(rec["job"])
-        if rec["reason"] not in END_REASONS:
-            raise _Bad("release-not-running", f"{job.name} released for {rec['reason']!r} (finished, failed, stopped or cancelled)")
+        job = self._job(rec.job)
+        if rec.reason not in END_REASONS:
+            raise _Bad("release-not-running", f"{job.name} released for {rec.reason!r} (finished, failed, stopped or cancelled)")
         self._leave(job, rec, "released")
-        job.state = rec["reason"]
+        job.state = rec.reason
 
     def _on_dequeued(self, rec: Rec) -> None:
-        job = self._job(rec["job"])
+        job = self._job(rec.job)
         if job.state != "queued":
             raise _Bad("release-not-running", f"{job.name} dequeued while {job.state}")
-        if rec["reason"] not in DEQUEUE_REASONS:
-            raise _Bad("release-not-running", f"{job.name} dequeued for {rec['reason']!r} (cancelled or stopped)")
-        job.state = rec["reason"]
+        if rec.reason not in DEQUEUE_REASONS:
+            raise _Bad("release-not-running", f"{job.name} dequeued for {rec.reason!r} (cancelled or stopped)")
+        job.state = rec.reason
         self._drop_reservations(job.name)
 
     def _on_bound(self, rec: Rec) -> None:
-        job = self._job(rec["job"])
-        if job.state != "running" or rec["attempt"] != job.placed_attempt:
-            raise _Bad("attempt-order", f"{job.name} bound for attempt {rec['attempt']}, but it is {job.state} (attempt {job.placed_attempt})")
+        job = self._job(rec.job)
+        if job.state != "running" or rec.attempt != job.placed_attempt:
+            raise _Bad("attempt-order", f"{job.name} bound for attempt {rec.attempt}, but it is {job.state} (attempt {job.placed_attempt})")
 
     # ------------------------------------------------------------------ backends and pools
 
     def _on_backend_changed(self, rec: Rec) -> None:
-        b = self.backends.get(rec["cloud"])
+        b = self.backends.get(rec.cloud)
         if b is None:
-            raise _Bad("configuration", f"backend-changed for unknown cloud {rec['cloud']!r}")
-        b.up, b.response = rec["up"], rec["latency_seconds"]
+            raise _Bad("configuration", f"backend-changed for unknown cloud {rec.cloud!r}")
+        b.up, b.response = rec.up, rec.latency_seconds
 
     def _on_capacity_changed(self, rec: Rec) -> None:
-        key = (rec["cloud"], rec["region"], rec["gpu_type"])
+        key = (rec.cloud, rec.region, rec.gpu_type)
         pool = self.pools.get(key)
         if pool is None:
             raise _Bad("configuration", f"capacity-changed for unknown pool {_fmt(key)}")
-        capacity = rec["capacity"]
+        capacity = rec.capacity
         if capacity < 0:
             raise _Bad("malformed-record", f"negative capacity {capacity}")
         shrinking, self._shrinking = self._shrinking, None
@@ -676,18 +680,18 @@ class InvariantChecker:
     # ------------------------------------------------------------------ rule 9: reservations
 
     def _on_reserved(self, rec: Rec) -> None:
-        job = self._job(rec["job"])
-        key = (rec["cloud"], rec["region"], rec["gpu_type"])
+        job = self._job(rec.job)
+        key = (rec.cloud, rec.region, rec.gpu_type)
         if job.state != "queued":
             raise _Bad("reservation", f"{_fmt(key)} reserved for {job.name}, which is {job.state}")
         if key not in self.pools or not self._allowed(job, key[0]) or self.pools[key] not in self._candidates_on(job, key[0]):
             raise _Bad("reservation", f"{_fmt(key)} reserved for {job.name}, which cannot run there")
-        self.reservations[key] = (job.name, rec["start_at"])
+        self.reservations[key] = (job.name, rec.start_at)
 
     def _on_reservation_cleared(self, rec: Rec) -> None:
-        key = (rec["cloud"], rec["region"], rec["gpu_type"])
+        key = (rec.cloud, rec.region, rec.gpu_type)
         res = self.reservations.get(key)
-        if res is not None and res[0] == rec["job"]:
+        if res is not None and res[0] == rec.job:
             del self.reservations[key]
 
     def _drop_reservations(self, name: str) -> None:

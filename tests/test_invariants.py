@@ -157,7 +157,7 @@ def test_checker_flags_an_answer_without_an_offer_or_from_another_cloud(world) -
 
 
 def test_checker_flags_api_serving_off_azure() -> None:
-    engine, events, _ = recording_engine(two_clouds(azure_h100=0))
+    _engine, events, _ = recording_engine(two_clouds(azure_h100=0))
     out = first([*events, submitted("api", "api-serving"), offer("api"), answer("api", "declined", "no-capacity"), placed("api", "oci", cls="api-serving")])
     assert out == "pinned-class-off-pins"
 

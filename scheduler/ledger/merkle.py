@@ -38,7 +38,7 @@ class CompactRange:
     tree because every left subtree in RFC 9162's split is perfect.
     """
 
-    __slots__ = ("size", "_hashes", "_sizes")
+    __slots__ = ("_hashes", "_sizes", "size")
 
     def __init__(self) -> None:
         self.size = 0

@@ -128,8 +128,11 @@ class Checkpoint:
     prev: str
     key: str
     signature: bytes = b""
+    encoded: bytes = b""  # the body as parsed (canonical, so equal to what body() would build)
 
     def body(self) -> bytes:
+        if self.encoded:
+            return self.encoded
         root = base64.b64encode(self.root).decode()
         return f"{HEADER}\n{self.origin}\n{self.size}\n{root}\ntime {self.time!r}\nprev {self.prev}\nkey {self.key}\n".encode()
 
@@ -138,7 +141,8 @@ class Checkpoint:
         return hashlib.sha256(self.body() + self.signature).hexdigest()
 
     def signed(self, key: Ed25519PrivateKey) -> Checkpoint:
-        return Checkpoint(self.origin, self.size, self.root, self.time, self.prev, self.key, key.sign(self.body()))
+        body = self.body()
+        return Checkpoint(self.origin, self.size, self.root, self.time, self.prev, self.key, key.sign(body), body)
 
     def valid(self, public: Ed25519PublicKey) -> bool:
         try:
@@ -172,4 +176,4 @@ def parse_checkpoint(body: bytes, signature: bytes) -> Checkpoint:
     cp = Checkpoint(lines[1], size, root, time, lines[5][5:], lines[6][4:], signature)
     if len(root) != 32 or cp.body() != body:
         raise CheckpointFormatError("checkpoint body is not canonical")
-    return cp
+    return Checkpoint(cp.origin, cp.size, cp.root, cp.time, cp.prev, cp.key, signature, body)

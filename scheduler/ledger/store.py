@@ -24,7 +24,6 @@ from scheduler.errors import LedgerError
 from scheduler.events import Configured, Event
 from scheduler.ledger.merkle import CompactRange, leaf_hash
 from scheduler.ledger.records import decode, encode, to_event
-from scheduler.ledger.verify import VerifyReport, connect_readonly, verify_ledger
 from scheduler.ledger.signing import (
     NO_PREV,
     Checkpoint,
@@ -34,6 +33,7 @@ from scheduler.ledger.signing import (
     parse_checkpoint,
     public_path_for,
 )
+from scheduler.ledger.verify import VerifyReport, connect_readonly, verify_ledger
 from scheduler.ledger.witness import Witness, default_witness_path
 
 SCHEMA = """
@@ -82,6 +82,7 @@ class Ledger:
         self.key_path = Path(signing_key) if signing_key is not None else default_key_path(home)
         self.witness_path = Path(witness) if witness is not None else default_witness_path(home)
         self._key: Ed25519PrivateKey | None = None
+        self._key_id = ""
         self._witness: Witness | None = None
         self._buffer: list[Event] = []
         self._tree = CompactRange()
@@ -126,6 +127,7 @@ class Ledger:
     def _signer(self) -> Ed25519PrivateKey:
         if self._key is None:
             self._key = load_or_create_key(self.key_path)
+            self._key_id = key_id(self._key.public_key())
         return self._key
 
     def __call__(self, event: Event) -> None:
@@ -152,7 +154,7 @@ class Ledger:
             root=tree.root(),
             time=self._buffer[-1].at,
             prev=prev.digest() if prev else NO_PREV,
-            key=key_id(key.public_key()),
+            key=self._key_id,
         ).signed(key)
         try:
             with self.conn:

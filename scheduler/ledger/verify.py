@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from scheduler.errors import LedgerError
 from scheduler.invariants import InvariantChecker
 from scheduler.ledger.merkle import CompactRange, leaf_hash
-from scheduler.ledger.records import MalformedRecord, decode
+from scheduler.ledger.records import KIND_OF, MalformedRecord, decode_record
 from scheduler.ledger.signing import NO_PREV, Checkpoint, default_public_key_path, key_id, load_public_key, parse_checkpoint
 from scheduler.ledger.witness import read_witness
 
@@ -98,7 +98,7 @@ def verify_ledger(
         return VerifyReport(count[0], len(checker.jobs), seq=0, reason=str(exc))
     except sqlite3.Error as exc:
         return VerifyReport(count[0], len(checker.jobs), seq=count[0] + 1, reason=f"unreadable ledger ({exc})")
-    except Exception as exc:  # noqa: BLE001 - on any bytes a verdict, never a traceback
+    except Exception as exc:
         return VerifyReport(count[0], len(checker.jobs), seq=count[0] + 1, reason=f"unreadable ({type(exc).__name__}: {exc})")
     finally:
         if own and conn is not None:
@@ -223,17 +223,19 @@ def _verify(
 
 
 def _check(held: list[tuple[int, bytes]], feed: Any) -> None:
+    kind_of = KIND_OF
     for seq, leaf in held:
         try:
-            rec = decode(leaf)
+            rec = decode_record(leaf)
         except MalformedRecord as exc:
             raise _Fail(seq, f"malformed record: {exc}") from None
-        if rec["seq"] != seq:
-            raise _Fail(seq, f"record says it is number {rec['seq']}")
+        if rec.seq != seq:
+            raise _Fail(seq, f"record says it is number {rec.seq}")
+        kind = kind_of[type(rec)]
         try:
-            found = feed(seq, rec["kind"], rec)
+            found = feed(seq, kind, rec)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as exc:
-            raise _Fail(seq, f"malformed record: {rec['kind']} cannot be checked ({type(exc).__name__}: {exc})") from None
+            raise _Fail(seq, f"malformed record: {kind} cannot be checked ({type(exc).__name__}: {exc})") from None
         if found:
             v = found[0]
             raise _Fail(seq, f"{v.rule}: {v.message}", v.rule)

@@ -109,7 +109,7 @@ def second_configured(recs: Records) -> Records:
     cfg["contract"]["spec"]["rofr"]["holder"] = "oci"
     cfg["contract"]["spec"]["pins"] = {"api-serving": ["oci"]}
     i = at(recs, "submitted", "h1")
-    return recs[:i] + [cfg] + recs[i:]
+    return [*recs[:i], cfg, *recs[i:]]
 
 
 def low_priority_preemption(recs: Records) -> Records:
@@ -156,7 +156,7 @@ def reconfigure_drops_pin(recs: Records) -> Records:
     contract = copy.deepcopy(recs[0]["contract"])
     contract["spec"]["pins"] = {"api-serving": ["azure", "oci"]}
     i = at(recs, "submitted", "h1")
-    return recs[:i] + [{"kind": "reconfigured", "at": recs[i]["at"], "contract": contract, "reason": "x", "seq": 0}] + recs[i:]
+    return [*recs[:i], {"kind": "reconfigured", "at": recs[i]["at"], "contract": contract, "reason": "x", "seq": 0}, *recs[i:]]
 
 
 def outage_eviction_while_up(recs: Records) -> Records:
@@ -184,7 +184,7 @@ def reserved_for_running(recs: Records) -> Records:
     i = at(recs, "placed", "t2", 1)
     res = {"kind": "reserved", "at": recs[i]["at"], "job": "t2", "cloud": "oci", "region": "phoenix", "gpu_type": "H100",
            "start_at": 0.0, "seq": 0}
-    return recs[: i + 1] + [res] + recs[i + 1 :]
+    return [*recs[:i + 1], res, *recs[i + 1:]]
 
 
 def edited_at(recs: Records) -> Records:

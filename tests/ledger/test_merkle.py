@@ -46,5 +46,5 @@ def test_compact_range_and_proofs_agree_with_the_definition(n: int, data: st.Dat
     proof = tree.consistency_proof(first, size)
     assert verify_consistency(first, size, mth(items[:first]), root, proof)
     if first < size:
-        assert not verify_consistency(first, size, mth(items[: first - 1] + [b"x"]), root, proof)
-        assert not verify_consistency(first, size, mth(items[:first]), mth(items[: size - 1] + [b"y"]), proof)
+        assert not verify_consistency(first, size, mth([*items[:first - 1], b"x"]), root, proof)
+        assert not verify_consistency(first, size, mth(items[:first]), mth([*items[:size - 1], b"y"]), proof)
