@@ -179,8 +179,11 @@ def _verify(
         count[0] = seq
         held.append((seq, leaf))
         cp = by_size.get(seq)
+        root = tree.root() if cp is not None or seq in witnessed else b""
+        if seq in witnessed:
+            sizes_seen[seq] = root
         if cp is not None:
-            if tree.root() != cp.root:
+            if root != cp.root:
                 first = held[0][0]
                 where = f"records {first}..{seq}" if first != seq else f"record {seq}"
                 raise _Fail(
@@ -192,8 +195,6 @@ def _verify(
         elif len(held) >= HOLD_BACK:
             _check(held, feed)
             held.clear()
-        if seq in witnessed:
-            sizes_seen[seq] = tree.root()
         expected += 1
     n = expected - 1
     if n < last:
