@@ -215,10 +215,10 @@ def _verify(
             if sizes_seen.get(size) != wcp.root:
                 raise _Fail(size, f"records 1..{size} differ from the checkpoint witnessed at line {line} (history rewritten)")
             top = max(top, size)
-    root = cps[-1].root.hex()
+    root_hex = cps[-1].root.hex()
     seen = f"witnessed up to {top}" if top else "not witnessed"
     return (
-        f"{n} records, Merkle root {root[:16]}, {len(cps)} signed checkpoints (key {key_id(pub)}), {seen}; "
+        f"{n} records, Merkle root {root_hex[:16]}, {len(cps)} signed checkpoints (key {key_id(pub)}), {seen}; "
         f"contract holds for {len(checker.jobs)} jobs"
     )
 
