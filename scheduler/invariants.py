@@ -178,6 +178,7 @@ class InvariantChecker:
     on_lapse: str = ""
     preemption: bool = False
     spill: str = "price-first"
+    weights: tuple[float, float] = (1.0, 0.0)
     pins: dict[str, tuple[str, ...]] = field(default_factory=dict)
     backends: dict[str, _Backend] = field(default_factory=dict)
     pools: dict[Pool, _PoolState] = field(default_factory=dict)
@@ -408,6 +409,8 @@ class InvariantChecker:
         # schema without ``scoring`` predates the option: DESIGN.md's earliest start first.
         scoring = getattr(spec, "scoring", None)
         self.spill = str(getattr(scoring, "spill", "start-first")) if scoring is not None else "start-first"
+        weights = getattr(scoring, "weights", None)
+        self.weights = (float(getattr(weights, "price", 1.0)), float(getattr(weights, "startSeconds", 0.0)))
         self._candidates.clear()
         self._blocked.clear()
 
@@ -483,6 +486,10 @@ class InvariantChecker:
                 raise _Bad("offer-terms", f"offer of {job.name} names {c_cloud} at ${c_price}, not the best (lowest-price) quote")
             if self.spill == "start-first" and named[0][3] > min(q[3] for q in quotes):
                 raise _Bad("offer-terms", f"offer of {job.name} names {c_cloud}, not the best (earliest-start) quote")
+            if self.spill == "weighted":
+                wp, ws = self.weights
+                if min(wp * q[2] + ws * q[3] for q in named) > min(wp * q[2] + ws * q[3] for q in quotes) + TOLERANCE:
+                    raise _Bad("offer-terms", f"offer of {job.name} names {c_cloud}, not the best (weighted) quote")
 
     def _on_answered(self, rec: Rec) -> None:
         """Rules 2-4: the current holder answers each attempt once, and truthfully."""

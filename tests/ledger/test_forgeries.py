@@ -39,7 +39,7 @@ def world(tmp: Path) -> World:
     step(lambda e: e.set_capacity("oci", "ashburn", "H100", 8))
     step(lambda e: e.release("t2"))
     step(lambda e: e.submit(a_job().named("h1").sku("H200").gpus(8).obj()))
-    step(lambda e: e.submit(a_job().named("q1").gpus(16).regions("eastus").obj()))
+    step(lambda e: e.submit(a_job().named("q1").gpus(8).regions("eastus").obj()))
     step(lambda e: e.cancel("q1"))
     step(lambda e: e.set_backend("oci", up=False))
     step(lambda e: e.set_backend("oci", up=True))
@@ -169,7 +169,7 @@ def released_while_queued(recs: Records) -> Records:
     """Rule 8: q1 released (it was only queued)."""
     i = at(recs, "dequeued", "q1")
     recs[i] = {"kind": "released", "at": recs[i]["at"], "job": "q1", "cls": "training", "cloud": "azure", "region": "eastus",
-               "gpu_type": "H100", "gpus": 16, "reason": "cancelled", "cost_usd": 0.0, "seq": 0}
+               "gpu_type": "H100", "gpus": 8, "reason": "cancelled", "cost_usd": 0.0, "seq": 0}
     return recs
 
 
