@@ -368,7 +368,7 @@ class InvariantChecker:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
-            raise _Bad("malformed-record", f"configured {where}: {first['msg']}") from None
+            raise _Bad("configuration", f"configured record is malformed: {where}: {first['msg']}") from None
         self.configured = True
         for b in catalog.spec.backends:
             rules = b.holderRules
@@ -419,7 +419,7 @@ class InvariantChecker:
             contract = Contract.model_validate(rec.contract)
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise _Bad("malformed-record", f"reconfigured contract {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+            raise _Bad("configuration", f"reconfigured contract is malformed: {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
         self._contract(contract)
 
     # ------------------------------------------------------------------ jobs
