@@ -524,14 +524,7 @@ class InvariantChecker:
         job = self._job(rec.job)
         attempt, cloud, via = rec.attempt, rec.cloud, rec.via
         key: Pool = (cloud, rec.region, rec.gpu_type)
-        if job.state == "running":
-            raise _Bad("double-placement", f"{job.name} placed on {cloud} while already running on {_fmt(job.pool)}")
-        if job.state not in ("pending", "queued"):
-            raise _Bad("double-placement", f"{job.name} placed after it was {job.state}")
-        if job.answer_attempt != attempt or attempt != job.attempt:
-            raise _Bad("rofr-order", f"{job.name} placed on {cloud} in attempt {attempt} without a holder answer in that attempt")
-        if job.done_attempt == attempt:
-            raise _Bad("attempt-order", f"attempt {attempt} of {job.name} already had its outcome")
+        self._outcome(job, attempt, f"placed on {cloud}", "rofr-order")
         answer = job.answer
         if via == "preemption":
             if self._preempting != job.name:
@@ -575,17 +568,21 @@ class InvariantChecker:
         job.state, job.pool, job.done_attempt, job.placed_attempt = "running", key, attempt, attempt
         self._drop_reservations(job.name)
 
+    def _outcome(self, job: _Job, attempt: int, what: str, unanswered_rule: str) -> None:
+        """An attempt's one outcome (placed or queued) for a job awaiting it, after the holder's answer."""
+        if job.state == "running":
+            raise _Bad("double-placement", f"{job.name} {what} while already running on {_fmt(job.pool)}")
+        if job.state not in ("pending", "queued"):
+            raise _Bad("double-placement", f"{job.name} {what} after it was {job.state}")
+        if job.answer_attempt != attempt or attempt != job.attempt:
+            raise _Bad(unanswered_rule, f"{job.name} {what} in attempt {attempt} without a holder answer in that attempt")
+        if job.done_attempt == attempt:
+            raise _Bad("attempt-order", f"attempt {attempt} of {job.name} already had its outcome")
+
     def _on_queued(self, rec: Rec) -> None:
         job = self._job(rec.job)
         attempt = rec.attempt
-        if job.state == "running":
-            raise _Bad("double-placement", f"{job.name} queued while running")
-        if job.state not in ("pending", "queued"):
-            raise _Bad("attempt-order", f"{job.name} queued after it was {job.state}")
-        if job.answer_attempt != attempt or attempt != job.attempt:
-            raise _Bad("offer-missing", f"{job.name} queued in attempt {attempt} without a holder answer in that attempt")
-        if job.done_attempt == attempt:
-            raise _Bad("attempt-order", f"attempt {attempt} of {job.name} already had its outcome")
+        self._outcome(job, attempt, "queued", "offer-missing")
         if job.answer == "accepted":
             raise _Bad("rofr-order", f"{job.name} queued although {self.holder} accepted it in attempt {attempt}")
         job.state, job.done_attempt = "queued", attempt

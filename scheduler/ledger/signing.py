@@ -75,11 +75,15 @@ def generate_key(key_path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_private_key(key_path: Path) -> Ed25519PrivateKey:
+def _read(path: Path, what: str) -> bytes:
     try:
-        data = key_path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
-        raise LedgerError(f"{key_path}: cannot read the ledger signing key ({exc.strerror})") from None
+        raise LedgerError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+
+
+def load_private_key(key_path: Path) -> Ed25519PrivateKey:
+    data = _read(key_path, "ledger signing key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -99,10 +103,7 @@ def load_or_create_key(key_path: Path) -> Ed25519PrivateKey:
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """A PEM public key, or the public half of a PEM private key (both are accepted)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise LedgerError(f"{path}: cannot read the public key ({exc.strerror})") from None
+    data = _read(path, "public key")
     try:
         if b"PRIVATE KEY" in data:
             private = serialization.load_pem_private_key(data, password=None)
