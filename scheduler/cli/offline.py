@@ -60,7 +60,7 @@ def plan(
     explain: Annotated[bool, typer.Option("--explain", help="Say why each backend was not used.")] = False,
     signing_key: Annotated[Path | None, typer.Option("--signing-key", help="Ledger signing key (default $MCSCHED_HOME/ledger-signing.key).")] = None,
 ) -> None:
-    """Place jobs against a catalog and contract offline (no Ray) and print the decisions."""
+    """Place jobs against a catalog and contract offline (no Ray) and print where each job ends up."""
     catalog, the_contract = load_config(clouds, contract)
     docs = load_jobs(jobs, catalog, the_contract)
     engine = Engine(catalog, the_contract, ManualClock())
@@ -73,16 +73,17 @@ def plan(
         engine.subscribe(ledger)
         engine.announce()
     try:
-        decisions = engine.place_many([Job.from_doc(d) for d in docs])
+        engine.place_many([Job.from_doc(d) for d in docs])
         if ledger is not None:
             ledger.flush()
     finally:
         if ledger is not None:
             ledger.close()
+    decisions = engine.decisions()  # where every job stands once all are placed (later jobs may have moved earlier ones)
     if output is OutputFormat.JSON:
         print(decisions_json(decisions, explain))
     else:
-        out.print(decisions_table(decisions, explain, title=f"{len(decisions)} decision(s), holder {engine.holder}"))
+        out.print(decisions_table(decisions, explain, title=f"{len(decisions)} job(s) after placing them in order, holder {engine.holder}"))
 
 
 @app.command("manifests")

@@ -46,7 +46,6 @@ def run_job(doc: dict[str, Any], source: str, checkpoint_root: Path, say: Callab
     d = Decision.from_dict(resp["decisions"][0])
     say(d.line())
     signal.signal(signal.SIGTERM, _on_sigterm)
-    placed_ok = False
     try:
         last = d.reason
         while d.outcome == "queued":
@@ -59,11 +58,10 @@ def run_job(doc: dict[str, Any], source: str, checkpoint_root: Path, say: Callab
             return 1
         if last is not None and last != d.reason:
             say(d.line())
-        placed_ok = True
         return _run_placed(actor, d, doc, checkpoint_root / name, say)
     except (Stopped, KeyboardInterrupt):
         say(f"{name}: stopped; releasing its capacity")
-        ray.get(actor.cancel.remote(name) if not placed_ok else actor.release.remote(name, "cancelled"))
+        ray.get(actor.release.remote(name, "stopped"))
         return 130
 
 

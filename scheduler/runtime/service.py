@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from scheduler.engine import RUNNING, Engine
+from scheduler.engine import QUEUED, RUNNING, TERMINAL, Engine
 from scheduler.errors import MCSchedError
 from scheduler.events import Event
 from scheduler.ledger import Ledger
@@ -130,7 +130,7 @@ class SchedulerService:
             return 0
         live = self._pg_lister()
         released = 0
-        for name, pg_id in bound.items():
+        for name, (_attempt, pg_id) in bound.items():
             if live.get(pg_id) in ("CREATED", "PENDING", "RESCHEDULING"):
                 continue
             engine.release(name, "stopped")
@@ -159,7 +159,7 @@ class SchedulerService:
         fresh: list[Job] = []
         for job in parsed:
             rec = engine.jobs.get(job.name)
-            if rec is not None and rec.job == job and rec.state not in ("finished", "cancelled"):
+            if rec is not None and rec.job == job and rec.state not in TERMINAL:
                 continue  # a retried call after a restart: already acknowledged, do nothing twice
             fresh.append(job)
         started = time.perf_counter()
@@ -197,7 +197,7 @@ class SchedulerService:
     async def release(self, name: str, reason: str = "finished") -> dict[str, Any]:
         engine = self._ensure()
         rec = engine.jobs.get(name)
-        if rec is None or rec.state != RUNNING:
+        if rec is None or rec.state not in (RUNNING, QUEUED):
             return engine.status(name).to_dict()
         d = engine.release(name, reason)
         self._commit()

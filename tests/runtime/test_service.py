@@ -49,10 +49,10 @@ def test_a_vanished_placement_group_releases_the_job_even_after_a_restart(tmp_pa
     # The actor restarts (a new service on the same ledger); then the driver dies.
     s2 = Svc(tmp_path / "l.db", pgs)
     s2("ping")
-    assert s2.svc.engine is not None and s2.svc.engine.bound_jobs() == {"a": "pg-a"}
+    assert s2.svc.engine is not None and s2.svc.engine.bound_jobs() == {"a": (1, "pg-a")}
     pgs.clear()
     assert s2.svc.reconcile() == 1
-    assert s2("status", "a")[0]["outcome"] == "finished"
+    assert s2("status", "a")[0]["outcome"] == "stopped"
     kinds = [(e.kind, getattr(e, "reason", None)) for e in Ledger(tmp_path / "l.db", readonly=True).events() if getattr(e, "job", None) == "a"]
     assert ("bound", None) in kinds and kinds[-1] == ("released", "stopped")
     assert Ledger(tmp_path / "l.db", readonly=True, home=tmp_path).verify().ok
