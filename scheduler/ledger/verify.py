@@ -157,10 +157,14 @@ def _verify(
     origin = cps[0].origin
     by_size = {cp.size: cp for cp in cps}
     witnessed: dict[int, list[tuple[int, Checkpoint]]] = {}
+    top_known = 0
     if witness is not None:
-        for entry in read_witness(witness, origin):
+        for entry in read_witness(witness, origin, by_size):
             if entry.checkpoint is None:
                 raise _Fail(0, f"witness {witness}: {entry.problem}")
+            if entry.known:  # the ledger's own checkpoint, checked with the chain
+                top_known = max(top_known, entry.checkpoint.size)
+                continue
             witnessed.setdefault(entry.checkpoint.size, []).append((entry.line, entry.checkpoint))
     tree = CompactRange()
     held: list[tuple[int, bytes]] = []
@@ -203,7 +207,7 @@ def _verify(
         _check(held, feed)
     for v in checker.finish(n):
         raise _Fail(v.seq, f"{v.rule}: {v.message}", v.rule)
-    top = 0
+    top = top_known
     for size, entries in sorted(witnessed.items()):
         for line, wcp in entries:
             mine = by_size.get(size)
