@@ -35,11 +35,17 @@ def audit_verify(
 
 
 @audit_app.command("prove")
-def audit_prove(job: Annotated[str, typer.Argument(help="Job name.")], db: DbOpt) -> None:
+def audit_prove(
+    job: Annotated[str, typer.Argument(help="Job name.")],
+    db: DbOpt,
+    since: Annotated[
+        int | None, typer.Option("--since", help="Also prove the latest checkpoint extends the one of this size (RFC 9162 consistency).")
+    ] = None,
+) -> None:
     """Print JOB's records with Merkle inclusion proofs against the latest signed checkpoint (JSON)."""
     from scheduler.ledger.proofs import prove
 
-    print(json.dumps(prove(db, job), indent=1))
+    print(json.dumps(prove(db, job, since), indent=1))
 
 
 @audit_app.command("check-proof")

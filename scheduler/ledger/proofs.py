@@ -19,23 +19,33 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from scheduler.errors import LedgerError
-from scheduler.ledger.merkle import MerkleTree, leaf_hash, verify_inclusion
+from scheduler.ledger.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from scheduler.ledger.records import MalformedRecord, decode
-from scheduler.ledger.signing import CheckpointFormatError, key_id, parse_checkpoint
+from scheduler.ledger.signing import Checkpoint, CheckpointFormatError, key_id, parse_checkpoint
 from scheduler.ledger.verify import connect_readonly
 
 FORMAT = "mcsched-proof/v1"
 CONFIG_KINDS = ("configured", "reconfigured")
 
 
-def prove(db: Path, job: str) -> dict[str, Any]:
-    """The proof document for ``job`` (raises LedgerError if the job or a checkpoint is missing)."""
+def prove(db: Path, job: str, since: int | None = None) -> dict[str, Any]:
+    """The proof document for ``job`` (raises LedgerError if the job or a checkpoint is missing).
+
+    With ``since`` (a size someone already holds a signed checkpoint for, e.g. a witness),
+    it also carries an RFC 9162 consistency proof that the latest checkpoint extends it.
+    """
     conn = connect_readonly(db)
     try:
         row = conn.execute("SELECT body, signature FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
         if row is None:
             raise LedgerError(f"{db}: no signed checkpoint")
         cp = parse_checkpoint(bytes(row[0]), bytes(row[1]))
+        older = None
+        if since is not None and since < cp.size:
+            got = conn.execute("SELECT body, signature FROM checkpoints WHERE size = ?", (since,)).fetchone()
+            if got is None:
+                raise LedgerError(f"{db}: no checkpoint of size {since}")
+            older = parse_checkpoint(bytes(got[0]), bytes(got[1]))
         leaves: list[bytes] = []
         picked: list[tuple[int, bytes]] = []
         for seq, leaf in conn.execute("SELECT seq, leaf FROM records WHERE seq <= ? ORDER BY seq", (cp.size,)):
@@ -52,15 +62,33 @@ def prove(db: Path, job: str) -> dict[str, Any]:
     if not any(b'"kind":"submitted"' in leaf for _, leaf in picked):
         raise LedgerError(f"{db}: no job {job!r} in the ledger")
     tree = MerkleTree(leaves)
-    return {
+    doc: dict[str, Any] = {
         "format": FORMAT,
         "job": job,
-        "checkpoint": {"body": cp.body().decode("ascii"), "signature": base64.b64encode(cp.signature).decode()},
+        "checkpoint": _cp_doc(cp),
         "records": [
             {"seq": seq, "record": leaf.decode("utf-8"), "inclusion": [h.hex() for h in tree.inclusion_proof(seq - 1, cp.size)]}
             for seq, leaf in picked
         ],
     }
+    if older is not None:
+        proof = tree.consistency_proof(older.size, cp.size)
+        doc["consistency"] = {"from": _cp_doc(older), "proof": [h.hex() for h in proof]}
+    return doc
+
+
+def _cp_doc(cp: Checkpoint) -> dict[str, str]:
+    return {"body": cp.body().decode("ascii"), "signature": base64.b64encode(cp.signature).decode()}
+
+
+def _read_cp(cp_doc: Any, what: str) -> Checkpoint:
+    try:
+        body, sig = cp_doc["body"], cp_doc["signature"]
+        if not isinstance(body, str) or not isinstance(sig, str):
+            raise ValueError("checkpoint body and signature must be strings")
+        return parse_checkpoint(body.encode("ascii"), base64.b64decode(sig, validate=True))
+    except (KeyError, TypeError, ValueError, UnicodeError, binascii.Error) as exc:
+        raise _ProofError(f"{what} unreadable ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -87,15 +115,20 @@ def _check(doc: Any, public: Ed25519PublicKey) -> str:
     job, cp_doc, items = doc.get("job"), doc.get("checkpoint"), doc.get("records")
     if not isinstance(job, str) or not isinstance(cp_doc, dict) or not isinstance(items, list) or not items:
         raise _ProofError("proof needs job, checkpoint and records")
-    try:
-        body, sig = cp_doc["body"], cp_doc["signature"]
-        if not isinstance(body, str) or not isinstance(sig, str):
-            raise ValueError("checkpoint body and signature must be strings")
-        cp = parse_checkpoint(body.encode("ascii"), base64.b64decode(sig, validate=True))
-    except (KeyError, ValueError, UnicodeError, binascii.Error) as exc:
-        raise _ProofError(f"checkpoint unreadable ({exc})") from None
+    cp = _read_cp(cp_doc, "checkpoint")
     if cp.key != key_id(public) or not cp.valid(public):
         raise _ProofError(f"checkpoint signature does not verify with the public key (key {key_id(public)})")
+    extends = ""
+    if "consistency" in doc:
+        cons = doc["consistency"]
+        if not isinstance(cons, dict) or not isinstance(cons.get("proof"), list) or not all(_is_hash(h) for h in cons["proof"]):
+            raise _ProofError("consistency needs from and proof")
+        old = _read_cp(cons.get("from"), "consistency checkpoint")
+        if old.key != cp.key or old.origin != cp.origin or not old.valid(public):
+            raise _ProofError("consistency checkpoint is not signed by the same key for the same ledger")
+        if not verify_consistency(old.size, cp.size, old.root, cp.root, [bytes.fromhex(h) for h in cons["proof"]]):
+            raise _ProofError(f"the checkpoint of size {cp.size} does not extend the one of size {old.size} (history rewritten)")
+        extends = f", which extends the checkpoint of size {old.size}"
     recs: list[dict[str, Any]] = []
     last = 0
     for i, item in enumerate(items):
@@ -118,7 +151,7 @@ def _check(doc: Any, public: Ed25519PublicKey) -> str:
         if rec["seq"] != seq or (rec.get("job") != job and rec["kind"] not in CONFIG_KINDS):
             raise _ProofError(f"record {seq}: is not a record of {job}")
         recs.append(rec)
-    return f"{job}: {len(recs)} records included in the checkpoint of size {cp.size} (key {cp.key}); " + _story(job, recs)
+    return f"{job}: {len(recs)} records included in the checkpoint of size {cp.size} (key {cp.key}){extends}; " + _story(job, recs)
 
 
 def _story(job: str, recs: list[dict[str, Any]]) -> str:

@@ -69,3 +69,15 @@ def test_any_altered_byte_fails(made: tuple[World, dict], data: st.DataObject) -
         return  # the byte was insignificant JSON whitespace or an equivalent escape
     result = check_proof(parsed, load_public_key(w.pub))
     assert not result.ok and result.line.startswith("FAIL: "), (i, forged[max(0, i - 30) : i + 30])
+
+
+def test_a_consistency_proof_ties_an_older_checkpoint_to_the_latest(made: tuple[World, dict]) -> None:
+    import sqlite3
+
+    w, _ = made
+    sizes = [r[0] for r in sqlite3.connect(w.db).execute("SELECT size FROM checkpoints ORDER BY size")]
+    doc = prove(w.db, "spill", since=sizes[1])
+    result = check_proof(doc, load_public_key(w.pub))
+    assert result.ok and f"extends the checkpoint of size {sizes[1]}" in result.line, result.line
+    doc["consistency"]["proof"][0] = "00" * 32
+    assert "does not extend" in check_proof(doc, load_public_key(w.pub)).line
