@@ -177,11 +177,13 @@ class Engine:
         self.reservations: dict[str, Reservation] = {}  # GPU type -> the one reservation among its pools
         # GPU types whose reservation target may have changed (a better job became capacity-blocked, or the target left)
         self._res_dirty: set[str] = set(self.inventory.by_type)
-        self._sigs_by_pool: dict[PoolKey, set[Hashable]] = {k: set() for k in self.inventory.pools}  # queue buckets by pool
+        # queue buckets that could use each pool: signature -> (gang size, may preempt there)
+        self._sigs_by_pool: dict[PoolKey, dict[Hashable, tuple[int, bool]]] = {k: {} for k in self.inventory.pools}
         self._generation = 0
         self._sinks: list[EventSink] = []
         self._seq = 0
         self._pending: list[JobRecord] = []
+        self._incoming: Job | None = None
         self._max_free: dict[str, int] = {}  # GPU type -> most free GPUs in one pool (an upper bound)
         self._pool_version: dict[tuple[str, str, str], int] = dict.fromkeys(self.inventory.pools, 0)
         # pool -> priority -> GPUs of running movable (unpinned) work: what a pinned job could preempt
@@ -223,14 +225,14 @@ class Engine:
         self.pins = self.policy.effective_pins(contract)
         self._rank = self.policy.rank
         self.preemption = contract.spec.preemption.enabled
+        self._holder_responsive = responsive(self.backends[self.holder], self.window)
         self._candidates: dict[Hashable, Candidates] = {}
         self._generation += 1
         # Candidates (and so which classes are movable) follow the contract: re-index what depends on them.
         for sigs in self._sigs_by_pool.values():
             sigs.clear()
         for head, sig in self.queue.head_heap():
-            for pool_key in self._cand(self.jobs[head[2]]).pool_keys:
-                self._sigs_by_pool[pool_key].add(sig)
+            self._index_bucket(self.jobs[head[2]], sig)
         for pool_key, running in self.running.items():
             self._movable[pool_key] = {}
             for r in running.values():
@@ -266,7 +268,11 @@ class Engine:
 
     def _on_submitted(self, ev: Submitted) -> None:
         self._seq += 1
-        self.jobs[ev.job] = JobRecord(Job.from_dict(ev.spec), self._seq, ev.at)
+        job = self._incoming  # live: the Job the spec was made from (equal to rebuilding it, as a replay does)
+        if job is None or job.name != ev.job:
+            job = Job.from_dict(ev.spec)
+        self._incoming = None
+        self.jobs[ev.job] = JobRecord(job, self._seq, ev.at)
 
     def _on_attempted(self, ev: Offered | Quoted) -> None:
         self.jobs[ev.job].attempt = ev.attempt
@@ -297,8 +303,7 @@ class Engine:
         rec.state, rec.reason, rec.detail, rec.attempt, rec.dropped = QUEUED, ev.reason, ev.detail, ev.attempt, ev.not_used
         sig = job.signature
         if self.queue.push(ev.job, sig, job.gpu_type, job.priority, rec.seq, job.duration_hours * 3600.0):
-            for key in self._cand(rec).pool_keys:
-                self._sigs_by_pool[key].add(sig)
+            self._index_bucket(rec, sig)
         res = self.reservations.get(job.gpu_type)
         if res is None or (-job.priority, rec.seq) <= (-res.priority, res.seq):
             self._res_dirty.add(job.gpu_type)
@@ -313,6 +318,12 @@ class Engine:
         self._pool_version[pool.key] += 1
         self._max_free.pop(gpu_type, None)
         return pool
+
+    def _index_bucket(self, rec: JobRecord, sig: Hashable) -> None:
+        cand = self._cand(rec)
+        entry = (rec.job.gpus, cand.pinned and self.preemption)
+        for pool in cand.pools:
+            self._sigs_by_pool[pool.key][sig] = (entry[0], entry[1] and pool.cloud == self.holder)
 
     def _count_movable(self, key: tuple[str, str, str], job: Job, sign: int) -> None:
         if job.cls not in self.pins:
@@ -351,6 +362,7 @@ class Engine:
         b = self.backends[ev.cloud]
         b.up = ev.up
         b.extra_latency_seconds = max(ev.latency_seconds - b.latency_seconds, 0.0)
+        self._holder_responsive = responsive(self.backends[self.holder], self.window)
 
     def _on_capacity_changed(self, ev: CapacityChanged) -> None:
         pool = self.inventory.pools[(ev.cloud, ev.region, ev.gpu_type)]
@@ -593,7 +605,14 @@ class Engine:
 
         def offer(pools: Iterable[PoolKey] | None) -> None:
             """Put the heads of the buckets that could use these pools (None: every bucket) in the heap."""
-            sigs = None if pools is None else {sig for key in pools for sig in self._sigs_by_pool[key]} - seen
+            sigs: set[Hashable] | None = None
+            if pools is not None:  # buckets whose gang fits what is free there now (or that could preempt there)
+                sigs = set()
+                for pool_key in pools:
+                    pool = self.inventory.pools[pool_key]
+                    free = pool.capacity - pool.allocated
+                    sigs.update(sig for sig, (gpus, preempts) in self._sigs_by_pool[pool_key].items() if gpus <= free or preempts)
+                sigs -= seen
             for key, sig in self.queue.head_heap(gpu_type if pools is None else None, sigs):
                 seen.add(sig)
                 heapq.heappush(heap, (key, _HEAD_ITEM, sig))
@@ -678,43 +697,42 @@ class Engine:
         may_preempt = cand.pinned and self.preemption
         if gpus > self._most_free(job.gpu_type) and not may_preempt:
             return _Verdict.BLOCKED
-        if scope is not None and scope.isdisjoint(cand.pool_keys):
+        if scope is None:
+            pools: Iterable[Pool] = cand.pools
+        else:
+            keys = cand.pool_keys
+            pools = [self.inventory.pools[k] for k in scope if k in keys]
+            if not pools:
+                return _Verdict.BLOCKED
+        holder = self.holder if self.gate and cand.holder_skip is None else None
+        holder_ok = holder is not None and self._holder_responsive
+        if holder is not None and not holder_ok and (not cand.others or self.lapse_queues):
             return _Verdict.BLOCKED
+        rules = self.backends[self.holder].rules
+        declines = job.gpu_type in rules.declineGpuTypes or (rules.maxGangGpus is not None and gpus > rules.maxGangGpus)
         blocked = self._blocker(rec, self.clock.now())
         reserved = False
-        holder_ok = False
-        if self.gate and cand.holder_skip is None:
-            hb = self.backends[self.holder]
-            holder_ok = responsive(hb, self.window)
-            if not holder_ok and (not cand.others or self.lapse_queues):
-                return _Verdict.BLOCKED
-            rules = hb.rules
-            declines = job.gpu_type in rules.declineGpuTypes or (rules.maxGangGpus is not None and gpus > rules.maxGangGpus)
-            if holder_ok and not declines:
-                keep = rules.reserveForApiServingFraction
-                for pool in cand.holder_pools:
-                    if scope is not None and pool.key not in scope:
-                        continue
-                    fit = classify(pool, job, keep, blocked)
+        holder_pools: list[Pool] = []
+        for pool in pools:
+            if pool.cloud == holder:
+                holder_pools.append(pool)
+                if holder_ok and not declines:
+                    fit = classify(pool, job, rules.reserveForApiServingFraction, blocked)
                     if fit is PoolFit.FITS:
                         return _Verdict.CAN_START
                     reserved = reserved or fit is PoolFit.RESERVED
-        for cloud, pools in cand.others:
-            if not self.backends[cloud].up:
-                continue
-            for pool in pools:
-                if pool.capacity - pool.allocated >= gpus and (scope is None or pool.key in scope):
-                    if blocked(pool) is None:
-                        return _Verdict.CAN_START
-                    reserved = True
-        if may_preempt and holder_ok and self._preemptable(rec, cand, blocked, scope):
+            elif pool.capacity - pool.allocated >= gpus and self.backends[pool.cloud].up:
+                if blocked(pool) is None:
+                    return _Verdict.CAN_START
+                reserved = True
+        if may_preempt and holder_ok and self._preemptable(rec, holder_pools, blocked):
             return _Verdict.CAN_START
         return _Verdict.RESERVED_ONLY if reserved else _Verdict.BLOCKED
 
-    def _preemptable(self, rec: JobRecord, cand: Candidates, blocked: Blocker, scope: set[PoolKey] | None) -> bool:
+    def _preemptable(self, rec: JobRecord, holder_pools: Iterable[Pool], blocked: Blocker) -> bool:
         job = rec.job
-        for pool in cand.holder_pools:
-            if pool.capacity < job.gpus or blocked(pool) is not None or (scope is not None and pool.key not in scope):
+        for pool in holder_pools:
+            if pool.capacity < job.gpus or blocked(pool) is not None:
                 continue
             if pool.capacity - pool.allocated + self._movable_gpus_below(pool, job.priority) >= job.gpus:
                 return True
@@ -808,6 +826,7 @@ class Engine:
         """``submit`` without building the Decision (bulk replays that only watch the events)."""
         self.validate(job)
         now = self.clock.now()
+        self._incoming = job
         self._emit(Submitted(now, job.name, job.cls, job.gpus, job.gpu_type, job.priority, job.to_dict()))
         rec = self.jobs[job.name]
         if self._attempt(rec):

@@ -34,6 +34,7 @@ class Candidates:
     locality: Mapping[str, int]
     pinned: bool
     pool_keys: frozenset[tuple[str, str, str]] = frozenset()  # every pool above: is a freed pool of use to this job?
+    pools: tuple[Pool, ...] = ()  # every pool above, holder's first
 
 
 def admit(
@@ -98,8 +99,8 @@ def admit(
     if not others and (not holder_pools or max(p.ceiling for p in holder_pools) < job.gpus):
         why = "; ".join(f"{c}: {w}" for c, w in ([(holder, holder_skip)] if holder_skip else []) + excluded)
         raise AdmissionError(f"{job.name}: no allowed cloud can ever host {job.gpus}x {job.gpu_type} ({why or 'no pool large enough'})")
-    keys = frozenset(p.key for p in holder_pools) | frozenset(p.key for _, pools in others for p in pools)
-    return Candidates(holder_pools, holder_skip, tuple(others), tuple(excluded), locality, pinned, keys)
+    every = holder_pools + tuple(p for _, pools in others for p in pools)
+    return Candidates(holder_pools, holder_skip, tuple(others), tuple(excluded), locality, pinned, frozenset(p.key for p in every), every)
 
 
 def _holder_never_accepts(job: Job, pools: tuple[Pool, ...], holder: BackendState) -> str:
