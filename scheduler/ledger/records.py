@@ -7,20 +7,19 @@ the only thing the ``records`` table stores next to its ``seq`` and the exact li
 
 The reader checks every field's type against the event schema (``scheduler/events.py``)
 before anything uses it: a malformed record is a one-line verdict, never a crash. It is
-msgspec, decoding straight into typed records generated from the event dataclasses, so
+msgspec, decoding straight into typed records generated from the event types, so
 ``verify`` keeps up with 100k records/s (stdlib json plus Python type checks is ~5x slower).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import typing
 from typing import Any
 
 import msgspec
 
-from scheduler.events import EVENT_TYPES, Event
+from scheduler.events import EVENT_TYPES, Event, event_fields
 
 _TUPLE_FIELDS = frozenset({"quotes", "dropped", "not_used"})
 
@@ -40,7 +39,7 @@ def encode(seq: int, event: Event) -> bytes:
 def _record_type(cls: type[Event]) -> type[msgspec.Struct]:
     """A typed record (msgspec Struct) with the event's fields, ``seq`` and the ``kind`` tag."""
     hints = typing.get_type_hints(cls)
-    fields = [(f.name, hints[f.name]) for f in dataclasses.fields(cls)] + [("seq", int)]
+    fields = [(name, hints[name]) for name in event_fields(cls)] + [("seq", int)]
     return msgspec.defstruct(
         f"{cls.__name__}Record", fields, tag_field="kind", tag=cls.kind, forbid_unknown_fields=True, gc=False
     )
