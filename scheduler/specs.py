@@ -214,6 +214,33 @@ class Workload(Strict):
     failAtStep: Annotated[int, Field(ge=1)] | None = None
 
 
+MODEL_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9_.:/]{0,127}$"
+PATTERN_HELP[MODEL_PATTERN] = "must be a model name: letters, digits, '-', '_', '.', ':' or '/', at most 128 characters"
+
+
+class ServeReplicas(Strict):
+    min: Annotated[int, Field(ge=1, le=1000)] = 1
+    max: Annotated[int, Field(ge=1, le=1000)] = 1
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ServeReplicas:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
+        return self
+
+
+class Serve(Strict):
+    """An api-serving job as a Ray Serve application: each replica is one placement of
+    ``gpusPerReplica`` through the engine (see scheduler/runtime/serve/)."""
+
+    model: Annotated[str, Field(pattern=MODEL_PATTERN)]
+    gpusPerReplica: Annotated[int, Field(ge=1, le=MAX_GANG_GPUS)]
+    replicas: ServeReplicas = Field(default_factory=ServeReplicas)
+    targetOngoingRequests: Annotated[float, Field(gt=0.0, le=10_000.0)] = 4.0
+    tokensPerSecond: Annotated[float, Field(gt=0.0, le=100_000.0)] = 50.0
+    scaleDownDelaySeconds: Annotated[float, Field(ge=0.0, le=86_400.0)] = 30.0
+
+
 class JobSpec(Strict):
     class_: JobClass = Field(alias="class")
     gpus: Annotated[int, Field(ge=1, le=MAX_GANG_GPUS)]
@@ -225,11 +252,31 @@ class JobSpec(Strict):
     durationHours: Annotated[float, Field(gt=0.0, le=8760.0)] = 1.0
     entrypoint: Annotated[str, Field(min_length=1, max_length=8192)] | None = None
     workload: Workload | None = None
+    serve: Serve | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _serve_gpus(cls, data: object) -> object:
+        """``gpus`` of a served model defaults to its ceiling: ``replicas.max x gpusPerReplica``."""
+        if isinstance(data, dict) and "gpus" not in data and isinstance(data.get("serve"), dict):
+            serve, reps = data["serve"], data["serve"].get("replicas", {})
+            per, top = serve.get("gpusPerReplica"), reps.get("max", 1) if isinstance(reps, dict) else None
+            # Not computable: serve's own errors explain it, so do not also report gpus missing.
+            data = {**data, "gpus": per * top if type(per) is int and type(top) is int else 1}
+        return data
 
     @model_validator(mode="after")
     def _one_body(self) -> JobSpec:
         if self.entrypoint is not None and self.workload is not None:
             raise ValueError("set either entrypoint or workload, not both")
+        if self.serve is not None:
+            if self.class_ != "api-serving":
+                raise ValueError(f"serve is only for api-serving jobs (class is {self.class_})")
+            if self.entrypoint is not None or self.workload is not None:
+                raise ValueError("a served model runs the serve replicas: drop entrypoint/workload")
+            ceiling = self.serve.replicas.max * self.serve.gpusPerReplica
+            if self.gpus != ceiling:
+                raise ValueError(f"gpus ({self.gpus}) must equal serve.replicas.max x serve.gpusPerReplica ({ceiling}), or be left out")
         return self
 
 
@@ -241,3 +288,54 @@ class JobDoc(Strict):
 
 
 SPEC_KINDS: dict[str, type[Strict]] = {"CloudCatalog": CloudCatalog, "Contract": Contract, "Job": JobDoc}
+
+
+# --------------------------------------------------------------------------- scenario (simulator what-ifs)
+
+
+class ScenarioEvent(Strict):
+    """One what-if event at ``at`` seconds from the trace's start: a backend change or a pool's new capacity.
+
+    Either ``backend`` with ``up`` and/or ``extraLatencySeconds``, or ``cloud``, ``region``,
+    ``gpuType`` and ``capacity``: the engine's two fault ports (``set_backend``,
+    ``set_capacity``), so a scenario is exactly what could happen live.
+    """
+
+    at: Annotated[float, Field(ge=0.0, le=10 * 365 * 86_400.0)]
+    backend: Name | None = None
+    up: bool | None = None
+    extraLatencySeconds: Annotated[float, Field(ge=0.0, le=86_400.0)] | None = None
+    cloud: Name | None = None
+    region: RegionName | None = None
+    gpuType: GpuType | None = None
+    capacity: Annotated[int, Field(ge=0, le=MAX_POOL_GPUS)] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScenarioEvent:
+        pool = (self.cloud, self.region, self.gpuType, self.capacity)
+        if self.backend is not None:
+            if any(x is not None for x in pool):
+                raise ValueError("an event changes either a backend (backend, up, extraLatencySeconds) or a pool (cloud, region, gpuType, capacity), not both")
+            if self.up is None and self.extraLatencySeconds is None:
+                raise ValueError("a backend event needs up and/or extraLatencySeconds")
+        elif all(x is not None for x in pool):
+            if self.up is not None or self.extraLatencySeconds is not None:
+                raise ValueError("up/extraLatencySeconds belong to a backend event (set backend)")
+        else:
+            missing = [n for n, v in zip(("cloud", "region", "gpuType", "capacity"), pool, strict=True) if v is None]
+            raise ValueError(f"set backend (with up and/or extraLatencySeconds), or a whole pool: missing {', '.join(missing)}")
+        return self
+
+
+class ScenarioSpec(Strict):
+    events: Annotated[list[ScenarioEvent], Field(min_length=1, max_length=100_000)]
+
+
+class Scenario(Strict):
+    apiVersion: Literal["mcsched.io/v1"]
+    kind: Literal["Scenario"]
+    metadata: Metadata
+    spec: ScenarioSpec
+
+
+SPEC_KINDS["Scenario"] = Scenario

@@ -208,3 +208,16 @@ def test_console_script_and_python_m_agree() -> None:
     assert json.loads(a.stdout)[0]["job"] == "gpt-pretrain"
     bad = subprocess.run([sys.executable, "-m", "scheduler", "validate", "/nonexistent.yaml"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "/nonexistent.yaml: no such file"
+
+
+def test_plan_places_a_served_model_as_its_minimum_replicas(tmp_path: Path, capsys) -> None:
+    served = tmp_path / "served.yaml"
+    served.write_text(
+        "apiVersion: mcsched.io/v1\nkind: Job\nmetadata: {name: chat}\n"
+        "spec: {class: api-serving, gpuType: H100, priority: 100,"
+        " serve: {model: mock-chat, gpusPerReplica: 8, replicas: {min: 2, max: 4}}}\n"
+    )
+    code, out, err = run(["plan", str(served), "-o", "json"], capsys)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [(r["job"], r["gpus"], r["cloud"]) for r in rows] == [("chat-r1", 8, "azure"), ("chat-r2", 8, "azure")]

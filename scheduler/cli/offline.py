@@ -73,7 +73,7 @@ def plan(
         engine.subscribe(ledger)
         engine.announce()
     try:
-        engine.place_many([Job.from_doc(d) for d in docs])
+        engine.place_many([job for d in docs for job in planned_jobs(d)])
         if ledger is not None:
             ledger.flush()
     finally:
@@ -84,6 +84,20 @@ def plan(
         print(decisions_json(decisions, explain))
     else:
         out.print(decisions_table(decisions, explain, title=f"{len(decisions)} job(s) after placing them in order, holder {engine.holder}"))
+
+
+def planned_jobs(doc: JobDoc) -> list[Job]:
+    """The engine jobs of one Job document: itself, or a served model's first ``replicas.min`` replicas.
+
+    A served model is not one gang: each replica is placed on its own, as the live
+    controller does at deployment (it scales between min and max later).
+    """
+    if doc.spec.serve is None:
+        return [Job.from_doc(doc)]
+    from scheduler.runtime.serve.naming import replica_doc
+
+    raw = doc.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return [Job.from_doc(JobDoc.model_validate(replica_doc(raw, k))) for k in range(1, doc.spec.serve.replicas.min + 1)]
 
 
 @app.command("manifests")

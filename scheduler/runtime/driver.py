@@ -38,6 +38,10 @@ def _on_sigterm(_signum: int, _frame: Any) -> None:
 
 def run_job(doc: dict[str, Any], source: str, checkpoint_root: Path, say: Callable[[str], None] = print) -> int:
     """Drive one job to completion; returns the process exit code."""
+    if doc["spec"].get("serve") is not None:  # a served model: replicas placed and scaled by the serve controller
+        from scheduler.runtime.serve.controller import run_service
+
+        return run_service(doc, say)
     actor = get_actor()
     name = doc["metadata"]["name"]
     resp = ray.get(actor.submit.remote([doc]))

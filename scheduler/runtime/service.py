@@ -227,6 +227,13 @@ class SchedulerService:
         engine = self._ensure()
         return [_usage(u) for u in engine.usage()]
 
+    async def serve_report(self, report: dict[str, Any]) -> None:
+        """Serving metrics from the serve controllers and gateways (scheduler/runtime/serve/),
+        exported here so one scrape target carries every mcsched_* series."""
+        self._ensure()
+        assert self.metrics is not None
+        self.metrics.serve.apply(report)
+
     async def pid(self) -> int:
         return os.getpid()
 

@@ -75,12 +75,13 @@ def job_doc(name: str, cls: str = "training", gpus: int = 8, **spec: Any) -> dic
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A test module may set CLUSTER_CATALOG / CLUSTER_CONTRACT (dicts) for its own world."""
     if shutil.which(ray_bin()) is None and not Path(ray_bin()).exists():
         pytest.skip("ray is not installed")
     state = Path(tempfile.mkdtemp(prefix="mcs-", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    (state / "catalog.yaml").write_text(yaml.safe_dump(SMALL_CATALOG))
-    (state / "contract.yaml").write_text(yaml.safe_dump(CONTRACT))
+    (state / "catalog.yaml").write_text(yaml.safe_dump(getattr(request.module, "CLUSTER_CATALOG", SMALL_CATALOG)))
+    (state / "contract.yaml").write_text(yaml.safe_dump(getattr(request.module, "CLUSTER_CONTRACT", CONTRACT)))
     port = free_port()
     env = {**os.environ, "MCSCHED_HOME": str(state), "RAY_USAGE_STATS_ENABLED": "0", "COLUMNS": "200"}
     env.pop("RAY_ADDRESS", None)
@@ -92,6 +93,10 @@ def cluster() -> Iterator[Cluster]:
         c.info = info
         env.update(info.client_env())  # the lines `mcsched up` prints for `ray job submit`
         os.environ.update(info.client_env())
+        if "ray" in sys.modules:  # an earlier module's cluster: Ray caches the token it read first
+            from ray._raylet import AuthenticationTokenLoader
+
+            AuthenticationTokenLoader.instance().reset_cache()
         yield c
     finally:
         try:
