@@ -235,6 +235,8 @@ class InvariantChecker:
                 return
             if kind == "placed" and getattr(rec, "job", None) == self._preempting and getattr(rec, "via", None) == "preemption":
                 return
+            if kind == "reservation-cleared" and getattr(rec, "job", None) == self._preempting:
+                return  # the winner's own reservation ends as it is placed
             who, self._preempting = self._preempting, None
             raise _Bad("preemption", f"victims evicted for {who}, but {who} is not placed via preemption right after")
         if self._shrinking is not None:
