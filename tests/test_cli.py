@@ -155,12 +155,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: BadCase, tmp_path
     assert not db.exists()
 
 
-def test_a_50mb_file_is_refused_without_reading_it(tmp_path: Path, capsys) -> None:
+def test_a_file_over_64_mib_is_refused_without_reading_it(tmp_path: Path, capsys) -> None:
     big = tmp_path / "big.yaml"
     with big.open("wb") as f:
-        f.truncate(50 * 1024 * 1024)
+        f.truncate(65 * 1024 * 1024)
     code, _, err = run(["validate", str(big)], capsys)
-    assert code == 2 and "file too large (52.4 MB" in err
+    assert code == 2 and "file too large (65.0 MiB > 64 MiB limit)" in err
 
 
 def test_missing_file_and_directory(tmp_path: Path, capsys) -> None:
