@@ -14,6 +14,7 @@ from scheduler.events import (
     BackendChanged,
     CapacityChanged,
     Configured,
+    Dequeued,
     Event,
     Placed,
     Preempted,
@@ -88,6 +89,9 @@ class Metrics:
             self.enforcement.labels(action)
         for action in ("removed-gang", "ended-job"):
             self.repairs.labels(action)
+        self.ended = Counter(
+            "mcsched_jobs_ended_total", "Jobs that left for good, by how (finished, failed, stopped, cancelled).", ["class", "reason"], registry=r
+        )
         self.checker = InvariantChecker()
         self._queued: dict[str, tuple[str, str]] = {}
         self._price: dict[str, float] = {}
@@ -126,6 +130,10 @@ class Metrics:
             self._rate_add(ev.cloud, -self._price.pop(ev.job, 0.0))
             if isinstance(ev, Preempted):
                 self.preemptions.labels(ev.reason).inc()
+            else:
+                self.ended.labels(ev.cls, ev.reason).inc()
+        elif isinstance(ev, Dequeued):
+            self.ended.labels(ev.cls, ev.reason).inc()
         elif isinstance(ev, BackendChanged):
             self.backend_up.labels(ev.cloud).set(1 if ev.up else 0)
         elif isinstance(ev, CapacityChanged):

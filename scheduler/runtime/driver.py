@@ -242,22 +242,37 @@ class _Signals:
 
 
 def run_job(doc: dict[str, Any], source: str, checkpoint_root: Path, say: Callable[[str], None] = print) -> int:
-    """Drive one job until it ends; returns the process exit code."""
-    import ray
-
+    """The driver process: drive one job until it ends; ``ray job stop`` (SIGTERM) ends it as stopped."""
     from scheduler.runtime.actor import get_actor
 
-    actor = get_actor()
-    name = doc["metadata"]["name"]
+    signals = _Signals()
+    return drive(get_actor(), doc, source, checkpoint_root / doc["metadata"]["name"], say, stop_requested=lambda: signals.raised)
+
+
+def drive(
+    actor: Any,
+    doc: dict[str, Any],
+    source: str,
+    checkpoint_dir: Path,
+    say: Callable[[str], None],
+    *,
+    stop_requested: Callable[[], bool] = lambda: False,
+    observe: Callable[[Action], None] | None = None,
+) -> int:
+    """Submit the job (taking its lease) and converge on its decisions until it ends; the exit code.
+
+    ``observe`` sees every action as it is carried out (the enforcement benchmark times them).
+    """
+    import ray
+
     resp = ray.get(actor.submit.remote([doc], True))
     if not resp["ok"]:
         raise AdmissionError(f"{source}: {resp['error']}")
-    core = JobDriver(name, View.from_wire(resp["views"][0]))
-    shell = _RayShell(actor, core, doc, checkpoint_root / name, say)
-    signals = _Signals()
+    core = JobDriver(doc["metadata"]["name"], View.from_wire(resp["views"][0]))
+    shell = _RayShell(actor, core, doc, checkpoint_dir, say, observe)
     shell.perform(core.start())
     while core.phase is not Phase.DONE:
-        if signals.raised:
+        if stop_requested():
             shell.perform(core.on(Signalled()))
             break
         shell.step()
@@ -267,7 +282,15 @@ def run_job(doc: dict[str, Any], source: str, checkpoint_root: Path, say: Callab
 class _RayShell:
     """Carries out the state machine's actions with Ray and turns Ray's answers into events."""
 
-    def __init__(self, actor: Any, core: JobDriver, doc: dict[str, Any], checkpoint_dir: Path, say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        actor: Any,
+        core: JobDriver,
+        doc: dict[str, Any],
+        checkpoint_dir: Path,
+        say: Callable[[str], None],
+        observe: Callable[[Action], None] | None = None,
+    ) -> None:
         import ray
 
         self.ray = ray
@@ -276,6 +299,7 @@ class _RayShell:
         self.spec = {**doc["spec"], "name": core.name, "cls": doc["spec"]["class"]}
         self.checkpoint_dir = checkpoint_dir
         self.say = say
+        self.observe = observe
         self.gang: Any = None
         self.gang_ready: Any = None
         self.work: Any = None
@@ -333,6 +357,8 @@ class _RayShell:
     def perform(self, actions: list[Action]) -> None:
         ray = self.ray
         for act in actions:
+            if self.observe is not None:
+                self.observe(act)
             if isinstance(act, Say):
                 self.say(act.text)
             elif isinstance(act, Reserve):

@@ -88,6 +88,13 @@ class SchedulerService:
     def _ensure(self) -> Engine:
         if self.engine is not None:
             return self.engine
+        engine = self._recover()
+        with contextlib.suppress(RuntimeError):  # called outside an event loop (tests): no loop to run in
+            asyncio.get_running_loop()
+            self._start_reconciler()  # whichever call reaches a (re)started actor first
+        return engine
+
+    def _recover(self) -> Engine:
         catalog = CloudCatalog.model_validate(self._catalog_doc)
         contract = Contract.model_validate(self._contract_doc)
         ledger = Ledger(self._ledger_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -74,13 +75,14 @@ def job_doc(name: str, cls: str = "training", gpus: int = 8, **spec: Any) -> dic
             "spec": {"class": cls, "gpus": gpus, "gpuType": "H100", **spec}}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+@contextlib.contextmanager
+def local_cluster(catalog: dict[str, Any] = SMALL_CATALOG, contract: dict[str, Any] = CONTRACT) -> Iterator[Cluster]:
+    """``mcsched up`` with this catalog and contract in a fresh short state dir; ``down`` after."""
     if shutil.which(ray_bin()) is None and not Path(ray_bin()).exists():
         pytest.skip("ray is not installed")
     state = Path(tempfile.mkdtemp(prefix="mcs-", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    (state / "catalog.yaml").write_text(yaml.safe_dump(SMALL_CATALOG))
-    (state / "contract.yaml").write_text(yaml.safe_dump(CONTRACT))
+    (state / "catalog.yaml").write_text(yaml.safe_dump(catalog))
+    (state / "contract.yaml").write_text(yaml.safe_dump(contract))
     port = free_port()
     env = {**os.environ, "MCSCHED_HOME": str(state), "RAY_USAGE_STATS_ENABLED": "0", "COLUMNS": "200"}
     env.pop("RAY_ADDRESS", None)
@@ -104,3 +106,9 @@ def cluster() -> Iterator[Cluster]:
             shutil.rmtree(state, ignore_errors=True)
             for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
                 os.environ.pop(key, None)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with local_cluster() as c:
+        yield c
