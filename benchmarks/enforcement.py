@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scheduler.runtime.cluster import down, free_port, up  # noqa: E402
+from scheduler.runtime.cluster import down, free_port, stop_head, up  # noqa: E402
 from scheduler.specs import CloudCatalog, Contract  # noqa: E402
 
 CATALOG = {
@@ -203,7 +203,8 @@ def main() -> None:
             if ray.is_initialized():
                 ray.shutdown()
         finally:
-            down(state)
+            if not down(state):  # a failed `up` recorded nothing: stop what it started by its temp dir
+                stop_head(str(state / "ray"))
             shutil.rmtree(state, ignore_errors=True)
 
 

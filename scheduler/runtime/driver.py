@@ -348,7 +348,7 @@ class _RayShell:
     def _work_error(self, exc: Exception) -> list[Event]:
         """A workload error is a failure only if the books still have this placement:
         otherwise the work was killed because the job was evicted (by us or the reconciler)."""
-        fresh = View.from_wire(self.ray.get(self.actor.wait_change.remote(self.core.name, self.core.view.version, 0.0)))
+        fresh = View.from_wire(self.ray.get(self.actor.wait_change.remote(self.core.name, self.core.view.version, 0.0), timeout=120))
         if fresh.version != self.core.view.version:
             return [Changed(fresh)]
         cause = getattr(exc, "cause", None)

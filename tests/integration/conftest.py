@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from scheduler.runtime.cluster import ClusterInfo, free_port, ray_bin
+from scheduler.runtime.cluster import ClusterInfo, free_port, ray_bin, stop_head
 from tests.builders import a_catalog, a_contract
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,7 +102,9 @@ def local_cluster(catalog: dict[str, Any] = SMALL_CATALOG, contract: dict[str, A
             if ray.is_initialized():
                 ray.shutdown()
         finally:
-            subprocess.run([sys.executable, "-m", "scheduler", "down"], env=env, capture_output=True, timeout=120)
+            r = subprocess.run([sys.executable, "-m", "scheduler", "down"], env=env, capture_output=True, text=True, timeout=120)
+            if "stopped" not in r.stdout:  # a failed `up` recorded nothing: stop what it started by its temp dir
+                stop_head(str(state / "ray"))
             shutil.rmtree(state, ignore_errors=True)
             for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
                 os.environ.pop(key, None)
