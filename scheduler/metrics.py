@@ -29,7 +29,7 @@ DECISION_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 
 WAIT_BUCKETS = (0.1, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600)
 ANSWER_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 45, 60, 120, 300)
 ENFORCEMENT_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120)
-ENFORCEMENT_ACTIONS = ("victim-stopped", "preemptor-running", "moved-running")
+ENFORCEMENT_ACTIONS = ("victim-stopped", "preemptor-reserved", "preemptor-running", "moved-reserved", "moved-running")
 
 
 class Metrics:
@@ -77,7 +77,7 @@ class Metrics:
         )
         self.enforcement = Histogram(
             "mcsched_enforcement_seconds",
-            "Decision to Ray carrying it out (action: victim-stopped, preemptor-running, moved-running).",
+            "Decision to Ray carrying it out (action: victim-stopped, preemptor-/moved-reserved: gang granted, preemptor-/moved-running: work started).",
             ["action"],
             buckets=ENFORCEMENT_BUCKETS,
             registry=r,

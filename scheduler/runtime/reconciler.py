@@ -167,6 +167,11 @@ class EnforcementTimer:
         at = self._evicted.pop(job, None)
         return None if at is None else (self.VICTIM_STOPPED, max(now - at, 0.0))
 
+    def reserved(self, job: str, attempt: int, now: float) -> tuple[str, float] | None:
+        """The gang is granted (Ray handed over the resources); the work has not started yet."""
+        started = self._starting.get((job, attempt))
+        return None if started is None else (started[0].replace("-running", "-reserved"), max(now - started[1], 0.0))
+
     def running(self, job: str, attempt: int, now: float) -> tuple[str, float] | None:
         started = self._starting.pop((job, attempt), None)
         return None if started is None else (started[0], max(now - started[1], 0.0))

@@ -356,12 +356,15 @@ class SchedulerService:
         return True
 
     async def report(self, name: str, attempt: int, phase: str) -> None:
-        """The runtime's progress on a decision: ``running`` (attempt's work started) or
-        ``stopped`` (an evicted placement's work is stopped and its gang removed)."""
+        """The runtime's progress on a decision: ``reserved`` (the attempt's gang is granted),
+        ``running`` (its work started) or ``stopped`` (an evicted placement's work is stopped
+        and its gang removed)."""
         self._ensure()
         self._renew(name)
         now = time.time()
-        if phase == "running":
+        if phase == "reserved":
+            self._observe(self.timer.reserved(name, attempt, now))
+        elif phase == "running":
             self._observe(self.timer.running(name, attempt, now))
         elif phase == "stopped":
             self._observe(self.timer.stopped(name, now))

@@ -78,6 +78,7 @@ def test_enforcement_timer_pairs_decisions_with_what_ray_did() -> None:
     assert t.running("train", 1, 11.0) is None  # an old attempt never closes the new decision
     assert t.stopped("train", 10.5) == ("victim-stopped", 0.5)
     assert t.stopped("train", 11.0) is None  # observed once
+    assert t.reserved("api", 1, 11.5) == ("preemptor-reserved", 1.5)
     assert t.running("api", 1, 12.0) == ("preemptor-running", 2.0)
     assert t.running("train", 2, 13.0) == ("moved-running", 3.0)
     assert t.running("other", 1, 13.0) is None
