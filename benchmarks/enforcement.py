@@ -45,9 +45,9 @@ CATALOG = {
     "spec": {
         "backends": [
             {"name": "azure", "latencySeconds": 1, "startupSeconds": 30, "prices": {"H100": 3.4},
-             "regions": [{"name": "eastus", "gpus": {"H100": 8}}]},
+             "regions": [{"name": "eastus", "jurisdiction": "US", "gpus": {"H100": 8}}]},
             {"name": "oci", "latencySeconds": 1, "startupSeconds": 60, "prices": {"H100": 2.9},
-             "regions": [{"name": "us-ashburn-1", "gpus": {"H100": 8}}]},
+             "regions": [{"name": "us-ashburn-1", "jurisdiction": "US", "gpus": {"H100": 8}}]},
         ]
     },
 }
