@@ -75,6 +75,14 @@ def job_doc(name: str, cls: str = "training", gpus: int = 8, **spec: Any) -> dic
             "spec": {"class": cls, "gpus": gpus, "gpuType": "H100", **spec}}
 
 
+def _forget_ray_token() -> None:
+    """Ray caches the auth token per process; each test cluster has its own (a fresh state dir)."""
+    with contextlib.suppress(ImportError, AttributeError):
+        from ray._raylet import AuthenticationTokenLoader
+
+        AuthenticationTokenLoader.instance().reset_cache()
+
+
 @contextlib.contextmanager
 def local_cluster(catalog: dict[str, Any] = SMALL_CATALOG, contract: dict[str, Any] = CONTRACT) -> Iterator[Cluster]:
     """``mcsched up`` with this catalog and contract in a fresh short state dir; ``down`` after."""
@@ -94,6 +102,7 @@ def local_cluster(catalog: dict[str, Any] = SMALL_CATALOG, contract: dict[str, A
         c.info = info
         env.update(info.client_env())  # the lines `mcsched up` prints for `ray job submit`
         os.environ.update(info.client_env())
+        _forget_ray_token()  # an earlier module's cluster had another token
         yield c
     finally:
         try:
