@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+HistoryEntry = tuple[float, str, str, str, str]  # (at, placed | evicted | ended, cloud, region, detail)
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -12,13 +14,13 @@ class Decision:
 
     job: str
     cls: str
-    outcome: str  # placed | queued | finished | cancelled
+    outcome: str  # placed | queued | finished | failed | stopped | cancelled
     gpu_type: str
     gpus: int
     holder: str
     rofr_answer: str
     rofr_reason: str
-    cloud: str | None = None
+    cloud: str | None = None  # the current placement; for an ended job the last one
     region: str | None = None
     price: float | None = None
     via: str | None = None
@@ -26,6 +28,8 @@ class Decision:
     detail: str | None = None
     attempt: int = 0
     dropped: tuple[tuple[str, str], ...] = ()
+    version: int = 0  # bumped by every assignment change (placed, evicted, ended): what drivers watch
+    history: tuple[HistoryEntry, ...] = ()
 
     def to_dict(self, explain: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -40,12 +44,18 @@ class Decision:
             "priceUsdPerGpuHour": self.price,
             "via": self.via,
             "rofr": {"holder": self.holder, "answer": self.rofr_answer, "reason": self.rofr_reason},
+            "attempt": self.attempt,
+            "version": self.version,
         }
         if self.reason is not None:
             out["reason"] = self.reason
             out["detail"] = self.detail
         if explain:
             out["notUsed"] = [{"cloud": c, "why": why} for c, why in self.dropped]
+            out["history"] = [
+                {"at": at, "what": what, "cloud": cloud or None, "region": region or None, "detail": detail}
+                for at, what, cloud, region, detail in self.history
+            ]
         return out
 
     @classmethod
@@ -67,16 +77,35 @@ class Decision:
             via=d.get("via"),
             reason=d.get("reason"),
             detail=d.get("detail"),
+            attempt=int(d.get("attempt", 0)),
             dropped=tuple((x["cloud"], x["why"]) for x in d.get("notUsed", [])),
+            version=int(d.get("version", 0)),
+            history=tuple(
+                (float(h["at"]), str(h["what"]), h.get("cloud") or "", h.get("region") or "", str(h.get("detail", "")))
+                for h in d.get("history", [])
+            ),
         )
+
+    @property
+    def last_eviction(self) -> HistoryEntry | None:
+        """The eviction that preceded the current placement, if it was re-placed (a move)."""
+        for entry in reversed(self.history[:-1] if self.history and self.history[-1][1] == "placed" else ()):
+            if entry[1] == "evicted":
+                return entry
+            if entry[1] == "placed":
+                return None
+        return None
 
     def line(self) -> str:
         """The one-line summary the Ray driver and the CLI print."""
         rofr = f"{self.holder} {self.rofr_answer}" + (f": {self.rofr_reason}" if self.rofr_reason else "")
         if self.outcome == "placed":
-            return (
-                f"placed {self.job} on {self.cloud}/{self.region} ({self.gpus}x {self.gpu_type}, ${self.price:.2f}/GPU-h): {rofr}"
-            )
+            where = f"{self.cloud}/{self.region} ({self.gpus}x {self.gpu_type}, ${self.price:.2f}/GPU-h)"
+            evicted = self.last_eviction
+            if evicted is not None:
+                return f"moved {self.job} to {where}: {evicted[4]} on {evicted[2]}/{evicted[3]}; {rofr}"
+            return f"placed {self.job} on {where}: {rofr}"
         if self.outcome == "queued":
             return f"queued {self.job} ({self.gpus}x {self.gpu_type}): {self.reason}: {self.detail}"
-        return f"{self.outcome} {self.job}"
+        where = f" (last on {self.cloud}/{self.region})" if self.cloud else ""
+        return f"{self.outcome} {self.job}{where}"

@@ -1,19 +1,27 @@
-"""The placement engine: admit -> offer (ROFR) -> quote -> score -> bind, else queue/preempt.
+"""The placement engine: admit -> offer (ROFR) -> quote -> score -> bind, else queue or preempt.
 
-Pure Python: no Ray, no I/O, time from an injected clock. Every state change is announced
-as an event, and the state can be rebuilt from those events alone (``Engine.restore``),
-which is how the Ray actor recovers and how the ledger's replay proves the invariants.
+Pure Python: no Ray, no I/O, time from an injected clock. The engine *decides* by calling
+the pipeline's stages and *changes state* only by applying the events it emits
+(``_emit`` -> ``_apply``): the same handlers rebuild a restored engine from its ledger, so
+the live engine and a restored one cannot drift apart (Nomad's plan/apply split).
+
+Queue semantics (README, "Queueing"): priority, then submission order; every capacity event
+offers the freed capacity to the queue in that order and pinned jobs consider preemption on
+every retry; the best blocked job of each GPU type holds a reservation on the pool where it
+can start earliest, and only work expected to end by then may start there (backfill).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from enum import Enum
+from typing import Any, TypeVar
 
+from scheduler.backends import BackendState
 from scheduler.clock import Clock
-from scheduler.decision import Decision
+from scheduler.decision import Decision, HistoryEntry
 from scheduler.errors import AdmissionError, UnknownJobError
 from scheduler.events import (
     Answered,
@@ -29,42 +37,56 @@ from scheduler.events import (
     Preempted,
     Queued,
     Quoted,
+    Reconfigured,
     Released,
+    ReservationCleared,
+    Reserved,
     Submitted,
 )
 from scheduler.inventory import Inventory, Pool, PoolUsage
 from scheduler.model import Job
-from scheduler.queue import PendingQueue
-from scheduler.rofr import ACCEPTED, LAPSED, NOT_OFFERED, BackendState, HolderAnswer, Quote, holder_answer
-from scheduler.specs import CloudCatalog, Contract
+from scheduler.pipeline.admit import Candidates, admit
+from scheduler.pipeline.backfill import earliest_start, may_backfill
+from scheduler.pipeline.offer import HolderAnswer, PoolFit, api_ceiling, classify, holder_answer, responsive
+from scheduler.pipeline.outcomes import (
+    TERMINAL_STATES,
+    Answer,
+    DeclineReason,
+    EndReason,
+    EvictReason,
+    JobState,
+    QueueReason,
+    SkipReason,
+    Via,
+)
+from scheduler.pipeline.policy import Policy
+from scheduler.pipeline.preempt import choose_victims
+from scheduler.pipeline.quote import Blocker, Quote, collect_quotes
+from scheduler.queue import Key, PendingQueue
+from scheduler.specs import API_CLASS, CloudCatalog, Contract
 
 _T = TypeVar("_T")
-QUEUED, RUNNING, PENDING, FINISHED, CANCELLED = "queued", "running", "pending", "finished", "cancelled"
-TERMINAL = (FINISHED, CANCELLED)
-
-
-@dataclass(frozen=True, slots=True)
-class Candidates:
-    """Admit stage result for one job signature: which pools each backend may offer.
-
-    Static (depends on catalog, contract and job constraints only), so it is cached per
-    signature; up/down and free capacity are checked per attempt.
-    """
-
-    holder_pools: tuple[Pool, ...]
-    holder_skip: str
-    others: tuple[tuple[str, tuple[Pool, ...]], ...]
-    excluded: tuple[tuple[str, str], ...]
-    locality: dict[str, int]
+PoolKey = tuple[str, str, str]
+PENDING, QUEUED, RUNNING = JobState.PENDING, JobState.QUEUED, JobState.RUNNING
+FINISHED, FAILED, STOPPED, CANCELLED = JobState.FINISHED, JobState.FAILED, JobState.STOPPED, JobState.CANCELLED
+TERMINAL = TERMINAL_STATES
+END_STATE = {r.value: JobState(r.value) for r in EndReason}
+CAPACITY_REASONS = frozenset({QueueReason.NO_CAPACITY, QueueReason.PINNED_HOLDER_DECLINED})
+PREEMPTIBLE_DECLINES = frozenset({DeclineReason.NO_CAPACITY, DeclineReason.RESERVED_FOR_QUEUED_JOB})
 
 
 class JobRecord:
+    """The engine's view of one job; written only by the event handlers."""
+
     __slots__ = (
         "attempt",
         "binding",
+        "cand",
         "detail",
         "dropped",
+        "history",
         "job",
+        "last_pool",
         "placed_at",
         "pool",
         "price",
@@ -73,6 +95,7 @@ class JobRecord:
         "seq",
         "state",
         "submitted_at",
+        "version",
         "via",
     )
 
@@ -82,6 +105,7 @@ class JobRecord:
         self.attempt = 0
         self.seq = seq
         self.pool: Pool | None = None
+        self.last_pool: Pool | None = None  # where it ran last; kept after it ends
         self.price = 0.0
         self.submitted_at = now
         self.placed_at = 0.0
@@ -90,51 +114,136 @@ class JobRecord:
         self.detail = ""
         self.rofr: tuple[str, str] = ("", "")
         self.dropped: tuple[tuple[str, str], ...] = ()
-        self.binding = ""
+        self.binding: tuple[int, str] | None = None
+        self.version = 0
+        self.history: list[HistoryEntry] | None = None
+        self.cand: tuple[int, Candidates] | None = None  # (configuration generation, static candidates)
+
+    # what victim selection (pipeline/preempt.py) reads
+    @property
+    def priority(self) -> int:
+        return self.job.priority
+
+    @property
+    def gpus(self) -> int:
+        return self.job.gpus
+
+    def note(self, at: float, what: str, pool: Pool | None, detail: str) -> None:
+        """An assignment change (placed, evicted, ended): bumps the version drivers watch."""
+        self.version += 1
+        if self.history is None:
+            self.history = []
+        self.history.append((at, what, pool.cloud if pool else "", pool.region if pool else "", detail))
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    job: str
+    pool: Pool
+    start_at: float
+    priority: int
+    seq: int
+
+
+class _Verdict(Enum):
+    CAN_START = 0
+    BLOCKED = 1
+    RESERVED_ONLY = 2  # would fit, but only on a pool reserved for a higher-priority job
+
+
+_PENDING_ITEM, _HEAD_ITEM, _PROBE_ITEM = 0, 1, 2
+
+
+def _never_blocked(_pool: Pool) -> str | None:
+    return None
 
 
 class Engine:
     """Owns inventory, queue and job records; the only writer of placement state."""
 
-    def __init__(self, catalog: CloudCatalog, contract: Contract, clock: Clock, *, policy: str = "contract") -> None:
-        """``policy="cheapest"`` ignores the contract (no ROFR, no pins, lowest price first):
-        a what-if baseline for the simulator, never used to place real work."""
+    def __init__(self, catalog: CloudCatalog, contract: Contract, clock: Clock, *, policy: Policy | None = None) -> None:
+        """``policy`` is for what-if runs (``scheduler/sim/policies.py``); live placement uses the contract's."""
         self.catalog = catalog
-        self.contract = contract
         self.clock = clock
         self.inventory = Inventory(catalog)
         self.backends: dict[str, BackendState] = {
             b.name: BackendState(b.name, b.up, b.latencySeconds, b.startupSeconds, b.holderRules, b.faults.extraLatencySeconds)
             for b in catalog.spec.backends
         }
+        self._given_policy = policy
+        self.jobs: dict[str, JobRecord] = {}
+        self.queue = PendingQueue()
+        self.running: dict[tuple[str, str, str], dict[str, JobRecord]] = {k: {} for k in self.inventory.pools}
+        self.reservations: dict[str, Reservation] = {}  # GPU type -> the one reservation among its pools
+        # GPU types whose reservation target may have changed (a better job became capacity-blocked, or the target left)
+        self._res_dirty: set[str] = set(self.inventory.by_type)
+        self._sigs_by_pool: dict[PoolKey, set[Hashable]] = {k: set() for k in self.inventory.pools}  # queue buckets by pool
+        self._generation = 0
+        self._sinks: list[EventSink] = []
+        self._seq = 0
+        self._pending: list[JobRecord] = []
+        self._max_free: dict[str, int] = {}  # GPU type -> most free GPUs in one pool (an upper bound)
+        self._pool_version: dict[tuple[str, str, str], int] = dict.fromkeys(self.inventory.pools, 0)
+        # pool -> priority -> GPUs of running movable (unpinned) work: what a pinned job could preempt
+        self._movable: dict[tuple[str, str, str], dict[int, int]] = {k: {} for k in self.inventory.pools}
+        self._starts: dict[tuple[int, float, tuple[str, str, str]], tuple[int, float | None]] = {}
+        # Explanations repeat across jobs of a shape; share one copy (100k queued jobs stay small).
+        self._shared: dict[object, object] = {}
+        self._handlers: dict[type[Event], Callable[[Any], None]] = {
+            Configured: self._on_configured,
+            Reconfigured: self._on_reconfigured,
+            Submitted: self._on_submitted,
+            Offered: self._on_attempted,
+            Quoted: self._on_attempted,
+            Answered: self._on_answered,
+            Placed: self._on_placed,
+            Queued: self._on_queued,
+            Preempted: self._on_preempted,
+            Released: self._on_released,
+            Dequeued: self._on_dequeued,
+            Bound: self._on_bound,
+            BackendChanged: self._on_backend_changed,
+            CapacityChanged: self._on_capacity_changed,
+            Reserved: self._on_reserved,
+            ReservationCleared: self._on_reservation_cleared,
+        }
+        self._configure(contract)
+
+    def _configure(self, contract: Contract) -> None:
         rofr = contract.spec.rofr
         if rofr.holder not in self.backends:
             raise AdmissionError(f"contract holder {rofr.holder!r} is not in the catalog")
+        self.contract = contract
+        self.policy = self._given_policy or Policy.from_contract(contract)
         self.holder = rofr.holder
         self.window = rofr.windowSeconds
         self.match_mode = rofr.mode == "match"
         self.lapse_queues = rofr.onLapse == "queue"
-        self.honor_contract = policy != "cheapest"
-        self.pins: dict[str, tuple[str, ...]] = (
-            {cls: tuple(c) for cls, c in contract.spec.pins.items()} if self.honor_contract else {}
-        )
-        self._rank = _start_first if self.honor_contract else _cost_first
+        self.gate = self.policy.offer_holder_first
+        self.pins = self.policy.effective_pins(contract)
+        self._rank = self.policy.rank
         self.preemption = contract.spec.preemption.enabled
-        self.jobs: dict[str, JobRecord] = {}
-        self.queue = PendingQueue()
-        self.running: dict[tuple[str, str, str], dict[str, JobRecord]] = {k: {} for k in self.inventory.pools}
-        self._sinks: list[EventSink] = []
-        self._candidates: dict[tuple[object, ...], Candidates] = {}
-        self._seq = 0
-        # Explanations repeat across jobs of a shape; share one copy (100k queued jobs stay small).
-        self._shared: dict[object, object] = {}
+        self._holder_responsive = responsive(self.backends[self.holder], self.window)
+        self._candidates: dict[Hashable, Candidates] = {}
+        self._generation += 1
+        # Candidates (and so which classes are movable) follow the contract: re-index what depends on them.
+        for sigs in self._sigs_by_pool.values():
+            sigs.clear()
+        for head, sig in self.queue.head_heap():
+            for pool_key in self._cand(self.jobs[head[2]]).pool_keys:
+                self._sigs_by_pool[pool_key].add(sig)
+        for pool_key, running in self.running.items():
+            self._movable[pool_key] = {}
+            for r in running.values():
+                self._count_movable(pool_key, r.job, +1)
 
-    # ------------------------------------------------------------------ events
+    # ------------------------------------------------------------------ events: the one mutation path
 
     def subscribe(self, sink: EventSink) -> None:
         self._sinks.append(sink)
 
     def _emit(self, event: Event) -> None:
+        self._handlers[type(event)](event)
         for sink in self._sinks:
             sink(event)
 
@@ -149,116 +258,163 @@ class Engine:
         """Record the configuration in force (first record of a ledger)."""
         self._emit(self.configured_event())
 
-    # ------------------------------------------------------------------ stage 1: admit
+    def _on_configured(self, ev: Configured) -> None:
+        """The engine was built with this configuration (a restored engine from the ledger's record)."""
+
+    def _on_reconfigured(self, ev: Reconfigured) -> None:
+        self._configure(Contract.model_validate(ev.contract))
+        self._res_dirty.update(self.inventory.by_type)
+
+    def _on_submitted(self, ev: Submitted) -> None:
+        self._seq += 1
+        self.jobs[ev.job] = JobRecord(Job.from_dict(ev.spec), self._seq, ev.at)
+
+    def _on_attempted(self, ev: Offered | Quoted) -> None:
+        self.jobs[ev.job].attempt = ev.attempt
+
+    def _on_answered(self, ev: Answered) -> None:
+        rec = self.jobs[ev.job]
+        rec.attempt = ev.attempt
+        rec.rofr = (ev.answer, ev.reason)
+
+    def _on_placed(self, ev: Placed) -> None:
+        rec = self.jobs[ev.job]
+        pool = self.inventory.pools[(ev.cloud, ev.region, ev.gpu_type)]
+        pool.take(ev.gpus)
+        rec.state, rec.pool, rec.last_pool = RUNNING, pool, pool
+        rec.price, rec.placed_at, rec.via, rec.attempt = ev.price, ev.at, ev.via, ev.attempt
+        rec.reason = rec.detail = ""
+        rec.dropped = ev.not_used
+        rec.binding = None
+        self.running[pool.key][ev.job] = rec
+        self._count_movable(pool.key, rec.job, +1)
+        self.queue.remove(ev.job)
+        self._pool_version[pool.key] += 1
+        rec.note(ev.at, "placed", pool, ev.via)
+
+    def _on_queued(self, ev: Queued) -> None:
+        rec = self.jobs[ev.job]
+        job = rec.job
+        rec.state, rec.reason, rec.detail, rec.attempt, rec.dropped = QUEUED, ev.reason, ev.detail, ev.attempt, ev.not_used
+        sig = job.signature
+        if self.queue.push(ev.job, sig, job.gpu_type, job.priority, rec.seq, job.duration_hours * 3600.0):
+            for key in self._cand(rec).pool_keys:
+                self._sigs_by_pool[key].add(sig)
+        res = self.reservations.get(job.gpu_type)
+        if res is None or (-job.priority, rec.seq) <= (-res.priority, res.seq):
+            self._res_dirty.add(job.gpu_type)
+
+    def _free(self, rec: JobRecord, cloud: str, region: str, gpu_type: str, gpus: int) -> Pool:
+        pool = self.inventory.pools[(cloud, region, gpu_type)]
+        pool.release(gpus)
+        del self.running[pool.key][rec.job.name]
+        self._count_movable(pool.key, rec.job, -1)
+        rec.pool = None
+        rec.binding = None
+        self._pool_version[pool.key] += 1
+        self._max_free.pop(gpu_type, None)
+        return pool
+
+    def _count_movable(self, key: tuple[str, str, str], job: Job, sign: int) -> None:
+        if job.cls not in self.pins:
+            by_priority = self._movable[key]
+            left = by_priority.get(job.priority, 0) + sign * job.gpus
+            if left:
+                by_priority[job.priority] = left
+            else:
+                by_priority.pop(job.priority, None)
+
+    def _movable_gpus_below(self, pool: Pool, priority: int) -> int:
+        return sum(gpus for p, gpus in self._movable[pool.key].items() if p < priority)
+
+    def _on_preempted(self, ev: Preempted) -> None:
+        rec = self.jobs[ev.job]
+        pool = self._free(rec, ev.cloud, ev.region, ev.gpu_type, ev.gpus)
+        rec.state = PENDING
+        rec.note(ev.at, "evicted", pool, _eviction_text(ev.reason, ev.by))
+
+    def _on_released(self, ev: Released) -> None:
+        rec = self.jobs[ev.job]
+        pool = self._free(rec, ev.cloud, ev.region, ev.gpu_type, ev.gpus)
+        rec.state, rec.reason = END_STATE[ev.reason], ev.reason
+        rec.note(ev.at, "ended", pool, ev.reason)
+
+    def _on_dequeued(self, ev: Dequeued) -> None:
+        rec = self.jobs[ev.job]
+        self.queue.remove(ev.job)
+        rec.state, rec.reason, rec.detail = END_STATE[ev.reason], ev.reason, ""
+        rec.note(ev.at, "ended", None, ev.reason)
+
+    def _on_bound(self, ev: Bound) -> None:
+        self.jobs[ev.job].binding = (ev.attempt, ev.ref)
+
+    def _on_backend_changed(self, ev: BackendChanged) -> None:
+        b = self.backends[ev.cloud]
+        b.up = ev.up
+        b.extra_latency_seconds = max(ev.latency_seconds - b.latency_seconds, 0.0)
+        self._holder_responsive = responsive(self.backends[self.holder], self.window)
+
+    def _on_capacity_changed(self, ev: CapacityChanged) -> None:
+        pool = self.inventory.pools[(ev.cloud, ev.region, ev.gpu_type)]
+        pool.capacity = ev.capacity
+        self._pool_version[pool.key] += 1
+        self._max_free.pop(ev.gpu_type, None)
+
+    def _on_reserved(self, ev: Reserved) -> None:
+        rec = self.jobs[ev.job]
+        pool = self.inventory.pools[(ev.cloud, ev.region, ev.gpu_type)]
+        self.reservations[ev.gpu_type] = Reservation(ev.job, pool, ev.start_at, rec.job.priority, rec.seq)
+
+    def _on_reservation_cleared(self, ev: ReservationCleared) -> None:
+        res = self.reservations.get(ev.gpu_type)
+        if res is not None and res.job == ev.job:
+            del self.reservations[ev.gpu_type]
+            self._res_dirty.add(ev.gpu_type)
+
+    # ------------------------------------------------------------------ stage 1: admit (static, cached)
 
     def _admit(self, job: Job) -> Candidates:
         sig = job.signature
-        cached = self._candidates.get(sig)
-        if cached is not None:
-            return cached
-        pins = self.pins.get(job.cls)
-        locality = {r: i for i, r in enumerate(job.regions)} if job.regions else {}
-        holder_pools: tuple[Pool, ...] = ()
-        holder_skip = ""
-        others: list[tuple[str, tuple[Pool, ...]]] = []
-        excluded: list[tuple[str, str]] = []
-        for cloud, pools in self.inventory.by_cloud.items():
-            why = ""
-            if pins is not None and cloud not in pins:
-                why = f"contract pins {job.cls} to {','.join(pins)}"
-            elif job.clouds is not None and cloud not in job.clouds:
-                why = "excluded by job clouds constraint"
-            fit: list[Pool] = []
-            if not why:
-                typed = [p for p in pools if p.gpu_type == job.gpu_type]
-                if not typed:
-                    why = f"gpu-type-unavailable: no {job.gpu_type}"
-                else:
-                    in_region = [p for p in typed if not job.regions or p.region in locality]
-                    if not in_region:
-                        why = "region-constraint: none of " + ",".join(job.regions or ())
-                    else:
-                        fit = [p for p in in_region if not job.jurisdiction or p.jurisdiction == job.jurisdiction]
-                        if not fit:
-                            why = f"jurisdiction: no {job.gpu_type} region in {job.jurisdiction}"
-                        elif cloud != self.holder and max(p.capacity for p in fit) < job.gpus:
-                            why = f"gang-too-large: largest {job.gpu_type} pool has {max(p.capacity for p in fit)}"
-            fit.sort(key=lambda p: (locality.get(p.region, 0), p.order))
-            if cloud == self.holder and not self.honor_contract:
-                holder_skip = "policy-ignores-contract"
-                if not why:
-                    others.append((cloud, tuple(fit)))
-                continue
-            if cloud == self.holder:
-                holder_pools = tuple(fit) if not why else ()
-                holder_skip = why.split(":")[0] if why else ""
-                if why.startswith("contract pins"):
-                    holder_skip = "not-in-pins"
-                elif why.startswith("excluded"):
-                    raise AdmissionError(
-                        f"{job.name}: spec.clouds must include the ROFR holder {self.holder!r}"
-                        " (a job cannot waive the right of first refusal)"
-                    )
-            elif why:
-                excluded.append((cloud, why))
-            else:
-                others.append((cloud, tuple(fit)))
-        if holder_skip:
-            excluded.insert(0, (self.holder, holder_skip))
-        if not holder_pools and not others:
-            raise AdmissionError(f"{job.name}: no allowed cloud can ever host {job.gpus}x {job.gpu_type} ({excluded})")
-        cand = Candidates(holder_pools, holder_skip, tuple(others), tuple(excluded), locality)
-        self._candidates[sig] = cand
+        cand = self._candidates.get(sig)
+        if cand is None:
+            cand = admit(job, self.inventory, self.holder if self.gate else None, self.pins, self.backends)
+            self._candidates[sig] = cand
         return cand
 
-    # ------------------------------------------------------------------ stage 3: quote
-
-    def _quote(self, job: Job, cand: Candidates) -> tuple[list[Quote], list[tuple[str, str]]]:
-        quotes: list[Quote] = []
-        dropped: list[tuple[str, str]] = []
-        gpus = job.gpus
-        for cloud, pools in cand.others:
-            backend = self.backends[cloud]
-            if not backend.up:
-                dropped.append((cloud, "backend-down"))
-                continue
-            best_free = 0
-            for pool in pools:
-                free = pool.capacity - pool.allocated
-                if free >= gpus:
-                    quotes.append(Quote(pool, pool.price, backend.startup_seconds, cand.locality.get(pool.region, 0)))
-                    break
-                if free > best_free:
-                    best_free = free
-            else:
-                dropped.append((cloud, self._no_capacity(job.gpu_type, best_free, gpus)))
-        return quotes, dropped
+    def _cand(self, rec: JobRecord) -> Candidates:
+        cached = rec.cand
+        if cached is not None and cached[0] == self._generation:
+            return cached[1]
+        cand = self._admit(rec.job)
+        rec.cand = (self._generation, cand)
+        return cand
 
     # ------------------------------------------------------------------ one attempt
 
     def _attempt(self, rec: JobRecord) -> bool:
-        """Numbered like the pipeline: 1 admit, 2 offer, 3 quote, 4 score, 5 bind, 6 queue/7 preempt."""
+        """Numbered like the pipeline: 1 admit, 2 offer, 3 quote, 4 score, 5 bind, 7 preempt, 6 queue."""
         job = rec.job
-        rec.attempt += 1
-        attempt = rec.attempt
+        name = job.name
+        attempt = rec.attempt + 1
         now = self.clock.now()
         emit = self._emit
         holder = self.holder
-        # 1. admit (cached per signature)
-        cand = self._admit(job)
+        # 1. admit (static, cached per signature)
+        cand = self._cand(rec)
+        blocked = self._blocker(rec, now)
         quotes: list[Quote] | None = None
         dropped: list[tuple[str, str]] = []
         # 2. offer to the ROFR holder
-        if cand.holder_pools:
+        if self.gate and cand.holder_skip is None:
             competing: Quote | None = None
             if self.match_mode:
-                quotes, dropped = self._quote(job, cand)
+                quotes, dropped = self._quote(job, cand, blocked)
                 competing = min(quotes, key=self._rank) if quotes else None
-                emit(Quoted(now, job.name, attempt, _quote_tuples(quotes), tuple(dropped)))
+                emit(Quoted(now, name, attempt, _quote_tuples(quotes), tuple(dropped)))
             emit(
                 Offered(
                     now,
-                    job.name,
+                    name,
                     attempt,
                     holder,
                     "match" if self.match_mode else "first-look",
@@ -267,68 +423,74 @@ class Engine:
                     competing.pool.cloud if competing else None,
                 )
             )
-            ans = holder_answer(job, self.backends[holder], cand.holder_pools, self.window, competing, self.match_mode)
-            emit(Answered(now, job.name, attempt, holder, ans.answer, ans.reason, ans.response_seconds))
-            rec.rofr = (ans.answer, ans.reason)
-            if ans.answer == ACCEPTED and ans.pool is not None and ans.pool.reserve(job.gpus):
-                return self._bind(rec, ans.pool, ans.price, "rofr-accepted", now, dropped)
-            if ans.answer == LAPSED and self.lapse_queues:
-                return self._enqueue(rec, "holder-lapsed", f"{holder} lapsed: {ans.reason}", now, dropped)
+            ans = holder_answer(job, self.backends[holder], cand.holder_pools, self.window, competing, self.match_mode, blocked)
+            emit(Answered(now, name, attempt, holder, ans.answer, ans.reason, ans.response_seconds))
+            if ans.answer == Answer.ACCEPTED and ans.pool is not None:
+                not_asked = [(c, f"not asked: {holder} accepted") for c, _ in cand.others] if quotes is None else dropped
+                return self._place(rec, attempt, ans.pool, ans.price, Via.ROFR_ACCEPTED, now, [*not_asked, *cand.excluded])
         else:
-            ans = HolderAnswer(NOT_OFFERED, cand.holder_skip, 0.0)
-            emit(Answered(now, job.name, attempt, holder, NOT_OFFERED, cand.holder_skip, 0.0))
-            rec.rofr = (NOT_OFFERED, cand.holder_skip)
+            skip = cand.holder_skip if self.gate else SkipReason.POLICY_IGNORES_CONTRACT
+            ans = HolderAnswer(Answer.NOT_OFFERED, skip or SkipReason.POLICY_IGNORES_CONTRACT, 0.0)
+            emit(Answered(now, name, attempt, holder, ans.answer, ans.reason, 0.0))
         holder_note = (holder, f"{ans.answer}: {ans.reason}")
-        # 3. quote the others, only now that the holder declined or lapsed
-        if not cand.others:
-            may_preempt = self.preemption and job.cls in self.pins and ans.answer != NOT_OFFERED and ans.reason == "no-capacity"
-            if may_preempt and self._preempt_for(rec, cand, now):
+        lapsed = ans.answer == Answer.LAPSED
+        may_preempt = self.preemption and cand.pinned and ans.answer == Answer.DECLINED and ans.reason in PREEMPTIBLE_DECLINES
+        if lapsed and self.lapse_queues and cand.others:
+            return self._enqueue(
+                rec, attempt, QueueReason.HOLDER_LAPSED, f"{holder} lapsed: {ans.reason}", now, [holder_note, *dropped, *cand.excluded]
+            )
+        if not cand.others:  # pinned to the holder alone: wait for it, or preempt there
+            if may_preempt and self._preempt_for(rec, attempt, cand, now, blocked, holder_note):
                 return True
             return self._enqueue(
                 rec,
-                "pinned-holder-declined" if job.cls in self.pins else "holder-declined",
+                attempt,
+                QueueReason.PINNED_HOLDER_LAPSED if lapsed else QueueReason.PINNED_HOLDER_DECLINED,
                 f"{holder} {ans.answer}: {ans.reason}; no other cloud allowed",
                 now,
                 [holder_note, *cand.excluded],
             )
+        # 3. quote the others, only now that the holder declined or lapsed
         if quotes is None:
-            quotes, dropped = self._quote(job, cand)
-            emit(Quoted(now, job.name, attempt, _quote_tuples(quotes), tuple(dropped)))
-        # 4. score, 5. bind (next quote on a lost race)
-        via = "after-lapse" if ans.answer == LAPSED else "holder-not-offered" if ans.answer == NOT_OFFERED else "after-decline"
-        for quote in sorted(quotes, key=self._rank):
-            if quote.pool.reserve(job.gpus):
-                losers = [
-                    (q.pool.cloud, f"outscored: ${q.price:.2f}/GPU-h, start +{q.start_seconds:.0f}s")
-                    for q in quotes
-                    if q is not quote
-                ]
-                return self._bind(rec, quote.pool, quote.price, via, now, [holder_note, *losers, *dropped, *cand.excluded])
+            quotes, dropped = self._quote(job, cand, blocked)
+            emit(Quoted(now, name, attempt, _quote_tuples(quotes), tuple(dropped)))
+        # 4. score, 5. bind
+        if quotes:
+            best = min(quotes, key=self._rank)
+            via = Via.AFTER_LAPSE if lapsed else Via.HOLDER_NOT_OFFERED if ans.answer == Answer.NOT_OFFERED else Via.AFTER_DECLINE
+            losers = [
+                (q.pool.cloud, f"outscored: ${q.price:.2f}/GPU-h, start +{q.start_seconds:.0f}s") for q in quotes if q is not best
+            ]
+            return self._place(rec, attempt, best.pool, best.price, via, now, [holder_note, *losers, *dropped, *cand.excluded])
+        # 7. a pinned job may still preempt movable work on the holder
+        if may_preempt and self._preempt_for(rec, attempt, cand, now, blocked, holder_note):
+            return True
         # 6. queue
-        all_down = bool(dropped) and all(why == "backend-down" for _, why in dropped) and not quotes
+        all_down = bool(dropped) and all(why == "backend-down" for _, why in dropped)
         return self._enqueue(
             rec,
-            "backend-down" if all_down else "no-capacity",
+            attempt,
+            QueueReason.BACKEND_DOWN if all_down else QueueReason.NO_CAPACITY,
             f"{holder} {ans.answer}: {ans.reason}; " + "; ".join(f"{c} {why}" for c, why in dropped),
             now,
             [holder_note, *dropped, *cand.excluded],
         )
 
-    def _bind(self, rec: JobRecord, pool: Pool, price: float, via: str, now: float, dropped: list[tuple[str, str]]) -> bool:
+    def _quote(self, job: Job, cand: Candidates, blocked: Blocker) -> tuple[list[Quote], list[tuple[str, str]]]:
+        return collect_quotes(job.gpus, job.gpu_type, cand.others, self.backends, cand.locality, blocked, self._no_capacity)
+
+    def _place(
+        self, rec: JobRecord, attempt: int, pool: Pool, price: float, via: Via, now: float, not_used: list[tuple[str, str]]
+    ) -> bool:
         job = rec.job
-        rec.state = RUNNING
-        rec.pool = pool
-        rec.price = price
-        rec.placed_at = now
-        rec.via = via
-        rec.reason = rec.detail = ""
-        rec.dropped = self._share(tuple(dropped))
-        self.running[(pool.cloud, pool.region, pool.gpu_type)][job.name] = rec
+        res = self.reservations.get(job.gpu_type)
+        if res is not None and res.job == job.name:
+            self._emit(ReservationCleared(now, job.name, res.pool.cloud, res.pool.region, res.pool.gpu_type))
         self._emit(
             Placed(
                 now,
                 job.name,
-                rec.attempt,
+                attempt,
                 job.cls,
                 pool.cloud,
                 pool.region,
@@ -337,103 +499,288 @@ class Engine:
                 price,
                 via,
                 now - rec.submitted_at,
+                self._share(tuple(not_used)),
             )
         )
         return True
 
-    def _enqueue(self, rec: JobRecord, reason: str, detail: str, now: float, dropped: list[tuple[str, str]]) -> bool:
+    def _enqueue(
+        self, rec: JobRecord, attempt: int, reason: QueueReason, detail: str, now: float, not_used: list[tuple[str, str]]
+    ) -> bool:
         job = rec.job
-        rec.state = QUEUED
-        rec.reason = reason
-        rec.detail = self._share(detail)
-        rec.dropped = self._share(tuple(dropped))
-        self.queue.push(job.name, job.signature, job.gpu_type, job.priority, rec.seq)
-        self._emit(Queued(now, job.name, rec.attempt, job.cls, reason, detail))
+        self._emit(Queued(now, job.name, attempt, job.cls, reason, self._share(detail), self._share(tuple(not_used))))
         return False
 
-    def _no_capacity(self, gpu_type: str, free: int, gpus: int) -> str:
-        key = ("no-capacity", gpu_type, free, gpus)
-        text = self._shared.get(key)
-        if text is None:
-            text = self._shared[key] = f"no-capacity: {gpu_type} {free} free, {gpus} needed"
-        return text  # type: ignore[return-value]
-
-    def _share(self, value: _T) -> _T:
-        shared = self._shared
-        if len(shared) > 100_000:  # explanations are bounded in kind; this only guards odd catalogs
-            shared.clear()
-        return shared.setdefault(value, value)  # type: ignore[return-value]
-
-    def _decision(self, rec: JobRecord) -> Decision:
+    def _blocker(self, rec: JobRecord, now: float) -> Blocker:
+        """Which pools a reservation holds against this job (a higher-priority job's, unless it backfills)."""
+        if not self.reservations:
+            return _never_blocked
+        reservations = self.reservations
         job = rec.job
-        pool = rec.pool if rec.state == RUNNING else None
-        return Decision(
-            job=job.name,
-            cls=job.cls,
-            outcome="placed" if rec.state == RUNNING else rec.state,
-            gpu_type=job.gpu_type,
-            gpus=job.gpus,
-            holder=self.holder,
-            rofr_answer=rec.rofr[0],
-            rofr_reason=rec.rofr[1],
-            cloud=pool.cloud if pool else None,
-            region=pool.region if pool else None,
-            price=rec.price if pool else None,
-            via=rec.via if pool else None,
-            reason=rec.reason if rec.state == QUEUED else None,
-            detail=rec.detail if rec.state == QUEUED else None,
-            attempt=rec.attempt,
-            dropped=rec.dropped,
-        )
+        mine = (-job.priority, rec.seq)
+        duration = job.duration_hours * 3600.0
+
+        def blocked(pool: Pool) -> str | None:
+            res = reservations.get(pool.gpu_type)
+            if res is None or res.pool is not pool or res.job == job.name:
+                return None
+            if (-res.priority, res.seq) > mine or may_backfill(now, duration, res.start_at):
+                return None
+            return f"reserved: {pool.region} held for {res.job} from t={res.start_at:.0f}s"
+
+        return blocked
 
     # ------------------------------------------------------------------ 7. preemption
 
-    def _preempt_for(self, rec: JobRecord, cand: Candidates, now: float) -> bool:
-        """Evict the fewest lower-priority movable GPUs on the holder that make the gang fit."""
+    def _preempt_for(
+        self, rec: JobRecord, attempt: int, cand: Candidates, now: float, blocked: Blocker, holder_note: tuple[str, str]
+    ) -> bool:
+        """Evict the fewest lower-priority movable GPUs on a holder pool that make the gang fit."""
         job = rec.job
-        best: tuple[int, int, Pool, list[JobRecord]] | None = None
+        keep = 0.0 if job.cls == API_CLASS else self.backends[self.holder].rules.reserveForApiServingFraction
+        best: tuple[tuple[int, int, int], Pool, list[JobRecord]] | None = None
         for pool in cand.holder_pools:
+            if pool.capacity < job.gpus or blocked(pool) is not None:
+                continue
             need = job.gpus - (pool.capacity - pool.allocated)
-            victims: list[JobRecord] = []
-            movable = sorted(
-                (
-                    r
-                    for r in self.running[(pool.cloud, pool.region, pool.gpu_type)].values()
-                    if r.job.cls not in self.pins and r.job.priority < job.priority
-                ),
-                key=lambda r: (r.job.priority, -r.placed_at, r.seq),
-            )
-            freed = 0
-            for victim in movable:
-                if freed >= need:
-                    break
-                victims.append(victim)
-                freed += victim.job.gpus
-            if freed >= need and (best is None or (freed, len(victims)) < best[:2]):
-                best = (freed, len(victims), pool, victims)
+            if keep > 0.0:
+                need = max(need, pool.allocated + job.gpus - api_ceiling(pool, keep))
+            if self._movable_gpus_below(pool, job.priority) < need:
+                continue
+            victims = choose_victims(self.running[pool.key].values(), need, lambda r: self._movable_below(r, job.priority))
+            if victims is None:
+                continue
+            key = (sum(v.gpus for v in victims), len(victims), pool.order)
+            if best is None or key < best[0]:
+                best = (key, pool, victims)
         if best is None:
             return False
-        pool, victims = best[2], best[3]
+        _, pool, victims = best
         for victim in victims:
-            self._evict(victim, "pinned-job", job.name, now)
-        if not pool.reserve(job.gpus):  # pragma: no cover - guarded by the arithmetic above
-            raise AssertionError("preemption freed too little")
-        self._bind(rec, pool, pool.price, "preemption", now, [])
-        for victim in victims:
-            self._attempt(victim)
-        return True
+            self._evict(victim, EvictReason.PINNED_JOB, job.name, now)
+        return self._place(rec, attempt, pool, pool.price, Via.PREEMPTION, now, [holder_note, *cand.excluded])
 
-    def _evict(self, rec: JobRecord, reason: str, by: str | None, now: float) -> None:
+    def _movable_below(self, r: JobRecord, priority: int) -> bool:
+        return r.job.cls not in self.pins and r.job.priority < priority
+
+    def _evict(self, rec: JobRecord, reason: EvictReason, by: str | None, now: float) -> None:
         pool = rec.pool
         assert pool is not None
         job = rec.job
-        pool.release(job.gpus)
-        del self.running[(pool.cloud, pool.region, pool.gpu_type)][job.name]
-        rec.state = PENDING
-        rec.pool = None
-        rec.binding = ""
         cost = rec.price * job.gpus * max(now - rec.placed_at, 0.0) / 3600.0
         self._emit(Preempted(now, job.name, job.cls, pool.cloud, pool.region, pool.gpu_type, job.gpus, reason, by, cost))
+        self._pending.append(rec)
+
+    # ------------------------------------------------------------------ settling: pending jobs and the queue
+
+    def _settle(self, gpu_type: str | None, scope: set[PoolKey] | None) -> int:
+        """Decide every pending job, then offer freed capacity to the queue, best priority first.
+
+        ``scope`` is the set of pools whose capacity grew (None: anything may have changed,
+        e.g. a backend came back). Queued jobs were blocked everywhere at their last attempt,
+        so only a pool in scope can let one start now.
+        1. pending jobs (just evicted) and the head of every queue bucket go into one heap
+           ordered by (priority, submission);
+        2. a pending job always gets an attempt; a bucket head only when it could start now
+           on a pool in scope (a cheap check that makes no events), else its bucket waits; a
+           head held back only by a reservation lets a job of its bucket short enough to
+           backfill go instead;
+        3. an attempt that preempts adds its victims to the heap and any GPUs it freed beyond
+           its need to the scope;
+        4. the reservation of every GPU type involved is brought up to date.
+        Returns how many jobs were placed.
+        """
+        heap: list[tuple[Key, int, Any]] = []
+        seen: set[Hashable] = set()
+
+        def offer(pools: Iterable[PoolKey] | None) -> None:
+            """Put the heads of the buckets that could use these pools (None: every bucket) in the heap."""
+            sigs = None if pools is None else {sig for key in pools for sig in self._sigs_by_pool[key]} - seen
+            for key, sig in self.queue.head_heap(gpu_type if pools is None else None, sigs):
+                seen.add(sig)
+                heapq.heappush(heap, (key, _HEAD_ITEM, sig))
+
+        offer(scope)
+        types: set[str] = set(self.reservations) if gpu_type is None else {gpu_type}
+        if gpu_type is None:
+            types.update(self.queue_types())
+        placed = 0
+        pending = self._pending
+        while True:
+            while pending:
+                rec = pending.pop()
+                if rec.state == PENDING:
+                    types.add(rec.job.gpu_type)
+                    pool = rec.last_pool
+                    if scope is not None and pool is not None and pool.key not in scope:
+                        scope.add(pool.key)  # what its eviction freed beyond the preemptor's need
+                        offer((pool.key,))
+                    heapq.heappush(heap, ((-rec.job.priority, rec.seq, rec.job.name), _PENDING_ITEM, rec))
+            if not heap:
+                break
+            key, kind, item = heapq.heappop(heap)
+            if kind == _PENDING_ITEM:
+                if item.state == PENDING:
+                    placed += self._attempt(item)
+                continue
+            if kind == _PROBE_ITEM:
+                rec = self.jobs[key[2]]
+                if rec.state == QUEUED and self._could_start(rec, scope) is _Verdict.CAN_START:
+                    placed += self._attempt(rec)
+                continue
+            sig = item
+            current = self.queue.head(sig)
+            if current != key:  # the bucket changed under us (a victim re-queued into it)
+                if current is not None:
+                    heapq.heappush(heap, (current, _HEAD_ITEM, sig))
+                continue
+            rec = self.jobs[key[2]]
+            verdict = self._could_start(rec, scope)
+            if verdict is _Verdict.CAN_START:
+                if self._attempt(rec):
+                    placed += 1
+                    nxt = self.queue.head(sig)
+                    if nxt is not None:
+                        heapq.heappush(heap, (nxt, _HEAD_ITEM, sig))
+            elif verdict is _Verdict.RESERVED_ONLY:
+                self._probe_backfill(sig, rec, heap)
+        now = self.clock.now()
+        for t in sorted(types):
+            self._update_reservation(t, now)
+        return placed
+
+    def queue_types(self) -> set[str]:
+        return {self.jobs[key[2]].job.gpu_type for key, _ in self.queue.head_heap()}
+
+    def _probe_backfill(self, sig: Hashable, head: JobRecord, heap: list[tuple[Key, int, Any]]) -> None:
+        res = self.reservations.get(head.job.gpu_type)
+        if res is None:
+            return
+        limit = res.start_at - self.clock.now()
+        shortest = self.queue.shortest(sig)
+        if shortest is None or shortest > limit:
+            return
+        key = self.queue.best_within(sig, limit)
+        if key is not None and key[2] != head.job.name:
+            heapq.heappush(heap, (key, _PROBE_ITEM, sig))
+
+    def _most_free(self, gpu_type: str) -> int:
+        """Most free GPUs in one pool of this type: an upper bound, refreshed whenever GPUs are freed."""
+        value = self._max_free.get(gpu_type)
+        if value is None:
+            value = max((p.capacity - p.allocated for p in self.inventory.by_type.get(gpu_type, ())), default=0)
+            self._max_free[gpu_type] = value
+        return value
+
+    def _could_start(self, rec: JobRecord, scope: set[PoolKey] | None) -> _Verdict:
+        """Whether an attempt now would place the job, looking only at pools in ``scope`` (no events)."""
+        job = rec.job
+        gpus = job.gpus
+        cand = self._cand(rec)
+        may_preempt = cand.pinned and self.preemption
+        if gpus > self._most_free(job.gpu_type) and not may_preempt:
+            return _Verdict.BLOCKED
+        if scope is None:
+            pools: Iterable[Pool] = cand.pools
+        else:
+            keys = cand.pool_keys
+            pools = [self.inventory.pools[k] for k in scope if k in keys]
+            if not pools:
+                return _Verdict.BLOCKED
+        holder = self.holder if self.gate and cand.holder_skip is None else None
+        holder_ok = holder is not None and self._holder_responsive
+        if holder is not None and not holder_ok and (not cand.others or self.lapse_queues):
+            return _Verdict.BLOCKED
+        rules = self.backends[self.holder].rules
+        declines = job.gpu_type in rules.declineGpuTypes or (rules.maxGangGpus is not None and gpus > rules.maxGangGpus)
+        blocked = self._blocker(rec, self.clock.now())
+        reserved = False
+        holder_pools: list[Pool] = []
+        for pool in pools:
+            if pool.cloud == holder:
+                holder_pools.append(pool)
+                if holder_ok and not declines:
+                    fit = classify(pool, job, rules.reserveForApiServingFraction, blocked)
+                    if fit is PoolFit.FITS:
+                        return _Verdict.CAN_START
+                    reserved = reserved or fit is PoolFit.RESERVED
+            elif pool.capacity - pool.allocated >= gpus and self.backends[pool.cloud].up:
+                if blocked(pool) is None:
+                    return _Verdict.CAN_START
+                reserved = True
+        if may_preempt and holder_ok and self._preemptable(rec, holder_pools, blocked):
+            return _Verdict.CAN_START
+        return _Verdict.RESERVED_ONLY if reserved else _Verdict.BLOCKED
+
+    def _preemptable(self, rec: JobRecord, holder_pools: Iterable[Pool], blocked: Blocker) -> bool:
+        job = rec.job
+        for pool in holder_pools:
+            if pool.capacity < job.gpus or blocked(pool) is not None:
+                continue
+            if pool.capacity - pool.allocated + self._movable_gpus_below(pool, job.priority) >= job.gpus:
+                return True
+        return False
+
+    # ------------------------------------------------------------------ reservations (backfill)
+
+    def _update_reservation(self, gpu_type: str, now: float) -> None:
+        """The best capacity-blocked queued job of this type holds the pool where it starts earliest."""
+        current = self.reservations.get(gpu_type)
+        target: JobRecord | None = None
+        if gpu_type not in self._res_dirty:  # same target as last time; only its start may move
+            if current is None:
+                return
+            target = self.jobs[current.job]
+        else:
+            self._res_dirty.discard(gpu_type)
+            heads = self.queue.head_heap(gpu_type)
+            while heads:
+                key, _sig = heapq.heappop(heads)
+                rec = self.jobs[key[2]]
+                if rec.reason in CAPACITY_REASONS:
+                    target = rec
+                    break
+        choice = self._reservation_pool(target, now) if target is not None else None
+        if choice is None or target is None:
+            if current is not None:
+                self._emit(ReservationCleared(now, current.job, current.pool.cloud, current.pool.region, gpu_type))
+            return
+        pool, start = choice
+        if current is not None and current.job == target.job.name and current.pool is pool and current.start_at == start:
+            return
+        if current is not None and (current.job != target.job.name or current.pool is not pool):
+            self._emit(ReservationCleared(now, current.job, current.pool.cloud, current.pool.region, gpu_type))
+        self._emit(Reserved(now, target.job.name, pool.cloud, pool.region, gpu_type, start))
+
+    def _reservation_pool(self, rec: JobRecord, now: float) -> tuple[Pool, float] | None:
+        job = rec.job
+        cand = self._cand(rec)
+        keep = 0.0 if job.cls == API_CLASS else self.backends[self.holder].rules.reserveForApiServingFraction
+        best: tuple[tuple[float, int, int], Pool, float] | None = None
+        holder_pools = cand.holder_pools if self.gate and self.backends[self.holder].up else ()
+        for rank, pools in ((0, holder_pools), (1, tuple(p for c, ps in cand.others if self.backends[c].up for p in ps))):
+            for pool in pools:
+                start = self._start_on(job, pool, keep if rank == 0 else 0.0, now)
+                if start is not None and (best is None or (start, rank, pool.order) < best[0]):
+                    best = ((start, rank, pool.order), pool, start)
+        return (best[1], best[2]) if best is not None else None
+
+    def _start_on(self, job: Job, pool: Pool, keep: float, now: float) -> float | None:
+        """Earliest start of this gang on ``pool``, cached until the work on the pool changes."""
+        key = (job.gpus, keep, pool.key)
+        version = self._pool_version[pool.key]
+        cached = self._starts.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        capacity = api_ceiling(pool, keep) if keep > 0.0 else pool.capacity
+        ends = [(r.placed_at + r.job.duration_hours * 3600.0, r.job.gpus) for r in self.running[pool.key].values()]
+        free = capacity - pool.allocated
+        start = earliest_start(free, capacity, job.gpus, ends, now)
+        if free < job.gpus:  # a start "now" depends on the clock: not cached
+            if len(self._starts) > 100_000:
+                self._starts.clear()
+            self._starts[key] = (version, start)
+        return start
 
     # ------------------------------------------------------------------ public API
 
@@ -455,14 +802,20 @@ class Engine:
 
     def submit(self, job: Job) -> Decision:
         """Admit and place (or queue) one job; raises AdmissionError before any event on bad input."""
+        self.post(job)
+        return self._decision(self.jobs[job.name])
+
+    def post(self, job: Job) -> None:
+        """``submit`` without building the Decision (bulk replays that only watch the events)."""
         self.validate(job)
         now = self.clock.now()
-        self._seq += 1
-        rec = JobRecord(job, self._seq, now)
-        self.jobs[job.name] = rec
         self._emit(Submitted(now, job.name, job.cls, job.gpus, job.gpu_type, job.priority, job.to_dict()))
-        self._attempt(rec)
-        return self._decision(rec)
+        rec = self.jobs[job.name]
+        if self._attempt(rec):
+            if self._pending:  # it preempted: decide the victims, offer any leftover to the queue
+                self._settle(job.gpu_type, set())
+        elif job.gpu_type in self._res_dirty:  # it may now be the best blocked job of its type
+            self._update_reservation(job.gpu_type, now)
 
     def place_many(self, jobs: Iterable[Job]) -> list[Decision]:
         """Batch submission; validates the whole batch first so a bad job changes nothing."""
@@ -475,48 +828,55 @@ class Engine:
             self.validate(job)
         return [self.submit(job) for job in batch]
 
-    def release(self, name: str, reason: str = "finished") -> Decision:
-        """A placed job is done (finished, failed, cancelled): free its gang, retry the queue."""
+    def release(self, name: str, reason: str = EndReason.FINISHED) -> Decision:
+        """A job leaves for good: finished, failed, stopped or cancelled; its GPUs go to the queue."""
         rec = self._record(name)
-        if rec.state != RUNNING:
-            raise AdmissionError(f"job {name!r} is not running ({rec.state})")
+        self.end(name, reason)
+        return self._decision(rec)
+
+    def end(self, name: str, reason: str = EndReason.FINISHED) -> None:
+        """``release`` without building the Decision."""
+        if reason == "driver-exited":  # the v1 name for a dead driver
+            reason = EndReason.STOPPED
+        if reason not in END_STATE:
+            raise AdmissionError(f"unknown end reason {reason!r} (expected one of {', '.join(END_STATE)})")
+        rec = self._record(name)
         now = self.clock.now()
-        pool = rec.pool
-        assert pool is not None
         job = rec.job
-        pool.release(job.gpus)
-        del self.running[(pool.cloud, pool.region, pool.gpu_type)][name]
-        rec.state = CANCELLED if reason == "cancelled" else FINISHED
-        rec.reason = reason
-        rec.binding = ""
-        cost = rec.price * job.gpus * max(now - rec.placed_at, 0.0) / 3600.0
-        self._emit(Released(now, name, job.cls, pool.cloud, pool.region, pool.gpu_type, job.gpus, reason, cost))
-        decision = self._decision(rec)
-        self.retry(job.gpu_type)
-        return decision
+        scope: set[PoolKey] = set()
+        if rec.state == RUNNING:
+            pool = rec.pool
+            assert pool is not None
+            cost = rec.price * job.gpus * max(now - rec.placed_at, 0.0) / 3600.0
+            self._emit(Released(now, name, job.cls, pool.cloud, pool.region, pool.gpu_type, job.gpus, reason, cost))
+            scope.add(pool.key)
+        elif rec.state == QUEUED:
+            res = self.reservations.get(job.gpu_type)
+            if res is not None and res.job == name:  # the pool it held is open to the queue again
+                self._emit(ReservationCleared(now, name, res.pool.cloud, res.pool.region, res.pool.gpu_type))
+                scope.add(res.pool.key)
+            self._emit(Dequeued(now, name, job.cls, reason))
+        else:
+            raise AdmissionError(f"job {name!r} is already {rec.state}")
+        self._settle(job.gpu_type, scope)
 
     def cancel(self, name: str) -> Decision:
-        rec = self._record(name)
-        if rec.state == RUNNING:
-            return self.release(name, "cancelled")
-        if rec.state == QUEUED:
-            self.queue.remove(name)
-            rec.state = CANCELLED
-            rec.reason = "cancelled"
-            self._emit(Dequeued(self.clock.now(), name, rec.job.cls, "cancelled"))
-            return self._decision(rec)
-        raise AdmissionError(f"job {name!r} is already {rec.state}")
+        return self.release(name, EndReason.CANCELLED)
 
-    def bind(self, name: str, ref: str) -> None:
-        """Record that a runtime now holds this placed job's gang (survives restarts via the ledger)."""
+    def bind(self, name: str, ref: str, attempt: int | None = None) -> None:
+        """A runtime holds the gang of this placement (``attempt``); a stale attempt is refused."""
         rec = self._record(name)
         if rec.state != RUNNING:
             raise AdmissionError(f"job {name!r} is not placed ({rec.state})")
-        rec.binding = ref
+        if attempt is not None and attempt != rec.attempt:
+            raise AdmissionError(f"job {name!r} was re-placed (attempt {rec.attempt}, not {attempt})")
         self._emit(Bound(self.clock.now(), name, rec.attempt, ref))
 
-    def bound_jobs(self) -> dict[str, str]:
-        return {n: r.binding for n, r in self.jobs.items() if r.state == RUNNING and r.binding}
+    def bound_jobs(self) -> dict[str, tuple[int, str]]:
+        return {n: r.binding for n, r in self.jobs.items() if r.state == RUNNING and r.binding is not None}
+
+    def version(self, name: str) -> int:
+        return self._record(name).version
 
     def status(self, name: str) -> Decision:
         return self._decision(self._record(name))
@@ -533,103 +893,68 @@ class Engine:
         if backend is None:
             raise AdmissionError(f"unknown cloud {cloud!r}")
         now = self.clock.now()
-        if up is not None:
-            backend.up = up
-        if extra_latency_seconds is not None:
-            backend.extra_latency_seconds = extra_latency_seconds
-        self._emit(BackendChanged(now, cloud, backend.up, backend.response_seconds))
-        if not backend.up and cloud != self.holder:
+        new_up = backend.up if up is None else up
+        extra = backend.extra_latency_seconds if extra_latency_seconds is None else extra_latency_seconds
+        self._emit(BackendChanged(now, cloud, new_up, backend.latency_seconds + extra))
+        if not new_up and cloud != self.holder:
             # Work on a lost non-holder cloud is re-placed through the ROFR again; work on the
             # holder is never moved off it by the scheduler on its own.
             victims = [r for pool in self.inventory.by_cloud[cloud] for r in self.running[pool.key].values()]
             for victim in victims:
-                self._evict(victim, "backend-down", None, now)
-            for victim in victims:
-                self._attempt(victim)
-        self.retry()
+                self._evict(victim, EvictReason.BACKEND_DOWN, None, now)
+        self._settle(None, None)
 
     def set_capacity(self, cloud: str, region: str, gpu_type: str, capacity: int) -> None:
-        """Capacity that comes and goes (spot): shrink evicts youngest low-priority work first."""
+        """Capacity that comes and goes (spot): a shrink evicts in the shared eviction order."""
         pool = self.inventory.pools.get((cloud, region, gpu_type))
         if pool is None:
             raise AdmissionError(f"unknown pool {cloud}/{region}/{gpu_type}")
         if capacity < 0:
             raise AdmissionError("capacity must be >= 0")
         now = self.clock.now()
-        victims: list[JobRecord] = []
-        if capacity < pool.allocated:
-            ordered = sorted(self.running[pool.key].values(), key=lambda r: (r.job.priority, -r.placed_at, r.seq))
-            excess = pool.allocated - capacity
-            for victim in ordered:
-                if excess <= 0:
-                    break
-                victims.append(victim)
-                excess -= victim.job.gpus
-            for victim in victims:
-                self._evict(victim, "capacity-lost", None, now)
-        grew = capacity > pool.capacity
-        pool.capacity = capacity
-        self._emit(CapacityChanged(now, cloud, region, gpu_type, capacity))
+        victims = choose_victims(self.running[pool.key].values(), pool.allocated - capacity) or []
         for victim in victims:
-            self._attempt(victim)
-        if grew:
-            self.retry(gpu_type)
+            self._evict(victim, EvictReason.CAPACITY_LOST, None, now)
+        self._emit(CapacityChanged(now, cloud, region, gpu_type, capacity))
+        self._settle(gpu_type, {pool.key})
+
+    def reconfigure(self, contract: Contract, reason: str) -> None:
+        """A new contract from now on (recorded); the queue is offered capacity under its terms."""
+        if contract.holder not in self.backends:
+            raise AdmissionError(f"contract holder {contract.holder!r} is not in the catalog")
+        self._emit(Reconfigured(self.clock.now(), contract.model_dump(mode="json", by_alias=True), reason))
+        self._settle(None, None)
 
     def retry(self, gpu_type: str | None = None) -> int:
-        """Capacity event: try bucket heads best-priority first; a bucket that fails is closed.
-
-        One heap over bucket heads keeps this O(placements x log buckets), independent of
-        how many jobs wait behind each head.
-        """
-        heap = self.queue.head_heap(gpu_type)
-        if not heap:
-            return 0
-        # Free capacity only shrinks during this loop, so the starting maximum is a safe filter.
-        pools = self.inventory.pools.values() if gpu_type is None else self.inventory.by_type.get(gpu_type, [])
-        most_free = 0
-        for p in pools:
-            if p.capacity - p.allocated > most_free:
-                most_free = p.capacity - p.allocated
-        placed = 0
-        while heap:
-            head, sig = heapq.heappop(heap)
-            current = self.queue.head(sig)
-            if current != head:  # the bucket changed under us (a victim was re-queued into it)
-                if current is not None:
-                    heapq.heappush(heap, (current, sig))
-                continue
-            rec = self.jobs[head[2]]
-            if rec.job.gpus > most_free or not self._could_fit(rec.job):
-                continue
-            self.queue.pop(head[2])
-            if not self._attempt(rec):
-                continue
-            placed += 1
-            nxt = self.queue.head(sig)
-            if nxt is not None:
-                heapq.heappush(heap, (nxt, sig))
-        return placed
-
-    def _could_fit(self, job: Job) -> bool:
-        """Cheap pre-check so an event does not re-offer jobs that obviously cannot fit."""
-        cand = self._admit(job)
-        gpus = job.gpus
-        if cand.holder_pools:
-            holder = self.backends[self.holder]
-            if holder.up and holder.response_seconds <= self.window:
-                for p in cand.holder_pools:
-                    if p.capacity - p.allocated >= gpus:
-                        return True
-            elif self.lapse_queues:
-                return False
-        for cloud, pools in cand.others:
-            if self.backends[cloud].up:
-                for p in pools:
-                    if p.capacity - p.allocated >= gpus:
-                        return True
-        return False
+        """Offer free capacity to the queue now (normally every capacity event does this itself)."""
+        return self._settle(gpu_type, None)
 
     # ------------------------------------------------------------------ views
+
+    def _decision(self, rec: JobRecord) -> Decision:
+        job = rec.job
+        running = rec.state == RUNNING
+        pool = rec.pool if running else rec.last_pool
+        return Decision(
+            job=job.name,
+            cls=job.cls,
+            outcome="placed" if running else str(rec.state),
+            gpu_type=job.gpu_type,
+            gpus=job.gpus,
+            holder=self.holder,
+            rofr_answer=rec.rofr[0],
+            rofr_reason=rec.rofr[1],
+            cloud=pool.cloud if pool else None,
+            region=pool.region if pool else None,
+            price=rec.price if pool else None,
+            via=rec.via if pool else None,
+            reason=rec.reason if rec.state == QUEUED else None,
+            detail=rec.detail if rec.state == QUEUED else None,
+            attempt=rec.attempt,
+            dropped=rec.dropped,
+            version=rec.version,
+            history=tuple(rec.history) if rec.history else (),
+        )
 
     def usage(self) -> list[PoolUsage]:
         return self.inventory.usage()
@@ -643,6 +968,19 @@ class Engine:
             out[rec.state] = out.get(rec.state, 0) + 1
         return out
 
+    def _no_capacity(self, gpu_type: str, free: int, gpus: int) -> str:
+        key = ("no-capacity", gpu_type, free, gpus)
+        text = self._shared.get(key)
+        if text is None:
+            text = self._shared[key] = f"no-capacity: {gpu_type} {free} free, {gpus} needed"
+        return text  # type: ignore[return-value]
+
+    def _share(self, value: _T) -> _T:
+        shared = self._shared
+        if len(shared) > 100_000:  # explanations are bounded in kind; this only guards odd catalogs
+            shared.clear()
+        return shared.setdefault(value, value)  # type: ignore[return-value]
+
     # ------------------------------------------------------------------ recovery
 
     @classmethod
@@ -653,73 +991,31 @@ class Engine:
         clock: Clock,
         events: Iterable[Event],
         sinks: Iterable[EventSink] = (),
+        *,
+        policy: Policy | None = None,
     ) -> Engine:
-        """Rebuild state from recorded events, then finish any attempt a crash cut short.
+        """Apply every recorded event (the same handlers as live), then finish attempts a crash cut short.
 
-        Sinks are attached only after the replay, so recovery records just the new attempts.
+        Sinks are attached only after the replay, so recovery records just the new decisions.
         """
-        engine = cls(catalog, contract, clock)
+        engine = cls(catalog, contract, clock, policy=policy)
+        apply = engine._handlers
         for ev in events:
-            engine._apply(ev)
+            apply[type(ev)](ev)
         for sink in sinks:
             engine.subscribe(sink)
-        for rec in list(engine.jobs.values()):
-            if rec.state == PENDING:
-                engine._attempt(rec)
+        engine._pending = [r for r in engine.jobs.values() if r.state == PENDING]
+        if engine._pending:
+            engine._settle(None, None)
         return engine
 
-    def _apply(self, ev: Event) -> None:
-        if isinstance(ev, Submitted):
-            self._seq += 1
-            self.jobs[ev.job] = JobRecord(Job.from_dict(ev.spec), self._seq, ev.at)
-        elif isinstance(ev, Answered):
-            self.jobs[ev.job].rofr = (ev.answer, ev.reason)
-            self.jobs[ev.job].attempt = ev.attempt
-        elif isinstance(ev, Placed):
-            rec = self.jobs[ev.job]
-            pool = self.inventory.pool(ev.cloud, ev.region, ev.gpu_type)
-            if not pool.reserve(ev.gpus):
-                raise AssertionError(f"replay over-commits {pool}")
-            rec.state, rec.pool, rec.price, rec.placed_at, rec.via = RUNNING, pool, ev.price, ev.at, ev.via
-            rec.attempt = ev.attempt
-            self.running[pool.key][ev.job] = rec
-            self.queue.remove(ev.job)
-        elif isinstance(ev, Queued):
-            rec = self.jobs[ev.job]
-            rec.state, rec.reason, rec.detail, rec.attempt = QUEUED, ev.reason, ev.detail, ev.attempt
-            if ev.job not in self.queue:
-                self.queue.push(ev.job, rec.job.signature, rec.job.gpu_type, rec.job.priority, rec.seq)
-        elif isinstance(ev, Preempted | Released):
-            rec = self.jobs[ev.job]
-            pool = self.inventory.pool(ev.cloud, ev.region, ev.gpu_type)
-            pool.release(ev.gpus)
-            del self.running[pool.key][ev.job]
-            rec.pool = None
-            rec.binding = ""
-            if isinstance(ev, Released):
-                rec.state = CANCELLED if ev.reason == "cancelled" else FINISHED
-            else:
-                rec.state = PENDING
-        elif isinstance(ev, Bound):
-            self.jobs[ev.job].binding = ev.ref
-        elif isinstance(ev, Dequeued):
-            self.queue.remove(ev.job)
-            self.jobs[ev.job].state = CANCELLED
-        elif isinstance(ev, BackendChanged):
-            b = self.backends[ev.cloud]
-            b.up = ev.up
-            b.extra_latency_seconds = max(ev.latency_seconds - b.latency_seconds, 0.0)
-        elif isinstance(ev, CapacityChanged):
-            self.inventory.pool(ev.cloud, ev.region, ev.gpu_type).capacity = ev.capacity
-        # Configured / Offered / Quoted carry no state beyond what the above rebuild.
 
-
-def _start_first(q: Quote) -> tuple[float, float, int, int]:
-    return q.rank
-
-
-def _cost_first(q: Quote) -> tuple[float, float, int, int]:
-    return (q.price, q.start_seconds, q.locality, q.pool.order)
+def _eviction_text(reason: str, by: str | None) -> str:
+    if reason == EvictReason.PINNED_JOB:
+        return f"preempted by {by}"
+    if reason == EvictReason.BACKEND_DOWN:
+        return "its cloud went down"
+    return "capacity lost"
 
 
 def _quote_tuples(quotes: list[Quote]) -> tuple[tuple[str, str, float, float], ...]:

@@ -1,49 +1,71 @@
 """The one event stream the engine emits; the ledger, metrics and tests all consume it.
 
-Events are plain frozen records with a stable ``kind`` and a flat, JSON-ready payload, so
+Events are immutable records with a stable ``kind`` and a flat, JSON-ready payload, so
 the ledger can store them verbatim and a verifier can replay them without the engine. They
 are also the engine's only way to change its own state: ``Engine._apply(event)`` is the one
 mutation path, live and on replay, so each event carries everything a view needs
 (explanations included) and nothing is written twice.
+
+Each event is a ``NamedTuple`` of its fields plus the ``Event`` behaviour: as immutable as a
+frozen dataclass, but about six times cheaper to create, which matters at ~5 events per
+placement decision and 100k decisions a second.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple, cast
 
 
-@dataclass(frozen=True, slots=True)
 class Event:
+    """What every event has: a kind, a time (``at``, from its fields) and a JSON-ready record."""
+
+    __slots__ = ()
     kind: ClassVar[str] = "event"
     at: float
 
     def to_record(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in _FIELDS[type(self)]}
+        return dict(zip(event_fields(type(self)), self, strict=True))  # type: ignore[call-overload]
+
+    def __eq__(self, other: object) -> bool:
+        """Equal fields of different kinds are different events (plain tuples would say equal)."""
+        return type(self) is type(other) and tuple.__eq__(cast(tuple[Any, ...], self), other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return tuple.__hash__(cast(tuple[Any, ...], self))
 
 
-@dataclass(frozen=True, slots=True)
-class Configured(Event):
-    """The catalog and contract in force from here on (first record of every ledger)."""
-
-    kind: ClassVar[str] = "configured"
+class _Configured(NamedTuple):
+    at: float
     catalog: dict[str, Any]
     contract: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Reconfigured(Event):
-    """A new contract in force from here on (it must keep api-serving pinned to its holder)."""
+class Configured(_Configured, Event):
+    """The catalog and contract in force from here on (first record of every ledger)."""
 
-    kind: ClassVar[str] = "reconfigured"
+    __slots__ = ()
+    kind: ClassVar[str] = "configured"
+
+
+class _Reconfigured(NamedTuple):
+    at: float
     contract: dict[str, Any]
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Submitted(Event):
-    kind: ClassVar[str] = "submitted"
+class Reconfigured(_Reconfigured, Event):
+    """A new contract in force from here on (it must keep api-serving pinned to its holder)."""
+
+    __slots__ = ()
+    kind: ClassVar[str] = "reconfigured"
+
+
+class _Submitted(NamedTuple):
+    at: float
     job: str
     cls: str
     gpus: int
@@ -52,11 +74,13 @@ class Submitted(Event):
     spec: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Offered(Event):
-    """The holder is shown the job (and in match mode the best competing quote)."""
+class Submitted(_Submitted, Event):
+    __slots__ = ()
+    kind: ClassVar[str] = "submitted"
 
-    kind: ClassVar[str] = "offered"
+
+class _Offered(NamedTuple):
+    at: float
     job: str
     attempt: int
     holder: str
@@ -66,11 +90,15 @@ class Offered(Event):
     competing_cloud: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Answered(Event):
-    """The ROFR gate's outcome: accepted, declined, lapsed, or not-offered (with why)."""
+class Offered(_Offered, Event):
+    """The holder is shown the job (and in match mode the best competing quote)."""
 
-    kind: ClassVar[str] = "answered"
+    __slots__ = ()
+    kind: ClassVar[str] = "offered"
+
+
+class _Answered(NamedTuple):
+    at: float
     job: str
     attempt: int
     holder: str
@@ -79,20 +107,30 @@ class Answered(Event):
     response_seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class Quoted(Event):
-    """Non-holder answers for one attempt: ``quotes`` are (cloud, region, usd/gpu-h, start s)."""
+class Answered(_Answered, Event):
+    """The ROFR gate's outcome: accepted, declined, lapsed, or not-offered (with why)."""
 
-    kind: ClassVar[str] = "quoted"
+    __slots__ = ()
+    kind: ClassVar[str] = "answered"
+
+
+class _Quoted(NamedTuple):
+    at: float
     job: str
     attempt: int
     quotes: tuple[tuple[str, str, float, float], ...]
     dropped: tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Placed(Event):
-    kind: ClassVar[str] = "placed"
+class Quoted(_Quoted, Event):
+    """Non-holder answers for one attempt: ``quotes`` are (cloud, region, usd/gpu-h, start s)."""
+
+    __slots__ = ()
+    kind: ClassVar[str] = "quoted"
+
+
+class _Placed(NamedTuple):
+    at: float
     job: str
     attempt: int
     cls: str
@@ -106,9 +144,13 @@ class Placed(Event):
     not_used: tuple[tuple[str, str], ...] = ()  # (cloud, why) for every backend not chosen
 
 
-@dataclass(frozen=True, slots=True)
-class Queued(Event):
-    kind: ClassVar[str] = "queued"
+class Placed(_Placed, Event):
+    __slots__ = ()
+    kind: ClassVar[str] = "placed"
+
+
+class _Queued(NamedTuple):
+    at: float
     job: str
     attempt: int
     cls: str
@@ -117,11 +159,13 @@ class Queued(Event):
     not_used: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Preempted(Event):
-    """A movable job is evicted (for a pinned job or lost capacity); it will be re-placed."""
+class Queued(_Queued, Event):
+    __slots__ = ()
+    kind: ClassVar[str] = "queued"
 
-    kind: ClassVar[str] = "preempted"
+
+class _Preempted(NamedTuple):
+    at: float
     job: str
     cls: str
     cloud: str
@@ -133,11 +177,15 @@ class Preempted(Event):
     cost_usd: float
 
 
-@dataclass(frozen=True, slots=True)
-class Released(Event):
-    """A placed job leaves for good; ``reason`` is its final state: finished, failed, stopped or cancelled."""
+class Preempted(_Preempted, Event):
+    """A movable job is evicted (for a pinned job or lost capacity); it will be re-placed."""
 
-    kind: ClassVar[str] = "released"
+    __slots__ = ()
+    kind: ClassVar[str] = "preempted"
+
+
+class _Released(NamedTuple):
+    at: float
     job: str
     cls: str
     cloud: str
@@ -148,52 +196,68 @@ class Released(Event):
     cost_usd: float
 
 
-@dataclass(frozen=True, slots=True)
-class Bound(Event):
-    """A runtime holds the gang of placement ``attempt`` (a Ray placement group): its loss stops the job."""
+class Released(_Released, Event):
+    """A placed job leaves for good; ``reason`` is its final state: finished, failed, stopped or cancelled."""
 
-    kind: ClassVar[str] = "bound"
+    __slots__ = ()
+    kind: ClassVar[str] = "released"
+
+
+class _Bound(NamedTuple):
+    at: float
     job: str
     attempt: int
     ref: str
 
 
-@dataclass(frozen=True, slots=True)
-class Dequeued(Event):
-    """A queued job leaves without being placed again (``reason``: cancelled or stopped)."""
+class Bound(_Bound, Event):
+    """A runtime holds the gang of placement ``attempt`` (a Ray placement group): its loss stops the job."""
 
-    kind: ClassVar[str] = "dequeued"
+    __slots__ = ()
+    kind: ClassVar[str] = "bound"
+
+
+class _Dequeued(NamedTuple):
+    at: float
     job: str
     cls: str
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class BackendChanged(Event):
-    kind: ClassVar[str] = "backend-changed"
+class Dequeued(_Dequeued, Event):
+    """A queued job leaves without being placed again (``reason``: cancelled or stopped)."""
+
+    __slots__ = ()
+    kind: ClassVar[str] = "dequeued"
+
+
+class _BackendChanged(NamedTuple):
+    at: float
     cloud: str
     up: bool
     latency_seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class CapacityChanged(Event):
-    kind: ClassVar[str] = "capacity-changed"
+class BackendChanged(_BackendChanged, Event):
+    __slots__ = ()
+    kind: ClassVar[str] = "backend-changed"
+
+
+class _CapacityChanged(NamedTuple):
+    at: float
     cloud: str
     region: str
     gpu_type: str
     capacity: int
 
 
-@dataclass(frozen=True, slots=True)
-class Reserved(Event):
-    """The pool is held for a blocked queued job from ``start_at`` (expected ends of running work).
+class CapacityChanged(_CapacityChanged, Event):
+    __slots__ = ()
+    kind: ClassVar[str] = "capacity-changed"
 
-    Until then only work expected to end by ``start_at`` may start there (backfill); one
-    reservation per pool, taken by the highest-priority blocked job that starts earliest there.
-    """
 
-    kind: ClassVar[str] = "reserved"
+class _Reserved(NamedTuple):
+    at: float
     job: str
     cloud: str
     region: str
@@ -201,15 +265,30 @@ class Reserved(Event):
     start_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class ReservationCleared(Event):
-    """The pool's reservation for ``job`` ends (it was placed elsewhere, left, or a higher-priority job took over)."""
+class Reserved(_Reserved, Event):
+    """The pool is held for a blocked queued job from ``start_at`` (expected ends of running work).
 
-    kind: ClassVar[str] = "reservation-cleared"
+    Until then only work expected to end by ``start_at`` may start there (backfill); one
+    reservation per pool, taken by the highest-priority blocked job that starts earliest there.
+    """
+
+    __slots__ = ()
+    kind: ClassVar[str] = "reserved"
+
+
+class _ReservationCleared(NamedTuple):
+    at: float
     job: str
     cloud: str
     region: str
     gpu_type: str
+
+
+class ReservationCleared(_ReservationCleared, Event):
+    """The pool's reservation for ``job`` ends (it was placed elsewhere, left, or a higher-priority job took over)."""
+
+    __slots__ = ()
+    kind: ClassVar[str] = "reservation-cleared"
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -233,10 +312,15 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ReservationCleared,
     )
 }
-_FIELDS: dict[type[Event], tuple[str, ...]] = {t: tuple(f.name for f in fields(t)) for t in EVENT_TYPES.values()}
 _TUPLE_FIELDS = {"quotes", "dropped", "not_used"}
 
 EventSink = Callable[[Event], None]
+
+
+def event_fields(cls: type[Event]) -> tuple[str, ...]:
+    """The field names of an event type, in record order (``at`` first)."""
+    names: tuple[str, ...] = getattr(cls, "_fields")  # noqa: B009
+    return names
 
 
 def event_from_record(kind: str, record: dict[str, Any]) -> Event:

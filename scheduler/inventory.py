@@ -10,7 +10,7 @@ from scheduler.specs import CloudCatalog
 class Pool:
     """Mutable capacity counter; the only place GPUs are reserved and freed."""
 
-    __slots__ = ("allocated", "capacity", "cloud", "gpu_type", "jurisdiction", "order", "price", "region")
+    __slots__ = ("allocated", "capacity", "ceiling", "cloud", "gpu_type", "jurisdiction", "key", "order", "price", "region")
 
     def __init__(
         self, cloud: str, region: str, gpu_type: str, jurisdiction: str, capacity: int, price: float, order: int
@@ -20,29 +20,26 @@ class Pool:
         self.gpu_type = gpu_type
         self.jurisdiction = jurisdiction
         self.capacity = capacity
+        self.ceiling = capacity  # the catalog's size: what admission may count on (capacity varies below it)
         self.allocated = 0
         self.price = price
         self.order = order
+        self.key = (cloud, region, gpu_type)
 
     @property
     def free(self) -> int:
         return self.capacity - self.allocated
 
-    def reserve(self, gpus: int) -> bool:
-        """All or nothing: a gang gets every GPU in this pool or none."""
+    def take(self, gpus: int) -> None:
+        """All or nothing: a gang gets every GPU in this pool (the decision checked it fits)."""
         if self.capacity - self.allocated < gpus:
-            return False
+            raise AssertionError(f"{gpus} GPUs do not fit {self!r}")
         self.allocated += gpus
-        return True
 
     def release(self, gpus: int) -> None:
         if gpus > self.allocated:
             raise AssertionError(f"release of {gpus} GPUs exceeds {self.allocated} allocated in {self.key}")
         self.allocated -= gpus
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.cloud, self.region, self.gpu_type)
 
     def __repr__(self) -> str:
         return f"Pool({self.cloud}/{self.region} {self.gpu_type} {self.allocated}/{self.capacity})"

@@ -200,7 +200,25 @@ def check_job(job: JobDoc, catalog: CloudCatalog, contract: Contract, doc: Docum
         )
     elif s.gpus > best:
         err(("spec", "gpus"), f"{s.gpus} GPUs can never fit: the largest allowed {s.gpuType} pool has {best}")
+    elif allowed == {holder}:
+        never = _holder_never_accepts(job, catalog, holder)
+        if never:
+            err(never[0], f"{s.class_} jobs run on {holder} only, and {holder} never accepts this job: {never[1]}")
     return errors
+
+
+def _holder_never_accepts(job: JobDoc, catalog: CloudCatalog, holder: str) -> tuple[tuple[str | int, ...], str] | None:
+    """A job only the holder may run that the holder's own rules always decline (field, why)."""
+    s = job.spec
+    backend = catalog.backend(holder)
+    if backend is None:
+        return None
+    rules = backend.holderRules
+    if s.gpuType in rules.declineGpuTypes:
+        return ("spec", "gpuType"), f"its holder rules decline {s.gpuType} (declineGpuTypes)"
+    if rules.maxGangGpus is not None and s.gpus > rules.maxGangGpus:
+        return ("spec", "gpus"), f"its holder rules cap a gang at {rules.maxGangGpus} GPUs (maxGangGpus)"
+    return None
 
 
 def check_jobs(

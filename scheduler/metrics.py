@@ -7,7 +7,9 @@ stream, so the alert that watches it is watching a real proof, not a constant.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from scheduler.events import (
     Answered,
@@ -102,9 +104,8 @@ class Metrics:
         self._seq += 1
         for v in self.checker.feed(ev, self._seq):
             self.violations.labels(v.rule).inc()
-        job = getattr(ev, "job", None)
-        if job is not None:  # any event for a queued job means it left the queue (or re-queues below)
-            prev = self._queued.pop(job, None)
+        if isinstance(ev, Placed | Queued | Dequeued):  # the job left the queue (or re-queues below with a new reason)
+            prev = self._queued.pop(ev.job, None)
             if prev is not None:
                 self.pending.labels(*prev).dec()
         if isinstance(ev, Submitted):
@@ -164,6 +165,24 @@ class Metrics:
                 self.decision_seconds.observe(per)
 
 
+def read_only(app: Any) -> Any:
+    """A WSGI wrapper that answers anything but GET/HEAD with 405: scrapes read, nobody writes."""
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD"), ("Content-Type", "text/plain")])
+            return [b"the metrics endpoint is read-only\n"]
+        return app(environ, start_response)
+
+    return wrapped
+
+
 def serve(metrics: Metrics, port: int, host: str = "127.0.0.1") -> None:
-    """Expose /metrics (read-only; prometheus_client serves GET only)."""
-    start_http_server(port, addr=host, registry=metrics.registry)
+    """Expose /metrics (GET only) on a daemon thread, like prometheus_client.start_http_server."""
+    import threading
+    from wsgiref.simple_server import make_server
+
+    from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+
+    httpd = make_server(host, port, read_only(make_wsgi_app(metrics.registry)), ThreadingWSGIServer, handler_class=_SilentHandler)
+    threading.Thread(target=httpd.serve_forever, name="mcsched-metrics", daemon=True).start()

@@ -20,11 +20,12 @@ def decisions_table(decisions: Sequence[Decision], explain: bool = False, title:
         table.add_column(col, overflow="fold")
     if explain:
         table.add_column("not used (why)", overflow="fold")
+        table.add_column("history", overflow="fold")
     for d in decisions:
         where = f"{d.cloud}/{d.region}" if d.cloud else "-"
         cost = f"{d.price * d.gpus:,.2f}" if d.price is not None else "-"
         rofr = d.rofr_answer + (f" ({d.rofr_reason})" if d.rofr_reason else "")
-        style = "green" if d.outcome == "placed" else "yellow" if d.outcome == "queued" else None
+        style = {"placed": "green", "queued": "yellow", "failed": "red"}.get(d.outcome)
         row = [
             d.job,
             d.cls,
@@ -37,5 +38,12 @@ def decisions_table(decisions: Sequence[Decision], explain: bool = False, title:
         ]
         if explain:
             row.append("\n".join(f"{c}: {why}" for c, why in d.dropped))
+            row.append("\n".join(_history_line(h) for h in d.history))
         table.add_row(*row)
     return table
+
+
+def _history_line(entry: tuple[float, str, str, str, str]) -> str:
+    at, what, cloud, region, detail = entry
+    where = f" {cloud}/{region}" if cloud else ""
+    return f"t={at:.0f}s {what}{where} ({detail})"

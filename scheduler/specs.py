@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$"
 REGION_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_]{0,61}[A-Za-z0-9])?$"
@@ -137,14 +137,55 @@ class Preemption(Strict):
     enabled: bool = True
 
 
-def _default_pins() -> dict[JobClass, list[str]]:
-    return {"api-serving": ["azure"]}
+SpillRanking = Literal["price-first", "start-first", "weighted"]
+
+
+class SpillWeights(Strict):
+    """``weighted`` ranking: score = price * USD/GPU-h + startSeconds * seconds to start (lower wins)."""
+
+    price: Annotated[float, Field(ge=0.0, le=1e6)] = 1.0
+    startSeconds: Annotated[float, Field(ge=0.0, le=1e6)] = 0.0
+
+
+class Scoring(Strict):
+    """How the other clouds' quotes are ranked after the holder declines or lapses."""
+
+    spill: SpillRanking = "price-first"
+    weights: SpillWeights = Field(default_factory=SpillWeights)
+
+
+API_CLASS = "api-serving"
 
 
 class ContractSpec(Strict):
     rofr: Rofr = Field(default_factory=Rofr)
-    pins: dict[JobClass, Annotated[list[Name], Field(min_length=1)]] = Field(default_factory=_default_pins)
+    pins: dict[JobClass, Annotated[list[Name], Field(min_length=1)]] = Field(default_factory=dict)
     preemption: Preemption = Field(default_factory=Preemption)
+    scoring: Scoring = Field(default_factory=Scoring)
+    classPriorities: dict[JobClass, Annotated[int, Field(ge=-1000, le=1000)]] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _api_pin_default(cls, data: object) -> object:
+        """Without pins, api-serving is pinned to the holder (the contract's second clause)."""
+        if isinstance(data, dict) and "pins" not in data:
+            rofr = data.get("rofr")
+            holder = rofr.get("holder", "azure") if isinstance(rofr, dict) else "azure"
+            return {**data, "pins": {API_CLASS: [holder]}}
+        return data
+
+    @field_validator("pins")
+    @classmethod
+    def _api_exclusive(cls, pins: dict[str, list[str]], info: ValidationInfo) -> dict[str, list[str]]:
+        rofr = info.data.get("rofr")
+        holder = rofr.holder if isinstance(rofr, Rofr) else "azure"
+        got = pins.get(API_CLASS)
+        if got != [holder]:
+            raise ValueError(
+                f"api-serving must be pinned to exactly [{holder}] (the ROFR holder), got {got if got is not None else 'no pin'}: "
+                "API exclusivity is a clause of the contract, not an option"
+            )
+        return pins
 
 
 class Contract(Strict):

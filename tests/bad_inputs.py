@@ -122,6 +122,10 @@ def _cases() -> list[BadCase]:
         _y(_job(**{"class": "api-serving", "regions": ["abilene-tx"], "gpuType": "GB200"})),
         "no allowed cloud/region",
     )
+    # api-serving jobs the holder can never accept are refused, not queued forever
+    job("api-declined-gpu-type", _y(_job(**{"class": "api-serving", "gpuType": "MI300X"})), "never accepts")
+    job("api-larger-than-azure", _y(_job(**{"class": "api-serving", "gpus": 1024})), "can never fit")
+    job("api-larger-than-region", _y(_job(**{"class": "api-serving", "gpus": 128, "regions": ["japaneast"]})), "can never fit")
     # --- structure
     for where in ["spec", "metadata", "top"]:
         d = _job()
@@ -217,7 +221,7 @@ def _cases() -> list[BadCase]:
     def con(id: str, doc: Any, expect: str) -> None:
         cases.append(BadCase(f"contract-{id}", "contract", _y(doc) if not isinstance(doc, bytes) else doc, expect))
 
-    con("unknown-holder", _set(contract, ("spec", "rofr", "holder"), "ibm"), "unknown holder")
+    con("unknown-holder", _set(_set(contract, ("spec", "rofr", "holder"), "ibm"), ("spec", "pins", "api-serving"), ["ibm"]), "unknown holder")
     con("holder-null", _set(contract, ("spec", "rofr", "holder"), None), "spec.rofr.holder")
     con("holder-empty", _set(contract, ("spec", "rofr", "holder"), ""), "spec.rofr.holder")
     con("window-zero", _set(contract, ("spec", "rofr", "windowSeconds"), 0), "greater than 0")
@@ -225,7 +229,13 @@ def _cases() -> list[BadCase]:
     con("window-string", _set(contract, ("spec", "rofr", "windowSeconds"), "30s"), "valid number")
     con("mode-typo", _set(contract, ("spec", "rofr", "mode"), "first_look"), "spec.rofr.mode")
     con("onlapse-typo", _set(contract, ("spec", "rofr", "onLapse"), "accept"), "spec.rofr.onLapse")
-    con("pin-unknown-cloud", _set(contract, ("spec", "pins", "api-serving"), ["azure", "ibm"]), "unknown cloud")
+    con("pin-unknown-cloud", _set(contract, ("spec", "pins", "inference"), ["azure", "ibm"]), "unknown cloud")
+    # --- API exclusivity is the contract's clause: it cannot be configured away
+    con("api-pin-replaced", _set(contract, ("spec", "pins"), {"training": ["azure"]}), "API exclusivity")
+    con("api-pin-dropped", _set(contract, ("spec", "pins"), {}), "API exclusivity")
+    con("api-pin-elsewhere", _set(contract, ("spec", "pins", "api-serving"), ["oci"]), "API exclusivity")
+    con("api-pin-widened", _set(contract, ("spec", "pins", "api-serving"), ["azure", "oci"]), "API exclusivity")
+    con("spill-ranking-typo", _set(contract, ("spec", "scoring"), {"spill": "cheapest"}), "spec.scoring.spill")
     con("pin-unknown-class", _set(contract, ("spec", "pins", "batch"), ["oci"]), "spec.pins")
     con("pin-empty", _set(contract, ("spec", "pins", "api-serving"), []), "at least 1")
     con("preemption-string", _set(contract, ("spec", "preemption", "enabled"), "on"), "valid boolean")

@@ -46,6 +46,10 @@ class JobBuilder:
         self._d["clouds"] = clouds
         return self
 
+    def hours(self, h: float) -> JobBuilder:
+        self._d["duration_hours"] = h
+        return self
+
     def jurisdiction(self, j: str) -> JobBuilder:
         self._d["jurisdiction"] = j
         return self

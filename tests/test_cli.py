@@ -76,8 +76,40 @@ def test_plan_queued_jobs_say_why(tmp_path: Path, capsys) -> None:
 
 
 def test_plan_match_mode_and_table_output(capsys) -> None:
-    code, out, _ = run(["plan", str(MIXED), "--contract", str(examples_dir() / "contract-match.yaml")], capsys)
-    assert code == 0 and "matched" in out
+    match = str(examples_dir() / "contract-match.yaml")
+    code, out, _ = run(["plan", str(MIXED), "--contract", match, "-o", "json"], capsys)
+    rows = {r["job"]: r for r in json.loads(out)}
+    assert code == 0
+    # Azure meets the best competing quote below its list price (3.40 for H100) ...
+    eu = rows["eu-finetune"]
+    assert (eu["cloud"], eu["rofr"]["answer"], eu["rofr"]["reason"]) == ("azure", "accepted", "matched")
+    assert eu["priceUsdPerGpuHour"] < 3.40
+    # ... but never below its floor for GB200 (5.00): that job spills after a recorded decline.
+    rlhf = rows["rlhf-ppo"]
+    assert (rlhf["cloud"], rlhf["rofr"]["reason"], rlhf["via"]) == ("stargate", "below-price-floor", "after-decline")
+    code, table, _ = run(["plan", str(MIXED), "--contract", match], capsys)
+    line = next(ln for ln in table.splitlines() if "eu-finetune" in ln)
+    assert "azure/westeurope" in line and "accepted (matched)" in line
+
+
+def test_plan_shows_where_each_job_ends_up_with_its_history(tmp_path: Path, capsys) -> None:
+    # The API job, submitted second, preempts the training job submitted first: the plan shows the
+    # training job where it finally runs, not where it was placed at its own submission.
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(
+        "apiVersion: mcsched.io/v1\nkind: Job\nmetadata: {name: train}\n"
+        "spec: {class: training, gpus: 56, gpuType: H100, jurisdiction: JP}\n---\n"
+        "apiVersion: mcsched.io/v1\nkind: Job\nmetadata: {name: api}\n"
+        "spec: {class: api-serving, gpus: 32, gpuType: H100, jurisdiction: JP, priority: 100}\n"
+    )
+    code, out, err = run(["plan", str(jobs), "-o", "json", "--explain"], capsys)
+    assert code == 0, err
+    rows = {r["job"]: r for r in json.loads(out)}
+    assert (rows["api"]["cloud"], rows["api"]["via"]) == ("azure", "preemption")
+    train = rows["train"]
+    assert train["cloud"] != "azure" and train["outcome"] == "placed"
+    assert [h["what"] for h in train["history"]] == ["placed", "evicted", "placed"]
+    assert train["history"][1]["detail"] == "preempted by api"
 
 
 def test_plan_writes_a_ledger_that_verifies(tmp_path: Path, capsys) -> None:

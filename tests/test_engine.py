@@ -57,12 +57,21 @@ def test_api_serving_preempts_lower_priority_movable_work_which_is_replaced_thro
     assert_clean(events)
 
 
-def test_preemption_never_evicts_equal_or_higher_priority_or_pinned_work() -> None:
-    engine, _, _ = recording_engine(two_clouds(azure_h100=8))
-    engine.submit(a_job().named("train").gpus(8).priority(100).obj())
+@pytest.mark.parametrize(
+    ("running", "why"),
+    [
+        (a_job().named("train").gpus(8).priority(100), "equal priority"),
+        (a_job().named("train").gpus(8).priority(500), "higher priority"),
+        (a_job().named("train").cls("api-serving").gpus(8).priority(0), "pinned work, even of lower priority"),
+    ],
+)
+def test_preemption_never_evicts_equal_or_higher_priority_or_pinned_work(running, why: str) -> None:
+    engine, events, _ = recording_engine(two_clouds(azure_h100=8))
+    engine.submit(running.obj())
     d = engine.submit(a_job().named("api").cls("api-serving").gpus(8).priority(100).obj())
-    assert d.outcome == "queued"
-    assert engine.status("train").cloud == "azure"
+    assert d.outcome == "queued", why
+    assert engine.status("train").cloud == "azure", why
+    assert not any(isinstance(e, Preempted) for e in events), why
 
 
 def test_slow_holder_lapses_at_the_window_and_the_job_spills() -> None:

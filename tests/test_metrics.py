@@ -61,3 +61,29 @@ def test_violation_counter_is_driven_by_the_live_checker() -> None:
     m(Submitted(0.0, "x", "training", 8, "H100", 0, job.to_dict()))
     m(Placed(0.0, "x", 1, "training", "oci", "us-ashburn-1", "H100", 8, 2.9, "after-decline", 0.0))
     assert value(m, "mcsched_contract_violations_total", rule="rofr-order") == 1
+
+
+def test_the_endpoint_serves_scrapes_and_refuses_writes() -> None:
+    import urllib.error
+    import urllib.request
+
+    from scheduler.metrics import serve
+    from scheduler.runtime.cluster import free_port
+
+    m = Metrics()
+    engine, _, _ = recording_engine(two_clouds())
+    engine.subscribe(m)
+    engine.announce()
+    port = free_port()
+    serve(m, port)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert r.status == 200 and b"mcsched_backend_up" in r.read()
+    for method in ("POST", "PUT", "DELETE"):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", data=b"mcsched_backend_up 0", method=method)
+        try:
+            urllib.request.urlopen(req, timeout=5)
+            raise AssertionError(f"{method} was accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 405
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert 'mcsched_backend_up{cloud="azure"} 1.0' in r.read().decode()

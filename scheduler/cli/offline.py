@@ -59,7 +59,7 @@ def plan(
     output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")] = OutputFormat.TABLE,
     explain: Annotated[bool, typer.Option("--explain", help="Say why each backend was not used.")] = False,
 ) -> None:
-    """Place jobs against a catalog and contract offline (no Ray) and print the decisions."""
+    """Place jobs against a catalog and contract offline (no Ray) and print where each job ends up."""
     catalog, the_contract = load_config(clouds, contract)
     docs = load_jobs(jobs, catalog, the_contract)
     engine = Engine(catalog, the_contract, ManualClock())
@@ -72,16 +72,17 @@ def plan(
         engine.subscribe(ledger)
         engine.announce()
     try:
-        decisions = engine.place_many([Job.from_doc(d) for d in docs])
+        engine.place_many([Job.from_doc(d) for d in docs])
         if ledger is not None:
             ledger.flush()
     finally:
         if ledger is not None:
             ledger.close()
+    decisions = engine.decisions()  # where every job stands once all are placed (later jobs may have moved earlier ones)
     if output is OutputFormat.JSON:
         print(decisions_json(decisions, explain))
     else:
-        out.print(decisions_table(decisions, explain, title=f"{len(decisions)} decision(s), holder {engine.holder}"))
+        out.print(decisions_table(decisions, explain, title=f"{len(decisions)} job(s) after placing them in order, holder {engine.holder}"))
 
 
 @app.command("manifests")

@@ -41,7 +41,6 @@ from scheduler.wallclock import WallClock
 log = logging.getLogger("mcsched.service")
 RECONCILE_SECONDS = 1.0
 LEASE_SECONDS = 15.0  # a driver renews its lease at least every POLL_SECONDS (driver.py); 3x slack
-_OUTCOME_RANK = {"queued": 0, "placed": 1}
 
 
 class Gangs(Protocol):
@@ -187,34 +186,22 @@ class SchedulerService:
 
     # ------------------------------------------------------------------ the books' side of a job
 
-    def _version(self, name: str) -> int:
-        """The job's assignment version: it changes whenever its placement changes."""
-        engine = self._ensure()
-        version = getattr(engine, "version", None)
-        if version is not None:  # engine v2
-            return int(version(name))
-        d = engine.status(name)  # engine v1: attempt and outcome change on every assignment change
-        return d.attempt * 8 + _OUTCOME_RANK.get(d.outcome, 7)
-
     def _view(self, name: str) -> dict[str, Any]:
         """What a driver sees: the decision, its placement attempt and the assignment version."""
         d = self._ensure().status(name)
-        return {"version": self._version(name), "attempt": d.attempt, "decision": d.to_dict(True)}
+        return {"version": d.version, "attempt": d.attempt, "decision": d.to_dict(True)}
 
     def _end(self, name: str, reason: str) -> Decision | None:
-        """End a running or queued job for good (finished | failed | stopped | cancelled)."""
+        """End a running or queued job for good; None if it has already ended.
+
+        A queued job leaves only as ``cancelled`` or ``stopped`` (ledger rule 8): a driver whose
+        work completed while the books had re-queued it stops it rather than finishing it.
+        """
         engine = self._ensure()
         outcome = engine.status(name).outcome
-        if outcome == "placed":
-            return engine.release(name, reason)
-        if outcome == "queued":
-            if reason == "cancelled":
-                return engine.cancel(name)
-            try:
-                return engine.release(name, reason)  # engine v2 ends queued jobs too
-            except AdmissionError:
-                return engine.cancel(name)  # engine v1 can only dequeue as cancelled
-        return None
+        if outcome == "queued" and reason not in ("cancelled", "stopped"):
+            reason = "stopped"
+        return engine.release(name, reason) if outcome in ("placed", "queued") else None
 
     def _assignments(self, names: set[str]) -> list[Assignment]:
         engine = self._ensure()
@@ -312,7 +299,7 @@ class SchedulerService:
     async def wait_change(self, name: str, known: int, timeout: float = 5.0) -> dict[str, Any]:
         """Long-poll: return the job's view as soon as its assignment version differs from ``known``
         (or after ``timeout``). Each call renews the caller's lease on the job."""
-        self._ensure()
+        engine = self._ensure()
         if self._changed is None:
             self._changed = asyncio.Condition()
         loop = asyncio.get_running_loop()
@@ -321,7 +308,7 @@ class SchedulerService:
             while True:
                 self._renew(name)
                 remaining = deadline - loop.time()
-                if self._version(name) != known or remaining <= 0:
+                if engine.version(name) != known or remaining <= 0:
                     return self._view(name)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), remaining)
@@ -347,9 +334,7 @@ class SchedulerService:
         if d.outcome != "placed" or (attempt is not None and d.attempt != attempt):
             return False
         try:
-            engine.bind(name, ref, d.attempt)  # type: ignore[call-arg]  # engine v2
-        except TypeError:
-            engine.bind(name, ref)  # engine v1
+            engine.bind(name, ref, d.attempt)
         except AdmissionError:
             return False
         self._commit()
@@ -386,10 +371,10 @@ class SchedulerService:
         return self._view(name)
 
     async def release(self, name: str, reason: str = "finished") -> dict[str, Any]:
-        engine = self._ensure()
-        if engine.status(name).outcome != "placed":
-            return engine.status(name).to_dict()
-        d = engine.release(name, reason)
+        """End a job for good, whatever its attempt (an operator's call; drivers use ``end``)."""
+        d = self._end(name, reason)
+        if d is None:
+            return self._ensure().status(name).to_dict()
         self._commit()
         await self._notify()
         return d.to_dict()

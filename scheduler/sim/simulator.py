@@ -15,23 +15,17 @@ from typing import Any
 
 from scheduler.clock import ManualClock
 from scheduler.engine import Engine
+from scheduler.errors import AdmissionError
 from scheduler.events import Answered, Event, Placed, Preempted, Queued, Released
 from scheduler.invariants import InvariantChecker
 from scheduler.model import Job
+from scheduler.sim.policies import POLICIES, policy_for
+
+__all__ = ["POLICIES", "Recorder", "Sample", "Simulation"]
 from scheduler.sim.traces import SpotTrace, TraceJob
 from scheduler.specs import CloudCatalog, Contract
 
 CAPACITY, FINISH, ARRIVAL = 0, 1, 2  # same instant: capacity first, then frees, then arrivals
-POLICIES = ("contract", "cheapest", "azure-only")
-
-
-def policy_contract(contract: Contract, policy: str) -> Contract:
-    """``azure-only`` pins every class to the holder: nothing ever spills."""
-    if policy != "azure-only":
-        return contract
-    pins = {cls: [contract.holder] for cls in ("training", "inference", "api-serving")}
-    spec = contract.spec.model_copy(update={"pins": pins})
-    return contract.model_copy(update={"spec": spec})
 
 
 @dataclass
@@ -91,10 +85,8 @@ class Recorder:
 
 class Simulation:
     def __init__(self, catalog: CloudCatalog, contract: Contract, policy: str = "contract", sinks: list[Callable[[Event], None]] | None = None) -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"unknown policy {policy!r}")
         self.clock = ManualClock()
-        self.engine = Engine(catalog, policy_contract(contract, policy), self.clock, policy=policy)
+        self.engine = Engine(catalog, contract, self.clock, policy=policy_for(policy, contract))
         self.policy = policy
         self.heap: list[tuple[float, int, int, Any]] = []
         self._seq = 0
@@ -164,8 +156,8 @@ class Simulation:
                 job = Job(name=data.name, cls=data.cls, gpus=data.gpus, gpu_type=data.gpu_type, duration_hours=data.duration / 3600)
                 try:
                     engine.submit(job)
-                except Exception:
-                    self.unplaceable += 1  # bigger than any allowed pool: counted, never queued
+                except AdmissionError:
+                    self.unplaceable += 1  # no allowed pool can ever host it: counted, never queued
                 done += 1
                 if progress is not None and done % 500 == 0:
                     progress(500)

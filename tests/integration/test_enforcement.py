@@ -125,7 +125,7 @@ def test_api_job_preempts_and_the_training_job_moves_and_resumes_from_its_checkp
 
     assert wait_final(c, "train-a") == "SUCCEEDED"
     log = logs(c, "train-a")
-    assert "train-a evicted from azure/eastus" in log
+    assert "train-a evicted from azure/eastus" in log and "moved train-a to " in log and "preempted by api-a" in log
     resumed = int(re.findall(r"\[train-a\] resuming from checkpoint at step (\d+)", log)[0])
     assert resumed > 1
     workers = steps_by_worker(log, "train-a")
@@ -138,8 +138,10 @@ def test_api_job_preempts_and_the_training_job_moves_and_resumes_from_its_checkp
     assert placed[0].cloud == "azure" and placed[-1].cloud in ("oci", "aws") and len(placed) == 2
     assert f"running on {placed[-1].cloud}/{placed[-1].region}" in log
     assert events(c, "train-a")[-1].kind == "released" and events(c, "train-a")[-1].reason == "finished"
-    st = json.loads(c.mcsched("status", "train-a", "-o", "json").stdout)[0]
-    assert st["outcome"] == "finished"
+    st = json.loads(c.mcsched("status", "train-a", "-o", "json", "--explain").stdout)[0]
+    assert st["outcome"] == "finished" and st["cloud"] == placed[-1].cloud  # an ended job shows where it ran
+    assert [(h["what"], h["cloud"]) for h in st["history"]] == [
+        ("placed", "azure"), ("evicted", "azure"), ("placed", placed[-1].cloud), ("ended", placed[-1].cloud)]
     assert "OK:" in c.mcsched("audit", "verify", "--db", str(c.state / "ledger.db")).stdout
     at_rest(c)
 
@@ -160,7 +162,7 @@ def test_non_holder_outage_moves_work_through_the_rofr_and_holder_outage_moves_n
     c.mcsched("fault", "oci", "--up")
     assert wait_final(c, "on-oci") == "SUCCEEDED" and wait_final(c, "on-azure") == "SUCCEEDED"
     log = logs(c, "on-oci")
-    assert "on-oci evicted from oci/us-ashburn-1" in log and "placed on-oci on aws/us-east-1" in log
+    assert "on-oci evicted from oci/us-ashburn-1" in log and "moved on-oci to aws/us-east-1" in log
     assert int(re.findall(r"resuming from checkpoint at step (\d+)", log)[0]) > 1
     # The move went through the ROFR: the holder answered attempt 2 before the AWS placement.
     evs = events(c, "on-oci")
@@ -177,6 +179,8 @@ def test_a_failing_workload_ends_failed_in_ray_the_ledger_and_metrics(ray_cluste
     assert r.returncode != 0 and ray_status(c, "fails") == "FAILED"
     assert "injected failure at step 3" in logs(c, "fails")
     assert events(c, "fails")[-1].reason == "failed"
+    st = c.call("status", "fails")[0]
+    assert st["outcome"] == "failed" and st["cloud"] == "azure"
     assert metric(c, "mcsched_jobs_ended_total", **{"class": "training", "reason": "failed"}) >= 1
     assert sum(u["allocated"] for u in c.call("usage")) == 0
 
@@ -194,6 +198,8 @@ def test_ray_job_stop_of_a_moved_job_releases_its_new_placement_and_cancel_stops
     wait_for(lambda: events(c, "stop-me")[-1].kind == "released", 30, 0.5, "stop-me released")
     assert events(c, "stop-me")[-1].reason == "stopped" and events(c, "stop-me")[-1].cloud == "oci"
     assert wait_final(c, "stop-me", 60) == "STOPPED"
+    st = c.call("status", "stop-me")[0]
+    assert st["outcome"] == "stopped" and st["cloud"] == "oci"
     assert sum(u["allocated"] for u in c.call("usage")) == 0
     at_rest(c)
 
@@ -202,7 +208,7 @@ def test_ray_job_stop_of_a_moved_job_releases_its_new_placement_and_cancel_stops
     assert c.mcsched("cancel", "cancel-me").stdout.strip() == "cancel-me: cancelled"
     assert wait_final(c, "cancel-me", 60) != "SUCCEEDED"
     assert "cancel-me cancelled by the scheduler; its Ray work is stopped" in logs(c, "cancel-me")
-    assert events(c, "cancel-me")[-1].reason == "cancelled"
+    assert events(c, "cancel-me")[-1].reason == "cancelled" and c.call("status", "cancel-me")[0]["outcome"] == "cancelled"
     at_rest(c)
 
 
@@ -242,6 +248,6 @@ def test_a_driver_killed_with_sigkill_is_ended_as_stopped_and_frees_its_gpus(ray
             proc.kill()
     # Its lease expires (15 s) with no placement group left: the reconciler ends it.
     wait_for(lambda: events(c, "ghost")[-1].kind == "released", 90, 1.0, "ghost released by the reconciler")
-    assert events(c, "ghost")[-1].reason == "stopped"
+    assert events(c, "ghost")[-1].reason == "stopped" and c.call("status", "ghost")[0]["outcome"] == "stopped"
     assert metric(c, "mcsched_reconciler_repairs_total", action="ended-job") >= 1
     at_rest(c)

@@ -149,7 +149,7 @@ def test_ghosts_after_down_and_up_are_ended_but_an_actor_restart_spares_live_dri
     assert s2.reconcile() == 2  # the ghost (no driver, no gang) and the queued job whose driver is gone
     outcomes = {r["job"]: r["outcome"] for r in s2("status", None)}
     assert outcomes["alive"] == "placed" and outcomes["books-only"] == "placed"
-    assert outcomes["ghost"] != "placed" and outcomes["waits"] != "queued"
+    assert outcomes["ghost"] == "stopped" and outcomes["waits"] == "stopped"
     assert ledger_of(tmp_path / "l.db", "ghost")[-1] == ("released", "stopped")
     assert Ledger(tmp_path / "l.db", readonly=True).verify().ok
 
@@ -161,5 +161,5 @@ def test_the_driver_ends_only_its_own_attempt_and_cancel_wakes_it(tmp_path: Path
     woke = s("wait_change", "a", v["version"], 5.0)
     assert woke["decision"]["outcome"] == "cancelled"
     v = s("submit", [job_doc("b", gpus=8, workload={"steps": 1})], True)["views"][0]
-    assert s("end", "b", v["attempt"], "failed")["decision"]["outcome"] != "placed"
+    assert s("end", "b", v["attempt"], "failed")["decision"]["outcome"] == "failed"
     assert ledger_of(tmp_path / "l.db", "b")[-1] == ("released", "failed")

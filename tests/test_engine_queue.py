@@ -1,0 +1,235 @@
+"""Queue semantics: priority, then submission order; freed capacity offered to the queue in that
+order; pinned jobs preempt on every retry; a blocked head keeps a reservation (backfill).
+
+Each test reproduces one finding of the engine review (issue 11) that the v1 engine failed.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.errors import AdmissionError
+from scheduler.events import Placed, Preempted, Reserved
+from tests.builders import a_catalog, a_contract, a_job, recording_engine, two_clouds
+from tests.test_engine import assert_clean
+
+
+def placed_jobs(events: list, since: int = 0) -> list[str]:
+    return [e.job for e in events[since:] if isinstance(e, Placed)]
+
+
+def test_a_queued_api_job_preempts_once_the_holder_returns() -> None:
+    # Azure full of priority-0 training; Azure goes down; the API job queues (the holder lapsed);
+    # Azure comes back: the API job must preempt now, not wait forever with a stale reason.
+    engine, events, _ = recording_engine(two_clouds(azure_h100=8, oci_h100=0))
+    engine.submit(a_job().named("train").gpus(8).priority(0).obj())
+    engine.set_backend("azure", up=False)
+    d = engine.submit(a_job().named("api").cls("api-serving").gpus(8).priority(100).obj())
+    assert (d.outcome, d.reason) == ("queued", "pinned-holder-lapsed")
+    engine.set_backend("azure", up=True)
+    api = engine.status("api")
+    assert (api.outcome, api.cloud, api.via) == ("placed", "azure", "preemption")
+    assert [(e.job, e.by) for e in events if isinstance(e, Preempted)] == [("train", "api")]
+    assert engine.status("train").outcome == "queued"
+    assert_clean(events)
+
+
+def test_a_lower_priority_api_job_never_overtakes_a_waiting_higher_one() -> None:
+    engine, events, _ = recording_engine(two_clouds(azure_h100=8, oci_h100=0))
+    engine.submit(a_job().named("train").gpus(8).priority(0).obj())
+    engine.set_backend("azure", up=False)
+    engine.submit(a_job().named("api-100").cls("api-serving").gpus(8).priority(100).obj())
+    engine.set_backend("azure", up=True)
+    d = engine.submit(a_job().named("api-50").cls("api-serving").gpus(8).priority(50).obj())
+    assert engine.status("api-100").cloud == "azure"
+    assert d.outcome == "queued"  # it cannot preempt the priority-100 API job
+    engine.release("api-100")
+    assert engine.status("api-50").cloud == "azure"
+    assert_clean(events)
+
+
+def test_equal_priority_is_first_come_first_served_when_capacity_frees() -> None:
+    engine, events, _ = recording_engine(two_clouds(azure_h100=8, oci_h100=0), a_contract(preemption=False))
+    engine.submit(a_job().named("holder-of-azure").gpus(8).obj())
+    for name in ("first", "second", "third"):
+        engine.submit(a_job().named(name).cls("api-serving").gpus(8).priority(5).obj())
+    mark = len(events)
+    engine.release("holder-of-azure")
+    assert placed_jobs(events, mark) == ["first"]
+    engine.release("first")
+    assert engine.status("second").outcome == "placed" and engine.status("third").outcome == "queued"
+
+
+def test_a_big_high_priority_gang_is_not_starved_by_a_stream_of_small_jobs() -> None:
+    # 64 GPUs on Azure busy with eight 8-GPU jobs; a 64-GPU gang at priority 1000 waits. Each
+    # cycle one small job ends and a new priority -100 small job arrives: without a reservation
+    # every freed 8 GPUs go to the newcomer and the gang never starts.
+    catalog = a_catalog().cloud("azure", {"eastus": {"H100": 64}}, price=3.4).cloud("oci", {"ashburn": {"H100": 8}}, price=2.9).obj()
+    engine, events, clock = recording_engine(catalog)
+    small = [f"small-{i}" for i in range(8)]
+    for name in small:
+        engine.submit(a_job().named(name).gpus(8).priority(-100).obj())
+    engine.submit(a_job().named("blocker-on-oci").gpus(8).priority(-100).obj())
+    gang = engine.submit(a_job().named("gang").gpus(64).priority(1000).obj())
+    assert gang.outcome == "queued"
+    assert any(isinstance(e, Reserved) and e.job == "gang" and e.cloud == "azure" for e in events)
+    for cycle in range(200):
+        clock.advance(60)
+        running = sorted(n for n, r in engine.jobs.items() if r.state == "running" and n != "gang" and r.pool.cloud == "azure")
+        if engine.status("gang").outcome == "placed":
+            break
+        engine.release(running[0])
+        engine.submit(a_job().named(f"late-{cycle}").gpus(8).priority(-100).obj())
+    gang = engine.status("gang")
+    assert (gang.outcome, gang.cloud) == ("placed", "azure")
+    assert cycle <= 8, f"the gang waited {cycle} release cycles"
+    assert_clean(events)
+
+
+def test_a_short_job_backfills_a_reserved_pool_and_a_long_one_does_not() -> None:
+    catalog = a_catalog().cloud("azure", {"eastus": {"H100": 64}}, price=3.4).obj()
+    engine, events, clock = recording_engine(catalog)
+    for i in range(7):  # 56 of 64 busy for an hour
+        engine.submit(a_job().named(f"busy-{i}").gpus(8).obj())
+    assert engine.submit(a_job().named("gang").gpus(64).priority(10).obj()).outcome == "queued"
+    res = next(e for e in events if isinstance(e, Reserved) and e.job == "gang")
+    assert res.start_at == 3600.0  # when the busy jobs are expected to end
+    clock.advance(60)
+    long = engine.submit(a_job().named("long").gpus(8).obj())  # would end after the reservation starts
+    assert long.outcome == "queued"
+    assert any("held for gang" in why for _, why in long.dropped) or "reserved" in (long.rofr_reason or "")
+    short = engine.submit(a_job().named("short").gpus(8).hours(0.25).obj())
+    assert (short.outcome, short.cloud) == ("placed", "azure")
+    assert_clean(events)
+
+
+def test_a_pool_shrink_that_evicts_more_than_needed_offers_the_rest_to_the_queue() -> None:
+    catalog = a_catalog().cloud("azure", {"eastus": {"H100": 16}}, price=3.4).cloud("oci", {"ashburn": {"H100": 8}}, price=2.9).obj()
+    engine, events, _ = recording_engine(catalog)
+    engine.submit(a_job().named("a").gpus(8).obj())
+    engine.submit(a_job().named("b").gpus(8).obj())
+    engine.submit(a_job().named("c").gpus(8).obj())  # oci
+    waiting = engine.submit(a_job().named("small").gpus(2).obj())
+    assert waiting.outcome == "queued"
+    engine.set_capacity("azure", "eastus", "H100", 10)  # evicts one 8-GPU job: 2 GPUs left over
+    assert engine.status("small").cloud == "azure"
+    assert_clean(events)
+
+
+def test_a_preemption_that_frees_more_than_needed_offers_the_rest_to_the_queue() -> None:
+    engine, events, _ = recording_engine(two_clouds(azure_h100=16, oci_h100=0))
+    engine.submit(a_job().named("wide").gpus(16).priority(0).obj())
+    waiting = engine.submit(a_job().named("infer").cls("inference").gpus(8).priority(5).obj())
+    assert waiting.outcome == "queued"
+    engine.submit(a_job().named("api").cls("api-serving").gpus(8).priority(100).obj())
+    assert engine.status("api").via == "preemption"
+    assert engine.status("infer").cloud == "azure"  # the 8 GPUs the API job did not need
+    assert engine.status("wide").outcome == "queued"
+    assert_clean(events)
+
+
+def test_capacity_that_drops_and_returns_is_used_again() -> None:
+    # v1 cached "gang-too-large" from the capacity of the moment: after a drop and a return,
+    # jobs of that shape stayed queued and new ones were refused.
+    engine, events, _ = recording_engine(two_clouds(azure_h100=8, oci_h100=64))
+    engine.set_capacity("oci", "us-ashburn-1", "H100", 0)
+    first = engine.submit(a_job().named("big").gpus(16).obj())
+    assert first.outcome == "queued"
+    engine.set_capacity("oci", "us-ashburn-1", "H100", 64)
+    assert engine.status("big").cloud == "oci"
+    assert engine.submit(a_job().named("big-2").gpus(16).obj()).cloud == "oci"
+    assert_clean(events)
+
+
+def test_an_api_job_the_holder_can_never_accept_is_refused_not_queued_forever() -> None:
+    cat = (
+        a_catalog()
+        .cloud(
+            "azure",
+            {"eastus": {"H100": 64, "H200": 64}, "westus": {"H100": 16}},
+            price=3.4,
+            rules={"declineGpuTypes": ["H200"], "maxGangGpus": 32},
+        )
+        .cloud("oci", {"us-ashburn-1": {"H100": 64, "H200": 64}}, price=2.9)
+        .obj()
+    )
+    engine, events, _ = recording_engine(cat)
+    before = len(events)
+    with pytest.raises(AdmissionError, match="never accepts"):
+        engine.submit(a_job().named("a").cls("api-serving").sku("H200").gpus(8).obj())
+    with pytest.raises(AdmissionError, match="maxGangGpus"):
+        engine.submit(a_job().named("b").cls("api-serving").gpus(48).obj())
+    with pytest.raises(AdmissionError, match="largest"):
+        engine.submit(a_job().named("c").cls("api-serving").gpus(32).regions("westus").obj())
+    assert len(events) == before
+    # A movable job of the same shape is fine: the holder declines it and it spills.
+    assert engine.submit(a_job().named("d").gpus(48).obj()).cloud == "oci"
+
+
+def test_a_lapse_is_reported_as_a_lapse_for_pinned_jobs() -> None:
+    engine, _, _ = recording_engine(two_clouds(latency=45.0), a_contract(window=30))
+    d = engine.submit(a_job().named("api").cls("api-serving").gpus(8).obj())
+    assert (d.reason, d.rofr_answer) == ("pinned-holder-lapsed", "lapsed")
+
+
+def test_explain_names_each_backend_once() -> None:
+    cat = a_catalog().cloud("azure", {"eastus": {"H100": 8}}).cloud("oci", {"ashburn": {"H100": 64}}).obj()
+    engine, _, _ = recording_engine(cat)
+    d = engine.submit(a_job().named("x").regions("ashburn").obj())
+    clouds = [c for c, _ in d.dropped]
+    assert sorted(clouds) == sorted(set(clouds)) and "azure" in clouds
+
+
+def test_a_moved_job_says_where_it_came_from() -> None:
+    engine, _, _ = recording_engine(two_clouds(azure_h100=8, oci_h100=64))
+    engine.submit(a_job().named("train").gpus(8).priority(0).obj())
+    engine.submit(a_job().named("api").cls("api-serving").gpus(8).priority(100).obj())
+    d = engine.status("train")
+    assert d.line().startswith("moved train to oci/us-ashburn-1 (8x H100, $2.90/GPU-h): preempted by api on azure/eastus; azure declined")
+    assert [h[1] for h in d.history] == ["placed", "evicted", "placed"]
+    assert d.version == 3
+    engine.release("train", "failed")
+    ended = engine.status("train")
+    assert (ended.outcome, ended.cloud, ended.region) == ("failed", "oci", "us-ashburn-1")
+
+
+@pytest.mark.parametrize("reason", ["finished", "failed", "stopped", "cancelled"])
+def test_every_end_state_is_kept_for_running_and_queued_jobs(reason: str) -> None:
+    engine, events, _ = recording_engine(two_clouds(azure_h100=8, oci_h100=0))
+    engine.submit(a_job().named("run").gpus(8).obj())
+    engine.submit(a_job().named("wait").gpus(8).obj())
+    assert engine.release("wait", reason).outcome == reason
+    assert engine.release("run", reason).outcome == reason
+    with pytest.raises(AdmissionError, match="already"):
+        engine.release("run", "finished")
+    with pytest.raises(AdmissionError, match="unknown end reason"):
+        engine.submit(a_job().named("x").gpus(1).obj()) and engine.release("x", "exploded")
+    assert_clean(events)
+
+
+def test_bind_refuses_a_stale_placement_attempt() -> None:
+    engine, _, _ = recording_engine(two_clouds(azure_h100=8, oci_h100=64))
+    d = engine.submit(a_job().named("train").gpus(8).obj())
+    engine.bind("train", "pg-1", d.attempt)
+    engine.submit(a_job().named("api").cls("api-serving").gpus(8).priority(100).obj())  # moves train
+    with pytest.raises(AdmissionError, match="re-placed"):
+        engine.bind("train", "pg-1", d.attempt)
+    assert engine.bound_jobs() == {}
+    moved = engine.status("train")
+    engine.bind("train", "pg-2", moved.attempt)
+    assert engine.bound_jobs() == {"train": (moved.attempt, "pg-2")}
+
+
+def test_explanations_survive_a_restore() -> None:
+    from scheduler.engine import Engine
+
+    engine, events, clock = recording_engine(two_clouds(azure_h100=8, oci_h100=8))
+    engine.submit(a_job().named("a").gpus(8).obj())
+    engine.submit(a_job().named("b").gpus(8).obj())
+    engine.submit(a_job().named("c").gpus(8).obj())
+    restored = Engine.restore(engine.catalog, engine.contract, clock, events)
+    for name in ("a", "b", "c"):
+        live, again = engine.status(name).to_dict(explain=True), restored.status(name).to_dict(explain=True)
+        assert again == live
+        assert live["notUsed"], f"{name} lost its explanation"
+    assert restored.status("c").reason == "no-capacity" and "oci" in restored.status("c").detail
