@@ -177,11 +177,13 @@ class Engine:
         self.reservations: dict[str, Reservation] = {}  # GPU type -> the one reservation among its pools
         # GPU types whose reservation target may have changed (a better job became capacity-blocked, or the target left)
         self._res_dirty: set[str] = set(self.inventory.by_type)
-        self._sigs_by_pool: dict[PoolKey, set[Hashable]] = {k: set() for k in self.inventory.pools}  # queue buckets by pool
+        # queue buckets that could use each pool: signature -> (gang size, may preempt there)
+        self._sigs_by_pool: dict[PoolKey, dict[Hashable, tuple[int, bool]]] = {k: {} for k in self.inventory.pools}
         self._generation = 0
         self._sinks: list[EventSink] = []
         self._seq = 0
         self._pending: list[JobRecord] = []
+        self._incoming: Job | None = None
         self._max_free: dict[str, int] = {}  # GPU type -> most free GPUs in one pool (an upper bound)
         self._pool_version: dict[tuple[str, str, str], int] = dict.fromkeys(self.inventory.pools, 0)
         # pool -> priority -> GPUs of running movable (unpinned) work: what a pinned job could preempt
@@ -230,8 +232,7 @@ class Engine:
         for sigs in self._sigs_by_pool.values():
             sigs.clear()
         for head, sig in self.queue.head_heap():
-            for pool_key in self._cand(self.jobs[head[2]]).pool_keys:
-                self._sigs_by_pool[pool_key].add(sig)
+            self._index_bucket(self.jobs[head[2]], sig)
         for pool_key, running in self.running.items():
             self._movable[pool_key] = {}
             for r in running.values():
@@ -267,7 +268,11 @@ class Engine:
 
     def _on_submitted(self, ev: Submitted) -> None:
         self._seq += 1
-        self.jobs[ev.job] = JobRecord(Job.from_dict(ev.spec), self._seq, ev.at)
+        job = self._incoming  # live: the Job the spec was made from (equal to rebuilding it, as a replay does)
+        if job is None or job.name != ev.job:
+            job = Job.from_dict(ev.spec)
+        self._incoming = None
+        self.jobs[ev.job] = JobRecord(job, self._seq, ev.at)
 
     def _on_attempted(self, ev: Offered | Quoted) -> None:
         self.jobs[ev.job].attempt = ev.attempt
@@ -298,8 +303,7 @@ class Engine:
         rec.state, rec.reason, rec.detail, rec.attempt, rec.dropped = QUEUED, ev.reason, ev.detail, ev.attempt, ev.not_used
         sig = job.signature
         if self.queue.push(ev.job, sig, job.gpu_type, job.priority, rec.seq, job.duration_hours * 3600.0):
-            for key in self._cand(rec).pool_keys:
-                self._sigs_by_pool[key].add(sig)
+            self._index_bucket(rec, sig)
         res = self.reservations.get(job.gpu_type)
         if res is None or (-job.priority, rec.seq) <= (-res.priority, res.seq):
             self._res_dirty.add(job.gpu_type)
@@ -314,6 +318,12 @@ class Engine:
         self._pool_version[pool.key] += 1
         self._max_free.pop(gpu_type, None)
         return pool
+
+    def _index_bucket(self, rec: JobRecord, sig: Hashable) -> None:
+        cand = self._cand(rec)
+        entry = (rec.job.gpus, cand.pinned and self.preemption)
+        for pool in cand.pools:
+            self._sigs_by_pool[pool.key][sig] = (entry[0], entry[1] and pool.cloud == self.holder)
 
     def _count_movable(self, key: tuple[str, str, str], job: Job, sign: int) -> None:
         if job.cls not in self.pins:
@@ -595,7 +605,14 @@ class Engine:
 
         def offer(pools: Iterable[PoolKey] | None) -> None:
             """Put the heads of the buckets that could use these pools (None: every bucket) in the heap."""
-            sigs = None if pools is None else {sig for key in pools for sig in self._sigs_by_pool[key]} - seen
+            sigs: set[Hashable] | None = None
+            if pools is not None:  # buckets whose gang fits what is free there now (or that could preempt there)
+                sigs = set()
+                for pool_key in pools:
+                    pool = self.inventory.pools[pool_key]
+                    free = pool.capacity - pool.allocated
+                    sigs.update(sig for sig, (gpus, preempts) in self._sigs_by_pool[pool_key].items() if gpus <= free or preempts)
+                sigs -= seen
             for key, sig in self.queue.head_heap(gpu_type if pools is None else None, sigs):
                 seen.add(sig)
                 heapq.heappush(heap, (key, _HEAD_ITEM, sig))
@@ -809,6 +826,7 @@ class Engine:
         """``submit`` without building the Decision (bulk replays that only watch the events)."""
         self.validate(job)
         now = self.clock.now()
+        self._incoming = job
         self._emit(Submitted(now, job.name, job.cls, job.gpus, job.gpu_type, job.priority, job.to_dict()))
         rec = self.jobs[job.name]
         if self._attempt(rec):

@@ -77,7 +77,10 @@ def holder_answer(
     keep = rules.reserveForApiServingFraction
     chosen: Pool | None = None
     seen: set[PoolFit] = set()
+    gpus = job.gpus
     for pool in pools:
+        if pool.capacity - pool.allocated < gpus:  # the common case on a busy holder, without a call
+            continue
         fit = classify(pool, job, keep, blocked)
         if fit is PoolFit.FITS:
             chosen = pool

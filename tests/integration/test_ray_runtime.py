@@ -102,7 +102,7 @@ def test_ray_job_stop_releases_capacity_and_the_next_queued_job_starts(cluster: 
     assert job_status(cluster, "api-wait").get("outcome") == "queued"  # still waiting, not spilled
     stopped_at = time.monotonic()
     client.stop_job(sid)
-    wait_for(lambda: job_status(cluster, "long-train").get("outcome") != "placed", 30, what="release")
+    wait_for(lambda: job_status(cluster, "long-train").get("outcome") == "stopped", 30, what="release")
     released_in = time.monotonic() - stopped_at
     assert released_in < 15, released_in
     kinds = [e.kind for e in Ledger(cluster.state / "ledger.db", readonly=True).events() if getattr(e, "job", None) == "long-train"]
