@@ -241,3 +241,54 @@ class JobDoc(Strict):
 
 
 SPEC_KINDS: dict[str, type[Strict]] = {"CloudCatalog": CloudCatalog, "Contract": Contract, "Job": JobDoc}
+
+
+# --------------------------------------------------------------------------- scenario (simulator what-ifs)
+
+
+class ScenarioEvent(Strict):
+    """One what-if event at ``at`` seconds from the trace's start: a backend change or a pool's new capacity.
+
+    Either ``backend`` with ``up`` and/or ``extraLatencySeconds``, or ``cloud``, ``region``,
+    ``gpuType`` and ``capacity``: the engine's two fault ports (``set_backend``,
+    ``set_capacity``), so a scenario is exactly what could happen live.
+    """
+
+    at: Annotated[float, Field(ge=0.0, le=10 * 365 * 86_400.0)]
+    backend: Name | None = None
+    up: bool | None = None
+    extraLatencySeconds: Annotated[float, Field(ge=0.0, le=86_400.0)] | None = None
+    cloud: Name | None = None
+    region: RegionName | None = None
+    gpuType: GpuType | None = None
+    capacity: Annotated[int, Field(ge=0, le=MAX_POOL_GPUS)] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScenarioEvent:
+        pool = (self.cloud, self.region, self.gpuType, self.capacity)
+        if self.backend is not None:
+            if any(x is not None for x in pool):
+                raise ValueError("an event changes either a backend (backend, up, extraLatencySeconds) or a pool (cloud, region, gpuType, capacity), not both")
+            if self.up is None and self.extraLatencySeconds is None:
+                raise ValueError("a backend event needs up and/or extraLatencySeconds")
+        elif all(x is not None for x in pool):
+            if self.up is not None or self.extraLatencySeconds is not None:
+                raise ValueError("up/extraLatencySeconds belong to a backend event (set backend)")
+        else:
+            missing = [n for n, v in zip(("cloud", "region", "gpuType", "capacity"), pool, strict=True) if v is None]
+            raise ValueError(f"set backend (with up and/or extraLatencySeconds), or a whole pool: missing {', '.join(missing)}")
+        return self
+
+
+class ScenarioSpec(Strict):
+    events: Annotated[list[ScenarioEvent], Field(min_length=1, max_length=100_000)]
+
+
+class Scenario(Strict):
+    apiVersion: Literal["mcsched.io/v1"]
+    kind: Literal["Scenario"]
+    metadata: Metadata
+    spec: ScenarioSpec
+
+
+SPEC_KINDS["Scenario"] = Scenario

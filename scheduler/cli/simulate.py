@@ -1,4 +1,4 @@
-"""``mcsched simulate``: replay a trace through the real engine on a simulated clock."""
+"""``mcsched simulate``: parse the what-if's options, run it (``scheduler.sim.run``), print the result."""
 
 from __future__ import annotations
 
@@ -7,73 +7,56 @@ from typing import Annotated
 
 import typer
 
-from scheduler.cli.app import CatalogOpt, ContractOpt, app, err, load_config, out
-from scheduler.ledger import Ledger
+from scheduler.cli.app import CatalogOpt, ContractOpt, app, err, out
 
 
 @app.command("simulate")
 def simulate_cmd(
-    trace: Annotated[Path, typer.Option("--trace", help="Workload trace file.")],
+    trace: Annotated[Path, typer.Option("--trace", help="Workload trace: a file (azure-llm: a file or a directory of them).")],
     fmt: Annotated[str, typer.Option("--format", help="alibaba-openb | azure-llm | csv")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Output directory (summary.json, ledger.db, plots, report.md).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output directory (summary.json, report.md, plots, ledger).")],
     clouds: CatalogOpt = None,
     contract: ContractOpt = None,
-    policy: Annotated[str, typer.Option("--policy", help="contract | cheapest (ignores the contract) | azure-only (never spills)")] = "contract",
-    columns: Annotated[str | None, typer.Option("--columns", help="csv: arrival=COL,gpus=COL,duration=COL[,class=COL,gpu_type=COL,name=COL]")] = None,
+    policy: Annotated[str, typer.Option("--policy", help="contract | cheapest | azure-only, or several comma-separated for one comparison report")] = "contract",
+    load: Annotated[float, typer.Option("--load", help="Offered load factor: job traces compress arrivals; azure-llm scales request volume.")] = 1.0,
+    speedup: Annotated[float | None, typer.Option("--speedup", hidden=True, help="Old name of --load for job traces.")] = None,
+    columns: Annotated[str | None, typer.Option("--columns", help="csv: arrival=COL,gpus=COL,duration=COL, optionally class=, gpu_type=, name=, priority= (arrival and duration in seconds)")] = None,
+    class_map: Annotated[str | None, typer.Option("--class-map", help="Trace label -> class, e.g. LS=inference,BE=training ('*' for the rest).")] = None,
+    gpu_map: Annotated[str | None, typer.Option("--gpu-map", help="Trace GPU model -> catalog GPU type, e.g. any=H100,V100M32=H200.")] = None,
+    replica: Annotated[str | None, typer.Option("--replica", help="azure-llm: prefillTokensPerSecond=,decodeTokensPerSecond=,gpusPerReplica=,gpuType=,windowSeconds=,targetUtilisation=,minReplicas=")] = None,
+    class_priorities: Annotated[str | None, typer.Option("--class-priorities", help="e.g. api-serving=100,inference=50,training=0 (default; or the contract's spec.classPriorities).")] = None,
     skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="Count and skip bad rows instead of stopping.")] = False,
     capacity_trace: Annotated[Path | None, typer.Option("--capacity-trace", help="Directory of spot-availability JSON files.")] = None,
-    capacity_cloud: Annotated[str, typer.Option("--capacity-cloud", help="Cloud whose pools the capacity trace drives.")] = "aws",
-    speedup: Annotated[float, typer.Option("--speedup", help="Compress arrival times by this factor (more offered load).")] = 1.0,
+    capacity_cloud: Annotated[str | None, typer.Option("--capacity-cloud", help="Cloud whose pools the capacity trace drives (geography-respecting default mapping).")] = None,
+    capacity_map: Annotated[str | None, typer.Option("--capacity-map", help="Explicit mapping: zone=cloud/region/gpuType, comma-separated.")] = None,
+    spot_share: Annotated[float, typer.Option("--spot-share", help="Share of each driven pool that follows the capacity trace (0..1).")] = 1.0,
+    scale_capacity: Annotated[str | None, typer.Option("--scale-capacity", help="Scale pools: cloud=F, cloud/region=F or cloud/region/gpuType=F, comma-separated, e.g. azure=0.5.")] = None,
+    scenario: Annotated[Path | None, typer.Option("--scenario", help="A kind: Scenario spec of timed backend/capacity events.")] = None,
+    with_plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the PNG plots (the slowest part of a short run).")] = True,
 ) -> None:
-    """Replay a trace through the real engine on a simulated clock; write a report."""
-    import time
-
+    """Replay a trace through the real engine on a simulated clock; write a planner's report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from scheduler.errors import TraceError
-    from scheduler.sim.report import plots, write_report
-    from scheduler.sim.simulator import POLICIES, Simulation
-    from scheduler.sim.traces import FORMATS, ReadStats, read_spot_dir, read_trace
+    from scheduler.sim.run import WhatIf, execute, prepare
+    from scheduler.sim.traces import ReadOptions
 
-    if fmt not in FORMATS:
-        raise TraceError(f"--format: unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
-    if policy not in POLICIES:
-        raise TraceError(f"--policy: unknown policy {policy!r} (expected one of {', '.join(POLICIES)})")
-    if speedup <= 0:
-        raise TraceError("--speedup: must be > 0")
-    catalog, the_contract = load_config(clouds, contract)
-    stats = ReadStats()
-    jobs = read_trace(trace, fmt, columns=columns, skip_bad_rows=skip_bad_rows, stats=stats)
-    spot = read_spot_dir(capacity_trace) if capacity_trace else None
-    if spot is not None and capacity_cloud not in catalog.backend_names:
-        raise TraceError(f"--capacity-cloud: {capacity_cloud!r} is not in the catalog")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    db = out_dir / "ledger.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-    ledger = Ledger(db)
-    sim = Simulation(catalog, the_contract, policy, sinks=[ledger])
-    sim.add_jobs(jobs, speedup)
-    driven = sim.add_capacity_trace(spot, capacity_cloud, "H100", speedup) if spot else []
-    started = time.perf_counter()
-    with Progress(TextColumn("[bold]simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
-        task = bar.add_task("jobs", total=len(jobs))
-        sim.run(progress=lambda n: bar.advance(task, n), flush=ledger.flush)
-    ledger.flush()
-    ledger.close()
-    wall = time.perf_counter() - started
-    summary = sim.summary()
-    summary["trace"] = {"path": str(trace), "format": fmt, **stats.to_dict(), "capacityTrace": driven}
-    summary["wallSeconds"] = wall
-    summary["eventsPerSecond"] = (summary["events"]["engine"] + summary["events"]["simulation"]) / wall if wall else 0.0
-    images = plots(sim.samples, out_dir)
-    write_report(out_dir, summary, images, str(trace), wall)
-    out.print(
-        f"{summary['jobs']:,} jobs, {summary['simulatedSeconds'] / 86400:.1f} simulated days in {wall:.1f}s "
-        f"({summary['eventsPerSecond']:,.0f} events/s); holder share {summary['holderShareOfGpuHours']:.1%}, "
-        f"cost ${summary['costUsdTotal']:,.0f}, violations {sum(summary['contractViolations'].values())}",
-        markup=False,
+    if speedup is not None:
+        if load != 1.0:
+            raise TraceError("--speedup is the old name of --load: give one of them")
+        load = speedup
+    read = ReadOptions(columns=columns, skip_bad_rows=skip_bad_rows, class_map=class_map, gpu_map=gpu_map, replica=replica, load=load)
+    request = WhatIf(
+        trace=trace, fmt=fmt, out=out_dir, clouds=clouds, contract=contract, policy=policy, read=read,
+        class_priorities=class_priorities, scale_capacity=scale_capacity, scenario=scenario, plots=with_plots,
+        capacity_trace=capacity_trace, capacity_cloud=capacity_cloud, capacity_map=capacity_map, spot_share=spot_share,
     )
-    out.print(f"wrote {out_dir}/summary.json, report.md, ledger.db, {', '.join(images)}", markup=False)
-
-
+    prepared = prepare(request)
+    total = len(prepared.trace.jobs) * len(prepared.policies)
+    with Progress(TextColumn("[bold]simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("jobs", total=total)
+        outcome = execute(prepared, progress=lambda n: bar.advance(task, n))
+    for line in outcome.lines:
+        out.print(line, markup=False)
+    for warning in outcome.warnings:
+        err.print(f"warning: {warning}", markup=False)

@@ -1,73 +1,451 @@
-"""Simulation outputs: summary.json, PNG plots and a short report.md that links them."""
+"""Simulation outputs a planner reads: PNG plots and report.md (one policy, or several side by side).
+
+Conventions every plot keeps: one colour per cloud (and per class, per policy) everywhere;
+utilisation and shares in percent; cost as a rate accrued while GPUs are held; time in the
+unit the run's span reads best in; titles name trace, policy and load; scenario events
+drawn as labelled vertical lines; an empty chart says "nothing queued" rather than nothing.
+"""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scheduler.sim.simulator import Sample
+from scheduler.sim.summary import fmt_seconds, fmt_span, headline, span_unit
+from scheduler.specs import JOB_CLASSES
+
+KNOWN_CLOUD_COLOURS = {
+    "azure": "#1f77b4",
+    "oci": "#d62728",
+    "aws": "#ff7f0e",
+    "gcp": "#2ca02c",
+    "coreweave": "#9467bd",
+    "stargate": "#8c564b",
+}
+SPARE_COLOURS = ("#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39")
+CLASS_COLOURS = {"api-serving": "#1f77b4", "inference": "#2ca02c", "training": "#ff7f0e"}
+REASON_COLOURS = {
+    "declined: no-capacity": "#9ecae1",
+    "declined: reserved-for-api-serving": "#3182bd",
+    "declined: reserved-for-queued-job": "#6baed6",
+    "declined: gpu-type-not-offered": "#c6dbef",
+    "declined: gang-too-large": "#08519c",
+    "declined: below-price-floor": "#74c476",
+    "declined: cannot-match-start": "#31a354",
+    "lapsed: backend-down": "#de2d26",
+    "lapsed: no-answer-within-window": "#fc9272",
+}
+POLICY_COLOURS = {"contract": "#1f77b4", "cheapest": "#ff7f0e", "azure-only": "#7f7f7f"}
 
 
-def plots(samples: list[Sample], out: Path) -> list[str]:
+def cloud_colours(clouds: Sequence[str]) -> dict[str, str]:
+    """Stable: a known cloud always has its colour; others take spares in catalog order."""
+    out: dict[str, str] = {}
+    spare = iter(SPARE_COLOURS * 4)
+    for c in clouds:
+        out[c] = KNOWN_CLOUD_COLOURS.get(c) or next(spare)
+    return out
+
+
+@dataclass
+class RunView:
+    """What the plots of one policy need; ``title`` names trace, policy, load (and scenario)."""
+
+    title: str
+    samples: list[Sample]
+    clouds: list[str]
+    holder: str
+    gpu_types: set[str]
+    markers: list[tuple[float, str]] = field(default_factory=list)
+
+
+def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    days = [s.t / 86400 for s in samples]
-    made = []
+    plt.rcParams["figure.constrained_layout.use"] = True
+    return plt
 
-    def series(key: str) -> dict[str, list[float]]:
-        names = sorted({k for s in samples for k in getattr(s, key)})
-        return {n: [float(getattr(s, key).get(n, 0)) for s in samples] for n in names}
 
-    specs = [
-        ("placements.png", "placements", "Placements per cloud (cumulative)", "placements"),
-        ("queue.png", "queued", "Queue depth by class", "queued jobs"),
-        ("utilisation.png", "utilisation", "GPU utilisation per cloud", "allocated / capacity"),
-        ("cost.png", "cost", "Cost of finished work per cloud (cumulative)", "USD"),
+def _begin(view: RunView) -> tuple[Any, list[float], str]:
+    """pyplot, the x values in the unit the run's span reads best in, and that axis label."""
+    end = view.samples[-1].t if view.samples else 0.0
+    size, unit = span_unit(end)
+    return _plt(), [s.t / size for s in view.samples], f"simulated {unit}"
+
+
+def _markers(ax: Any, view: RunView) -> None:
+    """Scenario events as numbered dotted lines (the numbers are explained under the figure)."""
+    if not view.markers:
+        return
+    size, _ = span_unit(view.samples[-1].t if view.samples else 0.0)
+    for k, (t, _label) in enumerate(view.markers, 1):
+        ax.axvline(t / size, color="#444444", linestyle=":", linewidth=1)
+        ax.annotate(str(k), (t / size, 1.0), xycoords=("data", "axes fraction"), fontsize=7, va="bottom", ha="center", color="#444444")
+
+
+def _marker_caption(fig: Any, view: RunView) -> None:
+    if not view.markers:
+        return
+    size, unit = span_unit(view.samples[-1].t if view.samples else 0.0)
+    text = "scenario: " + "   ".join(f"{k} {label} ({t / size:,.2f} {unit[:1] if unit != 'minutes' else 'min'})" for k, (t, label) in enumerate(view.markers, 1))
+    fig.supxlabel(text, fontsize=7, color="#444444")
+
+
+def _save(fig: Any, out: Path, name: str, view: RunView | None = None) -> str:
+    if view is not None:
+        _marker_caption(fig, view)
+    fig.savefig(out / name)
+    _plt().close(fig)
+    return name
+
+
+def _frame(ax: Any, view: RunView, title: str, ylabel: str, xlabel: str | None = None) -> None:
+    """What every time panel has: title, labels, grid, scenario markers."""
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(ylabel)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3)
+    _markers(ax, view)
+
+
+def _empty(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=12, color="#555555")
+
+
+def plot_utilisation(view: RunView, out: Path) -> str:
+    """Per GPU type the trace asks for: GPUs held vs capacity (dashed) per cloud, then utilisation %."""
+    plt, xs, xlabel = _begin(view)
+    types = sorted(view.gpu_types)
+    colours = cloud_colours(view.clouds)
+    fig, axes = plt.subplots(2, len(types), figsize=(10 * max(1, len(types)) ** 0.5 + 1, 7), dpi=100, squeeze=False, sharex=True)
+    for j, gpu_type in enumerate(types):
+        top, bottom = axes[0][j], axes[1][j]
+        for cloud in view.clouds:
+            cap = [s.cap.get((cloud, gpu_type), 0) for s in view.samples]
+            if not any(cap):
+                continue
+            held = [s.alloc.get((cloud, gpu_type), 0) for s in view.samples]
+            top.plot(xs, held, color=colours[cloud], linewidth=1.4, label=cloud)
+            top.plot(xs, cap, color=colours[cloud], linewidth=1, linestyle="--", alpha=0.7)
+            bottom.plot(xs, [100 * h / c if c else 0 for h, c in zip(held, cap, strict=True)], color=colours[cloud], linewidth=1.4, label=cloud)
+        _frame(top, view, f"{gpu_type} GPUs held (solid) and capacity (dashed)", "GPUs")
+        _frame(bottom, view, f"{gpu_type} utilisation per cloud", "% of capacity held", xlabel)
+        bottom.set_ylim(0, 105)
+        top.legend(loc="upper left", fontsize=7, ncol=3)
+    fig.suptitle(view.title)
+    return _save(fig, out, "utilisation.png", view)
+
+
+def plot_queue(view: RunView, out: Path) -> str:
+    plt, xs, xlabel = _begin(view)
+    fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
+    drawn = False
+    for cls in JOB_CLASSES:
+        ys = [s.queued_gpus.get(cls, 0) for s in view.samples]
+        if any(ys):
+            ax.plot(xs, ys, color=CLASS_COLOURS[cls], linewidth=1.4, label=cls)
+            drawn = True
+    if drawn:
+        ax.legend(loc="upper left", fontsize=8)
+    else:
+        _empty(ax, "nothing queued: every job was placed on arrival")
+    _frame(ax, view, f"Queued GPUs by class\n{view.title}", "GPUs waiting", xlabel)
+    return _save(fig, out, "queue.png", view)
+
+
+def plot_classes(view: RunView, out: Path) -> str:
+    """One panel per class: GPUs held by cloud (stacked) and GPUs queued (black)."""
+    plt, xs, xlabel = _begin(view)
+    colours = cloud_colours(view.clouds)
+    classes = [c for c in JOB_CLASSES if any(s.queued_gpus.get(c, 0) or any(k[0] == c for k in s.running_gpus) for s in view.samples)]
+    classes = classes or list(JOB_CLASSES)
+    fig, axes = plt.subplots(len(classes), 1, figsize=(10, 2.8 * len(classes) + 0.6), dpi=100, sharex=True, squeeze=False)
+    for ax, cls in zip((a[0] for a in axes), classes, strict=True):
+        clouds = [c for c in view.clouds if any(s.running_gpus.get((cls, c), 0) for s in view.samples)]
+        if clouds:
+            ax.stackplot(xs, *[[s.running_gpus.get((cls, c), 0) for s in view.samples] for c in clouds],
+                         colors=[colours[c] for c in clouds], labels=clouds, alpha=0.85)
+        queued = [s.queued_gpus.get(cls, 0) for s in view.samples]
+        if any(queued):
+            ax.plot(xs, queued, color="black", linewidth=1.2, linestyle="--", label="queued")
+        if not clouds and not any(queued):
+            _empty(ax, f"no {cls} work")
+        _frame(ax, view, f"{cls}: GPUs held by cloud, and queued", "GPUs")
+        if clouds or any(queued):
+            ax.legend(loc="upper left", fontsize=7, ncol=4)
+    axes[-1][0].set_xlabel(xlabel)
+    fig.suptitle(view.title)
+    return _save(fig, out, "classes.png", view)
+
+
+def plot_cost(view: RunView, out: Path) -> str:
+    """Cost as a rate accrued while GPUs are held (stacked by cloud), cumulative on the right."""
+    plt, xs, xlabel = _begin(view)
+    colours = cloud_colours(view.clouds)
+    fig, ax = plt.subplots(figsize=(10, 4.2), dpi=100)
+    clouds = [c for c in view.clouds if any(s.cost_rate.get(c, 0.0) > 1e-9 for s in view.samples)]
+    if clouds:
+        ax.stackplot(xs, *[[max(s.cost_rate.get(c, 0.0), 0.0) for s in view.samples] for c in clouds],
+                     colors=[colours[c] for c in clouds], labels=clouds, alpha=0.85)
+        ax.legend(loc="upper left", fontsize=8)
+        twin = ax.twinx()
+        cum, total = [], 0.0
+        for k, s in enumerate(view.samples):
+            if k:
+                total += sum(view.samples[k - 1].cost_rate.values()) * (s.t - view.samples[k - 1].t) / 3600
+            cum.append(total)
+        twin.plot(xs, cum, color="black", linewidth=1, label="cumulative USD (right)")
+        twin.set_ylabel("cumulative USD")
+        twin.legend(loc="upper right", fontsize=8)
+    else:
+        _empty(ax, "no GPUs held: nothing spent")
+    _frame(ax, view, f"Spend rate by cloud (accrued while GPUs are held)\n{view.title}", "USD per hour", xlabel)
+    return _save(fig, out, "cost.png", view)
+
+
+def plot_rofr(view: RunView, out: Path) -> str:
+    """The holder's share of GPUs held over time, and its declines and lapses by reason."""
+    plt, xs, xlabel = _begin(view)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), dpi=100, sharex=True)
+    share = []
+    for s in view.samples:
+        total = sum(s.alloc.values())
+        share.append(100 * sum(v for (c, _t), v in s.alloc.items() if c == view.holder) / total if total else float("nan"))
+    top.plot(xs, share, color=cloud_colours(view.clouds).get(view.holder, "#1f77b4"), linewidth=1.4)
+    top.set_ylim(0, 105)
+    _frame(top, view, f"Holder ({view.holder}) share of all GPUs held (gaps: nothing held)", f"% of GPUs held on {view.holder}")
+    reasons = sorted({k for s in view.samples for k in s.answers})
+    if reasons:
+        series = []
+        for r in reasons:
+            ys = [0.0]
+            for k in range(1, len(view.samples)):
+                dt = view.samples[k].t - view.samples[k - 1].t
+                dn = view.samples[k].answers.get(r, 0) - view.samples[k - 1].answers.get(r, 0)
+                ys.append(3600 * dn / dt if dt > 0 else 0.0)
+            series.append(ys)
+        names = [f"{a}: {r}" for a, r in reasons]
+        bottom.stackplot(xs, *series, labels=names, colors=[REASON_COLOURS.get(n, "#bdbdbd") for n in names], alpha=0.9)
+        bottom.legend(loc="upper left", fontsize=7)
+    else:
+        _empty(bottom, f"{view.holder} never declined nor lapsed")
+    _frame(bottom, view, "Holder declines and lapses by reason", "answers per hour", xlabel)
+    fig.suptitle(view.title)
+    return _save(fig, out, "rofr.png", view)
+
+
+def plots(view: RunView, out: Path) -> list[str]:
+    return [plot_utilisation(view, out), plot_queue(view, out), plot_classes(view, out), plot_cost(view, out), plot_rofr(view, out)]
+
+
+def plot_comparison(summaries: dict[str, dict[str, Any]], title: str, out: Path) -> str:
+    """Side by side: cost, cost per served GPU-hour, unserved GPU-hours, holder share, p95 waits, never placed."""
+    plt = _plt()
+    names = list(summaries)
+    colours = [POLICY_COLOURS.get(n, "#7f7f7f") for n in names]
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5), dpi=100)
+    flat = [a for row in axes for a in row]
+
+    def bars(ax: Any, values: list[float], label: str, fmt: str) -> None:
+        rects = ax.bar(names, values, color=colours)
+        ax.bar_label(rects, labels=[fmt.format(v) for v in values], fontsize=8)
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+
+    bars(flat[0], [s["costUsdTotal"] for s in summaries.values()], "Total cost (USD)", "${:,.0f}")
+    bars(flat[1], [s["costUsdPerServedGpuHour"] for s in summaries.values()], "Cost per served GPU-hour (USD)", "${:,.2f}")
+    bars(flat[2], [100 * s["holderShareOfGpuHours"] for s in summaries.values()], "Holder share of GPU-hours held (%)", "{:.1f}%")
+
+    def grouped(ax: Any, key: Any, label: str, fmt: str, nothing: str) -> None:
+        width = 0.8 / len(names)
+        values = [[key(s, c) for c in JOB_CLASSES] for s in summaries.values()]
+        if not any(v for vals in values for v in vals):
+            _empty(ax, nothing)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        else:
+            for k, (n, vals) in enumerate(zip(names, values, strict=True)):
+                rects = ax.bar([i + k * width for i in range(len(JOB_CLASSES))], vals, width, color=colours[k], label=n)
+                ax.bar_label(rects, labels=[fmt.format(v) if v else "" for v in vals], fontsize=7)
+            ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(JOB_CLASSES))], JOB_CLASSES)
+            ax.grid(alpha=0.3, axis="y")
+            ax.legend(fontsize=7)
+        ax.set_title(label, fontsize=10)
+
+    grouped(flat[3], lambda s, c: s["gpuHours"]["unserved"].get(c, 0.0), "Unserved GPU-hours by class", "{:,.0f}", "no unserved work under any policy")
+    longest = max((w.get("p95", 0.0) for s in summaries.values() for w in s["waitSeconds"].values()), default=0.0)
+    size, unit = (86400.0, "days") if longest >= 2 * 86400 else (3600.0, "hours") if longest >= 2 * 3600 else (60.0, "minutes")
+    grouped(flat[4], lambda s, c: s["waitSeconds"].get(c, {}).get("p95", 0.0) / size, f"p95 wait to start by class ({unit})", "{:,.1f}", "no waits")
+    grouped(flat[5], lambda s, c: float(s["neverPlaced"].get(c, 0)), "Jobs never placed by class", "{:,.0f}", "every job was placed under every policy")
+    fig.suptitle(f"Policy comparison: {title}")
+    return _save(fig, out, "comparison.png")
+
+
+# ---------------------------------------------------------------------------------------- report.md
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _served_rows(s: dict[str, Any]) -> list[list[str]]:
+    gh = s["gpuHours"]
+    rows = []
+    for cls in JOB_CLASSES:
+        if cls not in gh["requested"]:
+            continue
+        req, srv, uns = gh["requested"][cls], gh["served"][cls], gh["unserved"][cls]
+        rows.append([cls, f"{req:,.0f}", f"{srv:,.0f}", f"{uns:,.0f} ({uns / req if req else 0:.1%})", f"{s['neverPlaced'].get(cls, 0):,}",
+                     f"{s['unplaceable'].get(cls, 0):,}"])
+    return rows
+
+
+def _wait_rows(s: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for cls, w in s["waitSeconds"].items():
+        c, a = w["censored"], w["afterEviction"]
+        rows.append([
+            cls, f"{w['count']:,}", fmt_seconds(w["p50"]), fmt_seconds(w["p95"]), fmt_seconds(w["p99"]), fmt_seconds(w["max"]),
+            f"{a['count']:,} (p99 {fmt_seconds(a['p99'])})" if a["count"] else "0",
+            f"{c['count']:,} (p50 {fmt_seconds(c['p50'])}, max {fmt_seconds(c['max'])})" if c["count"] else "0",
+        ])
+    return rows
+
+
+def _util_rows(s: dict[str, Any]) -> list[list[str]]:
+    return [
+        [cloud, gpu_type, f"{u['busySpan']:.1%}", f"{u['peak']:.1%}", f"{u['gpuHoursHeld']:,.0f}"]
+        for cloud, types in s["utilisation"].items()
+        for gpu_type, u in types.items()
     ]
-    for fname, key, title, ylabel in specs:
-        fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
-        data = series(key)
-        for name, ys in data.items():
-            ax.plot(days, ys, label=name, linewidth=1.4)
-        ax.set_title(title)
-        ax.set_xlabel("simulated days")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        if data:
-            ax.legend(loc="upper left", fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / fname)
-        plt.close(fig)
-        made.append(fname)
-    return made
 
 
-def write_report(out: Path, summary: dict[str, Any], images: list[str], trace: str, wall_seconds: float) -> None:
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    lines = [
-        f"# mcsched simulation: {trace}",
+def policy_section(s: dict[str, Any], images: list[str], prefix: str = "") -> list[str]:
+    """The tables of one policy (used alone, or under its heading in a comparison)."""
+    lines = ["### Served and unserved work", ""]
+    lines += _table(["class", "requested GPU-h", "served GPU-h", "unserved GPU-h", "never placed", "of which unplaceable"], _served_rows(s))
+    lines += [
         "",
-        f"Policy **{summary['policy']}**, {summary['jobs']:,} jobs over {summary['simulatedSeconds'] / 86400:.1f} simulated days "
-        f"({wall_seconds:.1f} s wall time).",
+        f"Cost **${s['costUsdTotal']:,.0f}**, **${s['costUsdPerServedGpuHour']:,.2f} per served GPU-hour**; per cloud: "
+        + (", ".join(f"{c} ${v:,.0f}" for c, v in s["costUsdPerCloud"].items()) or "nothing")
+        + f". Holder share of GPU-hours held: **{s['holderShareOfGpuHours']:.1%}**. Placements per cloud: "
+        + (", ".join(f"{c} {n:,}" for c, n in s["jobsPerCloud"].items()) or "none") + ".",
         "",
-        f"- Holder share of GPU-hours: **{summary['holderShareOfGpuHours']:.1%}**",
-        f"- Total cost: **${summary['costUsdTotal']:,.0f}**",
-        f"- Contract violations: **{sum(summary['contractViolations'].values())}** {summary['contractViolations'] or ''}",
-        f"- Jobs per cloud: {summary['jobsPerCloud']}",
-        f"- ROFR answers: {summary['rofr']['answers']}",
-        f"- Still queued at the end: {summary['stillQueued'] or 0}",
+        "### Waits to start (submission or eviction to work starting; answer latency and start-up included)",
         "",
-        "| class | wait p50 (s) | p95 (s) | p99 (s) |",
-        "| --- | --- | --- | --- |",
     ]
-    for cls, w in summary["waitSeconds"].items():
-        lines.append(f"| {cls} | {w['p50']:.0f} | {w['p95']:.0f} | {w['p99']:.0f} |")
-    lines += ["", "The full figures are in [summary.json](summary.json); the ledger is `ledger.db` "
-              "(`mcsched audit verify --db ledger.db`).", ""]
+    lines += _table(["class", "started", "p50", "p95", "p99", "max", "waits after an eviction", "censored (never started)"], _wait_rows(s))
+    lines += ["", f"### Utilisation over the busy span ({s['busySpan']['label']}), GPU types the trace asks for", ""]
+    lines += _table(["cloud", "GPU type", "mean", "peak (sampled)", "GPU-h held"], _util_rows(s)) if s["utilisation"] else ["(nothing ran)"]
+    reasons = s["rofr"]["declineAndLapseReasons"]
+    violations = s["contractViolations"]
+    lines += [
+        "",
+        "### The contract at work",
+        "",
+        f"- Spill ranking after a decline or lapse: {s['spillRanking']}",
+        "- Holder declines and lapses: " + (", ".join(f"{k} {v:,}" for k, v in reasons.items()) or "none"),
+        "- Preemptions: " + (", ".join(f"{k} {v:,}" for k, v in s["preemptions"].items()) or "none"),
+        "- Contract violations (the ledger checker's rules): "
+        + ("not checked" if violations is None else (", ".join(f"{k} {v:,}" for k, v in violations.items()) or "none")),
+        "- Class priorities: " + ", ".join(f"{c} {p}" for c, p in s["classPriorities"].items()) + f" ({s['classPrioritiesFrom']})",
+        "",
+    ]
     for img in images:
-        lines += [f"![{img}]({img})", ""]
+        lines += [f"![{img}]({prefix}{img})", ""]
+    return lines
+
+
+def _inputs(inputs: dict[str, Any]) -> list[str]:
+    lines = ["## Inputs and every mapping rule applied", ""]
+    lines += _table(["rule", "effect"], [[r["rule"], r["effect"]] for r in inputs["rules"]])
+    return [*lines, ""]
+
+
+def write_report(out: Path, summary: dict[str, Any], images: list[str], title: str) -> list[str]:
+    """report.md for one policy; returns its lines (the first is the headline)."""
+    first = headline(summary, title)
+    lines = [f"# {first}", "", f"{summary['jobs']:,} jobs over {summary['span']} simulated; {title}.", ""]
+    for w in summary["warnings"]:
+        lines += [f"> **Warning:** {w}", ""]
+    lines += _definitions() + policy_section(summary, images) + _inputs(summary["inputs"]) + _footer(["ledger.db"])
     (out / "report.md").write_text("\n".join(lines))
+    return lines
+
+
+def write_comparison(out: Path, summaries: dict[str, dict[str, Any]], images: dict[str, list[str]], chart: str, title: str) -> list[str]:
+    """One report for several policies: headlines, a side-by-side table, the chart, then each policy."""
+    heads = [headline(s) for s in summaries.values()]
+    worst = [h for h in heads if h.startswith("API STRANDED")] or [h for h in heads if h.startswith("API DELAYED")]
+    first = f"{worst[0]} ({title})" if worst else f"Policy comparison: {', '.join(summaries)} ({title})"
+    lines = [f"# {first}", ""]
+    lines += [f"- {h}" for h in heads] + [""]
+    warnings = sorted({w for s in summaries.values() for w in s["warnings"]})
+    for w in warnings:
+        lines += [f"> **Warning:** {w}", ""]
+    names = list(summaries)
+
+    def row(label: str, f: Any) -> list[str]:
+        return [label, *(f(summaries[n]) for n in names)]
+
+    rows = [
+        row("cost (USD)", lambda s: f"${s['costUsdTotal']:,.0f}"),
+        row("cost per served GPU-hour", lambda s: f"${s['costUsdPerServedGpuHour']:,.2f}"),
+        row("holder share of GPU-hours held", lambda s: f"{s['holderShareOfGpuHours']:.1%}"),
+        row("served GPU-hours", lambda s: f"{sum(s['gpuHours']['served'].values()):,.0f}"),
+        row("unserved GPU-hours", lambda s: f"{sum(s['gpuHours']['unserved'].values()):,.0f}"),
+    ]
+    for cls in JOB_CLASSES:
+        if any(cls in s["gpuHours"]["requested"] for s in summaries.values()):
+            rows.append(row(f"{cls}: unserved GPU-h / never placed", lambda s, c=cls: f"{s['gpuHours']['unserved'].get(c, 0):,.0f} / {s['neverPlaced'].get(c, 0):,}"))
+            rows.append(row(f"{cls}: wait p50 / p95 / p99", lambda s, c=cls: " / ".join(fmt_seconds(s["waitSeconds"].get(c, {}).get(q, 0.0)) for q in ("p50", "p95", "p99"))))
+    rows += [
+        row("preemptions", lambda s: f"{sum(s['preemptions'].values()):,}"),
+        row("holder declines + lapses", lambda s: f"{sum(s['rofr']['declineAndLapseReasons'].values()):,}"),
+        row("contract violations", lambda s: "not checked" if s["contractViolations"] is None else f"{sum(s['contractViolations'].values()):,}"),
+        row("placements per cloud", lambda s: ", ".join(f"{c} {n:,}" for c, n in s["jobsPerCloud"].items()) or "none"),
+    ]
+    lines += ["## Side by side", ""] + _table(["", *names], rows) + [""] + ([f"![{chart}]({chart})", ""] if chart else [])
+    lines += _definitions()
+    for name, s in summaries.items():
+        lines += [f"## Policy {name}", "", headline(s, title), "", *policy_section(s, images[name], prefix=f"{name}/")]
+    first_inputs = next(iter(summaries.values()))["inputs"]
+    lines += _inputs(first_inputs) + _footer([f"{n}/ledger.db" for n in names])
+    (out / "report.md").write_text("\n".join(lines))
+    return lines
+
+
+def _definitions() -> list[str]:
+    return [
+        "<details><summary>How these figures are computed</summary>",
+        "",
+        "- A placement at t starts work at t + the holder's answer latency (capped at the window) + the chosen cloud's startupSeconds; "
+        "GPUs are held and paid for from t.",
+        "- Served GPU-hours are work done; unserved = requested - served (never placed, unplaceable, or a serving replica that started late).",
+        "- Waits run from submission, or from an eviction, to the start of work. Censored waits are jobs that never started, "
+        "measured to the end of the run or of their demand.",
+        "- Utilisation = GPUs held / capacity, over the busy span (first placement to last release), GPU types the trace asks for only.",
+        "",
+        "</details>",
+        "",
+    ]
+
+
+def _footer(ledgers: list[str]) -> list[str]:
+    return [
+        "The full figures are in [summary.json](summary.json); the ledger"
+        + ("s are " if len(ledgers) > 1 else " is ")
+        + ", ".join(f"`{x}`" for x in ledgers)
+        + " (`mcsched audit verify --db ...`).",
+        "",
+    ]
+
+
+__all__ = ["RunView", "fmt_span", "plot_comparison", "plots", "write_comparison", "write_report"]

@@ -1,224 +1,415 @@
-"""The discrete-event loop: trace arrivals, finishes and capacity changes drive the engine.
+"""The discrete-event loop: trace arrivals, finishes, capacity and scenario events drive the engine.
 
-The engine is the production one with a ``ManualClock``; everything the summary reports is
-derived from the same event stream the ledger records.
+The engine is the production one with a ``ManualClock``; every figure is derived from the
+same event stream the ledger records, with the time a user would feel:
+
+1. a placement at ``t`` starts work at ``t + holder answer latency (capped at the window)
+   + the chosen cloud's startupSeconds``; GPUs are held (and paid for) from ``t``;
+2. a wait runs from submission, or from an eviction, to the start of work; a job evicted
+   before it started keeps waiting from where it was; a job still waiting at the end is
+   *censored* (its wait so far is reported, apart);
+3. evicted work resumes from its checkpoint (remaining duration); a fixed-end job (a
+   serving replica) ends when its demand ends, however late it started;
+4. served GPU-hours are work done; unserved = requested - served (never placed, unplaceable,
+   cut short).
+
+Only the engine's ``AdmissionError`` counts a job as unplaceable; any other exception is a
+bug and propagates.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from scheduler.clock import ManualClock
-from scheduler.engine import Engine
 from scheduler.errors import AdmissionError
-from scheduler.events import Answered, Event, Placed, Preempted, Queued, Released
+from scheduler.events import Answered, CapacityChanged, Dequeued, Event, Placed, Preempted, Queued, Released
 from scheduler.invariants import InvariantChecker
 from scheduler.model import Job
-from scheduler.sim.policies import POLICIES, policy_for
+from scheduler.sim.policies import build_engine
+from scheduler.sim.scenario import Action
+from scheduler.sim.traces import TraceJob
+from scheduler.specs import JOB_CLASSES, CloudCatalog, Contract
 
-__all__ = ["POLICIES", "Recorder", "Sample", "Simulation"]
-from scheduler.sim.traces import SpotTrace, TraceJob
-from scheduler.specs import CloudCatalog, Contract
+# Same instant: capacity and scenario changes first, then frees, then arrivals.
+CAPACITY, SCENARIO, FINISH = 0, 1, 2
+DEFAULT_CLASS_PRIORITIES = {"api-serving": 100, "inference": 50, "training": 0}
+PoolKey = tuple[str, str, str]
 
-CAPACITY, FINISH, ARRIVAL = 0, 1, 2  # same instant: capacity first, then frees, then arrivals
+
+class Track:
+    """The simulator's view of one live job (what the engine's events do not carry)."""
+
+    __slots__ = ("attempt", "cls", "end_at", "ever_placed", "evicted", "gpus", "latency", "queued", "rate", "remaining", "running", "since", "start")
+
+    def __init__(self, tj: TraceJob, at: float) -> None:
+        self.cls = tj.cls
+        self.gpus = tj.gpus
+        self.remaining = tj.duration  # seconds of work still to do
+        self.end_at = at + tj.duration if tj.fixed_end else None
+        self.since = at  # the current wait began here (submission or eviction)
+        self.evicted = False  # the current wait follows an eviction
+        self.start = 0.0
+        self.attempt = 0
+        self.latency = 0.0
+        self.rate = 0.0  # USD/h while placed
+        self.running = False
+        self.queued = False
+        self.ever_placed = False
 
 
 @dataclass
 class Sample:
+    """The state at one instant, for the plots."""
+
     t: float
-    placements: dict[str, int]
-    queued: dict[str, int]
-    utilisation: dict[str, float]
-    cost: dict[str, float]
+    alloc: dict[tuple[str, str], int]  # (cloud, gpu type) -> GPUs held
+    cap: dict[tuple[str, str], int]
+    queued_jobs: dict[str, int]
+    queued_gpus: dict[str, int]
+    running_gpus: dict[tuple[str, str], int]  # (class, cloud) -> GPUs held
+    cost_rate: dict[str, float]  # cloud -> USD/h being accrued
+    answers: dict[tuple[str, str], int]  # (declined|lapsed, reason) -> cumulative count
+
+
+def _per_class() -> dict[str, float]:
+    return dict.fromkeys(JOB_CLASSES, 0.0)
 
 
 @dataclass
 class Recorder:
-    """Event sink that keeps the figures the summary and plots need."""
+    """Event sink keeping every figure the summary and plots need (O(1) per event).
 
-    engine: Engine
-    schedule_finish: Callable[[str, float], None]
-    remaining: dict[str, float]
-    arrival: dict[str, float]
+    A job's track is dropped when it ends, so a million-job replay stays small; what the
+    summary needs from it is folded into per-class totals on the way out.
+    """
+
+    window: float
+    startup: dict[str, float]
+    pools: dict[PoolKey, int]
+    schedule_finish: Callable[[str, float, int], None]
+    check: bool = True
+    tracks: dict[str, Track] = field(default_factory=dict)
     events: int = 0
     placements: Counter[str] = field(default_factory=Counter)
-    answers: Counter[str] = field(default_factory=Counter)
-    reasons: Counter[str] = field(default_factory=Counter)
-    waits: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    gpu_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    cost: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    queued: dict[str, str] = field(default_factory=dict)
-    started: dict[str, float] = field(default_factory=dict)
+    answers: Counter[tuple[str, str]] = field(default_factory=Counter)
     preemptions: Counter[str] = field(default_factory=Counter)
+    waits: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # submission -> start
+    waits_after_eviction: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    censored: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # never started: wait so far
+    never_placed: Counter[str] = field(default_factory=Counter)
+    requested: dict[str, float] = field(default_factory=_per_class)  # class -> GPU-seconds asked for
+    served: dict[str, float] = field(default_factory=_per_class)  # class -> GPU-seconds of work done
+    cost: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    queued_jobs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_CLASSES, 0))
+    queued_gpus: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_CLASSES, 0))
+    running_gpus: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    rate: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     checker: InvariantChecker = field(default_factory=InvariantChecker)
+    first_alloc: float | None = None
+    last_free: float = 0.0
+    # per pool: [allocated, capacity, last change, allocated GPU-seconds]; capacity history apart
+    pool_state: dict[PoolKey, list[float]] = field(default_factory=dict)
+    cap_history: dict[PoolKey, list[tuple[float, int]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, cap in self.pools.items():
+            self.pool_state[key] = [0, cap, 0.0, 0.0]
+            self.cap_history[key] = [(0.0, cap)]
+        self._handlers: dict[type[Event], Callable[[Any], None]] = {
+            Answered: self._answered,
+            Placed: self._placed,
+            Queued: self._queued,
+            Preempted: self._preempted,
+            Released: self._released,
+            Dequeued: self._dequeued,
+            CapacityChanged: self._capacity,
+        }
 
     def __call__(self, ev: Event) -> None:
         self.events += 1
-        self.checker.feed(ev, self.events)
-        if isinstance(ev, Answered):
-            self.answers[ev.answer] += 1
-            if ev.answer in ("declined", "lapsed"):
-                self.reasons[f"{ev.answer}: {ev.reason}"] += 1
-        elif isinstance(ev, Placed):
-            self.queued.pop(ev.job, None)
-            self.placements[ev.cloud] += 1
-            now = ev.at
-            if ev.job not in self.started:  # first placement: the queue wait the user felt
-                self.waits[ev.cls].append(now - self.arrival[ev.job])
-            self.started[ev.job] = now
-            self.schedule_finish(ev.job, now + self.remaining[ev.job])
-        elif isinstance(ev, Queued):
-            self.queued[ev.job] = ev.cls
-        elif isinstance(ev, Preempted | Released):
-            ran = ev.at - self.started.get(ev.job, ev.at)
-            self.gpu_seconds[ev.cloud] += ev.gpus * ran
-            self.cost[ev.cloud] += ev.cost_usd
-            if isinstance(ev, Preempted):
-                self.preemptions[ev.reason] += 1
-                self.remaining[ev.job] = max(self.remaining[ev.job] - ran, 1.0)  # resumes from its checkpoint
+        handler = self._handlers.get(ev.__class__)
+        if handler is not None:
+            handler(ev)
+
+    # ------------------------------------------------------------------ pools
+
+    def _alloc(self, key: PoolKey, delta: int, now: float) -> None:
+        st = self.pool_state[key]
+        st[3] += st[0] * (now - st[2])
+        st[2] = now
+        st[0] += delta
+
+    def _capacity(self, ev: CapacityChanged) -> None:
+        key = (ev.cloud, ev.region, ev.gpu_type)
+        st = self.pool_state[key]
+        st[3] += st[0] * (ev.at - st[2])
+        st[2] = ev.at
+        st[1] = ev.capacity
+        self.cap_history[key].append((ev.at, ev.capacity))
+
+    # ------------------------------------------------------------------ jobs
+
+    def _answered(self, ev: Answered) -> None:
+        tr = self.tracks.get(ev.job)
+        if tr is not None:
+            tr.latency = min(ev.response_seconds, self.window)
+        if ev.answer in ("declined", "lapsed"):
+            self.answers[(ev.answer, ev.reason)] += 1
+
+    def _unqueue(self, tr: Track) -> None:
+        if tr.queued:
+            tr.queued = False
+            self.queued_jobs[tr.cls] -= 1
+            self.queued_gpus[tr.cls] -= tr.gpus
+
+    def _placed(self, ev: Placed) -> None:
+        tr = self.tracks[ev.job]
+        now = ev.at
+        self._unqueue(tr)
+        tr.running = tr.ever_placed = True
+        tr.attempt = ev.attempt
+        tr.start = now + tr.latency + self.startup[ev.cloud]
+        tr.rate = ev.price * ev.gpus
+        self.placements[ev.cloud] += 1
+        self._alloc((ev.cloud, ev.region, ev.gpu_type), ev.gpus, now)
+        self.running_gpus[(tr.cls, ev.cloud)] += ev.gpus
+        self.rate[ev.cloud] += tr.rate
+        if self.first_alloc is None:
+            self.first_alloc = now
+        if tr.end_at is None:
+            self.schedule_finish(ev.job, tr.start + tr.remaining, ev.attempt)
+
+    def _queued(self, ev: Queued) -> None:
+        tr = self.tracks[ev.job]
+        if not tr.queued:
+            tr.queued = True
+            self.queued_jobs[tr.cls] += 1
+            self.queued_gpus[tr.cls] += tr.gpus
+
+    def _settle(self, ev: Preempted | Released, evicted: bool) -> Track:
+        """Close a placement: credit the work done, and close the wait if work had started."""
+        tr = self.tracks[ev.job]
+        now = ev.at
+        tr.running = False
+        self._alloc((ev.cloud, ev.region, ev.gpu_type), -ev.gpus, now)
+        self.running_gpus[(tr.cls, ev.cloud)] -= ev.gpus
+        self.rate[ev.cloud] -= tr.rate
+        self.cost[ev.cloud] += ev.cost_usd
+        self.last_free = now
+        if now >= tr.start:
+            work = min(now - tr.start, tr.remaining)
+            (self.waits_after_eviction if tr.evicted else self.waits)[tr.cls].append(tr.start - tr.since)
+            tr.remaining -= work
+            self.served[tr.cls] += work * tr.gpus
+            if evicted:
+                tr.since = now
+                tr.evicted = True
+        elif not evicted:  # ended before its work started (a serving replica whose demand ended)
+            self.censored[tr.cls].append(now - tr.since)
+        return tr
+
+    def _preempted(self, ev: Preempted) -> None:
+        self.preemptions[ev.reason] += 1
+        self._settle(ev, True)
+
+    def _released(self, ev: Released) -> None:
+        self._settle(ev, False)
+        del self.tracks[ev.job]
+
+    def _dequeued(self, ev: Dequeued) -> None:
+        tr = self.tracks.pop(ev.job)
+        self._unqueue(tr)
+        self.censored[tr.cls].append(ev.at - tr.since)
+        if not tr.ever_placed:
+            self.never_placed[tr.cls] += 1
+
+    def close(self, now: float) -> None:
+        """End of the run: whatever still waits is censored at ``now``."""
+        for tr in self.tracks.values():
+            if tr.queued:
+                self.censored[tr.cls].append(now - tr.since)
+                if not tr.ever_placed:
+                    self.never_placed[tr.cls] += 1
 
 
 class Simulation:
-    def __init__(self, catalog: CloudCatalog, contract: Contract, policy: str = "contract", sinks: list[Callable[[Event], None]] | None = None) -> None:
+    """One replay of one policy: add work and events, ``run()``, then read the recorder."""
+
+    def __init__(
+        self,
+        catalog: CloudCatalog,
+        contract: Contract,
+        policy: str = "contract",
+        sinks: Iterable[Callable[[Event], None]] = (),
+        *,
+        class_priorities: dict[str, int] | None = None,
+        check: bool = True,
+    ) -> None:
         self.clock = ManualClock()
-        self.engine = Engine(catalog, contract, self.clock, policy=policy_for(policy, contract))
+        self.catalog = catalog
+        self.contract = contract
+        self.engine = build_engine(catalog, contract, self.clock, policy)
         self.policy = policy
+        self.holder = contract.holder
+        self.priorities = {**DEFAULT_CLASS_PRIORITIES, **(class_priorities or {})}
         self.heap: list[tuple[float, int, int, Any]] = []
         self._seq = 0
-        self._token: dict[str, int] = {}
-        self.remaining: dict[str, float] = {}
-        self.arrival: dict[str, float] = {}
-        self.rec = Recorder(self.engine, self._schedule_finish, self.remaining, self.arrival)
-        for sink in sinks or []:
+        self.arrivals: list[TraceJob] = []
+        pools = {(b.name, r.name, t): n for b in catalog.spec.backends for r in b.regions for t, n in r.gpus.items()}
+        self.rec = Recorder(
+            contract.spec.rofr.windowSeconds,
+            {b.name: b.startupSeconds for b in catalog.spec.backends},
+            pools,
+            self._schedule_finish,
+            check,
+        )
+        for sink in sinks:
             self.engine.subscribe(sink)
         self.engine.subscribe(self.rec)
+        if check:  # the contract's checker on the same stream (violations are a what-if's result too)
+            self.engine.subscribe(self.rec.checker.feed)  # type: ignore[arg-type]  # its return value is ignored
         self.engine.announce()
         self.samples: list[Sample] = []
+        self.markers: list[tuple[float, str]] = []
         self.sim_events = 0
-        self.unplaceable = 0
+        self.unplaceable: Counter[str] = Counter()
+        self.end = 0.0
 
     def _push(self, t: float, kind: int, data: Any) -> None:
         self._seq += 1
         heapq.heappush(self.heap, (t, kind, self._seq, data))
 
-    def _schedule_finish(self, job: str, at: float) -> None:
-        token = self._token.get(job, 0) + 1
-        self._token[job] = token
-        self._push(at, FINISH, (job, token))
+    def _schedule_finish(self, job: str, at: float, attempt: int) -> None:
+        self._push(at, FINISH, (job, attempt))
 
-    def add_jobs(self, jobs: list[TraceJob], speedup: float = 1.0) -> None:
-        for j in jobs:
-            t = j.arrival / speedup
-            self.arrival[j.name] = t
-            self.remaining[j.name] = j.duration
-            self._push(t, ARRIVAL, j)
+    # ------------------------------------------------------------------ inputs
 
-    def add_capacity_trace(self, traces: list[SpotTrace], cloud: str, gpu_type: str, speedup: float = 1.0) -> list[str]:
-        """Drive ``cloud``'s pools of ``gpu_type`` (one zone file per pool, round robin)."""
-        pools = [p for p in self.engine.inventory.by_cloud.get(cloud, []) if p.gpu_type == gpu_type]
-        if not pools:
-            raise ValueError(f"catalog has no {gpu_type} pools on {cloud} to drive")
-        used = []
-        for i, pool in enumerate(pools):
-            trace = traces[i % len(traces)]
-            base = pool.capacity
-            prev = None
-            for k, avail in enumerate(trace.data):
-                cap = base if avail > 0 else 0
-                if cap != prev:
-                    self._push(k * trace.gap_seconds / speedup, CAPACITY, (pool.cloud, pool.region, pool.gpu_type, cap))
-                    prev = cap
-            used.append(f"{pool.region} <- {trace.zone}")
-        return used
+    def add_jobs(self, jobs: Iterable[TraceJob]) -> None:
+        """Arrivals (any order); fixed-end jobs get their end scheduled now."""
+        self.arrivals.extend(jobs)
+        self.arrivals.sort(key=lambda j: j.arrival)
+        for j in self.arrivals:
+            if j.fixed_end:
+                self._push(j.arrival + j.duration, FINISH, (j.name, -1))
 
-    def run(self, *, samples: int = 200, progress: Callable[[int], None] | None = None, flush: Callable[[], object] | None = None) -> None:
-        heap, engine, clock = self.heap, self.engine, self.clock
-        if not heap:
-            return
-        end = max(t for t, *_ in heap)
-        step = max(end / samples, 1.0)
-        next_sample = 0.0
-        done = 0
-        while heap:
-            t, kind, _, data = heapq.heappop(heap)
+    def add_capacity(self, changes: Iterable[tuple[float, PoolKey, int]]) -> None:
+        for t, pool, cap in changes:
+            self._push(t, CAPACITY, (pool, cap))
+
+    def add_scenario(self, actions: Iterable[Action]) -> None:
+        for a in actions:
+            self._push(a.at, SCENARIO, a)
+            self.markers.append((a.at, a.label))
+
+    @property
+    def horizon(self) -> float:
+        """When the workload would end if nothing waited (the sampling span's estimate)."""
+        ends = [j.arrival + j.duration for j in self.arrivals]
+        return max([*ends, *(t for t, _ in self.markers), 0.0])
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, *, samples: int = 400, progress: Callable[[int], None] | None = None, flush: Callable[[], object] | None = None) -> None:
+        heap, engine, clock, rec = self.heap, self.engine, self.clock, self.rec
+        tracks = rec.tracks
+        arrivals = self.arrivals
+        n_arr = len(arrivals)
+        i = 0
+        # 0. when to sample: a regular grid, plus just before and after each scenario event
+        step = max(self.horizon / samples, 1e-3)
+        extra = sorted({x for t, _ in self.markers for x in (t, t + min(step / 10, 600.0))})
+        grid = iter(sorted({k * step for k in range(samples + 1)} | set(extra)))
+        next_sample = next(grid)
+        priorities = self.priorities
+        while i < n_arr or heap:
+            # 1. the next event: an arrival, unless a heap event comes first (ties: heap first)
+            if heap and (i >= n_arr or heap[0][0] <= arrivals[i].arrival):
+                t, kind, _, data = heapq.heappop(heap)
+                tj = None
+            else:
+                tj = arrivals[i]
+                t, kind, data = tj.arrival, -1, None
+                i += 1
+            # 2. sample the state just before this instant
             while t >= next_sample:
                 self._sample(next_sample)
-                next_sample += step
+                # past the grid (waits ran beyond the horizon) the spacing widens, so a long tail stays a few hundred samples
+                next_sample = next(grid, next_sample + step * (1 + len(self.samples) // samples))
             if t > clock.t:
                 clock.t = t
             self.sim_events += 1
-            if kind == ARRIVAL:
-                job = Job(name=data.name, cls=data.cls, gpus=data.gpus, gpu_type=data.gpu_type, duration_hours=data.duration / 3600)
+            # 3. apply it
+            if tj is not None:
+                tracks[tj.name] = Track(tj, t)
+                rec.requested[tj.cls] += tj.gpus * tj.duration
+                job = Job(
+                    name=tj.name,
+                    cls=tj.cls,
+                    gpus=tj.gpus,
+                    gpu_type=tj.gpu_type,
+                    priority=tj.priority if tj.priority is not None else priorities[tj.cls],
+                    duration_hours=tj.duration / 3600,
+                )
                 try:
-                    engine.submit(job)
+                    engine.post(job)  # submit without building a Decision nobody reads
                 except AdmissionError:
-                    self.unplaceable += 1  # no allowed pool can ever host it: counted, never queued
-                done += 1
-                if progress is not None and done % 500 == 0:
-                    progress(500)
+                    # no allowed pool can ever host it: counted and unserved, never queued
+                    del tracks[tj.name]
+                    self.unplaceable[tj.cls] += 1
+                if progress is not None and i % 1000 == 0:
+                    progress(1000)
             elif kind == FINISH:
-                name, token = data
-                if self._token.get(name) == token and engine.jobs[name].state == "running":
-                    engine.release(name)
+                name, attempt = data
+                tr = tracks.get(name)
+                if tr is None:  # it ended already (or was unplaceable)
+                    pass
+                elif attempt == -1:  # a fixed-end job's demand ends: stop it, or take it off the queue
+                    if tr.running:
+                        engine.end(name, "finished")
+                    elif tr.queued:
+                        engine.end(name, "cancelled")
+                elif tr.running and tr.attempt == attempt and tr.end_at is None:
+                    engine.end(name, "finished")
+            elif kind == CAPACITY:
+                (cloud, region, gpu_type), cap = data
+                engine.set_capacity(cloud, region, gpu_type, cap)
             else:
-                engine.set_capacity(*data)
-            if flush is not None and self.sim_events % 2000 == 0:
+                ev = data.event
+                if ev.backend is not None:
+                    engine.set_backend(ev.backend, up=ev.up, extra_latency_seconds=ev.extraLatencySeconds)
+                else:
+                    engine.set_capacity(ev.cloud, ev.region, ev.gpuType, ev.capacity)
+            if flush is not None and self.sim_events % 4096 == 0:
                 flush()
+        self.end = clock.t
+        rec.close(clock.t)
         self._sample(clock.t)
         if progress is not None:
-            progress(done % 500)
+            progress(n_arr % 1000)
+        if rec.check:
+            rec.checker.finish(rec.events + 1)
 
     def _sample(self, t: float) -> None:
-        util: dict[str, float] = {}
-        for cloud, pools in self.engine.inventory.by_cloud.items():
-            cap = sum(p.capacity for p in pools)
-            util[cloud] = sum(p.allocated for p in pools) / cap if cap else 0.0
-        self.samples.append(
-            Sample(t, dict(self.rec.placements), dict(Counter(self.rec.queued.values())), util, dict(self.rec.cost))
-        )
-
-    def summary(self) -> dict[str, Any]:
         rec = self.rec
-        now = self.clock.t
-        gpu_seconds: dict[str, float] = defaultdict(float, rec.gpu_seconds)
-        cost: dict[str, float] = defaultdict(float, rec.cost)
-        for rec_job in self.engine.jobs.values():  # still running at the end: count them up to now
-            if rec_job.state == "running" and rec_job.pool is not None:
-                ran = now - rec.started.get(rec_job.job.name, now)
-                gpu_seconds[rec_job.pool.cloud] += rec_job.job.gpus * ran
-                cost[rec_job.pool.cloud] += rec_job.price * rec_job.job.gpus * ran / 3600
-        total_gpu_s = sum(gpu_seconds.values())
-        capacity_s = {c: sum(p.capacity for p in pools) * now for c, pools in self.engine.inventory.by_cloud.items()}
-        holder = self.engine.holder
-
-        def pct(xs: list[float], q: float) -> float:
-            if not xs:
-                return 0.0
-            s = sorted(xs)
-            return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
-
-        return {
-            "policy": self.policy,
-            "simulatedSeconds": now,
-            "jobs": len(self.engine.jobs),
-            "unplaceable": self.unplaceable,
-            "jobsPerCloud": dict(rec.placements),
-            "rofr": {"answers": dict(rec.answers), "declineAndLapseReasons": dict(rec.reasons)},
-            "holderShareOfGpuHours": (gpu_seconds[holder] / total_gpu_s) if total_gpu_s else 0.0,
-            "gpuHoursPerCloud": {c: v / 3600 for c, v in gpu_seconds.items()},
-            "waitSeconds": {
-                cls: {"p50": pct(w, 0.5), "p95": pct(w, 0.95), "p99": pct(w, 0.99), "count": len(w)} for cls, w in sorted(rec.waits.items())
-            },
-            "stillQueued": dict(Counter(rec.queued.values())),
-            "costUsdPerCloud": dict(cost),
-            "costUsdTotal": sum(cost.values()),
-            "utilisation": {c: (gpu_seconds[c] / cap if cap else 0.0) for c, cap in capacity_s.items()},
-            "preemptions": dict(rec.preemptions),
-            "contractViolations": dict(Counter(v.rule for v in rec.checker.violations)),
-            "events": {"engine": rec.events, "simulation": self.sim_events},
-        }
+        alloc: dict[tuple[str, str], int] = defaultdict(int)
+        cap: dict[tuple[str, str], int] = defaultdict(int)
+        for (cloud, _region, gpu_type), st in rec.pool_state.items():
+            alloc[(cloud, gpu_type)] += int(st[0])
+            cap[(cloud, gpu_type)] += int(st[1])
+        self.samples.append(
+            Sample(
+                t,
+                dict(alloc),
+                dict(cap),
+                dict(rec.queued_jobs),
+                dict(rec.queued_gpus),
+                {k: v for k, v in rec.running_gpus.items() if v},
+                dict(rec.rate),
+                dict(rec.answers),
+            )
+        )

@@ -1,33 +1,60 @@
 """Workload trace readers: Alibaba GPU v2023 (openb), Azure LLM inference, and generic CSV.
 
-Each reader yields ``TraceJob`` rows sorted by arrival. Bad rows stop the read at the
-first one (file, line, column and why) unless ``skip_bad_rows`` is set, in which case they
-are counted in ``ReadStats`` and skipped.
+A trace never maps onto our job model without choices (which class a pod is, which GPU it
+asks for, how a fraction of a GPU becomes a gang), and those choices move the results. So
+every reader returns its jobs *and* the mapping rules it applied with their effect on the
+trace (``Trace.rules``); the report prints them, and ``--class-map`` / ``--gpu-map`` change
+them. Bad rows stop the read at the first one (file, line, column and why) unless
+``skip_bad_rows`` is set, in which case they are counted in ``ReadStats`` and skipped.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from scheduler.errors import TraceError
 
 FORMATS = ("alibaba-openb", "azure-llm", "csv")
+CLASSES = ("training", "inference", "api-serving")
+ANY_GPU = "any"  # the key --gpu-map uses for a trace row that names no GPU model
+FALLBACK = "*"  # the key of a map entry that applies to every value not named
 
 
 @dataclass(frozen=True, slots=True)
 class TraceJob:
+    """One job of a trace, times in seconds from the trace's start.
+
+    ``priority`` is the trace row's own (``None``: the class default applies). A
+    ``fixed_end`` job is demand for a time window (a serving replica): starting late does
+    not move its end, and what it missed is unserved.
+    """
+
     name: str
     arrival: float
     gpus: int
     duration: float
     cls: str
     gpu_type: str = "H100"
+    priority: int | None = None
+    fixed_end: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A mapping rule a reader applied, and what it did to this trace."""
+
+    rule: str
+    effect: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"rule": self.rule, "effect": self.effect}
 
 
 @dataclass
@@ -35,9 +62,77 @@ class ReadStats:
     rows: int = 0
     jobs: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    rules: list[Rule] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
-        return {"rows": self.rows, "jobs": self.jobs, "skipped": dict(self.skipped)}
+        return {"rows": self.rows, "jobs": self.jobs, "skipped": dict(self.skipped), "mapping": [r.to_dict() for r in self.rules]}
+
+
+@dataclass(frozen=True)
+class ReplicaModel:
+    """How API requests become serving replicas (the azure-llm reader).
+
+    A replica of ``gpusPerReplica`` GPUs prefills ``prefillTokensPerSecond`` context tokens
+    and decodes ``decodeTokensPerSecond`` generated tokens per second (batched, whole
+    replica). Each window needs enough replicas to do its requests' work at
+    ``targetUtilisation``; replicas scale up at once and down at window ends, never below
+    ``minReplicas`` (a public API does not scale to zero).
+    """
+
+    prefillTokensPerSecond: float = 12_000.0
+    decodeTokensPerSecond: float = 2_500.0
+    gpusPerReplica: int = 8
+    gpuType: str = "H100"
+    windowSeconds: float = 300.0
+    targetUtilisation: float = 0.6
+    minReplicas: int = 1
+
+    @classmethod
+    def parse(cls, spec: str | None) -> ReplicaModel:
+        """``--replica prefillTokensPerSecond=12000,decodeTokensPerSecond=2500,gpusPerReplica=8,...``."""
+        if not spec:
+            return cls()
+        known = {f: type(getattr(cls(), f)) for f in cls.__dataclass_fields__}
+        values: dict[str, object] = {}
+        for part in spec.split(","):
+            key, sep, raw = part.partition("=")
+            key = key.strip()
+            if not sep or key not in known:
+                raise TraceError(f"--replica: bad setting {part!r} (keys: {', '.join(known)})")
+            kind = known[key]
+            try:
+                values[key] = raw.strip() if kind is str else kind(float(raw))
+            except ValueError:
+                raise TraceError(f"--replica: {key}: not a number: {raw.strip()!r}") from None
+        model = replace(cls(), **values)  # type: ignore[arg-type]
+        for name in ("prefillTokensPerSecond", "decodeTokensPerSecond", "windowSeconds"):
+            if not getattr(model, name) > 0:
+                raise TraceError(f"--replica: {name} must be > 0")
+        if not 0 < model.targetUtilisation <= 1:
+            raise TraceError("--replica: targetUtilisation must be in (0, 1]")
+        if model.gpusPerReplica < 1 or model.minReplicas < 0:
+            raise TraceError("--replica: gpusPerReplica must be >= 1 and minReplicas >= 0")
+        return model
+
+    def describe(self) -> str:
+        return (
+            f"prefill {self.prefillTokensPerSecond:,.0f} tok/s, decode {self.decodeTokensPerSecond:,.0f} tok/s per "
+            f"{self.gpusPerReplica}x {self.gpuType} replica, {self.windowSeconds:g} s windows at "
+            f"{self.targetUtilisation:.0%} target utilisation, at least {self.minReplicas} replica(s)"
+        )
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What a reader produced: the jobs (sorted by arrival), its statistics and mapping rules."""
+
+    jobs: list[TraceJob]
+    stats: ReadStats
+    load_rule: str = ""
+
+    @property
+    def gpu_types(self) -> set[str]:
+        return {j.gpu_type for j in self.jobs}
 
 
 class _Rows:
@@ -75,21 +170,75 @@ def _bad(path: Path, line: int, column: str, why: str, stats: ReadStats, skip: b
 def _num(value: str | None) -> float:
     if value is None or value.strip() == "":
         raise ValueError("empty")
-    out = float(value)
+    try:
+        out = float(value)
+    except ValueError:
+        raise ValueError(f"not a number: {value!r}") from None
     if not math.isfinite(out):
-        raise ValueError("not finite")
+        raise ValueError(f"not finite: {value!r}")
     return out
 
 
-def read_alibaba(path: Path, *, skip_bad_rows: bool = False, gpu_type: str = "H100", stats: ReadStats | None = None) -> list[TraceJob]:
+def parse_map(spec: str | None, flag: str, *, values: tuple[str, ...] | None = None) -> dict[str, str]:
+    """``KEY=VALUE,...`` (``*`` as a key applies to every value not named)."""
+    out: dict[str, str] = {}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise TraceError(f"{flag}: bad mapping {part!r} (expected KEY=VALUE)")
+        if values is not None and value not in values:
+            raise TraceError(f"{flag}: {key}={value}: unknown value {value!r} (expected one of {', '.join(values)})")
+        out[key] = value
+    return out
+
+
+def _lookup(mapping: dict[str, str], key: str) -> str | None:
+    return mapping.get(key, mapping.get(FALLBACK))
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{part / whole:.1%}" if whole else "0%"
+
+
+def _class_rules(label: str, per_key: dict[tuple[str, str], list[float]], total_gpu_h: float) -> list[Rule]:
+    """One rule per (trace value -> class), with jobs and share of replayed GPU-hours."""
+    return [
+        Rule(f"{label} {key or '(empty)'} -> {cls}", f"{int(v[0]):,} jobs, {_share(v[1], total_gpu_h)} of replayed GPU-hours")
+        for (key, cls), v in sorted(per_key.items(), key=lambda kv: -kv[1][1])
+    ]
+
+
+DEFAULT_QOS_MAP = {"LS": "api-serving", "Burstable": "inference", "Guaranteed": "inference", "BE": "training"}
+
+
+def read_alibaba(
+    path: Path,
+    *,
+    skip_bad_rows: bool = False,
+    class_map: dict[str, str] | None = None,
+    gpu_map: dict[str, str] | None = None,
+    stats: ReadStats | None = None,
+) -> list[TraceJob]:
     """openb pods: arrival = creation_time; gang = ceil(num_gpu x gpu_milli/1000) whole GPUs.
 
-    CPU-only pods and pods that were never scheduled are skipped (counted). LS pods become
-    api-serving, Burstable/Guaranteed inference, BE training (the traces README's mapping).
+    CPU-only pods and pods that were never scheduled are skipped (counted). ``class_map``
+    maps ``qos`` to a class (default LS -> api-serving, Burstable/Guaranteed -> inference,
+    BE -> training, as the traces README suggests); ``gpu_map`` maps ``gpu_spec`` (empty =
+    ``any``) to a catalog GPU type (default: everything H100).
     """
     stats = stats if stats is not None else ReadStats()
+    qos_map = {**DEFAULT_QOS_MAP, **(class_map or {})}
+    types = {ANY_GPU: "H100", FALLBACK: "H100", **(gpu_map or {})}
     cols = ["name", "num_gpu", "gpu_milli", "qos", "creation_time", "deletion_time", "scheduled_time"]
     jobs: list[TraceJob] = []
+    per_class: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0])
+    per_gpu: Counter[tuple[str, str]] = Counter()
+    exact_gpu_h = rounded_gpu_h = 0.0
+    fractional = 0
+    has_spec = False
     for line, row in _Rows(path, cols):
         stats.rows += 1
         try:
@@ -112,66 +261,171 @@ def read_alibaba(path: Path, *, skip_bad_rows: bool = False, gpu_type: str = "H1
         if num_gpu < 0 or milli <= 0 or deleted < scheduled:
             _bad(path, line, "num_gpu/gpu_milli/deletion_time", "negative or inconsistent values", stats, skip_bad_rows)
             continue
-        cls = {"LS": "api-serving", "BE": "training"}.get(row["qos"], "inference")
-        gpus = max(1, math.ceil(num_gpu * milli / 1000.0))
-        jobs.append(TraceJob(row["name"], created, gpus, max(deleted - scheduled, 1.0), cls, gpu_type))
+        qos = row["qos"]
+        cls = _lookup(qos_map, qos)
+        if cls is None:
+            _bad(path, line, "qos", f"{qos!r} has no class (add it to --class-map)", stats, skip_bad_rows)
+            continue
+        spec = (row.get("gpu_spec") or "").strip()
+        has_spec = has_spec or bool(spec)
+        gpu_type = _lookup(types, spec or ANY_GPU)
+        if gpu_type is None:  # pragma: no cover - FALLBACK is always set
+            continue
+        exact = num_gpu * milli / 1000.0
+        gpus = max(1, math.ceil(exact))
+        fractional += gpus != exact
+        duration = max(deleted - scheduled, 1.0)
+        exact_gpu_h += exact * duration / 3600
+        rounded_gpu_h += gpus * duration / 3600
+        per_class[(qos, cls)][0] += 1
+        per_class[(qos, cls)][1] += gpus * duration / 3600
+        per_gpu[(spec or ANY_GPU, gpu_type)] += 1
+        jobs.append(TraceJob(row["name"], created, gpus, duration, cls, gpu_type))
     jobs.sort(key=lambda j: j.arrival)
     stats.jobs = len(jobs)
+    stats.rules += _class_rules("qos", per_class, rounded_gpu_h)
+    for (spec, gpu_type), n in sorted(per_gpu.items()):
+        note = " (the trace names no GPU model)" if spec == ANY_GPU and not has_spec else ""
+        stats.rules.append(Rule(f"gpu_spec {spec} -> {gpu_type}{note}", f"{n:,} jobs"))
+    if jobs:
+        stats.rules.append(
+            Rule(
+                "fractional GPUs rounded up to whole GPUs (a gang holds whole GPUs)",
+                f"{fractional:,} of {len(jobs):,} jobs; GPU-hours {exact_gpu_h:,.0f} -> {rounded_gpu_h:,.0f} "
+                f"({(rounded_gpu_h / exact_gpu_h - 1) if exact_gpu_h else 0:+.1%})",
+            )
+        )
+        stats.rules.append(Rule("duration = deletion_time - scheduled_time (pods still running at trace end run to their recorded deletion)", f"{len(jobs):,} jobs"))
     return jobs
+
+
+def _llm_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(path.glob("*.csv"))
+        if not files:
+            raise TraceError(f"{path}: no *.csv request files in this directory")
+        return files
+    return [path]
 
 
 def read_azure_llm(
     path: Path,
     *,
     skip_bad_rows: bool = False,
-    window_seconds: float = 300.0,
-    requests_per_replica: float = 2.0,
-    gpus_per_replica: int = 8,
-    gpu_type: str = "H100",
+    model: ReplicaModel | None = None,
+    load: float = 1.0,
     stats: ReadStats | None = None,
 ) -> list[TraceJob]:
-    """Requests -> api-serving replica demand: per window, ceil(rps / per-replica rps) replicas."""
+    """Requests (a file, or a directory of them) -> api-serving replicas that follow demand.
+
+    Each request costs ``ContextTokens / prefill + GeneratedTokens / decode`` replica-seconds
+    (x ``load``, the request-volume multiplier); a window needs ``ceil(work / (window x
+    targetUtilisation))`` replicas. A replica is one job from the window it is added to the
+    window it is removed at (last added, first removed) with a fixed end: a replica that
+    starts late still ends when demand says so.
+    """
     stats = stats if stats is not None else ReadStats()
-    times: list[float] = []
-    for line, row in _Rows(path, ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]):
-        stats.rows += 1
-        try:
-            times.append(datetime.fromisoformat(row["TIMESTAMP"][:26]).timestamp())
-        except ValueError:
-            _bad(path, line, "TIMESTAMP", f"not a timestamp: {row['TIMESTAMP']!r}", stats, skip_bad_rows)
-    if not times:
+    model = model or ReplicaModel()
+    reqs: list[tuple[float, float]] = []  # (timestamp, replica-seconds)
+    tokens = [0, 0]
+    files = _llm_files(path)
+    for f in files:
+        for line, row in _Rows(f, ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]):
+            stats.rows += 1
+            try:
+                ts = datetime.fromisoformat(row["TIMESTAMP"][:26]).timestamp()
+            except ValueError:
+                _bad(f, line, "TIMESTAMP", f"not a timestamp: {row['TIMESTAMP']!r}", stats, skip_bad_rows)
+                continue
+            try:
+                ctx, gen = _num(row["ContextTokens"]), _num(row["GeneratedTokens"])
+                if ctx < 0 or gen < 0:
+                    raise ValueError("negative token count")
+            except ValueError as exc:
+                _bad(f, line, "ContextTokens/GeneratedTokens", str(exc), stats, skip_bad_rows)
+                continue
+            tokens[0] += int(ctx)
+            tokens[1] += int(gen)
+            reqs.append((ts, ctx / model.prefillTokensPerSecond + gen / model.decodeTokensPerSecond))
+    if not reqs:
         return []
-    start = min(times)
-    per_window = Counter(int((t - start) // window_seconds) for t in times)
+    start = min(t for t, _ in reqs)
+    end = max(t for t, _ in reqs)
+    window = model.windowSeconds
+    windows = int((end - start) // window) + 1
+    work = [0.0] * windows
+    for t, w in reqs:
+        work[int((t - start) // window)] += w * load
+    need = [max(model.minReplicas, math.ceil(w / (window * model.targetUtilisation) - 1e-9)) for w in work]
     jobs: list[TraceJob] = []
-    for w in range(max(per_window) + 1):
-        rps = per_window.get(w, 0) / window_seconds
-        for r in range(math.ceil(rps / requests_per_replica)):
-            jobs.append(TraceJob(f"api-w{w}-r{r}", w * window_seconds, gpus_per_replica, window_seconds, "api-serving", gpu_type))
+    active: list[tuple[int, float]] = []  # (replica id, since)
+    made = 0
+    horizon = windows * window
+    for w, n in enumerate([*need, 0]):
+        now = min(w * window, horizon)
+        while len(active) > n:
+            rid, since = active.pop()
+            jobs.append(TraceJob(f"api-replica-{rid}", since, model.gpusPerReplica, now - since, "api-serving", model.gpuType, None, True))
+        while len(active) < n:
+            made += 1
+            active.append((made, now))
+    jobs.sort(key=lambda j: (j.arrival, j.name))
     stats.jobs = len(jobs)
+    replica_h = sum(j.duration for j in jobs) / 3600
+    stats.rules += [
+        Rule(
+            f"{len(reqs):,} requests from {len(files)} file(s) over {horizon / 60:.0f} min -> api-serving replicas ({model.describe()})",
+            f"{tokens[0]:,} context + {tokens[1]:,} generated tokens; peak {max(need)} replicas, mean {replica_h * 3600 / horizon:.1f}; "
+            f"{len(jobs):,} replica jobs, {replica_h * model.gpusPerReplica:,.0f} GPU-hours",
+        ),
+        Rule("a replica is demand for a time window (fixed end): starting late shortens it, the rest is unserved", f"{len(jobs):,} jobs"),
+    ]
     return jobs
 
 
 def parse_columns(spec: str | None) -> dict[str, str]:
-    """``arrival=submit_time,gpus=num_gpu,duration=duration[,class=...,gpu_type=...,name=...]``."""
+    """``arrival=submit_time,gpus=num_gpu,duration=duration[,class=...,gpu_type=...,name=...,priority=...]``."""
+    keys = ("arrival", "gpus", "duration", "class", "gpu_type", "name", "priority")
     mapping = {"arrival": "arrival", "gpus": "gpus", "duration": "duration"}
     if spec:
         for part in spec.split(","):
             key, sep, col = part.partition("=")
-            if not sep or key.strip() not in ("arrival", "gpus", "duration", "class", "gpu_type", "name"):
-                raise TraceError(f"--columns: bad mapping {part!r} (keys: arrival, gpus, duration, class, gpu_type, name)")
+            if not sep or key.strip() not in keys:
+                raise TraceError(f"--columns: bad mapping {part!r} (keys: {', '.join(keys)})")
             mapping[key.strip()] = col.strip()
     return mapping
 
 
-def read_csv(path: Path, columns: dict[str, str], *, skip_bad_rows: bool = False, stats: ReadStats | None = None) -> list[TraceJob]:
+def read_csv(
+    path: Path,
+    columns: dict[str, str],
+    *,
+    skip_bad_rows: bool = False,
+    class_map: dict[str, str] | None = None,
+    gpu_map: dict[str, str] | None = None,
+    stats: ReadStats | None = None,
+) -> list[TraceJob]:
+    """A generic job trace; ``arrival`` and ``duration`` are in seconds.
+
+    ``class`` values are job classes unless ``class_map`` maps the trace's own labels;
+    ``priority`` (-1000..1000) overrides the class default for that row.
+    """
     stats = stats if stats is not None else ReadStats()
-    required = [columns["arrival"], columns["gpus"], columns["duration"]] + [columns[k] for k in ("class", "gpu_type", "name") if k in columns]
+    required = [columns["arrival"], columns["gpus"], columns["duration"]]
+    required += [columns[k] for k in ("class", "gpu_type", "name", "priority") if k in columns]
+    classes = {c: c for c in CLASSES} | (class_map or {})
+    types = gpu_map or {}
     jobs: list[TraceJob] = []
+    per_class: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0])
+    per_gpu: Counter[tuple[str, str]] = Counter()
+    prioritised = 0
+    total_gpu_h = 0.0
     for line, row in _Rows(path, required):
         stats.rows += 1
         try:
             arrival = _num(row[columns["arrival"]])
+            if arrival < 0:
+                raise ValueError(f"must be >= 0 seconds, got {row[columns['arrival']]!r}")
         except ValueError as exc:
             _bad(path, line, columns["arrival"], str(exc), stats, skip_bad_rows)
             continue
@@ -185,32 +439,85 @@ def read_csv(path: Path, columns: dict[str, str], *, skip_bad_rows: bool = False
         try:
             duration = _num(row[columns["duration"]])
             if duration <= 0:
-                raise ValueError(f"must be > 0, got {row[columns['duration']]!r}")
+                raise ValueError(f"must be > 0 seconds, got {row[columns['duration']]!r}")
         except ValueError as exc:
             _bad(path, line, columns["duration"], str(exc), stats, skip_bad_rows)
             continue
-        cls = row[columns["class"]].strip() if "class" in columns else "training"
-        if cls not in ("training", "inference", "api-serving"):
-            _bad(path, line, columns.get("class", "class"), f"unknown class {cls!r}", stats, skip_bad_rows)
+        label = row[columns["class"]].strip() if "class" in columns else "training"
+        cls = _lookup(classes, label)
+        if cls is None:
+            hint = "add it to --class-map" if label else "empty"
+            _bad(path, line, columns.get("class", "class"), f"unknown class {label!r} ({hint}; classes: {', '.join(CLASSES)})", stats, skip_bad_rows)
             continue
+        priority: int | None = None
+        if "priority" in columns and row[columns["priority"]].strip():
+            try:
+                p = _num(row[columns["priority"]])
+                if p != int(p) or not -1000 <= p <= 1000:
+                    raise ValueError("out of range")
+            except ValueError:
+                _bad(path, line, columns["priority"], f"must be a whole number -1000..1000, got {row[columns['priority']]!r}", stats, skip_bad_rows)
+                continue
+            priority = int(p)
+            prioritised += 1
         name = row[columns["name"]].strip() if "name" in columns else f"row-{line}"
-        gpu_type = row[columns["gpu_type"]].strip() if "gpu_type" in columns else "H100"
-        jobs.append(TraceJob(name, arrival, int(gpus_f), duration, cls, gpu_type))
+        raw_type = row[columns["gpu_type"]].strip() if "gpu_type" in columns else ""
+        gpu_type = _lookup(types, raw_type or ANY_GPU) or raw_type or "H100"
+        gpus = int(gpus_f)
+        total_gpu_h += gpus * duration / 3600
+        per_class[(label, cls)][0] += 1
+        per_class[(label, cls)][1] += gpus * duration / 3600
+        per_gpu[(raw_type or ANY_GPU, gpu_type)] += 1
+        jobs.append(TraceJob(name, arrival, gpus, duration, cls, gpu_type, priority))
     jobs.sort(key=lambda j: j.arrival)
     stats.jobs = len(jobs)
+    stats.rules.append(Rule("arrival and duration columns read as seconds", f"{len(jobs):,} jobs"))
+    stats.rules += _class_rules("class" if "class" in columns else "(no class column)", per_class, total_gpu_h)
+    for (raw, gpu_type), n in sorted(per_gpu.items()):
+        stats.rules.append(Rule(f"gpu_type {raw} -> {gpu_type}", f"{n:,} jobs"))
+    if "priority" in columns:
+        stats.rules.append(Rule(f"priority column {columns['priority']!r} overrides the class priority", f"{prioritised:,} jobs"))
     return jobs
 
 
-def read_trace(
-    path: Path, fmt: str, *, columns: str | None = None, skip_bad_rows: bool = False, stats: ReadStats | None = None
-) -> list[TraceJob]:
-    if fmt == "alibaba-openb":
-        return read_alibaba(path, skip_bad_rows=skip_bad_rows, stats=stats)
+@dataclass(frozen=True)
+class ReadOptions:
+    """Everything a reader may need; unused fields are ignored by the other formats."""
+
+    columns: str | None = None
+    skip_bad_rows: bool = False
+    class_map: str | None = None
+    gpu_map: str | None = None
+    replica: str | None = None
+    load: float = 1.0
+
+
+def read_trace(path: Path, fmt: str, options: ReadOptions | None = None) -> Trace:
+    """Read and map a trace, then apply the load factor the format supports."""
+    o = options or ReadOptions()
+    if fmt not in FORMATS:
+        raise TraceError(f"unknown trace format {fmt!r} (expected one of {', '.join(FORMATS)})")
+    if not o.load > 0 or not math.isfinite(o.load):
+        raise TraceError("--load: must be a number > 0")
+    stats = ReadStats()
+    class_map = parse_map(o.class_map, "--class-map", values=CLASSES)
+    gpu_map = parse_map(o.gpu_map, "--gpu-map")
     if fmt == "azure-llm":
-        return read_azure_llm(path, skip_bad_rows=skip_bad_rows, stats=stats)
-    if fmt == "csv":
-        return read_csv(path, parse_columns(columns), skip_bad_rows=skip_bad_rows, stats=stats)
-    raise TraceError(f"unknown trace format {fmt!r} (expected one of {', '.join(FORMATS)})")
+        if class_map or gpu_map:
+            raise TraceError("--class-map/--gpu-map: azure-llm requests are api-serving replicas; set their GPU type with --replica gpuType=...")
+        jobs = read_azure_llm(path, skip_bad_rows=o.skip_bad_rows, model=ReplicaModel.parse(o.replica), load=o.load, stats=stats)
+        rule = f"load x{o.load:g}: request volume scaled (the hour keeps its shape)"
+        return Trace(jobs, stats, rule)
+    if o.replica:
+        raise TraceError("--replica: only the azure-llm format has serving replicas")
+    if fmt == "alibaba-openb":
+        jobs = read_alibaba(path, skip_bad_rows=o.skip_bad_rows, class_map=class_map, gpu_map=gpu_map, stats=stats)
+    else:
+        jobs = read_csv(path, parse_columns(o.columns), skip_bad_rows=o.skip_bad_rows, class_map=class_map, gpu_map=gpu_map, stats=stats)
+    if o.load != 1.0:
+        jobs = [replace(j, arrival=j.arrival / o.load) for j in jobs]
+    rule = f"load x{o.load:g}: arrivals compressed {o.load:g}x, durations unchanged" if o.load != 1.0 else "load x1: arrivals as recorded"
+    return Trace(jobs, stats, rule)
 
 
 @dataclass(frozen=True)
@@ -231,8 +538,8 @@ class SpotTrace:
 
 
 def read_spot_dir(directory: Path) -> list[SpotTrace]:
-    import json
-
+    if not directory.is_dir():
+        raise TraceError(f"{directory}: not a directory of spot-availability files")
     files = sorted(directory.glob("*.json"))
     if not files:
         raise TraceError(f"{directory}: no *.json spot-availability files")
@@ -244,7 +551,7 @@ def read_spot_dir(directory: Path) -> list[SpotTrace]:
             data = tuple(int(x) for x in doc["data"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise TraceError(f"{f}: not a spot-availability file ({exc})") from None
-        if gap <= 0 or any(x < 0 for x in data):
-            raise TraceError(f"{f}: gap_seconds must be > 0 and counts >= 0")
+        if gap <= 0 or not data or any(x < 0 for x in data):
+            raise TraceError(f"{f}: gap_seconds must be > 0 and data non-empty counts >= 0")
         out.append(SpotTrace(f.stem.split("_")[0], gap, data))
     return out

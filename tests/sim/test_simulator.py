@@ -1,124 +1,183 @@
-"""The simulator drives the real engine: policies compare as they must, outputs are complete."""
+"""The simulator's numbers, each checked against an answer computed by hand on a tiny trace.
+
+Unless a test says otherwise the world is: azure (the holder) answers in 2 s and starts
+work 120 s after placement; oci answers in 3 s and starts in 60 s; the contract's window
+is 30 s; class priorities api-serving 100 > inference 50 > training 0.
+"""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
-from scheduler.cli import main
-from scheduler.ledger import Ledger
+from scheduler.sim.scenario import Action
 from scheduler.sim.simulator import Simulation
-from scheduler.sim.traces import SpotTrace, TraceJob
+from scheduler.sim.summary import summarise
+from scheduler.sim.traces import TraceJob
+from scheduler.specs import CloudCatalog, ScenarioEvent
 from tests.builders import a_catalog, a_contract
 
 
-def small_world():
+def world(azure: int = 8, oci: int = 64, azure_latency: float = 2.0, azure_extra: dict[str, int] | None = None) -> CloudCatalog:
     return (
+        a_catalog()
+        .cloud("azure", {"eastus": {"H100": azure, **(azure_extra or {})}}, price=3.6, latency=azure_latency, startup=120)
+        .cloud("oci", {"us-ashburn-1": {"H100": oci}}, price=1.8, latency=3, startup=60)
+        .obj()
+    )
+
+
+def job(name: str, at: float, gpus: int, seconds: float, cls: str = "training", **kw: object) -> TraceJob:
+    return TraceJob(name, at, gpus, seconds, cls, **kw)  # type: ignore[arg-type]
+
+
+def replay(jobs: list[TraceJob], catalog: CloudCatalog | None = None, policy: str = "contract", **kw: object) -> tuple[dict, Simulation]:
+    sim = Simulation(catalog or world(), a_contract(), policy, **kw)  # type: ignore[arg-type]
+    sim.add_jobs(jobs)
+    sim.run()
+    return summarise(sim, {"H100"}), sim
+
+
+def test_waits_charge_the_answer_latency_and_the_start_up() -> None:
+    # a: azure accepts in 2 s, works from 0+2+120 = 122 to 1,122.
+    # b (t=10): azure full -> declined in 2 s -> oci, works from 10+2+60 = 72: waited 62 s.
+    s, sim = replay([job("a", 0, 8, 1000), job("b", 10, 8, 1000)])
+    w = s["waitSeconds"]["training"]
+    assert sorted(sim.rec.waits["training"]) == [62.0, 122.0]
+    assert (w["count"], w["p50"], w["max"]) == (2, 62.0, 122.0)
+    assert s["simulatedSeconds"] == 1122.0  # a's end; b ends at 72 + 1,000
+    # GPUs are held (and paid) from placement: a 8 x 1,122 s at $3.6, b 8 x 1,062 s at $1.8
+    assert s["costUsdPerCloud"] == pytest.approx({"azure": 8 * 1122 / 3600 * 3.6, "oci": 8 * 1062 / 3600 * 1.8})
+    assert s["gpuHours"]["served"]["training"] == pytest.approx(16 * 1000 / 3600)
+    assert s["costUsdPerServedGpuHour"] == pytest.approx(s["costUsdTotal"] / (16 * 1000 / 3600))
+    assert s["contractViolations"] == {}
+
+
+def test_a_lapsing_holder_strands_the_api_and_its_wait_is_censored() -> None:
+    # azure answers in 40 s > the 30 s window: every offer lapses (charged 30 s).
+    # api (pinned to azure) never starts; train spills to oci: starts 0+30+60 = 90, ends 1,090.
+    s, _ = replay([job("api", 0, 8, 3600, "api-serving"), job("train", 0, 8, 1000)], world(azure_latency=40))
+    assert s["apiStranded"] and s["neverPlaced"] == {"api-serving": 1}
+    assert s["waitSeconds"]["training"]["p50"] == 90.0
+    assert s["waitSeconds"]["api-serving"]["count"] == 0
+    assert s["waitSeconds"]["api-serving"]["censored"] == {"count": 1, "p50": 1090.0, "max": 1090.0}
+    assert s["gpuHours"]["unserved"] == {"training": 0.0, "api-serving": 8.0}
+    assert s["rofr"]["declineAndLapseReasons"] == {"lapsed: no-answer-within-window": 2}
+    from scheduler.sim.summary import headline
+
+    assert headline(s, "t").startswith("API STRANDED under contract: 1 api-serving jobs never started")
+
+
+def test_utilisation_counts_only_the_gpu_types_asked_for_over_the_busy_span() -> None:
+    # azure has 8 H100 and 8 H200; the trace asks only for H100.
+    # a: 4 GPUs held 0..1,122; b (t=2,000): 8 GPUs held 2,000..3,122. Busy span 0..3,122.
+    catalog = world(azure_extra={"H200": 8})
+    s, _ = replay([job("a", 0, 4, 1000), job("b", 2000, 8, 1000)], catalog)
+    assert s["busySpan"]["seconds"] == 3122.0
+    util = s["utilisation"]
+    assert set(util["azure"]) == {"H100"}  # H200 capacity never dilutes the figure
+    assert util["azure"]["H100"]["busySpan"] == pytest.approx((4 * 1122 + 8 * 1122) / (8 * 3122))
+    assert util["oci"]["H100"]["busySpan"] == 0.0
+    assert util["azure"]["H100"]["peak"] == 1.0
+
+
+def test_preemption_happens_in_a_replay_because_classes_have_priorities() -> None:
+    # train holds all of azure from 0 (works from 122); api arrives at 500 and preempts it.
+    # train: declined in 2 s -> oci, works from 500+2+60 = 562: waited 62 s after its eviction,
+    # having done 378 s of 10,000; the rest (9,622 s) ends at 10,184.
+    jobs = [job("train", 0, 8, 10_000), job("api", 500, 8, 600, "api-serving")]
+    s, sim = replay(jobs)
+    assert s["preemptions"] == {"pinned-job": 1}
+    assert sim.rec.waits_after_eviction["training"] == [62.0]
+    assert s["waitSeconds"]["training"]["afterEviction"]["count"] == 1
+    assert s["waitSeconds"]["api-serving"]["p50"] == 122.0  # its own offer, then azure's start-up
+    assert s["simulatedSeconds"] == 10_184.0
+    assert s["gpuHours"]["served"]["training"] == pytest.approx(8 * 10_000 / 3600)
+    # the same trace with every class at priority 0: the API waits for the training job instead
+    flat, _ = replay(jobs, class_priorities={"api-serving": 0, "inference": 0, "training": 0})
+    assert flat["preemptions"] == {}
+    assert flat["waitSeconds"]["api-serving"]["p50"] == 10_122 - 500 + 122
+    from scheduler.sim.summary import headline
+
+    assert headline(flat).startswith("API DELAYED under contract: api-serving waits p50 2.7 h, p99 2.7 h to start")
+    assert headline(s).startswith("API served under contract: every api-serving job started (p99 wait 2.0 min)")
+
+
+def test_a_trace_row_priority_overrides_its_class() -> None:
+    jobs = [job("train", 0, 8, 10_000, priority=500), job("api", 500, 8, 600, "api-serving")]
+    s, _ = replay(jobs)
+    assert s["preemptions"] == {}
+
+
+def test_eviction_before_work_started_keeps_the_original_wait() -> None:
+    # train placed at 0 on azure would work from 122; api preempts it at 100, before it started.
+    # train re-placed on oci, works from 100+2+60 = 162: one wait of 162 s from submission.
+    s, sim = replay([job("train", 0, 8, 1000), job("api", 100, 8, 600, "api-serving")])
+    assert sim.rec.waits["training"] == [162.0] and not sim.rec.waits_after_eviction.get("training")
+    assert s["gpuHours"]["served"]["training"] == pytest.approx(8 * 1000 / 3600)
+
+
+def test_only_admission_errors_count_as_unplaceable() -> None:
+    # azure has 8 GPUs, oci 64: a 16-GPU api-serving gang (azure only) and a 128-GPU training
+    # gang can never run anywhere they are allowed: counted unplaceable, never queued forever
+    sim = Simulation(world(), a_contract(), "contract")
+    sim.add_jobs([job("big-api", 0, 16, 100, "api-serving"), job("huge", 0, 128, 100), job("ok", 0, 8, 100)])
+    sim.run()
+    s = summarise(sim, {"H100"})
+    assert s["unplaceable"] == {"api-serving": 1, "training": 1} and s["neverPlaced"] == {"api-serving": 1, "training": 1}
+    assert s["gpuHours"]["unserved"] == pytest.approx({"training": 128 * 100 / 3600, "api-serving": 16 * 100 / 3600})
+    assert s["stillQueued"] == {} and s["apiStranded"]
+    catalog = world()
+    contract = a_contract()
+
+    def broken(job: object) -> object:
+        raise RuntimeError("a bug in the engine")
+
+    sim = Simulation(catalog, contract, "contract")
+    sim.engine.post = broken  # type: ignore[method-assign,assignment]
+    sim.add_jobs([job("ok", 0, 8, 100)])
+    with pytest.raises(RuntimeError, match="a bug in the engine"):
+        sim.run()
+
+
+def test_a_serving_replica_that_starts_late_still_ends_with_its_demand() -> None:
+    # demand 0..600 s; azure starts it at 122: 478 s served, 122 s unserved
+    s, _ = replay([job("r1", 0, 8, 600, "api-serving", fixed_end=True)])
+    assert s["gpuHours"]["served"]["api-serving"] == pytest.approx(8 * 478 / 3600)
+    assert s["gpuHours"]["unserved"]["api-serving"] == pytest.approx(8 * 122 / 3600)
+    assert s["simulatedSeconds"] == 600.0 and not s["apiStranded"]
+
+
+def test_a_scenario_outage_queues_the_api_until_the_holder_returns() -> None:
+    # azure down 50..1,000: api at 100 lapses (backend-down), waits, is placed when azure is
+    # back at 1,000 and works from 1,000+2+120: it waited 1,022 s.
+    sim = Simulation(world(), a_contract(), "contract")
+    sim.add_jobs([job("api", 100, 8, 600, "api-serving")])
+    sim.add_scenario(
+        [
+            Action(50, ScenarioEvent(at=50, backend="azure", up=False), "azure down"),
+            Action(1000, ScenarioEvent(at=1000, backend="azure", up=True), "azure up"),
+        ]
+    )
+    sim.run()
+    s = summarise(sim, {"H100"})
+    assert s["waitSeconds"]["api-serving"]["p50"] == 1022.0
+    assert s["rofr"]["declineAndLapseReasons"] == {"lapsed: backend-down": 1}
+    assert sim.markers == [(50, "azure down"), (1000, "azure up")]
+
+
+def test_policies_compare_as_the_contract_says() -> None:
+    catalog = (
         a_catalog()
         .cloud("azure", {"eastus": {"H100": 16}}, price=3.4)
         .cloud("oci", {"us-ashburn-1": {"H100": 64}}, price=2.9, startup=60)
         .cloud("aws", {"us-east-1": {"H100": 32}}, price=3.9, startup=30)
         .obj()
     )
-
-
-def workload() -> list[TraceJob]:
-    jobs = []
-    for i in range(60):
-        cls = "api-serving" if i % 5 == 0 else "training"
-        jobs.append(TraceJob(f"j{i}", i * 60.0, 8 if i % 3 else 4, 1800.0, cls))
-    return jobs
-
-
-def run(policy: str) -> dict:
-    sim = Simulation(small_world(), a_contract(), policy)
-    sim.add_jobs(workload())
-    sim.run()
-    return sim.summary()
-
-
-def test_policies_compare_as_the_contract_says() -> None:
-    contract, cheapest, azure_only = run("contract"), run("cheapest"), run("azure-only")
+    jobs = [job(f"j{i}", i * 60.0, 8 if i % 3 else 4, 1800.0, "api-serving" if i % 5 == 0 else "training") for i in range(60)]
+    contract, cheapest, azure_only = (replay(jobs, catalog, p)[0] for p in ("contract", "cheapest", "azure-only"))
     assert contract["contractViolations"] == {} and azure_only["contractViolations"] == {}
     assert sum(cheapest["contractViolations"].values()) > 0  # ignoring the ROFR breaks it, and the checker says so
     assert set(azure_only["jobsPerCloud"]) == {"azure"}
     assert cheapest["costUsdTotal"] < contract["costUsdTotal"]
     assert azure_only["holderShareOfGpuHours"] == 1.0 > contract["holderShareOfGpuHours"] > cheapest["holderShareOfGpuHours"]
-    assert contract["waitSeconds"]["api-serving"]["count"] == 12
-    assert contract["rofr"]["answers"]["declined"] > 0
     assert azure_only["waitSeconds"]["training"]["p95"] > contract["waitSeconds"]["training"]["p95"]
-
-
-def test_capacity_trace_evicts_and_replaces_through_the_rofr() -> None:
-    sim = Simulation(small_world(), a_contract(), "contract")
-    sim.add_jobs(workload())
-    spot = SpotTrace("zone-a", 600.0, (1, 1, 0, 0, 1, 0, 1, 1, 0, 1))
-    assert sim.add_capacity_trace([spot], "oci", "H100") == ["us-ashburn-1 <- zone-a"]
-    sim.run()
-    s = sim.summary()
-    assert s["preemptions"].get("capacity-lost", 0) > 0
-    assert s["contractViolations"] == {}
-
-
-def test_simulate_command_writes_every_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    trace = tmp_path / "t.csv"
-    trace.write_text("t,n,d,c\n" + "".join(f"{i * 30},{1 + i % 8},{600 + i},{'api-serving' if i % 4 == 0 else 'training'}\n" for i in range(200)))
-    out = tmp_path / "out"
-    try:
-        main(["simulate", "--trace", str(trace), "--format", "csv", "--columns", "arrival=t,gpus=n,duration=d,class=c", "--out", str(out)])
-    except SystemExit as exc:
-        assert exc.code in (0, None)
-    summary = json.loads((out / "summary.json").read_text())
-    for key in ["jobsPerCloud", "rofr", "holderShareOfGpuHours", "waitSeconds", "costUsdPerCloud", "utilisation", "contractViolations"]:
-        assert key in summary
-    assert summary["trace"]["jobs"] == 200 and summary["jobs"] == 200
-    for png in ["placements.png", "queue.png", "utilisation.png", "cost.png"]:
-        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert f"]({png})" in (out / "report.md").read_text()
-    assert Ledger(out / "ledger.db", readonly=True).verify().ok
-    assert "200 jobs" in capsys.readouterr().out
-
-
-def test_simulate_bad_arguments_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    trace = tmp_path / "t.csv"
-    trace.write_text("a,b\n1,2\n")
-    for argv, expect in [
-        (["--format", "parquet"], "unknown format"),
-        (["--format", "csv", "--policy", "greedy"], "unknown policy"),
-        (["--format", "csv"], "missing column(s) arrival, gpus, duration"),
-    ]:
-        with pytest.raises(SystemExit) as exc:
-            main(["simulate", "--trace", str(trace), "--out", str(tmp_path / "o"), *argv])
-        err = capsys.readouterr().err
-        assert exc.value.code == 2 and expect in err and "Traceback" not in err
-
-
-TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
-
-
-@pytest.mark.skipif(not TRACES.exists(), reason=f"{TRACES} is absent (shared traces not checked out beside the project)")
-def test_real_traces_replay_through_the_engine_with_a_verifiable_ledger(tmp_path: Path) -> None:
-    from scheduler.loading import load_catalog, load_contract
-    from scheduler.paths import default_catalog, default_contract
-    from scheduler.sim.traces import read_alibaba, read_azure_llm, read_spot_dir
-
-    catalog = load_catalog(default_catalog())
-    contract = load_contract(default_contract(), catalog)
-    ledger = Ledger(tmp_path / "alibaba.db")
-    sim = Simulation(catalog, contract, "contract", sinks=[ledger])
-    jobs = read_alibaba(TRACES / "alibaba-gpu-v2023" / "openb_pod_list_default.csv")
-    sim.add_jobs(jobs)
-    sim.add_capacity_trace(read_spot_dir(TRACES / "spot-availability"), "aws", "H100")
-    sim.run(flush=ledger.flush)
-    ledger.flush()
-    s = sim.summary()
-    assert s["jobs"] == len(jobs) == 6203 and s["contractViolations"] == {}
-    assert sum(s["jobsPerCloud"].values()) >= len(jobs)
-    assert ledger.verify().ok
-    api = Simulation(catalog, contract, "contract")
-    api.add_jobs(read_azure_llm(TRACES / "azure-llm-inference-2023" / "AzureLLMInferenceTrace_code.csv"))
-    api.run()
-    a = api.summary()
-    assert set(a["jobsPerCloud"]) == {"azure"} and a["contractViolations"] == {}  # API demand never leaves Azure

@@ -10,11 +10,21 @@ from pathlib import Path
 import pytest
 
 from scheduler.errors import TraceError
-from scheduler.sim.traces import ReadStats, parse_columns, read_alibaba, read_azure_llm, read_csv, read_spot_dir, read_trace
+from scheduler.sim.traces import (
+    ReadOptions,
+    ReadStats,
+    ReplicaModel,
+    parse_columns,
+    read_alibaba,
+    read_azure_llm,
+    read_csv,
+    read_spot_dir,
+    read_trace,
+)
+from tests.sim.shared import TRACES
+from tests.sim.shared import needs_traces as needs
 
-TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
 ALIBABA = TRACES / "alibaba-gpu-v2023" / "openb_pod_list_default.csv"
-needs = pytest.mark.skipif(not TRACES.exists(), reason=f"{TRACES} is absent (shared traces not checked out beside the project)")
 
 
 @needs
@@ -37,6 +47,13 @@ def test_alibaba_reader_reproduces_the_readme_statistics() -> None:
     assert len(jobs) + stats.skipped["never scheduled"] == 7064  # every GPU pod is a job or a counted skip
     assert all(j.gpus >= 1 for j in jobs) and jobs == sorted(jobs, key=lambda j: j.arrival)
     assert {j.cls for j in jobs} == {"api-serving", "training", "inference"}
+    rules = {r.rule: r.effect for r in stats.rules}
+    assert rules["qos LS -> api-serving"] == "3,590 jobs, 81.0% of replayed GPU-hours"  # the skew the report states
+    assert rules["fractional GPUs rounded up to whole GPUs (a gang holds whole GPUs)"].endswith("(+15.8%)")
+    assert "gpu_spec any -> H100 (the trace names no GPU model)" in rules
+    remapped = read_trace(ALIBABA, "alibaba-openb", ReadOptions(class_map="LS=inference", gpu_map="any=H200", load=10))
+    assert {j.cls for j in remapped.jobs} == {"training", "inference"} and remapped.gpu_types == {"H200"}
+    assert remapped.jobs[-1].arrival == jobs[-1].arrival / 10 and "compressed 10x" in remapped.load_rule
 
 
 @needs
@@ -54,7 +71,17 @@ def test_azure_llm_trace_statistics(name: str, count: int, rate: float, cv: floa
         assert round(statistics.pstdev(gaps) / statistics.mean(gaps), 1) == cv
     stats = ReadStats()
     jobs = read_azure_llm(path, stats=stats)
-    assert stats.rows == count and jobs and all(j.cls == "api-serving" for j in jobs)
+    assert stats.rows == count and jobs and all(j.cls == "api-serving" and j.fixed_end for j in jobs)
+    heavier = read_azure_llm(path, load=10)
+    assert sum(j.duration for j in heavier) > 5 * sum(j.duration for j in jobs)  # the load factor scales the demand
+
+
+@needs
+def test_azure_llm_reader_accepts_the_trace_directory() -> None:
+    stats = ReadStats()
+    jobs = read_azure_llm(TRACES / "azure-llm-inference-2023", stats=stats)
+    assert stats.rows == 19366 + 8819 and jobs
+    assert "from 2 file(s)" in stats.rules[0].rule
 
 
 @needs
@@ -79,19 +106,52 @@ def test_csv_with_a_column_mapping(tmp_path: Path) -> None:
     assert [(j.arrival, j.gpus, j.cls) for j in jobs] == [(5.0, 1, "api-serving"), (10.0, 8, "training")]
 
 
+def test_csv_priority_column_class_map_and_gpu_map(tmp_path: Path) -> None:
+    p = write(tmp_path, "t,n,d,k,p,g\n0,8,60,batch,900,A100\n1,8,60,web,,A100\n2,1,60,web,x,A100\n")
+    opts = ReadOptions(columns="arrival=t,gpus=n,duration=d,class=k,priority=p,gpu_type=g", class_map="batch=training,web=api-serving",
+                       gpu_map="A100=H100", skip_bad_rows=True)
+    trace = read_trace(p, "csv", opts)
+    assert [(j.cls, j.priority, j.gpu_type) for j in trace.jobs] == [("training", 900, "H100"), ("api-serving", None, "H100")]
+    assert trace.stats.skipped == {"bad p": 1}
+    rules = {r.rule: r.effect for r in trace.stats.rules}
+    assert rules["class web -> api-serving"].startswith("1 jobs") and rules["priority column 'p' overrides the class priority"] == "1 jobs"
+    with pytest.raises(TraceError, match=r"t\.csv:4: p: must be a whole number -1000..1000"):
+        read_trace(p, "csv", ReadOptions(columns=opts.columns, class_map=opts.class_map))
+    with pytest.raises(TraceError, match="unknown value 'gpu'"):
+        read_trace(p, "csv", ReadOptions(columns=opts.columns, class_map="batch=gpu"))
+
+
+def test_azure_llm_replicas_follow_token_work_by_hand(tmp_path: Path) -> None:
+    # one replica prefills 1,000 tok/s and decodes 100 tok/s; windows of 60 s at 50%: a window
+    # holds 30 replica-seconds of work per replica. Window 0: 2 requests x (1000/1000 + 100/100)
+    # = 4 s -> 1 replica. Window 1: 20 x 2 s = 40 s -> 2 replicas. Window 2: nothing -> min 1.
+    rows = ["TIMESTAMP,ContextTokens,GeneratedTokens", "2023-11-16 18:00:00.0,1000,100", "2023-11-16 18:00:30.0,1000,100"]
+    rows += [f"2023-11-16 18:01:{i:02d}.5,1000,100" for i in range(20)]
+    rows += ["2023-11-16 18:02:10.0,0,0"]
+    (tmp_path / "reqs").mkdir()
+    (tmp_path / "reqs" / "a.csv").write_text("\n".join(rows) + "\n")
+    model = ReplicaModel.parse("prefillTokensPerSecond=1000,decodeTokensPerSecond=100,windowSeconds=60,targetUtilisation=0.5,gpusPerReplica=4")
+    jobs = read_azure_llm(tmp_path / "reqs", model=model)
+    assert [(j.name, j.arrival, j.duration, j.gpus) for j in jobs] == [("api-replica-1", 0.0, 180.0, 4), ("api-replica-2", 60.0, 60.0, 4)]
+    doubled = read_azure_llm(tmp_path / "reqs", model=model, load=2.0)  # window 1: 80 s -> 3 replicas
+    assert sorted(j.duration for j in doubled) == [60.0, 60.0, 180.0]
+    with pytest.raises(TraceError, match="--replica: bad setting"):
+        ReplicaModel.parse("tokens=3")
+
+
 def test_missing_columns_name_the_file_and_columns(tmp_path: Path) -> None:
     p = write(tmp_path, "submit_time,num_gpu\n1,1\n")
     with pytest.raises(TraceError, match=r"t\.csv: missing column\(s\) duration"):
-        read_trace(p, "csv", columns="arrival=submit_time,gpus=num_gpu")
+        read_trace(p, "csv", ReadOptions(columns="arrival=submit_time,gpus=num_gpu"))
 
 
 def test_bad_rows_stop_at_the_first_with_its_line_or_are_counted(tmp_path: Path) -> None:
     p = write(tmp_path, "arrival,gpus,duration\n1,8,10\n2,-3,10\n3,x,10\n4,2,0\n5,1,nan\n6,2,5\n")
     with pytest.raises(TraceError, match=r"t\.csv:3: gpus: must be a whole number"):
         read_trace(p, "csv")
-    stats = ReadStats()
-    jobs = read_trace(p, "csv", skip_bad_rows=True, stats=stats)
-    assert [j.arrival for j in jobs] == [1.0, 6.0]
+    trace = read_trace(p, "csv", ReadOptions(skip_bad_rows=True))
+    stats = trace.stats
+    assert [j.arrival for j in trace.jobs] == [1.0, 6.0]
     assert stats.skipped == {"bad gpus": 2, "bad duration": 2} and stats.rows == 6
 
 
@@ -100,6 +160,8 @@ def test_bad_mapping_format_and_files(tmp_path: Path) -> None:
         parse_columns("arrival")
     with pytest.raises(TraceError, match="unknown trace format"):
         read_trace(tmp_path / "x.csv", "parquet")
+    with pytest.raises(TraceError, match="no \\*\\.csv request files"):
+        read_trace(tmp_path, "azure-llm")
     with pytest.raises(TraceError, match="cannot read"):
         read_trace(tmp_path / "missing.csv", "csv")
     (tmp_path / "spot").mkdir()

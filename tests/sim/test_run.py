@@ -1,0 +1,188 @@
+"""``mcsched simulate`` end to end: outputs, the policy comparison, and every bad input as one line, nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scheduler.cli import main
+from scheduler.ledger import Ledger
+from scheduler.paths import examples_dir
+from tests.sim.shared import TRACES, needs_traces
+
+PNG = b"\x89PNG\r\n\x1a\n"
+CATALOG = """apiVersion: mcsched.io/v1
+kind: CloudCatalog
+metadata: {name: t}
+spec:
+  backends:
+    - {name: azure, latencySeconds: 2, startupSeconds: 120, prices: {H100: 3.4}, regions: [{name: eastus, jurisdiction: US, gpus: {H100: 16}}]}
+    - {name: oci, latencySeconds: 3, startupSeconds: 60, prices: {H100: 2.9}, regions: [{name: us-ashburn-1, jurisdiction: US, gpus: {H100: 32}}]}
+    - {name: aws, latencySeconds: 2, startupSeconds: 240, prices: {H100: 3.9}, regions: [{name: us-east-1, jurisdiction: US, gpus: {H100: 8}}]}
+    - {name: stargate, prices: {GB200: 4.9}, regions: [{name: abilene-tx, jurisdiction: US, gpus: {GB200: 64}}]}
+"""
+
+
+def simulate(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(["simulate", *argv])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> dict[str, str]:
+    trace = tmp_path / "t.csv"
+    rows = "".join(f"{i * 30},{1 + i % 8},{600 + i},{'api-serving' if i % 4 == 0 else 'training'}\n" for i in range(120))
+    trace.write_text("t,n,d,c\n" + rows)
+    (tmp_path / "clouds.yaml").write_text(CATALOG)
+    return {
+        "trace": str(trace),
+        "clouds": str(tmp_path / "clouds.yaml"),
+        "columns": "arrival=t,gpus=n,duration=d,class=c",
+        "out": str(tmp_path / "out"),
+    }
+
+
+def base(i: dict[str, str]) -> list[str]:
+    return ["--trace", i["trace"], "--format", "csv", "--columns", i["columns"], "--clouds", i["clouds"], "--out", i["out"]]
+
+
+def test_simulate_writes_a_report_a_planner_reads(inputs: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = simulate(base(inputs), capsys)
+    assert code == 0, err
+    o = Path(inputs["out"])
+    summary = json.loads((o / "summary.json").read_text())
+    assert summary["jobs"] == 120 and summary["inputs"]["trace"]["jobs"] == 120
+    for key in ["gpuHours", "waitSeconds", "utilisation", "costUsdPerServedGpuHour", "holderShareOfGpuHours", "contractViolations", "spillRanking"]:
+        assert key in summary
+    report = (o / "report.md").read_text()
+    assert report.splitlines()[0] == "# " + out.splitlines()[0]  # the headline leads both
+    assert "jobs over 2.3 hours" in out.splitlines()[1]  # a two-hour run is not "0.1 simulated days"
+    for png in ["utilisation.png", "queue.png", "classes.png", "cost.png", "rofr.png"]:
+        assert (o / png).read_bytes()[:8] == PNG and f"]({png})" in report
+    for rule in ("arrival and duration columns read as seconds", "class api-serving -> api-serving", "class priorities api-serving=100"):
+        assert rule in report
+    assert Ledger(o / "ledger.db", readonly=True).verify().ok
+
+
+def test_one_command_compares_policies_side_by_side(inputs: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    from scheduler.sim.report import plot_comparison
+
+    code, out, err = simulate([*base(inputs), "--policy", "contract,cheapest,azure-only", "--load", "4", "--no-plots"], capsys)
+    assert code == 0, err
+    o = Path(inputs["out"])
+    report = (o / "report.md").read_text()
+    assert "|  | contract | cheapest | azure-only |" in report and "## Policy azure-only" in report
+    summary = json.loads((o / "summary.json").read_text())["policies"]
+    assert set(summary) == {"contract", "cheapest", "azure-only"}
+    assert summary["azure-only"]["holderShareOfGpuHours"] == 1.0 > summary["contract"]["holderShareOfGpuHours"]
+    assert sum(summary["cheapest"]["contractViolations"].values()) > 0 and summary["contract"]["contractViolations"] == {}
+    for p in ("contract", "azure-only"):
+        assert Ledger(o / p / "ledger.db", readonly=True).verify().ok
+        assert json.loads((o / p / "summary.json").read_text())["policy"] == p
+    assert "load x4" in out
+    # the chart the command draws with plots on (kept out of this run: plotting is the slow part)
+    assert (o / plot_comparison(summary, "t.csv · load x4", o)).read_bytes()[:8] == PNG
+
+
+def test_a_stranded_api_says_so_first(inputs: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scenario = tmp_path / "down.yaml"
+    scenario.write_text("apiVersion: mcsched.io/v1\nkind: Scenario\nmetadata: {name: down}\nspec:\n  events:\n    - {at: 0, backend: azure, up: false}\n")
+    code, out, err = simulate([*base(inputs), "--scenario", str(scenario), "--no-plots"], capsys)
+    assert code == 0, err
+    assert out.startswith("API STRANDED under contract: 30 api-serving jobs never started")
+    report = (Path(inputs["out"]) / "report.md").read_text()
+    assert report.startswith("# API STRANDED") and "scenario down (down.yaml)" in report and "0 seconds: azure down" in report
+
+
+def test_a_capacity_trace_on_a_cloud_without_work_warns(inputs: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spot = tmp_path / "spot"
+    spot.mkdir()
+    (spot / "us-east-1a_v100_1.json").write_text(json.dumps({"metadata": {"gap_seconds": 600}, "data": [1, 0, 1, 1]}))
+    # at a tenth of the load azure and oci take everything: aws, the driven cloud, never gets work
+    code, _out, err = simulate([*base(inputs), "--load", "0.1", "--capacity-trace", str(spot), "--capacity-cloud", "aws", "--no-plots"], capsys)
+    assert code == 0, err
+    assert "warning: the capacity trace drives aws, but aws never received work under contract" in err
+    report = (Path(inputs["out"]) / "report.md").read_text()
+    assert "> **Warning:** the capacity trace drives aws" in report
+    assert "us-east-1a -> aws/us-east-1/H100 (same region; spot share 100%)" in report
+
+
+@pytest.mark.parametrize(
+    ("extra", "expect"),
+    [
+        (["--format", "parquet"], "unknown trace format 'parquet'"),
+        (["--policy", "greedy"], "--policy: unknown policy 'greedy'"),
+        (["--policy", "contract,contract"], "names a policy twice"),
+        (["--columns", "arrival=t"], "missing column(s) gpus, duration"),
+        (["--load", "0"], "--load: must be a number > 0"),
+        (["--gpu-map", "*=B200"], "the trace asks for B200, which no cloud in the catalog has"),
+        (["--class-priorities", "api-serving=high"], "--class-priorities: api-serving=high: must be a whole number"),
+        (["--scale-capacity", "nimbus=0.5"], "--scale-capacity: nimbus=0.5: unknown cloud 'nimbus'"),
+        (["--capacity-trace", "SPOT", "--capacity-cloud", "stargate"], "--capacity-cloud: stargate has no H100 pools (it has GB200)"),
+        (["--capacity-trace", "SPOT"], "say which pools it drives"),
+        (["--capacity-cloud", "aws"], "need --capacity-trace DIR"),
+        (["--scenario", "SCENARIO"], "scenario.yaml:6: spec.events[0].backend: unknown backend 'nimbus'"),
+        (["--replica", "gpusPerReplica=4"], "--replica: only the azure-llm format"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    inputs: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], expect: str
+) -> None:
+    spot = tmp_path / "spot"
+    spot.mkdir()
+    (spot / "us-east-1a_v100_1.json").write_text(json.dumps({"metadata": {"gap_seconds": 600}, "data": [1, 0]}))
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text("apiVersion: mcsched.io/v1\nkind: Scenario\nmetadata: {name: s}\nspec:\n  events:\n    - {at: 5, backend: nimbus, up: false}\n")
+    argv = base(inputs)
+    if "--format" in extra:
+        argv = [a for a in argv if a != "csv"]
+        argv.remove("--format")
+    argv += [{"SPOT": str(spot), "SCENARIO": str(scenario)}.get(x, x) for x in extra]
+    code, _out, err = simulate(argv, capsys)
+    assert code == 2 and expect in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not Path(inputs["out"]).exists()
+
+
+@needs_traces
+def test_real_traces_replay_with_priorities_and_a_verifiable_ledger(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """openb on the Azure-constrained example catalog: the contract binds, the API preempts, the ledger verifies."""
+    out = tmp_path / "openb"
+    code, _, err = simulate(
+        [
+            "--trace", str(TRACES / "alibaba-gpu-v2023" / "openb_pod_list_default.csv"), "--format", "alibaba-openb",
+            "--clouds", str(examples_dir() / "sim" / "catalog-azure-tight.yaml"), "--load", "4", "--out", str(out), "--no-plots",
+            "--scenario", str(examples_dir() / "sim" / "scenario-azure-outage.yaml"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    s = json.loads((out / "summary.json").read_text())
+    assert s["jobs"] == 6203 and s["contractViolations"] == {}
+    assert s["preemptions"].get("pinned-job", 0) > 0  # priorities make preemption happen in a replay
+    assert s["rofr"]["declineAndLapseReasons"] and len(s["jobsPerCloud"]) > 1
+    assert s["inputs"]["scenario"][0]["event"] == "azure down"  # combined with any trace (its effect: test_simulator)
+    assert Ledger(out / "ledger.db", readonly=True).verify().ok
+    api = tmp_path / "api"
+    spot = ["--capacity-trace", str(TRACES / "spot-availability"), "--capacity-cloud", "azure", "--spot-share", "0.5"]
+    code, _, err = simulate(["--trace", str(TRACES / "azure-llm-inference-2023"), "--format", "azure-llm", "--load", "20", "--out", str(api), "--no-plots", *spot], capsys)
+    assert code == 0, err
+    a = json.loads((api / "summary.json").read_text())
+    assert set(a["jobsPerCloud"]) == {"azure"} and a["contractViolations"] == {}  # API demand never leaves Azure
+    rules = [r["rule"] for r in a["inputs"]["rules"]]
+    assert any(r.startswith("us-east-1a, us-east-1c, us-east-1d, us-east-1f, us-east-2a, us-east-2b -> azure/eastus/H100") for r in rules)
+    assert any(r.startswith("us-west-2a, us-west-2b, us-west-2c -> azure/westus3/H100 (same area (us-west); spot share 50%)") for r in rules)
+    assert a["span"] == "1.0 hours" and not a["apiStranded"]  # an hour-long trace, not "0.0 simulated days"
+
+
+def test_help_lists_every_what_if_knob(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = simulate(["--help"], capsys)
+    assert code == 0 and "Traceback" not in err
+    for flag in ("--policy", "--load", "--class-map", "--gpu-map", "--replica", "--class-priorities", "--capacity-map", "--scale-capacity", "--scenario"):
+        assert flag in out
