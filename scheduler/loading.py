@@ -198,12 +198,16 @@ def check_job(job: JobDoc, catalog: CloudCatalog, contract: Contract, doc: Docum
         err(
             ("spec",), f"no allowed cloud/region offers {s.gpuType} under these constraints (clouds {', '.join(sorted(allowed))})"
         )
-    elif s.gpus > best:
+    elif s.serve is not None and s.serve.gpusPerReplica > best:  # each replica is its own placement
+        err(("spec", "serve", "gpusPerReplica"), f"{s.serve.gpusPerReplica} GPUs can never fit: the largest allowed {s.gpuType} pool has {best}")
+    elif s.serve is None and s.gpus > best:
         err(("spec", "gpus"), f"{s.gpus} GPUs can never fit: the largest allowed {s.gpuType} pool has {best}")
     elif allowed == {holder}:
         never = _holder_never_accepts(job, catalog, holder)
         if never:
             err(never[0], f"{s.class_} jobs run on {holder} only, and {holder} never accepts this job: {never[1]}")
+    if s.serve is not None and len(f"{job.metadata.name}-r{s.serve.replicas.max}") > 63:
+        err(("metadata", "name"), f"too long for a served model: replica jobs are named {job.metadata.name}-r<k> (at most 63 characters)")
     return errors
 
 
@@ -216,8 +220,9 @@ def _holder_never_accepts(job: JobDoc, catalog: CloudCatalog, holder: str) -> tu
     rules = backend.holderRules
     if s.gpuType in rules.declineGpuTypes:
         return ("spec", "gpuType"), f"its holder rules decline {s.gpuType} (declineGpuTypes)"
-    if rules.maxGangGpus is not None and s.gpus > rules.maxGangGpus:
-        return ("spec", "gpus"), f"its holder rules cap a gang at {rules.maxGangGpus} GPUs (maxGangGpus)"
+    gang, field = (s.serve.gpusPerReplica, ("spec", "serve", "gpusPerReplica")) if s.serve else (s.gpus, ("spec", "gpus"))
+    if rules.maxGangGpus is not None and gang > rules.maxGangGpus:
+        return field, f"its holder rules cap a gang at {rules.maxGangGpus} GPUs (maxGangGpus)"
     return None
 
 

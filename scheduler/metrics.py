@@ -7,6 +7,7 @@ stream, so the alert that watches it is watching a real proof, not a constant.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -25,6 +26,7 @@ from scheduler.events import (
     Submitted,
 )
 from scheduler.invariants import InvariantChecker
+from scheduler.specs import MODEL_PATTERN
 
 RULES = ("rofr-order", "rofr-skipped", "pinned-class-off-pins", "over-commit", "double-placement", "lost-job")
 DECISION_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
@@ -94,6 +96,7 @@ class Metrics:
         self.ended = Counter(
             "mcsched_jobs_ended_total", "Jobs that left for good, by how (finished, failed, stopped, cancelled).", ["class", "reason"], registry=r
         )
+        self.serve = ServeMetrics(r)
         self.checker = InvariantChecker()
         self._queued: dict[str, tuple[str, str]] = {}
         self._price: dict[str, float] = {}
@@ -163,6 +166,53 @@ class Metrics:
             per = seconds / count
             for _ in range(count):
                 self.decision_seconds.observe(per)
+
+
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+_CODE = re.compile(r"^[1-5][0-9][0-9]$")
+_MODEL = re.compile(MODEL_PATTERN)
+
+
+class ServeMetrics:
+    """Served models (scheduler/runtime/serve): reports pushed by the controllers and gateways.
+
+    Labels stay bounded: a model label is a served model's name (or ``none`` for requests
+    naming no served model), a code a 3-digit HTTP status; anything else is dropped.
+    """
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.replicas = Gauge("mcsched_serve_replicas", "Serve replicas answering, by where Ray runs them.", ["model", "cloud", "region"], registry=r)
+        self.requests = Counter("mcsched_serve_requests_total", "OpenAI API requests by HTTP status.", ["model", "code"], registry=r)
+        self.ttft = Histogram("mcsched_serve_ttft_seconds", "Time to first token at the gateway.", ["model"], buckets=TTFT_BUCKETS, registry=r)
+        self.scale_events = Counter(
+            "mcsched_serve_scale_events_total", "Replica placements added (up) or released (down) by autoscaling.", ["model", "direction"], registry=r
+        )
+        self._pools: dict[str, set[tuple[str, str]]] = {}
+
+    @staticmethod
+    def _model(name: object) -> str | None:
+        return name if isinstance(name, str) and (name == "none" or _MODEL.match(name)) else None
+
+    def apply(self, report: dict[str, Any]) -> None:
+        rep = report.get("replicas")
+        if isinstance(rep, dict) and (model := self._model(rep.get("model"))):
+            now = {(str(c), str(rg)): int(n) for c, rg, n in rep.get("pools", [])}
+            for gone in self._pools.get(model, set()) - now.keys():
+                self.replicas.labels(model, *gone).set(0)
+            for (cloud, region), n in now.items():
+                self.replicas.labels(model, cloud, region).set(n)
+            self._pools[model] = set(now)
+        for model, direction in report.get("scale", []):
+            if self._model(model) and direction in ("up", "down"):
+                self.scale_events.labels(model, direction).inc()
+        for model, code, n in report.get("requests", []):
+            if self._model(model) and isinstance(code, str) and _CODE.match(code) and isinstance(n, int) and n > 0:
+                self.requests.labels(model, code).inc(n)
+        for model, samples in (report.get("ttft") or {}).items():
+            if self._model(model):
+                for v in samples[:10_000]:
+                    if isinstance(v, int | float) and 0 <= v < 86_400:
+                        self.ttft.labels(model).observe(v)
 
 
 def read_only(app: Any) -> Any:

@@ -214,6 +214,33 @@ class Workload(Strict):
     failAtStep: Annotated[int, Field(ge=1)] | None = None
 
 
+MODEL_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9_.:/]{0,127}$"
+PATTERN_HELP[MODEL_PATTERN] = "must be a model name: letters, digits, '-', '_', '.', ':' or '/', at most 128 characters"
+
+
+class ServeReplicas(Strict):
+    min: Annotated[int, Field(ge=1, le=1000)] = 1
+    max: Annotated[int, Field(ge=1, le=1000)] = 1
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ServeReplicas:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
+        return self
+
+
+class Serve(Strict):
+    """An api-serving job as a Ray Serve application: each replica is one placement of
+    ``gpusPerReplica`` through the engine (see scheduler/runtime/serve/)."""
+
+    model: Annotated[str, Field(pattern=MODEL_PATTERN)]
+    gpusPerReplica: Annotated[int, Field(ge=1, le=MAX_GANG_GPUS)]
+    replicas: ServeReplicas = Field(default_factory=ServeReplicas)
+    targetOngoingRequests: Annotated[float, Field(gt=0.0, le=10_000.0)] = 4.0
+    tokensPerSecond: Annotated[float, Field(gt=0.0, le=100_000.0)] = 50.0
+    scaleDownDelaySeconds: Annotated[float, Field(ge=0.0, le=86_400.0)] = 30.0
+
+
 class JobSpec(Strict):
     class_: JobClass = Field(alias="class")
     gpus: Annotated[int, Field(ge=1, le=MAX_GANG_GPUS)]
@@ -225,11 +252,31 @@ class JobSpec(Strict):
     durationHours: Annotated[float, Field(gt=0.0, le=8760.0)] = 1.0
     entrypoint: Annotated[str, Field(min_length=1, max_length=8192)] | None = None
     workload: Workload | None = None
+    serve: Serve | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _serve_gpus(cls, data: object) -> object:
+        """``gpus`` of a served model defaults to its ceiling: ``replicas.max x gpusPerReplica``."""
+        if isinstance(data, dict) and "gpus" not in data and isinstance(data.get("serve"), dict):
+            serve, reps = data["serve"], data["serve"].get("replicas", {})
+            per, top = serve.get("gpusPerReplica"), reps.get("max", 1) if isinstance(reps, dict) else None
+            # Not computable: serve's own errors explain it, so do not also report gpus missing.
+            data = {**data, "gpus": per * top if type(per) is int and type(top) is int else 1}
+        return data
 
     @model_validator(mode="after")
     def _one_body(self) -> JobSpec:
         if self.entrypoint is not None and self.workload is not None:
             raise ValueError("set either entrypoint or workload, not both")
+        if self.serve is not None:
+            if self.class_ != "api-serving":
+                raise ValueError(f"serve is only for api-serving jobs (class is {self.class_})")
+            if self.entrypoint is not None or self.workload is not None:
+                raise ValueError("a served model runs the serve replicas: drop entrypoint/workload")
+            ceiling = self.serve.replicas.max * self.serve.gpusPerReplica
+            if self.gpus != ceiling:
+                raise ValueError(f"gpus ({self.gpus}) must equal serve.replicas.max x serve.gpusPerReplica ({ceiling}), or be left out")
         return self
 
 

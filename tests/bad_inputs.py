@@ -122,6 +122,20 @@ def _cases() -> list[BadCase]:
         _y(_job(**{"class": "api-serving", "regions": ["abilene-tx"], "gpuType": "GB200"})),
         "no allowed cloud/region",
     )
+    # --- served models (spec.serve)
+    def served(**serve: Any) -> dict[str, Any]:
+        return _without(_job(**{"class": "api-serving", "serve": {"model": "llama", "gpusPerReplica": 8, **serve}}), "spec", "gpus")
+
+    job("serve-on-training", _y(_set(served(), ("spec", "class"), "training")), "only for api-serving")
+    job("serve-gpus-mismatch", _y(_set(served(replicas={"min": 1, "max": 3}), ("spec", "gpus"), 16)), "must equal serve.replicas.max")
+    job("serve-min-over-max", _y(served(replicas={"min": 3, "max": 2})), "max (2) must be >= min (3)")
+    job("serve-zero-min", _y(served(replicas={"min": 0, "max": 2})), "greater than or equal to 1")
+    job("serve-model-spaces", _y(served(model="my model")), "must be a model name")
+    job("serve-gpus-string", _y(served(gpusPerReplica="8")), "valid integer")
+    job("serve-too-large-replica", _y(served(gpusPerReplica=1024)), "can never fit")
+    job("serve-target-zero", _y(served(targetOngoingRequests=0)), "greater than 0")
+    job("serve-with-workload", _y(_set(served(), ("spec", "workload"), {"steps": 1})), "drop entrypoint/workload")
+    job("serve-unknown-field", _y(served(autoscaler="ray")), "unknown field")
     # api-serving jobs the holder can never accept are refused, not queued forever
     job("api-declined-gpu-type", _y(_job(**{"class": "api-serving", "gpuType": "MI300X"})), "never accepts")
     job("api-larger-than-azure", _y(_job(**{"class": "api-serving", "gpus": 1024})), "can never fit")

@@ -63,6 +63,28 @@ def test_violation_counter_is_driven_by_the_live_checker() -> None:
     assert value(m, "mcsched_contract_violations_total", rule="rofr-order") == 1
 
 
+def test_serve_reports_set_replicas_and_count_requests_ttft_and_scale_steps_with_bounded_labels() -> None:
+    m = Metrics()
+    m.serve.apply({"replicas": {"model": "llama", "pools": [["azure", "eastus", 2], ["azure", "westus3", 1]]}, "scale": [["llama", "up"]]})
+    m.serve.apply({"requests": [["llama", "200", 5], ["none", "400", 2]], "ttft": {"llama": [0.2, 0.4]}})
+    m.serve.apply({"replicas": {"model": "llama", "pools": [["azure", "eastus", 1]]}, "scale": [["llama", "down"], ["llama", "sideways"]]})
+    assert value(m, "mcsched_serve_replicas", model="llama", cloud="azure", region="eastus") == 1
+    assert value(m, "mcsched_serve_replicas", model="llama", cloud="azure", region="westus3") == 0  # gone from the report
+    assert value(m, "mcsched_serve_requests_total", model="llama", code="200") == 5
+    assert value(m, "mcsched_serve_requests_total", model="none", code="400") == 2
+    assert value(m, "mcsched_serve_ttft_seconds_count", model="llama") == 2
+    assert abs(value(m, "mcsched_serve_ttft_seconds_sum", model="llama") - 0.6) < 1e-9
+    assert value(m, "mcsched_serve_scale_events_total", model="llama", direction="up") == 1
+    assert value(m, "mcsched_serve_scale_events_total", model="llama", direction="down") == 1
+    # Hostile or broken reports add no label values.
+    m.serve.apply({"requests": [["a model with spaces", "200", 1], ["llama", "2000", 1], ["llama", "abc", 1], ["llama", "200", -4]],
+                   "ttft": {"bad model!": [1.0], "llama": ["x", -1, 1e12]}})
+    text = generate_latest(m.registry).decode()
+    assert "spaces" not in text and "2000" not in text and "abc" not in text and "bad model" not in text
+    assert value(m, "mcsched_serve_requests_total", model="llama", code="200") == 5
+    assert value(m, "mcsched_serve_ttft_seconds_count", model="llama") == 2
+
+
 def test_the_endpoint_serves_scrapes_and_refuses_writes() -> None:
     import urllib.error
     import urllib.request

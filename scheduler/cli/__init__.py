@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from scheduler.cli import audit, offline, runtime, simulate  # noqa: F401  (register commands)
+from scheduler.cli import audit, offline, runtime, serve, simulate  # noqa: F401  (register commands)
 from scheduler.cli.app import app, err
 from scheduler.errors import MCSchedError, SpecError, SpecErrors
 

@@ -201,8 +201,13 @@ def list_cmd(address: AddressOpt = None, state_dir: StateOpt = None) -> None:
 
 @app.command("cancel")
 def cancel_cmd(job: str, address: AddressOpt = None, state_dir: StateOpt = None) -> None:
-    """Cancel a queued or running job and release its capacity."""
+    """Cancel a queued or running job and release its capacity (a served model: all its replicas)."""
     _connect(address, state_dir)
+    from scheduler.runtime.serve.control import cancel_service
+
+    if cancel_service(job):  # a served model's controller undeploys it and releases every replica
+        out.print(f"{job}: cancelled (its controller undeploys the model and releases every replica)", markup=False)
+        return
     row = _call("cancel", job)
     assert isinstance(row, dict)
     out.print(f"{job}: {row['outcome']}", markup=False)

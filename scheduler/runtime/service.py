@@ -420,6 +420,13 @@ class SchedulerService:
             "at_rest": plan.at_rest,
         }
 
+    async def serve_report(self, report: dict[str, Any]) -> None:
+        """Serving metrics from the serve controllers and gateways (scheduler/runtime/serve/),
+        exported here so one scrape target carries every mcsched_* series."""
+        self._ensure()
+        assert self.metrics is not None
+        self.metrics.serve.apply(report)
+
     async def pid(self) -> int:
         return os.getpid()
 

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import yaml
 
 from scheduler.ledger import Ledger
 from tests.builders import a_catalog, a_contract
-from tests.integration.conftest import ROOT, Cluster, job_doc, local_cluster, wait_for
+from tests.integration.conftest import ROOT, Cluster, job_doc, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +34,9 @@ CATALOG = (
     .obj()
     .model_dump(mode="json", by_alias=True)
 )
+CLUSTER_CATALOG = CATALOG  # the conftest's module-scoped `cluster` starts this world
+CLUSTER_CONTRACT = a_contract(preemption=True).model_dump(mode="json", by_alias=True)
 FINAL = ("SUCCEEDED", "FAILED", "STOPPED")
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[Cluster]:
-    with local_cluster(CATALOG, a_contract(preemption=True).model_dump(mode="json", by_alias=True)) as c:
-        yield c
 
 
 def submit(c: Cluster, tmp: Path, doc: dict[str, Any], wait: bool = False) -> subprocess.CompletedProcess[str]:
@@ -107,8 +102,8 @@ def steps_by_worker(log: str, job: str) -> dict[str, set[str]]:
     return out
 
 
-def test_api_job_preempts_and_the_training_job_moves_and_resumes_from_its_checkpoint(ray_cluster: Cluster, tmp_path: Path) -> None:
-    c = ray_cluster
+def test_api_job_preempts_and_the_training_job_moves_and_resumes_from_its_checkpoint(cluster: Cluster, tmp_path: Path) -> None:
+    c = cluster
     # Long enough to outlive the api job's `ray job submit` start-up (~10 s on a busy machine).
     train = job_doc("train-a", gpus=16, priority=0, workload={"steps": 100, "stepSeconds": 0.25, "checkpointEvery": 4})
     assert submit(c, tmp_path, train).returncode == 0
@@ -146,8 +141,8 @@ def test_api_job_preempts_and_the_training_job_moves_and_resumes_from_its_checkp
     at_rest(c)
 
 
-def test_non_holder_outage_moves_work_through_the_rofr_and_holder_outage_moves_nothing(ray_cluster: Cluster, tmp_path: Path) -> None:
-    c = ray_cluster
+def test_non_holder_outage_moves_work_through_the_rofr_and_holder_outage_moves_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    c = cluster
     # 24 GPUs: Azure (16) declines, OCI is cheapest. 8 GPUs: Azure accepts.
     submit(c, tmp_path, job_doc("on-oci", gpus=24, workload={"steps": 100, "stepSeconds": 0.25, "checkpointEvery": 4}))
     submit(c, tmp_path, job_doc("on-azure", gpus=8, workload={"steps": 100, "stepSeconds": 0.25, "checkpointEvery": 4}))
@@ -173,8 +168,8 @@ def test_non_holder_outage_moves_work_through_the_rofr_and_holder_outage_moves_n
     at_rest(c)
 
 
-def test_a_failing_workload_ends_failed_in_ray_the_ledger_and_metrics(ray_cluster: Cluster, tmp_path: Path) -> None:
-    c = ray_cluster
+def test_a_failing_workload_ends_failed_in_ray_the_ledger_and_metrics(cluster: Cluster, tmp_path: Path) -> None:
+    c = cluster
     r = submit(c, tmp_path, job_doc("fails", gpus=8, workload={"steps": 6, "stepSeconds": 0.05, "failAtStep": 3}), wait=True)
     assert r.returncode != 0 and ray_status(c, "fails") == "FAILED"
     assert "injected failure at step 3" in logs(c, "fails")
@@ -186,9 +181,9 @@ def test_a_failing_workload_ends_failed_in_ray_the_ledger_and_metrics(ray_cluste
 
 
 def test_ray_job_stop_of_a_moved_job_releases_its_new_placement_and_cancel_stops_the_ray_job(
-    ray_cluster: Cluster, tmp_path: Path
+    cluster: Cluster, tmp_path: Path
 ) -> None:
-    c = ray_cluster
+    c = cluster
     submit(c, tmp_path, job_doc("stop-me", gpus=16, workload={"steps": 2000, "stepSeconds": 0.25, "checkpointEvery": 4}))
     wait_log(c, "stop-me", "stop-me running on azure/eastus")
     assert submit(c, tmp_path, job_doc("api-b", cls="api-serving", gpus=8, priority=100, workload={"steps": 2}), wait=True).returncode == 0
@@ -212,8 +207,8 @@ def test_ray_job_stop_of_a_moved_job_releases_its_new_placement_and_cancel_stops
     at_rest(c)
 
 
-def test_kill_9_of_the_scheduler_actor_during_a_move_loses_and_duplicates_nothing(ray_cluster: Cluster, tmp_path: Path) -> None:
-    c = ray_cluster
+def test_kill_9_of_the_scheduler_actor_during_a_move_loses_and_duplicates_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    c = cluster
     submit(c, tmp_path, job_doc("k9-train", gpus=16, workload={"steps": 100, "stepSeconds": 0.25, "checkpointEvery": 4}))
     wait_log(c, "k9-train", "[k9-train] checkpoint saved at step 4")
     pid = c.call("pid")
@@ -230,8 +225,8 @@ def test_kill_9_of_the_scheduler_actor_during_a_move_loses_and_duplicates_nothin
     at_rest(c)
 
 
-def test_a_driver_killed_with_sigkill_is_ended_as_stopped_and_frees_its_gpus(ray_cluster: Cluster, tmp_path: Path) -> None:
-    c = ray_cluster
+def test_a_driver_killed_with_sigkill_is_ended_as_stopped_and_frees_its_gpus(cluster: Cluster, tmp_path: Path) -> None:
+    c = cluster
     work = tmp_path / "ghost"
     work.mkdir()
     (work / "job.yaml").write_text(yaml.safe_dump(job_doc("ghost", gpus=8, workload={"steps": 2000, "stepSeconds": 0.25})))

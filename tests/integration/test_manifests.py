@@ -178,3 +178,19 @@ def test_dockerfile_builds_the_image_the_manifests_name() -> None:
     text = (ROOT / "deploy" / "Dockerfile").read_text()
     image = by_kind("dev", "RayCluster")[0]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
     assert image in text and "USER 1000" in text and ":latest" not in text
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_served_models_api_is_exposed_by_a_service_and_the_network_policy(overlay: str) -> None:
+    from scheduler.runtime.serve.naming import DEFAULT_PORT
+
+    rc = by_kind(overlay, "RayCluster")[0]
+    head = rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    port = next(p["containerPort"] for p in head["ports"] if p["name"] == "serve")
+    env = {e["name"]: e.get("value") for e in head["env"]}
+    assert port == DEFAULT_PORT and env["MCSCHED_SERVE_PORT"] == str(port) and env["MCSCHED_SERVE_HOST"] == "0.0.0.0"
+    svc = next(s for s in by_kind(overlay, "Service") if s["metadata"]["name"] == "mcsched-serve")
+    assert svc["spec"]["selector"]["ray.io/node-type"] == "head" and [p["targetPort"] for p in svc["spec"]["ports"]] == [port]
+    policy = by_kind(overlay, "NetworkPolicy")[0]
+    admitted = [r for r in policy["spec"]["ingress"] if any(p["port"] == port for p in r.get("ports", []))]
+    assert admitted and all("namespaceSelector" in f for r in admitted for f in r["from"])

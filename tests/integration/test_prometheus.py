@@ -74,6 +74,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Driver, st
         # More activity while Prometheus watches, so rates are non-zero.
         for i in range(6):
             drive("submit", [job_doc(f"late-{i}", gpus=2, cls="inference")])
+            drive("serve_report", serve_report(i))
             time.sleep(1)
         yield drive, url, tmp / "ledger.db", port
     finally:
@@ -87,6 +88,16 @@ def _up(url: str) -> bool:
         return any(s["value"][1] == "1" for s in query(url, 'up{job="mcsched"}'))
     except OSError:
         return False
+
+
+def serve_report(i: int) -> dict[str, Any]:
+    """What a serving controller and its gateway push: replicas by pool, requests, TTFT, scale steps."""
+    return {
+        "replicas": {"model": "llama", "pools": [["azure", "eastus", 1 + i % 2]]},
+        "scale": [["llama", "up" if i % 2 == 0 else "down"]],
+        "requests": [["llama", "200", 5 + i], ["none", "400", 1]],
+        "ttft": {"llama": [0.1 * (1 + i), 0.3]},
+    }
 
 
 def mixed_workload(drive: Driver) -> None:

@@ -1,0 +1,228 @@
+"""Served models on a real local Ray cluster with real Ray Serve, deployed through `ray job submit`.
+
+One service for the whole module, in order: it answers from Azure (JSON and streaming),
+shrugs off bad requests, scales 1 -> >=2 under a burst and back after it, preempts
+priority-0 training to scale up when Azure is full, and `ray job stop` releases it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from scheduler.ledger import Ledger
+from scheduler.runtime.cluster import free_port
+from tests.builders import a_catalog, a_contract
+from tests.integration.conftest import Cluster, job_doc, wait_for
+
+pytestmark = pytest.mark.slow
+
+# Azure holds 8 GPUs: four 2-GPU replicas at most; OCI takes what Azure gives up.
+CLUSTER_CATALOG = (
+    a_catalog()
+    .cloud("azure", {"eastus": {"H100": 8}}, price=3.4, latency=1)
+    .cloud("oci", {"us-ashburn-1": {"H100": 64}}, price=2.9, latency=1)
+    .obj()
+    .model_dump(mode="json", by_alias=True)
+)
+CLUSTER_CONTRACT = a_contract(preemption=True).model_dump(mode="json", by_alias=True)
+MODEL = "tiny-llama"
+SERVED = {
+    "apiVersion": "mcsched.io/v1",
+    "kind": "Job",
+    "metadata": {"name": "chat"},
+    "spec": {
+        "class": "api-serving",
+        "gpuType": "H100",
+        "priority": 100,
+        "serve": {"model": MODEL, "gpusPerReplica": 2, "replicas": {"min": 1, "max": 3},
+                  "targetOngoingRequests": 2, "tokensPerSecond": 20, "scaleDownDelaySeconds": 3},
+    },
+}
+
+
+def post(url: str, body: bytes | dict[str, Any], path: str = "/v1/chat/completions") -> tuple[int, dict[str, str], bytes]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url + path, data=data, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def chat(max_tokens: int = 8, **extra: Any) -> dict[str, Any]:
+    return {"model": MODEL, "messages": [{"role": "user", "content": "Say something nice."}], "max_tokens": max_tokens, **extra}
+
+
+def engine_rows(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    return {r["job"]: r for r in cluster.call("status", None)}
+
+
+def replicas_placed(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    return {n: r for n, r in engine_rows(cluster).items() if n.startswith("chat-r") and r["outcome"] == "placed"}
+
+
+def azure_used(cluster: Cluster) -> int:
+    return sum(u["allocated"] for u in cluster.call("usage") if u["cloud"] == "azure")
+
+
+@pytest.fixture(scope="module")
+def service(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The served model's URL and its Ray job id; `ray job stop`ped at the end if a test did not."""
+    from ray.job_submission import JobSubmissionClient
+
+    work = tmp_path_factory.mktemp("served")
+    (work / "api.yaml").write_text(yaml.safe_dump(SERVED))
+    port = free_port()
+    client = JobSubmissionClient(cluster.info.dashboard_url)
+    sid = client.submit_job(
+        entrypoint="python -m scheduler run api.yaml",
+        runtime_env={"working_dir": str(work), "env_vars": {"MCSCHED_SERVE_PORT": str(port)}},
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answering() -> bool:
+        try:
+            return post(url, chat(1))[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(answering, 180, 1.0, "the served model to answer")
+        yield url, sid
+    finally:
+        client.stop_job(sid)
+
+
+def test_served_model_answers_json_and_streams_from_azure(cluster: Cluster, service: tuple[str, str]) -> None:
+    url, _ = service
+    with urllib.request.urlopen(url + "/v1/models", timeout=30) as r:
+        assert [m["id"] for m in json.loads(r.read())["data"]] == [MODEL]
+    code, headers, body = post(url, chat(7))
+    answer = json.loads(body)
+    assert code == 200 and headers["x-mcsched-cloud"] == "azure" and headers["x-mcsched-region"] == "eastus"
+    assert headers["x-mcsched-replica"] == "chat-r1"
+    assert answer["usage"]["completion_tokens"] == 7 and answer["choices"][0]["finish_reason"] == "length"
+    assert json.loads(post(url, chat(7))[2])["choices"] == answer["choices"]  # deterministic text
+    code, headers, raw = post(url, {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 5, "stream": True,
+                                    "stream_options": {"include_usage": True}}, "/v1/completions")
+    events = [line[6:] for line in raw.decode().splitlines() if line.startswith("data: ")]
+    assert code == 200 and headers["content-type"].startswith("text/event-stream") and headers["x-mcsched-cloud"] == "azure"
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]).count(" ") == 4  # five words
+    assert chunks[-1]["usage"] == {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}
+    # The books and Ray agree: one replica placed on Azure, its placement group holding the pool's resource.
+    placed = replicas_placed(cluster)
+    assert list(placed) == ["chat-r1"] and placed["chat-r1"]["cloud"] == "azure" and azure_used(cluster) == 2
+    _, ray = cluster.actor()
+    wait_for(lambda: ray.available_resources().get("mcsched_azure__eastus__H100", 0) == 6, 30, what="Ray holds the replica's 2 GPUs")
+
+
+def test_bad_requests_get_4xx_and_the_next_good_request_succeeds(service: tuple[str, str]) -> None:
+    url, _ = service
+    bad = [
+        (b"{not json", 400),
+        (chat(-1), 400),
+        (chat(10**9), 400),
+        (chat("8"), 400),
+        ({"model": MODEL, "messages": "hi"}, 400),
+        ({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}, 404),
+        (b"x" * (2 << 20), 413),
+    ]
+    for body, status in bad:
+        code, _, raw = post(url, body)
+        err = json.loads(raw)["error"]
+        assert code == status and err["message"] and err["type"] == "invalid_request_error", (body[:40], code, raw[:200])
+    code, headers, _ = post(url, chat(3))
+    assert code == 200 and headers["x-mcsched-cloud"] == "azure"
+
+
+async def _burst(url: str, concurrency: int, until: Callable[[Counter[str]], bool], at_most: float = 150.0) -> Counter[str]:
+    """Streams of 40 tokens at 20 tokens/s (2 s each), ``concurrency`` at a time, for at least
+    10 s and until ``until(replicas seen)`` holds (a replica's start is slow on a busy machine)."""
+    import aiohttp
+
+    seen: Counter[str] = Counter()
+    started = time.monotonic()
+
+    def going() -> bool:
+        elapsed = time.monotonic() - started
+        return elapsed < 10 or (elapsed < at_most and not until(seen))
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while going():
+            async with session.post(url + "/v1/chat/completions", json=chat(40, stream=True)) as resp:
+                assert resp.status == 200 and resp.headers["x-mcsched-cloud"] == "azure"
+                seen[resp.headers["x-mcsched-replica"]] += 1
+                async for _ in resp.content:
+                    pass
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return seen
+
+
+def test_a_burst_scales_up_on_azure_through_the_scheduler_and_back_down_after(cluster: Cluster, service: tuple[str, str]) -> None:
+    url, _ = service
+    seen = asyncio.run(_burst(url, 8, lambda seen: len(seen) >= 2))
+    assert len(seen) >= 2, seen  # requests were answered by at least two replicas
+    # Every replica the burst used was a placement on Azure, recorded in the ledger.
+    events = list(Ledger(cluster.state / "ledger.db", readonly=True).events())
+    placed = {e.job: e for e in events if e.kind == "placed" and e.job.startswith("chat-r")}
+    assert set(seen) <= set(placed) and {e.cloud for e in placed.values()} == {"azure"}
+    # After the burst: back to one replica after the cool-down, capacity released to the queue.
+    wait_for(lambda: len(replicas_placed(cluster)) == 1, 150, 1.0, "scale back down to one replica")
+    assert azure_used(cluster) == 2
+    assert any(e.kind == "released" and e.job in seen and e.reason == "finished" for e in Ledger(cluster.state / "ledger.db", readonly=True).events())
+    assert post(url, chat(2))[0] == 200
+
+
+def test_scaling_up_on_a_full_azure_preempts_priority_0_training_which_moves(cluster: Cluster, service: tuple[str, str]) -> None:
+    url, _ = service
+    # Azure's other 6 GPUs go to priority-0 training (books only: no Ray work holds them).
+    resp = cluster.call("submit", [job_doc("filler", gpus=6, priority=0)])
+    assert resp["decisions"][0]["cloud"] == "azure" and azure_used(cluster) == 8
+    before = set(engine_rows(cluster))
+    seen = asyncio.run(_burst(url, 8, lambda seen: bool(set(seen) - before)))
+    assert set(seen) - before, seen  # a new replica answered
+    events = list(Ledger(cluster.state / "ledger.db", readonly=True).events())
+    pre = [e for e in events if e.kind == "preempted" and e.job == "filler"]
+    assert pre and pre[0].by.startswith("chat-r") and pre[0].reason == "pinned-job"
+    assert any(e.kind == "placed" and e.job == pre[0].by and e.via == "preemption" and e.cloud == "azure" for e in events)
+    assert engine_rows(cluster)["filler"]["cloud"] == "oci"  # the training moved, through the ROFR
+    assert pre[0].by in seen  # the preempting replica answered requests from Azure
+    cluster.call("cancel", "filler")
+
+
+def test_ray_job_stop_undeploys_and_releases_every_replica_and_the_ledger_verifies(cluster: Cluster, service: tuple[str, str]) -> None:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    url, sid = service
+    client = JobSubmissionClient(cluster.info.dashboard_url)
+    client.stop_job(sid)
+    wait_for(lambda: client.get_job_status(sid) in (JobStatus.STOPPED, JobStatus.SUCCEEDED, JobStatus.FAILED), 60, what="job stopped")
+    wait_for(lambda: not replicas_placed(cluster) and azure_used(cluster) == 0, 30, what="every replica released")
+    _, ray = cluster.actor()
+    wait_for(lambda: ray.available_resources().get("mcsched_azure__eastus__H100", 0) == 8, 60, what="Ray resources free again")
+
+    def replica_groups() -> list[str]:
+        return [pg["name"] for pg in ray.util.placement_group_table().values()
+                if pg["name"].startswith("SERVE_REPLICA::mcsched-") and pg["state"] != "REMOVED"]
+
+    wait_for(lambda: not replica_groups(), 60, what="the replicas' placement groups removed")
+    assert "released" in client.get_job_logs(sid)
+    assert post(url, chat(1))[0] == 404  # Serve's proxy no longer routes to any model
+    verify = cluster.mcsched("audit", "verify", "--db", str(Path(cluster.state) / "ledger.db"), check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -1,0 +1,118 @@
+"""The OpenAI protocol and the mock model, without Ray: what is refused, what is answered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from scheduler.runtime.serve.openai import (
+    DONE,
+    MAX_BODY_BYTES,
+    MAX_TOKENS_LIMIT,
+    PREFILL_FACTOR,
+    ApiError,
+    Request,
+    chunk,
+    count_tokens,
+    generate,
+    parse_request,
+    response_body,
+    tokens,
+    usage_chunk,
+)
+
+
+def chat(**body: object) -> bytes:
+    return json.dumps({"model": "m", "messages": [{"role": "user", "content": "Hello there, world!"}], **body}).encode()
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "status", "param"),
+    [
+        ("chat", b"{bad json", 400, None),
+        ("chat", b"[1, 2]", 400, None),
+        ("chat", b"\xff\xfe", 400, None),
+        ("chat", chat(max_tokens=-5), 400, "max_tokens"),
+        ("chat", chat(max_tokens=0), 400, "max_tokens"),
+        ("chat", chat(max_tokens=MAX_TOKENS_LIMIT + 1), 400, "max_tokens"),
+        ("chat", chat(max_completion_tokens=10**9), 400, "max_completion_tokens"),
+        ("chat", chat(max_tokens="10"), 400, "max_tokens"),  # strict: no silent coercion
+        ("chat", chat(max_tokens=True), 400, "max_tokens"),
+        ("chat", chat(stream="yes"), 400, "stream"),
+        ("chat", chat(n=3), 400, "n"),
+        ("chat", chat(temperature=7), 400, "temperature"),
+        ("chat", json.dumps({"model": "m", "messages": "hi"}).encode(), 400, "messages"),
+        ("chat", json.dumps({"model": "m", "messages": []}).encode(), 400, "messages"),
+        ("chat", json.dumps({"model": "m", "messages": [{"role": "robot", "content": "x"}]}).encode(), 400, "messages.0.role"),
+        ("chat", json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), 400, "model"),
+        ("completion", json.dumps({"model": "m"}).encode(), 400, "prompt"),
+        ("completion", json.dumps({"model": "m", "prompt": ["a", "b"]}).encode(), 400, "prompt"),
+        ("completion", b"x" * (MAX_BODY_BYTES + 1), 413, None),
+    ],
+)
+def test_bad_requests_are_4xx_with_an_openai_error_body(kind: str, body: bytes, status: int, param: str | None) -> None:
+    with pytest.raises(ApiError) as exc:
+        parse_request(kind, body)  # type: ignore[arg-type]
+    assert exc.value.status == status and exc.value.param == param
+    err = exc.value.body()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["type"] == "invalid_request_error" and err["message"]
+
+
+def test_good_requests_parse_and_unknown_options_are_ignored() -> None:
+    req = parse_request("chat", chat(max_tokens=7, stream=True, stream_options={"include_usage": True}, frequency_penalty=0.5))
+    assert (req.kind, req.model, req.max_tokens, req.stream, req.include_usage) == ("chat", "m", 7, True, True)
+    assert req.prompt == "user: Hello there, world!" and req.prompt_tokens == count_tokens(req.prompt) == 7
+    parts = json.dumps({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "a b"}]}]}).encode()
+    assert parse_request("chat", parts).prompt == "user: a b"
+    comp = parse_request("completion", json.dumps({"model": "m", "prompt": ["one two"], "max_tokens": 3}).encode())
+    assert (comp.kind, comp.prompt, comp.prompt_tokens, comp.id[:5]) == ("completion", "one two", 2, "cmpl-")
+    assert Request.from_dict(comp.to_dict()) == comp
+
+
+def test_the_mock_model_is_deterministic_and_honours_max_tokens() -> None:
+    a, b = tokens("m", "prompt", 50), tokens("m", "prompt", 50)
+    assert a == b and len(a) == 50 and tokens("m", "other", 50) != a and tokens("m2", "prompt", 50) != a
+    req = parse_request("completion", json.dumps({"model": "m", "prompt": "p", "max_tokens": 5}).encode())
+    body = response_body(req, "".join(tokens("m", "p", 5)), 5, "length")
+    assert body["usage"] == {"prompt_tokens": 1, "completion_tokens": 5, "total_tokens": 6}
+    assert body["object"] == "text_completion" and body["choices"][0]["finish_reason"] == "length"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, s: float) -> None:
+        self.sleeps.append(s)
+        self.now += s
+
+
+def test_tokens_stream_at_the_configured_speed_after_a_prefill() -> None:
+    clock = FakeClock()
+    prompt = " ".join(["w"] * 400)
+    req = parse_request("completion", json.dumps({"model": "m", "prompt": prompt, "max_tokens": 20}).encode())
+
+    async def run() -> list[tuple[float, list[str]]]:
+        return [(clock.now, piece) async for piece in generate(req, 10.0, clock=clock, sleep=clock.sleep)]
+
+    got = asyncio.run(run())
+    first_at = 100.0 + 400 / (PREFILL_FACTOR * 10.0) + 0.1
+    assert got[0][0] == pytest.approx(first_at)  # time to first token grows with the prompt
+    assert sum(len(p) for _, p in got) == 20 and [w for _, p in got for w in p] == tokens("m", prompt, 20)
+    assert got[-1][0] == pytest.approx(first_at + 19 / 10.0, abs=0.03)  # one token per 1/tokensPerSecond
+
+
+def test_stream_chunks_are_openai_sse() -> None:
+    req = parse_request("chat", chat(max_tokens=2, stream=True))
+    first, closing, use = chunk(req, "Hi", first=True), chunk(req, None, "length"), usage_chunk(req, 2)
+    for line in (first, closing, use):
+        assert line.startswith("data: ") and line.endswith("\n\n")
+    assert json.loads(first[6:])["choices"][0]["delta"] == {"role": "assistant", "content": "Hi"}
+    assert json.loads(closing[6:])["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}
+    assert json.loads(use[6:])["usage"]["completion_tokens"] == 2 and DONE == "data: [DONE]\n\n"
