@@ -105,7 +105,7 @@ def steps_by_worker(log: str, job: str) -> dict[str, set[str]]:
 def test_api_job_preempts_and_the_training_job_moves_and_resumes_from_its_checkpoint(cluster: Cluster, tmp_path: Path) -> None:
     c = cluster
     # Long enough to outlive the api job's `ray job submit` start-up (~10 s on a busy machine).
-    train = job_doc("train-a", gpus=16, priority=0, workload={"steps": 100, "stepSeconds": 0.25, "checkpointEvery": 4})
+    train = job_doc("train-a", gpus=16, priority=0, workload={"steps": 160, "stepSeconds": 0.25, "checkpointEvery": 4})
     assert submit(c, tmp_path, train).returncode == 0
     wait_log(c, "train-a", "[train-a] checkpoint saved at step 8")
     api = job_doc("api-a", cls="api-serving", gpus=8, priority=100, workload={"steps": 4, "stepSeconds": 0.1})
@@ -127,7 +127,7 @@ def test_api_job_preempts_and_the_training_job_moves_and_resumes_from_its_checkp
     on_azure = {p for p, clouds in workers.items() if "azure" in clouds}
     elsewhere = {p for p, clouds in workers.items() if clouds - {"azure"}}
     assert on_azure and elsewhere and not on_azure & elsewhere  # never again on Azure after it left
-    assert re.search(r"\[train-a\] step 100/100 \S+ on (oci|aws)/", log)
+    assert re.search(r"\[train-a\] step 160/160 \S+ on (oci|aws)/", log)
     # Books agree with where the work ran: the last placement is the one that finished it.
     placed = [e for e in events(c, "train-a") if e.kind == "placed"]
     assert placed[0].cloud == "azure" and placed[-1].cloud in ("oci", "aws") and len(placed) == 2
@@ -209,11 +209,11 @@ def test_ray_job_stop_of_a_moved_job_releases_its_new_placement_and_cancel_stops
 
 def test_kill_9_of_the_scheduler_actor_during_a_move_loses_and_duplicates_nothing(cluster: Cluster, tmp_path: Path) -> None:
     c = cluster
-    submit(c, tmp_path, job_doc("k9-train", gpus=16, workload={"steps": 100, "stepSeconds": 0.25, "checkpointEvery": 4}))
+    submit(c, tmp_path, job_doc("k9-train", gpus=16, workload={"steps": 240, "stepSeconds": 0.25, "checkpointEvery": 4}))
     wait_log(c, "k9-train", "[k9-train] checkpoint saved at step 4")
     pid = c.call("pid")
     submit(c, tmp_path, job_doc("k9-api", cls="api-serving", gpus=8, priority=100, workload={"steps": 8, "stepSeconds": 0.25}))
-    wait_for(lambda: any(e.kind == "preempted" for e in events(c, "k9-train")), 90, 0.2, "the preemption decision")
+    wait_for(lambda: any(e.kind == "preempted" for e in events(c, "k9-train")), 180, 0.2, "the preemption decision")
     os.kill(pid, signal.SIGKILL)
     assert wait_final(c, "k9-api") == "SUCCEEDED" and wait_final(c, "k9-train") == "SUCCEEDED"
     assert c.call("pid") != pid  # it really restarted
