@@ -188,7 +188,7 @@ def test_ray_job_stop_of_a_moved_job_releases_its_new_placement_and_cancel_stops
     wait_log(c, "stop-me", "stop-me running on azure/eastus")
     assert submit(c, tmp_path, job_doc("api-b", cls="api-serving", gpus=8, priority=100, workload={"steps": 2}), wait=True).returncode == 0
     wait_log(c, "stop-me", "stop-me running on oci/us-ashburn-1")
-    assert ray_status(c, "stop-me") == "RUNNING"  # the same Ray job, moved
+    assert ray_status(c, "stop-me") == "RUNNING", logs(c, "stop-me")[-3000:]  # the same Ray job, moved
     client(c).stop_job("stop-me")
     wait_for(lambda: events(c, "stop-me")[-1].kind == "released", 30, 0.5, "stop-me released")
     assert events(c, "stop-me")[-1].reason == "stopped" and events(c, "stop-me")[-1].cloud == "oci"
