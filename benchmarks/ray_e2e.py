@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -69,9 +71,11 @@ def batched(info: ClusterInfo, n: int, batch: int) -> None:
 
 
 def overhead(info: ClusterInfo, repeats: int, steps: int, step_seconds: float) -> None:
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus
 
-    client = JobSubmissionClient(info.dashboard_url)
+    from scheduler.runtime.cluster import jobs_client
+
+    client = jobs_client(info.dashboard_url)
     work = Path(tempfile.mkdtemp(prefix="mcsched-bench-"))
     res = pool_resource("azure", "eastus", "H100")
 
@@ -83,6 +87,13 @@ def overhead(info: ClusterInfo, repeats: int, steps: int, step_seconds: float) -
         assert status == JobStatus.SUCCEEDED, client.get_job_logs(sid)[-2000:]
         return time.perf_counter() - start
 
+    try:
+        _compare(timed, work, res, repeats, steps, step_seconds)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _compare(timed: Callable[..., float], work: Path, res: str, repeats: int, steps: int, step_seconds: float) -> None:
     via, raw = [], []
     raw_cmd = f"python -c \"import time\nfor i in range({steps}):\n    time.sleep({step_seconds}); print('step', i + 1, flush=True)\""
     for r in range(repeats):
@@ -108,12 +119,13 @@ def main() -> None:
     catalog = load_catalog(default_catalog())
     from scheduler.runtime.cluster import free_port
 
-    info = up(catalog, load_contract(default_contract(), catalog), state, metrics_port=free_port(), log=lambda m: print(m, file=sys.stderr))
     try:
+        info = up(catalog, load_contract(default_contract(), catalog), state, metrics_port=free_port(), log=lambda m: print(m, file=sys.stderr)).info
         batched(info, args.jobs, args.batch)
         overhead(info, args.repeats, args.steps, args.step_seconds)
     finally:
-        down(state)
+        down(state)  # leaves the cluster first, so no raylet-death noise reaches this process
+        shutil.rmtree(state, ignore_errors=True)  # Ray's session logs and the ledger: hundreds of MB
 
 
 if __name__ == "__main__":

@@ -15,10 +15,12 @@ import argparse
 import asyncio
 import random
 import resource
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -50,6 +52,13 @@ def main() -> None:
     catalog = load_catalog(default_catalog())
     contract = load_contract(default_contract(), catalog)
     tmp = Path(tempfile.mkdtemp(prefix="mcsched-soak-"))
+    try:
+        run(args, rng, catalog, contract, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a 100k-job ledger
+
+
+def run(args: argparse.Namespace, rng: random.Random, catalog: Any, contract: Any, tmp: Path) -> None:
     svc = SchedulerService(catalog.model_dump(mode="json", by_alias=True), contract.model_dump(mode="json", by_alias=True),
                            str(tmp / "ledger.db"), metrics_port=None)
     loop = asyncio.new_event_loop()

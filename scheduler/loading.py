@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from scheduler.errors import SpecError, SpecErrors
 from scheduler.specs import PATTERN_HELP, SPEC_KINDS, CloudCatalog, Contract, JobDoc, Strict
-from scheduler.yamlio import Document, load_documents
+from scheduler.yamlio import Document, Progress, load_documents, no_gc
 
 
 @dataclass(frozen=True)
@@ -78,25 +78,31 @@ def validate_document(doc: Document) -> Loaded:
     return Loaded(model=model, doc=doc)
 
 
-def load_files(paths: Iterable[str | Path]) -> tuple[list[Loaded], list[SpecError]]:
-    """Load every document of every file; collect errors instead of stopping at the first."""
+def load_files(paths: Iterable[str | Path], progress: Progress | None = None) -> tuple[list[Loaded], list[SpecError]]:
+    """Load every document of every file; collect errors instead of stopping at the first.
+
+    ``progress(stage, done, total)`` hears of every document read and validated.
+    """
     loaded: list[Loaded] = []
     errors: list[SpecError] = []
-    for path in paths:
-        try:
-            docs = load_documents(path)
-        except SpecError as exc:
-            errors.append(exc)
-            continue
-        if not docs:
-            errors.append(SpecError(str(path), "no YAML documents in file"))
-        for doc in docs:
+    with no_gc():  # 100k models on a growing heap: see yamlio.no_gc
+        for path in paths:
             try:
-                loaded.append(validate_document(doc))
-            except SpecErrors as exc:
-                errors.extend(exc.errors)
+                docs = load_documents(path, progress)
             except SpecError as exc:
                 errors.append(exc)
+                continue
+            if not docs:
+                errors.append(SpecError(str(path), "no YAML documents in file"))
+            for i, doc in enumerate(docs, 1):
+                try:
+                    loaded.append(validate_document(doc))
+                except SpecErrors as exc:
+                    errors.extend(exc.errors)
+                except SpecError as exc:
+                    errors.append(exc)
+                if progress is not None:
+                    progress("validating", i, len(docs))
     return loaded, errors
 
 
@@ -153,59 +159,88 @@ def check_contract(contract: Contract, catalog: CloudCatalog, doc: Document) -> 
     return errors
 
 
-def check_job(job: JobDoc, catalog: CloudCatalog, contract: Contract, doc: Document) -> list[SpecError]:
+class JobRules:
+    """What the cross-document job rules need from a catalog and contract, derived once.
+
+    Checking a 100k-job file asks the same questions of the same catalog 100k times: the
+    known clouds, regions and GPU types are sets built here once, and the largest pool a
+    job's constraints allow is memoized per distinct constraint set.
+    """
+
+    def __init__(self, catalog: CloudCatalog, contract: Contract) -> None:
+        self.catalog = catalog
+        self.known = catalog.backend_names
+        self.known_list = ", ".join(self.known)
+        self.holder = contract.holder
+        self.pins = {cls: contract.pinned_clouds(cls) for cls in ("training", "inference", "api-serving")}
+        self.regions = {r.name for b in catalog.spec.backends for r in b.regions}
+        self.gpu_types = {t for b in catalog.spec.backends for r in b.regions for t in r.gpus}
+        self.gpu_types_list = ", ".join(sorted(self.gpu_types))
+        self._largest: dict[tuple[Any, ...], tuple[int, list[str]]] = {}
+
+    def largest_pool(
+        self, cls: str, clouds: Sequence[str] | None, regions: Sequence[str] | None, jurisdiction: str | None, gpu_type: str
+    ) -> tuple[int, list[str]]:
+        """(GPUs of the largest allowed pool of ``gpu_type``, the allowed clouds) for these constraints."""
+        key = (cls, tuple(clouds or ()), tuple(regions or ()), jurisdiction, gpu_type)
+        hit = self._largest.get(key)
+        if hit is None:
+            pins = self.pins.get(cls)
+            allowed = set(pins if pins is not None else self.known) & set(clouds or self.known)
+            best = 0
+            for b in self.catalog.spec.backends:
+                if b.name not in allowed:
+                    continue
+                for r in b.regions:
+                    if regions and r.name not in regions:
+                        continue
+                    if jurisdiction and r.jurisdiction != jurisdiction:
+                        continue
+                    best = max(best, r.gpus.get(gpu_type, 0))
+            hit = self._largest[key] = (best, sorted(allowed))
+        return hit
+
+
+def check_job(
+    job: JobDoc, catalog: CloudCatalog, contract: Contract, doc: Document, rules: JobRules | None = None
+) -> list[SpecError]:
     """Rules that need the catalog and contract: names, pins, the ROFR, feasibility."""
+    r = rules or JobRules(catalog, contract)
     s = job.spec
     errors: list[SpecError] = []
 
     def err(loc: tuple[str | int, ...], reason: str) -> None:
         errors.append(SpecError(doc.file, reason, line=doc.line_of(loc), field=_field(loc)))
 
-    known = catalog.backend_names
-    holder = contract.holder
-    pins = contract.pinned_clouds(s.class_)
+    pins = r.pins.get(s.class_)
     for i, cloud in enumerate(s.clouds or []):
-        if cloud not in known:
-            err(("spec", "clouds", i), f"unknown cloud {cloud!r} (catalog has {', '.join(known)})")
+        if cloud not in r.known:
+            err(("spec", "clouds", i), f"unknown cloud {cloud!r} (catalog has {r.known_list})")
         elif pins is not None and cloud not in pins:
             err(
                 ("spec", "clouds", i),
                 f"{s.class_} jobs are pinned to {', '.join(pins)} by the contract; {cloud!r} is not allowed",
             )
-    if s.clouds and holder not in s.clouds and (pins is None or holder in pins):
-        err(("spec", "clouds"), f"must include the ROFR holder {holder!r}: a job cannot waive the right of first refusal")
-    all_regions = {r.name for b in catalog.spec.backends for r in b.regions}
+    if s.clouds and r.holder not in s.clouds and (pins is None or r.holder in pins):
+        err(("spec", "clouds"), f"must include the ROFR holder {r.holder!r}: a job cannot waive the right of first refusal")
     for i, region in enumerate(s.regions or []):
-        if region not in all_regions:
+        if region not in r.regions:
             err(("spec", "regions", i), f"unknown region {region!r}")
-    all_types = {t for b in catalog.spec.backends for r in b.regions for t in r.gpus}
-    if s.gpuType not in all_types:
-        err(("spec", "gpuType"), f"unknown GPU type {s.gpuType!r} (catalog has {', '.join(sorted(all_types))})")
+    if s.gpuType not in r.gpu_types:
+        err(("spec", "gpuType"), f"unknown GPU type {s.gpuType!r} (catalog has {r.gpu_types_list})")
     if errors:
         return errors
-    allowed = set(pins if pins is not None else known) & set(s.clouds or known)
-    best = 0
-    for b in catalog.spec.backends:
-        if b.name not in allowed:
-            continue
-        for r in b.regions:
-            if s.regions and r.name not in s.regions:
-                continue
-            if s.jurisdiction and r.jurisdiction != s.jurisdiction:
-                continue
-            best = max(best, r.gpus.get(s.gpuType, 0))
+    best, allowed = r.largest_pool(s.class_, s.clouds, s.regions, s.jurisdiction, s.gpuType)
     if best == 0:
-        err(
-            ("spec",), f"no allowed cloud/region offers {s.gpuType} under these constraints (clouds {', '.join(sorted(allowed))})"
-        )
+        err(("spec",), f"no allowed cloud/region offers {s.gpuType} under these constraints (clouds {', '.join(allowed)})")
     elif s.serve is not None and s.serve.gpusPerReplica > best:  # each replica is its own placement
         err(("spec", "serve", "gpusPerReplica"), f"{s.serve.gpusPerReplica} GPUs can never fit: the largest allowed {s.gpuType} pool has {best}")
     elif s.serve is None and s.gpus > best:
         err(("spec", "gpus"), f"{s.gpus} GPUs can never fit: the largest allowed {s.gpuType} pool has {best}")
-    elif allowed == {holder}:
-        never = _holder_never_accepts(job, catalog, holder)
+    elif allowed == [r.holder]:
+        never = _holder_never_accepts(job, catalog, r.holder)
         if never:
-            err(never[0], f"{s.class_} jobs run on {holder} only, and {holder} never accepts this job: {never[1]}")
+            err(never[0], f"{s.class_} jobs run on {r.holder} only, and {r.holder} never accepts this job: {never[1]}")
     if s.serve is not None and len(f"{job.metadata.name}-r{s.serve.replicas.max}") > 63:
         err(("metadata", "name"), f"too long for a served model: replica jobs are named {job.metadata.name}-r<k> (at most 63 characters)")
     return errors
@@ -230,7 +265,8 @@ def check_jobs(
     items: Iterable[Loaded], catalog: CloudCatalog, contract: Contract
 ) -> tuple[list[JobDoc], list[SpecError]]:
     """Cross-document job rules (duplicate names, catalog and contract checks) over loaded items."""
-    seen: dict[str, str] = {}
+    rules = JobRules(catalog, contract)
+    seen: dict[str, Document] = {}
     jobs: list[JobDoc] = []
     errors: list[SpecError] = []
     for item in items:
@@ -242,21 +278,23 @@ def check_jobs(
             errors.append(
                 SpecError(
                     item.doc.file,
-                    f"duplicate job name {name!r} (first defined at {seen[name]})",
+                    f"duplicate job name {name!r} (first defined at {seen[name].file}:{seen[name].line})",
                     line=item.doc.line_of(("metadata", "name")),
                     field="metadata.name",
                 )
             )
             continue
-        seen[name] = f"{item.doc.file}:{item.doc.line}"
-        errors.extend(check_job(item.model, catalog, contract, item.doc))
+        seen[name] = item.doc
+        errors.extend(check_job(item.model, catalog, contract, item.doc, rules))
         jobs.append(item.model)
     return jobs, errors
 
 
-def load_jobs(paths: Iterable[str | Path], catalog: CloudCatalog, contract: Contract) -> list[JobDoc]:
+def load_jobs(
+    paths: Iterable[str | Path], catalog: CloudCatalog, contract: Contract, progress: Progress | None = None
+) -> list[JobDoc]:
     """Load and check job files; all-or-nothing, duplicates across files are errors."""
-    loaded, errors = load_files(paths)
+    loaded, errors = load_files(paths, progress)
     jobs, job_errors = check_jobs(loaded, catalog, contract)
     errors.extend(job_errors)
     if errors:

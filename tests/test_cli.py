@@ -155,12 +155,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: BadCase, tmp_path
     assert not db.exists()
 
 
-def test_a_50mb_file_is_refused_without_reading_it(tmp_path: Path, capsys) -> None:
+def test_a_file_over_64_mib_is_refused_without_reading_it(tmp_path: Path, capsys) -> None:
     big = tmp_path / "big.yaml"
     with big.open("wb") as f:
-        f.truncate(50 * 1024 * 1024)
+        f.truncate(65 * 1024 * 1024)
     code, _, err = run(["validate", str(big)], capsys)
-    assert code == 2 and "file too large (52.4 MB" in err
+    assert code == 2 and "file too large (65.0 MiB > 64 MiB limit)" in err
 
 
 def test_missing_file_and_directory(tmp_path: Path, capsys) -> None:
@@ -208,3 +208,16 @@ def test_console_script_and_python_m_agree() -> None:
     assert json.loads(a.stdout)[0]["job"] == "gpt-pretrain"
     bad = subprocess.run([sys.executable, "-m", "scheduler", "validate", "/nonexistent.yaml"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "/nonexistent.yaml: no such file"
+
+
+def test_plan_places_a_served_model_as_its_minimum_replicas(tmp_path: Path, capsys) -> None:
+    served = tmp_path / "served.yaml"
+    served.write_text(
+        "apiVersion: mcsched.io/v1\nkind: Job\nmetadata: {name: chat}\n"
+        "spec: {class: api-serving, gpuType: H100, priority: 100,"
+        " serve: {model: mock-chat, gpusPerReplica: 8, replicas: {min: 2, max: 4}}}\n"
+    )
+    code, out, err = run(["plan", str(served), "-o", "json"], capsys)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [(r["job"], r["gpus"], r["cloud"]) for r in rows] == [("chat-r1", 8, "azure"), ("chat-r2", 8, "azure")]

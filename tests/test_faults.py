@@ -3,16 +3,15 @@ capacity flapping. The scheduler keeps the contract, loses nothing, neither spin
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from scheduler.events import Answered, CapacityChanged, Offered, Placed, Preempted
 from scheduler.sim.traces import read_spot_dir
 from tests.builders import a_catalog, a_contract, a_job, recording_engine
+from tests.shared import needs_shared, shared
 from tests.test_engine import assert_clean
 
-SPOT = Path(__file__).resolve().parents[2] / "shared" / "traces" / "spot-availability"
+SPOT = shared("traces", "spot-availability")
 
 
 def world(azure: int = 32, oci: int = 64, **azure_kw):
@@ -69,7 +68,7 @@ def test_non_holder_outage_replaces_through_the_rofr_and_never_moves_holder_work
     assert_clean(events)
 
 
-@pytest.mark.skipif(not SPOT.exists(), reason=f"{SPOT} is absent")
+@needs_shared("traces", "spot-availability")
 def test_decline_storm_and_spot_capacity_flapping_neither_spins_nor_starves() -> None:
     # The holder declines everything movable (it keeps 90% for the API); oci's capacity follows
     # a real spot trace (us-east-1a: available 16.7% of the time).

@@ -1,14 +1,19 @@
 """The ``mcsched`` command line: a thin shell over the engine, ledger and runtime.
 
-Every ``MCSchedError`` becomes one line on stderr and its exit code; a traceback for user
-error is a bug. Commands live in one module per area and register on the shared ``app``.
+Every ``MCSchedError`` becomes one line on stderr and its exit code, and every usage error
+(unknown command or option, missing argument, bad value) one line with a hint and exit 2,
+like any CLI; a traceback for user error is a bug. Commands live in one module per area and
+register on the shared ``app``.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+from types import ModuleType
+from typing import Any
 
-import click
+import typer
 
 from scheduler.cli import audit, offline, runtime, serve, simulate  # noqa: F401  (register commands)
 from scheduler.cli.app import app, err
@@ -17,10 +22,30 @@ from scheduler.errors import MCSchedError, SpecError, SpecErrors
 __all__ = ["app", "main"]
 
 
+def _click_exceptions() -> ModuleType:
+    """The click that typer's commands raise from: recent typer bundles its own (``typer._click``),
+    so catching the separately installed ``click``'s exceptions would miss every usage error."""
+    try:
+        return importlib.import_module("typer._click.exceptions")
+    except ImportError:  # older typer runs on the installed click
+        return importlib.import_module("click.exceptions")
+
+
+def usage_line(exc: Any) -> str:
+    """One line for a usage error: the command, click's message (with its suggestion) and where to get help."""
+    message = " ".join(exc.format_message().replace("Value error, ", "").split())
+    if message and message[-1] not in ".?!":
+        message += "."
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "mcsched"
+    return f"{path}: {message} Try '{path} --help' for help."
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the app and turns known errors into one-line messages."""
+    click_exc = _click_exceptions()
     try:
-        rc = app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False, prog_name="mcsched")
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except SpecErrors as exc:
@@ -33,13 +58,15 @@ def main(argv: list[str] | None = None) -> None:
     except MCSchedError as exc:
         err.print(f"error: {exc}", markup=False)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click_exc.NoArgsIsHelpError as exc:  # `mcsched` or `mcsched audit` alone: the help text
+        if exc.format_message().strip():  # typer has already printed the help itself
+            exc.show()
+        sys.exit(exc.exit_code)
+    except click_exc.ClickException as exc:  # usage errors: one line with a hint, exit 2
+        err.print(usage_line(exc), markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, getattr(click_exc, "Abort", typer.Abort), KeyboardInterrupt):
         err.print("aborted", markup=False)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except (typer.Exit, getattr(click_exc, "Exit", typer.Exit)) as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-
-

@@ -6,10 +6,13 @@ Command modules register on ``app``; ``scheduler.cli.main`` runs it and turns ev
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sys
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +21,10 @@ from scheduler.errors import MCSchedError
 from scheduler.loading import load_catalog, load_contract
 from scheduler.paths import default_catalog, default_contract
 from scheduler.specs import CloudCatalog, Contract
+from scheduler.yamlio import no_gc
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 app = typer.Typer(
     name="mcsched",
@@ -26,6 +33,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"mcsched {version('mcsched')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version_flag: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Multi-cloud scheduler for LLM jobs with an Azure right of first refusal."""
+
+
 audit_app = typer.Typer(help="Inspect and verify the audit ledger.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
@@ -40,6 +66,90 @@ class OutputFormat(StrEnum):
 
 CatalogOpt = Annotated[Path | None, typer.Option("--clouds", help="CloudCatalog YAML (default: shipped example).")]
 ContractOpt = Annotated[Path | None, typer.Option("--contract", help="Contract YAML (default: shipped example).")]
+
+
+def bulk(command: Callable[P, R]) -> Callable[P, R]:
+    """Run a command that may handle 100k documents with the cyclic GC paused (see ``yamlio.no_gc``):
+    a short-lived process that builds millions of acyclic objects gains several seconds."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        with no_gc():
+            return command(*args, **kwargs)
+
+    return run
+
+
+#: Long CLI work (loading or planning this many documents, submitting many jobs) shows a bar.
+PROGRESS_THRESHOLD = 10_000
+
+
+@contextlib.contextmanager
+def progress(label: str, total: int, *, threshold: int = PROGRESS_THRESHOLD) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr for long work; a no-op when stderr is not a terminal or the work is small.
+
+    Yields ``advance(n)``. Updates are batched (about 200 per bar), so per-item calls stay cheap.
+    """
+    if total < threshold or not err.is_terminal:
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    step = max(1, total // 200)
+    pending = 0
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+
+        def advance(n: int) -> None:
+            nonlocal pending
+            pending += n
+            if pending >= step:
+                bar.advance(task, pending)
+                pending = 0
+
+        yield advance
+        bar.advance(task, pending)
+
+
+@contextlib.contextmanager
+def stage_progress(threshold: int = PROGRESS_THRESHOLD) -> Iterator[Callable[[str, int, int], None]]:
+    """Bars for staged work that reports ``(stage, done, total)`` (loading: reading, validating).
+
+    A stage gets a bar once its total reaches ``threshold``, only on a terminal; redraws
+    are throttled to about 200 per bar, so the per-document calls stay cheap.
+    """
+    if not err.is_terminal:
+        yield lambda stage, done, total: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
+    tasks: dict[str, TaskID] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        if total < threshold or (done % max(1, total // 200) and done != total):
+            return
+        if stage not in tasks:
+            if not tasks:
+                bar.start()
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    try:
+        yield report
+    finally:
+        if tasks:
+            bar.stop()
+
+
+@contextlib.contextmanager
+def busy(message: str, size: int, threshold: int = PROGRESS_THRESHOLD) -> Iterator[None]:
+    """A spinner with elapsed time for one long step that cannot report progress (placing a batch)."""
+    if size < threshold or not err.is_terminal:
+        yield
+        return
+    with err.status(message):
+        yield
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -76,7 +186,8 @@ def _connect(address: str | None, state_dir: Path | None, *, embedded: bool = Fa
             raise RuntimeUnavailable("no Ray cluster found: run `mcsched up` first or pass --address")
         err.print("no Ray cluster found; starting the embedded default (`mcsched up`) ...", markup=False)
         catalog, the_contract = load_config(None, None)
-        info = up(catalog, the_contract, state, log=lambda m: err.print(m, markup=False))
+        info = up(catalog, the_contract, state, log=lambda m: err.print(m, markup=False)).info
+        err.print(f"the cluster keeps running (state in {state}): `mcsched env` prints Ray's exports, `mcsched down` stops it", markup=False)
         resolved = info.gcs_address
     connect(resolved, log_to_driver=stream)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from scheduler.cli.app import CatalogOpt, ContractOpt, OutputFormat, app, err, fail, load_config, out
+from scheduler.cli.app import CatalogOpt, ContractOpt, OutputFormat, app, bulk, busy, err, fail, load_config, out, stage_progress
 from scheduler.clock import ManualClock
 from scheduler.engine import Engine
 from scheduler.errors import LedgerError, SpecError, SpecErrors
@@ -20,13 +20,15 @@ from scheduler.specs import CloudCatalog, Contract, JobDoc
 
 
 @app.command()
+@bulk
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Spec files (any kind, many documents each).")],
     clouds: CatalogOpt = None,
     contract: ContractOpt = None,
 ) -> None:
     """Check spec files; print one line per problem as file:line: field: why."""
-    loaded, errors = load_files(files)
+    with stage_progress() as progress:
+        loaded, errors = load_files(files, progress)
     catalogs = [x for x in loaded if isinstance(x.model, CloudCatalog)]
     contracts = [x for x in loaded if isinstance(x.model, Contract)]
     catalog: CloudCatalog | None = None
@@ -51,6 +53,7 @@ def validate(
 
 
 @app.command()
+@bulk
 def plan(
     jobs: Annotated[list[Path], typer.Argument(help="Job YAML files, placed in order.")],
     clouds: CatalogOpt = None,
@@ -61,7 +64,8 @@ def plan(
 ) -> None:
     """Place jobs against a catalog and contract offline (no Ray) and print where each job ends up."""
     catalog, the_contract = load_config(clouds, contract)
-    docs = load_jobs(jobs, catalog, the_contract)
+    with stage_progress() as progress:
+        docs = load_jobs(jobs, catalog, the_contract, progress)
     engine = Engine(catalog, the_contract, ManualClock())
     ledger: Ledger | None = None
     if db is not None:
@@ -72,7 +76,8 @@ def plan(
         engine.subscribe(ledger)
         engine.announce()
     try:
-        engine.place_many([Job.from_doc(d) for d in docs])
+        with busy(f"placing {len(docs):,} jobs", len(docs)):
+            engine.place_many([job for d in docs for job in planned_jobs(d)])
         if ledger is not None:
             ledger.flush()
     finally:
@@ -83,6 +88,20 @@ def plan(
         print(decisions_json(decisions, explain))
     else:
         out.print(decisions_table(decisions, explain, title=f"{len(decisions)} job(s) after placing them in order, holder {engine.holder}"))
+
+
+def planned_jobs(doc: JobDoc) -> list[Job]:
+    """The engine jobs of one Job document: itself, or a served model's first ``replicas.min`` replicas.
+
+    A served model is not one gang: each replica is placed on its own, as the live
+    controller does at deployment (it scales between min and max later).
+    """
+    if doc.spec.serve is None:
+        return [Job.from_doc(doc)]
+    from scheduler.runtime.serve.naming import replica_doc
+
+    raw = doc.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return [Job.from_doc(JobDoc.model_validate(replica_doc(raw, k))) for k in range(1, doc.spec.serve.replicas.min + 1)]
 
 
 @app.command("manifests")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -21,12 +22,39 @@ from scheduler.cli.app import (
     fail,
     load_config,
     out,
+    progress,
+    stage_progress,
 )
 from scheduler.decision import Decision
 from scheduler.errors import MCSchedError, SpecError, SpecErrors
 from scheduler.loading import load_jobs
 from scheduler.render import decisions_json, decisions_table
+from scheduler.runtime.cluster import ClusterInfo
 from scheduler.specs import JobDoc
+
+PortOpt = Annotated[int, typer.Option("--metrics-port", min=1, max=65535, help="Scheduler metrics port.")]
+UpPortOpt = Annotated[
+    int | None, typer.Option("--metrics-port", min=1, max=65535, help="Scheduler metrics port on 127.0.0.1 [default: 9464 if free, else any free port].")
+]
+
+
+def _print_cluster(info: ClusterInfo, state: Path) -> None:
+    """What `up` prints: the addresses, then Ray's own convention for reaching the Jobs API."""
+    from scheduler.paths import state_dir as default_state
+
+    out.print(f"Ray GCS:        {info.gcs_address}", markup=False)
+    out.print(f"Ray dashboard:  {info.dashboard_url}  (Jobs API)", markup=False)
+    out.print(f"metrics:        {info.metrics_url}", markup=False)
+    if "serve" in info.ports:
+        out.print(f"served models:  http://127.0.0.1:{info.ports['serve']}/v1  (Ray Serve, once a model is served)", markup=False)
+    if info.prometheus_url:
+        out.print(f"Prometheus:     {info.prometheus_url}", markup=False)
+    out.print(f"state/ledger:   {info.state_dir}", markup=False)
+    flag = "" if state == default_state().expanduser().resolve() else f" --state-dir {shlex.quote(str(state))}"
+    out.print(f'For Ray\'s CLI, export these (or run: eval "$(mcsched env{flag})"):', markup=False)
+    for line in info.export_lines():
+        out.print(f"  {line}", markup=False)
+    out.print("then:  ray job submit --working-dir deploy/examples -- python -m scheduler run job.yaml", markup=False)
 
 
 @app.command("up")
@@ -34,40 +62,54 @@ def up_cmd(
     clouds: CatalogOpt = None,
     contract: ContractOpt = None,
     state_dir: StateOpt = None,
-    metrics_port: Annotated[int, typer.Option("--metrics-port", help="Scheduler metrics port on 127.0.0.1.")] = 9464,
+    metrics_port: UpPortOpt = None,
     prometheus: Annotated[bool, typer.Option("--prometheus", help="Also start a local Prometheus scraping mcsched.")] = False,
 ) -> None:
     """Start a local Ray head (loopback only) with every mock cloud, and the scheduler actor."""
     from scheduler.runtime.cluster import up
 
+    state = _state(state_dir)
     catalog, the_contract = load_config(clouds, contract)
-    info = up(catalog, the_contract, _state(state_dir), metrics_port=metrics_port, log=lambda m: err.print(m, markup=False))
+    result = up(catalog, the_contract, state, metrics_port=metrics_port, log=lambda m: err.print(m, markup=False))
+    info = result.info
+    if not result.started:
+        err.print(f"mcsched is already up in {state} (Ray at {info.gcs_address}); `mcsched down` first to restart it", markup=False)
     if prometheus:
-        from scheduler.promlocal import start_local_prometheus
+        from scheduler.runtime.promlocal import ensure_prometheus
 
-        info = start_local_prometheus(info, metrics_port)
-    out.print(f"Ray GCS:        {info.gcs_address}", markup=False)
-    out.print(f"Ray dashboard:  {info.dashboard_url}  (Jobs API for `ray job submit --address`)", markup=False)
-    out.print(f"metrics:        {info.metrics_url}", markup=False)
-    if info.prometheus_url:
-        out.print(f"Prometheus:     {info.prometheus_url}", markup=False)
-    out.print(f"state/ledger:   {info.state_dir}", markup=False)
-    if info.auth_token_path:
-        out.print("Ray token authentication is on; before `ray job submit`, run:", markup=False)
-        for line in info.export_lines():
-            out.print(f"  {line}", markup=False)
-    out.print(
-        f"submit a job:   ray job submit --address {info.dashboard_url} --working-dir deploy/examples -- python -m scheduler run job.yaml",
-        markup=False,
-    )
+        info, started = ensure_prometheus(info)
+        if not result.started:
+            err.print("started a local Prometheus for it" if started else "its local Prometheus is already running", markup=False)
+    _print_cluster(info, state)
 
 
 @app.command("down")
 def down_cmd(state_dir: StateOpt = None) -> None:
-    """Stop everything `mcsched up` started (Ray head, scheduler actor, local Prometheus)."""
+    """Stop what `mcsched up` started for this state dir (Ray head, scheduler actor, local Prometheus), nothing else."""
     from scheduler.runtime.cluster import down
 
-    out.print("stopped" if down(_state(state_dir)) else "nothing to stop", markup=False)
+    state = _state(state_dir)
+    out.print(down(state).line(state), markup=False)
+
+
+@app.command("env")
+def env_cmd(
+    state_dir: StateOpt = None,
+    unset: Annotated[bool, typer.Option("--unset", help="Print the lines that undo them.")] = False,
+) -> None:
+    """Print the shell exports for Ray's CLI (RAY_ADDRESS and the token): eval "$(mcsched env)"."""
+    from scheduler.errors import RuntimeUnavailable
+    from scheduler.runtime.cluster import ClusterInfo, alive
+
+    state = _state(state_dir)
+    if unset:
+        print("unset " + " ".join(ClusterInfo("", "", "", str(state), "", auth_token_path="-").client_env()))
+        return
+    info = ClusterInfo.load(state)
+    if info is None or not alive(info):
+        raise RuntimeUnavailable(f"no running cluster in {state}: run `mcsched up` first")
+    for line in info.export_lines():
+        print(line)
 
 
 @app.command("serve")
@@ -78,14 +120,13 @@ def serve_cmd(
     configmap: Annotated[str | None, typer.Option("--configmap", help="Read catalog.yaml/contract.yaml from this ConfigMap (in-cluster).")] = None,
     state_dir: StateOpt = None,
     ledger: Annotated[str | None, typer.Option("--ledger", help="Ledger path as seen by the actor's node.")] = None,
-    metrics_port: Annotated[int, typer.Option("--metrics-port")] = 9464,
+    metrics_port: PortOpt = 9464,
     metrics_host: Annotated[str, typer.Option("--metrics-host", help="0.0.0.0 inside a pod.")] = "127.0.0.1",
     supervise: Annotated[bool, typer.Option("--supervise", help="Stay up and re-create the actor if the cluster loses it.")] = False,
 ) -> None:
     """Start only the scheduler actor against an existing Ray cluster."""
-    import time
-
     from scheduler.runtime.actor import ensure_actor
+    from scheduler.runtime.actor import supervise as supervise_actor
     from scheduler.runtime.cluster import connect
 
     if configmap is not None:
@@ -102,9 +143,8 @@ def serve_cmd(
     connect(address)
     ensure_actor(*args)
     out.print(f"scheduler actor running on {address}; metrics on {metrics_host}:{metrics_port}", markup=False)
-    while supervise:
-        time.sleep(15)
-        ensure_actor(*args)
+    if supervise:
+        supervise_actor(lambda: ensure_actor(*args))
 
 
 @app.command("run")
@@ -132,42 +172,36 @@ def run_cmd(
 @app.command("submit")
 def submit_cmd(
     files: Annotated[list[Path], typer.Argument(help="Job YAML files; each job becomes one Ray job.")],
-    address: Annotated[str | None, typer.Option("--address", help="Ray dashboard URL (default: the local cluster).")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="Ray Jobs API URL (default: this state dir's cluster, then RAY_ADDRESS).")] = None,
     clouds: CatalogOpt = None,
     contract: ContractOpt = None,
     state_dir: StateOpt = None,
 ) -> None:
-    """Submit jobs as Ray jobs (Jobs SDK); each runs `python -m scheduler run` on the cluster."""
-    import shutil
-    import tempfile
-    import uuid
+    """Submit jobs as Ray jobs (Jobs SDK); each runs `python -m scheduler run job.yaml` on the cluster."""
+    import os
 
-    import yaml
-    from ray.job_submission import JobSubmissionClient
-
-    from scheduler.runtime.cluster import ClusterInfo, apply_client_env
+    from scheduler.runtime.cluster import ClusterInfo, alive, apply_client_env
 
     catalog, the_contract = load_config(clouds, contract)
-    docs = load_jobs(files, catalog, the_contract)
+    with stage_progress() as loading:
+        docs = load_jobs(files, catalog, the_contract, loading)
     info = ClusterInfo.load(_state(state_dir))
-    if info is not None:
-        apply_client_env(info)
-    url = address or (info.dashboard_url if info else None)
+    local = info if info is not None and alive(info) else None
+    env_url = os.environ.get("RAY_ADDRESS", "")
+    url = address or (local.dashboard_url if local else None) or (env_url if env_url.startswith(("http://", "https://")) else None)
     if url is None:
-        raise MCSchedError("no Ray cluster found: run `mcsched up` first or pass --address")
-    client = JobSubmissionClient(url)
-    for doc in docs:
-        tmp = Path(tempfile.mkdtemp(prefix="mcsched-"))
-        try:
-            (tmp / "job.yaml").write_text(yaml.safe_dump(doc.model_dump(mode="json", by_alias=True, exclude_none=True)))
-            sid = client.submit_job(
-                entrypoint="python -m scheduler run job.yaml",
-                runtime_env={"working_dir": str(tmp)},
-                submission_id=f"mcsched-{doc.metadata.name}-{uuid.uuid4().hex[:6]}",
-            )
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        print(f"{doc.metadata.name}\t{sid}", flush=True)
+        raise MCSchedError("no Ray cluster found: run `mcsched up` first or pass --address URL")
+    if local is not None and url.rstrip("/") == local.dashboard_url:
+        apply_client_env(local)  # its token, before ray is imported
+    from scheduler.runtime.jobs import submit_jobs
+
+    with progress("submitting", len(docs), threshold=10) as advance:
+
+        def submitted(name: str, sid: str) -> None:
+            print(f"{name}\t{sid}", flush=True)
+            advance(1)
+
+        submit_jobs(docs, url, submitted)
 
 
 @app.command("status")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -74,6 +76,17 @@ def ensure_actor(
         return handle
     except ValueError:
         return start_actor(catalog, contract, ledger_path, metrics_port, metrics_host)
+
+
+def supervise(ensure: Callable[[], Any], *, every: float = 15.0, keep_going: Callable[[], bool] = lambda: True) -> None:
+    """``mcsched serve --supervise``: run ``ensure`` (find or re-create the actor) every ``every`` seconds.
+
+    A sidecar's loop: if the Ray cluster loses the actor (node restart, GCS failover), the
+    next step re-creates it and it recovers from its ledger.
+    """
+    while keep_going():
+        time.sleep(every)
+        ensure()
 
 
 def get_actor() -> Any:

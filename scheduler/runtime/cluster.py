@@ -1,23 +1,29 @@
 """The embedded default: a local Ray head carrying every mock cloud, plus the scheduler actor.
 
-Everything binds to 127.0.0.1 (dashboard, Jobs API, metrics); Ray's temp dir lives under
-the mcsched state directory. ``up`` records what it started in ``cluster.json`` so
-``down``, ``run`` and the CLI find it again.
+A state directory owns one cluster. ``up`` starts a Ray head whose every port is chosen free
+(so it coexists with any other Ray cluster on the machine, including another ``mcsched up``
+with a different state directory), binds it to 127.0.0.1 wherever Ray allows it, turns on
+token authentication and records what it started in ``cluster.json``. ``down`` stops only
+that cluster's processes (found by its Ray temp directory, never by name) and returns when
+they are gone and their ports are free.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +33,27 @@ from scheduler.specs import CloudCatalog, Contract
 
 STATE_FILE = "cluster.json"
 WORKER_PORTS = 200
+#: Ray's documented dashboard port: taken when free, so ``RAY_ADDRESS=http://127.0.0.1:8265``
+#: works exactly as in Ray's docs; otherwise any free port (printed by ``up`` and ``env``).
+DASHBOARD_PORT = 8265
+DEFAULT_METRICS_PORT = 9464
+#: Ray Serve's HTTP proxy (served models' OpenAI API): this one when free, else a free one,
+#: handed to every job of the cluster as ``MCSCHED_SERVE_PORT``.
+SERVE_PORT = 8000
+#: Seconds ``down`` waits for Ray's processes to exit on SIGTERM before it SIGKILLs them. The
+#: ledger commits every change before acknowledging it (SQLite WAL), so a kill loses nothing.
+STOP_GRACE_SECONDS = 3.0
+
+#: Ray's single-node switch (see ``loopback_env``).
+SINGLE_NODE_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class ClusterInfo:
+    """What ``up`` started, as recorded in ``<state dir>/cluster.json``."""
+
     gcs_address: str
     dashboard_url: str
     metrics_url: str
@@ -39,23 +62,46 @@ class ClusterInfo:
     prometheus_url: str | None = None
     prometheus_pid: int | None = None
     auth_token_path: str | None = None
+    #: Every port the cluster listens on by name, so ``down`` can wait until they are free.
+    ports: dict[str, int] = field(default_factory=dict)
 
     def client_env(self) -> dict[str, str]:
-        """What a Ray client (ray job submit, ray.init) needs in its environment."""
-        return auth_env(self.auth_token_path) if self.auth_token_path else {}
+        """What a Ray client needs: ``RAY_ADDRESS`` (the Jobs API, as in Ray's docs), the token, and
+        Ray's single-node switch so that ``ray.init`` keeps 127.0.0.1 (see ``loopback_env``)."""
+        env = {"RAY_ADDRESS": self.dashboard_url}
+        if self.auth_token_path:
+            env.update(auth_env(self.auth_token_path))
+        env[SINGLE_NODE_VAR] = "0"
+        return env
 
     def export_lines(self) -> list[str]:
-        return [f"export {k}={v}" for k, v in self.client_env().items()]
+        """Shell lines for ``eval "$(mcsched env)"``; values quoted for any state-dir path."""
+        return [f"export {k}={shlex.quote(v)}" for k, v in self.client_env().items()]
+
+    @property
+    def metrics_port(self) -> int:
+        return int(self.metrics_url.rsplit(":", 1)[1].split("/", 1)[0])
 
     def save(self) -> None:
-        Path(self.state_dir, STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
+        path = Path(self.state_dir, STATE_FILE)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)  # atomic: a crash never leaves half a cluster.json
 
     @classmethod
     def load(cls, state_dir: Path) -> ClusterInfo | None:
         path = state_dir / STATE_FILE
         if not path.exists():
             return None
-        return cls(**json.loads(path.read_text()))
+        try:
+            raw = json.loads(path.read_text())
+            known = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in raw.items() if k in known})
+        except (ValueError, TypeError) as exc:
+            raise RuntimeUnavailable(f"{path}: unreadable ({exc}); remove it and run `mcsched up` again") from None
+
+
+# ---------------------------------------------------------------------------------- ports
 
 
 def free_port() -> int:
@@ -65,12 +111,42 @@ def free_port() -> int:
 
 
 def port_free(port: int) -> bool:
+    """Could a server listen on 127.0.0.1:port now? (SO_REUSEADDR like servers: TIME_WAIT is no obstacle.)"""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
             return False
     return True
+
+
+def free_port_block(size: int, lo: int = 20_000, hi: int = 60_000, avoid: Iterable[int] = ()) -> int:
+    """The first port of ``size`` consecutive free loopback ports (Ray's worker range), none in ``avoid``."""
+    import random
+
+    avoided = set(avoid)
+    for _ in range(200):
+        start = random.randrange(lo, hi - size)
+        block = range(start, start + size)
+        if not avoided.intersection(block) and all(port_free(p) for p in block):
+            return start
+    raise RuntimeUnavailable(f"no block of {size} free ports between {lo} and {hi}")
+
+
+def wait_ports_free(ports: Iterable[int], timeout: float = 30.0) -> list[int]:
+    """Wait until every port can be listened on again; returns those still busy at the deadline."""
+    busy = sorted(set(ports))
+    deadline = time.monotonic() + timeout
+    while busy:
+        busy = [p for p in busy if not port_free(p)]
+        if not busy or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    return busy
+
+
+# ---------------------------------------------------------------------------------- auth
 
 
 def ray_bin() -> str:
@@ -104,72 +180,191 @@ def make_token(state_dir: Path) -> Path:
 
 
 def apply_client_env(info: ClusterInfo) -> None:
-    """Make this process a client of the recorded cluster (token auth included)."""
-    os.environ.update(info.client_env())
+    """Make this process a client of the recorded cluster (its token), before it imports ray.
+
+    ``RAY_ADDRESS`` is left alone: mcsched passes the GCS address to ``ray.init`` itself.
+    """
+    os.environ.update({k: v for k, v in info.client_env().items() if k != "RAY_ADDRESS"})
+
+
+# ---------------------------------------------------------------------------------- start
+
+
+def loopback_env(autoscaler_metrics_port: int, dashboard_metrics_port: int) -> dict[str, str]:
+    """Environment that keeps a single-node Ray head on 127.0.0.1.
+
+    ``ray start --node-ip-address 127.0.0.1`` alone is not enough: Ray "resolves" a loopback
+    node address to the host's routable one unless cluster mode is off, and with the host's
+    address its GCS, raylet, agents and client server listen on that address or on all
+    interfaces. ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is Ray's own single-node switch (the
+    default on macOS and Windows): the node address stays 127.0.0.1 and every component
+    binds to it. A client's ``ray.init`` resolves addresses the same way, so every process
+    joining the cluster needs it too (``ClusterInfo.client_env``). The autoscaler's and dashboard's metrics ports are fixed defaults (44217,
+    44227) settable only through these variables; free ones avoid clashing with another
+    cluster on the machine.
+    """
+    return {
+        SINGLE_NODE_VAR: "0",
+        # The raylet waits this long for its agents to report their ports (30 s by default),
+        # which a loaded machine can exceed while the agents import.
+        "RAY_agent_register_timeout_ms": "120000",
+        "AUTOSCALER_METRIC_PORT": str(autoscaler_metrics_port),
+        "DASHBOARD_METRIC_PORT": str(dashboard_metrics_port),
+    }
+
+
+#: ``ray start`` gives its processes a fixed 30 s to come up; on a saturated machine that can
+#: fail and succeed on the next try.
+START_ATTEMPTS = 3
+
+
+def choose_ports(reserved: Iterable[int] = ()) -> tuple[dict[str, int], int]:
+    """Every port a head needs, free and distinct, plus the first of the workers' range.
+
+    Ray's fixed defaults (e.g. 52365, 10001, 44217) clash with a second cluster on the
+    machine, and Ray refuses a port used twice, so the workers' range is chosen first and no
+    other port lands inside it.
+    """
+    taken = set(reserved)
+    worker_lo = free_port_block(WORKER_PORTS, avoid=taken | {DASHBOARD_PORT})
+    taken.update(range(worker_lo, worker_lo + WORKER_PORTS))
+
+    def pick() -> int:
+        port = free_port()
+        while port in taken:
+            port = free_port()
+        taken.add(port)
+        return port
+
+    names = ["gcs", "object-manager", "node-manager", "ray-client-server", "dashboard-agent-listen", "dashboard-agent-grpc",
+             "runtime-env-agent", "metrics-export", "autoscaler-metrics", "dashboard-metrics"]  # fmt: skip
+    def preferred(port: int) -> int:
+        chosen = port if port not in taken and port_free(port) else pick()
+        taken.add(chosen)
+        return chosen
+
+    dashboard = preferred(DASHBOARD_PORT)
+    serve_env = os.environ.get("MCSCHED_SERVE_PORT", "")
+    serve = int(serve_env) if serve_env.isdigit() else preferred(SERVE_PORT)
+    taken.add(serve)
+    return {"dashboard": dashboard, "serve": serve, **{name: pick() for name in names}}, worker_lo
+
+
+def _failure(output: str) -> str:
+    """The informative line of a failed ``ray start`` (its last line is often a pointer to a log)."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "Error" in ln or "Exception" in ln or "failed" in ln]
+    return (errors or lines or ["no output"])[-1]
 
 
 def start_head(
-    catalog: CloudCatalog, state_dir: Path, *, num_cpus: int = 2, object_store_mb: int = 128, auth_token: Path | None = None
-) -> tuple[str, str]:
-    """``ray start --head`` on loopback advertising every cloud's pools; returns (gcs, dashboard)."""
+    catalog: CloudCatalog,
+    state_dir: Path,
+    *,
+    num_cpus: int = 2,
+    object_store_mb: int = 128,
+    auth_token: Path | None = None,
+    reserved: Iterable[int] = (),
+    log: Log = print,
+) -> tuple[str, str, dict[str, int]]:
+    """``ray start --head`` on loopback advertising every cloud's pools; returns (gcs, dashboard, ports)."""
     temp_dir = state_dir / "ray"
     temp_dir.mkdir(parents=True, exist_ok=True)
-    gcs_port, dash_port = free_port(), free_port()
-    worker_lo = free_port_block(WORKER_PORTS)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("RAY_ADDRESS", None)
-    if auth_token is not None:
-        env.update(auth_env(auth_token))
-    cmd = [
-        ray_bin(), "start", "--head",
-        "--node-ip-address", "127.0.0.1",
-        "--port", str(gcs_port),
-        "--dashboard-host", "127.0.0.1",
-        "--dashboard-port", str(dash_port),
-        # Every other port free too (Ray's fixed defaults, e.g. 52365 and 10001, clash with a
-        # second cluster on the machine).
-        "--object-manager-port", str(free_port()),
-        "--node-manager-port", str(free_port()),
-        "--ray-client-server-port", str(free_port()),
-        "--dashboard-agent-listen-port", str(free_port()),
-        "--dashboard-agent-grpc-port", str(free_port()),
-        "--runtime-env-agent-port", str(free_port()),
-        "--metrics-export-port", str(free_port()),
-        "--min-worker-port", str(worker_lo),
-        "--max-worker-port", str(worker_lo + WORKER_PORTS - 1),
-        "--temp-dir", str(temp_dir),
-        "--num-cpus", str(num_cpus),
-        "--object-store-memory", str(object_store_mb * 1024 * 1024),
-        "--resources", json.dumps({**cloud_resources(catalog), "mcsched_scheduler": 1}),
-        "--disable-usage-stats",
-        "--include-dashboard", "true",
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeUnavailable(f"ray start failed: {tail[0]}")
-    return f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dash_port}"
+    for attempt in range(1, START_ATTEMPTS + 1):
+        ports, worker_lo = choose_ports(reserved)  # fresh each try: another program may have taken one
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            **loopback_env(ports["autoscaler-metrics"], ports["dashboard-metrics"]),
+        }
+        env.pop("RAY_ADDRESS", None)
+        env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        env["MCSCHED_SERVE_PORT"] = str(ports["serve"])  # the jobs of this cluster serve models here
+        if auth_token is not None:
+            env.update(auth_env(auth_token))
+        cmd = [
+            ray_bin(), "start", "--head",
+            "--node-ip-address", "127.0.0.1",
+            "--port", str(ports["gcs"]),
+            "--dashboard-host", "127.0.0.1",
+            "--dashboard-port", str(ports["dashboard"]),
+            "--object-manager-port", str(ports["object-manager"]),
+            "--node-manager-port", str(ports["node-manager"]),
+            "--ray-client-server-port", str(ports["ray-client-server"]),
+            "--dashboard-agent-listen-port", str(ports["dashboard-agent-listen"]),
+            "--dashboard-agent-grpc-port", str(ports["dashboard-agent-grpc"]),
+            "--runtime-env-agent-port", str(ports["runtime-env-agent"]),
+            "--metrics-export-port", str(ports["metrics-export"]),
+            "--min-worker-port", str(worker_lo),
+            "--max-worker-port", str(worker_lo + WORKER_PORTS - 1),
+            "--temp-dir", str(temp_dir),
+            "--num-cpus", str(num_cpus),
+            "--object-store-memory", str(object_store_mb * 1024 * 1024),
+            "--resources", json.dumps({**cloud_resources(catalog), "mcsched_scheduler": 1}),
+            "--disable-usage-stats",
+            "--include-dashboard", "true",
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if proc.returncode == 0:
+            return f"127.0.0.1:{ports['gcs']}", f"http://127.0.0.1:{ports['dashboard']}", ports
+        reason = _failure(proc.stderr + "\n" + proc.stdout)
+        stop_head(str(temp_dir))  # a half-started head (GCS up, raylet dead) must not linger
+        if attempt < START_ATTEMPTS:
+            log(f"ray start failed ({reason}); retrying ({attempt + 1}/{START_ATTEMPTS}) ...")
+    raise RuntimeUnavailable(f"ray start failed: {reason} (logs: {temp_dir})")
 
 
-def free_port_block(size: int, lo: int = 20_000, hi: int = 60_000) -> int:
-    """The first port of ``size`` consecutive free loopback ports (Ray's worker range)."""
-    import random
+# ---------------------------------------------------------------------------------- stop
 
-    for _ in range(200):
-        start = random.randrange(lo, hi - size)
-        if all(port_free(p) for p in range(start, start + size)):
-            return start
-    raise RuntimeUnavailable(f"no block of {size} free ports between {lo} and {hi}")
+
+def _ray_package_dir() -> str | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("ray")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return locations[0] if locations else None
 
 
 def cluster_processes(temp_dir: str) -> list[Any]:
-    """Processes of the Ray cluster whose temp dir is ``temp_dir`` (and their children), nothing else."""
+    """The processes of the Ray cluster whose temp dir is ``temp_dir`` (and their children), nothing else.
+
+    A Ray process belongs to the cluster when its command line names the temp dir (GCS,
+    raylet, dashboard, monitor) or it holds a file open under it (its log: the client
+    server, the agents); its children (workers, job drivers, the dashboard's modules)
+    belong too. Only Ray's own programs of this user qualify (never, say, a ``tail -f`` of a
+    log), and never this process or its ancestors.
+    """
     import psutil
 
+    root = os.path.realpath(temp_dir).rstrip("/") + "/"
+    ray_dir = _ray_package_dir()
+    me = os.getpid()
+    spared = {me} | {p.pid for p in psutil.Process(me).parents()}
+    uid = os.getuid()
+
+    def is_ray(cmdline: list[str], name: str) -> bool:
+        text = " ".join(cmdline)
+        return (
+            name.startswith("ray::")
+            or text.startswith("ray::")
+            or bool(ray_dir and ray_dir in text)
+            or " -m ray." in f" {text}"
+        )
+
+    def belongs(proc: Any, cmdline: list[str]) -> bool:
+        if any(root in f"{arg}/" or root.rstrip("/") in arg for arg in cmdline):
+            return True
+        with contextlib.suppress(psutil.Error):
+            return any(f.path.startswith(root) for f in proc.open_files())
+        return False
+
     roots = []
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in psutil.process_iter(["cmdline", "name", "uids"]):
         try:
-            if any(temp_dir in arg for arg in (proc.info["cmdline"] or [])):
+            if proc.pid in spared or (proc.info["uids"] and proc.info["uids"].real != uid):
+                continue
+            cmdline = proc.info["cmdline"] or []
+            if is_ray(cmdline, proc.info["name"] or "") and belongs(proc, cmdline):
                 roots.append(proc)
         except psutil.Error:
             continue
@@ -177,28 +372,71 @@ def cluster_processes(temp_dir: str) -> list[Any]:
     for p in roots:
         with contextlib.suppress(psutil.Error):
             for child in p.children(recursive=True):
-                found.setdefault(child.pid, child)
+                if child.pid not in spared:
+                    found.setdefault(child.pid, child)
     return list(found.values())
 
 
-def stop_head(temp_dir: str, timeout: float = 15.0) -> int:
-    """Stop only the cluster that owns ``temp_dir`` (``ray stop --force`` would kill every cluster of the user)."""
+def _terminate(procs: list[Any], grace: float) -> None:
+    """SIGTERM, wait ``grace`` seconds, SIGKILL what is left, wait until all are gone."""
     import psutil
 
-    procs = cluster_processes(temp_dir)
     for p in procs:
         with contextlib.suppress(psutil.Error):
             p.terminate()
-    _gone, alive = psutil.wait_procs(procs, timeout=timeout)
+    _gone, alive = psutil.wait_procs(procs, timeout=grace)
     for p in alive:
         with contextlib.suppress(psutil.Error):
             p.kill()
-    psutil.wait_procs(alive, timeout=5)
-    return len(procs)
+    _gone, alive = psutil.wait_procs(alive, timeout=10)
+    if alive:
+        raise RuntimeUnavailable(f"could not stop processes {', '.join(str(p.pid) for p in alive)}")
+
+
+def stop_head(temp_dir: str, grace: float = STOP_GRACE_SECONDS) -> int:
+    """Stop only the cluster that owns ``temp_dir`` (``ray stop`` would stop every cluster of the user).
+
+    Repeats until no process of the cluster is left: a raylet may start a worker while its
+    siblings are being stopped.
+    """
+    total = 0
+    for _ in range(5):
+        procs = cluster_processes(temp_dir)
+        if not procs:
+            break
+        _terminate(procs, grace)
+        total += len(procs)
+    return total
+
+
+def stop_prometheus(info: ClusterInfo) -> bool:
+    """Stop the Prometheus ``up --prometheus`` started, if that pid is still that Prometheus."""
+    import psutil
+
+    if not info.prometheus_pid:
+        return False
+    try:
+        proc = psutil.Process(info.prometheus_pid)
+        if not any(info.state_dir in arg for arg in proc.cmdline()):
+            return False  # the pid was reused by another program
+    except psutil.Error:
+        return False
+    _terminate([proc], 10.0)
+    return True
+
+
+# ---------------------------------------------------------------------------------- up / down
 
 
 def connect(address: str, *, log_to_driver: bool = False) -> None:
-    """Join the cluster as a client; only the job driver streams worker output."""
+    """Join the cluster as a client; only the job driver streams worker output.
+
+    A loopback GCS is a single-node mcsched head: Ray's single-node switch must be set before
+    ray is imported, or ``ray.init`` would "resolve" 127.0.0.1 to the host's address and wait forever.
+    """
+    host = address.removeprefix("ray://").rpartition(":")[0]
+    if host in ("127.0.0.1", "localhost", "[::1]") and "ray" not in sys.modules:
+        os.environ.setdefault(SINGLE_NODE_VAR, "0")
     import ray
 
     if ray.is_initialized():
@@ -207,15 +445,29 @@ def connect(address: str, *, log_to_driver: bool = False) -> None:
     ray.init(address=address, namespace="mcsched", logging_level=logging.WARNING, log_to_driver=log_to_driver)
 
 
+def jobs_client(url: str) -> Any:
+    """A Jobs API client for exactly ``url``.
+
+    Ray lets ``RAY_API_SERVER_ADDRESS`` and ``RAY_ADDRESS`` override the address a client is
+    given, so a shell exported for another cluster would silently redirect mcsched's own
+    submissions; this process drops them (mcsched passes every address explicitly).
+    """
+    for var in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        os.environ.pop(var, None)
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(url)
+
+
 def wait_jobs_api(url: str, timeout: float = 90.0) -> None:
     """Wait until the Jobs API really accepts a job (its agent starts after the dashboard)."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus
 
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         try:
-            client = JobSubmissionClient(url)
+            client = jobs_client(url)
             sid = client.submit_job(entrypoint="true", submission_id=f"mcsched-ready-{time.time_ns()}")
             while time.monotonic() < deadline:
                 if client.get_job_status(sid) in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
@@ -228,46 +480,6 @@ def wait_jobs_api(url: str, timeout: float = 90.0) -> None:
     raise RuntimeUnavailable(f"Ray Jobs API at {url} not ready within {timeout:.0f}s: {last}")
 
 
-def up(
-    catalog: CloudCatalog,
-    contract: Contract,
-    state_dir: Path,
-    *,
-    metrics_port: int = 9464,
-    log: Any = print,
-) -> ClusterInfo:
-    """Start the local head and the scheduler actor (idempotent while a cluster is recorded)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    existing = ClusterInfo.load(state_dir)
-    if existing is not None and alive(existing):
-        log(f"mcsched is already up (Ray at {existing.gcs_address}); `mcsched down` first to restart it")
-        return existing
-    if not port_free(metrics_port):
-        raise RuntimeUnavailable(f"metrics port 127.0.0.1:{metrics_port} is in use (pass --metrics-port)")
-    token = make_token(state_dir) if token_auth_supported() else None
-    if token is not None:  # before anything imports ray in this process
-        os.environ.update(auth_env(token))
-    log("starting a local Ray head (loopback only, token auth " + ("on" if token else "unsupported by this Ray") + ") ...")
-    gcs, dash = start_head(catalog, state_dir, auth_token=token)
-    info = ClusterInfo(
-        gcs, dash, f"http://127.0.0.1:{metrics_port}/metrics", str(state_dir), str(state_dir / "ray"),
-        auth_token_path=str(token) if token else None,
-    )
-    info.save()
-    wait_jobs_api(dash)
-    from scheduler.runtime.actor import start_actor  # imports ray: only now that auth is in the env
-
-    log("starting the scheduler actor (detached, restartable) ...")
-    connect(gcs)
-    start_actor(
-        catalog.model_dump(mode="json", by_alias=True),
-        contract.model_dump(mode="json", by_alias=True),
-        str(state_dir / "ledger.db"),
-        metrics_port,
-    )
-    return info
-
-
 def alive(info: ClusterInfo) -> bool:
     host, _, port = info.gcs_address.rpartition(":")
     with socket.socket() as s:
@@ -275,26 +487,141 @@ def alive(info: ClusterInfo) -> bool:
         return s.connect_ex((host, int(port))) == 0
 
 
-def down(state_dir: Path) -> bool:
+@dataclass(frozen=True)
+class UpResult:
+    info: ClusterInfo
+    started: bool  # False: the state dir's cluster was already running
+
+
+def up(
+    catalog: CloudCatalog,
+    contract: Contract,
+    state_dir: Path,
+    *,
+    metrics_port: int | None = None,
+    log: Log = print,
+) -> UpResult:
+    """Start the local head and the scheduler actor; a no-op while this state dir's cluster runs.
+
+    The scheduler actor recovers from the state dir's ledger, so ``down`` then ``up`` carries
+    on with the same jobs. A failed start stops what it started and removes ``cluster.json``.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    existing = ClusterInfo.load(state_dir)
+    if existing is not None:
+        if alive(existing):
+            return UpResult(existing, started=False)
+        log(f"{state_dir}: its cluster is gone (stale state); cleaning up first")
+        down(state_dir)
+    elif cluster_processes(str(state_dir / "ray")):
+        log(f"{state_dir}: stopping leftover Ray processes of an earlier run")
+        stop_head(str(state_dir / "ray"))
+    if metrics_port is None:  # the documented default when free, like the dashboard's 8265
+        metrics_port = DEFAULT_METRICS_PORT if port_free(DEFAULT_METRICS_PORT) else free_port()
+        if metrics_port != DEFAULT_METRICS_PORT:
+            log(f"metrics port {DEFAULT_METRICS_PORT} is in use; serving metrics on {metrics_port} instead")
+    elif not port_free(metrics_port):
+        raise RuntimeUnavailable(f"metrics port 127.0.0.1:{metrics_port} is in use (pass another --metrics-port)")
+    token = make_token(state_dir) if token_auth_supported() else None
+    if token is not None:  # before anything imports ray in this process
+        os.environ.update(auth_env(token))
+    os.environ[SINGLE_NODE_VAR] = "0"  # this process joins the loopback-only head below
+    log("starting a local Ray head (loopback only, token auth " + ("on" if token else "unsupported by this Ray") + ") ...")
+    try:
+        gcs, dash, ports = start_head(catalog, state_dir, auth_token=token, reserved=[metrics_port], log=log)
+        info = ClusterInfo(
+            gcs, dash, f"http://127.0.0.1:{metrics_port}/metrics", str(state_dir), str(state_dir / "ray"),
+            auth_token_path=str(token) if token else None,
+            ports={**ports, "metrics": metrics_port},
+        )  # fmt: skip
+        info.save()
+        wait_jobs_api(dash)
+        from scheduler.runtime.actor import start_actor  # imports ray: only now that auth is in the env
+
+        ledger = state_dir / "ledger.db"
+        log(("recovering" if ledger.exists() else "starting") + " the scheduler actor (detached, restartable) ...")
+        connect(gcs)
+        start_actor(
+            catalog.model_dump(mode="json", by_alias=True),
+            contract.model_dump(mode="json", by_alias=True),
+            str(ledger),
+            metrics_port,
+        )
+    except BaseException:
+        log("start-up failed; stopping what it started")
+        _disconnect()
+        stop_head(str(state_dir / "ray"))
+        (state_dir / STATE_FILE).unlink(missing_ok=True)
+        raise
+    return UpResult(info, started=True)
+
+
+def _disconnect() -> None:
+    """Leave the cluster if this process joined it (so stopping it does not hang this process)."""
+    if "ray" in sys.modules:
+        import ray
+
+        with contextlib.suppress(Exception):
+            if ray.is_initialized():
+                ray.shutdown()
+
+
+@dataclass(frozen=True)
+class DownResult:
+    was_recorded: bool  # a cluster.json existed
+    was_running: bool  # its GCS still answered
+    stopped: int  # processes stopped (Ray's and Prometheus)
+
+    def line(self, state_dir: Path) -> str:
+        if not self.was_recorded:
+            return (
+                f"stopped {self.stopped} leftover Ray process(es) of {state_dir}"
+                if self.stopped
+                else f"nothing to stop: no cluster recorded in {state_dir}"
+            )
+        if not self.was_running:
+            return f"the cluster recorded in {state_dir} was not running (stale state); cleaned up"
+        return f"stopped the cluster of {state_dir} ({self.stopped} processes); its ports are free"
+
+
+def down(state_dir: Path) -> DownResult:
+    """Stop this state dir's cluster and local Prometheus; return once they are gone and their ports free."""
     info = ClusterInfo.load(state_dir)
-    if info is None:
-        return False
-    if info.prometheus_pid:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(info.prometheus_pid, 15)
-    stop_head(info.temp_dir)
-    (state_dir / STATE_FILE).unlink(missing_ok=True)
-    return True
+    temp_dir = info.temp_dir if info else str(state_dir / "ray")
+    running = info is not None and alive(info)
+    _disconnect()
+    stopped = int(stop_prometheus(info)) if info else 0
+    stopped += stop_head(temp_dir)
+    if info is not None:
+        busy = wait_ports_free([*info.ports.values(), info.metrics_port])
+        if busy:
+            raise RuntimeUnavailable(
+                f"the cluster of {state_dir} stopped but port(s) {', '.join(map(str, busy))} are still in use by another program"
+            )
+        (state_dir / STATE_FILE).unlink(missing_ok=True)
+    return DownResult(info is not None, running, stopped)
 
 
 def resolve_address(address: str | None, state_dir: Path) -> str | None:
-    """--address, then RAY_ADDRESS (set inside Ray jobs), then the recorded local cluster."""
-    if address:
-        return address
-    if os.environ.get("RAY_ADDRESS"):
-        return os.environ["RAY_ADDRESS"]
+    """The GCS address to join: --address, then a GCS ``RAY_ADDRESS``, then the state dir's running cluster.
+
+    ``RAY_ADDRESS`` is a GCS address inside Ray jobs, but the Jobs API URL in a shell that ran
+    ``eval "$(mcsched env)"`` (for ``ray job submit``): such a URL is not joinable, so mcsched
+    uses its state dir's cluster then. The state dir's token is applied whenever its cluster
+    is the one joined, so no exports are needed.
+    """
     info = ClusterInfo.load(state_dir)
-    if info is not None and alive(info):
-        apply_client_env(info)
-        return info.gcs_address
-    return None
+    local = info if info is not None and alive(info) else None
+    if address and address.startswith(("http://", "https://")):
+        if local is None or address.rstrip("/") != local.dashboard_url:
+            raise RuntimeUnavailable(
+                f"--address {address} is a Jobs API (dashboard) URL; pass the cluster's GCS address (HOST:PORT)"
+            )
+        address = local.gcs_address
+    env_address = os.environ.get("RAY_ADDRESS", "")
+    candidate = address or (env_address if env_address and not env_address.startswith(("http://", "https://")) else None)
+    if candidate is None and local is not None:
+        candidate = local.gcs_address
+    if candidate is not None and local is not None and candidate.removeprefix("ray://") == local.gcs_address:
+        apply_client_env(local)
+    return candidate

@@ -74,29 +74,57 @@ def job_doc(name: str, cls: str = "training", gpus: int = 8, **spec: Any) -> dic
             "spec": {"class": cls, "gpus": gpus, "gpuType": "H100", **spec}}
 
 
-@pytest.fixture(scope="module")
-def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """A test module may set CLUSTER_CATALOG / CLUSTER_CONTRACT (dicts) for its own world."""
+CLIENT_VARS = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
+
+
+def clean_env(state: Path) -> dict[str, str]:
+    """A user's environment for this state dir: no Ray client variables from elsewhere."""
+    env = {k: v for k, v in os.environ.items() if k not in CLIENT_VARS}
+    env.update({"MCSCHED_HOME": str(state), "RAY_USAGE_STATS_ENABLED": "0", "COLUMNS": "200"})
+    return env
+
+
+def start_cluster(catalog: dict[str, Any] = SMALL_CATALOG, contract: dict[str, Any] = CONTRACT) -> Cluster:
+    """`mcsched up` in a fresh state dir (short: Ray's socket paths are length-limited), free ports."""
     if shutil.which(ray_bin()) is None and not Path(ray_bin()).exists():
         pytest.skip("ray is not installed")
-    state = Path(tempfile.mkdtemp(prefix="mcs-", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    (state / "catalog.yaml").write_text(yaml.safe_dump(getattr(request.module, "CLUSTER_CATALOG", SMALL_CATALOG)))
-    (state / "contract.yaml").write_text(yaml.safe_dump(getattr(request.module, "CLUSTER_CONTRACT", CONTRACT)))
-    port = free_port()
-    env = {**os.environ, "MCSCHED_HOME": str(state), "RAY_USAGE_STATS_ENABLED": "0", "COLUMNS": "200"}
-    env.pop("RAY_ADDRESS", None)
-    c = Cluster(ClusterInfo("", "", "", str(state), ""), state, env, port)
+    state = Path(tempfile.mkdtemp(prefix="mcs-", dir="/tmp"))
+    (state / "catalog.yaml").write_text(yaml.safe_dump(catalog))
+    (state / "contract.yaml").write_text(yaml.safe_dump(contract))
+    c = Cluster(ClusterInfo("", "", "", str(state), ""), state, clean_env(state), free_port())
     try:
-        c.mcsched("up", "--clouds", str(state / "catalog.yaml"), "--contract", str(state / "contract.yaml"), "--metrics-port", str(port))
+        c.mcsched("up", "--clouds", str(state / "catalog.yaml"), "--contract", str(state / "contract.yaml"),
+                  "--metrics-port", str(c.metrics_port), timeout=600)
         info = ClusterInfo.load(state)
         assert info is not None
         c.info = info
-        env.update(info.client_env())  # the lines `mcsched up` prints for `ray job submit`
-        os.environ.update(info.client_env())
-        if "ray" in sys.modules:  # an earlier module's cluster: Ray caches the token it read first
-            from ray._raylet import AuthenticationTokenLoader
+        c.env.update(info.client_env())  # the lines `mcsched up` prints for `ray job submit`
+    except BaseException:
+        stop_cluster(c)
+        raise
+    return c
 
-            AuthenticationTokenLoader.instance().reset_cache()
+
+def stop_cluster(c: Cluster) -> None:
+    """`mcsched down` (only this state dir's processes) and remove the state dir."""
+    subprocess.run([sys.executable, "-m", "scheduler", "down"], env=c.env, capture_output=True, timeout=180)
+    shutil.rmtree(c.state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """One cluster per test module, which this process joins too (``Cluster.actor``).
+
+    A test module may set CLUSTER_CATALOG / CLUSTER_CONTRACT (dicts) for its own world.
+    """
+    c = start_cluster(getattr(request.module, "CLUSTER_CATALOG", SMALL_CATALOG), getattr(request.module, "CLUSTER_CONTRACT", CONTRACT))
+    saved = {k: os.environ.get(k) for k in c.info.client_env()}
+    os.environ.update(c.info.client_env())
+    if "ray" in sys.modules:  # an earlier module's cluster: Ray caches the token it read first
+        from ray._raylet import AuthenticationTokenLoader
+
+        AuthenticationTokenLoader.instance().reset_cache()
+    try:
         yield c
     finally:
         try:
@@ -105,7 +133,9 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
             if ray.is_initialized():
                 ray.shutdown()
         finally:
-            subprocess.run([sys.executable, "-m", "scheduler", "down"], env=env, capture_output=True, timeout=120)
-            shutil.rmtree(state, ignore_errors=True)
-            for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
-                os.environ.pop(key, None)
+            stop_cluster(c)
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value

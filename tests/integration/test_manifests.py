@@ -21,9 +21,11 @@ import yaml
 from scheduler.kube.render import stale
 from scheduler.loading import load_catalog
 from scheduler.runtime.resources import CLOUD_LABEL, cloud_resources
+from tests.shared import needs_shared, shared
 
 ROOT = Path(__file__).resolve().parents[2]
-CRDS = ROOT.parent / "shared" / "schemas" / "crds"
+CRDS = shared("schemas", "crds")
+needs_crds = needs_shared("schemas", "crds")
 OVERLAYS = ["dev", "production"]
 KUBE_VERSIONS = ["1.30.0", "1.33.0"]
 CRD_FILES = {
@@ -96,10 +98,9 @@ def test_builtin_objects_validate_strictly(overlay: str, version: str) -> None:
         kubernetes_validate.validate(doc, version, strict=True)
 
 
+@needs_crds
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_custom_resources_validate_against_the_crds(overlay: str) -> None:
-    if not CRDS.exists():
-        pytest.skip(f"{CRDS} is absent: the vendored CRDs are needed to validate custom resources")
     seen = set()
     for doc in rendered(overlay):
         group, _, version = doc["apiVersion"].rpartition("/")
@@ -109,6 +110,7 @@ def test_custom_resources_validate_against_the_crds(overlay: str) -> None:
     assert seen == {"RayCluster", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 
+@needs_crds
 def test_crd_validation_has_teeth() -> None:
     rc = copy.deepcopy(by_kind("dev", "RayCluster")[0])
     rc["spec"]["workerGroupSpecs"][0]["replicaz"] = 1

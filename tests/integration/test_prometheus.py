@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from scheduler.ledger import Ledger
-from scheduler.promlocal import start_prometheus
 from scheduler.runtime.cluster import free_port
+from scheduler.runtime.promlocal import start_prometheus
 from scheduler.runtime.service import SchedulerService
 from tests.builders import a_catalog, a_contract
 from tests.integration.conftest import ROOT, job_doc, wait_for

@@ -238,8 +238,8 @@ def test_local_prometheus_scrapes_the_live_scheduler_and_down_stops_it(cluster: 
 
     if shutil.which("prometheus") is None:
         pytest.skip("Debian's prometheus is not installed (.ci/run installs it)")
-    from scheduler.promlocal import start_local_prometheus
     from scheduler.runtime.cluster import ClusterInfo
+    from scheduler.runtime.promlocal import start_local_prometheus
 
     info = start_local_prometheus(cluster.info, cluster.metrics_port)
     assert ClusterInfo.load(cluster.state).prometheus_pid == info.prometheus_pid

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scheduler.promlocal import DEPLOY, render_config
+from scheduler.runtime.promlocal import DEPLOY, render_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (.ci/run installs Debian's prometheus)")
 
 

@@ -1,4 +1,7 @@
-"""A local Prometheus for ``mcsched up --prometheus``, using the shipped config and rules."""
+"""A local Prometheus for ``mcsched up --prometheus``, using the shipped config and rules.
+
+It belongs to the state dir's cluster: recorded in ``cluster.json`` and stopped by ``down``.
+"""
 
 from __future__ import annotations
 
@@ -52,8 +55,29 @@ def start_prometheus(
     return proc, f"http://127.0.0.1:{port}"
 
 
-def start_local_prometheus(info: ClusterInfo, metrics_port: int) -> ClusterInfo:
-    proc, url = start_prometheus(Path(info.state_dir) / "prometheus", f"127.0.0.1:{metrics_port}", ray_temp_dir=info.temp_dir)
-    info = dataclasses.replace(info, prometheus_url=url, prometheus_pid=proc.pid)
+def prometheus_running(info: ClusterInfo) -> bool:
+    """Is the Prometheus recorded for this cluster still that process?"""
+    import psutil
+
+    if not info.prometheus_pid:
+        return False
+    try:
+        return any(info.state_dir in arg for arg in psutil.Process(info.prometheus_pid).cmdline())
+    except psutil.Error:
+        return False
+
+
+def start_local_prometheus(info: ClusterInfo, metrics_port: int | None = None) -> ClusterInfo:
+    """Start a Prometheus scraping this cluster's scheduler and Ray, and record it in cluster.json."""
+    port = metrics_port or info.metrics_port
+    proc, url = start_prometheus(Path(info.state_dir) / "prometheus", f"127.0.0.1:{port}", ray_temp_dir=info.temp_dir)
+    info = dataclasses.replace(info, prometheus_url=url, prometheus_pid=proc.pid, ports={**info.ports, "prometheus": int(url.rsplit(":", 1)[1])})
     info.save()
     return info
+
+
+def ensure_prometheus(info: ClusterInfo) -> tuple[ClusterInfo, bool]:
+    """The cluster's local Prometheus, started unless it already runs; returns (info, started)."""
+    if prometheus_running(info):
+        return info, False
+    return start_local_prometheus(info), True

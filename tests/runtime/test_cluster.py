@@ -1,0 +1,114 @@
+"""The local cluster's bookkeeping without starting Ray: cluster.json, the exports, stale state,
+which address mcsched joins, and ports."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scheduler.errors import RuntimeUnavailable
+from scheduler.runtime.cluster import (
+    STATE_FILE,
+    ClusterInfo,
+    down,
+    free_port,
+    free_port_block,
+    port_free,
+    resolve_address,
+    wait_ports_free,
+)
+
+
+def dead_port() -> int:
+    return free_port()  # nothing listens there once the probe socket is closed
+
+
+def info_for(state: Path, gcs_port: int, **kw) -> ClusterInfo:
+    return ClusterInfo(
+        f"127.0.0.1:{gcs_port}", "http://127.0.0.1:8265", "http://127.0.0.1:9464/metrics", str(state), str(state / "ray"),
+        auth_token_path=str(state / "auth_token"), **kw,
+    )  # fmt: skip
+
+
+def test_cluster_json_round_trips_and_old_files_still_load(tmp_path: Path) -> None:
+    info = info_for(tmp_path, 1234, ports={"gcs": 1234, "dashboard": 8265})
+    info.save()
+    assert ClusterInfo.load(tmp_path) == info
+    raw = json.loads((tmp_path / STATE_FILE).read_text())
+    del raw["ports"]  # written before ports were recorded
+    raw["future_field"] = 1  # written by a newer mcsched
+    (tmp_path / STATE_FILE).write_text(json.dumps(raw))
+    assert ClusterInfo.load(tmp_path) == info_for(tmp_path, 1234)
+    (tmp_path / STATE_FILE).write_text("{not json")
+    with pytest.raises(RuntimeUnavailable, match="unreadable"):
+        ClusterInfo.load(tmp_path)
+
+
+def test_exports_follow_rays_conventions_and_survive_eval(tmp_path: Path) -> None:
+    state = tmp_path / "my state"  # a space: the lines must still eval
+    info = info_for(state, 1234)
+    assert info.export_lines()[0] == "export RAY_ADDRESS=http://127.0.0.1:8265"
+    script = "\n".join(info.export_lines()) + '\necho "$RAY_ADDRESS|$RAY_AUTH_MODE|$RAY_AUTH_TOKEN_PATH"'
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == f"http://127.0.0.1:8265|token|{state}/auth_token"
+
+
+def test_down_on_a_stale_state_dir_cleans_it_with_a_clear_message(tmp_path: Path) -> None:
+    info_for(tmp_path, dead_port()).save()
+    result = down(tmp_path)
+    assert result.line(tmp_path) == f"the cluster recorded in {tmp_path} was not running (stale state); cleaned up"
+    assert not (tmp_path / STATE_FILE).exists()
+    assert down(tmp_path).line(tmp_path) == f"nothing to stop: no cluster recorded in {tmp_path}"
+
+
+def test_the_cli_reports_stale_state_and_an_absent_cluster(tmp_path: Path) -> None:
+    info_for(tmp_path, dead_port()).save()
+    run = [sys.executable, "-m", "scheduler"]
+    r = subprocess.run([*run, "down", "--state-dir", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0 and "stale state" in r.stdout
+    r = subprocess.run([*run, "env", "--state-dir", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 3 and r.stdout == "" and r.stderr.strip() == f"error: no running cluster in {tmp_path}: run `mcsched up` first"
+
+
+def test_which_cluster_mcsched_joins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as gcs:  # a live "GCS": something answers on the recorded port
+        gcs.bind(("127.0.0.1", 0))
+        gcs.listen()
+        port = gcs.getsockname()[1]
+        info_for(tmp_path, port).save()
+        for var in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
+            monkeypatch.delenv(var, raising=False)
+        # No exports: the state dir's cluster, with its token.
+        assert resolve_address(None, tmp_path) == f"127.0.0.1:{port}"
+        import os
+
+        assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / "auth_token")
+        # After `eval "$(mcsched env)"`: RAY_ADDRESS is the Jobs API URL, not joinable; the state dir wins.
+        monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+        assert resolve_address(None, tmp_path) == f"127.0.0.1:{port}"
+        assert resolve_address("http://127.0.0.1:8265", tmp_path) == f"127.0.0.1:{port}"  # its own dashboard
+        with pytest.raises(RuntimeUnavailable, match="Jobs API"):
+            resolve_address("http://10.0.0.1:8265", tmp_path)
+        # Inside a Ray job, RAY_ADDRESS is the GCS address Ray set.
+        monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:7777")
+        assert resolve_address(None, tmp_path) == "127.0.0.1:7777"
+        assert resolve_address("10.1.2.3:6379", tmp_path) == "10.1.2.3:6379"
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert resolve_address(None, tmp_path) is None  # its GCS is gone
+
+
+def test_ports(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        assert not port_free(busy)
+        assert wait_ports_free([busy], timeout=0.3) == [busy]
+    assert wait_ports_free([busy], timeout=5) == []
+    start = free_port_block(20)
+    assert all(port_free(p) for p in range(start, start + 20))
