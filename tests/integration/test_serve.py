@@ -142,9 +142,11 @@ def test_bad_requests_get_4xx_and_the_next_good_request_succeeds(service: tuple[
         (b"x" * (2 << 20), 413),
     ]
     for body, status in bad:
-        code, _, raw = post(url, body)
+        code, headers, raw = post(url, body)
         err = json.loads(raw)["error"]
         assert code == status and err["message"] and err["type"] == "invalid_request_error", (body[:40], code, raw[:200])
+        # Every response says who answered: here the gateway itself, no replica and so no cloud.
+        assert (headers["x-mcsched-replica"], headers["x-mcsched-cloud"], headers["x-mcsched-region"]) == ("gateway", "none", "none")
     code, headers, _ = post(url, chat(3))
     assert code == 200 and headers["x-mcsched-cloud"] == "azure"
 
