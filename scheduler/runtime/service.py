@@ -35,6 +35,7 @@ from scheduler.ledger import Ledger
 from scheduler.metrics import Metrics, serve
 from scheduler.model import Job
 from scheduler.runtime.reconciler import Assignment, EnforcementTimer, Gang, Plan, compare, parse_gang_name
+from scheduler.runtime.serve.naming import replica_index
 from scheduler.specs import CloudCatalog, Contract, JobDoc
 from scheduler.wallclock import WallClock
 
@@ -388,8 +389,13 @@ class SchedulerService:
         return d.to_dict()
 
     async def status(self, name: str | None = None) -> list[dict[str, Any]]:
+        """One job, a served model by its own name (one row per replica), or every job."""
         engine = self._ensure()
         if name is not None:
+            if name not in engine.jobs:
+                replicas = sorted((k, n) for n in engine.jobs if (k := replica_index(n, name)) is not None)
+                if replicas:
+                    return [engine.status(n).to_dict(True) for _, n in replicas]
             return [engine.status(name).to_dict(True)]
         return [d.to_dict(True) for d in engine.decisions()]
 

@@ -8,6 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from scheduler.errors import UnknownJobError
 from scheduler.ledger import Ledger
 from scheduler.runtime.reconciler import Gang, gang_name
 from scheduler.runtime.resources import pool_resource
@@ -163,3 +166,13 @@ def test_the_driver_ends_only_its_own_attempt_and_cancel_wakes_it(tmp_path: Path
     v = s("submit", [job_doc("b", gpus=8, workload={"steps": 1})], True)["views"][0]
     assert s("end", "b", v["attempt"], "failed")["decision"]["outcome"] == "failed"
     assert ledger_of(tmp_path / "l.db", "b")[-1] == ("released", "failed")
+
+
+def test_status_finds_a_served_model_by_its_own_name(tmp_path: Path) -> None:
+    s = Svc(tmp_path / "l.db", FakeGangs())
+    s("submit", [job_doc(f"chat-r{k}", cls="api-serving", gpus=2) for k in (1, 2, 10)] + [job_doc("chat-rx", gpus=1)])
+    rows = s("status", "chat")
+    assert [r["job"] for r in rows] == ["chat-r1", "chat-r2", "chat-r10"]  # in replica order, not text order
+    assert all(r["cloud"] == "azure" for r in rows)
+    with pytest.raises(UnknownJobError):
+        s("status", "nothing")
