@@ -47,9 +47,7 @@ RULES = (
     "lost-job",
 )
 END_REASONS = frozenset({"finished", "failed", "stopped", "cancelled"})
-# TEAM.md rule 8 names cancelled|stopped for `dequeued`; engine v2's release(name, reason) also
-# ends a queued job as finished or failed (tests/test_engine_queue.py). Accepted until the lead decides.
-DEQUEUE_REASONS = END_REASONS
+DEQUEUE_REASONS = frozenset({"cancelled", "stopped"})  # rule 8: a job that never ran neither finished nor failed
 STATIC_SKIPS = ("not-in-pins", "gpu-type-unavailable", "region-constraint", "jurisdiction")
 VIA_FOR_ANSWER = {"declined": "after-decline", "lapsed": "after-lapse", "not-offered": "holder-not-offered"}
 TOLERANCE = 1e-9
@@ -653,7 +651,7 @@ class InvariantChecker:
         if job.state != "queued":
             raise _Bad("release-not-running", f"{job.name} dequeued while {job.state}")
         if rec.reason not in DEQUEUE_REASONS:
-            raise _Bad("release-not-running", f"{job.name} dequeued for {rec.reason!r} (finished, failed, stopped or cancelled)")
+            raise _Bad("release-not-running", f"{job.name} dequeued for {rec.reason!r} (cancelled or stopped)")
         job.state = rec.reason
         self._drop_reservations(job.name)
 
