@@ -104,6 +104,8 @@ class Decision:
             evicted = self.last_eviction
             if evicted is not None:
                 return f"moved {self.job} to {where}: {evicted[4]} on {evicted[2]}/{evicted[3]}; {rofr}"
+            if self.via == "preemption":
+                return f"placed {self.job} on {where} by preempting lower-priority movable work ({rofr})"
             return f"placed {self.job} on {where}: {rofr}"
         if self.outcome == "queued":
             return f"queued {self.job} ({self.gpus}x {self.gpu_type}): {self.reason}: {self.detail}"

@@ -869,6 +869,8 @@ class Engine:
             self._emit(Released(now, name, job.cls, pool.cloud, pool.region, pool.gpu_type, job.gpus, reason, cost))
             scope.add(pool.key)
         elif rec.state == QUEUED:
+            if reason not in (EndReason.STOPPED, EndReason.CANCELLED):
+                raise AdmissionError(f"job {name!r} is queued: it can be stopped or cancelled, not {reason}")
             res = self.reservations.get(job.gpu_type)
             if res is not None and res.job == name:  # the pool it held is open to the queue again
                 self._emit(ReservationCleared(now, name, res.pool.cloud, res.pool.region, res.pool.gpu_type))

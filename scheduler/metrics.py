@@ -25,13 +25,14 @@ from scheduler.events import (
     Released,
     Submitted,
 )
-from scheduler.invariants import InvariantChecker
+from scheduler.invariants import RULES, InvariantChecker
 from scheduler.specs import MODEL_PATTERN
 
-RULES = ("rofr-order", "rofr-skipped", "pinned-class-off-pins", "over-commit", "double-placement", "lost-job")
 DECISION_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
 WAIT_BUCKETS = (0.1, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600)
 ANSWER_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 45, 60, 120, 300)
+ENFORCEMENT_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120)
+ENFORCEMENT_ACTIONS = ("victim-stopped", "preemptor-reserved", "preemptor-running", "moved-reserved", "moved-running")
 
 
 class Metrics:
@@ -70,6 +71,34 @@ class Metrics:
         self.running_jobs = Gauge("mcsched_running_jobs", "Placed jobs by cloud and class.", ["cloud", "class"], registry=r)
         for rule in RULES:
             self.violations.labels(rule)
+        self.ledger_tree_size = Gauge("mcsched_ledger_tree_size", "Records in the audit ledger's latest signed checkpoint.", registry=r)
+        self.ledger_checkpoint_time = Gauge(
+            "mcsched_ledger_checkpoint_timestamp_seconds", "Time of the audit ledger's latest signed checkpoint.", registry=r
+        )
+        # Runtime enforcement (runtime/reconciler.py): books versus Ray, and how fast Ray follows.
+        self.drift = Gauge(
+            "mcsched_books_drift_gpus",
+            "Books' allocation minus the GPUs Ray's placement groups hold, per pool (0 at rest; < 0: Ray holds more).",
+            ["cloud", "region", "gpu_type"],
+            registry=r,
+        )
+        self.enforcement = Histogram(
+            "mcsched_enforcement_seconds",
+            "Decision to Ray carrying it out (action: victim-stopped, preemptor-/moved-reserved: gang granted, preemptor-/moved-running: work started).",
+            ["action"],
+            buckets=ENFORCEMENT_BUCKETS,
+            registry=r,
+        )
+        self.repairs = Counter(
+            "mcsched_reconciler_repairs_total", "Reconciler repairs (removed-gang, ended-job).", ["action"], registry=r
+        )
+        for action in ENFORCEMENT_ACTIONS:
+            self.enforcement.labels(action)
+        for action in ("removed-gang", "ended-job"):
+            self.repairs.labels(action)
+        self.ended = Counter(
+            "mcsched_jobs_ended_total", "Jobs that left for good, by how (finished, failed, stopped, cancelled).", ["class", "reason"], registry=r
+        )
         self.serve = ServeMetrics(r)
         self.checker = InvariantChecker()
         self._queued: dict[str, tuple[str, str]] = {}
@@ -108,6 +137,10 @@ class Metrics:
             self._rate_add(ev.cloud, -self._price.pop(ev.job, 0.0))
             if isinstance(ev, Preempted):
                 self.preemptions.labels(ev.reason).inc()
+            else:
+                self.ended.labels(ev.cls, ev.reason).inc()
+        elif isinstance(ev, Dequeued):
+            self.ended.labels(ev.cls, ev.reason).inc()
         elif isinstance(ev, BackendChanged):
             self.backend_up.labels(ev.cloud).set(1 if ev.up else 0)
         elif isinstance(ev, CapacityChanged):
@@ -129,6 +162,11 @@ class Metrics:
                 for gpu_type, count in r["gpus"].items():
                     self.gpus.labels(b["name"], r["name"], gpu_type, "capacity").set(count)
                     self.gpus.labels(b["name"], r["name"], gpu_type, "allocated").set(0)
+
+    def observe_checkpoint(self, size: int, at: float) -> None:
+        """A signed ledger checkpoint (an outside witness of how far the log has grown)."""
+        self.ledger_tree_size.set(size)
+        self.ledger_checkpoint_time.set(at)
 
     def observe_decisions(self, seconds: float, count: int) -> None:
         """Spread a batch's wall time over its decisions (the engine itself has no clock)."""

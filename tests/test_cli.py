@@ -127,13 +127,13 @@ def test_audit_verify_names_the_first_bad_record(tmp_path: Path, capsys) -> None
     db = tmp_path / "ledger.db"
     run(["plan", str(MIXED), "--db", str(db)], capsys)
     conn = sqlite3.connect(db)
-    conn.execute("DROP TRIGGER ledger_no_update")
-    seq = conn.execute("SELECT seq FROM ledger WHERE kind = 'placed' AND payload LIKE '%coreweave%'").fetchone()[0]
-    conn.execute("UPDATE ledger SET payload = replace(payload, 'coreweave', 'gcp') WHERE seq = ?", (seq,))
+    conn.execute("DROP TRIGGER records_no_update")
+    seq = conn.execute("SELECT seq FROM records WHERE CAST(leaf AS TEXT) LIKE '%coreweave%\"kind\":\"placed\"%'").fetchone()[0]
+    conn.execute("UPDATE records SET leaf = CAST(replace(CAST(leaf AS TEXT), 'coreweave', 'gcp') AS BLOB) WHERE seq = ?", (seq,))
     conn.commit()
     conn.close()
     code, _, err = run(["audit", "verify", "--db", str(db)], capsys)
-    assert code == 1 and f"record {seq}: hash mismatch" in err
+    assert code == 1 and "FAIL: record 1: records 1.." in err and "do not match the signed checkpoint" in err
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

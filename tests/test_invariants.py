@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scheduler.clock import ManualClock
 from scheduler.engine import RUNNING, Engine
 from scheduler.errors import AdmissionError
-from scheduler.events import Answered, Event, Offered, Placed, Preempted, Submitted
+from scheduler.events import Answered, Event, Offered, Placed, Preempted, Released, Submitted
 from scheduler.invariants import InvariantChecker
 from tests.builders import a_contract, a_job, recording_engine, two_clouds
 from tests.strategies import catalogs, contracts, jobs, ops
@@ -99,55 +99,98 @@ def world() -> tuple[list[Event], Engine]:
     return events, engine
 
 
-def submitted(name: str = "x", cls: str = "training", gpus: int = 8) -> Submitted:
-    job = a_job().named(name).cls(cls).gpus(gpus).obj()
-    return Submitted(0.0, name, cls, gpus, "H100", 0, job.to_dict())
+def submitted(name: str = "x", cls: str = "training", gpus: int = 8, priority: int = 0) -> Submitted:
+    job = a_job().named(name).cls(cls).gpus(gpus).priority(priority).obj()
+    return Submitted(0.0, name, cls, gpus, "H100", priority, job.to_dict())
 
 
-def placed(name: str, cloud: str, attempt: int = 1, gpus: int = 8, cls: str = "training") -> Placed:
+def placed(name: str, cloud: str, attempt: int = 1, gpus: int = 8, cls: str = "training", via: str = "after-decline") -> Placed:
     region = "eastus" if cloud == "azure" else "us-ashburn-1"
-    return Placed(0.0, name, attempt, cls, cloud, region, "H100", gpus, 3.0, "x", 0.0)
+    return Placed(0.0, name, attempt, cls, cloud, region, "H100", gpus, 3.0, via, 0.0)
+
+
+def offer(name: str = "x", attempt: int = 1) -> Offered:
+    return Offered(0.0, name, attempt, "azure", "first-look", 30.0)
+
+
+def answer(name: str, answer: str, reason: str, attempt: int = 1, holder: str = "azure", seconds: float = 1.0) -> Answered:
+    return Answered(0.0, name, attempt, holder, answer, reason, seconds)
+
+
+def first(events: list[Event]) -> str:
+    found = violations(events)
+    return found[0] if found else ""
 
 
 def test_checker_flags_spill_without_a_holder_answer(world) -> None:
-    events, _ = world
-    assert violations([*events, submitted(), placed("x", "oci")]) == ["rofr-order"]
+    events, _ = world  # azure has 8 free H100: it would accept
+    assert first([*events, submitted(), placed("x", "oci")]) == "rofr-order"
 
 
 def test_checker_flags_spill_after_an_accept(world) -> None:
     events, _ = world
-    ans = Answered(0.0, "x", 1, "azure", "accepted", "accepted", 1.0)
-    assert violations([*events, submitted(), Offered(0.0, "x", 1, "azure", "first-look", 30.0), ans, placed("x", "oci")]) == [
-        "rofr-order"
-    ]
+    assert first([*events, submitted(), offer(), answer("x", "accepted", "accepted"), placed("x", "oci")]) == "rofr-order"
 
 
 def test_checker_flags_a_decline_from_an_earlier_attempt(world) -> None:
     events, _ = world
-    ans = Answered(0.0, "x", 1, "azure", "declined", "no-capacity", 1.0)
-    assert "rofr-order" in violations([*events, submitted(), ans, placed("x", "oci", attempt=2)])
+    assert first([*events, submitted(), offer(), answer("x", "accepted", "accepted"), placed("x", "oci", attempt=2)]) == "rofr-order"
 
 
 def test_checker_flags_an_unsupported_not_offered(world) -> None:
-    events, _ = world
-    ans = Answered(0.0, "x", 1, "azure", "not-offered", "gpu-type-unavailable", 0.0)  # azure has H100
-    assert violations([*events, submitted(), ans, placed("x", "oci")]) == ["rofr-skipped"]
+    events, _ = world  # azure has H100
+    out = first([*events, submitted(), answer("x", "not-offered", "gpu-type-unavailable", seconds=0.0), placed("x", "oci", via="holder-not-offered")])
+    assert out == "rofr-skipped"
 
 
-def test_checker_flags_api_serving_off_azure(world) -> None:
+def test_checker_flags_an_untrue_answer(world) -> None:
     events, _ = world
-    ans = Answered(0.0, "api", 1, "azure", "declined", "no-capacity", 1.0)
-    out = violations([*events, submitted("api", "api-serving"), ans, placed("api", "oci", cls="api-serving")])
-    assert out == ["pinned-class-off-pins"]
+    assert first([*events, submitted(), offer(), answer("x", "declined", "no-capacity")]) == "holder-answer"
+    assert first([*events, submitted(), offer(), answer("x", "lapsed", "no-answer-within-window", seconds=30.0)]) == "holder-answer"
+    assert first([*events, submitted(), offer(), answer("x", "accepted", "accepted", seconds=2.0)]) == "holder-answer"
+
+
+def test_checker_flags_an_answer_without_an_offer_or_from_another_cloud(world) -> None:
+    events, _ = world
+    assert first([*events, submitted(), answer("x", "accepted", "accepted")]) == "offer-missing"
+    assert first([*events, submitted(), offer(), answer("x", "declined", "no-capacity", holder="oci")]) == "answer-not-holder"
+
+
+def test_checker_flags_api_serving_off_azure() -> None:
+    _engine, events, _ = recording_engine(two_clouds(azure_h100=0))
+    out = first([*events, submitted("api", "api-serving"), offer("api"), answer("api", "declined", "no-capacity"), placed("api", "oci", cls="api-serving")])
+    assert out == "pinned-class-off-pins"
 
 
 def test_checker_flags_overcommit_double_placement_and_lost_jobs(world) -> None:
     events, _ = world
-    acc = Answered(0.0, "a", 1, "azure", "accepted", "accepted", 1.0)
-    assert "over-commit" in violations([*events, submitted("a", gpus=16), acc, placed("a", "azure", gpus=16)])
-    assert "double-placement" in violations([*events, submitted("a"), acc, placed("a", "azure"), placed("a", "azure")])
+    acc = [offer("a"), answer("a", "accepted", "accepted")]
+    assert first([*events, submitted("a", gpus=16), offer("a"), answer("a", "declined", "no-capacity"), placed("a", "azure", gpus=16)]) == "rofr-order"
+    assert first([*events, submitted("a"), *acc, placed("a", "azure", via="rofr-accepted"), placed("a", "azure", via="rofr-accepted")]) == "double-placement"
+    assert violations([*events, submitted("a"), *acc, placed("a", "oci", via="after-decline")])[0] == "rofr-order"
+    assert violations([*events, submitted("a")]) == ["lost-job"]
+
+
+def test_checker_flags_bad_preemptions(world) -> None:
+    events, _ = world
+    acc = [offer("a"), answer("a", "accepted", "accepted"), placed("a", "azure", via="rofr-accepted")]
+    run = [*events, submitted("a", priority=30), *acc, submitted("api", "api-serving", priority=0)]
     pre = Preempted(0.0, "a", "training", "azure", "eastus", "H100", 8, "pinned-job", "api", 0.0)
-    assert violations([*events, submitted("a"), acc, placed("a", "azure"), pre]) == ["lost-job"]
+    assert first([*run, offer("api"), answer("api", "declined", "no-capacity"), pre]) == "preemption"
+    outage = Preempted(0.0, "a", "training", "azure", "eastus", "H100", 8, "backend-down", None, 0.0)
+    assert first([*run[:-1], outage]) == "eviction"
+
+
+def test_checker_flags_configuration_changes_outside_reconfigured(world) -> None:
+    events, _ = world
+    assert first([*events, events[0]]) == "configuration"
+    assert first([submitted()]) == "configuration"
+
+
+def test_checker_flags_releases_of_jobs_not_running(world) -> None:
+    events, _ = world
+    rel = Released(0.0, "x", "training", "azure", "eastus", "H100", 8, "finished", 0.0)
+    assert first([*events, submitted(), rel]) == "release-not-running"
 
 
 def test_engine_with_preemption_disabled_never_preempts() -> None:

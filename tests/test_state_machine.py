@@ -21,7 +21,6 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from scheduler.clock import ManualClock
 from scheduler.engine import Engine
 from scheduler.errors import AdmissionError
-from scheduler.events import Event
 from scheduler.invariants import InvariantChecker
 from scheduler.ledger import Ledger
 from scheduler.model import Job
@@ -133,13 +132,8 @@ class SchedulerMachine(RuleBasedStateMachine):
     def contract_holds(self) -> None:
         if not hasattr(self, "engine"):
             return
-        rows = list(self.ledger.rows())[self.seen:]
-        for seq, _at, kind, payload, _p, _h in rows:
-            import json
-
-            from scheduler.events import event_from_record
-
-            ev: Event = event_from_record(kind, json.loads(payload))
+        rows = list(self.ledger.events())[self.seen:]
+        for seq, ev in enumerate(rows, self.seen + 1):
             found = self.checker.feed(ev, seq)
             assert not found, found
         self.seen += len(rows)

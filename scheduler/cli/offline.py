@@ -61,6 +61,7 @@ def plan(
     db: Annotated[Path | None, typer.Option("--db", help="Write the audit ledger here (a new file).")] = None,
     output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")] = OutputFormat.TABLE,
     explain: Annotated[bool, typer.Option("--explain", help="Say why each backend was not used.")] = False,
+    signing_key: Annotated[Path | None, typer.Option("--signing-key", help="Ledger signing key (default $MCSCHED_HOME/ledger-signing.key).")] = None,
 ) -> None:
     """Place jobs against a catalog and contract offline (no Ray) and print where each job ends up."""
     catalog, the_contract = load_config(clouds, contract)
@@ -69,7 +70,7 @@ def plan(
     engine = Engine(catalog, the_contract, ManualClock())
     ledger: Ledger | None = None
     if db is not None:
-        ledger = Ledger(db)
+        ledger = Ledger(db, signing_key=signing_key)
         if not ledger.empty:
             ledger.close()
             raise LedgerError(f"{db}: already holds {len(ledger)} records; plan writes a new ledger, pass a new path")

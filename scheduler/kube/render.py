@@ -23,6 +23,8 @@ NAMESPACE = "mcsched"
 CLUSTER = "mcsched"
 CONFIGMAP = "mcsched-config"
 TOKEN_SECRET = "mcsched-ray-token"
+SIGNING_SECRET = "mcsched-ledger-signing"  # ledger-signing.key + .pub, made by `mcsched audit keygen`
+SIGNING_DIR = "/etc/mcsched/signing"
 SCHEDULER_RESOURCE = "mcsched_scheduler"
 METRICS_PORT = 9464
 SERVE_PORT = 8000  # Ray Serve's HTTP proxy (served models' OpenAI API), head node only
@@ -59,6 +61,14 @@ RAY_ENV = [
 ]
 TMP_VOLUME = {"name": "tmp", "emptyDir": {}}
 TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
+# The ledger's Ed25519 key from a Secret (read-only); the witness log on the state volume.
+SIGNING_VOLUME = {"name": "ledger-signing", "secret": {"secretName": SIGNING_SECRET, "defaultMode": 0o440}}
+SIGNING_MOUNT = {"name": "ledger-signing", "mountPath": SIGNING_DIR, "readOnly": True}
+LEDGER_ENV = [
+    {"name": "MCSCHED_SIGNING_KEY", "value": f"{SIGNING_DIR}/ledger-signing.key"},
+    {"name": "MCSCHED_PUBLIC_KEY", "value": f"{SIGNING_DIR}/ledger-signing.pub"},
+    {"name": "MCSCHED_WITNESS", "value": f"{STATE_DIR}/witness.jsonl"},
+]
 
 
 def raycluster(catalog: CloudCatalog) -> dict[str, Any]:
@@ -67,7 +77,7 @@ def raycluster(catalog: CloudCatalog) -> dict[str, Any]:
         "image": IMAGE,
         "imagePullPolicy": "IfNotPresent",
         # Job drivers run here and inherit this: a served model's proxy listens on the pod network.
-        "env": [*RAY_ENV, {"name": "MCSCHED_SERVE_HOST", "value": "0.0.0.0"}, {"name": "MCSCHED_SERVE_PORT", "value": str(SERVE_PORT)}],
+        "env": [*RAY_ENV, *LEDGER_ENV, {"name": "MCSCHED_SERVE_HOST", "value": "0.0.0.0"}, {"name": "MCSCHED_SERVE_PORT", "value": str(SERVE_PORT)}],
         "ports": [
             {"name": "gcs-server", "containerPort": 6379},
             {"name": "dashboard", "containerPort": 8265},
@@ -78,7 +88,7 @@ def raycluster(catalog: CloudCatalog) -> dict[str, Any]:
         ],
         "resources": _resources("2", "8Gi"),
         "securityContext": _security(),
-        "volumeMounts": [TMP_MOUNT, {"name": "state", "mountPath": STATE_DIR}],
+        "volumeMounts": [TMP_MOUNT, {"name": "state", "mountPath": STATE_DIR}, SIGNING_MOUNT],
     }
     serve_container = {
         "name": "mcsched-serve",
@@ -93,11 +103,11 @@ def raycluster(catalog: CloudCatalog) -> dict[str, Any]:
             "--metrics-port", str(METRICS_PORT),
             "--supervise",
         ],
-        "env": [*RAY_ENV, {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+        "env": [*RAY_ENV, *LEDGER_ENV, {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
         "readinessProbe": {"httpGet": {"path": "/metrics", "port": METRICS_PORT}, "periodSeconds": 10, "failureThreshold": 3},
         "resources": _resources("250m", "512Mi"),
         "securityContext": _security(),
-        "volumeMounts": [TMP_MOUNT],
+        "volumeMounts": [TMP_MOUNT, SIGNING_MOUNT],
     }
     workers = []
     for backend in catalog.spec.backends:
@@ -154,7 +164,7 @@ def raycluster(catalog: CloudCatalog) -> dict[str, Any]:
                     "spec": {
                         "serviceAccountName": "mcsched",
                         "securityContext": _pod_security(),
-                        "volumes": [TMP_VOLUME, {"name": "state", "persistentVolumeClaim": {"claimName": "mcsched-state"}}],
+                        "volumes": [TMP_VOLUME, {"name": "state", "persistentVolumeClaim": {"claimName": "mcsched-state"}}, SIGNING_VOLUME],
                         "containers": [head_container, serve_container],
                     },
                 },

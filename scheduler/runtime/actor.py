@@ -9,6 +9,7 @@ from typing import Any
 import ray
 
 from scheduler.errors import RuntimeUnavailable
+from scheduler.runtime.reconciler import Gang
 from scheduler.runtime.service import SchedulerService
 
 ACTOR_NAME = "mcsched-scheduler"
@@ -16,10 +17,27 @@ SCHEDULER_RESOURCE = "mcsched_scheduler"
 NAMESPACE = "mcsched"
 
 
-def live_placement_groups() -> dict[str, str]:
-    """Placement group id -> state, read from the GCS (used by the reconcile loop)."""
-    table = ray.util.placement_group_table()
-    return {pg_id: info.get("state", "") for pg_id, info in table.items()}
+class RayGangs:
+    """The reconciler's view of Ray: placement groups as the GCS has them, and their removal.
+
+    ``placement_group_table`` is one GCS read (no dashboard round trip, unlike
+    ``ray.util.state.list_placement_groups``), cheap enough for every second.
+    """
+
+    def read(self) -> list[Gang]:
+        out: list[Gang] = []
+        for pg_id, info in ray.util.placement_group_table().items():
+            held: dict[str, float] = {}
+            for bundle in (info.get("bundles") or {}).values():
+                for resource, amount in bundle.items():
+                    held[resource] = held.get(resource, 0.0) + float(amount)
+            out.append(Gang(pg_id, info.get("name") or "", info.get("state") or "", held))
+        return out
+
+    def remove(self, pg_id: str) -> None:
+        from ray.util.placement_group import PlacementGroup
+
+        ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
 
 
 def start_actor(
@@ -43,7 +61,7 @@ def start_actor(
         max_task_retries=-1,
         num_cpus=0,
         max_concurrency=1000,
-    ).remote(catalog, contract, ledger_path, metrics_port, metrics_host, live_placement_groups)
+    ).remote(catalog, contract, ledger_path, metrics_port, metrics_host, RayGangs())
     ray.get(handle.ping.remote())
     return handle
 

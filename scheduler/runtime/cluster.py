@@ -593,7 +593,8 @@ def down(state_dir: Path) -> DownResult:
     stopped = int(stop_prometheus(info)) if info else 0
     stopped += stop_head(temp_dir)
     if info is not None:
-        busy = wait_ports_free([*info.ports.values(), info.metrics_port])
+        # Only ports this call freed are waited for: a stale state dir's ports may belong to others by now.
+        busy = wait_ports_free([*info.ports.values(), info.metrics_port]) if stopped else []
         if busy:
             raise RuntimeUnavailable(
                 f"the cluster of {state_dir} stopped but port(s) {', '.join(map(str, busy))} are still in use by another program"

@@ -5,31 +5,51 @@ the ledger is opened, the state rebuilt and the exporter started on first use, s
 restarted actor recovers the same way a fresh one starts. Every request is validated here
 (a caller cannot choose its own placement or skip the ROFR) and every change is committed
 to the ledger before it is acknowledged.
+
+After the decision, the engine's books are the desired state and Ray's placement groups
+the actual one. Drivers converge on the books (``wait_change`` long-polls a job's
+assignment version; ``bind``/``report``/``end`` tell the books what Ray did), and a
+reconcile loop (``reconciler.compare`` on the GCS's gangs, every second) exports the drift
+and repairs what a lost driver left behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from scheduler.engine import QUEUED, RUNNING, TERMINAL, Engine
-from scheduler.errors import MCSchedError
-from scheduler.events import Event
+from scheduler.decision import Decision
+from scheduler.engine import Engine
+from scheduler.errors import AdmissionError, MCSchedError
+from scheduler.events import Dequeued, Event, Placed, Preempted, Released
 from scheduler.ledger import Ledger
 from scheduler.metrics import Metrics, serve
 from scheduler.model import Job
+from scheduler.runtime.reconciler import Assignment, EnforcementTimer, Gang, Plan, compare, parse_gang_name
+from scheduler.runtime.serve.naming import replica_index
 from scheduler.specs import CloudCatalog, Contract, JobDoc
 from scheduler.wallclock import WallClock
 
 log = logging.getLogger("mcsched.service")
 RECONCILE_SECONDS = 1.0
+LEASE_SECONDS = 15.0  # a driver renews its lease at least every POLL_SECONDS (driver.py); 3x slack
+
+
+class Gangs(Protocol):
+    """The actual side, as Ray's GCS has it (``actor.RayGangs``; tests pass a fake)."""
+
+    def read(self) -> list[Gang]: ...
+
+    def remove(self, pg_id: str) -> None: ...
 
 
 class SchedulerService:
@@ -40,33 +60,55 @@ class SchedulerService:
         ledger_path: str,
         metrics_port: int | None = 9464,
         metrics_host: str = "127.0.0.1",
-        pg_lister: Callable[[], dict[str, str]] | None = None,
+        gangs: Gangs | None = None,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self._catalog_doc = catalog
         self._contract_doc = contract
         self._ledger_path = ledger_path
         self._metrics_port = metrics_port
         self._metrics_host = metrics_host
-        self._pg_lister = pg_lister
+        self._gangs = gangs
+        self._lease_seconds = lease_seconds
         self.engine: Engine | None = None
         self.ledger: Ledger | None = None
         self.metrics: Metrics | None = None
         self._changed: asyncio.Condition | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self.recovered_events = 0
+        self.timer = EnforcementTimer()
+        # Jobs whose driver holds a lease: name -> when it last called. The names are kept in
+        # a file beside the ledger so that a restarted actor (or `mcsched up` after `down`)
+        # still knows which jobs had a driver; the times restart at recovery (a grace period).
+        self.leases: dict[str, float] = {}
+        self.last_plan: Plan | None = None
 
     # ------------------------------------------------------------------ start-up / recovery
 
     def _ensure(self) -> Engine:
         if self.engine is not None:
             return self.engine
+        engine = self._recover()
+        with contextlib.suppress(RuntimeError):  # called outside an event loop (tests): no loop to run in
+            asyncio.get_running_loop()
+            self._start_reconciler()  # whichever call reaches a (re)started actor first
+        return engine
+
+    def _recover(self) -> Engine:
         catalog = CloudCatalog.model_validate(self._catalog_doc)
         contract = Contract.model_validate(self._contract_doc)
-        ledger = Ledger(self._ledger_path)
         metrics = Metrics()
+        # Key and witness beside the ledger (its state dir) unless MCSCHED_SIGNING_KEY/_WITNESS say otherwise.
+        ledger = Ledger(
+            self._ledger_path,
+            home=os.path.dirname(os.path.abspath(self._ledger_path)),
+            on_checkpoint=lambda cp: metrics.observe_checkpoint(cp.size, cp.time),
+        )
+        if ledger.checkpoint is not None:
+            metrics.observe_checkpoint(ledger.checkpoint.size, ledger.checkpoint.time)
         recorded = list(ledger.events())
         self.recovered_events = len(recorded)
-        sinks: list[Callable[[Event], None]] = [ledger, metrics]
+        sinks: list[Callable[[Event], None]] = [ledger, metrics, self._on_event]
         if recorded:
             # The ledger is the source of truth: recover with the configuration it recorded.
             for ev in recorded:
@@ -83,12 +125,45 @@ class SchedulerService:
             engine.announce()
         ledger.flush()
         self.engine, self.ledger, self.metrics = engine, ledger, metrics
+        now = time.time()
+        self.leases = {name: now for name in self._load_leases() if _live(engine, name)}
         if self._metrics_port is not None:
             try:
                 serve(metrics, self._metrics_port, self._metrics_host)
             except OSError as exc:
                 log.warning("metrics port %s unavailable: %s", self._metrics_port, exc)
         return engine
+
+    def _on_event(self, ev: Event) -> None:
+        """Live events only (sinks attach after recovery): decision times and ended leases."""
+        if isinstance(ev, Preempted):
+            self.timer.evicted(ev.job, ev.at)
+        elif isinstance(ev, Placed):
+            self.timer.placed(ev.job, ev.attempt, ev.via, ev.at)
+        elif isinstance(ev, Released | Dequeued):
+            self.timer.ended(ev.job)
+            if self.leases.pop(ev.job, None) is not None:
+                self._save_leases()
+
+    @property
+    def _lease_file(self) -> Path:
+        return Path(self._ledger_path + ".leases.json")
+
+    def _load_leases(self) -> list[str]:
+        try:
+            names = json.loads(self._lease_file.read_text())
+        except (OSError, ValueError):
+            return []
+        return [n for n in names if isinstance(n, str)]
+
+    def _save_leases(self) -> None:
+        tmp = self._lease_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(sorted(self.leases)))
+        os.replace(tmp, self._lease_file)
+
+    def _renew(self, name: str) -> None:
+        if name in self.leases:
+            self.leases[name] = time.time()
 
     def _commit(self, started: float | None = None, decisions: int = 0) -> None:
         assert self.ledger is not None and self.metrics is not None
@@ -103,34 +178,87 @@ class SchedulerService:
             self._changed.notify_all()
 
     def _start_reconciler(self) -> None:
-        if self._reconciler is None and self._pg_lister is not None:
+        if self._reconciler is None and self._gangs is not None:
             self._reconciler = asyncio.get_running_loop().create_task(self._reconcile_loop())
 
     async def _reconcile_loop(self) -> None:
+        assert self._gangs is not None
         while True:
             await asyncio.sleep(RECONCILE_SECONDS)
             try:
-                if self.reconcile():
+                gangs = await asyncio.to_thread(self._gangs.read)
+                if self.reconcile(gangs):
                     await self._notify()
             except Exception:  # a failed step must not stop the loop
                 log.exception("reconcile step failed")
 
-    def reconcile(self) -> int:
-        """Release jobs whose driver's placement group is gone (``ray job stop``, driver died)."""
+    # ------------------------------------------------------------------ the books' side of a job
+
+    def _view(self, name: str) -> dict[str, Any]:
+        """What a driver sees: the decision, its placement attempt and the assignment version."""
+        d = self._ensure().status(name)
+        return {"version": d.version, "attempt": d.attempt, "decision": d.to_dict(True)}
+
+    def _end(self, name: str, reason: str) -> Decision | None:
+        """End a running or queued job for good; None if it has already ended.
+
+        A queued job leaves only as ``cancelled`` or ``stopped`` (ledger rule 8): a driver whose
+        work completed while the books had re-queued it stops it rather than finishing it.
+        """
         engine = self._ensure()
-        bound = engine.bound_jobs()  # recorded in the ledger, so this survives actor restarts
-        if self._pg_lister is None or not bound:
-            return 0
-        live = self._pg_lister()
-        released = 0
-        for name, (_attempt, pg_id) in bound.items():
-            if live.get(pg_id) in ("CREATED", "PENDING", "RESCHEDULING"):
+        outcome = engine.status(name).outcome
+        if outcome == "queued" and reason not in ("cancelled", "stopped"):
+            reason = "stopped"
+        return engine.release(name, reason) if outcome in ("placed", "queued") else None
+
+    def _assignments(self, names: set[str]) -> list[Assignment]:
+        engine = self._ensure()
+        out: list[Assignment] = []
+        for name in names:
+            if name not in engine.jobs:
                 continue
-            engine.release(name, "stopped")
-            released += 1
-        if released:
+            d = engine.status(name)
+            if d.outcome == "placed" and d.cloud and d.region:
+                out.append(Assignment(name, d.attempt, "running", (d.cloud, d.region, d.gpu_type), d.gpus))
+            elif d.outcome == "queued":
+                out.append(Assignment(name, d.attempt, "queued"))
+        return out
+
+    def reconcile(self, gangs: list[Gang]) -> int:
+        """One tick: export the drift, remove stale gangs, end jobs whose driver and gang are gone.
+
+        Returns how many repairs it made (the caller wakes long-polls when > 0).
+        """
+        engine = self._ensure()
+        assert self.metrics is not None
+        named = {p[0] for g in gangs if (p := parse_gang_name(g.name)) is not None}
+        pools = {(u.cloud, u.region, u.gpu_type): u.allocated for u in engine.usage()}
+        plan = compare(pools, self._assignments(named | set(self.leases)), gangs, self.leases, time.time(), self._lease_seconds)
+        self.last_plan = plan
+        for key, drift in plan.drift.items():
+            self.metrics.drift.labels(*key).set(drift)
+        repairs = 0
+        for gang in plan.remove:
+            if self._gangs is not None:
+                with contextlib.suppress(Exception):  # already gone: nothing to repair
+                    self._gangs.remove(gang.pg_id)
+            self.metrics.repairs.labels("removed-gang").inc()
+            parsed = parse_gang_name(gang.name)
+            if parsed is not None:
+                self._observe(self.timer.stopped(parsed[0], time.time()))
+            repairs += 1
+        for name in plan.end:
+            log.warning("%s: its driver and its placement group are gone; ending it as stopped", name)
+            self._end(name, "stopped")
+            self.metrics.repairs.labels("ended-job").inc()
+            repairs += 1
+        if plan.end:
             self._commit()
-        return released
+        return repairs
+
+    def _observe(self, seen: tuple[str, float] | None) -> None:
+        if seen is not None and self.metrics is not None:
+            self.metrics.enforcement.labels(seen[0]).observe(seen[1])
 
     # ------------------------------------------------------------------ API (batched)
 
@@ -139,8 +267,12 @@ class SchedulerService:
         self._start_reconciler()
         return {"holder": engine.holder, "jobs": len(engine.jobs), "recovered_events": self.recovered_events}
 
-    async def submit(self, jobs: list[dict[str, Any]]) -> dict[str, Any]:
-        """Validate and place a batch; all-or-nothing on bad input; idempotent on retries."""
+    async def submit(self, jobs: list[dict[str, Any]], driver: bool = False) -> dict[str, Any]:
+        """Validate and place a batch; all-or-nothing on bad input; idempotent on retries.
+
+        ``driver=True``: the caller will run these jobs and renew their leases (``wait_change``);
+        a job whose driver stops calling and whose gang is gone is ended as ``stopped``.
+        """
         engine = self._ensure()
         self._start_reconciler()
         try:
@@ -152,7 +284,7 @@ class SchedulerService:
         fresh: list[Job] = []
         for job in parsed:
             rec = engine.jobs.get(job.name)
-            if rec is not None and rec.job == job and rec.state not in TERMINAL:
+            if rec is not None and rec.job == job and _live(engine, job.name):
                 continue  # a retried call after a restart: already acknowledged, do nothing twice
             fresh.append(job)
         started = time.perf_counter()
@@ -163,41 +295,100 @@ class SchedulerService:
             self.ledger.discard()
             return {"ok": False, "error": str(exc), "decisions": []}
         self._commit(started, len(fresh))
+        if driver:
+            now = time.time()
+            for job in parsed:
+                self.leases[job.name] = now
+            self._save_leases()
         await self._notify()
-        return {"ok": True, "error": None, "decisions": [engine.status(j.name).to_dict(True) for j in parsed]}
+        views = [self._view(j.name) for j in parsed]
+        return {"ok": True, "error": None, "decisions": [v["decision"] for v in views], "views": views}
+
+    async def wait_change(self, name: str, known: int, timeout: float = 5.0) -> dict[str, Any]:
+        """Long-poll: return the job's view as soon as its assignment version differs from ``known``
+        (or after ``timeout``). Each call renews the caller's lease on the job."""
+        engine = self._ensure()
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with self._changed:
+            while True:
+                self._renew(name)
+                remaining = deadline - loop.time()
+                if engine.version(name) != known or remaining <= 0:
+                    return self._view(name)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), remaining)
 
     async def wait_placed(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
         """Long-poll: return when ``name`` is no longer queued, or after ``timeout``."""
         engine = self._ensure()
-        if self._changed is None:
-            self._changed = asyncio.Condition()
-        deadline = asyncio.get_running_loop().time() + timeout
-        async with self._changed:
-            while True:
-                d = engine.status(name)
-                remaining = deadline - asyncio.get_running_loop().time()
-                if d.outcome != "queued" or remaining <= 0:
-                    return d.to_dict(True)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), remaining)
+        deadline = time.monotonic() + timeout
+        view = self._view(name)
+        while engine.status(name).outcome == "queued" and time.monotonic() < deadline:
+            view = await self.wait_change(name, view["version"], deadline - time.monotonic())
+        return dict(view["decision"])
 
-    async def bind(self, name: str, pg_id: str) -> None:
-        """A driver holds the job's placement group; its disappearance releases the job."""
+    async def bind(self, name: str, ref: str, attempt: int | None = None) -> bool:
+        """A driver holds placement ``attempt``'s gang (Ray placement group ``ref``).
+
+        False if the attempt is stale (the job moved or ended meanwhile): the caller must
+        drop that gang. Recorded in the ledger, so an actor restart knows the binding.
+        """
         engine = self._ensure()
-        engine.bind(name, pg_id)
+        self._renew(name)
+        d = engine.status(name)
+        if d.outcome != "placed" or (attempt is not None and d.attempt != attempt):
+            return False
+        try:
+            engine.bind(name, ref, d.attempt)
+        except AdmissionError:
+            return False
         self._commit()
+        return True
+
+    async def report(self, name: str, attempt: int, phase: str) -> None:
+        """The runtime's progress on a decision: ``reserved`` (the attempt's gang is granted),
+        ``running`` (its work started) or ``stopped`` (an evicted placement's work is stopped
+        and its gang removed)."""
+        self._ensure()
+        self._renew(name)
+        now = time.time()
+        if phase == "reserved":
+            self._observe(self.timer.reserved(name, attempt, now))
+        elif phase == "running":
+            self._observe(self.timer.running(name, attempt, now))
+        elif phase == "stopped":
+            self._observe(self.timer.stopped(name, now))
+
+    async def end(self, name: str, attempt: int | None, reason: str) -> dict[str, Any]:
+        """The driver is done with the job (``finished``, ``failed``, ``stopped``).
+
+        Only the placement the driver ran is ended: a report for an attempt the books have
+        already replaced (the job moved meanwhile) changes nothing. ``attempt=None`` ends
+        whatever the job holds now (the work completed, wherever the books have it).
+        """
+        engine = self._ensure()
+        d = engine.status(name)
+        ours = attempt is None or (d.outcome == "placed" and d.attempt == attempt) or (d.outcome == "queued" and reason == "stopped")
+        if ours and self._end(name, reason) is not None:
+            self._commit()
+            await self._notify()
+        self.leases.pop(name, None)
+        return self._view(name)
 
     async def release(self, name: str, reason: str = "finished") -> dict[str, Any]:
-        engine = self._ensure()
-        rec = engine.jobs.get(name)
-        if rec is None or rec.state not in (RUNNING, QUEUED):
-            return engine.status(name).to_dict()
-        d = engine.release(name, reason)
+        """End a job for good, whatever its attempt (an operator's call; drivers use ``end``)."""
+        d = self._end(name, reason)
+        if d is None:
+            return self._ensure().status(name).to_dict()
         self._commit()
         await self._notify()
         return d.to_dict()
 
     async def cancel(self, name: str) -> dict[str, Any]:
+        """``mcsched cancel``: the books end the job; its driver sees the change and stops the Ray job."""
         engine = self._ensure()
         d = engine.cancel(name)
         self._commit()
@@ -205,8 +396,13 @@ class SchedulerService:
         return d.to_dict()
 
     async def status(self, name: str | None = None) -> list[dict[str, Any]]:
+        """One job, a served model by its own name (one row per replica), or every job."""
         engine = self._ensure()
         if name is not None:
+            if name not in engine.jobs:
+                replicas = sorted((k, n) for n in engine.jobs if (k := replica_index(n, name)) is not None)
+                if replicas:
+                    return [engine.status(n).to_dict(True) for _, n in replicas]
             return [engine.status(name).to_dict(True)]
         return [d.to_dict(True) for d in engine.decisions()]
 
@@ -216,9 +412,26 @@ class SchedulerService:
         self._commit()
         await self._notify()
 
+    async def capacity(self, cloud: str, region: str, gpu_type: str, capacity: int) -> None:
+        engine = self._ensure()
+        engine.set_capacity(cloud, region, gpu_type, capacity)
+        self._commit()
+        await self._notify()
+
     async def usage(self) -> list[dict[str, Any]]:
         engine = self._ensure()
         return [_usage(u) for u in engine.usage()]
+
+    async def drift(self) -> dict[str, Any]:
+        """The last reconcile's view: drift per pool (non-zero only) and whether it was at rest."""
+        plan = self.last_plan
+        if plan is None:
+            return {"reconciled": False, "drift": {}, "at_rest": False}
+        return {
+            "reconciled": True,
+            "drift": {"/".join(k): v for k, v in plan.drift.items() if v},
+            "at_rest": plan.at_rest,
+        }
 
     async def serve_report(self, report: dict[str, Any]) -> None:
         """Serving metrics from the serve controllers and gateways (scheduler/runtime/serve/),
@@ -234,6 +447,10 @@ class SchedulerService:
         self._ensure()
         assert self.ledger is not None
         return self.ledger.verify().line()
+
+
+def _live(engine: Engine, name: str) -> bool:
+    return name in engine.jobs and engine.status(name).outcome in ("placed", "queued")
 
 
 def _usage(u: Any) -> dict[str, Any]:

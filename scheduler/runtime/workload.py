@@ -1,14 +1,18 @@
 """The work a placed job runs, inside its placement group on the chosen cloud's resources.
 
 Simulated workloads stand in for real training/inference but are honest about where they
-ran: each returns the Ray node and the resources Ray actually assigned to it, so a test can
-prove the placement was honoured by Ray and not only recorded.
+ran: each reports the Ray node and the resources Ray actually assigned to it, so a test can
+prove the placement was honoured by Ray and not only recorded. The work runs in a Ray actor
+(``Workload``) so that its driver knows when it really started (``where``) and can stop it
+at once on an eviction (``ray.kill``); a simulated workload checkpoints every
+``checkpointEvery`` steps and resumes from its last checkpoint when placed again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -51,15 +55,32 @@ def _simulate(spec: dict[str, Any], placement: dict[str, str], checkpoint_dir: P
     return {"steps": steps, "resumed_from": start, "exit_code": 0}
 
 
+def _die_with_parent() -> None:
+    """The entrypoint's shell dies with the workload's worker (killed on eviction), never orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: best effort
+        pass
+
+
 def _entrypoint(spec: dict[str, Any], placement: dict[str, str]) -> dict[str, Any]:
     env = {**os.environ, "MCSCHED_CLOUD": placement["cloud"], "MCSCHED_REGION": placement["region"], "MCSCHED_JOB": spec["name"]}
-    proc = subprocess.run(spec["entrypoint"], shell=True, env=env, stdout=sys.stdout, stderr=sys.stderr, check=False)
+    proc = subprocess.run(
+        spec["entrypoint"], shell=True, env=env, stdout=sys.stdout, stderr=sys.stderr, check=False, preexec_fn=_die_with_parent
+    )
     return {"exit_code": proc.returncode}
 
 
-@ray.remote(num_cpus=0, max_retries=0)
-def run_workload(spec: dict[str, Any], placement: dict[str, str], checkpoint_dir: str) -> dict[str, Any]:
-    """Run the job's entrypoint or simulated workload; report where Ray ran it."""
-    where = _where()
-    result = _entrypoint(spec, placement) if spec.get("entrypoint") else _simulate(spec, placement, Path(checkpoint_dir))
-    return {**result, **where}
+@ray.remote(num_cpus=0, max_restarts=0)
+class Workload:
+    """One placement's work. ``where`` answers as soon as Ray has started the worker."""
+
+    def where(self) -> dict[str, Any]:
+        return _where()
+
+    def run(self, spec: dict[str, Any], placement: dict[str, str], checkpoint_dir: str) -> dict[str, Any]:
+        """Run the job's entrypoint or simulated workload; report where Ray ran it."""
+        result = _entrypoint(spec, placement) if spec.get("entrypoint") else _simulate(spec, placement, Path(checkpoint_dir))
+        return {**result, **_where()}

@@ -67,6 +67,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Driver, st
     svc = SchedulerService(CATALOG, CONTRACT, str(tmp / "ledger.db"), port, "127.0.0.1")
     drive = Driver(svc)
     mixed_workload(drive)
+    svc.reconcile([])  # no Ray here: nothing runs, so every booked GPU is drift
     proc, url = start_prometheus(tmp / "prom", f"127.0.0.1:{port}", interval="1s")
     try:
         wait_for(lambda: _up(url), 60, 0.5, "first scrape")

@@ -56,7 +56,7 @@ def test_ray_job_submit_places_and_runs_on_the_chosen_clouds_resources(cluster: 
     assert r.returncode == 0, r.stdout + r.stderr
     assert "placed spill-32 on oci/us-ashburn-1 (32x H100, $2.90/GPU-h): azure declined: no-capacity" in r.stdout
     assert "resources mcsched_oci__us_ashburn_1__H100=8" in r.stdout  # Ray assigned that cloud's pool
-    assert "spill-32 finished; capacity released" in r.stdout
+    assert "spill-32 finished on oci/us-ashburn-1; capacity released" in r.stdout
     assert usage(cluster, "oci") == 0
 
 
@@ -114,6 +114,8 @@ def test_ray_job_stop_releases_capacity_and_the_next_queued_job_starts(cluster: 
     assert "placed api-wait on azure/eastus" in logs and "resources mcsched_azure__eastus__H100=8" in logs
     kinds = [e.kind for e in Ledger(cluster.state / "ledger.db", readonly=True).events() if getattr(e, "job", None) == "long-train"]
     assert kinds[-1] == "released"
+    last = [e for e in Ledger(cluster.state / "ledger.db", readonly=True).events() if getattr(e, "job", None) == "long-train"][-1]
+    assert last.reason == "stopped"  # `ray job stop` is recorded as such, not as finished
 
 
 def test_kill_9_during_1000_submissions_loses_and_duplicates_nothing(cluster: Cluster) -> None:

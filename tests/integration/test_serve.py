@@ -142,9 +142,11 @@ def test_bad_requests_get_4xx_and_the_next_good_request_succeeds(service: tuple[
         (b"x" * (2 << 20), 413),
     ]
     for body, status in bad:
-        code, _, raw = post(url, body)
+        code, headers, raw = post(url, body)
         err = json.loads(raw)["error"]
         assert code == status and err["message"] and err["type"] == "invalid_request_error", (body[:40], code, raw[:200])
+        # Every response says who answered: here the gateway itself, no replica and so no cloud.
+        assert (headers["x-mcsched-replica"], headers["x-mcsched-cloud"], headers["x-mcsched-region"]) == ("gateway", "none", "none")
     code, headers, _ = post(url, chat(3))
     assert code == 200 and headers["x-mcsched-cloud"] == "azure"
 
@@ -189,21 +191,41 @@ def test_a_burst_scales_up_on_azure_through_the_scheduler_and_back_down_after(cl
     assert post(url, chat(2))[0] == 200
 
 
-def test_scaling_up_on_a_full_azure_preempts_priority_0_training_which_moves(cluster: Cluster, service: tuple[str, str]) -> None:
+def test_scaling_up_on_a_full_azure_preempts_priority_0_training_which_moves(
+    cluster: Cluster, service: tuple[str, str], tmp_path: Path
+) -> None:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
     url, _ = service
-    # Azure's other 6 GPUs go to priority-0 training (books only: no Ray work holds them).
-    resp = cluster.call("submit", [job_doc("filler", gpus=6, priority=0)])
-    assert resp["decisions"][0]["cloud"] == "azure" and azure_used(cluster) == 8
-    before = set(engine_rows(cluster))
-    seen = asyncio.run(_burst(url, 8, lambda seen: bool(set(seen) - before)))
-    assert set(seen) - before, seen  # a new replica answered
-    events = list(Ledger(cluster.state / "ledger.db", readonly=True).events())
-    pre = [e for e in events if e.kind == "preempted" and e.job == "filler"]
-    assert pre and pre[0].by.startswith("chat-r") and pre[0].reason == "pinned-job"
-    assert any(e.kind == "placed" and e.job == pre[0].by and e.via == "preemption" and e.cloud == "azure" for e in events)
-    assert engine_rows(cluster)["filler"]["cloud"] == "oci"  # the training moved, through the ROFR
-    assert pre[0].by in seen  # the preempting replica answered requests from Azure
-    cluster.call("cancel", "filler")
+    client = JobSubmissionClient(cluster.info.dashboard_url)
+    # Azure's other 6 GPUs go to a real priority-0 training Ray job (its driver holds them in Ray).
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(
+        job_doc("filler", gpus=6, priority=0, workload={"steps": 2000, "stepSeconds": 0.25, "checkpointEvery": 4})
+    ))
+    sid = client.submit_job(entrypoint="python -m scheduler run train.yaml", runtime_env={"working_dir": str(tmp_path)})
+    try:
+        wait_for(lambda: "[filler] checkpoint saved at step 4" in client.get_job_logs(sid), 180, 1.0, "filler running on azure")
+        assert "on azure/eastus" in client.get_job_logs(sid) and azure_used(cluster) == 8
+        before = set(engine_rows(cluster))
+        seen = asyncio.run(_burst(url, 8, lambda seen: bool(set(seen) - before)))
+        assert set(seen) - before, seen  # a new replica answered
+        events = list(Ledger(cluster.state / "ledger.db", readonly=True).events())
+        pre = [e for e in events if e.kind == "preempted" and e.job == "filler"]
+        assert pre and pre[0].by.startswith("chat-r") and pre[0].reason == "pinned-job"
+        assert any(e.kind == "placed" and e.job == pre[0].by and e.via == "preemption" and e.cloud == "azure" for e in events)
+        assert pre[0].by in seen  # the preempting replica answered requests from Azure
+        # The training moved through the ROFR and carries on in the same Ray job, from its checkpoint.
+        assert engine_rows(cluster)["filler"]["cloud"] == "oci"
+        wait_for(lambda: "[filler] resuming from checkpoint at step" in client.get_job_logs(sid), 120, 1.0, "filler resumed on oci")
+        log = client.get_job_logs(sid)
+        assert "moved filler to oci/us-ashburn-1" in log and f"preempted by {pre[0].by}" in log
+        assert client.get_job_status(sid) == JobStatus.RUNNING
+        resumed_at = log.index("[filler] resuming from checkpoint at step")
+        assert " on oci/us-ashburn-1" in log[resumed_at:] and " on azure/" not in log[resumed_at:]
+    finally:
+        client.stop_job(sid)
+    wait_for(lambda: client.get_job_status(sid) in (JobStatus.STOPPED, JobStatus.FAILED, JobStatus.SUCCEEDED), 60, what="filler ended")
+    wait_for(lambda: engine_rows(cluster)["filler"]["outcome"] == "stopped", 60, what="filler stopped in the books")
 
 
 def test_ray_job_stop_undeploys_and_releases_every_replica_and_the_ledger_verifies(cluster: Cluster, service: tuple[str, str]) -> None:

@@ -29,6 +29,7 @@ def dead_port() -> int:
 
 
 def info_for(state: Path, gcs_port: int, **kw) -> ClusterInfo:
+    """A recorded cluster; 8265/9464 may belong to a real cluster on this machine (the quickstart's): never waited for."""
     return ClusterInfo(
         f"127.0.0.1:{gcs_port}", "http://127.0.0.1:8265", "http://127.0.0.1:9464/metrics", str(state), str(state / "ray"),
         auth_token_path=str(state / "auth_token"), **kw,

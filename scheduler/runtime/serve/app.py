@@ -54,6 +54,8 @@ REPORT_SECONDS = 2.0
 MAX_TTFT_SAMPLES = 5000
 QUIET = {"enable_access_log": False, "log_level": "WARNING"}
 NO_MODEL = "none"  # the model label of requests that name no served model
+# What the gateway answers itself (bad requests, /v1/models): no replica, so no cloud ran it.
+GATEWAY_HEADERS = {"x-mcsched-cloud": "none", "x-mcsched-region": "none", "x-mcsched-replica": "gateway"}
 PATHS: dict[str, Kind] = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
 
 
@@ -143,11 +145,13 @@ class Gateway:
             if request.method != "GET":
                 return self._error(ApiError(405, f"{request.method} is not allowed on {path} (use GET)", code="method_not_allowed"))
             served = sorted((s.model, s.job) for s in self.services.values() if s.routes)
-            return JSONResponse(models_body(served, int(time.time())))
+            return JSONResponse(models_body(served, int(time.time())), headers=GATEWAY_HEADERS)
         kind = PATHS.get(path)
         if kind is None:
             if path in ("/", "/healthz"):
-                return PlainTextResponse("mcsched gateway: POST /v1/chat/completions, POST /v1/completions, GET /v1/models\n")
+                return PlainTextResponse(
+                    "mcsched gateway: POST /v1/chat/completions, POST /v1/completions, GET /v1/models\n", headers=GATEWAY_HEADERS
+                )
             return self._error(ApiError(404, f"unknown path {path}", code="not_found"))
         if request.method != "POST":
             return self._error(ApiError(405, f"{request.method} is not allowed on {path} (use POST)", code="method_not_allowed"))
@@ -219,7 +223,7 @@ class Gateway:
 
     @staticmethod
     def _error(exc: ApiError, headers: dict[str, str] | None = None) -> Response:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers or GATEWAY_HEADERS)
 
     # ---------------------------------------------------------------- control loop
 

@@ -1,0 +1,216 @@
+"""One job's evidence in one file: its records, each with an RFC 9162 inclusion proof.
+
+``prove`` takes the job's records (and the configuration records, which name the holder)
+from the ledger, with audit paths against the latest signed checkpoint. ``check_proof``
+needs only that file and the public key: it verifies the signature, recomputes the root
+from every record's bytes and path, and re-reads the ROFR story (each placement attempt
+answered by the holder before any spill), so any altered byte fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from scheduler.errors import LedgerError
+from scheduler.ledger.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
+from scheduler.ledger.records import MalformedRecord, decode
+from scheduler.ledger.signing import Checkpoint, CheckpointFormatError, key_id, parse_checkpoint
+from scheduler.ledger.verify import connect_readonly
+
+FORMAT = "mcsched-proof/v1"
+CONFIG_KINDS = ("configured", "reconfigured")
+
+
+def prove(db: Path, job: str, since: int | None = None) -> dict[str, Any]:
+    """The proof document for ``job`` (raises LedgerError if the job or a checkpoint is missing).
+
+    With ``since`` (a size someone already holds a signed checkpoint for, e.g. a witness),
+    it also carries an RFC 9162 consistency proof that the latest checkpoint extends it.
+    """
+    conn = connect_readonly(db)
+    try:
+        row = conn.execute("SELECT body, signature FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        if row is None:
+            raise LedgerError(f"{db}: no signed checkpoint")
+        cp = parse_checkpoint(bytes(row[0]), bytes(row[1]))
+        older = None
+        if since is not None and since < cp.size:
+            got = conn.execute("SELECT body, signature FROM checkpoints WHERE size = ?", (since,)).fetchone()
+            if got is None:
+                raise LedgerError(f"{db}: no checkpoint of size {since}")
+            older = parse_checkpoint(bytes(got[0]), bytes(got[1]))
+        leaves: list[bytes] = []
+        picked: list[tuple[int, bytes]] = []
+        for seq, leaf in conn.execute("SELECT seq, leaf FROM records WHERE seq <= ? ORDER BY seq", (cp.size,)):
+            leaf = bytes(leaf)
+            leaves.append(leaf_hash(leaf))
+            if b'"job":"' + job.encode() + b'"' in leaf or (b'"kind":"configured"' in leaf or b'"kind":"reconfigured"' in leaf):
+                rec = decode(leaf)
+                if rec.get("job") == job or rec["kind"] in CONFIG_KINDS:
+                    picked.append((int(seq), leaf))
+    except (CheckpointFormatError, MalformedRecord) as exc:
+        raise LedgerError(f"{db}: run `mcsched audit verify` first ({exc})") from None
+    finally:
+        conn.close()
+    if not any(b'"kind":"submitted"' in leaf for _, leaf in picked):
+        raise LedgerError(f"{db}: no job {job!r} in the ledger")
+    tree = MerkleTree(leaves)
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "job": job,
+        "checkpoint": _cp_doc(cp),
+        "records": [
+            {"seq": seq, "record": leaf.decode("utf-8"), "inclusion": [h.hex() for h in tree.inclusion_proof(seq - 1, cp.size)]}
+            for seq, leaf in picked
+        ],
+    }
+    if older is not None:
+        proof = tree.consistency_proof(older.size, cp.size)
+        doc["consistency"] = {"from": _cp_doc(older), "proof": [h.hex() for h in proof]}
+    return doc
+
+
+def _cp_doc(cp: Checkpoint) -> dict[str, str]:
+    return {"body": cp.body().decode("ascii"), "signature": base64.b64encode(cp.signature).decode()}
+
+
+def _read_cp(cp_doc: Any, what: str) -> Checkpoint:
+    try:
+        body, sig = cp_doc["body"], cp_doc["signature"]
+        if not isinstance(body, str) or not isinstance(sig, str):
+            raise ValueError("checkpoint body and signature must be strings")
+        return parse_checkpoint(body.encode("ascii"), base64.b64decode(sig, validate=True))
+    except (KeyError, TypeError, ValueError, UnicodeError, binascii.Error) as exc:
+        raise _ProofError(f"{what} unreadable ({exc})") from None
+
+
+@dataclass(frozen=True)
+class ProofResult:
+    ok: bool
+    line: str
+
+
+def check_proof(doc: Any, public: Ed25519PublicKey) -> ProofResult:
+    """Check a proof document with nothing but the public key."""
+    try:
+        return ProofResult(True, "OK: " + _check(doc, public))
+    except _ProofError as exc:
+        return ProofResult(False, f"FAIL: {exc}")
+
+
+class _ProofError(Exception):
+    pass
+
+
+def _check(doc: Any, public: Ed25519PublicKey) -> str:
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise _ProofError(f"not an {FORMAT} document")
+    job, cp_doc, items = doc.get("job"), doc.get("checkpoint"), doc.get("records")
+    if not isinstance(job, str) or not isinstance(cp_doc, dict) or not isinstance(items, list) or not items:
+        raise _ProofError("proof needs job, checkpoint and records")
+    cp = _read_cp(cp_doc, "checkpoint")
+    if cp.key != key_id(public) or not cp.valid(public):
+        raise _ProofError(f"checkpoint signature does not verify with the public key (key {key_id(public)})")
+    extends = ""
+    if "consistency" in doc:
+        cons = doc["consistency"]
+        if not isinstance(cons, dict) or not isinstance(cons.get("proof"), list) or not all(_is_hash(h) for h in cons["proof"]):
+            raise _ProofError("consistency needs from and proof")
+        old = _read_cp(cons.get("from"), "consistency checkpoint")
+        if old.key != cp.key or old.origin != cp.origin or not old.valid(public):
+            raise _ProofError("consistency checkpoint is not signed by the same key for the same ledger")
+        if not verify_consistency(old.size, cp.size, old.root, cp.root, [bytes.fromhex(h) for h in cons["proof"]]):
+            raise _ProofError(f"the checkpoint of size {cp.size} does not extend the one of size {old.size} (history rewritten)")
+        extends = f", which extends the checkpoint of size {old.size}"
+    recs: list[dict[str, Any]] = []
+    last = 0
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise _ProofError(f"records[{i}] is not an object")
+        seq, text, path = item.get("seq"), item.get("record"), item.get("inclusion")
+        if type(seq) is not int or not isinstance(text, str) or not isinstance(path, list) or not all(_is_hash(h) for h in path):
+            raise _ProofError(f"records[{i}] needs seq, record and inclusion")
+        if seq <= last:
+            raise _ProofError(f"records[{i}]: records out of order")
+        last = seq
+        try:
+            leaf = text.encode("utf-8")
+            hashes = [bytes.fromhex(h) for h in path]
+            rec = decode(leaf)
+        except (ValueError, UnicodeError) as exc:
+            raise _ProofError(f"record {seq}: unreadable ({exc})") from None
+        if not verify_inclusion(seq - 1, cp.size, leaf_hash(leaf), hashes, cp.root):
+            raise _ProofError(f"record {seq}: not included in the signed checkpoint of size {cp.size} (altered)")
+        if rec["seq"] != seq or (rec.get("job") != job and rec["kind"] not in CONFIG_KINDS):
+            raise _ProofError(f"record {seq}: is not a record of {job}")
+        recs.append(rec)
+    return f"{job}: {len(recs)} records included in the checkpoint of size {cp.size} (key {cp.key}){extends}; " + _story(job, recs)
+
+
+def _story(job: str, recs: list[dict[str, Any]]) -> str:
+    """The ROFR story the records tell; every placement must follow the holder's answer in its attempt."""
+    holder = ""
+    answers: dict[int, tuple[str, str, str]] = {}
+    offered: set[int] = set()
+    steps: list[str] = []
+    submitted = False
+    for rec in recs:
+        kind = rec["kind"]
+        if kind in CONFIG_KINDS:
+            try:
+                holder = rec["contract"]["spec"]["rofr"]["holder"]
+            except (KeyError, TypeError):
+                raise _ProofError(f"record {rec['seq']}: contract names no holder") from None
+        elif kind == "submitted":
+            submitted = True
+        elif kind == "offered":
+            if rec["holder"] != holder:
+                raise _ProofError(f"record {rec['seq']}: offered to {rec['holder']}, but the holder is {holder}")
+            offered.add(rec["attempt"])
+        elif kind == "answered":
+            if rec["holder"] != holder:
+                raise _ProofError(f"record {rec['seq']}: answered by {rec['holder']}, but the holder is {holder}")
+            if rec["answer"] != "not-offered" and rec["attempt"] not in offered:
+                raise _ProofError(f"record {rec['seq']}: answer without an offer in attempt {rec['attempt']}")
+            answers[rec["attempt"]] = (rec["holder"], rec["answer"], rec["reason"])
+        elif kind == "placed":
+            ans = answers.get(rec["attempt"])
+            if ans is None:
+                raise _ProofError(f"record {rec['seq']}: placed on {rec['cloud']} without the holder's answer in attempt {rec['attempt']}")
+            if rec["cloud"] != holder and ans[1] == "accepted":
+                raise _ProofError(f"record {rec['seq']}: placed on {rec['cloud']} although {holder} accepted")
+            first = "not offered to" if ans[1] == "not-offered" else "offered to"
+            steps.append(
+                f"attempt {rec['attempt']}: {first} {holder} first ({ans[1]} {ans[2]}), placed on {rec['cloud']}/{rec['region']} via {rec['via']}"
+            )
+        elif kind == "queued":
+            ans = answers.get(rec["attempt"])
+            if ans is None:
+                raise _ProofError(f"record {rec['seq']}: queued without the holder's answer in attempt {rec['attempt']}")
+            steps.append(f"attempt {rec['attempt']}: offered to {holder} first ({ans[1]} {ans[2]}), queued ({rec['reason']})")
+        elif kind in ("released", "dequeued", "preempted"):
+            steps.append(f"{kind} ({rec['reason']})")
+    if not submitted:
+        raise _ProofError(f"the proof holds no submitted record of {job}")
+    return "; ".join(steps) if steps else "no decision yet"
+
+
+def _is_hash(h: Any) -> bool:
+    """Audit path entries in one form only (64 lower-case hex digits), so no byte is insignificant."""
+    return isinstance(h, str) and len(h) == 64 and all(c in "0123456789abcdef" for c in h)
+
+
+def load_proof(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except OSError as exc:
+        raise LedgerError(f"{path}: cannot read ({exc.strerror})") from None
+    except (ValueError, UnicodeError) as exc:
+        raise LedgerError(f"{path}: not a JSON proof ({exc})") from None

@@ -1,0 +1,80 @@
+"""The one byte form of a ledger record, and its strict reader.
+
+A record is canonical JSON (sorted keys, no spaces, ASCII, finite numbers) of ``seq``,
+``kind`` and every field of the event (``at`` included). Those bytes are the Merkle leaf,
+the only thing the ``records`` table stores next to its ``seq`` and the exact line that
+``audit export`` prints, so an auditor hashes what they read.
+
+The reader checks every field's type against the event schema (``scheduler/events.py``)
+before anything uses it: a malformed record is a one-line verdict, never a crash. It is
+msgspec, decoding straight into typed records generated from the event types, so
+``verify`` keeps up with 100k records/s (stdlib json plus Python type checks is ~5x slower).
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from typing import Any
+
+import msgspec
+
+from scheduler.events import EVENT_TYPES, Event, event_fields
+
+_TUPLE_FIELDS = frozenset({"quotes", "dropped", "not_used"})
+
+
+class MalformedRecord(ValueError):
+    """A record that does not decode to a well-typed event."""
+
+
+def encode(seq: int, event: Event) -> bytes:
+    """The canonical record bytes (the Merkle leaf) of ``event`` at position ``seq``."""
+    rec = event.to_record()
+    rec["kind"] = event.kind
+    rec["seq"] = seq
+    return json.dumps(rec, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _record_type(cls: type[Event]) -> type[msgspec.Struct]:
+    """A typed record (msgspec Struct) with the event's fields, ``seq`` and the ``kind`` tag."""
+    hints = typing.get_type_hints(cls)
+    fields = [(name, hints[name]) for name in event_fields(cls)] + [("seq", int)]
+    return msgspec.defstruct(
+        f"{cls.__name__}Record", fields, tag_field="kind", tag=cls.kind, forbid_unknown_fields=True, gc=False
+    )
+
+
+RECORD_TYPES: dict[str, type[msgspec.Struct]] = {kind: _record_type(cls) for kind, cls in EVENT_TYPES.items()}
+KIND_OF: dict[type[Any], str] = {t: k for k, t in RECORD_TYPES.items()}
+_ANY_RECORD: Any = typing.Union[tuple(RECORD_TYPES.values())]  # noqa: UP007 - built at run time from the event types
+_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_ANY_RECORD)
+
+
+def decode_record(leaf: bytes) -> Any:
+    """Parse and type-check one record into its typed form (attributes named like the event's fields)."""
+    try:
+        return _decoder.decode(leaf)
+    except msgspec.DecodeError as exc:
+        raise MalformedRecord(str(exc)) from None
+
+
+def decode(leaf: bytes) -> dict[str, Any]:
+    """One record as a plain dict (``seq``, ``kind``, ``at`` and the event's fields)."""
+    rec = decode_record(leaf)
+    out = msgspec.structs.asdict(rec)
+    out["kind"] = KIND_OF[type(rec)]
+    return out
+
+
+def to_event(rec: Any) -> Event:
+    """The event of a decoded record (typed or dict)."""
+    if isinstance(rec, dict):
+        kind, data = rec["kind"], {k: v for k, v in rec.items() if k not in ("kind", "seq")}
+    else:
+        kind = KIND_OF[type(rec)]
+        data = msgspec.structs.asdict(rec)
+        del data["seq"]
+    for name in _TUPLE_FIELDS & data.keys():
+        data[name] = tuple(tuple(x) for x in data[name])
+    return EVENT_TYPES[kind](**data)

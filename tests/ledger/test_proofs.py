@@ -1,0 +1,83 @@
+"""One job's proof: made from the ledger, checked without it, and no byte of it can change."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scheduler.ledger.proofs import check_proof, prove
+from scheduler.ledger.signing import load_public_key
+from tests.builders import a_job, two_clouds
+from tests.ledger.forgery import World
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[World, dict]:
+    w = World(tmp_path_factory.mktemp("proof"), two_clouds(azure_h100=8))
+    w.op(lambda e: e.submit(a_job().named("first").gpus(8).obj()))
+    w.op(lambda e: e.submit(a_job().named("spill").gpus(8).obj()))
+    w.op(lambda e: e.submit(a_job().named("api").cls("api-serving").gpus(8).priority(50).obj()))
+    w.op(lambda e: e.release("spill"))
+    w.close()
+    return w, prove(w.db, "spill")
+
+
+def test_a_proof_round_trips_and_tells_the_rofr_story(made: tuple[World, dict]) -> None:
+    w, doc = made
+    result = check_proof(json.loads(json.dumps(doc)), load_public_key(w.pub))
+    assert result.ok, result.line
+    assert result.line.startswith("OK: spill: ") and "offered to azure first (declined no-capacity), placed on oci" in result.line
+    kinds = [json.loads(r["record"])["kind"] for r in doc["records"]]
+    assert kinds[0] == "configured" and "offered" in kinds and kinds[-1] == "released"
+
+
+def test_a_proof_for_a_preempted_job_shows_every_attempt(made: tuple[World, dict]) -> None:
+    w, _ = made
+    result = check_proof(prove(w.db, "first"), load_public_key(w.pub))
+    assert result.ok and "attempt 1: offered to azure first (accepted accepted)" in result.line and "attempt 2" in result.line
+
+
+def test_another_key_and_an_unknown_job_fail(made: tuple[World, dict], tmp_path: Path) -> None:
+    from scheduler.errors import LedgerError
+    from scheduler.ledger.signing import generate_key
+
+    w, doc = made
+    other = generate_key(tmp_path / "o.key").public_key()
+    assert not check_proof(doc, other).ok
+    with pytest.raises(LedgerError, match="no job"):
+        prove(w.db, "nobody")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_altered_byte_fails(made: tuple[World, dict], data: st.DataObject) -> None:
+    w, doc = made
+    raw = json.dumps(doc).encode()
+    # change one byte inside a value that matters: a record, a path hash, the checkpoint or its signature
+    i = data.draw(st.integers(0, len(raw) - 1))
+    new = data.draw(st.integers(0, 255).filter(lambda b: b != raw[i]))
+    forged = raw[:i] + bytes([new]) + raw[i + 1 :]
+    try:
+        parsed = json.loads(forged)
+    except ValueError:
+        return  # not JSON any more: the CLI says so (test_cli_check_proof_never_tracebacks)
+    if parsed == doc:
+        return  # the byte was insignificant JSON whitespace or an equivalent escape
+    result = check_proof(parsed, load_public_key(w.pub))
+    assert not result.ok and result.line.startswith("FAIL: "), (i, forged[max(0, i - 30) : i + 30])
+
+
+def test_a_consistency_proof_ties_an_older_checkpoint_to_the_latest(made: tuple[World, dict]) -> None:
+    import sqlite3
+
+    w, _ = made
+    sizes = [r[0] for r in sqlite3.connect(w.db).execute("SELECT size FROM checkpoints ORDER BY size")]
+    doc = prove(w.db, "spill", since=sizes[1])
+    result = check_proof(doc, load_public_key(w.pub))
+    assert result.ok and f"extends the checkpoint of size {sizes[1]}" in result.line, result.line
+    doc["consistency"]["proof"][0] = "00" * 32
+    assert "does not extend" in check_proof(doc, load_public_key(w.pub)).line
