@@ -440,10 +440,11 @@ def _definitions() -> list[str]:
 
 def _footer(ledgers: list[str]) -> list[str]:
     return [
-        "The full figures are in [summary.json](summary.json); the ledger"
-        + ("s are " if len(ledgers) > 1 else " is ")
+        "The full figures are in [summary.json](summary.json). Every decision is in the signed ledger"
+        + ("s " if len(ledgers) > 1 else " ")
         + ", ".join(f"`{x}`" for x in ledgers)
-        + " (`mcsched audit verify --db ...`).",
+        + " (Ed25519 checkpoints with `$MCSCHED_HOME/ledger-signing.key`, witnessed in `$MCSCHED_HOME/witness.jsonl`): "
+        "`mcsched audit verify --db <ledger>` re-checks it and the contract (the `cheapest` baseline fails the contract by design).",
         "",
     ]
 

@@ -68,7 +68,8 @@ def test_simulate_writes_a_report_a_planner_reads(inputs: dict[str, str], capsys
         assert (o / png).read_bytes()[:8] == PNG and f"]({png})" in report
     for rule in ("arrival and duration columns read as seconds", "class api-serving -> api-serving", "class priorities api-serving=100"):
         assert rule in report
-    assert Ledger(o / "ledger.db", readonly=True).verify().ok
+    verified = Ledger(o / "ledger.db", readonly=True).verify()
+    assert verified.ok and "signed checkpoints" in verified.line() and "witnessed up to" in verified.line()  # the simulator's ledger signs too
 
 
 def test_one_command_compares_policies_side_by_side(inputs: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
