@@ -363,12 +363,14 @@ class Engine:
         b.up = ev.up
         b.extra_latency_seconds = max(ev.latency_seconds - b.latency_seconds, 0.0)
         self._holder_responsive = responsive(self.backends[self.holder], self.window)
+        self._res_dirty.update(self.inventory.by_type)  # which pools can be reserved may have changed
 
     def _on_capacity_changed(self, ev: CapacityChanged) -> None:
         pool = self.inventory.pools[(ev.cloud, ev.region, ev.gpu_type)]
         pool.capacity = ev.capacity
         self._pool_version[pool.key] += 1
         self._max_free.pop(ev.gpu_type, None)
+        self._res_dirty.add(ev.gpu_type)
 
     def _on_reserved(self, ev: Reserved) -> None:
         rec = self.jobs[ev.job]
@@ -772,9 +774,11 @@ class Engine:
     def _reservation_pool(self, rec: JobRecord, now: float) -> tuple[Pool, float] | None:
         job = rec.job
         cand = self._cand(rec)
-        keep = 0.0 if job.cls == API_CLASS else self.backends[self.holder].rules.reserveForApiServingFraction
+        rules = self.backends[self.holder].rules
+        keep = 0.0 if job.cls == API_CLASS else rules.reserveForApiServingFraction
         best: tuple[tuple[float, int, int], Pool, float] | None = None
-        holder_pools = cand.holder_pools if self.gate and self.backends[self.holder].up else ()
+        declines = job.gpu_type in rules.declineGpuTypes or (rules.maxGangGpus is not None and job.gpus > rules.maxGangGpus)
+        holder_pools = cand.holder_pools if self.gate and self.backends[self.holder].up and not declines else ()
         for rank, pools in ((0, holder_pools), (1, tuple(p for c, ps in cand.others if self.backends[c].up for p in ps))):
             for pool in pools:
                 start = self._start_on(job, pool, keep if rank == 0 else 0.0, now)

@@ -176,18 +176,18 @@ class JobRules:
         self.regions = {r.name for b in catalog.spec.backends for r in b.regions}
         self.gpu_types = {t for b in catalog.spec.backends for r in b.regions for t in r.gpus}
         self.gpu_types_list = ", ".join(sorted(self.gpu_types))
-        self._largest: dict[tuple[Any, ...], tuple[int, list[str]]] = {}
+        self._largest: dict[tuple[Any, ...], tuple[int, list[str], dict[str, int]]] = {}
 
     def largest_pool(
         self, cls: str, clouds: Sequence[str] | None, regions: Sequence[str] | None, jurisdiction: str | None, gpu_type: str
-    ) -> tuple[int, list[str]]:
-        """(GPUs of the largest allowed pool of ``gpu_type``, the allowed clouds) for these constraints."""
+    ) -> tuple[int, list[str], dict[str, int]]:
+        """(GPUs of the largest allowed pool of ``gpu_type``, the allowed clouds, the largest per cloud)."""
         key = (cls, tuple(clouds or ()), tuple(regions or ()), jurisdiction, gpu_type)
         hit = self._largest.get(key)
         if hit is None:
             pins = self.pins.get(cls)
             allowed = set(pins if pins is not None else self.known) & set(clouds or self.known)
-            best = 0
+            per_cloud: dict[str, int] = {}
             for b in self.catalog.spec.backends:
                 if b.name not in allowed:
                     continue
@@ -196,8 +196,8 @@ class JobRules:
                         continue
                     if jurisdiction and r.jurisdiction != jurisdiction:
                         continue
-                    best = max(best, r.gpus.get(gpu_type, 0))
-            hit = self._largest[key] = (best, sorted(allowed))
+                    per_cloud[b.name] = max(per_cloud.get(b.name, 0), r.gpus.get(gpu_type, 0))
+            hit = self._largest[key] = (max(per_cloud.values(), default=0), sorted(allowed), per_cloud)
         return hit
 
 
@@ -230,24 +230,27 @@ def check_job(
         err(("spec", "gpuType"), f"unknown GPU type {s.gpuType!r} (catalog has {r.gpu_types_list})")
     if errors:
         return errors
-    best, allowed = r.largest_pool(s.class_, s.clouds, s.regions, s.jurisdiction, s.gpuType)
+    best, allowed, per_cloud = r.largest_pool(s.class_, s.clouds, s.regions, s.jurisdiction, s.gpuType)
+    gang = s.serve.gpusPerReplica if s.serve is not None else s.gpus
+    hosts = [cloud for cloud, most in per_cloud.items() if most >= gang]
     if best == 0:
         err(("spec",), f"no allowed cloud/region offers {s.gpuType} under these constraints (clouds {', '.join(allowed)})")
     elif s.serve is not None and s.serve.gpusPerReplica > best:  # each replica is its own placement
         err(("spec", "serve", "gpusPerReplica"), f"{s.serve.gpusPerReplica} GPUs can never fit: the largest allowed {s.gpuType} pool has {best}")
     elif s.serve is None and s.gpus > best:
         err(("spec", "gpus"), f"{s.gpus} GPUs can never fit: the largest allowed {s.gpuType} pool has {best}")
-    elif allowed == [r.holder]:
+    elif hosts == [r.holder]:
         never = _holder_never_accepts(job, catalog, r.holder)
         if never:
-            err(never[0], f"{s.class_} jobs run on {r.holder} only, and {r.holder} never accepts this job: {never[1]}")
+            only = f"{s.class_} jobs run on {r.holder} only" if allowed == [r.holder] else f"only {r.holder} could ever host it"
+            err(never[0], f"{only}, and {r.holder} never accepts this job: {never[1]}")
     if s.serve is not None and len(f"{job.metadata.name}-r{s.serve.replicas.max}") > 63:
         err(("metadata", "name"), f"too long for a served model: replica jobs are named {job.metadata.name}-r<k> (at most 63 characters)")
     return errors
 
 
 def _holder_never_accepts(job: JobDoc, catalog: CloudCatalog, holder: str) -> tuple[tuple[str | int, ...], str] | None:
-    """A job only the holder may run that the holder's own rules always decline (field, why)."""
+    """A job only the holder can run that the holder's own rules always decline (field, why)."""
     s = job.spec
     backend = catalog.backend(holder)
     if backend is None:

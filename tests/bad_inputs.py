@@ -138,6 +138,7 @@ def _cases() -> list[BadCase]:
     job("serve-unknown-field", _y(served(autoscaler="ray")), "unknown field")
     # api-serving jobs the holder can never accept are refused, not queued forever
     job("api-declined-gpu-type", _y(_job(**{"class": "api-serving", "gpuType": "MI300X"})), "never accepts")
+    job("only-holder-declines", _y(_job(gpuType="MI300X", regions=["southcentralus"])), "only azure could ever host it")
     job("api-larger-than-azure", _y(_job(**{"class": "api-serving", "gpus": 1024})), "can never fit")
     job("api-larger-than-region", _y(_job(**{"class": "api-serving", "gpus": 128, "regions": ["japaneast"]})), "can never fit")
     # --- structure

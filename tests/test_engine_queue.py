@@ -162,8 +162,11 @@ def test_an_api_job_the_holder_can_never_accept_is_refused_not_queued_forever() 
     with pytest.raises(AdmissionError, match="largest"):
         engine.submit(a_job().named("c").cls("api-serving").gpus(32).regions("westus").obj())
     assert len(events) == before
-    # A movable job of the same shape is fine: the holder declines it and it spills.
+    # A movable job of the same shape is fine: the holder declines it and it spills ...
     assert engine.submit(a_job().named("d").gpus(48).obj()).cloud == "oci"
+    # ... unless no other cloud could ever host it either.
+    with pytest.raises(AdmissionError, match="only azure could ever host it"):
+        engine.submit(a_job().named("e").sku("H200").gpus(8).regions("eastus").obj())
 
 
 def test_a_lapse_is_reported_as_a_lapse_for_pinned_jobs() -> None:

@@ -90,12 +90,11 @@ def admit(
         else:
             others.append((cloud, tuple(p for p in fit if p.ceiling >= job.gpus)))
     pinned = pinned_to is not None
-    if holder is not None and not holder_skip and pinned and not others:
+    if holder is not None and not holder_skip and not others:
         never = _holder_never_accepts(job, holder_pools, backends[holder])
         if never:
-            raise AdmissionError(
-                f"{job.name}: {job.cls} jobs run on {holder} only, and {holder} never accepts this job: {never}"
-            )
+            only = f"{job.cls} jobs run on {holder} only" if pinned else f"only {holder} could ever host it"
+            raise AdmissionError(f"{job.name}: {only}, and {holder} never accepts this job: {never}")
     if not others and (not holder_pools or max(p.ceiling for p in holder_pools) < job.gpus):
         why = "; ".join(f"{c}: {w}" for c, w in ([(holder, holder_skip)] if holder_skip else []) + excluded)
         raise AdmissionError(f"{job.name}: no allowed cloud can ever host {job.gpus}x {job.gpu_type} ({why or 'no pool large enough'})")
