@@ -441,9 +441,12 @@ class InvariantChecker:
         spec = rec.spec
         if type(spec) is not dict:
             raise _Bad("malformed-record", "submitted spec must be an object")
-        for key, top in (("name", "job"), ("cls", "cls"), ("gpus", "gpus"), ("gpu_type", "gpu_type"), ("priority", "priority")):
-            if spec.get(key) != getattr(rec, top) or type(spec.get(key)) is not type(getattr(rec, top)):
-                raise _Bad("malformed-record", f"submitted {top}={getattr(rec, top)!r} disagrees with spec.{key}={spec.get(key)!r}")
+        get = spec.get
+        for key, top, value in (("name", "job", name), ("cls", "cls", rec.cls), ("gpus", "gpus", rec.gpus),
+                                ("gpu_type", "gpu_type", rec.gpu_type), ("priority", "priority", rec.priority)):
+            found = get(key)
+            if found != value or type(found) is not type(value):
+                raise _Bad("malformed-record", f"submitted {top}={value!r} disagrees with spec.{key}={found!r}")
         if rec.cls not in JOB_CLASSES:
             raise _Bad("malformed-record", f"unknown job class {rec.cls!r}")
         if not 1 <= rec.gpus <= MAX_GANG_GPUS:

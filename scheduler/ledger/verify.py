@@ -29,7 +29,7 @@ from scheduler.ledger.signing import NO_PREV, Checkpoint, default_public_key_pat
 from scheduler.ledger.witness import read_witness
 
 HOLD_BACK = 65_536  # records checked before their checkpoint when an operation is huge (memory bound)
-BATCH = 8192  # records per fetchmany
+BATCH = 4096  # records per fetchmany
 EXPECTED_COLUMNS = {b"records": ["seq", "leaf"], b"checkpoints": ["size", "body", "signature"]}
 
 
