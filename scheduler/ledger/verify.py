@@ -213,8 +213,6 @@ def _verify(
             for k, leaf in enumerate(leaves, n + 1):
                 if type(leaf) is not bytes:
                     raise _Fail(k, "record is not a byte string")
-        if require_signed and n + m > last:
-            raise _Fail(max(n, last) + 1, f"not covered by any signed checkpoint (the last one covers {last} records): inserted or appended")
         hashes = [sha(b"\x00" + leaf).digest() for leaf in leaves]
         pos = 0
         while j < len(needs) and needs[j] <= n + m:
@@ -238,6 +236,8 @@ def _verify(
                     )
                 count[0] = size
                 checked = _check(checked, pending, checker, last)
+        if require_signed and n + m > last:  # every checkpoint up to here verified: what follows is unsigned
+            raise _Fail(max(n, last) + 1, f"not covered by any signed checkpoint (the last one covers {last} records): inserted or appended")
         tree.extend(hashes[pos:])
         pending += leaves[pos:]
         n += m
