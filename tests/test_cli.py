@@ -221,3 +221,17 @@ def test_plan_places_a_served_model_as_its_minimum_replicas(tmp_path: Path, caps
     assert code == 0, err
     rows = json.loads(out)
     assert [(r["job"], r["gpus"], r["cloud"]) for r in rows] == [("chat-r1", 8, "azure"), ("chat-r2", 8, "azure")]
+
+
+def test_an_unknown_job_from_the_actor_says_why_it_may_not_be_known_yet() -> None:
+    """`mcsched status JOB` right after `mcsched submit` (the README's order) meets a job whose
+    driver has not started: the one line says so, and keeps the unknown-job exit code."""
+    from scheduler.cli.app import UNKNOWN_JOB_HINT, remote_error
+    from scheduler.errors import MCSchedError, UnknownJobError
+
+    e = remote_error(UnknownJobError("unknown job 'gpt-pretrain'"), RuntimeError("ray wrapper\ntraceback"))
+    assert isinstance(e, UnknownJobError) and e.exit_code == 2
+    assert str(e) == f"unknown job 'gpt-pretrain': {UNKNOWN_JOB_HINT}" and "\n" not in str(e)
+    other = remote_error(ValueError("bad fault\nmore"), RuntimeError("wrapper"))
+    assert type(other) is MCSchedError and str(other) == "bad fault"
+    assert str(remote_error(None, RuntimeError("actor died\ntraceback"))) == "actor died"
