@@ -235,3 +235,25 @@ def test_an_unknown_job_from_the_actor_says_why_it_may_not_be_known_yet() -> Non
     other = remote_error(ValueError("bad fault\nmore"), RuntimeError("wrapper"))
     assert type(other) is MCSchedError and str(other) == "bad fault"
     assert str(remote_error(None, RuntimeError("actor died\ntraceback"))) == "actor died"
+
+
+def test_status_history_is_timed_from_the_jobs_first_step() -> None:
+    """The live scheduler's clock is the epoch: `status --explain` showed `t=1796228857s placed ...`.
+    Steps read as seconds since the job's first one (plan's clock starts at 0: unchanged there)."""
+    from rich.console import Console
+
+    from scheduler.decision import Decision
+    from scheduler.render import decisions_table
+
+    epoch = 1_796_228_857.0
+    d = Decision(job="pretrain-jp", cls="training", outcome="cancelled", gpu_type="H100", gpus=48, holder="azure",
+                 rofr_answer="accepted", rofr_reason="accepted", cloud="azure", region="japaneast", price=3.4,
+                 history=((epoch, "placed", "azure", "japaneast", "rofr-accepted"),
+                          (epoch + 16, "evicted", "azure", "japaneast", "preempted by api-jp"),
+                          (epoch + 58.4, "ended", "azure", "japaneast", "cancelled")))
+    console = Console(width=400, record=True)
+    console.print(decisions_table([d], explain=True))
+    text = console.export_text()
+    assert "t=0s placed azure/japaneast (rofr-accepted)" in text
+    assert "t=16s evicted azure/japaneast (preempted by api-jp)" in text and "t=58s ended" in text
+    assert "1796228" not in text
