@@ -146,14 +146,14 @@ class Recorder:
         count = self._count
 
         if self.check:
-            check = self.checker.feed_record
+            check = self.checker.check
 
             def on_event_checked(ev: Event) -> None:
                 count[0] += 1
                 handler = get(ev.__class__)
                 if handler is not None:
                     handler(ev)
-                check(0, ev.kind, ev)  # what ``checker.feed`` does, one call fewer
+                check(0, ev.kind, ev)  # ``checker.feed`` without its list per event
 
             return on_event_checked
 
