@@ -321,7 +321,7 @@ def _wait_rows(s: dict[str, Any]) -> list[list[str]]:
 
 def _util_rows(s: dict[str, Any]) -> list[list[str]]:
     return [
-        [cloud, gpu_type, f"{u['busySpan']:.1%}", f"{u['peak']:.1%}", f"{u['gpuHoursHeld']:,.0f}"]
+        [cloud, gpu_type, f"{u['busySpan']:.1%}", f"{u['peak']:.1%}", fmt_seconds(u["hoursNearFull"] * 3600), f"{u['gpuHoursHeld']:,.0f}"]
         for cloud, types in s["utilisation"].items()
         for gpu_type, u in types.items()
     ]
@@ -343,7 +343,7 @@ def policy_section(s: dict[str, Any], images: list[str], prefix: str = "") -> li
     ]
     lines += _table(["class", "started", "p50", "p95", "p99", "max", "waits after an eviction", "censored (never started)"], _wait_rows(s))
     lines += ["", f"### Utilisation over the busy span ({s['busySpan']['label']}), GPU types the trace asks for", ""]
-    lines += _table(["cloud", "GPU type", "mean", "peak (sampled)", "GPU-h held"], _util_rows(s)) if s["utilisation"] else ["(nothing ran)"]
+    lines += _table(["cloud", "GPU type", "mean", "peak", "time >= 95% held", "GPU-h held"], _util_rows(s)) if s["utilisation"] else ["(nothing ran)"]
     reasons = s["rofr"]["declineAndLapseReasons"]
     violations = s["contractViolations"]
     lines += [
@@ -431,7 +431,8 @@ def _definitions() -> list[str]:
         "- Served GPU-hours are work done; unserved = requested - served (never placed, unplaceable, or a serving replica that started late).",
         "- Waits run from submission, or from an eviction, to the start of work. Censored waits are jobs that never started, "
         "measured to the end of the run or of their demand.",
-        "- Utilisation = GPUs held / capacity, over the busy span (first placement to last release), GPU types the trace asks for only.",
+        "- Utilisation = GPUs held / capacity, over the busy span (first placement to last release), GPU types the trace asks for only; "
+        "its peak is exact, and the time near full counts every second with >= 95% of the capacity held.",
         "",
         "</details>",
         "",
