@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import heapq
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -231,19 +232,22 @@ class Recorder:
     def _placed(self, ev: Placed) -> None:
         tr = self.tracks[ev.job]
         now = ev.at
-        self._unqueue(tr)
+        cloud = ev.cloud
+        gpus = ev.gpus
+        if tr.queued:
+            self._unqueue(tr)
         tr.running = tr.ever_placed = True
         tr.attempt = ev.attempt
-        tr.start = now + tr.latency + self.startup[ev.cloud]
-        tr.rate = ev.price * ev.gpus
-        self.placements[ev.cloud] += 1
-        self._alloc((ev.cloud, ev.region, ev.gpu_type), ev.gpus, now)
-        self.running_gpus[(tr.cls, ev.cloud)] += ev.gpus
-        self.rate[ev.cloud] += tr.rate
+        tr.start = start = now + tr.latency + self.startup[cloud]
+        tr.rate = rate = ev.price * gpus
+        self.placements[cloud] += 1
+        self._alloc((cloud, ev.region, ev.gpu_type), gpus, now)
+        self.running_gpus[(tr.cls, cloud)] += gpus
+        self.rate[cloud] += rate
         if self.first_alloc is None:
             self.first_alloc = now
         if tr.end_at is None:
-            self.schedule_finish(ev.job, tr.start + tr.remaining, ev.attempt)
+            self.schedule_finish(ev.job, start + tr.remaining, ev.attempt)
 
     def _queued(self, ev: Queued) -> None:
         tr = self.tracks[ev.job]
@@ -404,15 +408,17 @@ class Simulation:
         priorities = self.priorities
         n_events = self.sim_events
         pop, post, end = heapq.heappop, engine.post, engine.end
+        next_arrival = arrivals[0].arrival if n_arr else math.inf
         while i < n_arr or heap:
             # 1. the next event: an arrival, unless a heap event comes first (ties: heap first)
-            if heap and (i >= n_arr or heap[0][0] <= arrivals[i].arrival):
+            if heap and heap[0][0] <= next_arrival:
                 t, kind, _, data = pop(heap)
                 tj = None
             else:
                 tj = arrivals[i]
                 t, kind, data = tj.arrival, -1, None
                 i += 1
+                next_arrival = arrivals[i].arrival if i < n_arr else math.inf
             # 2. sample the state just before this instant
             while t >= next_sample:
                 self._sample(next_sample)
