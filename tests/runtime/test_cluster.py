@@ -113,3 +113,46 @@ def test_ports(tmp_path: Path) -> None:
     assert wait_ports_free([busy], timeout=5) == []
     start = free_port_block(20)
     assert all(port_free(p) for p in range(start, start + 20))
+
+
+class _FakeJobs:
+    """A Jobs API that has just started: the first probe lands but asking for its status fails."""
+
+    def __init__(self) -> None:
+        from ray.job_submission import JobStatus
+
+        self.status = JobStatus
+        self.jobs: dict[str, JobStatus] = {"user-job": JobStatus.SUCCEEDED}
+        self.status_calls = 0
+
+    def submit_job(self, entrypoint: str, submission_id: str) -> str:
+        self.jobs[submission_id] = self.status.FAILED if not self.status_calls else self.status.SUCCEEDED
+        return submission_id
+
+    def get_job_status(self, sid: str) -> object:
+        self.status_calls += 1
+        if self.status_calls == 1:
+            raise ConnectionError("No available agent to submit job")
+        return self.jobs[sid]
+
+    def list_jobs(self) -> list[object]:
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(submission_id=sid, status=st) for sid, st in self.jobs.items()]
+
+    def delete_job(self, sid: str) -> bool:
+        del self.jobs[sid]
+        return True
+
+
+def test_up_leaves_no_readiness_probe_in_the_users_job_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ray job list` after `mcsched up` showed a FAILED `mcsched-ready-...` job: a probe retried
+    while the Jobs API was starting was never deleted. Every probe goes; the user's jobs stay."""
+    import scheduler.runtime.cluster as cluster
+
+    fake = _FakeJobs()
+    monkeypatch.setattr(cluster, "jobs_client", lambda url: fake)
+    monkeypatch.setattr(cluster.time, "sleep", lambda s: None)
+    cluster.wait_jobs_api("http://127.0.0.1:1", timeout=30)
+    assert fake.status_calls >= 2  # the first probe's status failed: a second probe was submitted
+    assert list(fake.jobs) == ["user-job"]
