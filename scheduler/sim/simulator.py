@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import heapq
+import itertools
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -78,6 +79,7 @@ class Sample:
     answers: dict[tuple[str, str], int]  # (declined|lapsed, reason) -> cumulative count
 
 
+_REFUSALS = frozenset({"declined", "lapsed"})  # the holder's answers counted by reason
 NEAR_FULL = 0.95  # a (cloud, GPU type) at or above this share held counts as near full
 
 
@@ -220,7 +222,7 @@ class Recorder:
         tr = self.tracks.get(ev.job)
         if tr is not None:
             tr.latency = min(ev.response_seconds, self.window)
-        if ev.answer in ("declined", "lapsed"):
+        if ev.answer in _REFUSALS:
             self.answers[(ev.answer, ev.reason)] += 1
 
     def _unqueue(self, tr: Track) -> None:
@@ -323,14 +325,20 @@ class Simulation:
         self.holder = contract.holder
         self.priorities = {**DEFAULT_CLASS_PRIORITIES, **(class_priorities or {})}
         self.heap: list[tuple[float, int, int, Any]] = []
-        self._seq = 0
+        self._seq = itertools.count(1)  # ties at one instant and kind keep their order of scheduling
         self.arrivals: list[TraceJob] = []
         pools = {(b.name, r.name, t): n for b in catalog.spec.backends for r in b.regions for t, n in r.gpus.items()}
+        heap, seq, push = self.heap, self._seq, heapq.heappush
+
+        def schedule_finish(job: str, at: float, attempt: int) -> None:
+            """The recorder calls this at every placement: one call, straight onto the heap."""
+            push(heap, (at, FINISH, next(seq), (job, attempt)))
+
         self.rec = Recorder(
             contract.spec.rofr.windowSeconds,
             {b.name: b.startupSeconds for b in catalog.spec.backends},
             pools,
-            self._schedule_finish,
+            schedule_finish,
             check,
         )
         for sink in sinks:
@@ -345,11 +353,7 @@ class Simulation:
         self.end = 0.0
 
     def _push(self, t: float, kind: int, data: Any) -> None:
-        self._seq += 1
-        heapq.heappush(self.heap, (t, kind, self._seq, data))
-
-    def _schedule_finish(self, job: str, at: float, attempt: int) -> None:
-        self._push(at, FINISH, (job, attempt))
+        heapq.heappush(self.heap, (t, kind, next(self._seq), data))
 
     # ------------------------------------------------------------------ inputs
 
