@@ -120,23 +120,30 @@ def _empty(ax: Any, text: str) -> None:
 
 
 def plot_utilisation(view: RunView, out: Path) -> str:
-    """Per GPU type the trace asks for: GPUs held vs capacity (dashed) per cloud, then utilisation %."""
+    """Per GPU type the trace asks for: GPUs held vs capacity (dashed) per cloud, then utilisation %.
+
+    Each point is the peak since the previous sample (exact, not an instant's reading), so a
+    saturation shorter than the sampling step still reaches its height.
+    """
     plt, xs, xlabel = _begin(view)
     types = sorted(view.gpu_types)
     colours = cloud_colours(view.clouds)
+    step = fmt_seconds(view.samples[-1].t / max(len(view.samples) - 1, 1)) if view.samples else "0 s"
     fig, axes = plt.subplots(2, len(types), figsize=(10 * max(1, len(types)) ** 0.5 + 1, 7), dpi=100, squeeze=False, sharex=True)
     for j, gpu_type in enumerate(types):
         top, bottom = axes[0][j], axes[1][j]
         for cloud in view.clouds:
-            cap = [s.cap.get((cloud, gpu_type), 0) for s in view.samples]
+            key = (cloud, gpu_type)
+            cap = [s.cap.get(key, 0) for s in view.samples]
             if not any(cap):
                 continue
-            held = [s.alloc.get((cloud, gpu_type), 0) for s in view.samples]
+            held = [s.peak_alloc.get(key, s.alloc.get(key, 0)) for s in view.samples]
+            share = [100 * min(s.peak_share.get(key, 0.0), 1.0) for s in view.samples]
             top.plot(xs, held, color=colours[cloud], linewidth=1.4, label=cloud)
             top.plot(xs, cap, color=colours[cloud], linewidth=1, linestyle="--", alpha=0.7)
-            bottom.plot(xs, [100 * h / c if c else 0 for h, c in zip(held, cap, strict=True)], color=colours[cloud], linewidth=1.4, label=cloud)
-        _frame(top, view, f"{gpu_type} GPUs held (solid) and capacity (dashed)", "GPUs")
-        _frame(bottom, view, f"{gpu_type} utilisation per cloud", "% of capacity held", xlabel)
+            bottom.plot(xs, share, color=colours[cloud], linewidth=1.4, label=cloud)
+        _frame(top, view, f"{gpu_type} GPUs held (solid; peak within each ~{step} step) and capacity (dashed)", "GPUs")
+        _frame(bottom, view, f"{gpu_type} utilisation per cloud (peak within each ~{step} step)", "% of capacity held", xlabel)
         bottom.set_ylim(0, 105)
         top.legend(loc="upper left", fontsize=7, ncol=3)
     fig.suptitle(view.title)

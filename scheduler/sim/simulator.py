@@ -77,6 +77,10 @@ class Sample:
     running_gpus: dict[tuple[str, str], int]  # (class, cloud) -> GPUs held
     cost_rate: dict[str, float]  # cloud -> USD/h being accrued
     answers: dict[tuple[str, str], int]  # (declined|lapsed, reason) -> cumulative count
+    # (cloud, gpu type) -> the most GPUs held, and the highest share of capacity held, at any
+    # moment since the previous sample: a saturation shorter than the sampling step still shows
+    peak_alloc: dict[tuple[str, str], int] = field(default_factory=dict)
+    peak_share: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 _REFUSALS = frozenset({"declined", "lapsed"})  # the holder's answers counted by reason
@@ -84,7 +88,11 @@ NEAR_FULL = 0.95  # a (cloud, GPU type) at or above this share held counts as ne
 
 
 def _retype(agg: list[float], d_held: int, d_cap: int, now: float) -> None:
-    """Move one (cloud, GPU type) aggregate to ``now``: time near full so far, then the change, then the peak."""
+    """Move one (cloud, GPU type) aggregate to ``now``: time near full so far, then the change, then the peaks.
+
+    ``agg``: [held, capacity, last change, seconds near full, peak share; since the last
+    sample: most held, highest share].
+    """
     held, cap = agg[0], agg[1]
     if cap > 0 and held >= NEAR_FULL * cap:
         agg[3] += now - agg[2]
@@ -92,8 +100,13 @@ def _retype(agg: list[float], d_held: int, d_cap: int, now: float) -> None:
     held += d_held
     cap += d_cap
     agg[0], agg[1] = held, cap
-    if cap > 0 and held > agg[4] * cap:
-        agg[4] = held / cap
+    if held > agg[5]:
+        agg[5] = held
+    if cap > 0 and held > agg[6] * cap:
+        share = held / cap
+        agg[6] = share
+        if share > agg[4]:
+            agg[4] = share
 
 
 def _per_class() -> dict[str, float]:
@@ -143,7 +156,7 @@ class Recorder:
         for key, cap in self.pools.items():
             self.pool_state[key] = [0, cap, 0.0, 0.0]
             self.cap_history[key] = [(0.0, cap)]
-            agg = self.type_state.setdefault((key[0], key[2]), [0, 0, 0.0, 0.0, 0.0])
+            agg = self.type_state.setdefault((key[0], key[2]), [0, 0, 0.0, 0.0, 0.0, 0, 0.0])
             agg[1] += cap
             self._type_of[key] = agg
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
@@ -484,6 +497,14 @@ class Simulation:
         for (cloud, _region, gpu_type), st in rec.pool_state.items():
             alloc[(cloud, gpu_type)] += int(st[0])
             cap[(cloud, gpu_type)] += int(st[1])
+        peak_alloc: dict[tuple[str, str], int] = {}
+        peak_share: dict[tuple[str, str], float] = {}
+        for key, agg in rec.type_state.items():
+            held, size = agg[0], agg[1]
+            peak_alloc[key] = int(agg[5])
+            peak_share[key] = agg[6]
+            agg[5] = held  # the next interval starts from what is held now
+            agg[6] = held / size if size > 0 else 0.0
         self.samples.append(
             Sample(
                 t,
@@ -494,5 +515,7 @@ class Simulation:
                 {k: v for k, v in rec.running_gpus.items() if v},
                 dict(rec.rate),
                 dict(rec.answers),
+                peak_alloc,
+                peak_share,
             )
         )

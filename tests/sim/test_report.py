@@ -98,3 +98,17 @@ def test_queued_work_is_drawn_per_class(figures: dict[str, Any], tmp_path: Path)
     assert "nothing queued" not in texts(figures["queue.png"])
     classes = texts(figures["classes.png"])
     assert "api-serving: GPUs held by cloud, and queued" in classes and "training" not in classes
+
+
+def test_a_saturation_shorter_than_the_sampling_step_still_reaches_full_height(figures: dict[str, Any], tmp_path: Path) -> None:
+    # azure 8 H100: a holds all 8 from 0 to 1,122 (100% for ~19 min); long holds 1 of 8 from
+    # 2,000 for 100 days. 50 samples over ~100 days: one every ~2 days, so no instant sample
+    # falls inside a's 1,122 s (at 0 nothing is placed yet; at ~2 days only long runs: 12.5%).
+    view = view_of([TraceJob("a", 0, 8, 1000, "training"), TraceJob("long", 2000, 1, 100 * 86400, "training")])
+    assert max(s.alloc.get(("azure", "H100"), 0) for s in view.samples) == 1  # what instant readings would plot
+    report.plots(view, tmp_path)
+    util = figures["utilisation.png"]
+    held = max(y for line in util.axes[0].get_lines() if line.get_label() == "azure" for y in line.get_ydata())
+    pct = max(y for line in util.axes[1].get_lines() if line.get_label() == "azure" for y in line.get_ydata())
+    assert (held, pct) == (8, 100.0)
+    assert "peak within each ~47.1 h step" in texts(util)  # 8,642,122 s over 51 intervals
