@@ -81,6 +81,7 @@ class Sample:
     # moment since the previous sample: a saturation shorter than the sampling step still shows
     peak_alloc: dict[tuple[str, str], int] = field(default_factory=dict)
     peak_share: dict[tuple[str, str], float] = field(default_factory=dict)
+    peak_queued_gpus: dict[str, int] = field(default_factory=dict)  # class -> most GPUs queued since the previous sample
 
 
 _REFUSALS = frozenset({"declined", "lapsed"})  # the holder's answers counted by reason
@@ -140,6 +141,7 @@ class Recorder:
     cost: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     queued_jobs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_CLASSES, 0))
     queued_gpus: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_CLASSES, 0))
+    queued_gpus_peak: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_CLASSES, 0))  # since the last sample
     running_gpus: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     rate: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     checker: InvariantChecker = field(default_factory=InvariantChecker)
@@ -269,7 +271,9 @@ class Recorder:
         if not tr.queued:
             tr.queued = True
             self.queued_jobs[tr.cls] += 1
-            self.queued_gpus[tr.cls] += tr.gpus
+            queued = self.queued_gpus[tr.cls] = self.queued_gpus[tr.cls] + tr.gpus
+            if queued > self.queued_gpus_peak[tr.cls]:
+                self.queued_gpus_peak[tr.cls] = queued
 
     def _settle(self, ev: Preempted | Released, evicted: bool) -> Track:
         """Close a placement: credit the work done, and close the wait if work had started."""
@@ -517,5 +521,7 @@ class Simulation:
                 dict(rec.answers),
                 peak_alloc,
                 peak_share,
+                dict(rec.queued_gpus_peak),
             )
         )
+        rec.queued_gpus_peak.update(rec.queued_gpus)  # the next interval starts from what is queued now

@@ -112,3 +112,19 @@ def test_a_saturation_shorter_than_the_sampling_step_still_reaches_full_height(f
     pct = max(y for line in util.axes[1].get_lines() if line.get_label() == "azure" for y in line.get_ydata())
     assert (held, pct) == (8, 100.0)
     assert "peak within each ~47.1 h step" in texts(util)  # 8,642,122 s over 51 intervals
+
+
+def test_a_queue_shorter_than_the_sampling_step_is_drawn_not_called_nothing(figures: dict[str, Any], tmp_path: Path) -> None:
+    # api1 takes azure's 8 GPUs at 0 (works 122..1,122); api2 (t=10, pinned to azure) queues with
+    # 8 GPUs until api1 ends at 1,122. long (training, 1 GPU; azure is full at 20, so oci) runs
+    # 100 days: samples every ~47 h, none inside 10..1,122, so instant readings show no queue.
+    jobs = [TraceJob("api1", 0, 8, 1000, "api-serving"), TraceJob("api2", 10, 8, 1000, "api-serving"),
+            TraceJob("long", 20, 1, 100 * 86400, "training")]
+    view = view_of(jobs)
+    assert not any(s.queued_gpus.get("api-serving") for s in view.samples)  # what instant readings would plot
+    report.plots(view, tmp_path)
+    queue = figures["queue.png"]
+    assert "nothing queued" not in texts(queue)
+    assert {line.get_label(): max(line.get_ydata()) for line in queue.axes[0].get_lines()} == {"api-serving": 8}
+    api = next(ax for ax in figures["classes.png"].axes if ax.get_title().startswith("api-serving"))
+    assert "queued (peak per step)" in [t.get_text() for t in api.get_legend().get_texts()]
