@@ -348,6 +348,7 @@ def cluster_processes(temp_dir: str) -> list[Any]:
             name.startswith("ray::")
             or text.startswith("ray::")
             or bool(ray_dir and ray_dir in text)
+            or "/site-packages/ray/" in text  # Ray of another environment (a second clone's .venv)
             or " -m ray." in f" {text}"
         )
 
