@@ -177,8 +177,9 @@ class Engine:
         self.reservations: dict[str, Reservation] = {}  # GPU type -> the one reservation among its pools
         # GPU types whose reservation target may have changed (a better job became capacity-blocked, or the target left)
         self._res_dirty: set[str] = set(self.inventory.by_type)
-        # queue buckets that could use each pool: signature -> (gang size, may preempt there)
-        self._sigs_by_pool: dict[PoolKey, dict[Hashable, tuple[int, bool]]] = {k: {} for k in self.inventory.pools}
+        # queue buckets that could use each pool: signature -> (gang size, may preempt there, may use the
+        # holder's api-serving reserve)
+        self._sigs_by_pool: dict[PoolKey, dict[Hashable, tuple[int, bool, bool]]] = {k: {} for k in self.inventory.pools}
         self._generation = 0
         self._sinks: list[EventSink] = []
         self._seq = 0
@@ -321,9 +322,9 @@ class Engine:
 
     def _index_bucket(self, rec: JobRecord, sig: Hashable) -> None:
         cand = self._cand(rec)
-        entry = (rec.job.gpus, cand.pinned and self.preemption)
+        gpus, preempts, api = rec.job.gpus, cand.pinned and self.preemption, rec.job.cls == API_CLASS
         for pool in cand.pools:
-            self._sigs_by_pool[pool.key][sig] = (entry[0], entry[1] and pool.cloud == self.holder)
+            self._sigs_by_pool[pool.key][sig] = (gpus, preempts and pool.cloud == self.holder, api)
 
     def _count_movable(self, key: tuple[str, str, str], job: Job, sign: int) -> None:
         if job.cls not in self.pins:
@@ -438,18 +439,33 @@ class Engine:
             ans = holder_answer(job, self.backends[holder], cand.holder_pools, self.window, competing, self.match_mode, blocked)
             emit(Answered(now, name, attempt, holder, ans.answer, ans.reason, ans.response_seconds))
             if ans.answer == Answer.ACCEPTED and ans.pool is not None:
-                not_asked = [(c, f"not asked: {holder} accepted") for c, _ in cand.others] if quotes is None else dropped
-                return self._place(rec, attempt, ans.pool, ans.price, Via.ROFR_ACCEPTED, now, [*not_asked, *cand.excluded])
+                not_asked = self._text(
+                    ("not-asked", holder, cand.others), lambda: [(c, f"not asked: {holder} accepted") for c, _ in cand.others]
+                )
+                return self._place(
+                    rec,
+                    attempt,
+                    ans.pool,
+                    ans.price,
+                    Via.ROFR_ACCEPTED,
+                    now,
+                    [*(dropped if quotes is not None else not_asked), *cand.excluded],
+                )
         else:
             skip = cand.holder_skip if self.gate else SkipReason.POLICY_IGNORES_CONTRACT
             ans = HolderAnswer(Answer.NOT_OFFERED, skip or SkipReason.POLICY_IGNORES_CONTRACT, 0.0)
             emit(Answered(now, name, attempt, holder, ans.answer, ans.reason, 0.0))
-        holder_note = (holder, f"{ans.answer}: {ans.reason}")
+        holder_note = self._text(("note", holder, ans.answer, ans.reason), lambda: (holder, f"{ans.answer}: {ans.reason}"))
         lapsed = ans.answer == Answer.LAPSED
         may_preempt = self.preemption and cand.pinned and ans.answer == Answer.DECLINED and ans.reason in PREEMPTIBLE_DECLINES
         if lapsed and self.lapse_queues and cand.others:
             return self._enqueue(
-                rec, attempt, QueueReason.HOLDER_LAPSED, f"{holder} lapsed: {ans.reason}", now, [holder_note, *dropped, *cand.excluded]
+                rec,
+                attempt,
+                QueueReason.HOLDER_LAPSED,
+                f"{holder} lapsed: {ans.reason}",
+                now,
+                [holder_note, *dropped, *cand.excluded],
             )
         if not cand.others:  # pinned to the holder alone: wait for it, or preempt there
             if may_preempt and self._preempt_for(rec, attempt, cand, now, blocked, holder_note):
@@ -470,9 +486,7 @@ class Engine:
         if quotes:
             best = min(quotes, key=self._rank)
             via = Via.AFTER_LAPSE if lapsed else Via.HOLDER_NOT_OFFERED if ans.answer == Answer.NOT_OFFERED else Via.AFTER_DECLINE
-            losers = [
-                (q.pool.cloud, f"outscored: ${q.price:.2f}/GPU-h, start +{q.start_seconds:.0f}s") for q in quotes if q is not best
-            ]
+            losers = [self._outscored(q) for q in quotes if q is not best]
             return self._place(rec, attempt, best.pool, best.price, via, now, [holder_note, *losers, *dropped, *cand.excluded])
         # 7. a pinned job may still preempt movable work on the holder
         if may_preempt and self._preempt_for(rec, attempt, cand, now, blocked, holder_note):
@@ -483,7 +497,10 @@ class Engine:
             rec,
             attempt,
             QueueReason.BACKEND_DOWN if all_down else QueueReason.NO_CAPACITY,
-            f"{holder} {ans.answer}: {ans.reason}; " + "; ".join(f"{c} {why}" for c, why in dropped),
+            self._text(
+                ("detail", holder, ans.answer, ans.reason, tuple(dropped)),
+                lambda: f"{holder} {ans.answer}: {ans.reason}; " + "; ".join(f"{c} {why}" for c, why in dropped),
+            ),
             now,
             [holder_note, *dropped, *cand.excluded],
         )
@@ -604,6 +621,27 @@ class Engine:
         """
         heap: list[tuple[Key, int, Any]] = []
         seen: set[Hashable] = set()
+        keep = self.backends[self.holder].rules.reserveForApiServingFraction
+        reserve = self.gate and keep > 0.0
+        pools_by_key = self.inventory.pools
+        sigs_by_pool = self._sigs_by_pool
+
+        def room(pool: Pool) -> tuple[int, int]:
+            """Free GPUs for api-serving and for other work (the holder keeps a share for the API)."""
+            free = pool.capacity - pool.allocated
+            return free, (min(free, api_ceiling(pool, keep) - pool.allocated) if reserve and pool.cloud == self.holder else free)
+
+        def may_use(sig: Hashable) -> bool:
+            """Whether the bucket's gang still fits a pool in scope now (earlier starts took GPUs), or may preempt there."""
+            if scope is None:
+                return True
+            for pool_key in scope:
+                entry = sigs_by_pool[pool_key].get(sig)
+                if entry is not None:
+                    gpus, preempts, api = entry
+                    if preempts or gpus <= room(pools_by_key[pool_key])[0 if api else 1]:
+                        return True
+            return False
 
         def offer(pools: Iterable[PoolKey] | None) -> None:
             """Put the heads of the buckets that could use these pools (None: every bucket) in the heap."""
@@ -611,9 +649,12 @@ class Engine:
             if pools is not None:  # buckets whose gang fits what is free there now (or that could preempt there)
                 sigs = set()
                 for pool_key in pools:
-                    pool = self.inventory.pools[pool_key]
-                    free = pool.capacity - pool.allocated
-                    sigs.update(sig for sig, (gpus, preempts) in self._sigs_by_pool[pool_key].items() if gpus <= free or preempts)
+                    free, free_other = room(pools_by_key[pool_key])
+                    sigs.update(
+                        sig
+                        for sig, (gpus, preempts, api) in sigs_by_pool[pool_key].items()
+                        if preempts or gpus <= (free if api else free_other)
+                    )
                 sigs -= seen
             for key, sig in self.queue.head_heap(gpu_type if pools is None else None, sigs):
                 seen.add(sig)
@@ -652,6 +693,8 @@ class Engine:
             if current != key:  # the bucket changed under us (a victim re-queued into it)
                 if current is not None:
                     heapq.heappush(heap, (current, _HEAD_ITEM, sig))
+                continue
+            if not may_use(sig):  # the bucket waits; a later capacity event offers it again
                 continue
             rec = self.jobs[key[2]]
             verdict = self._could_start(rec, scope)
@@ -829,6 +872,9 @@ class Engine:
     def post(self, job: Job) -> None:
         """``submit`` without building the Decision (bulk replays that only watch the events)."""
         self.validate(job)
+        self._post(job)
+
+    def _post(self, job: Job) -> None:
         now = self.clock.now()
         self._incoming = job
         self._emit(Submitted(now, job.name, job.cls, job.gpus, job.gpu_type, job.priority, job.to_dict()))
@@ -848,7 +894,11 @@ class Engine:
                 raise AdmissionError(f"duplicate job name {job.name!r} in batch")
             names.add(job.name)
             self.validate(job)
-        return [self.submit(job) for job in batch]
+        decisions = []
+        for job in batch:  # validated above; one job's placement cannot make another invalid
+            self._post(job)
+            decisions.append(self._decision(self.jobs[job.name]))
+        return decisions
 
     def release(self, name: str, reason: str = EndReason.FINISHED) -> Decision:
         """A job leaves for good: finished, failed, stopped or cancelled; its GPUs go to the queue."""
@@ -997,6 +1047,22 @@ class Engine:
         text = self._shared.get(key)
         if text is None:
             text = self._shared[key] = f"no-capacity: {gpu_type} {free} free, {gpus} needed"
+        return text  # type: ignore[return-value]
+
+    def _outscored(self, q: Quote) -> tuple[str, str]:
+        return self._text(
+            ("outscored", q.pool.cloud, q.price, q.start_seconds),
+            lambda: (q.pool.cloud, f"outscored: ${q.price:.2f}/GPU-h, start +{q.start_seconds:.0f}s"),
+        )
+
+    def _text(self, key: Hashable, make: Callable[[], _T]) -> _T:
+        """An explanation built once per distinct key (they repeat across the jobs of a shape)."""
+        shared = self._shared
+        text = shared.get(key)
+        if text is None:
+            if len(shared) > 100_000:
+                shared.clear()
+            text = shared[key] = make()
         return text  # type: ignore[return-value]
 
     def _share(self, value: _T) -> _T:

@@ -41,7 +41,9 @@ class Cluster:
     metrics_port: int
 
     def mcsched(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run([sys.executable, "-m", "scheduler", *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        r = subprocess.run(
+            [sys.executable, "-m", "scheduler", *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        )
         if check and r.returncode != 0:
             raise AssertionError(f"mcsched {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
         return r
@@ -71,8 +73,12 @@ def wait_for(pred: Callable[[], Any], timeout: float = 30.0, every: float = 0.2,
 
 
 def job_doc(name: str, cls: str = "training", gpus: int = 8, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "mcsched.io/v1", "kind": "Job", "metadata": {"name": name},
-            "spec": {"class": cls, "gpus": gpus, "gpuType": "H100", **spec}}
+    return {
+        "apiVersion": "mcsched.io/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {"class": cls, "gpus": gpus, "gpuType": "H100", **spec},
+    }
 
 
 CLIENT_VARS = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
@@ -94,8 +100,16 @@ def start_cluster(catalog: dict[str, Any] = SMALL_CATALOG, contract: dict[str, A
     (state / "contract.yaml").write_text(yaml.safe_dump(contract))
     c = Cluster(ClusterInfo("", "", "", str(state), ""), state, clean_env(state), free_port())
     try:
-        c.mcsched("up", "--clouds", str(state / "catalog.yaml"), "--contract", str(state / "contract.yaml"),
-                  "--metrics-port", str(c.metrics_port), timeout=600)
+        c.mcsched(
+            "up",
+            "--clouds",
+            str(state / "catalog.yaml"),
+            "--contract",
+            str(state / "contract.yaml"),
+            "--metrics-port",
+            str(c.metrics_port),
+            timeout=600,
+        )
         info = ClusterInfo.load(state)
         assert info is not None
         c.info = info
@@ -139,7 +153,9 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
 
     A test module may set CLUSTER_CATALOG / CLUSTER_CONTRACT (dicts) for its own world.
     """
-    c = start_cluster(getattr(request.module, "CLUSTER_CATALOG", SMALL_CATALOG), getattr(request.module, "CLUSTER_CONTRACT", CONTRACT))
+    c = start_cluster(
+        getattr(request.module, "CLUSTER_CATALOG", SMALL_CATALOG), getattr(request.module, "CLUSTER_CONTRACT", CONTRACT)
+    )
     saved = {k: os.environ.get(k) for k in c.info.client_env()}
     os.environ.update(c.info.client_env())
     if "ray" in sys.modules:  # an earlier module's cluster: Ray caches the token it read first

@@ -14,12 +14,23 @@ from scheduler.events import Answered, Offered
 from scheduler.ledger.merkle import leaf_hash
 from scheduler.ledger.records import MalformedRecord, decode, encode
 
-OFFER = Offered(at=12.5, job="train-1", attempt=2, holder="azure", mode="first-look", window_seconds=30.0,
-                competing_price=2.95, competing_cloud="oci")
-OFFER_BYTES = (b'{"at":12.5,"attempt":2,"competing_cloud":"oci","competing_price":2.95,"holder":"azure",'
-               b'"job":"train-1","kind":"offered","mode":"first-look","seq":7,"window_seconds":30.0}')
-DECLINE = Answered(at=13.0, job="train-1", attempt=2, holder="azure", answer="declined", reason="no-capacity",
-                   response_seconds=0.5)
+OFFER = Offered(
+    at=12.5,
+    job="train-1",
+    attempt=2,
+    holder="azure",
+    mode="first-look",
+    window_seconds=30.0,
+    competing_price=2.95,
+    competing_cloud="oci",
+)
+OFFER_BYTES = (
+    b'{"at":12.5,"attempt":2,"competing_cloud":"oci","competing_price":2.95,"holder":"azure",'
+    b'"job":"train-1","kind":"offered","mode":"first-look","seq":7,"window_seconds":30.0}'
+)
+DECLINE = Answered(
+    at=13.0, job="train-1", attempt=2, holder="azure", answer="declined", reason="no-capacity", response_seconds=0.5
+)
 
 
 def test_record_bytes_are_canonical_json_of_seq_kind_and_every_field() -> None:
