@@ -139,11 +139,15 @@ def parse_capacity_map(spec: str, traces: list[SpotTrace], catalog: CloudCatalog
             raise TraceError(f"--capacity-map: bad mapping {part!r} (expected zone=cloud/region/gpuType)")
         if zone not in zones:
             raise TraceError(f"--capacity-map: {part.strip()}: no zone {zone!r} in the capacity trace (it has {', '.join(sorted(zones))})")
-        cloud, region, gpu_type = bits
+        cloud, region, gpu_type = (b.strip() for b in bits)
         backend = catalog.backend(cloud)
-        reg = next((r for r in backend.regions if r.name == region), None) if backend else None
-        if reg is None or gpu_type not in reg.gpus:
-            raise TraceError(f"--capacity-map: {part.strip()}: the catalog has no pool {cloud}/{region}/{gpu_type}")
+        if backend is None:
+            raise TraceError(f"--capacity-map: {part.strip()}: unknown cloud {cloud!r} (the catalog has {', '.join(catalog.backend_names)})")
+        reg = next((r for r in backend.regions if r.name == region), None)
+        if reg is None:
+            raise TraceError(f"--capacity-map: {part.strip()}: {cloud} has no region {region!r} (it has {', '.join(r.name for r in backend.regions)})")
+        if gpu_type not in reg.gpus:
+            raise TraceError(f"--capacity-map: {part.strip()}: {cloud}/{region} has no {gpu_type} pool (it has {', '.join(reg.gpus)})")
         out.append(Binding(zone, (cloud, region, gpu_type), "explicit"))
     if not out:
         raise TraceError("--capacity-map: no mapping given")

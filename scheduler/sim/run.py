@@ -10,6 +10,7 @@ its options into a ``WhatIf`` and prints what ``execute`` returns.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -117,6 +118,9 @@ def _priorities(spec: str | None, contract: Contract) -> tuple[dict[str, int], s
 def prepare(req: WhatIf) -> Prepared:
     """Read and check every input; raises a one-line MCSchedError, writes nothing."""
     policies = parse_policies(req.policy)
+    _check_out(req.out)
+    if req.capacity_cloud and req.capacity_map:
+        raise TraceError("--capacity-cloud/--capacity-map: give one of them (the default mapping onto one cloud, or an explicit one)")
     if req.samples < 10:
         raise TraceError("--samples: must be >= 10")
     catalog = load_catalog(req.clouds or default_catalog())
@@ -174,6 +178,15 @@ def prepare(req: WhatIf) -> Prepared:
         rules += cap_rules
         rules += [Rule(f"zone {u.split(':')[0]} unused", u.split(": ", 1)[1]) for u in unused]
     return Prepared(req, catalog, contract, trace, policies, priorities, priorities_from, changes, driven, actions, rules, name)
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` must be a directory this run can create or write into (checked before anything is written)."""
+    if out.exists() and not out.is_dir():
+        raise TraceError(f"--out: {out} is a file, not a directory")
+    parent = next((p for p in (out, *out.parents) if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise TraceError(f"--out: {out}: cannot write there ({parent or out} is not a writable directory)")
 
 
 def _clear(out: Path) -> None:

@@ -199,6 +199,14 @@ def _lookup(mapping: dict[str, str], key: str) -> str | None:
     return mapping.get(key, mapping.get(FALLBACK))
 
 
+def _check_used(flag: str, mapping: dict[str, str] | None, seen: set[str], what: str, path: Path) -> None:
+    """A map key no row has is a typo (``Ls`` for ``LS``) that would silently change nothing: refuse it."""
+    for key, value in (mapping or {}).items():
+        if key != FALLBACK and key not in seen:
+            has = ", ".join(sorted(seen)) or "none"
+            raise TraceError(f"{flag}: {key}={value}: no row of {path.name} has {what} {key!r} (it has {has})")
+
+
 def _share(part: float, whole: float) -> str:
     return f"{part / whole:.1%}" if whole else "0%"
 
@@ -239,6 +247,8 @@ def read_alibaba(
     exact_gpu_h = rounded_gpu_h = 0.0
     fractional = 0
     has_spec = False
+    seen_qos: set[str] = set()
+    seen_spec: set[str] = set()
     for line, row in _Rows(path, cols):
         stats.rows += 1
         try:
@@ -262,12 +272,14 @@ def read_alibaba(
             _bad(path, line, "num_gpu/gpu_milli/deletion_time", "negative or inconsistent values", stats, skip_bad_rows)
             continue
         qos = row["qos"]
+        seen_qos.add(qos)
         cls = _lookup(qos_map, qos)
         if cls is None:
             _bad(path, line, "qos", f"{qos!r} has no class (add it to --class-map)", stats, skip_bad_rows)
             continue
         spec = (row.get("gpu_spec") or "").strip()
         has_spec = has_spec or bool(spec)
+        seen_spec.add(spec or ANY_GPU)
         gpu_type = _lookup(types, spec or ANY_GPU)
         if gpu_type is None:  # pragma: no cover - FALLBACK is always set
             continue
@@ -281,6 +293,8 @@ def read_alibaba(
         per_class[(qos, cls)][1] += gpus * duration / 3600
         per_gpu[(spec or ANY_GPU, gpu_type)] += 1
         jobs.append(TraceJob(row["name"], created, gpus, duration, cls, gpu_type))
+    _check_used("--class-map", class_map, seen_qos, "qos", path)
+    _check_used("--gpu-map", gpu_map, seen_spec, "gpu_spec", path)
     jobs.sort(key=lambda j: j.arrival)
     stats.jobs = len(jobs)
     stats.rules += _class_rules("qos", per_class, rounded_gpu_h)
@@ -420,6 +434,8 @@ def read_csv(
     per_gpu: Counter[tuple[str, str]] = Counter()
     prioritised = 0
     total_gpu_h = 0.0
+    seen_labels: set[str] = set()
+    seen_types: set[str] = set()
     for line, row in _Rows(path, required):
         stats.rows += 1
         try:
@@ -444,6 +460,7 @@ def read_csv(
             _bad(path, line, columns["duration"], str(exc), stats, skip_bad_rows)
             continue
         label = row[columns["class"]].strip() if "class" in columns else "training"
+        seen_labels.add(label)
         cls = _lookup(classes, label)
         if cls is None:
             hint = "add it to --class-map" if label else "empty"
@@ -462,6 +479,7 @@ def read_csv(
             prioritised += 1
         name = row[columns["name"]].strip() if "name" in columns else f"row-{line}"
         raw_type = row[columns["gpu_type"]].strip() if "gpu_type" in columns else ""
+        seen_types.add(raw_type or ANY_GPU)
         gpu_type = _lookup(types, raw_type or ANY_GPU) or raw_type or "H100"
         gpus = int(gpus_f)
         total_gpu_h += gpus * duration / 3600
@@ -469,6 +487,8 @@ def read_csv(
         per_class[(label, cls)][1] += gpus * duration / 3600
         per_gpu[(raw_type or ANY_GPU, gpu_type)] += 1
         jobs.append(TraceJob(name, arrival, gpus, duration, cls, gpu_type, priority))
+    _check_used("--class-map", class_map, seen_labels, columns.get("class", "class"), path)
+    _check_used("--gpu-map", gpu_map, seen_types, columns.get("gpu_type", "gpu_type"), path)
     jobs.sort(key=lambda j: j.arrival)
     stats.jobs = len(jobs)
     stats.rules.append(Rule("arrival and duration columns read as seconds", f"{len(jobs):,} jobs"))

@@ -83,7 +83,9 @@ def test_explicit_capacity_map_is_checked() -> None:
     for bad, why in [
         ("us-east-1a=oci/us-ashburn-1", "expected zone=cloud/region/gpuType"),
         ("us-east-9z=oci/us-ashburn-1/H100", "no zone 'us-east-9z'"),
-        ("us-east-1a=oci/nowhere/H100", "no pool oci/nowhere/H100"),
+        ("us-east-1a=oci/nowhere/H100", "oci has no region 'nowhere' \\(it has us-ashburn-1"),
+        ("us-east-1a=nimbus/eastus/H100", "unknown cloud 'nimbus' \\(the catalog has azure, oci"),
+        ("us-east-1a=stargate/abilene-tx/H100", "stargate/abilene-tx has no H100 pool \\(it has "),
     ]:
         with pytest.raises(TraceError, match=why):
             parse_capacity_map(bad, traces, catalog)

@@ -92,6 +92,25 @@ def test_one_command_compares_policies_side_by_side(inputs: dict[str, str], caps
     assert (o / plot_comparison(summary, "t.csv · load x4", o)).read_bytes()[:8] == PNG
 
 
+def test_the_report_states_the_contracts_spill_ranking_and_class_priorities(
+    inputs: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    contract = tmp_path / "contract.yaml"
+    contract.write_text(
+        "apiVersion: mcsched.io/v1\nkind: Contract\nmetadata: {name: c}\nspec:\n"
+        "  rofr: {holder: azure, mode: first-look, windowSeconds: 30, onLapse: deemed-declined}\n"
+        "  scoring: {spill: start-first}\n  classPriorities: {training: 200}\n"
+    )
+    code, _out, err = simulate([*base(inputs), "--contract", str(contract), "--no-plots"], capsys)
+    assert code == 0, err
+    report = (Path(inputs["out"]) / "report.md").read_text()
+    assert "- Spill ranking after a decline or lapse: start-first (the contract's spec.scoring.spill: earliest start, then price)" in report
+    assert "class priorities api-serving=100, inference=50, training=200 (the contract's spec.classPriorities)" in report
+    code, _out, err = simulate([*base(inputs), "--contract", str(contract), "--no-plots", "--class-priorities", "training=0"], capsys)
+    assert code == 0, err
+    assert "training=0 (--class-priorities)" in (Path(inputs["out"]) / "report.md").read_text()
+
+
 def test_a_stranded_api_says_so_first(inputs: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     scenario = tmp_path / "down.yaml"
     scenario.write_text("apiVersion: mcsched.io/v1\nkind: Scenario\nmetadata: {name: down}\nspec:\n  events:\n    - {at: 0, backend: azure, up: false}\n")
@@ -131,6 +150,16 @@ def test_a_capacity_trace_on_a_cloud_without_work_warns(inputs: dict[str, str], 
         (["--capacity-cloud", "aws"], "need --capacity-trace DIR"),
         (["--scenario", "SCENARIO"], "scenario.yaml:6: spec.events[0].backend: unknown backend 'nimbus'"),
         (["--replica", "gpusPerReplica=4"], "--replica: only the azure-llm format"),
+        (["--capacity-trace", "SPOT", "--capacity-map", "us-east-1a=nimbus/eastus/H100"],
+         "--capacity-map: us-east-1a=nimbus/eastus/H100: unknown cloud 'nimbus' (the catalog has azure, oci, aws, stargate)"),
+        (["--capacity-trace", "SPOT", "--capacity-map", "us-east-1a=stargate/abilene-tx/H100"],
+         "--capacity-map: us-east-1a=stargate/abilene-tx/H100: stargate/abilene-tx has no H100 pool (it has GB200)"),
+        (["--capacity-trace", "SPOT", "--capacity-map", "us-east-1a=aws/us-east-1/H100", "--capacity-cloud", "aws"], "--capacity-cloud/--capacity-map: give one of them"),
+        (["--class-map", "api-serving"], "--class-map: bad mapping 'api-serving' (expected KEY=VALUE)"),
+        (["--class-map", "api-serving=web"], "--class-map: api-serving=web: unknown value 'web'"),
+        (["--class-map", "web=api-serving"], "--class-map: web=api-serving: no row of t.csv has c 'web' (it has api-serving, training)"),
+        (["--trace", "BADCSV"], "bad.csv:3: n: not a number: 'x' (use --skip-bad-rows to count and skip)"),
+        (["--out", "FILE"], "--out: FILE is a file, not a directory"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
@@ -145,10 +174,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     if "--format" in extra:
         argv = [a for a in argv if a != "csv"]
         argv.remove("--format")
-    argv += [{"SPOT": str(spot), "SCENARIO": str(scenario)}.get(x, x) for x in extra]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("t,n,d,c\n0,8,600,training\n30,x,600,training\n")
+    file = tmp_path / "FILE"
+    file.write_text("not a directory\n")
+    argv += [{"SPOT": str(spot), "SCENARIO": str(scenario), "BADCSV": str(bad), "FILE": str(file)}.get(x, x) for x in extra]
     code, _out, err = simulate(argv, capsys)
+    expect = expect.replace("FILE", str(file))
     assert code == 2 and expect in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    assert not Path(inputs["out"]).exists()
+    assert not Path(inputs["out"]).exists() and file.read_text() == "not a directory\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE", "bad.csv", "clouds.yaml", "scenario.yaml", "spot", "t.csv"]  # nothing written
 
 
 @needs_traces

@@ -13,7 +13,7 @@ from scheduler.sim.scenario import Action
 from scheduler.sim.simulator import Simulation
 from scheduler.sim.summary import summarise
 from scheduler.sim.traces import TraceJob
-from scheduler.specs import CloudCatalog, ScenarioEvent
+from scheduler.specs import CloudCatalog, Contract, ScenarioEvent
 from tests.builders import a_catalog, a_contract
 
 
@@ -181,3 +181,65 @@ def test_policies_compare_as_the_contract_says() -> None:
     assert cheapest["costUsdTotal"] < contract["costUsdTotal"]
     assert azure_only["holderShareOfGpuHours"] == 1.0 > contract["holderShareOfGpuHours"] > cheapest["holderShareOfGpuHours"]
     assert azure_only["waitSeconds"]["training"]["p95"] > contract["waitSeconds"]["training"]["p95"]
+
+
+def spill_world() -> CloudCatalog:
+    """The issue's case: after azure declines, oci costs $2.95 and starts in 300 s, gcp $3.70 in 240 s."""
+    return (
+        a_catalog()
+        .cloud("azure", {"eastus": {"H100": 8}}, price=3.6, latency=2, startup=120)
+        .cloud("oci", {"us-ashburn-1": {"H100": 8}}, price=2.95, latency=3, startup=300)
+        .cloud("gcp", {"us-central1": {"H100": 8}}, price=3.70, latency=2, startup=240)
+        .obj()
+    )
+
+
+def scored(spill: str, **weights: float) -> Contract:
+    base = a_contract().model_dump(mode="json")
+    base["spec"]["scoring"] = {"spill": spill, **({"weights": weights} if weights else {})}
+    return Contract.model_validate(base)
+
+
+@pytest.mark.parametrize(
+    ("spill", "weights", "cloud", "wait"),
+    [
+        # a fills azure (works from 122); b (t=10) is declined in 2 s and spills.
+        # price-first: oci ($2.95 < $3.70) although it starts later: 10 + 2 + 300 = 312, waited 302 s
+        ("price-first", {}, "oci", 302.0),
+        # start-first: gcp (240 s < 300 s): 10 + 2 + 240 = 252, waited 242 s
+        ("start-first", {}, "gcp", 242.0),
+        # weighted, 1 x price + 0.01 x start: oci 2.95 + 3.0 = 5.95 < gcp 3.70 + 2.4 = 6.10 -> oci
+        ("weighted", {"price": 1.0, "startSeconds": 0.01}, "oci", 302.0),
+        # weighted, 1 x price + 0.02 x start: oci 2.95 + 6.0 = 8.95 > gcp 3.70 + 4.8 = 8.50 -> gcp
+        ("weighted", {"price": 1.0, "startSeconds": 0.02}, "gcp", 242.0),
+    ],
+)
+def test_spill_after_a_decline_ranks_as_the_contract_says(spill: str, weights: dict[str, float], cloud: str, wait: float) -> None:
+    from scheduler.sim.policies import spill_ranking
+
+    contract = scored(spill, **weights)
+    sim = Simulation(spill_world(), contract, "contract")
+    sim.add_jobs([job("a", 0, 8, 1000), job("b", 10, 8, 1000)])
+    sim.run()
+    s = summarise(sim, {"H100"})
+    assert s["jobsPerCloud"] == {"azure": 1, cloud: 1}
+    assert sorted(sim.rec.waits["training"]) == sorted([122.0, wait])
+    # b holds its 8 GPUs from 10 until its work ends (10 + wait + 1,000), at its cloud's price
+    price = {"oci": 2.95, "gcp": 3.70}[cloud]
+    assert s["costUsdPerCloud"][cloud] == pytest.approx(8 * (wait + 1000) / 3600 * price)
+    assert spill_ranking(contract, "contract").startswith(spill)
+
+
+def test_the_contract_sets_class_priorities_and_the_flag_overrides_it() -> None:
+    from scheduler.sim.run import _priorities
+
+    base = a_contract().model_dump(mode="json")
+    base["spec"]["classPriorities"] = {"training": 200}
+    contract = Contract.model_validate(base)
+    assert _priorities(None, a_contract()) == ({"api-serving": 100, "inference": 50, "training": 0}, "default: api-serving > inference > training")
+    assert _priorities(None, contract) == ({"api-serving": 100, "inference": 50, "training": 200}, "the contract's spec.classPriorities")
+    assert _priorities("training=-5", contract) == ({"api-serving": 100, "inference": 50, "training": -5}, "--class-priorities")
+    # training above api-serving by the contract: the API arriving at 500 cannot preempt it, so
+    # it waits for the training job's end (0 + 122 + 10,000 = 10,122), then azure's 2 s and 120 s
+    s, _ = replay([job("train", 0, 8, 10_000), job("api", 500, 8, 600, "api-serving")], class_priorities=_priorities(None, contract)[0])
+    assert s["preemptions"] == {} and s["waitSeconds"]["api-serving"]["p50"] == 10_122 - 500 + 122

@@ -170,3 +170,59 @@ def test_bad_mapping_format_and_files(tmp_path: Path) -> None:
     (tmp_path / "spot" / "z_1.json").write_text('{"metadata": {}}')
     with pytest.raises(TraceError, match="not a spot-availability file"):
         read_spot_dir(tmp_path / "spot")
+
+
+OPENB = """name,num_gpu,gpu_milli,qos,creation_time,deletion_time,scheduled_time,gpu_spec
+p1,1,500,LS,0,3610,10,
+p2,2,1000,BE,100,7300,100,V100M32
+p3,1,250,Burstable,200,3800,200,
+p4,0,0,Guaranteed,300,400,300,
+p5,1,1000,BE,400,500,,
+"""
+
+
+def test_openb_mapping_rules_and_their_effect_by_hand(tmp_path: Path) -> None:
+    # p1: 0.5 GPU x 3,600 s (LS); p2: 2 GPUs x 7,200 s (BE, V100M32); p3: 0.25 GPU x 3,600 s
+    # (Burstable); p4 has no GPU, p5 was never scheduled: both skipped and counted.
+    # Exact GPU-hours 0.5 + 4 + 0.25 = 4.75; whole GPUs 1 + 4 + 1 = 6: +26.3%, 2 of 3 rounded.
+    p = tmp_path / "openb.csv"
+    p.write_text(OPENB)
+    trace = read_trace(p, "alibaba-openb", ReadOptions(load=2))
+    assert [(j.name, j.arrival, j.gpus, j.duration, j.cls, j.gpu_type) for j in trace.jobs] == [
+        ("p1", 0.0, 1, 3600.0, "api-serving", "H100"),
+        ("p2", 50.0, 2, 7200.0, "training", "H100"),  # arrivals compressed 2x, durations kept
+        ("p3", 100.0, 1, 3600.0, "inference", "H100"),
+    ]
+    assert trace.stats.skipped == {"no GPU": 1, "never scheduled": 1}
+    rules = {r.rule: r.effect for r in trace.stats.rules}
+    assert rules["qos BE -> training"] == "1 jobs, 66.7% of replayed GPU-hours"  # 4 of 6
+    assert rules["qos LS -> api-serving"] == "1 jobs, 16.7% of replayed GPU-hours"  # 1 of 6
+    assert rules["qos Burstable -> inference"] == "1 jobs, 16.7% of replayed GPU-hours"
+    assert rules["gpu_spec V100M32 -> H100"] == "1 jobs" and rules["gpu_spec any -> H100"] == "2 jobs"
+    assert rules["fractional GPUs rounded up to whole GPUs (a gang holds whole GPUs)"] == "2 of 3 jobs; GPU-hours 5 -> 6 (+26.3%)"
+    assert trace.load_rule == "load x2: arrivals compressed 2x, durations unchanged"
+    # the planner changes the rules: LS as inference, the V100s as H200s
+    remapped = read_trace(p, "alibaba-openb", ReadOptions(class_map="LS=inference", gpu_map="V100M32=H200"))
+    assert [(j.cls, j.gpu_type) for j in remapped.jobs] == [("inference", "H100"), ("training", "H200"), ("inference", "H100")]
+    assert {r.rule for r in remapped.stats.rules} >= {"qos LS -> inference", "gpu_spec V100M32 -> H200"}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options", "expect"),
+    [
+        ("alibaba-openb", ReadOptions(class_map="Ls=inference"), "--class-map: Ls=inference: no row of openb.csv has qos 'Ls' (it has BE, Burstable, LS)"),
+        ("alibaba-openb", ReadOptions(gpu_map="A100=H200"), "--gpu-map: A100=H200: no row of openb.csv has gpu_spec 'A100' (it has V100M32, any)"),
+        ("alibaba-openb", ReadOptions(class_map="LS=gpu"), "--class-map: LS=gpu: unknown value 'gpu' (expected one of training, inference, api-serving)"),
+        ("alibaba-openb", ReadOptions(class_map="LS"), "--class-map: bad mapping 'LS' (expected KEY=VALUE)"),
+        ("csv", ReadOptions(columns="arrival=creation_time,gpus=num_gpu,duration=deletion_time,class=qos", class_map="LS=api-serving,BEE=training"),
+         "--class-map: BEE=training: no row of openb.csv has qos 'BEE' (it has LS)"),
+        ("csv", ReadOptions(columns="arrival=creation_time,gpus=num_gpu,duration=deletion_time,class=qos,gpu_type=gpu_spec", class_map="LS=api-serving",
+                            gpu_map="V100=H100"), "--gpu-map: V100=H100: no row of openb.csv has gpu_spec 'V100' (it has V100M32, any)"),
+    ],
+)
+def test_a_map_key_no_row_has_is_refused(tmp_path: Path, fmt: str, options: ReadOptions, expect: str) -> None:
+    p = tmp_path / "openb.csv"
+    p.write_text(OPENB if fmt == "alibaba-openb" else "\n".join(OPENB.replace(",BE,", ",LS,").replace(",Burstable,", ",LS,").splitlines()[:4]) + "\n")
+    with pytest.raises(TraceError) as exc:
+        read_trace(p, fmt, options)
+    assert str(exc.value).startswith(expect) and "\n" not in str(exc.value)
