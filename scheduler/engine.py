@@ -17,7 +17,7 @@ import heapq
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from scheduler.backends import BackendState
 from scheduler.clock import Clock
@@ -161,6 +161,12 @@ def _never_blocked(_pool: Pool) -> str | None:
 class Engine:
     """Owns inventory, queue and job records; the only writer of placement state."""
 
+    #: Shortcuts that must never change a decision, only skip work: a bucket whose gang no
+    #: longer fits the freed pools is not checked, and a reservation looks only at pools whose
+    #: work changed. Tests turn them off and compare (tests/test_engine_properties.py).
+    _skip_unfit_buckets: ClassVar[bool] = True
+    _incremental_reservations: ClassVar[bool] = True
+
     def __init__(self, catalog: CloudCatalog, contract: Contract, clock: Clock, *, policy: Policy | None = None) -> None:
         """``policy`` is for what-if runs (``scheduler/sim/policies.py``); live placement uses the contract's."""
         self.catalog = catalog
@@ -190,6 +196,12 @@ class Engine:
         # pool -> priority -> GPUs of running movable (unpinned) work: what a pinned job could preempt
         self._movable: dict[tuple[str, str, str], dict[int, int]] = {k: {} for k in self.inventory.pools}
         self._starts: dict[tuple[int, float, tuple[str, str, str]], tuple[int, float | None]] = {}
+        # Reservation upkeep is incremental: per GPU type, the pools whose work changed since the
+        # last look, the last answer, and (per job shape) where the reserved job could go.
+        self._res_touched: dict[str, set[PoolKey]] = {}
+        self._res_memo: dict[str, tuple[str, float, tuple[int, int], tuple[float, int, int] | None, Pool | None]] = {}
+        self._res_plans: dict[tuple[Hashable, tuple[int, int]], dict[PoolKey, tuple[int, Pool, float]]] = {}
+        self._backend_epoch = 0
         # Explanations repeat across jobs of a shape; share one copy (100k queued jobs stay small).
         self._shared: dict[object, object] = {}
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
@@ -296,6 +308,7 @@ class Engine:
         self._count_movable(pool.key, rec.job, +1)
         self.queue.remove(ev.job)
         self._pool_version[pool.key] += 1
+        self._touch(pool)
         rec.note(ev.at, "placed", pool, ev.via)
 
     def _on_queued(self, ev: Queued) -> None:
@@ -317,6 +330,7 @@ class Engine:
         rec.pool = None
         rec.binding = None
         self._pool_version[pool.key] += 1
+        self._touch(pool)
         self._max_free.pop(gpu_type, None)
         return pool
 
@@ -360,6 +374,7 @@ class Engine:
         self.jobs[ev.job].binding = (ev.attempt, ev.ref)
 
     def _on_backend_changed(self, ev: BackendChanged) -> None:
+        self._backend_epoch += 1
         b = self.backends[ev.cloud]
         b.up = ev.up
         b.extra_latency_seconds = max(ev.latency_seconds - b.latency_seconds, 0.0)
@@ -370,6 +385,7 @@ class Engine:
         pool = self.inventory.pools[(ev.cloud, ev.region, ev.gpu_type)]
         pool.capacity = ev.capacity
         self._pool_version[pool.key] += 1
+        self._touch(pool)
         self._max_free.pop(ev.gpu_type, None)
         self._res_dirty.add(ev.gpu_type)
 
@@ -694,7 +710,7 @@ class Engine:
                 if current is not None:
                     heapq.heappush(heap, (current, _HEAD_ITEM, sig))
                 continue
-            if not may_use(sig):  # the bucket waits; a later capacity event offers it again
+            if self._skip_unfit_buckets and not may_use(sig):  # the bucket waits; a later capacity event offers it again
                 continue
             rec = self.jobs[key[2]]
             verdict = self._could_start(rec, scope)
@@ -814,20 +830,54 @@ class Engine:
             self._emit(ReservationCleared(now, current.job, current.pool.cloud, current.pool.region, gpu_type))
         self._emit(Reserved(now, target.job.name, pool.cloud, pool.region, gpu_type, start))
 
-    def _reservation_pool(self, rec: JobRecord, now: float) -> tuple[Pool, float] | None:
+    def _touch(self, pool: Pool) -> None:
+        touched = self._res_touched.get(pool.gpu_type)
+        if touched is None:
+            touched = self._res_touched[pool.gpu_type] = set()
+        touched.add(pool.key)
+
+    def _reservation_plan(self, rec: JobRecord, epoch: tuple[int, int]) -> dict[PoolKey, tuple[int, Pool, float]]:
+        """Where a reservation for this job shape may go: pool -> (rank: holder 0, others 1; pool; API share kept)."""
         job = rec.job
-        cand = self._cand(rec)
-        rules = self.backends[self.holder].rules
-        keep = 0.0 if job.cls == API_CLASS else rules.reserveForApiServingFraction
-        best: tuple[tuple[float, int, int], Pool, float] | None = None
-        declines = job.gpu_type in rules.declineGpuTypes or (rules.maxGangGpus is not None and job.gpus > rules.maxGangGpus)
-        holder_pools = cand.holder_pools if self.gate and self.backends[self.holder].up and not declines else ()
-        for rank, pools in ((0, holder_pools), (1, tuple(p for c, ps in cand.others if self.backends[c].up for p in ps))):
-            for pool in pools:
-                start = self._start_on(job, pool, keep if rank == 0 else 0.0, now)
-                if start is not None and (best is None or (start, rank, pool.order) < best[0]):
-                    best = ((start, rank, pool.order), pool, start)
-        return (best[1], best[2]) if best is not None else None
+        key = (job.signature, epoch)
+        plan = self._res_plans.get(key)
+        if plan is None:
+            cand = self._cand(rec)
+            rules = self.backends[self.holder].rules
+            keep = 0.0 if job.cls == API_CLASS else rules.reserveForApiServingFraction
+            declines = job.gpu_type in rules.declineGpuTypes or (rules.maxGangGpus is not None and job.gpus > rules.maxGangGpus)
+            holder_pools = cand.holder_pools if self.gate and self.backends[self.holder].up and not declines else ()
+            plan = {p.key: (0, p, keep) for p in holder_pools}
+            plan.update((p.key, (1, p, 0.0)) for c, ps in cand.others if self.backends[c].up for p in ps)
+            if len(self._res_plans) > 10_000:
+                self._res_plans.clear()
+            self._res_plans[key] = plan
+        return plan
+
+    def _reservation_pool(self, rec: JobRecord, now: float) -> tuple[Pool, float] | None:
+        """The pool where the job starts earliest (ties: the holder, then catalog order).
+
+        Only pools whose work changed since the last look can have moved, so when the job,
+        the clock, the contract and the backends are as they were, only those are looked at.
+        """
+        job = rec.job
+        epoch = (self._generation, self._backend_epoch)
+        plan = self._reservation_plan(rec, epoch)
+        touched = self._res_touched.pop(job.gpu_type, None)
+        memo = self._res_memo.get(job.gpu_type) if self._incremental_reservations else None
+        best: tuple[float, int, int] | None = None
+        best_pool: Pool | None = None
+        if memo is not None and memo[0] == job.name and memo[1] == now and memo[2] == epoch and (memo[4] is None or touched is None or memo[4].key not in touched):
+            best, best_pool = memo[3], memo[4]
+            looks: Iterable[tuple[int, Pool, float]] = [plan[k] for k in touched if k in plan] if touched else ()
+        else:
+            looks = plan.values()
+        for rank, pool, keep in looks:
+            start = self._start_on(job, pool, keep, now)
+            if start is not None and (best is None or (start, rank, pool.order) < best):
+                best, best_pool = (start, rank, pool.order), pool
+        self._res_memo[job.gpu_type] = (job.name, now, epoch, best, best_pool)
+        return (best_pool, best[0]) if best is not None and best_pool is not None else None
 
     def _start_on(self, job: Job, pool: Pool, keep: float, now: float) -> float | None:
         """Earliest start of this gang on ``pool``, cached until the work on the pool changes."""
