@@ -937,6 +937,15 @@ class Engine:
 
     def place_many(self, jobs: Iterable[Job]) -> list[Decision]:
         """Batch submission; validates the whole batch first so a bad job changes nothing."""
+        decisions: list[Decision] = []
+        self.post_many(jobs, lambda rec: decisions.append(self._decision(rec)))
+        return decisions
+
+    def post_many(self, jobs: Iterable[Job], each: Callable[[JobRecord], None] | None = None) -> None:
+        """``place_many`` without a Decision per job (``plan`` prints where jobs end up, not each submission).
+
+        ``each`` sees every job's record right after its own submission was decided.
+        """
         batch = list(jobs)
         names: set[str] = set()
         for job in batch:
@@ -944,11 +953,10 @@ class Engine:
                 raise AdmissionError(f"duplicate job name {job.name!r} in batch")
             names.add(job.name)
             self.validate(job)
-        decisions = []
         for job in batch:  # validated above; one job's placement cannot make another invalid
             self._post(job)
-            decisions.append(self._decision(self.jobs[job.name]))
-        return decisions
+            if each is not None:
+                each(self.jobs[job.name])
 
     def release(self, name: str, reason: str = EndReason.FINISHED) -> Decision:
         """A job leaves for good: finished, failed, stopped or cancelled; its GPUs go to the queue."""
