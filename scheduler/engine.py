@@ -867,8 +867,9 @@ class Engine:
         memo = self._res_memo.get(job.gpu_type) if self._incremental_reservations else None
         best: tuple[float, int, int] | None = None
         best_pool: Pool | None = None
-        if memo is not None and memo[0] == job.name and memo[1] == now and memo[2] == epoch and (memo[4] is None or touched is None or memo[4].key not in touched):
-            best, best_pool = memo[3], memo[4]
+        same_question = memo is not None and memo[:3] == (job.name, now, epoch)
+        if memo is not None and same_question and (memo[4] is None or touched is None or memo[4].key not in touched):
+            best, best_pool = memo[3], memo[4]  # the best pool did not change; only a touched one can beat it now
             looks: Iterable[tuple[int, Pool, float]] = [plan[k] for k in touched if k in plan] if touched else ()
         else:
             looks = plan.values()
