@@ -198,19 +198,26 @@ class InvariantChecker:
 
     def feed_record(self, seq: int, kind: str, rec: Rec) -> list[Violation]:
         """Check one record: an Event, or a type-checked ledger record (same attribute names)."""
-        before = len(self.violations)
+        v = self.check(seq, kind, rec)
+        return [] if v is None else [v]
+
+    def check(self, seq: int, kind: str, rec: Rec) -> Violation | None:
+        """``feed_record`` for tight loops (``audit verify``): the violation, if the record breaks a rule."""
         try:
-            self._pending_ops(kind, rec)
+            if self._preempting is not None or self._shrinking is not None:
+                self._pending_ops(kind, rec)
+            handler = _HANDLERS.get(kind)
             if not self.configured and kind != "configured":
                 raise _Bad("configuration", f"{kind} before the configured record")
-            handler = _HANDLERS.get(kind)
             if handler is None:
                 raise _Bad("malformed-record", f"unknown record kind {kind!r}")
             handler(self, rec)
         except _Bad as bad:
             job = getattr(rec, "job", None)
-            self.violations.append(Violation(seq, bad.rule, job if isinstance(job, str) else None, bad.message))
-        return self.violations[before:]
+            v = Violation(seq, bad.rule, job if isinstance(job, str) else None, bad.message)
+            self.violations.append(v)
+            return v
+        return None
 
     def finish(self, seq: int = 0) -> list[Violation]:
         """End-of-stream rules: nothing half done, no job left between an eviction and a decision."""
@@ -434,9 +441,12 @@ class InvariantChecker:
         spec = rec.spec
         if type(spec) is not dict:
             raise _Bad("malformed-record", "submitted spec must be an object")
-        for key, top in (("name", "job"), ("cls", "cls"), ("gpus", "gpus"), ("gpu_type", "gpu_type"), ("priority", "priority")):
-            if spec.get(key) != getattr(rec, top) or type(spec.get(key)) is not type(getattr(rec, top)):
-                raise _Bad("malformed-record", f"submitted {top}={getattr(rec, top)!r} disagrees with spec.{key}={spec.get(key)!r}")
+        get = spec.get
+        for key, top, value in (("name", "job", name), ("cls", "cls", rec.cls), ("gpus", "gpus", rec.gpus),
+                                ("gpu_type", "gpu_type", rec.gpu_type), ("priority", "priority", rec.priority)):
+            found = get(key)
+            if found != value or type(found) is not type(value):
+                raise _Bad("malformed-record", f"submitted {top}={value!r} disagrees with spec.{key}={found!r}")
         if rec.cls not in JOB_CLASSES:
             raise _Bad("malformed-record", f"unknown job class {rec.cls!r}")
         if not 1 <= rec.gpus <= MAX_GANG_GPUS:

@@ -23,12 +23,15 @@ def audit_verify(
     db: DbOpt,
     public_key: PublicKeyOpt = None,
     witness: Annotated[Path | None, typer.Option("--witness", help="Witness log (default $MCSCHED_HOME/witness.jsonl).")] = None,
+    require_signed: Annotated[
+        bool, typer.Option("--require-signed", help="Fail on records after the last signed checkpoint (a live or crashed writer's unsigned tail).")
+    ] = False,
 ) -> None:
     """Exit 0 when the Merkle tree, the signed checkpoints, the witness and the contract hold; 1 naming the first bad record."""
     from scheduler.ledger.verify import verify_ledger
     from scheduler.ledger.witness import default_witness_path
 
-    report = verify_ledger(db, public_key or default_public_key_path(), witness or default_witness_path())
+    report = verify_ledger(db, public_key or default_public_key_path(), witness or default_witness_path(), require_signed=require_signed)
     if not report.ok:
         raise fail(f"{db}: {report.line()}", 1)
     out.print(f"{db}: {report.line()}", markup=False)

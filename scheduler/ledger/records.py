@@ -49,6 +49,7 @@ RECORD_TYPES: dict[str, type[msgspec.Struct]] = {kind: _record_type(cls) for kin
 KIND_OF: dict[type[Any], str] = {t: k for k, t in RECORD_TYPES.items()}
 _ANY_RECORD: Any = typing.Union[tuple(RECORD_TYPES.values())]  # noqa: UP007 - built at run time from the event types
 _decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_ANY_RECORD)
+DECODER = _decoder  # for tight loops: ``DECODER.decode(leaf)`` raises ``msgspec.DecodeError``
 
 
 def decode_record(leaf: bytes) -> Any:

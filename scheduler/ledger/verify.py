@@ -1,30 +1,35 @@
 """``audit verify``: integrity (Merkle tree, signed checkpoints, witness) and the contract.
 
-One streaming pass over the records (a 1M-record ledger never sits in memory as objects):
-each record is hashed into a compact range whose root must equal every signed checkpoint
-on the way, then decoded strictly and fed to the independent checker. Records since the
-last verified checkpoint are held back (as bytes) until their checkpoint verifies, so a
-tampered record is reported as tampering, not as the contract breach it may fake. Every
-problem becomes one ``FAIL: record N: why`` line; nothing a file can contain raises.
+One streaming pass over the records (a 1M-record ledger never sits in memory as objects),
+in big ``fetchmany`` batches: each batch is leaf-hashed in one tight loop and added to a
+compact range level by level (``CompactRange.extend``), cut at every size where a root is
+needed (each signed checkpoint, each witnessed size), then decoded strictly (msgspec) and
+fed to the independent checker. Records since the last verified checkpoint are held back
+(as bytes) until their checkpoint verifies, so a tampered record is reported as
+tampering, not as the contract breach it may fake. Records after the last checkpoint are
+checked and reported as unsigned (or refused with ``require_signed``). Every problem
+becomes one ``FAIL: record N: why`` line; nothing a file can contain raises.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from scheduler.errors import LedgerError
 from scheduler.invariants import InvariantChecker
-from scheduler.ledger.merkle import CompactRange, leaf_hash
-from scheduler.ledger.records import KIND_OF, MalformedRecord, decode_record
+from scheduler.ledger.merkle import CompactRange
+from scheduler.ledger.records import DECODER, KIND_OF
 from scheduler.ledger.signing import NO_PREV, Checkpoint, default_public_key_path, key_id, load_public_key, parse_checkpoint
 from scheduler.ledger.witness import read_witness
 
 HOLD_BACK = 65_536  # records checked before their checkpoint when an operation is huge (memory bound)
+BATCH = 4096  # records per fetchmany
 EXPECTED_COLUMNS = {b"records": ["seq", "leaf"], b"checkpoints": ["size", "body", "signature"]}
 
 
@@ -75,8 +80,14 @@ def verify_ledger(
     witness: Path | None = None,
     *,
     conn: sqlite3.Connection | None = None,
+    require_signed: bool = False,
 ) -> VerifyReport:
-    """Verify the ledger at ``path`` (or on ``conn``) against a public key and a witness log."""
+    """Verify the ledger at ``path`` (or on ``conn``) against a public key and a witness log.
+
+    Records after the last signed checkpoint (a live writer within its checkpoint interval,
+    or one that crashed) are checked and counted in the OK line as unsigned;
+    ``require_signed`` makes any such record a failure instead.
+    """
     own = conn is None
     checker = InvariantChecker()
     count = [0]
@@ -90,7 +101,7 @@ def verify_ledger(
             pub = load_public_key(key_path)
         if conn is None:
             conn = connect_readonly(path)
-        summary = _verify(conn, pub, witness, checker, count)
+        summary = _verify(conn, pub, witness, checker, count, require_signed)
         return VerifyReport(count[0], len(checker.jobs), summary=summary)
     except _Fail as f:
         return VerifyReport(count[0], len(checker.jobs), seq=f.seq, reason=f.reason, rule=f.rule)
@@ -150,7 +161,12 @@ def _checkpoints(conn: sqlite3.Connection, pub: Ed25519PublicKey) -> list[Checkp
 
 
 def _verify(
-    conn: sqlite3.Connection, pub: Ed25519PublicKey, witness: Path | None, checker: InvariantChecker, count: list[int]
+    conn: sqlite3.Connection,
+    pub: Ed25519PublicKey,
+    witness: Path | None,
+    checker: InvariantChecker,
+    count: list[int],
+    require_signed: bool = False,
 ) -> str:
     _schema(conn)
     cps = _checkpoints(conn, pub)
@@ -166,45 +182,64 @@ def _verify(
                 top_known = max(top_known, entry.checkpoint.size)
                 continue
             witnessed.setdefault(entry.checkpoint.size, []).append((entry.line, entry.checkpoint))
-    tree = CompactRange()
-    held: list[tuple[int, bytes]] = []
-    feed = checker.feed_record
-    expected = 1
-    sizes_seen: dict[int, bytes] = {}
     last = cps[-1].size
-    for seq, leaf in conn.execute("SELECT seq, leaf FROM records ORDER BY seq"):
-        if type(seq) is not int or seq != expected:
-            raise _Fail(expected, f"missing (the next stored record is numbered {seq!r}): a record was deleted or renumbered")
-        if type(leaf) is not bytes:
-            raise _Fail(seq, "record is not a byte string")
-        if seq > last:
-            raise _Fail(seq, f"not covered by any signed checkpoint (the last one covers {last} records): inserted or appended")
-        tree.append(leaf_hash(leaf))
-        count[0] = seq
-        held.append((seq, leaf))
-        cp = by_size.get(seq)
-        root = tree.root() if cp is not None or seq in witnessed else b""
-        if seq in witnessed:
-            sizes_seen[seq] = root
-        if cp is not None:
-            if root != cp.root:
-                first = held[0][0]
-                where = f"records {first}..{seq}" if first != seq else f"record {seq}"
-                raise _Fail(
-                    first,
-                    f"{where} do not match the signed checkpoint of size {seq} (altered, inserted, deleted or reordered)",
-                )
-            _check(held, feed)
-            held.clear()
-        elif len(held) >= HOLD_BACK:
-            _check(held, feed)
-            held.clear()
-        expected += 1
-    n = expected - 1
+    # The sizes where the root is needed, in order: every checkpoint, every witnessed size.
+    needs = sorted(by_size.keys() | witnessed.keys())
+    j = 0
+    sizes_seen: dict[int, bytes] = {}
+    tree = CompactRange()
+    sha = hashlib.sha256
+    pending: list[bytes] = []  # read, hashed, not yet decoded and checked: they wait for their checkpoint
+    checked = 0  # records decoded and checked so far
+    n = 0  # records read so far
+    cur = conn.execute("SELECT seq, leaf FROM records ORDER BY seq")
+    while batch := cur.fetchmany(BATCH):
+        m = len(batch)
+        seqs = [r[0] for r in batch]
+        if seqs != list(range(n + 1, n + m + 1)) or len(set(map(type, seqs))) != 1 or type(seqs[0]) is not int:
+            for k, seq in enumerate(seqs, n + 1):
+                if type(seq) is not int or seq != k:
+                    raise _Fail(k, f"missing (the next stored record is numbered {seq!r}): a record was deleted or renumbered")
+        leaves = [r[1] for r in batch]
+        if len(set(map(type, leaves))) != 1 or type(leaves[0]) is not bytes:
+            for k, leaf in enumerate(leaves, n + 1):
+                if type(leaf) is not bytes:
+                    raise _Fail(k, "record is not a byte string")
+        if require_signed and n + m > last:
+            raise _Fail(max(n, last) + 1, f"not covered by any signed checkpoint (the last one covers {last} records): inserted or appended")
+        hashes = [sha(b"\x00" + leaf).digest() for leaf in leaves]
+        pos = 0
+        while j < len(needs) and needs[j] <= n + m:
+            size = needs[j]
+            j += 1
+            cut = size - n
+            tree.extend(hashes[pos:cut])
+            pending += leaves[pos:cut]
+            pos = cut
+            root = tree.root()
+            if size in witnessed:
+                sizes_seen[size] = root
+            cp = by_size.get(size)
+            if cp is not None:
+                if root != cp.root:
+                    first = checked + 1
+                    where = f"records {first}..{size}" if first != size else f"record {size}"
+                    raise _Fail(
+                        first,
+                        f"{where} do not match the signed checkpoint of size {size} (altered, inserted, deleted or reordered)",
+                    )
+                count[0] = size
+                checked = _check(checked, pending, checker, last)
+        tree.extend(hashes[pos:])
+        pending += leaves[pos:]
+        n += m
+        count[0] = n
+        if len(pending) >= HOLD_BACK:  # a huge operation (or an unsigned tail): bounded memory
+            checked = _check(checked, pending, checker, last)
     if n < last:
         raise _Fail(n + 1, f"missing: the signed checkpoint covers {last} records, the ledger has {n} (truncated)")
-    if held:  # pragma: no cover - every record up to `last` ends at a checkpoint
-        _check(held, feed)
+    if pending:  # the unsigned tail (records after the last checkpoint)
+        checked = _check(checked, pending, checker, last)
     for v in checker.finish(n):
         raise _Fail(v.seq, f"{v.rule}: {v.message}", v.rule)
     top = top_known
@@ -221,26 +256,42 @@ def _verify(
             top = max(top, size)
     root_hex = cps[-1].root.hex()
     seen = f"witnessed up to {top}" if top else "not witnessed"
+    tail = ""
+    if n > last:
+        tail = (
+            f"; {n - last} records after the last signed checkpoint (records {last + 1}..{n}) are not signed yet "
+            "(a live writer signs within its checkpoint interval; a crashed one when reopened): checked, but not evidence"
+        )
     return (
         f"{n} records, Merkle root {root_hex[:16]}, {len(cps)} signed checkpoints (key {key_id(pub)}), {seen}; "
-        f"contract holds for {len(checker.jobs)} jobs"
+        f"contract holds for {len(checker.jobs)} jobs{tail}"
     )
 
 
-def _check(held: list[tuple[int, bytes]], feed: Any) -> None:
+def _check(checked: int, pending: list[bytes], checker: InvariantChecker, last: int) -> int:
+    """Decode and check ``pending`` (records ``checked + 1``...) in order; empties it and returns the new count."""
+    decode = DECODER.decode
     kind_of = KIND_OF
-    for seq, leaf in held:
+    check = checker.check
+    seq = checked
+    kind = "record"
+    for leaf in pending:
+        seq += 1
         try:
-            rec = decode_record(leaf)
-        except MalformedRecord as exc:
-            raise _Fail(seq, f"malformed record: {exc}") from None
-        if rec.seq != seq:
-            raise _Fail(seq, f"record says it is number {rec.seq}")
-        kind = kind_of[type(rec)]
-        try:
-            found = feed(seq, kind, rec)
+            rec = decode(leaf)
+            if rec.seq != seq:
+                raise _Fail(seq, f"record says it is number {rec.seq}" + _unsigned(seq, last))
+            kind = kind_of[type(rec)]
+            v = check(seq, kind, rec)
+        except msgspec.DecodeError as exc:
+            raise _Fail(seq, f"malformed record: {exc}" + _unsigned(seq, last)) from None
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as exc:
-            raise _Fail(seq, f"malformed record: {kind} cannot be checked ({type(exc).__name__}: {exc})") from None
-        if found:
-            v = found[0]
-            raise _Fail(seq, f"{v.rule}: {v.message}", v.rule)
+            raise _Fail(seq, f"malformed record: {kind} cannot be checked ({type(exc).__name__}: {exc})" + _unsigned(seq, last)) from None
+        if v is not None:
+            raise _Fail(seq, f"{v.rule}: {v.message}" + _unsigned(seq, last), v.rule)
+    pending.clear()
+    return seq
+
+
+def _unsigned(seq: int, last: int) -> str:
+    return f" (after the last signed checkpoint, size {last}: unsigned)" if seq > last else ""

@@ -482,6 +482,22 @@ def jobs_client(url: str) -> Any:
     return JobSubmissionClient(url)
 
 
+#: Submission ids of the readiness probes ``wait_jobs_api`` submits (``true``, then deleted).
+PROBE_PREFIX = "mcsched-ready-"
+
+
+def _delete_probes(client: Any) -> None:
+    """Delete every finished readiness probe, not only the last one: a probe whose submission or
+    status call failed while the Jobs API was starting may have landed anyway, and was left in
+    the user's `ray job list` as a FAILED `mcsched-ready-...` job ("Job supervisor actor died")."""
+    with contextlib.suppress(Exception):
+        for job in client.list_jobs():
+            sid = job.submission_id or ""
+            if sid.startswith(PROBE_PREFIX) and job.status.is_terminal():
+                with contextlib.suppress(Exception):
+                    client.delete_job(sid)
+
+
 def wait_jobs_api(url: str, timeout: float = 90.0) -> None:
     """Wait until the Jobs API really accepts a job (its agent starts after the dashboard)."""
     from ray.job_submission import JobStatus
@@ -491,10 +507,10 @@ def wait_jobs_api(url: str, timeout: float = 90.0) -> None:
     while time.monotonic() < deadline:
         try:
             client = jobs_client(url)
-            sid = client.submit_job(entrypoint="true", submission_id=f"mcsched-ready-{time.time_ns()}")
+            sid = client.submit_job(entrypoint="true", submission_id=f"{PROBE_PREFIX}{time.time_ns()}")
             while time.monotonic() < deadline:
                 if client.get_job_status(sid) in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-                    client.delete_job(sid)
+                    _delete_probes(client)
                     return
                 time.sleep(0.2)
         except Exception as exc:  # connection refused / "No available agent" while starting

@@ -120,23 +120,30 @@ def _empty(ax: Any, text: str) -> None:
 
 
 def plot_utilisation(view: RunView, out: Path) -> str:
-    """Per GPU type the trace asks for: GPUs held vs capacity (dashed) per cloud, then utilisation %."""
+    """Per GPU type the trace asks for: GPUs held vs capacity (dashed) per cloud, then utilisation %.
+
+    Each point is the peak since the previous sample (exact, not an instant's reading), so a
+    saturation shorter than the sampling step still reaches its height.
+    """
     plt, xs, xlabel = _begin(view)
     types = sorted(view.gpu_types)
     colours = cloud_colours(view.clouds)
+    step = fmt_seconds(view.samples[-1].t / max(len(view.samples) - 1, 1)) if view.samples else "0 s"
     fig, axes = plt.subplots(2, len(types), figsize=(10 * max(1, len(types)) ** 0.5 + 1, 7), dpi=100, squeeze=False, sharex=True)
     for j, gpu_type in enumerate(types):
         top, bottom = axes[0][j], axes[1][j]
         for cloud in view.clouds:
-            cap = [s.cap.get((cloud, gpu_type), 0) for s in view.samples]
+            key = (cloud, gpu_type)
+            cap = [s.cap.get(key, 0) for s in view.samples]
             if not any(cap):
                 continue
-            held = [s.alloc.get((cloud, gpu_type), 0) for s in view.samples]
+            held = [s.peak_alloc.get(key, s.alloc.get(key, 0)) for s in view.samples]
+            share = [100 * min(s.peak_share.get(key, 0.0), 1.0) for s in view.samples]
             top.plot(xs, held, color=colours[cloud], linewidth=1.4, label=cloud)
             top.plot(xs, cap, color=colours[cloud], linewidth=1, linestyle="--", alpha=0.7)
-            bottom.plot(xs, [100 * h / c if c else 0 for h, c in zip(held, cap, strict=True)], color=colours[cloud], linewidth=1.4, label=cloud)
-        _frame(top, view, f"{gpu_type} GPUs held (solid) and capacity (dashed)", "GPUs")
-        _frame(bottom, view, f"{gpu_type} utilisation per cloud", "% of capacity held", xlabel)
+            bottom.plot(xs, share, color=colours[cloud], linewidth=1.4, label=cloud)
+        _frame(top, view, f"{gpu_type} GPUs held (solid; peak within each ~{step} step) and capacity (dashed)", "GPUs")
+        _frame(bottom, view, f"{gpu_type} utilisation per cloud (peak within each ~{step} step)", "% of capacity held", xlabel)
         bottom.set_ylim(0, 105)
         top.legend(loc="upper left", fontsize=7, ncol=3)
     fig.suptitle(view.title)
@@ -321,7 +328,7 @@ def _wait_rows(s: dict[str, Any]) -> list[list[str]]:
 
 def _util_rows(s: dict[str, Any]) -> list[list[str]]:
     return [
-        [cloud, gpu_type, f"{u['busySpan']:.1%}", f"{u['peak']:.1%}", f"{u['gpuHoursHeld']:,.0f}"]
+        [cloud, gpu_type, f"{u['busySpan']:.1%}", f"{u['peak']:.1%}", fmt_seconds(u["hoursNearFull"] * 3600), f"{u['gpuHoursHeld']:,.0f}"]
         for cloud, types in s["utilisation"].items()
         for gpu_type, u in types.items()
     ]
@@ -343,7 +350,7 @@ def policy_section(s: dict[str, Any], images: list[str], prefix: str = "") -> li
     ]
     lines += _table(["class", "started", "p50", "p95", "p99", "max", "waits after an eviction", "censored (never started)"], _wait_rows(s))
     lines += ["", f"### Utilisation over the busy span ({s['busySpan']['label']}), GPU types the trace asks for", ""]
-    lines += _table(["cloud", "GPU type", "mean", "peak (sampled)", "GPU-h held"], _util_rows(s)) if s["utilisation"] else ["(nothing ran)"]
+    lines += _table(["cloud", "GPU type", "mean", "peak", "time >= 95% held", "GPU-h held"], _util_rows(s)) if s["utilisation"] else ["(nothing ran)"]
     reasons = s["rofr"]["declineAndLapseReasons"]
     violations = s["contractViolations"]
     lines += [
@@ -431,7 +438,8 @@ def _definitions() -> list[str]:
         "- Served GPU-hours are work done; unserved = requested - served (never placed, unplaceable, or a serving replica that started late).",
         "- Waits run from submission, or from an eviction, to the start of work. Censored waits are jobs that never started, "
         "measured to the end of the run or of their demand.",
-        "- Utilisation = GPUs held / capacity, over the busy span (first placement to last release), GPU types the trace asks for only.",
+        "- Utilisation = GPUs held / capacity, over the busy span (first placement to last release), GPU types the trace asks for only; "
+        "its peak is exact, and the time near full counts every second with >= 95% of the capacity held.",
         "",
         "</details>",
         "",

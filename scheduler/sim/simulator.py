@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import gc
 import heapq
+import itertools
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -75,6 +77,36 @@ class Sample:
     running_gpus: dict[tuple[str, str], int]  # (class, cloud) -> GPUs held
     cost_rate: dict[str, float]  # cloud -> USD/h being accrued
     answers: dict[tuple[str, str], int]  # (declined|lapsed, reason) -> cumulative count
+    # (cloud, gpu type) -> the most GPUs held, and the highest share of capacity held, at any
+    # moment since the previous sample: a saturation shorter than the sampling step still shows
+    peak_alloc: dict[tuple[str, str], int] = field(default_factory=dict)
+    peak_share: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+_REFUSALS = frozenset({"declined", "lapsed"})  # the holder's answers counted by reason
+NEAR_FULL = 0.95  # a (cloud, GPU type) at or above this share held counts as near full
+
+
+def _retype(agg: list[float], d_held: int, d_cap: int, now: float) -> None:
+    """Move one (cloud, GPU type) aggregate to ``now``: time near full so far, then the change, then the peaks.
+
+    ``agg``: [held, capacity, last change, seconds near full, peak share; since the last
+    sample: most held, highest share].
+    """
+    held, cap = agg[0], agg[1]
+    if cap > 0 and held >= NEAR_FULL * cap:
+        agg[3] += now - agg[2]
+    agg[2] = now
+    held += d_held
+    cap += d_cap
+    agg[0], agg[1] = held, cap
+    if held > agg[5]:
+        agg[5] = held
+    if cap > 0 and held > agg[6] * cap:
+        share = held / cap
+        agg[6] = share
+        if share > agg[4]:
+            agg[4] = share
 
 
 def _per_class() -> dict[str, float]:
@@ -116,11 +148,17 @@ class Recorder:
     # per pool: [allocated, capacity, last change, allocated GPU-seconds]; capacity history apart
     pool_state: dict[PoolKey, list[float]] = field(default_factory=dict)
     cap_history: dict[PoolKey, list[tuple[float, int]]] = field(default_factory=dict)
+    # per (cloud, gpu type), exact at every change: [held, capacity, last change, seconds >= NEAR_FULL held, peak held/capacity]
+    type_state: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._type_of: dict[PoolKey, list[float]] = {}
         for key, cap in self.pools.items():
             self.pool_state[key] = [0, cap, 0.0, 0.0]
             self.cap_history[key] = [(0.0, cap)]
+            agg = self.type_state.setdefault((key[0], key[2]), [0, 0, 0.0, 0.0, 0.0, 0, 0.0])
+            agg[1] += cap
+            self._type_of[key] = agg
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
             Answered: self._answered,
             Placed: self._placed,
@@ -138,9 +176,24 @@ class Recorder:
             handler(ev)
 
     def sink(self) -> Callable[[Event], None]:
-        """``self`` as a plain function (no method lookup per event: this runs for every engine event)."""
+        """``self`` as a plain function, feeding the contract's checker too when ``check``.
+
+        One sink for both saves the engine a call per event (this runs for every engine event).
+        """
         get = self._handlers.get
         count = self._count
+
+        if self.check:
+            check = self.checker.check
+
+            def on_event_checked(ev: Event) -> None:
+                count[0] += 1
+                handler = get(ev.__class__)
+                if handler is not None:
+                    handler(ev)
+                check(0, ev.kind, ev)  # ``checker.feed`` without its list per event
+
+            return on_event_checked
 
         def on_event(ev: Event) -> None:
             count[0] += 1
@@ -165,12 +218,14 @@ class Recorder:
         st[3] += st[0] * (now - st[2])
         st[2] = now
         st[0] += delta
+        _retype(self._type_of[key], delta, 0, now)
 
     def _capacity(self, ev: CapacityChanged) -> None:
         key = (ev.cloud, ev.region, ev.gpu_type)
         st = self.pool_state[key]
         st[3] += st[0] * (ev.at - st[2])
         st[2] = ev.at
+        _retype(self._type_of[key], 0, ev.capacity - int(st[1]), ev.at)
         st[1] = ev.capacity
         self.cap_history[key].append((ev.at, ev.capacity))
 
@@ -180,7 +235,7 @@ class Recorder:
         tr = self.tracks.get(ev.job)
         if tr is not None:
             tr.latency = min(ev.response_seconds, self.window)
-        if ev.answer in ("declined", "lapsed"):
+        if ev.answer in _REFUSALS:
             self.answers[(ev.answer, ev.reason)] += 1
 
     def _unqueue(self, tr: Track) -> None:
@@ -192,19 +247,22 @@ class Recorder:
     def _placed(self, ev: Placed) -> None:
         tr = self.tracks[ev.job]
         now = ev.at
-        self._unqueue(tr)
+        cloud = ev.cloud
+        gpus = ev.gpus
+        if tr.queued:
+            self._unqueue(tr)
         tr.running = tr.ever_placed = True
         tr.attempt = ev.attempt
-        tr.start = now + tr.latency + self.startup[ev.cloud]
-        tr.rate = ev.price * ev.gpus
-        self.placements[ev.cloud] += 1
-        self._alloc((ev.cloud, ev.region, ev.gpu_type), ev.gpus, now)
-        self.running_gpus[(tr.cls, ev.cloud)] += ev.gpus
-        self.rate[ev.cloud] += tr.rate
+        tr.start = start = now + tr.latency + self.startup[cloud]
+        tr.rate = rate = ev.price * gpus
+        self.placements[cloud] += 1
+        self._alloc((cloud, ev.region, ev.gpu_type), gpus, now)
+        self.running_gpus[(tr.cls, cloud)] += gpus
+        self.rate[cloud] += rate
         if self.first_alloc is None:
             self.first_alloc = now
         if tr.end_at is None:
-            self.schedule_finish(ev.job, tr.start + tr.remaining, ev.attempt)
+            self.schedule_finish(ev.job, start + tr.remaining, ev.attempt)
 
     def _queued(self, ev: Queued) -> None:
         tr = self.tracks[ev.job]
@@ -280,21 +338,26 @@ class Simulation:
         self.holder = contract.holder
         self.priorities = {**DEFAULT_CLASS_PRIORITIES, **(class_priorities or {})}
         self.heap: list[tuple[float, int, int, Any]] = []
-        self._seq = 0
+        self._seq = itertools.count(1)  # ties at one instant and kind keep their order of scheduling
         self.arrivals: list[TraceJob] = []
         pools = {(b.name, r.name, t): n for b in catalog.spec.backends for r in b.regions for t, n in r.gpus.items()}
+        heap, seq, push = self.heap, self._seq, heapq.heappush
+
+        def schedule_finish(job: str, at: float, attempt: int) -> None:
+            """The recorder calls this at every placement: one call, straight onto the heap."""
+            push(heap, (at, FINISH, next(seq), (job, attempt)))
+
         self.rec = Recorder(
             contract.spec.rofr.windowSeconds,
             {b.name: b.startupSeconds for b in catalog.spec.backends},
             pools,
-            self._schedule_finish,
+            schedule_finish,
             check,
         )
         for sink in sinks:
             self.engine.subscribe(sink)
+        # the recorder, and the contract's checker on the same stream (violations are a what-if's result too)
         self.engine.subscribe(self.rec.sink())
-        if check:  # the contract's checker on the same stream (violations are a what-if's result too)
-            self.engine.subscribe(self.rec.checker.feed)  # type: ignore[arg-type]  # its return value is ignored
         self.engine.announce()
         self.samples: list[Sample] = []
         self.markers: list[tuple[float, str]] = []
@@ -303,11 +366,7 @@ class Simulation:
         self.end = 0.0
 
     def _push(self, t: float, kind: int, data: Any) -> None:
-        self._seq += 1
-        heapq.heappush(self.heap, (t, kind, self._seq, data))
-
-    def _schedule_finish(self, job: str, at: float, attempt: int) -> None:
-        self._push(at, FINISH, (job, attempt))
+        heapq.heappush(self.heap, (t, kind, next(self._seq), data))
 
     # ------------------------------------------------------------------ inputs
 
@@ -366,15 +425,17 @@ class Simulation:
         priorities = self.priorities
         n_events = self.sim_events
         pop, post, end = heapq.heappop, engine.post, engine.end
+        next_arrival = arrivals[0].arrival if n_arr else math.inf
         while i < n_arr or heap:
             # 1. the next event: an arrival, unless a heap event comes first (ties: heap first)
-            if heap and (i >= n_arr or heap[0][0] <= arrivals[i].arrival):
+            if heap and heap[0][0] <= next_arrival:
                 t, kind, _, data = pop(heap)
                 tj = None
             else:
                 tj = arrivals[i]
                 t, kind, data = tj.arrival, -1, None
                 i += 1
+                next_arrival = arrivals[i].arrival if i < n_arr else math.inf
             # 2. sample the state just before this instant
             while t >= next_sample:
                 self._sample(next_sample)
@@ -436,6 +497,14 @@ class Simulation:
         for (cloud, _region, gpu_type), st in rec.pool_state.items():
             alloc[(cloud, gpu_type)] += int(st[0])
             cap[(cloud, gpu_type)] += int(st[1])
+        peak_alloc: dict[tuple[str, str], int] = {}
+        peak_share: dict[tuple[str, str], float] = {}
+        for key, agg in rec.type_state.items():
+            held, size = agg[0], agg[1]
+            peak_alloc[key] = int(agg[5])
+            peak_share[key] = agg[6]
+            agg[5] = held  # the next interval starts from what is held now
+            agg[6] = held / size if size > 0 else 0.0
         self.samples.append(
             Sample(
                 t,
@@ -446,5 +515,7 @@ class Simulation:
                 {k: v for k, v in rec.running_gpus.items() if v},
                 dict(rec.rate),
                 dict(rec.answers),
+                peak_alloc,
+                peak_share,
             )
         )

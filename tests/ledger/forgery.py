@@ -24,17 +24,32 @@ from tests.builders import a_contract, two_clouds
 Records = list[dict[str, Any]]
 
 
-class World:
-    """A ledger written by the real engine, one flush per operation, with its own key and witness."""
+CADENCES = ("per-operation", "deferred")
 
-    def __init__(self, tmp: Path, catalog: CloudCatalog | None = None, contract: Contract | None = None) -> None:
+
+class World:
+    """A ledger written by the real engine, one flush per operation, with its own key and witness.
+
+    ``cadence``: ``"per-operation"`` signs every flush (``checkpoint_interval=0``);
+    ``"deferred"`` is the default writer's maximum merge delay on a fake monotonic clock
+    where each operation takes one second against a two-second interval, so a checkpoint
+    covers every other operation and ``close()`` signs the rest.
+    """
+
+    def __init__(
+        self, tmp: Path, catalog: CloudCatalog | None = None, contract: Contract | None = None, cadence: str = "per-operation"
+    ) -> None:
         self.tmp = tmp
         self.db = tmp / "ledger.db"
         self.key = tmp / "ledger-signing.key"
         self.pub = tmp / "ledger-signing.pub"
         self.witness = tmp / "witness.jsonl"
         self.clock = ManualClock()
-        self.ledger = Ledger(self.db, signing_key=self.key, witness=self.witness)
+        self.mono = 0.0
+        interval = 0.0 if cadence == "per-operation" else 2.0
+        self.ledger = Ledger(
+            self.db, signing_key=self.key, witness=self.witness, checkpoint_interval=interval, monotonic=lambda: self.mono
+        )
         self.engine = Engine(catalog or two_clouds(), contract or a_contract(), self.clock)
         self.engine.subscribe(self.ledger)
         self.engine.announce()
@@ -42,6 +57,7 @@ class World:
 
     def op(self, fn: Callable[[Engine], object]) -> None:
         fn(self.engine)
+        self.mono += 1.0
         self.ledger.flush()
 
     def close(self) -> None:

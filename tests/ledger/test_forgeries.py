@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 
 from scheduler.ledger.merkle import leaf_hash
+from scheduler.ledger.verify import verify_ledger
 from tests.builders import a_catalog, a_contract, a_job
-from tests.ledger.forgery import Records, World, canonical, raw_sql, rehash
+from tests.ledger.forgery import CADENCES, Records, World, canonical, raw_sql, rehash
 
 
-def world(tmp: Path) -> World:
+def world(tmp: Path, cadence: str = "per-operation") -> World:
     """A rich history: accept, declines, a preemption and re-placement, spot loss, an outage, a queue."""
     catalog = (
         a_catalog()
@@ -30,7 +31,7 @@ def world(tmp: Path) -> World:
         .cloud("oci", {"ashburn": {"H100": 16, "H200": 8}, "phoenix": {"H100": 16}}, price=2.9, startup=60)
         .obj()
     )
-    w = World(tmp, catalog, a_contract())
+    w = World(tmp, catalog, a_contract(), cadence)
     step = lambda fn: (w.clock.advance(10.0), w.op(fn))  # noqa: E731
     step(lambda e: e.submit(a_job().named("t1").gpus(8).priority(30).obj()))
     step(lambda e: e.submit(a_job().named("t2").gpus(8).regions("eastus", "ashburn").obj()))
@@ -47,10 +48,12 @@ def world(tmp: Path) -> World:
     return w
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> World:
-    w = world(tmp_path_factory.mktemp("pristine"))
+@pytest.fixture(scope="module", params=CADENCES)
+def pristine(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> World:
+    """The same history signed every operation, and with the default writer's deferred checkpoints."""
+    w = world(tmp_path_factory.mktemp("pristine"), request.param)
     assert w.verify().ok, w.verify().line()
+    assert "not signed" not in w.verify().line()  # close() signed every record
     return w
 
 
@@ -268,7 +271,8 @@ def test_edited_at_is_caught(pristine: World, tmp_path: Path) -> None:
     [
         ("DELETE FROM records WHERE seq = 5", "missing"),
         ("UPDATE records SET seq = -seq WHERE seq IN (3, 4)", "missing"),
-        ("INSERT INTO records VALUES ((SELECT max(seq) + 1 FROM records), (SELECT leaf FROM records WHERE seq = 2))", "not covered"),
+        # Past the last checkpoint a record is unsigned: still decoded and checked (here: misnumbered).
+        ("INSERT INTO records VALUES ((SELECT max(seq) + 1 FROM records), (SELECT leaf FROM records WHERE seq = 2))", "after the last signed checkpoint"),
         ("DELETE FROM records WHERE seq > (SELECT max(seq) - 3 FROM records)", "missing"),
         ("DELETE FROM checkpoints WHERE size < (SELECT max(size) FROM checkpoints) AND size > 1", "does not chain"),
         ("UPDATE checkpoints SET signature = zeroblob(64) WHERE size = (SELECT max(size) FROM checkpoints)", "signature does not verify"),
@@ -282,6 +286,14 @@ def test_raw_sql_edits_are_caught(pristine: World, tmp_path: Path, sql: str, exp
     raw_sql(w.db, sql)
     line = w.verify().line()
     assert line.startswith("FAIL: record ") and expect in line, line
+
+
+def test_an_appended_record_is_refused_when_signatures_are_required(pristine: World, tmp_path: Path) -> None:
+    w = clone(pristine, tmp_path)
+    raw_sql(w.db, "INSERT INTO records VALUES ((SELECT max(seq) + 1 FROM records), (SELECT leaf FROM records WHERE seq = 2))")
+    size = sqlite3.connect(w.db).execute("SELECT max(size) FROM checkpoints").fetchone()[0]
+    line = verify_ledger(w.db, w.pub, w.witness, require_signed=True).line()
+    assert line == f"FAIL: record {size + 1}: not covered by any signed checkpoint (the last one covers {size} records): inserted or appended"
 
 
 def test_reordered_records_are_caught(pristine: World, tmp_path: Path) -> None:

@@ -73,7 +73,11 @@ def test_the_cli_reports_stale_state_and_an_absent_cluster(tmp_path: Path) -> No
     r = subprocess.run([*run, "down", "--state-dir", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0 and "stale state" in r.stdout
     r = subprocess.run([*run, "env", "--state-dir", str(tmp_path)], capture_output=True, text=True)
-    assert r.returncode == 3 and r.stdout == "" and r.stderr.strip() == f"error: no running cluster in {tmp_path}: run `mcsched up` first"
+    assert (
+        r.returncode == 3
+        and r.stdout == ""
+        and r.stderr.strip() == f"error: no running cluster in {tmp_path}: run `mcsched up` first"
+    )
 
 
 def test_which_cluster_mcsched_joins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,7 +130,11 @@ def test_stopping_a_process_that_another_program_has_not_reaped_counts_it_as_sto
     from scheduler.runtime.cluster import _terminate
 
     parent = subprocess.Popen(
-        [sys.executable, "-c", "import subprocess, time; p = subprocess.Popen(['sleep', '60']); print(p.pid, flush=True); time.sleep(60)"],
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, time; p = subprocess.Popen(['sleep', '60']); print(p.pid, flush=True); time.sleep(60)",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -140,3 +148,46 @@ def test_stopping_a_process_that_another_program_has_not_reaped_counts_it_as_sto
     finally:
         parent.kill()
         parent.wait()
+
+
+class _FakeJobs:
+    """A Jobs API that has just started: the first probe lands but asking for its status fails."""
+
+    def __init__(self) -> None:
+        from ray.job_submission import JobStatus
+
+        self.status = JobStatus
+        self.jobs: dict[str, JobStatus] = {"user-job": JobStatus.SUCCEEDED}
+        self.status_calls = 0
+
+    def submit_job(self, entrypoint: str, submission_id: str) -> str:
+        self.jobs[submission_id] = self.status.FAILED if not self.status_calls else self.status.SUCCEEDED
+        return submission_id
+
+    def get_job_status(self, sid: str) -> object:
+        self.status_calls += 1
+        if self.status_calls == 1:
+            raise ConnectionError("No available agent to submit job")
+        return self.jobs[sid]
+
+    def list_jobs(self) -> list[object]:
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(submission_id=sid, status=st) for sid, st in self.jobs.items()]
+
+    def delete_job(self, sid: str) -> bool:
+        del self.jobs[sid]
+        return True
+
+
+def test_up_leaves_no_readiness_probe_in_the_users_job_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ray job list` after `mcsched up` showed a FAILED `mcsched-ready-...` job: a probe retried
+    while the Jobs API was starting was never deleted. Every probe goes; the user's jobs stay."""
+    import scheduler.runtime.cluster as cluster
+
+    fake = _FakeJobs()
+    monkeypatch.setattr(cluster, "jobs_client", lambda url: fake)
+    monkeypatch.setattr(cluster.time, "sleep", lambda s: None)
+    cluster.wait_jobs_api("http://127.0.0.1:1", timeout=30)
+    assert fake.status_calls >= 2  # the first probe's status failed: a second probe was submitted
+    assert list(fake.jobs) == ["user-job"]

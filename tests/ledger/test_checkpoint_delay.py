@@ -1,0 +1,199 @@
+"""Checkpoints within a bounded delay (Certificate Transparency's maximum merge delay).
+
+The writer signs when ``checkpoint_interval`` has passed since the last checkpoint, from a
+timer when it idles, and always at ``close()``; records after the last checkpoint are
+reported as unsigned by ``verify`` (or refused with ``require_signed``), and a writer that
+reopens a crashed ledger signs them only if the signed prefix is intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from scheduler.errors import LedgerError
+from scheduler.ledger import Ledger, verify_ledger
+from tests.builders import a_job, two_clouds
+from tests.ledger.forgery import World, raw_sql
+
+
+def checkpoint_sizes(db: Path) -> list[int]:
+    conn = sqlite3.connect(db)
+    try:
+        return [r[0] for r in conn.execute("SELECT size FROM checkpoints ORDER BY size")]
+    finally:
+        conn.close()
+
+
+def busy_world(tmp: Path, jobs: int = 4) -> World:
+    """A deferred-cadence world (checkpoint every other operation on its fake clock) with some work."""
+    w = World(tmp, two_clouds(azure_h100=8), cadence="deferred")
+    for i in range(jobs):
+        w.clock.advance(5.0)
+        w.op(lambda e, i=i: e.submit(a_job().named(f"j{i}").gpus(8).obj()))
+    return w
+
+
+def crash(w: World) -> None:
+    """The process dies: no close(), nothing more signed (the timer dies with it)."""
+    timer = w.ledger._timer
+    if timer is not None:
+        timer.cancel()
+    w.ledger._closed = True
+    w.ledger.conn.close()
+
+
+def test_a_flush_signs_only_when_the_interval_has_passed(tmp_path: Path) -> None:
+    mono = [0.0]
+    ledger = Ledger(tmp_path / "l.db", signing_key=tmp_path / "k.key", witness=tmp_path / "w.jsonl",
+                    checkpoint_interval=10.0, monotonic=lambda: mono[0])
+    from scheduler.clock import ManualClock
+    from scheduler.engine import Engine
+    from tests.builders import a_contract
+
+    engine = Engine(two_clouds(azure_h100=8), a_contract(), ManualClock())
+    engine.subscribe(ledger)
+    engine.announce()
+    ledger.flush()
+    assert checkpoint_sizes(ledger.path) == [1]  # the first flush signs at once
+    engine.submit(a_job().named("a").gpus(8).obj())
+    mono[0] = 9.9
+    ledger.flush()
+    assert checkpoint_sizes(ledger.path) == [1] and ledger.unsigned == len(ledger) - 1 > 0
+    engine.release("a")
+    mono[0] = 10.0
+    ledger.flush()  # due: the checkpoint rides in the same transaction and covers every record
+    assert checkpoint_sizes(ledger.path) == [1, len(ledger)] and ledger.unsigned == 0
+    assert ledger._timer is None
+    ledger.close()
+    assert verify_ledger(tmp_path / "l.db", tmp_path / "k.pub", tmp_path / "w.jsonl", require_signed=True).ok
+
+
+def test_close_always_leaves_a_checkpoint_over_every_record(tmp_path: Path) -> None:
+    w = busy_world(tmp_path)
+    w.ledger.checkpoint_interval = 3600.0  # nothing more falls due
+    w.op(lambda e: e.release("j0"))
+    n = len(w.ledger)
+    assert w.ledger.unsigned > 0 and checkpoint_sizes(w.db)[-1] < n
+    w.close()
+    assert checkpoint_sizes(w.db)[-1] == n
+    report = verify_ledger(w.db, w.pub, w.witness, require_signed=True)
+    assert report.ok and "not signed" not in report.line(), report.line()
+    assert f"witnessed up to {n}" in report.line()
+
+
+def test_an_idle_writer_signs_within_the_interval(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db", signing_key=tmp_path / "k.key", witness=tmp_path / "w.jsonl", checkpoint_interval=0.05)
+    from scheduler.clock import ManualClock
+    from scheduler.engine import Engine
+    from tests.builders import a_contract
+
+    engine = Engine(two_clouds(azure_h100=8), a_contract(), ManualClock())
+    engine.subscribe(ledger)
+    engine.announce()
+    ledger.flush()
+    engine.submit(a_job().named("a").gpus(8).obj())
+    ledger.flush()
+    assert ledger.unsigned > 0  # within the interval of the first checkpoint: not yet
+    deadline = time.monotonic() + 5.0
+    while ledger.unsigned and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ledger.unsigned == 0, "no checkpoint from the idle timer"
+    assert checkpoint_sizes(ledger.path)[-1] == len(ledger)
+    assert len((tmp_path / "w.jsonl").read_text().splitlines()) == len(checkpoint_sizes(ledger.path))
+    report = verify_ledger(ledger.path, tmp_path / "k.pub", tmp_path / "w.jsonl", require_signed=True)
+    assert report.ok, report.line()
+    ledger.close()
+
+
+def test_an_unsigned_tail_is_reported_or_refused(tmp_path: Path) -> None:
+    w = busy_world(tmp_path, jobs=3)
+    crash(w)
+    signed = checkpoint_sizes(w.db)[-1]
+    n = len(w.records())
+    assert n > signed
+    report = w.verify()
+    assert report.ok, report.line()
+    assert f"{n - signed} records after the last signed checkpoint (records {signed + 1}..{n}) are not signed yet" in report.line()
+    strict = verify_ledger(w.db, w.pub, w.witness, require_signed=True).line()
+    assert strict == f"FAIL: record {signed + 1}: not covered by any signed checkpoint (the last one covers {signed} records): inserted or appended"
+
+
+def test_an_unsigned_tail_is_still_checked_against_the_contract(tmp_path: Path) -> None:
+    w = busy_world(tmp_path, jobs=3)
+    crash(w)
+    signed = checkpoint_sizes(w.db)[-1]
+    recs = w.records()
+    placed = next(r for r in recs if r["kind"] == "placed" and r["seq"] > signed)
+    from tests.ledger.forgery import canonical
+
+    forged = canonical({**placed, "region": "nowhere"})
+    raw_sql(w.db, "UPDATE records SET leaf = ? WHERE seq = ?", forged, placed["seq"])
+    line = w.verify().line()
+    assert line.startswith(f"FAIL: record {placed['seq']}: placement-mismatch") and "after the last signed checkpoint" in line, line
+
+
+def test_truncation_below_a_witnessed_checkpoint_is_caught(tmp_path: Path) -> None:
+    """A crashed writer: its unsigned tail is not evidence, but the witness pins every signed size."""
+    w = busy_world(tmp_path, jobs=5)
+    crash(w)
+    sizes = checkpoint_sizes(w.db)
+    assert len(sizes) >= 3 and len(w.records()) > sizes[-1]
+    raw_sql(w.db, "DELETE FROM records WHERE seq > ?", sizes[-2])  # the last signed operations and the unsigned tail
+    raw_sql(w.db, "DELETE FROM checkpoints WHERE size > ?", sizes[-2])
+    assert w.verify(witness=False).ok  # a signed prefix on its own
+    line = w.verify().line()
+    assert line == f"FAIL: record {sizes[-2] + 1}: missing: the witness saw {sizes[-1]} records (line {len(sizes)}), the ledger has {sizes[-2]} (truncated)"
+
+
+def test_a_reopened_writer_signs_a_crashed_tail(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    w = busy_world(tmp_path, jobs=3)
+    crash(w)
+    n = len(w.records())
+    with caplog.at_level(logging.WARNING):
+        ledger = Ledger(w.db, signing_key=w.key, witness=w.witness)
+    assert ledger.unsigned == 0 and ledger.checkpoint is not None and ledger.checkpoint.size == n
+    assert "after the last signed checkpoint" in caplog.text
+    ledger.close()
+    report = verify_ledger(w.db, w.pub, w.witness, require_signed=True)
+    assert report.ok, report.line()
+
+
+def test_a_reopened_writer_refuses_an_altered_signed_prefix(tmp_path: Path) -> None:
+    w = busy_world(tmp_path, jobs=3)
+    crash(w)
+    leaf = sqlite3.connect(w.db).execute("SELECT leaf FROM records WHERE seq = 2").fetchone()[0]
+    raw_sql(w.db, "UPDATE records SET leaf = ? WHERE seq = 2", bytes(leaf).replace(b'"at":', b'"at":1', 1))
+    with pytest.raises(LedgerError, match="records and checkpoints disagree"):
+        Ledger(w.db, signing_key=w.key, witness=w.witness)
+    assert len(checkpoint_sizes(w.db)) == len(set(checkpoint_sizes(w.db)))  # nothing signed
+    assert not verify_ledger(w.db, w.pub, w.witness).ok
+
+
+def test_per_operation_cadence_signs_every_flush(tmp_path: Path) -> None:
+    w = World(tmp_path, two_clouds(azure_h100=8))
+    for i in range(3):
+        w.op(lambda e, i=i: e.submit(a_job().named(f"j{i}").gpus(8).obj()))
+        assert w.ledger.unsigned == 0
+    w.close()
+    assert len(checkpoint_sizes(w.db)) == 4
+
+
+def test_plan_db_signs_every_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``plan --db`` writes all its operations within one interval: close() must sign them."""
+    from scheduler.cli import main
+    from scheduler.paths import examples_dir
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("MCSCHED_HOME", str(home))
+    try:
+        main(["plan", str(examples_dir() / "jobs" / "mixed.yaml"), "--db", str(tmp_path / "plan.db")])
+    except SystemExit as exc:
+        assert not exc.code
+    n = sqlite3.connect(tmp_path / "plan.db").execute("SELECT count(*) FROM records").fetchone()[0]
+    assert n > 1 and checkpoint_sizes(tmp_path / "plan.db")[-1] == n
+    assert verify_ledger(tmp_path / "plan.db", home / "ledger-signing.pub", home / "witness.jsonl", require_signed=True).ok
