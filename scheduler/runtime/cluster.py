@@ -348,6 +348,7 @@ def cluster_processes(temp_dir: str) -> list[Any]:
             name.startswith("ray::")
             or text.startswith("ray::")
             or bool(ray_dir and ray_dir in text)
+            or "/site-packages/ray/" in text  # Ray of another environment (a second clone's .venv)
             or " -m ray." in f" {text}"
         )
 
@@ -384,13 +385,35 @@ def _terminate(procs: list[Any], grace: float) -> None:
     for p in procs:
         with contextlib.suppress(psutil.Error):
             p.terminate()
-    _gone, alive = psutil.wait_procs(procs, timeout=grace)
+    alive = _wait_exited(procs, grace)
     for p in alive:
         with contextlib.suppress(psutil.Error):
             p.kill()
-    _gone, alive = psutil.wait_procs(alive, timeout=10)
+    alive = _wait_exited(alive, 10.0)
     if alive:
         raise RuntimeUnavailable(f"could not stop processes {', '.join(str(p.pid) for p in alive)}")
+
+
+def _exited(proc: Any) -> bool:
+    """Gone, or a zombie: it has exited and only waits for its parent (say, the program that
+    started it in-process) to collect its status, which this process cannot do for it
+    (``psutil.wait_procs`` would count a zombie as running until its timeout)."""
+    import psutil
+
+    try:
+        return not proc.is_running() or bool(proc.status() == psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return True
+
+
+def _wait_exited(procs: list[Any], timeout: float) -> list[Any]:
+    """Wait up to ``timeout`` seconds for ``procs`` to exit; return those still running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in procs if not _exited(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def stop_head(temp_dir: str, grace: float = STOP_GRACE_SECONDS) -> int:
@@ -606,8 +629,11 @@ def down(state_dir: Path) -> DownResult:
     temp_dir = info.temp_dir if info else str(state_dir / "ray")
     running = info is not None and alive(info)
     _disconnect()
-    stopped = int(stop_prometheus(info)) if info else 0
-    stopped += stop_head(temp_dir)
+    try:
+        stopped = int(stop_prometheus(info)) if info else 0
+    finally:  # a Prometheus that would not stop must not keep the Ray cluster running
+        stopped_ray = stop_head(temp_dir)
+    stopped += stopped_ray
     if info is not None:
         # Only ports this call freed are waited for: a stale state dir's ports may belong to others by now.
         busy = wait_ports_free([*info.ports.values(), info.metrics_port]) if stopped else []

@@ -120,27 +120,43 @@ def _empty(ax: Any, text: str) -> None:
 
 
 def plot_utilisation(view: RunView, out: Path) -> str:
-    """Per GPU type the trace asks for: GPUs held vs capacity (dashed) per cloud, then utilisation %."""
+    """Per GPU type the trace asks for: GPUs held vs capacity (dashed) per cloud, then utilisation %.
+
+    Each point is the peak since the previous sample (exact, not an instant's reading), so a
+    saturation shorter than the sampling step still reaches its height.
+    """
     plt, xs, xlabel = _begin(view)
     types = sorted(view.gpu_types)
     colours = cloud_colours(view.clouds)
+    step = _step(view)
     fig, axes = plt.subplots(2, len(types), figsize=(10 * max(1, len(types)) ** 0.5 + 1, 7), dpi=100, squeeze=False, sharex=True)
     for j, gpu_type in enumerate(types):
         top, bottom = axes[0][j], axes[1][j]
         for cloud in view.clouds:
-            cap = [s.cap.get((cloud, gpu_type), 0) for s in view.samples]
+            key = (cloud, gpu_type)
+            cap = [s.cap.get(key, 0) for s in view.samples]
             if not any(cap):
                 continue
-            held = [s.alloc.get((cloud, gpu_type), 0) for s in view.samples]
+            held = [s.peak_alloc.get(key, s.alloc.get(key, 0)) for s in view.samples]
+            share = [100 * min(s.peak_share.get(key, 0.0), 1.0) for s in view.samples]
             top.plot(xs, held, color=colours[cloud], linewidth=1.4, label=cloud)
             top.plot(xs, cap, color=colours[cloud], linewidth=1, linestyle="--", alpha=0.7)
-            bottom.plot(xs, [100 * h / c if c else 0 for h, c in zip(held, cap, strict=True)], color=colours[cloud], linewidth=1.4, label=cloud)
-        _frame(top, view, f"{gpu_type} GPUs held (solid) and capacity (dashed)", "GPUs")
-        _frame(bottom, view, f"{gpu_type} utilisation per cloud", "% of capacity held", xlabel)
+            bottom.plot(xs, share, color=colours[cloud], linewidth=1.4, label=cloud)
+        _frame(top, view, f"{gpu_type} GPUs held (solid; peak within each ~{step} step) and capacity (dashed)", "GPUs")
+        _frame(bottom, view, f"{gpu_type} utilisation per cloud (peak within each ~{step} step)", "% of capacity held", xlabel)
         bottom.set_ylim(0, 105)
         top.legend(loc="upper left", fontsize=7, ncol=3)
     fig.suptitle(view.title)
     return _save(fig, out, "utilisation.png", view)
+
+
+def _queued(s: Sample, cls: str) -> int:
+    """The most GPUs of ``cls`` queued at any moment since the previous sample (a short queue is never sampled away)."""
+    return s.peak_queued_gpus.get(cls, s.queued_gpus.get(cls, 0))
+
+
+def _step(view: RunView) -> str:
+    return fmt_seconds(view.samples[-1].t / max(len(view.samples) - 1, 1)) if view.samples else "0 s"
 
 
 def plot_queue(view: RunView, out: Path) -> str:
@@ -148,7 +164,7 @@ def plot_queue(view: RunView, out: Path) -> str:
     fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
     drawn = False
     for cls in JOB_CLASSES:
-        ys = [s.queued_gpus.get(cls, 0) for s in view.samples]
+        ys = [_queued(s, cls) for s in view.samples]
         if any(ys):
             ax.plot(xs, ys, color=CLASS_COLOURS[cls], linewidth=1.4, label=cls)
             drawn = True
@@ -156,7 +172,7 @@ def plot_queue(view: RunView, out: Path) -> str:
         ax.legend(loc="upper left", fontsize=8)
     else:
         _empty(ax, "nothing queued: every job was placed on arrival")
-    _frame(ax, view, f"Queued GPUs by class\n{view.title}", "GPUs waiting", xlabel)
+    _frame(ax, view, f"Queued GPUs by class (peak within each ~{_step(view)} step)\n{view.title}", "GPUs waiting", xlabel)
     return _save(fig, out, "queue.png", view)
 
 
@@ -164,7 +180,7 @@ def plot_classes(view: RunView, out: Path) -> str:
     """One panel per class: GPUs held by cloud (stacked) and GPUs queued (black)."""
     plt, xs, xlabel = _begin(view)
     colours = cloud_colours(view.clouds)
-    classes = [c for c in JOB_CLASSES if any(s.queued_gpus.get(c, 0) or any(k[0] == c for k in s.running_gpus) for s in view.samples)]
+    classes = [c for c in JOB_CLASSES if any(_queued(s, c) or any(k[0] == c for k in s.running_gpus) for s in view.samples)]
     classes = classes or list(JOB_CLASSES)
     fig, axes = plt.subplots(len(classes), 1, figsize=(10, 2.8 * len(classes) + 0.6), dpi=100, sharex=True, squeeze=False)
     for ax, cls in zip((a[0] for a in axes), classes, strict=True):
@@ -172,9 +188,9 @@ def plot_classes(view: RunView, out: Path) -> str:
         if clouds:
             ax.stackplot(xs, *[[s.running_gpus.get((cls, c), 0) for s in view.samples] for c in clouds],
                          colors=[colours[c] for c in clouds], labels=clouds, alpha=0.85)
-        queued = [s.queued_gpus.get(cls, 0) for s in view.samples]
+        queued = [_queued(s, cls) for s in view.samples]
         if any(queued):
-            ax.plot(xs, queued, color="black", linewidth=1.2, linestyle="--", label="queued")
+            ax.plot(xs, queued, color="black", linewidth=1.2, linestyle="--", label="queued (peak per step)")
         if not clouds and not any(queued):
             _empty(ax, f"no {cls} work")
         _frame(ax, view, f"{cls}: GPUs held by cloud, and queued", "GPUs")

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import gc
 import heapq
+import itertools
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -75,13 +77,23 @@ class Sample:
     running_gpus: dict[tuple[str, str], int]  # (class, cloud) -> GPUs held
     cost_rate: dict[str, float]  # cloud -> USD/h being accrued
     answers: dict[tuple[str, str], int]  # (declined|lapsed, reason) -> cumulative count
+    # (cloud, gpu type) -> the most GPUs held, and the highest share of capacity held, at any
+    # moment since the previous sample: a saturation shorter than the sampling step still shows
+    peak_alloc: dict[tuple[str, str], int] = field(default_factory=dict)
+    peak_share: dict[tuple[str, str], float] = field(default_factory=dict)
+    peak_queued_gpus: dict[str, int] = field(default_factory=dict)  # class -> most GPUs queued since the previous sample
 
 
+_REFUSALS = frozenset({"declined", "lapsed"})  # the holder's answers counted by reason
 NEAR_FULL = 0.95  # a (cloud, GPU type) at or above this share held counts as near full
 
 
 def _retype(agg: list[float], d_held: int, d_cap: int, now: float) -> None:
-    """Move one (cloud, GPU type) aggregate to ``now``: time near full so far, then the change, then the peak."""
+    """Move one (cloud, GPU type) aggregate to ``now``: time near full so far, then the change, then the peaks.
+
+    ``agg``: [held, capacity, last change, seconds near full, peak share; since the last
+    sample: most held, highest share].
+    """
     held, cap = agg[0], agg[1]
     if cap > 0 and held >= NEAR_FULL * cap:
         agg[3] += now - agg[2]
@@ -89,8 +101,13 @@ def _retype(agg: list[float], d_held: int, d_cap: int, now: float) -> None:
     held += d_held
     cap += d_cap
     agg[0], agg[1] = held, cap
-    if cap > 0 and held > agg[4] * cap:
-        agg[4] = held / cap
+    if held > agg[5]:
+        agg[5] = held
+    if cap > 0 and held > agg[6] * cap:
+        share = held / cap
+        agg[6] = share
+        if share > agg[4]:
+            agg[4] = share
 
 
 def _per_class() -> dict[str, float]:
@@ -124,6 +141,7 @@ class Recorder:
     cost: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     queued_jobs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_CLASSES, 0))
     queued_gpus: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_CLASSES, 0))
+    queued_gpus_peak: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_CLASSES, 0))  # since the last sample
     running_gpus: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     rate: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     checker: InvariantChecker = field(default_factory=InvariantChecker)
@@ -140,7 +158,7 @@ class Recorder:
         for key, cap in self.pools.items():
             self.pool_state[key] = [0, cap, 0.0, 0.0]
             self.cap_history[key] = [(0.0, cap)]
-            agg = self.type_state.setdefault((key[0], key[2]), [0, 0, 0.0, 0.0, 0.0])
+            agg = self.type_state.setdefault((key[0], key[2]), [0, 0, 0.0, 0.0, 0.0, 0, 0.0])
             agg[1] += cap
             self._type_of[key] = agg
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
@@ -219,7 +237,7 @@ class Recorder:
         tr = self.tracks.get(ev.job)
         if tr is not None:
             tr.latency = min(ev.response_seconds, self.window)
-        if ev.answer in ("declined", "lapsed"):
+        if ev.answer in _REFUSALS:
             self.answers[(ev.answer, ev.reason)] += 1
 
     def _unqueue(self, tr: Track) -> None:
@@ -231,26 +249,31 @@ class Recorder:
     def _placed(self, ev: Placed) -> None:
         tr = self.tracks[ev.job]
         now = ev.at
-        self._unqueue(tr)
+        cloud = ev.cloud
+        gpus = ev.gpus
+        if tr.queued:
+            self._unqueue(tr)
         tr.running = tr.ever_placed = True
         tr.attempt = ev.attempt
-        tr.start = now + tr.latency + self.startup[ev.cloud]
-        tr.rate = ev.price * ev.gpus
-        self.placements[ev.cloud] += 1
-        self._alloc((ev.cloud, ev.region, ev.gpu_type), ev.gpus, now)
-        self.running_gpus[(tr.cls, ev.cloud)] += ev.gpus
-        self.rate[ev.cloud] += tr.rate
+        tr.start = start = now + tr.latency + self.startup[cloud]
+        tr.rate = rate = ev.price * gpus
+        self.placements[cloud] += 1
+        self._alloc((cloud, ev.region, ev.gpu_type), gpus, now)
+        self.running_gpus[(tr.cls, cloud)] += gpus
+        self.rate[cloud] += rate
         if self.first_alloc is None:
             self.first_alloc = now
         if tr.end_at is None:
-            self.schedule_finish(ev.job, tr.start + tr.remaining, ev.attempt)
+            self.schedule_finish(ev.job, start + tr.remaining, ev.attempt)
 
     def _queued(self, ev: Queued) -> None:
         tr = self.tracks[ev.job]
         if not tr.queued:
             tr.queued = True
             self.queued_jobs[tr.cls] += 1
-            self.queued_gpus[tr.cls] += tr.gpus
+            queued = self.queued_gpus[tr.cls] = self.queued_gpus[tr.cls] + tr.gpus
+            if queued > self.queued_gpus_peak[tr.cls]:
+                self.queued_gpus_peak[tr.cls] = queued
 
     def _settle(self, ev: Preempted | Released, evicted: bool) -> Track:
         """Close a placement: credit the work done, and close the wait if work had started."""
@@ -319,14 +342,20 @@ class Simulation:
         self.holder = contract.holder
         self.priorities = {**DEFAULT_CLASS_PRIORITIES, **(class_priorities or {})}
         self.heap: list[tuple[float, int, int, Any]] = []
-        self._seq = 0
+        self._seq = itertools.count(1)  # ties at one instant and kind keep their order of scheduling
         self.arrivals: list[TraceJob] = []
         pools = {(b.name, r.name, t): n for b in catalog.spec.backends for r in b.regions for t, n in r.gpus.items()}
+        heap, seq, push = self.heap, self._seq, heapq.heappush
+
+        def schedule_finish(job: str, at: float, attempt: int) -> None:
+            """The recorder calls this at every placement: one call, straight onto the heap."""
+            push(heap, (at, FINISH, next(seq), (job, attempt)))
+
         self.rec = Recorder(
             contract.spec.rofr.windowSeconds,
             {b.name: b.startupSeconds for b in catalog.spec.backends},
             pools,
-            self._schedule_finish,
+            schedule_finish,
             check,
         )
         for sink in sinks:
@@ -341,11 +370,7 @@ class Simulation:
         self.end = 0.0
 
     def _push(self, t: float, kind: int, data: Any) -> None:
-        self._seq += 1
-        heapq.heappush(self.heap, (t, kind, self._seq, data))
-
-    def _schedule_finish(self, job: str, at: float, attempt: int) -> None:
-        self._push(at, FINISH, (job, attempt))
+        heapq.heappush(self.heap, (t, kind, next(self._seq), data))
 
     # ------------------------------------------------------------------ inputs
 
@@ -404,15 +429,17 @@ class Simulation:
         priorities = self.priorities
         n_events = self.sim_events
         pop, post, end = heapq.heappop, engine.post, engine.end
+        next_arrival = arrivals[0].arrival if n_arr else math.inf
         while i < n_arr or heap:
             # 1. the next event: an arrival, unless a heap event comes first (ties: heap first)
-            if heap and (i >= n_arr or heap[0][0] <= arrivals[i].arrival):
+            if heap and heap[0][0] <= next_arrival:
                 t, kind, _, data = pop(heap)
                 tj = None
             else:
                 tj = arrivals[i]
                 t, kind, data = tj.arrival, -1, None
                 i += 1
+                next_arrival = arrivals[i].arrival if i < n_arr else math.inf
             # 2. sample the state just before this instant
             while t >= next_sample:
                 self._sample(next_sample)
@@ -474,6 +501,14 @@ class Simulation:
         for (cloud, _region, gpu_type), st in rec.pool_state.items():
             alloc[(cloud, gpu_type)] += int(st[0])
             cap[(cloud, gpu_type)] += int(st[1])
+        peak_alloc: dict[tuple[str, str], int] = {}
+        peak_share: dict[tuple[str, str], float] = {}
+        for key, agg in rec.type_state.items():
+            held, size = agg[0], agg[1]
+            peak_alloc[key] = int(agg[5])
+            peak_share[key] = agg[6]
+            agg[5] = held  # the next interval starts from what is held now
+            agg[6] = held / size if size > 0 else 0.0
         self.samples.append(
             Sample(
                 t,
@@ -484,5 +519,9 @@ class Simulation:
                 {k: v for k, v in rec.running_gpus.items() if v},
                 dict(rec.rate),
                 dict(rec.answers),
+                peak_alloc,
+                peak_share,
+                dict(rec.queued_gpus_peak),
             )
         )
+        rec.queued_gpus_peak.update(rec.queued_gpus)  # the next interval starts from what is queued now

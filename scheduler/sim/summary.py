@@ -109,7 +109,7 @@ def summarise(sim: Simulation, gpu_types: set[str]) -> dict[str, Any]:
             cap_s[(cloud, gpu_type)] += _cap_integral(rec.cap_history[key], busy_start, busy_end)
     utilisation: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
     for (cloud, gpu_type), cap in sorted(cap_s.items()):
-        held_now, cap_now, since, near_full, peak = rec.type_state[(cloud, gpu_type)]
+        held_now, cap_now, since, near_full, peak = rec.type_state[(cloud, gpu_type)][:5]
         if cap_now > 0 and held_now >= NEAR_FULL * cap_now:
             near_full += end - since
         utilisation[cloud][gpu_type] = {

@@ -73,7 +73,11 @@ def test_the_cli_reports_stale_state_and_an_absent_cluster(tmp_path: Path) -> No
     r = subprocess.run([*run, "down", "--state-dir", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0 and "stale state" in r.stdout
     r = subprocess.run([*run, "env", "--state-dir", str(tmp_path)], capture_output=True, text=True)
-    assert r.returncode == 3 and r.stdout == "" and r.stderr.strip() == f"error: no running cluster in {tmp_path}: run `mcsched up` first"
+    assert (
+        r.returncode == 3
+        and r.stdout == ""
+        and r.stderr.strip() == f"error: no running cluster in {tmp_path}: run `mcsched up` first"
+    )
 
 
 def test_which_cluster_mcsched_joins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,6 +117,37 @@ def test_ports(tmp_path: Path) -> None:
     assert wait_ports_free([busy], timeout=5) == []
     start = free_port_block(20)
     assert all(port_free(p) for p in range(start, start + 20))
+
+
+def test_stopping_a_process_that_another_program_has_not_reaped_counts_it_as_stopped() -> None:
+    """`mcsched down` stops a Prometheus that `up --prometheus` (or a test) started: once it
+    exits it can stay a zombie of its parent, which `down` cannot reap. That is stopped, not a
+    failure (it once made `down` give up before stopping the Ray head)."""
+    import time
+
+    import psutil
+
+    from scheduler.runtime.cluster import _terminate
+
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, time; p = subprocess.Popen(['sleep', '60']); print(p.pid, flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        child = psutil.Process(int(parent.stdout.readline()))
+        t0 = time.monotonic()
+        _terminate([child], grace=5.0)
+        assert time.monotonic() - t0 < 5.0
+        assert child.status() == psutil.STATUS_ZOMBIE  # exited, its parent never reaped it
+    finally:
+        parent.kill()
+        parent.wait()
 
 
 class _FakeJobs:

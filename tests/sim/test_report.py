@@ -98,3 +98,33 @@ def test_queued_work_is_drawn_per_class(figures: dict[str, Any], tmp_path: Path)
     assert "nothing queued" not in texts(figures["queue.png"])
     classes = texts(figures["classes.png"])
     assert "api-serving: GPUs held by cloud, and queued" in classes and "training" not in classes
+
+
+def test_a_saturation_shorter_than_the_sampling_step_still_reaches_full_height(figures: dict[str, Any], tmp_path: Path) -> None:
+    # azure 8 H100: a holds all 8 from 0 to 1,122 (100% for ~19 min); long holds 1 of 8 from
+    # 2,000 for 100 days. 50 samples over ~100 days: one every ~2 days, so no instant sample
+    # falls inside a's 1,122 s (at 0 nothing is placed yet; at ~2 days only long runs: 12.5%).
+    view = view_of([TraceJob("a", 0, 8, 1000, "training"), TraceJob("long", 2000, 1, 100 * 86400, "training")])
+    assert max(s.alloc.get(("azure", "H100"), 0) for s in view.samples) == 1  # what instant readings would plot
+    report.plots(view, tmp_path)
+    util = figures["utilisation.png"]
+    held = max(y for line in util.axes[0].get_lines() if line.get_label() == "azure" for y in line.get_ydata())
+    pct = max(y for line in util.axes[1].get_lines() if line.get_label() == "azure" for y in line.get_ydata())
+    assert (held, pct) == (8, 100.0)
+    assert "peak within each ~47.1 h step" in texts(util)  # 8,642,122 s over 51 intervals
+
+
+def test_a_queue_shorter_than_the_sampling_step_is_drawn_not_called_nothing(figures: dict[str, Any], tmp_path: Path) -> None:
+    # api1 takes azure's 8 GPUs at 0 (works 122..1,122); api2 (t=10, pinned to azure) queues with
+    # 8 GPUs until api1 ends at 1,122. long (training, 1 GPU; azure is full at 20, so oci) runs
+    # 100 days: samples every ~47 h, none inside 10..1,122, so instant readings show no queue.
+    jobs = [TraceJob("api1", 0, 8, 1000, "api-serving"), TraceJob("api2", 10, 8, 1000, "api-serving"),
+            TraceJob("long", 20, 1, 100 * 86400, "training")]
+    view = view_of(jobs)
+    assert not any(s.queued_gpus.get("api-serving") for s in view.samples)  # what instant readings would plot
+    report.plots(view, tmp_path)
+    queue = figures["queue.png"]
+    assert "nothing queued" not in texts(queue)
+    assert {line.get_label(): max(line.get_ydata()) for line in queue.axes[0].get_lines()} == {"api-serving": 8}
+    api = next(ax for ax in figures["classes.png"].axes if ax.get_title().startswith("api-serving"))
+    assert "queued (peak per step)" in [t.get_text() for t in api.get_legend().get_texts()]
