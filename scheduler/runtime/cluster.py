@@ -484,18 +484,26 @@ def jobs_client(url: str) -> Any:
 
 #: Submission ids of the readiness probes ``wait_jobs_api`` submits (``true``, then deleted).
 PROBE_PREFIX = "mcsched-ready-"
+#: How long Ray's job monitor (a 1 s loop) may take to see a finished probe's supervisor exit.
+PROBE_SETTLE_SECONDS = 2.0
 
 
-def _delete_probes(client: Any) -> None:
-    """Delete every finished readiness probe, not only the last one: a probe whose submission or
-    status call failed while the Jobs API was starting may have landed anyway, and was left in
-    the user's `ray job list` as a FAILED `mcsched-ready-...` job ("Job supervisor actor died")."""
-    with contextlib.suppress(Exception):
-        for job in client.list_jobs():
-            sid = job.submission_id or ""
-            if sid.startswith(PROBE_PREFIX) and job.status.is_terminal():
-                with contextlib.suppress(Exception):
-                    client.delete_job(sid)
+def _delete_probes(client: Any, settle: float = PROBE_SETTLE_SECONDS) -> None:
+    """Delete the finished readiness probes so that `ray job list` shows only the user's jobs.
+
+    Ray's job monitor notices a finished job's supervisor exit up to a loop later and, if the
+    job's record is gone by then, writes it again as FAILED ("Entrypoint not found.",
+    JOB_SUPERVISOR_ACTOR_DIED): deleting at once left exactly that in every fresh cluster's
+    job list. So wait ``settle`` seconds first, and delete again what the monitor re-created.
+    """
+    for _ in range(2):
+        time.sleep(settle)
+        with contextlib.suppress(Exception):
+            for job in client.list_jobs():
+                sid = job.submission_id or ""
+                if sid.startswith(PROBE_PREFIX) and job.status.is_terminal():
+                    with contextlib.suppress(Exception):
+                        client.delete_job(sid)
 
 
 def wait_jobs_api(url: str, timeout: float = 90.0) -> None:
