@@ -150,6 +150,6 @@ def test_the_cost_plot_adds_up_to_the_runs_cost(figures: dict[str, Any], tmp_pat
     assert total == pytest.approx(8.976 + 4.248 + 4320.031)
     report.plots(RunView(TITLE, sim.samples, ["azure", "oci"], "azure", {"H100"}, sim.markers), tmp_path)
     twin = figures["cost.png"].axes[1]
-    cumulative = [line for line in twin.get_lines() if line.get_label() == "cumulative USD (right)"][0].get_ydata()
+    cumulative = next(line for line in twin.get_lines() if line.get_label() == "cumulative USD (right)").get_ydata()
     assert cumulative[-1] == pytest.approx(total)
     assert "average over each" in texts(figures["cost.png"])
