@@ -257,7 +257,7 @@ def _failure(output: str) -> str:
     return (errors or lines or ["no output"])[-1]
 
 
-def head_env(state_dir: Path, ports: dict[str, int], auth_token: str | None) -> dict[str, str]:
+def head_env(state_dir: Path, ports: dict[str, int], auth_token: Path | None) -> dict[str, str]:
     """The environment of ``ray start --head``, which every process of the cluster inherits.
 
     ``MCSCHED_HOME`` is this state dir: a job's driver keeps its checkpoints in its cluster's
