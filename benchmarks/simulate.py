@@ -51,7 +51,22 @@ def flag(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def replay(jobs: list[TraceJob], catalog_path: Path, policy: str, ledger_dir: Path | None) -> tuple[dict[str, Any], float, float]:
+def progress_to_stderr(label: str, total: int) -> Any:
+    """A progress line on stderr every tenth of the jobs (stdout keeps only the figures)."""
+    done = [0]
+
+    def advance(n: int) -> None:
+        before = done[0] * 10 // total
+        done[0] += n
+        if done[0] * 10 // total > before:
+            print(f"   {label}: {done[0]:,} of {total:,} jobs submitted", file=sys.stderr, flush=True)
+
+    return advance
+
+
+def replay(
+    jobs: list[TraceJob], catalog_path: Path, policy: str, ledger_dir: Path | None, progress: Any = None
+) -> tuple[dict[str, Any], float, float]:
     """One replay; returns its summary, wall seconds and CPU seconds (the machine may be shared: CPU shows what is ours)."""
     catalog = load_catalog(catalog_path)
     contract = load_contract(default_contract(), catalog)
@@ -60,7 +75,7 @@ def replay(jobs: list[TraceJob], catalog_path: Path, policy: str, ledger_dir: Pa
     ledger = Ledger(ledger_dir / f"{policy}.db") if ledger_dir else None
     sim = Simulation(catalog, contract, policy, sinks=[ledger] if ledger else [])
     sim.add_jobs(jobs)
-    sim.run(flush=ledger.flush if ledger else None)
+    sim.run(flush=ledger.flush if ledger else None, progress=progress)
     if ledger:
         ledger.flush()
         ledger.close()
@@ -98,7 +113,7 @@ def main() -> None:
 
     # 2. a million synthetic jobs
     big = synthetic(args.jobs)
-    s, wall, cpu = replay(big, default_catalog(), "contract", None)
+    s, wall, cpu = replay(big, default_catalog(), "contract", None, progress_to_stderr("2. synthetic replay", len(big)))
     events = s["events"]["engine"] + s["events"]["simulation"]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"2. synthetic replay: {s['jobs']:,} jobs over {s['span']} in {wall:.1f} s wall ({cpu:.1f} s CPU; load average {os.getloadavg()[0]:.1f} "

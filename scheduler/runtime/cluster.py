@@ -257,6 +257,27 @@ def _failure(output: str) -> str:
     return (errors or lines or ["no output"])[-1]
 
 
+def head_env(state_dir: Path, ports: dict[str, int], auth_token: Path | None) -> dict[str, str]:
+    """The environment of ``ray start --head``, which every process of the cluster inherits.
+
+    ``MCSCHED_HOME`` is this state dir: a job's driver keeps its checkpoints in its cluster's
+    state dir. Without it, the jobs of ``mcsched up --state-dir /tmp/a`` checkpointed into
+    ``~/.mcsched`` (shared by every cluster, so same-named jobs resumed each other's steps).
+    """
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **loopback_env(ports["autoscaler-metrics"], ports["dashboard-metrics"]),
+    }
+    env.pop("RAY_ADDRESS", None)
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env["MCSCHED_HOME"] = str(state_dir)
+    env["MCSCHED_SERVE_PORT"] = str(ports["serve"])  # the jobs of this cluster serve models here
+    if auth_token is not None:
+        env.update(auth_env(auth_token))
+    return env
+
+
 def start_head(
     catalog: CloudCatalog,
     state_dir: Path,
@@ -272,16 +293,7 @@ def start_head(
     temp_dir.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, START_ATTEMPTS + 1):
         ports, worker_lo = choose_ports(reserved)  # fresh each try: another program may have taken one
-        env = {
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            **loopback_env(ports["autoscaler-metrics"], ports["dashboard-metrics"]),
-        }
-        env.pop("RAY_ADDRESS", None)
-        env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        env["MCSCHED_SERVE_PORT"] = str(ports["serve"])  # the jobs of this cluster serve models here
-        if auth_token is not None:
-            env.update(auth_env(auth_token))
+        env = head_env(state_dir, ports, auth_token)
         cmd = [
             ray_bin(), "start", "--head",
             "--node-ip-address", "127.0.0.1",
@@ -484,18 +496,26 @@ def jobs_client(url: str) -> Any:
 
 #: Submission ids of the readiness probes ``wait_jobs_api`` submits (``true``, then deleted).
 PROBE_PREFIX = "mcsched-ready-"
+#: How long Ray's job monitor (a 1 s loop) may take to see a finished probe's supervisor exit.
+PROBE_SETTLE_SECONDS = 2.0
 
 
-def _delete_probes(client: Any) -> None:
-    """Delete every finished readiness probe, not only the last one: a probe whose submission or
-    status call failed while the Jobs API was starting may have landed anyway, and was left in
-    the user's `ray job list` as a FAILED `mcsched-ready-...` job ("Job supervisor actor died")."""
-    with contextlib.suppress(Exception):
-        for job in client.list_jobs():
-            sid = job.submission_id or ""
-            if sid.startswith(PROBE_PREFIX) and job.status.is_terminal():
-                with contextlib.suppress(Exception):
-                    client.delete_job(sid)
+def _delete_probes(client: Any, settle: float = PROBE_SETTLE_SECONDS) -> None:
+    """Delete the finished readiness probes so that `ray job list` shows only the user's jobs.
+
+    Ray's job monitor notices a finished job's supervisor exit up to a loop later and, if the
+    job's record is gone by then, writes it again as FAILED ("Entrypoint not found.",
+    JOB_SUPERVISOR_ACTOR_DIED): deleting at once left exactly that in every fresh cluster's
+    job list. So wait ``settle`` seconds first, and delete again what the monitor re-created.
+    """
+    for _ in range(2):
+        time.sleep(settle)
+        with contextlib.suppress(Exception):
+            for job in client.list_jobs():
+                sid = job.submission_id or ""
+                if sid.startswith(PROBE_PREFIX) and job.status.is_terminal():
+                    with contextlib.suppress(Exception):
+                        client.delete_job(sid)
 
 
 def wait_jobs_api(url: str, timeout: float = 90.0) -> None:

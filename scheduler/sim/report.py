@@ -202,27 +202,33 @@ def plot_classes(view: RunView, out: Path) -> str:
 
 
 def plot_cost(view: RunView, out: Path) -> str:
-    """Cost as a rate accrued while GPUs are held (stacked by cloud), cumulative on the right."""
+    """Cost as a rate accrued while GPUs are held (stacked by cloud), cumulative on the right.
+
+    Both come from the exact spend accrued up to each sample: the rate is its average over
+    each step, and the cumulative line ends at the run's total cost.
+    """
     plt, xs, xlabel = _begin(view)
     colours = cloud_colours(view.clouds)
     fig, ax = plt.subplots(figsize=(10, 4.2), dpi=100)
-    clouds = [c for c in view.clouds if any(s.cost_rate.get(c, 0.0) > 1e-9 for s in view.samples)]
+    clouds = [c for c in view.clouds if any(s.spent.get(c, 0.0) > 1e-9 for s in view.samples)]
     if clouds:
-        ax.stackplot(xs, *[[max(s.cost_rate.get(c, 0.0), 0.0) for s in view.samples] for c in clouds],
-                     colors=[colours[c] for c in clouds], labels=clouds, alpha=0.85)
+        rates: list[list[float]] = []
+        for c in clouds:
+            ys = [0.0]
+            for a, b in zip(view.samples, view.samples[1:], strict=False):
+                dt = b.t - a.t
+                ys.append(max(b.spent.get(c, 0.0) - a.spent.get(c, 0.0), 0.0) * 3600 / dt if dt > 0 else ys[-1])
+            rates.append(ys)
+        ax.stackplot(xs, *rates, colors=[colours[c] for c in clouds], labels=clouds, alpha=0.85, step="pre")
         ax.legend(loc="upper left", fontsize=8)
         twin = ax.twinx()
-        cum, total = [], 0.0
-        for k, s in enumerate(view.samples):
-            if k:
-                total += sum(view.samples[k - 1].cost_rate.values()) * (s.t - view.samples[k - 1].t) / 3600
-            cum.append(total)
-        twin.plot(xs, cum, color="black", linewidth=1, label="cumulative USD (right)")
+        twin.plot(xs, [sum(s.spent.values()) for s in view.samples], color="black", linewidth=1, label="cumulative USD (right)")
         twin.set_ylabel("cumulative USD")
-        twin.legend(loc="upper right", fontsize=8)
+        twin.legend(loc="lower right", fontsize=8)  # the line ends top right
     else:
         _empty(ax, "no GPUs held: nothing spent")
-    _frame(ax, view, f"Spend rate by cloud (accrued while GPUs are held)\n{view.title}", "USD per hour", xlabel)
+    _frame(ax, view, f"Spend rate by cloud (accrued while GPUs are held; average over each ~{_step(view)} step)\n{view.title}",
+           "USD per hour", xlabel)
     return _save(fig, out, "cost.png", view)
 
 

@@ -82,6 +82,7 @@ class Sample:
     peak_alloc: dict[tuple[str, str], int] = field(default_factory=dict)
     peak_share: dict[tuple[str, str], float] = field(default_factory=dict)
     peak_queued_gpus: dict[str, int] = field(default_factory=dict)  # class -> most GPUs queued since the previous sample
+    spent: dict[str, float] = field(default_factory=dict)  # cloud -> USD accrued from the start to this instant (exact)
 
 
 _REFUSALS = frozenset({"declined", "lapsed"})  # the holder's answers counted by reason
@@ -143,7 +144,9 @@ class Recorder:
     queued_gpus: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_CLASSES, 0))
     queued_gpus_peak: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_CLASSES, 0))  # since the last sample
     running_gpus: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
-    rate: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    rate: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # cloud -> USD/h accruing now
+    # cloud -> [USD accrued up to ``at``, at]: moved forward at every change of the rate
+    accrued: dict[str, list[float]] = field(default_factory=dict)
     checker: InvariantChecker = field(default_factory=InvariantChecker)
     first_alloc: float | None = None
     last_free: float = 0.0
@@ -231,6 +234,19 @@ class Recorder:
         st[1] = ev.capacity
         self.cap_history[key].append((ev.at, ev.capacity))
 
+    def _accrue(self, cloud: str, now: float) -> None:
+        """Book the spend at the current rate up to ``now`` (before the rate changes)."""
+        acc = self.accrued.get(cloud)
+        if acc is None:
+            self.accrued[cloud] = [0.0, now]
+            return
+        acc[0] += self.rate[cloud] * (now - acc[1]) / 3600
+        acc[1] = now
+
+    def spent(self, now: float) -> dict[str, float]:
+        """USD accrued per cloud from the start to ``now``: equals the engine's booked cost once everything ended."""
+        return {c: acc[0] + self.rate[c] * (now - acc[1]) / 3600 for c, acc in self.accrued.items()}
+
     # ------------------------------------------------------------------ jobs
 
     def _answered(self, ev: Answered) -> None:
@@ -260,6 +276,7 @@ class Recorder:
         self.placements[cloud] += 1
         self._alloc((cloud, ev.region, ev.gpu_type), gpus, now)
         self.running_gpus[(tr.cls, cloud)] += gpus
+        self._accrue(cloud, now)
         self.rate[cloud] += rate
         if self.first_alloc is None:
             self.first_alloc = now
@@ -282,6 +299,7 @@ class Recorder:
         tr.running = False
         self._alloc((ev.cloud, ev.region, ev.gpu_type), -ev.gpus, now)
         self.running_gpus[(tr.cls, ev.cloud)] -= ev.gpus
+        self._accrue(ev.cloud, now)
         self.rate[ev.cloud] -= tr.rate
         self.cost[ev.cloud] += ev.cost_usd
         self.last_free = now
@@ -522,6 +540,7 @@ class Simulation:
                 peak_alloc,
                 peak_share,
                 dict(rec.queued_gpus_peak),
+                rec.spent(t),
             )
         )
         rec.queued_gpus_peak.update(rec.queued_gpus)  # the next interval starts from what is queued now

@@ -151,23 +151,22 @@ def test_stopping_a_process_that_another_program_has_not_reaped_counts_it_as_sto
 
 
 class _FakeJobs:
-    """A Jobs API that has just started: the first probe lands but asking for its status fails."""
+    """Ray's Jobs API as it behaves: a job's monitor sees its supervisor exit a loop after the job
+    finished, and re-creates the record as FAILED if the job was deleted before that."""
 
     def __init__(self) -> None:
         from ray.job_submission import JobStatus
 
         self.status = JobStatus
         self.jobs: dict[str, JobStatus] = {"user-job": JobStatus.SUCCEEDED}
-        self.status_calls = 0
+        self.unmonitored: set[str] = set()  # finished, supervisor exit not yet seen by the monitor
 
     def submit_job(self, entrypoint: str, submission_id: str) -> str:
-        self.jobs[submission_id] = self.status.FAILED if not self.status_calls else self.status.SUCCEEDED
+        self.jobs[submission_id] = self.status.SUCCEEDED  # `true` finishes at once
+        self.unmonitored.add(submission_id)
         return submission_id
 
     def get_job_status(self, sid: str) -> object:
-        self.status_calls += 1
-        if self.status_calls == 1:
-            raise ConnectionError("No available agent to submit job")
         return self.jobs[sid]
 
     def list_jobs(self) -> list[object]:
@@ -179,15 +178,36 @@ class _FakeJobs:
         del self.jobs[sid]
         return True
 
+    def tick(self) -> None:
+        """One loop of Ray's job monitor: a deleted job whose exit it had not seen comes back FAILED."""
+        for sid in self.unmonitored:
+            if sid not in self.jobs:
+                self.jobs[sid] = self.status.FAILED
+        self.unmonitored.clear()
+
 
 def test_up_leaves_no_readiness_probe_in_the_users_job_list(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`ray job list` after `mcsched up` showed a FAILED `mcsched-ready-...` job: a probe retried
-    while the Jobs API was starting was never deleted. Every probe goes; the user's jobs stay."""
+    """`ray job list` on every fresh cluster showed a FAILED `mcsched-ready-...` job: the probe was
+    deleted before Ray's job monitor saw it end, and the monitor wrote it back. Time passes only
+    through ``sleep`` here; the user's own jobs stay."""
     import scheduler.runtime.cluster as cluster
 
     fake = _FakeJobs()
     monkeypatch.setattr(cluster, "jobs_client", lambda url: fake)
-    monkeypatch.setattr(cluster.time, "sleep", lambda s: None)
+    monkeypatch.setattr(cluster.time, "sleep", lambda s: fake.tick())
     cluster.wait_jobs_api("http://127.0.0.1:1", timeout=30)
-    assert fake.status_calls >= 2  # the first probe's status failed: a second probe was submitted
+    fake.tick()  # the monitor's next loop, after `up` returned
     assert list(fake.jobs) == ["user-job"]
+
+
+def test_the_clusters_processes_use_its_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mcsched up --state-dir /tmp/a`: its jobs' drivers checkpointed into ~/.mcsched (the default),
+    shared by every cluster. The head's environment, which its processes inherit, names the state dir."""
+    from scheduler.runtime.cluster import head_env
+
+    monkeypatch.setenv("MCSCHED_HOME", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+    ports = {"autoscaler-metrics": 40001, "dashboard-metrics": 40002, "serve": 8000}
+    env = head_env(tmp_path / "a", ports, None)
+    assert env["MCSCHED_HOME"] == str(tmp_path / "a")
+    assert env["MCSCHED_SERVE_PORT"] == "8000" and "RAY_ADDRESS" not in env

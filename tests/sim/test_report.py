@@ -128,3 +128,28 @@ def test_a_queue_shorter_than_the_sampling_step_is_drawn_not_called_nothing(figu
     assert {line.get_label(): max(line.get_ydata()) for line in queue.axes[0].get_lines()} == {"api-serving": 8}
     api = next(ax for ax in figures["classes.png"].axes if ax.get_title().startswith("api-serving"))
     assert "queued (peak per step)" in [t.get_text() for t in api.get_legend().get_texts()]
+
+
+def test_the_cost_plot_adds_up_to_the_runs_cost(figures: dict[str, Any], tmp_path: Path) -> None:
+    # a: azure's 8 GPUs at $3.6 held 0..1,122 = 8 x 3.6 x 1,122 / 3,600 = $8.976; b: oci's 8 at $1.8
+    # held 10..1,072 = $4.248; long: azure declines in 2 s, 1 oci GPU held from 20 to
+    # 20 + 2 + 60 + 8,640,000 = 1.8 x 8,640,062 / 3,600 = $4,320.031. Samples every ~2 days.
+    from scheduler.sim.summary import summarise
+
+    jobs = [TraceJob("a", 0, 8, 1000, "training"), TraceJob("b", 10, 8, 1000, "training"), TraceJob("long", 20, 1, 100 * 86400, "training")]
+    catalog = (
+        a_catalog()
+        .cloud("azure", {"eastus": {"H100": 8}}, price=3.6, latency=2, startup=120)
+        .cloud("oci", {"us-ashburn-1": {"H100": 9}}, price=1.8, latency=3, startup=60)
+        .obj()
+    )
+    sim = Simulation(catalog, a_contract(), "contract")
+    sim.add_jobs(jobs)
+    sim.run(samples=50)
+    total = summarise(sim, {"H100"})["costUsdTotal"]
+    assert total == pytest.approx(8.976 + 4.248 + 4320.031)
+    report.plots(RunView(TITLE, sim.samples, ["azure", "oci"], "azure", {"H100"}, sim.markers), tmp_path)
+    twin = figures["cost.png"].axes[1]
+    cumulative = next(line for line in twin.get_lines() if line.get_label() == "cumulative USD (right)").get_ydata()
+    assert cumulative[-1] == pytest.approx(total)
+    assert "average over each" in texts(figures["cost.png"])
