@@ -9,7 +9,8 @@
 3. contract vs cheapest vs azure-only on openb over the Azure-constrained example catalog
    (deploy/examples/sim/catalog-azure-tight.yaml) at the trace's load and at x4.
 
-Missed targets are flagged MISSED.
+Missed targets are flagged MISSED. Each replay also prints its CPU seconds and the machine's
+load average: on a shared machine the wall time includes waiting for a core.
 
     python benchmarks/simulate.py [--trace PATH] [--jobs N]
 """
@@ -17,6 +18,7 @@ Missed targets are flagged MISSED.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import resource
 import sys
@@ -49,19 +51,37 @@ def flag(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def replay(jobs: list[TraceJob], catalog_path: Path, policy: str, ledger_dir: Path | None) -> tuple[dict[str, Any], float]:
+def progress_to_stderr(label: str, total: int) -> Any:
+    """A progress line on stderr every tenth of the jobs (stdout keeps only the figures)."""
+    done = [0]
+
+    def advance(n: int) -> None:
+        before = done[0] * 10 // total
+        done[0] += n
+        if done[0] * 10 // total > before:
+            print(f"   {label}: {done[0]:,} of {total:,} jobs submitted", file=sys.stderr, flush=True)
+
+    return advance
+
+
+def replay(
+    jobs: list[TraceJob], catalog_path: Path, policy: str, ledger_dir: Path | None, progress: Any = None
+) -> tuple[dict[str, Any], float, float]:
+    """One replay; returns its summary, wall seconds and CPU seconds (the machine may be shared: CPU shows what is ours)."""
     catalog = load_catalog(catalog_path)
     contract = load_contract(default_contract(), catalog)
     started = time.perf_counter()
+    cpu = time.process_time()
     ledger = Ledger(ledger_dir / f"{policy}.db") if ledger_dir else None
     sim = Simulation(catalog, contract, policy, sinks=[ledger] if ledger else [])
     sim.add_jobs(jobs)
-    sim.run(flush=ledger.flush if ledger else None)
+    sim.run(flush=ledger.flush if ledger else None, progress=progress)
     if ledger:
         ledger.flush()
         ledger.close()
     wall = time.perf_counter() - started
-    return summarise(sim, {j.gpu_type for j in jobs}), wall
+    cpu = time.process_time() - cpu
+    return summarise(sim, {j.gpu_type for j in jobs}), wall, cpu
 
 
 def synthetic(n: int, seed: int = 7) -> list[TraceJob]:
@@ -85,18 +105,19 @@ def main() -> None:
 
     # 1. the real trace, ledger written
     jobs = read_trace(args.trace, "alibaba-openb").jobs
-    s, wall = replay(jobs, default_catalog(), "contract", tmp)
+    s, wall, cpu = replay(jobs, default_catalog(), "contract", tmp)
     events = s["events"]["engine"] + s["events"]["simulation"]
     rate = events / wall
-    print(f"1. openb replay: {s['jobs']:,} GPU jobs of {args.trace.name} in {wall:.2f} s wall, {events:,} events = {rate:,.0f} events/s "
+    print(f"1. openb replay: {s['jobs']:,} GPU jobs of {args.trace.name} in {wall:.2f} s wall ({cpu:.2f} s CPU; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), {events:,} events = {rate:,.0f} events/s "
           f"(ledger written, checker on) [< 10 s: {flag(wall < 10)}; >= 100,000 events/s: {flag(rate >= 100_000)}]")
 
     # 2. a million synthetic jobs
     big = synthetic(args.jobs)
-    s, wall = replay(big, default_catalog(), "contract", None)
+    s, wall, cpu = replay(big, default_catalog(), "contract", None, progress_to_stderr("2. synthetic replay", len(big)))
     events = s["events"]["engine"] + s["events"]["simulation"]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"2. synthetic replay: {s['jobs']:,} jobs over {s['span']} in {wall:.1f} s wall, {events:,} events = {events / wall:,.0f} events/s, "
+    print(f"2. synthetic replay: {s['jobs']:,} jobs over {s['span']} in {wall:.1f} s wall ({cpu:.1f} s CPU; load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores), {events:,} events = {events / wall:,.0f} events/s, "
           f"peak RSS {rss:,.0f} MB; served {sum(s['gpuHours']['served'].values()):,.0f} GPU-h, never placed {sum(s['neverPlaced'].values()):,}, "
           f"violations {sum(s['contractViolations'].values())} [< 60 s: {flag(wall < 60)}]")
 
@@ -108,7 +129,7 @@ def main() -> None:
         print(f"{'policy':<11} {'cost USD':>10} {'USD/served GPU-h':>16} {'holder share':>12} {'unserved GPU-h':>14} {'never placed':>12} "
               f"{'api p99 wait':>12} {'train p99 wait':>14} {'preemptions':>11} {'violations':>10}")
         for policy in POLICIES:
-            s, _ = replay(loaded, tight, policy, None)
+            s, _, _ = replay(loaded, tight, policy, None)
             w = s["waitSeconds"]
             print(f"{policy:<11} {s['costUsdTotal']:>10,.0f} {s['costUsdPerServedGpuHour']:>16,.2f} {s['holderShareOfGpuHours']:>12.1%} "
                   f"{sum(s['gpuHours']['unserved'].values()):>14,.0f} {sum(s['neverPlaced'].values()):>12,} "

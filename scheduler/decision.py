@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 HistoryEntry = tuple[float, str, str, str, str]  # (at, placed | evicted | ended, cloud, region, detail)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The outcome of one placement attempt (or a job's current standing)."""
+class Decision(NamedTuple):
+    """The outcome of one placement attempt (or a job's current standing).
+
+    Immutable like a frozen dataclass, but a tuple: the engine builds one per submission and
+    release, and a tuple is built ~4x faster (a hot path at 100k-job batches).
+    """
 
     job: str
     cls: str

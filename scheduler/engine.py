@@ -17,7 +17,7 @@ import heapq
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from scheduler.backends import BackendState
 from scheduler.clock import Clock
@@ -161,6 +161,12 @@ def _never_blocked(_pool: Pool) -> str | None:
 class Engine:
     """Owns inventory, queue and job records; the only writer of placement state."""
 
+    #: Shortcuts that must never change a decision, only skip work: a bucket whose gang no
+    #: longer fits the freed pools is not checked, and a reservation looks only at pools whose
+    #: work changed. Tests turn them off and compare (tests/test_engine_properties.py).
+    _skip_unfit_buckets: ClassVar[bool] = True
+    _incremental_reservations: ClassVar[bool] = True
+
     def __init__(self, catalog: CloudCatalog, contract: Contract, clock: Clock, *, policy: Policy | None = None) -> None:
         """``policy`` is for what-if runs (``scheduler/sim/policies.py``); live placement uses the contract's."""
         self.catalog = catalog
@@ -177,8 +183,9 @@ class Engine:
         self.reservations: dict[str, Reservation] = {}  # GPU type -> the one reservation among its pools
         # GPU types whose reservation target may have changed (a better job became capacity-blocked, or the target left)
         self._res_dirty: set[str] = set(self.inventory.by_type)
-        # queue buckets that could use each pool: signature -> (gang size, may preempt there)
-        self._sigs_by_pool: dict[PoolKey, dict[Hashable, tuple[int, bool]]] = {k: {} for k in self.inventory.pools}
+        # queue buckets that could use each pool: signature -> (gang size, may preempt there, may use the
+        # holder's api-serving reserve)
+        self._sigs_by_pool: dict[PoolKey, dict[Hashable, tuple[int, bool, bool]]] = {k: {} for k in self.inventory.pools}
         self._generation = 0
         self._sinks: list[EventSink] = []
         self._seq = 0
@@ -189,6 +196,12 @@ class Engine:
         # pool -> priority -> GPUs of running movable (unpinned) work: what a pinned job could preempt
         self._movable: dict[tuple[str, str, str], dict[int, int]] = {k: {} for k in self.inventory.pools}
         self._starts: dict[tuple[int, float, tuple[str, str, str]], tuple[int, float | None]] = {}
+        # Reservation upkeep is incremental: per GPU type, the pools whose work changed since the
+        # last look, the last answer, and (per job shape) where the reserved job could go.
+        self._res_touched: dict[str, set[PoolKey]] = {}
+        self._res_memo: dict[str, tuple[str, float, tuple[int, int], tuple[float, int, int] | None, Pool | None]] = {}
+        self._res_plans: dict[tuple[Hashable, tuple[int, int]], dict[PoolKey, tuple[int, Pool, float]]] = {}
+        self._backend_epoch = 0
         # Explanations repeat across jobs of a shape; share one copy (100k queued jobs stay small).
         self._shared: dict[object, object] = {}
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
@@ -295,6 +308,7 @@ class Engine:
         self._count_movable(pool.key, rec.job, +1)
         self.queue.remove(ev.job)
         self._pool_version[pool.key] += 1
+        self._touch(pool)
         rec.note(ev.at, "placed", pool, ev.via)
 
     def _on_queued(self, ev: Queued) -> None:
@@ -316,14 +330,15 @@ class Engine:
         rec.pool = None
         rec.binding = None
         self._pool_version[pool.key] += 1
+        self._touch(pool)
         self._max_free.pop(gpu_type, None)
         return pool
 
     def _index_bucket(self, rec: JobRecord, sig: Hashable) -> None:
         cand = self._cand(rec)
-        entry = (rec.job.gpus, cand.pinned and self.preemption)
+        gpus, preempts, api = rec.job.gpus, cand.pinned and self.preemption, rec.job.cls == API_CLASS
         for pool in cand.pools:
-            self._sigs_by_pool[pool.key][sig] = (entry[0], entry[1] and pool.cloud == self.holder)
+            self._sigs_by_pool[pool.key][sig] = (gpus, preempts and pool.cloud == self.holder, api)
 
     def _count_movable(self, key: tuple[str, str, str], job: Job, sign: int) -> None:
         if job.cls not in self.pins:
@@ -359,6 +374,7 @@ class Engine:
         self.jobs[ev.job].binding = (ev.attempt, ev.ref)
 
     def _on_backend_changed(self, ev: BackendChanged) -> None:
+        self._backend_epoch += 1
         b = self.backends[ev.cloud]
         b.up = ev.up
         b.extra_latency_seconds = max(ev.latency_seconds - b.latency_seconds, 0.0)
@@ -369,6 +385,7 @@ class Engine:
         pool = self.inventory.pools[(ev.cloud, ev.region, ev.gpu_type)]
         pool.capacity = ev.capacity
         self._pool_version[pool.key] += 1
+        self._touch(pool)
         self._max_free.pop(ev.gpu_type, None)
         self._res_dirty.add(ev.gpu_type)
 
@@ -438,18 +455,33 @@ class Engine:
             ans = holder_answer(job, self.backends[holder], cand.holder_pools, self.window, competing, self.match_mode, blocked)
             emit(Answered(now, name, attempt, holder, ans.answer, ans.reason, ans.response_seconds))
             if ans.answer == Answer.ACCEPTED and ans.pool is not None:
-                not_asked = [(c, f"not asked: {holder} accepted") for c, _ in cand.others] if quotes is None else dropped
-                return self._place(rec, attempt, ans.pool, ans.price, Via.ROFR_ACCEPTED, now, [*not_asked, *cand.excluded])
+                not_asked = self._text(
+                    ("not-asked", holder, cand.others), lambda: [(c, f"not asked: {holder} accepted") for c, _ in cand.others]
+                )
+                return self._place(
+                    rec,
+                    attempt,
+                    ans.pool,
+                    ans.price,
+                    Via.ROFR_ACCEPTED,
+                    now,
+                    [*(dropped if quotes is not None else not_asked), *cand.excluded],
+                )
         else:
             skip = cand.holder_skip if self.gate else SkipReason.POLICY_IGNORES_CONTRACT
             ans = HolderAnswer(Answer.NOT_OFFERED, skip or SkipReason.POLICY_IGNORES_CONTRACT, 0.0)
             emit(Answered(now, name, attempt, holder, ans.answer, ans.reason, 0.0))
-        holder_note = (holder, f"{ans.answer}: {ans.reason}")
+        holder_note = self._text(("note", holder, ans.answer, ans.reason), lambda: (holder, f"{ans.answer}: {ans.reason}"))
         lapsed = ans.answer == Answer.LAPSED
         may_preempt = self.preemption and cand.pinned and ans.answer == Answer.DECLINED and ans.reason in PREEMPTIBLE_DECLINES
         if lapsed and self.lapse_queues and cand.others:
             return self._enqueue(
-                rec, attempt, QueueReason.HOLDER_LAPSED, f"{holder} lapsed: {ans.reason}", now, [holder_note, *dropped, *cand.excluded]
+                rec,
+                attempt,
+                QueueReason.HOLDER_LAPSED,
+                f"{holder} lapsed: {ans.reason}",
+                now,
+                [holder_note, *dropped, *cand.excluded],
             )
         if not cand.others:  # pinned to the holder alone: wait for it, or preempt there
             if may_preempt and self._preempt_for(rec, attempt, cand, now, blocked, holder_note):
@@ -470,9 +502,7 @@ class Engine:
         if quotes:
             best = min(quotes, key=self._rank)
             via = Via.AFTER_LAPSE if lapsed else Via.HOLDER_NOT_OFFERED if ans.answer == Answer.NOT_OFFERED else Via.AFTER_DECLINE
-            losers = [
-                (q.pool.cloud, f"outscored: ${q.price:.2f}/GPU-h, start +{q.start_seconds:.0f}s") for q in quotes if q is not best
-            ]
+            losers = [self._outscored(q) for q in quotes if q is not best]
             return self._place(rec, attempt, best.pool, best.price, via, now, [holder_note, *losers, *dropped, *cand.excluded])
         # 7. a pinned job may still preempt movable work on the holder
         if may_preempt and self._preempt_for(rec, attempt, cand, now, blocked, holder_note):
@@ -483,7 +513,10 @@ class Engine:
             rec,
             attempt,
             QueueReason.BACKEND_DOWN if all_down else QueueReason.NO_CAPACITY,
-            f"{holder} {ans.answer}: {ans.reason}; " + "; ".join(f"{c} {why}" for c, why in dropped),
+            self._text(
+                ("detail", holder, ans.answer, ans.reason, tuple(dropped)),
+                lambda: f"{holder} {ans.answer}: {ans.reason}; " + "; ".join(f"{c} {why}" for c, why in dropped),
+            ),
             now,
             [holder_note, *dropped, *cand.excluded],
         )
@@ -604,6 +637,27 @@ class Engine:
         """
         heap: list[tuple[Key, int, Any]] = []
         seen: set[Hashable] = set()
+        keep = self.backends[self.holder].rules.reserveForApiServingFraction
+        reserve = self.gate and keep > 0.0
+        pools_by_key = self.inventory.pools
+        sigs_by_pool = self._sigs_by_pool
+
+        def room(pool: Pool) -> tuple[int, int]:
+            """Free GPUs for api-serving and for other work (the holder keeps a share for the API)."""
+            free = pool.capacity - pool.allocated
+            return free, (min(free, api_ceiling(pool, keep) - pool.allocated) if reserve and pool.cloud == self.holder else free)
+
+        def may_use(sig: Hashable) -> bool:
+            """Whether the bucket's gang still fits a pool in scope now (earlier starts took GPUs), or may preempt there."""
+            if scope is None:
+                return True
+            for pool_key in scope:
+                entry = sigs_by_pool[pool_key].get(sig)
+                if entry is not None:
+                    gpus, preempts, api = entry
+                    if preempts or gpus <= room(pools_by_key[pool_key])[0 if api else 1]:
+                        return True
+            return False
 
         def offer(pools: Iterable[PoolKey] | None) -> None:
             """Put the heads of the buckets that could use these pools (None: every bucket) in the heap."""
@@ -611,9 +665,12 @@ class Engine:
             if pools is not None:  # buckets whose gang fits what is free there now (or that could preempt there)
                 sigs = set()
                 for pool_key in pools:
-                    pool = self.inventory.pools[pool_key]
-                    free = pool.capacity - pool.allocated
-                    sigs.update(sig for sig, (gpus, preempts) in self._sigs_by_pool[pool_key].items() if gpus <= free or preempts)
+                    free, free_other = room(pools_by_key[pool_key])
+                    sigs.update(
+                        sig
+                        for sig, (gpus, preempts, api) in sigs_by_pool[pool_key].items()
+                        if preempts or gpus <= (free if api else free_other)
+                    )
                 sigs -= seen
             for key, sig in self.queue.head_heap(gpu_type if pools is None else None, sigs):
                 seen.add(sig)
@@ -652,6 +709,8 @@ class Engine:
             if current != key:  # the bucket changed under us (a victim re-queued into it)
                 if current is not None:
                     heapq.heappush(heap, (current, _HEAD_ITEM, sig))
+                continue
+            if self._skip_unfit_buckets and not may_use(sig):  # the bucket waits; a later capacity event offers it again
                 continue
             rec = self.jobs[key[2]]
             verdict = self._could_start(rec, scope)
@@ -771,20 +830,55 @@ class Engine:
             self._emit(ReservationCleared(now, current.job, current.pool.cloud, current.pool.region, gpu_type))
         self._emit(Reserved(now, target.job.name, pool.cloud, pool.region, gpu_type, start))
 
-    def _reservation_pool(self, rec: JobRecord, now: float) -> tuple[Pool, float] | None:
+    def _touch(self, pool: Pool) -> None:
+        touched = self._res_touched.get(pool.gpu_type)
+        if touched is None:
+            touched = self._res_touched[pool.gpu_type] = set()
+        touched.add(pool.key)
+
+    def _reservation_plan(self, rec: JobRecord, epoch: tuple[int, int]) -> dict[PoolKey, tuple[int, Pool, float]]:
+        """Where a reservation for this job shape may go: pool -> (rank: holder 0, others 1; pool; API share kept)."""
         job = rec.job
-        cand = self._cand(rec)
-        rules = self.backends[self.holder].rules
-        keep = 0.0 if job.cls == API_CLASS else rules.reserveForApiServingFraction
-        best: tuple[tuple[float, int, int], Pool, float] | None = None
-        declines = job.gpu_type in rules.declineGpuTypes or (rules.maxGangGpus is not None and job.gpus > rules.maxGangGpus)
-        holder_pools = cand.holder_pools if self.gate and self.backends[self.holder].up and not declines else ()
-        for rank, pools in ((0, holder_pools), (1, tuple(p for c, ps in cand.others if self.backends[c].up for p in ps))):
-            for pool in pools:
-                start = self._start_on(job, pool, keep if rank == 0 else 0.0, now)
-                if start is not None and (best is None or (start, rank, pool.order) < best[0]):
-                    best = ((start, rank, pool.order), pool, start)
-        return (best[1], best[2]) if best is not None else None
+        key = (job.signature, epoch)
+        plan = self._res_plans.get(key)
+        if plan is None:
+            cand = self._cand(rec)
+            rules = self.backends[self.holder].rules
+            keep = 0.0 if job.cls == API_CLASS else rules.reserveForApiServingFraction
+            declines = job.gpu_type in rules.declineGpuTypes or (rules.maxGangGpus is not None and job.gpus > rules.maxGangGpus)
+            holder_pools = cand.holder_pools if self.gate and self.backends[self.holder].up and not declines else ()
+            plan = {p.key: (0, p, keep) for p in holder_pools}
+            plan.update((p.key, (1, p, 0.0)) for c, ps in cand.others if self.backends[c].up for p in ps)
+            if len(self._res_plans) > 10_000:
+                self._res_plans.clear()
+            self._res_plans[key] = plan
+        return plan
+
+    def _reservation_pool(self, rec: JobRecord, now: float) -> tuple[Pool, float] | None:
+        """The pool where the job starts earliest (ties: the holder, then catalog order).
+
+        Only pools whose work changed since the last look can have moved, so when the job,
+        the clock, the contract and the backends are as they were, only those are looked at.
+        """
+        job = rec.job
+        epoch = (self._generation, self._backend_epoch)
+        plan = self._reservation_plan(rec, epoch)
+        touched = self._res_touched.pop(job.gpu_type, None)
+        memo = self._res_memo.get(job.gpu_type) if self._incremental_reservations else None
+        best: tuple[float, int, int] | None = None
+        best_pool: Pool | None = None
+        same_question = memo is not None and memo[:3] == (job.name, now, epoch)
+        if memo is not None and same_question and (memo[4] is None or touched is None or memo[4].key not in touched):
+            best, best_pool = memo[3], memo[4]  # the best pool did not change; only a touched one can beat it now
+            looks: Iterable[tuple[int, Pool, float]] = [plan[k] for k in touched if k in plan] if touched else ()
+        else:
+            looks = plan.values()
+        for rank, pool, keep in looks:
+            start = self._start_on(job, pool, keep, now)
+            if start is not None and (best is None or (start, rank, pool.order) < best):
+                best, best_pool = (start, rank, pool.order), pool
+        self._res_memo[job.gpu_type] = (job.name, now, epoch, best, best_pool)
+        return (best_pool, best[0]) if best is not None and best_pool is not None else None
 
     def _start_on(self, job: Job, pool: Pool, keep: float, now: float) -> float | None:
         """Earliest start of this gang on ``pool``, cached until the work on the pool changes."""
@@ -829,6 +923,9 @@ class Engine:
     def post(self, job: Job) -> None:
         """``submit`` without building the Decision (bulk replays that only watch the events)."""
         self.validate(job)
+        self._post(job)
+
+    def _post(self, job: Job) -> None:
         now = self.clock.now()
         self._incoming = job
         self._emit(Submitted(now, job.name, job.cls, job.gpus, job.gpu_type, job.priority, job.to_dict()))
@@ -841,6 +938,15 @@ class Engine:
 
     def place_many(self, jobs: Iterable[Job]) -> list[Decision]:
         """Batch submission; validates the whole batch first so a bad job changes nothing."""
+        decisions: list[Decision] = []
+        self.post_many(jobs, lambda rec: decisions.append(self._decision(rec)))
+        return decisions
+
+    def post_many(self, jobs: Iterable[Job], each: Callable[[JobRecord], None] | None = None) -> None:
+        """``place_many`` without a Decision per job (``plan`` prints where jobs end up, not each submission).
+
+        ``each`` sees every job's record right after its own submission was decided.
+        """
         batch = list(jobs)
         names: set[str] = set()
         for job in batch:
@@ -848,7 +954,10 @@ class Engine:
                 raise AdmissionError(f"duplicate job name {job.name!r} in batch")
             names.add(job.name)
             self.validate(job)
-        return [self.submit(job) for job in batch]
+        for job in batch:  # validated above; one job's placement cannot make another invalid
+            self._post(job)
+            if each is not None:
+                each(self.jobs[job.name])
 
     def release(self, name: str, reason: str = EndReason.FINISHED) -> Decision:
         """A job leaves for good: finished, failed, stopped or cancelled; its GPUs go to the queue."""
@@ -997,6 +1106,22 @@ class Engine:
         text = self._shared.get(key)
         if text is None:
             text = self._shared[key] = f"no-capacity: {gpu_type} {free} free, {gpus} needed"
+        return text  # type: ignore[return-value]
+
+    def _outscored(self, q: Quote) -> tuple[str, str]:
+        return self._text(
+            ("outscored", q.pool.cloud, q.price, q.start_seconds),
+            lambda: (q.pool.cloud, f"outscored: ${q.price:.2f}/GPU-h, start +{q.start_seconds:.0f}s"),
+        )
+
+    def _text(self, key: Hashable, make: Callable[[], _T]) -> _T:
+        """An explanation built once per distinct key (they repeat across the jobs of a shape)."""
+        shared = self._shared
+        text = shared.get(key)
+        if text is None:
+            if len(shared) > 100_000:
+                shared.clear()
+            text = shared[key] = make()
         return text  # type: ignore[return-value]
 
     def _share(self, value: _T) -> _T:

@@ -43,12 +43,15 @@ def decisions_table(decisions: Sequence[Decision], explain: bool = False, title:
         ]
         if explain:
             row.append("\n".join(f"{c}: {why}" for c, why in d.dropped))
-            row.append("\n".join(_history_line(h) for h in d.history))
+            start = d.history[0][0] if d.history else 0.0
+            row.append("\n".join(_history_line(h, start) for h in d.history))
         table.add_row(*row)
     return table
 
 
-def _history_line(entry: tuple[float, str, str, str, str]) -> str:
+def _history_line(entry: tuple[float, str, str, str, str], start: float) -> str:
+    """One history step, timed from the job's first step: the live scheduler's clock is the
+    epoch (``t=1796228857s`` says nothing), ``plan``'s starts at 0 (same numbers either way)."""
     at, what, cloud, region, detail = entry
     where = f" {cloud}/{region}" if cloud else ""
-    return f"t={at:.0f}s {what}{where} ({detail})"
+    return f"t={at - start:.0f}s {what}{where} ({detail})"

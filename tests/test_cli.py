@@ -221,3 +221,39 @@ def test_plan_places_a_served_model_as_its_minimum_replicas(tmp_path: Path, caps
     assert code == 0, err
     rows = json.loads(out)
     assert [(r["job"], r["gpus"], r["cloud"]) for r in rows] == [("chat-r1", 8, "azure"), ("chat-r2", 8, "azure")]
+
+
+def test_an_unknown_job_from_the_actor_says_why_it_may_not_be_known_yet() -> None:
+    """`mcsched status JOB` right after `mcsched submit` (the README's order) meets a job whose
+    driver has not started: the one line says so, and keeps the unknown-job exit code."""
+    from scheduler.cli.app import UNKNOWN_JOB_HINT, remote_error
+    from scheduler.errors import MCSchedError, UnknownJobError
+
+    e = remote_error(UnknownJobError("unknown job 'gpt-pretrain'"), RuntimeError("ray wrapper\ntraceback"))
+    assert isinstance(e, UnknownJobError) and e.exit_code == 2
+    assert str(e) == f"unknown job 'gpt-pretrain': {UNKNOWN_JOB_HINT}" and "\n" not in str(e)
+    other = remote_error(ValueError("bad fault\nmore"), RuntimeError("wrapper"))
+    assert type(other) is MCSchedError and str(other) == "bad fault"
+    assert str(remote_error(None, RuntimeError("actor died\ntraceback"))) == "actor died"
+
+
+def test_status_history_is_timed_from_the_jobs_first_step() -> None:
+    """The live scheduler's clock is the epoch: `status --explain` showed `t=1796228857s placed ...`.
+    Steps read as seconds since the job's first one (plan's clock starts at 0: unchanged there)."""
+    from rich.console import Console
+
+    from scheduler.decision import Decision
+    from scheduler.render import decisions_table
+
+    epoch = 1_796_228_857.0
+    d = Decision(job="pretrain-jp", cls="training", outcome="cancelled", gpu_type="H100", gpus=48, holder="azure",
+                 rofr_answer="accepted", rofr_reason="accepted", cloud="azure", region="japaneast", price=3.4,
+                 history=((epoch, "placed", "azure", "japaneast", "rofr-accepted"),
+                          (epoch + 16, "evicted", "azure", "japaneast", "preempted by api-jp"),
+                          (epoch + 58.4, "ended", "azure", "japaneast", "cancelled")))
+    console = Console(width=400, record=True)
+    console.print(decisions_table([d], explain=True))
+    text = console.export_text()
+    assert "t=0s placed azure/japaneast (rofr-accepted)" in text
+    assert "t=16s evicted azure/japaneast (preempted by api-jp)" in text and "t=58s ended" in text
+    assert "1796228" not in text

@@ -3,7 +3,9 @@
 1. Restore is "apply all": an engine restored from the recorded stream (JSON round-tripped,
    as the ledger stores it) and the live engine, continued with the same operations, make
    identical decisions with identical explanations.
-2. Priority holds: no job is placed on a holder pool while a queued job of higher priority
+2. The engine's shortcuts (skipping queue buckets that no longer fit, incremental
+   reservations) are only shortcuts: with them off, the same operations emit the same events.
+3. Priority holds: no job is placed on a holder pool while a queued job of higher priority
    (or equal priority, submitted earlier) could have started there, unless that job was
    held back by a reservation for an even better job (and could not backfill).
 """
@@ -98,6 +100,58 @@ def test_a_restored_engine_decides_exactly_like_the_live_one(data: st.DataObject
         run_op(restored, op, arg, job, clock, tick=False)
         assert [e.to_record() for e in tail_restored] == [e.to_record() for e in tail_live]
     assert snapshot(restored) == snapshot(live)
+
+
+class NoShortcuts(Engine):
+    _skip_unfit_buckets = False
+    _incremental_reservations = False
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data(), contract=contracts())
+def test_the_engines_shortcuts_never_change_a_decision(data: st.DataObject, contract: Contract) -> None:
+    catalog = data.draw(st.one_of(catalogs(), st.builds(contended_world, st.sampled_from([8, 16]), st.sampled_from([0, 8]))))
+    fast_clock, full_clock = ManualClock(), ManualClock()
+    fast, full = Engine(catalog, contract, fast_clock), NoShortcuts(catalog, contract, full_clock)
+    fast_events: list[Event] = []
+    full_events: list[Event] = []
+    fast.subscribe(fast_events.append)
+    full.subscribe(full_events.append)
+    for i, (op, arg) in enumerate(data.draw(st.lists(contended_ops(catalog), max_size=60), label="ops")):
+        job = data.draw(st.one_of(contended_jobs(f"j{i}", catalog), jobs(f"j{i}", catalog)))
+        run_op(fast, op, arg, job, fast_clock)
+        run_op(full, op, arg, job, full_clock)
+        assert [e.to_record() for e in fast_events] == [e.to_record() for e in full_events], f"diverged at op {i} ({op})"
+    assert snapshot(fast) == snapshot(full)
+
+
+def test_the_engines_shortcuts_never_change_a_decision_on_a_large_mixed_workload() -> None:
+    """2,000 jobs of every class, size and GPU type on ~120 pools, then every placed job ends:
+    long queues over many buckets, reservations on every GPU type, preemption by api-serving."""
+    import random
+
+    from benchmarks.engine import grown_catalog, workload
+    from scheduler.loading import load_contract
+    from scheduler.paths import default_contract
+
+    def run(cls: type[Engine]) -> list[tuple[str, dict[str, Any]]]:
+        rng = random.Random(11)
+        catalog = grown_catalog()
+        engine = cls(catalog, load_contract(default_contract(), catalog), ManualClock())
+        records: list[tuple[str, dict[str, Any]]] = []
+        engine.subscribe(lambda ev: records.append((ev.kind, ev.to_record())))
+        engine.place_many(workload(2_000, rng))
+        running = [n for n, r in engine.jobs.items() if r.state == "running"]
+        rng.shuffle(running)
+        for name in running:
+            engine.release(name)
+        return records
+
+    fast, full = run(Engine), run(NoShortcuts)
+    kinds = [kind for kind, _ in full]
+    assert kinds.count("reserved") > 10 and kinds.count("preempted") > 0
+    first = next((i for i, (a, b) in enumerate(zip(fast, full, strict=False)) if a != b), None)
+    assert fast == full, f"first difference at event {first}: {fast[first] if first is not None else None} vs {full[first] if first is not None else None}"
 
 
 # --------------------------------------------------------------------------- priority oracle

@@ -241,3 +241,21 @@ def test_explanations_survive_a_restore() -> None:
         assert again == live
         assert live["notUsed"], f"{name} lost its explanation"
     assert restored.status("c").reason == "no-capacity" and "oci" in restored.status("c").detail
+
+
+def test_a_reservation_moves_to_a_pool_that_frees_up_sooner() -> None:
+    """Reservations are kept up to date incrementally (only pools whose work changed are looked
+    at again): a release on a pool other than the reserved one must still move the reservation
+    there when the gang can now start there sooner."""
+    catalog = a_catalog().cloud("azure", {"eastus": {"H100": 8}, "westus": {"H100": 8}}, price=3.4).obj()
+    engine, events, _clock = recording_engine(catalog)
+    engine.submit(a_job().named("east").gpus(8).hours(2).regions("eastus").obj())
+    engine.submit(a_job().named("west-short").gpus(4).hours(1).regions("westus").obj())
+    engine.submit(a_job().named("west-long").gpus(4).hours(3).regions("westus").obj())
+    assert engine.submit(a_job().named("gang").gpus(8).priority(10).obj()).outcome == "queued"
+    assert (engine.reservations["H100"].pool.region, engine.reservations["H100"].start_at) == ("eastus", 7200.0)
+    engine.release("west-long")  # westus: 4 free now, the other 4 free at 1 h
+    assert (engine.reservations["H100"].pool.region, engine.reservations["H100"].start_at) == ("westus", 3600.0)
+    last = [e for e in events if isinstance(e, Reserved)][-1]
+    assert (last.job, last.region, last.start_at) == ("gang", "westus", 3600.0)  # recorded, so a restore agrees
+    assert_clean(events)

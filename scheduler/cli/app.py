@@ -17,7 +17,7 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
-from scheduler.errors import MCSchedError
+from scheduler.errors import MCSchedError, UnknownJobError
 from scheduler.loading import load_catalog, load_contract
 from scheduler.paths import default_catalog, default_contract
 from scheduler.specs import CloudCatalog, Contract
@@ -192,6 +192,27 @@ def _connect(address: str | None, state_dir: Path | None, *, embedded: bool = Fa
     connect(resolved, log_to_driver=stream)
 
 
+#: Why a job just submitted may be unknown: `mcsched submit` and `ray job submit --no-wait` return
+#: once Ray has the job; the scheduler learns of it only when that Ray job's driver starts.
+UNKNOWN_JOB_HINT = (
+    "a job reaches the scheduler when its Ray job's driver starts, a few seconds after "
+    "`mcsched submit` or `ray job submit` (`ray job list` shows it meanwhile)"
+)
+
+
+def remote_error(cause: BaseException | None, raised: BaseException) -> MCSchedError:
+    """The one-line error for a failed actor call (``cause``: what the actor raised, if Ray kept it).
+
+    An unknown job keeps its type (and exit code) and says why a job submitted a moment ago
+    is not known yet, which is what a user who runs `status` right after `submit` meets.
+    """
+    text = str(cause if cause is not None else raised)
+    first = text.splitlines()[0] if text else type(cause or raised).__name__
+    if isinstance(cause, UnknownJobError):
+        return UnknownJobError(f"{first}: {UNKNOWN_JOB_HINT}")
+    return MCSchedError(first)
+
+
 def _call(method: str, *args: object) -> object:
     """Call the scheduler actor; its errors (unknown job, ...) become one-line MCSchedErrors."""
     import ray
@@ -201,4 +222,4 @@ def _call(method: str, *args: object) -> object:
     try:
         return ray.get(getattr(get_actor(), method).remote(*args))
     except ray.exceptions.RayTaskError as exc:
-        raise MCSchedError(str(exc.cause or exc).splitlines()[0]) from None
+        raise remote_error(exc.cause, exc) from None

@@ -78,7 +78,7 @@ def plan(
         engine.announce()
     try:
         with busy(f"placing {len(docs):,} jobs", len(docs)):
-            engine.place_many([job for d in docs for job in planned_jobs(d)])
+            engine.post_many([job for d in docs for job in planned_jobs(d)])
         if ledger is not None:
             ledger.flush()
     finally:

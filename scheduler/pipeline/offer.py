@@ -8,8 +8,8 @@ the contract and re-derived by the ledger's checker (README, "Audit").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from scheduler.backends import BackendState
 from scheduler.inventory import Pool
@@ -19,8 +19,9 @@ from scheduler.pipeline.quote import Blocker, Quote
 from scheduler.specs import API_CLASS
 
 
-@dataclass(frozen=True, slots=True)
-class HolderAnswer:
+class HolderAnswer(NamedTuple):
+    """The holder's answer to one offer (a tuple: one is built per attempt)."""
+
     answer: Answer
     reason: str
     response_seconds: float

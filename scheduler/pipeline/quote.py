@@ -8,7 +8,7 @@ queued job; a cloud that cannot says why.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from scheduler.backends import BackendState
 from scheduler.inventory import Pool
@@ -16,8 +16,7 @@ from scheduler.inventory import Pool
 Blocker = Callable[[Pool], str | None]
 
 
-@dataclass(frozen=True, slots=True)
-class Quote:
+class Quote(NamedTuple):
     """A non-holder's answer: it can host the gang in ``pool`` at ``price`` from ``start_seconds``."""
 
     pool: Pool

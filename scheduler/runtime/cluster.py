@@ -257,6 +257,27 @@ def _failure(output: str) -> str:
     return (errors or lines or ["no output"])[-1]
 
 
+def head_env(state_dir: Path, ports: dict[str, int], auth_token: Path | None) -> dict[str, str]:
+    """The environment of ``ray start --head``, which every process of the cluster inherits.
+
+    ``MCSCHED_HOME`` is this state dir: a job's driver keeps its checkpoints in its cluster's
+    state dir. Without it, the jobs of ``mcsched up --state-dir /tmp/a`` checkpointed into
+    ``~/.mcsched`` (shared by every cluster, so same-named jobs resumed each other's steps).
+    """
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **loopback_env(ports["autoscaler-metrics"], ports["dashboard-metrics"]),
+    }
+    env.pop("RAY_ADDRESS", None)
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env["MCSCHED_HOME"] = str(state_dir)
+    env["MCSCHED_SERVE_PORT"] = str(ports["serve"])  # the jobs of this cluster serve models here
+    if auth_token is not None:
+        env.update(auth_env(auth_token))
+    return env
+
+
 def start_head(
     catalog: CloudCatalog,
     state_dir: Path,
@@ -272,16 +293,7 @@ def start_head(
     temp_dir.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, START_ATTEMPTS + 1):
         ports, worker_lo = choose_ports(reserved)  # fresh each try: another program may have taken one
-        env = {
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            **loopback_env(ports["autoscaler-metrics"], ports["dashboard-metrics"]),
-        }
-        env.pop("RAY_ADDRESS", None)
-        env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        env["MCSCHED_SERVE_PORT"] = str(ports["serve"])  # the jobs of this cluster serve models here
-        if auth_token is not None:
-            env.update(auth_env(auth_token))
+        env = head_env(state_dir, ports, auth_token)
         cmd = [
             ray_bin(), "start", "--head",
             "--node-ip-address", "127.0.0.1",
@@ -348,6 +360,7 @@ def cluster_processes(temp_dir: str) -> list[Any]:
             name.startswith("ray::")
             or text.startswith("ray::")
             or bool(ray_dir and ray_dir in text)
+            or "/site-packages/ray/" in text  # Ray of another environment (a second clone's .venv)
             or " -m ray." in f" {text}"
         )
 
@@ -384,13 +397,35 @@ def _terminate(procs: list[Any], grace: float) -> None:
     for p in procs:
         with contextlib.suppress(psutil.Error):
             p.terminate()
-    _gone, alive = psutil.wait_procs(procs, timeout=grace)
+    alive = _wait_exited(procs, grace)
     for p in alive:
         with contextlib.suppress(psutil.Error):
             p.kill()
-    _gone, alive = psutil.wait_procs(alive, timeout=10)
+    alive = _wait_exited(alive, 10.0)
     if alive:
         raise RuntimeUnavailable(f"could not stop processes {', '.join(str(p.pid) for p in alive)}")
+
+
+def _exited(proc: Any) -> bool:
+    """Gone, or a zombie: it has exited and only waits for its parent (say, the program that
+    started it in-process) to collect its status, which this process cannot do for it
+    (``psutil.wait_procs`` would count a zombie as running until its timeout)."""
+    import psutil
+
+    try:
+        return not proc.is_running() or bool(proc.status() == psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return True
+
+
+def _wait_exited(procs: list[Any], timeout: float) -> list[Any]:
+    """Wait up to ``timeout`` seconds for ``procs`` to exit; return those still running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in procs if not _exited(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def stop_head(temp_dir: str, grace: float = STOP_GRACE_SECONDS) -> int:
@@ -459,6 +494,30 @@ def jobs_client(url: str) -> Any:
     return JobSubmissionClient(url)
 
 
+#: Submission ids of the readiness probes ``wait_jobs_api`` submits (``true``, then deleted).
+PROBE_PREFIX = "mcsched-ready-"
+#: How long Ray's job monitor (a 1 s loop) may take to see a finished probe's supervisor exit.
+PROBE_SETTLE_SECONDS = 2.0
+
+
+def _delete_probes(client: Any, settle: float = PROBE_SETTLE_SECONDS) -> None:
+    """Delete the finished readiness probes so that `ray job list` shows only the user's jobs.
+
+    Ray's job monitor notices a finished job's supervisor exit up to a loop later and, if the
+    job's record is gone by then, writes it again as FAILED ("Entrypoint not found.",
+    JOB_SUPERVISOR_ACTOR_DIED): deleting at once left exactly that in every fresh cluster's
+    job list. So wait ``settle`` seconds first, and delete again what the monitor re-created.
+    """
+    for _ in range(2):
+        time.sleep(settle)
+        with contextlib.suppress(Exception):
+            for job in client.list_jobs():
+                sid = job.submission_id or ""
+                if sid.startswith(PROBE_PREFIX) and job.status.is_terminal():
+                    with contextlib.suppress(Exception):
+                        client.delete_job(sid)
+
+
 def wait_jobs_api(url: str, timeout: float = 90.0) -> None:
     """Wait until the Jobs API really accepts a job (its agent starts after the dashboard)."""
     from ray.job_submission import JobStatus
@@ -468,10 +527,10 @@ def wait_jobs_api(url: str, timeout: float = 90.0) -> None:
     while time.monotonic() < deadline:
         try:
             client = jobs_client(url)
-            sid = client.submit_job(entrypoint="true", submission_id=f"mcsched-ready-{time.time_ns()}")
+            sid = client.submit_job(entrypoint="true", submission_id=f"{PROBE_PREFIX}{time.time_ns()}")
             while time.monotonic() < deadline:
                 if client.get_job_status(sid) in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-                    client.delete_job(sid)
+                    _delete_probes(client)
                     return
                 time.sleep(0.2)
         except Exception as exc:  # connection refused / "No available agent" while starting
@@ -590,8 +649,11 @@ def down(state_dir: Path) -> DownResult:
     temp_dir = info.temp_dir if info else str(state_dir / "ray")
     running = info is not None and alive(info)
     _disconnect()
-    stopped = int(stop_prometheus(info)) if info else 0
-    stopped += stop_head(temp_dir)
+    try:
+        stopped = int(stop_prometheus(info)) if info else 0
+    finally:  # a Prometheus that would not stop must not keep the Ray cluster running
+        stopped_ray = stop_head(temp_dir)
+    stopped += stopped_ray
     if info is not None:
         # Only ports this call freed are waited for: a stale state dir's ports may belong to others by now.
         busy = wait_ports_free([*info.ports.values(), info.metrics_port]) if stopped else []

@@ -120,27 +120,43 @@ def _empty(ax: Any, text: str) -> None:
 
 
 def plot_utilisation(view: RunView, out: Path) -> str:
-    """Per GPU type the trace asks for: GPUs held vs capacity (dashed) per cloud, then utilisation %."""
+    """Per GPU type the trace asks for: GPUs held vs capacity (dashed) per cloud, then utilisation %.
+
+    Each point is the peak since the previous sample (exact, not an instant's reading), so a
+    saturation shorter than the sampling step still reaches its height.
+    """
     plt, xs, xlabel = _begin(view)
     types = sorted(view.gpu_types)
     colours = cloud_colours(view.clouds)
+    step = _step(view)
     fig, axes = plt.subplots(2, len(types), figsize=(10 * max(1, len(types)) ** 0.5 + 1, 7), dpi=100, squeeze=False, sharex=True)
     for j, gpu_type in enumerate(types):
         top, bottom = axes[0][j], axes[1][j]
         for cloud in view.clouds:
-            cap = [s.cap.get((cloud, gpu_type), 0) for s in view.samples]
+            key = (cloud, gpu_type)
+            cap = [s.cap.get(key, 0) for s in view.samples]
             if not any(cap):
                 continue
-            held = [s.alloc.get((cloud, gpu_type), 0) for s in view.samples]
+            held = [s.peak_alloc.get(key, s.alloc.get(key, 0)) for s in view.samples]
+            share = [100 * min(s.peak_share.get(key, 0.0), 1.0) for s in view.samples]
             top.plot(xs, held, color=colours[cloud], linewidth=1.4, label=cloud)
             top.plot(xs, cap, color=colours[cloud], linewidth=1, linestyle="--", alpha=0.7)
-            bottom.plot(xs, [100 * h / c if c else 0 for h, c in zip(held, cap, strict=True)], color=colours[cloud], linewidth=1.4, label=cloud)
-        _frame(top, view, f"{gpu_type} GPUs held (solid) and capacity (dashed)", "GPUs")
-        _frame(bottom, view, f"{gpu_type} utilisation per cloud", "% of capacity held", xlabel)
+            bottom.plot(xs, share, color=colours[cloud], linewidth=1.4, label=cloud)
+        _frame(top, view, f"{gpu_type} GPUs held (solid; peak within each ~{step} step) and capacity (dashed)", "GPUs")
+        _frame(bottom, view, f"{gpu_type} utilisation per cloud (peak within each ~{step} step)", "% of capacity held", xlabel)
         bottom.set_ylim(0, 105)
         top.legend(loc="upper left", fontsize=7, ncol=3)
     fig.suptitle(view.title)
     return _save(fig, out, "utilisation.png", view)
+
+
+def _queued(s: Sample, cls: str) -> int:
+    """The most GPUs of ``cls`` queued at any moment since the previous sample (a short queue is never sampled away)."""
+    return s.peak_queued_gpus.get(cls, s.queued_gpus.get(cls, 0))
+
+
+def _step(view: RunView) -> str:
+    return fmt_seconds(view.samples[-1].t / max(len(view.samples) - 1, 1)) if view.samples else "0 s"
 
 
 def plot_queue(view: RunView, out: Path) -> str:
@@ -148,7 +164,7 @@ def plot_queue(view: RunView, out: Path) -> str:
     fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
     drawn = False
     for cls in JOB_CLASSES:
-        ys = [s.queued_gpus.get(cls, 0) for s in view.samples]
+        ys = [_queued(s, cls) for s in view.samples]
         if any(ys):
             ax.plot(xs, ys, color=CLASS_COLOURS[cls], linewidth=1.4, label=cls)
             drawn = True
@@ -156,7 +172,7 @@ def plot_queue(view: RunView, out: Path) -> str:
         ax.legend(loc="upper left", fontsize=8)
     else:
         _empty(ax, "nothing queued: every job was placed on arrival")
-    _frame(ax, view, f"Queued GPUs by class\n{view.title}", "GPUs waiting", xlabel)
+    _frame(ax, view, f"Queued GPUs by class (peak within each ~{_step(view)} step)\n{view.title}", "GPUs waiting", xlabel)
     return _save(fig, out, "queue.png", view)
 
 
@@ -164,7 +180,7 @@ def plot_classes(view: RunView, out: Path) -> str:
     """One panel per class: GPUs held by cloud (stacked) and GPUs queued (black)."""
     plt, xs, xlabel = _begin(view)
     colours = cloud_colours(view.clouds)
-    classes = [c for c in JOB_CLASSES if any(s.queued_gpus.get(c, 0) or any(k[0] == c for k in s.running_gpus) for s in view.samples)]
+    classes = [c for c in JOB_CLASSES if any(_queued(s, c) or any(k[0] == c for k in s.running_gpus) for s in view.samples)]
     classes = classes or list(JOB_CLASSES)
     fig, axes = plt.subplots(len(classes), 1, figsize=(10, 2.8 * len(classes) + 0.6), dpi=100, sharex=True, squeeze=False)
     for ax, cls in zip((a[0] for a in axes), classes, strict=True):
@@ -172,9 +188,9 @@ def plot_classes(view: RunView, out: Path) -> str:
         if clouds:
             ax.stackplot(xs, *[[s.running_gpus.get((cls, c), 0) for s in view.samples] for c in clouds],
                          colors=[colours[c] for c in clouds], labels=clouds, alpha=0.85)
-        queued = [s.queued_gpus.get(cls, 0) for s in view.samples]
+        queued = [_queued(s, cls) for s in view.samples]
         if any(queued):
-            ax.plot(xs, queued, color="black", linewidth=1.2, linestyle="--", label="queued")
+            ax.plot(xs, queued, color="black", linewidth=1.2, linestyle="--", label="queued (peak per step)")
         if not clouds and not any(queued):
             _empty(ax, f"no {cls} work")
         _frame(ax, view, f"{cls}: GPUs held by cloud, and queued", "GPUs")
@@ -186,27 +202,33 @@ def plot_classes(view: RunView, out: Path) -> str:
 
 
 def plot_cost(view: RunView, out: Path) -> str:
-    """Cost as a rate accrued while GPUs are held (stacked by cloud), cumulative on the right."""
+    """Cost as a rate accrued while GPUs are held (stacked by cloud), cumulative on the right.
+
+    Both come from the exact spend accrued up to each sample: the rate is its average over
+    each step, and the cumulative line ends at the run's total cost.
+    """
     plt, xs, xlabel = _begin(view)
     colours = cloud_colours(view.clouds)
     fig, ax = plt.subplots(figsize=(10, 4.2), dpi=100)
-    clouds = [c for c in view.clouds if any(s.cost_rate.get(c, 0.0) > 1e-9 for s in view.samples)]
+    clouds = [c for c in view.clouds if any(s.spent.get(c, 0.0) > 1e-9 for s in view.samples)]
     if clouds:
-        ax.stackplot(xs, *[[max(s.cost_rate.get(c, 0.0), 0.0) for s in view.samples] for c in clouds],
-                     colors=[colours[c] for c in clouds], labels=clouds, alpha=0.85)
+        rates: list[list[float]] = []
+        for c in clouds:
+            ys = [0.0]
+            for a, b in zip(view.samples, view.samples[1:], strict=False):
+                dt = b.t - a.t
+                ys.append(max(b.spent.get(c, 0.0) - a.spent.get(c, 0.0), 0.0) * 3600 / dt if dt > 0 else ys[-1])
+            rates.append(ys)
+        ax.stackplot(xs, *rates, colors=[colours[c] for c in clouds], labels=clouds, alpha=0.85, step="pre")
         ax.legend(loc="upper left", fontsize=8)
         twin = ax.twinx()
-        cum, total = [], 0.0
-        for k, s in enumerate(view.samples):
-            if k:
-                total += sum(view.samples[k - 1].cost_rate.values()) * (s.t - view.samples[k - 1].t) / 3600
-            cum.append(total)
-        twin.plot(xs, cum, color="black", linewidth=1, label="cumulative USD (right)")
+        twin.plot(xs, [sum(s.spent.values()) for s in view.samples], color="black", linewidth=1, label="cumulative USD (right)")
         twin.set_ylabel("cumulative USD")
-        twin.legend(loc="upper right", fontsize=8)
+        twin.legend(loc="lower right", fontsize=8)  # the line ends top right
     else:
         _empty(ax, "no GPUs held: nothing spent")
-    _frame(ax, view, f"Spend rate by cloud (accrued while GPUs are held)\n{view.title}", "USD per hour", xlabel)
+    _frame(ax, view, f"Spend rate by cloud (accrued while GPUs are held; average over each ~{_step(view)} step)\n{view.title}",
+           "USD per hour", xlabel)
     return _save(fig, out, "cost.png", view)
 
 
@@ -321,7 +343,7 @@ def _wait_rows(s: dict[str, Any]) -> list[list[str]]:
 
 def _util_rows(s: dict[str, Any]) -> list[list[str]]:
     return [
-        [cloud, gpu_type, f"{u['busySpan']:.1%}", f"{u['peak']:.1%}", f"{u['gpuHoursHeld']:,.0f}"]
+        [cloud, gpu_type, f"{u['busySpan']:.1%}", f"{u['peak']:.1%}", fmt_seconds(u["hoursNearFull"] * 3600), f"{u['gpuHoursHeld']:,.0f}"]
         for cloud, types in s["utilisation"].items()
         for gpu_type, u in types.items()
     ]
@@ -343,7 +365,7 @@ def policy_section(s: dict[str, Any], images: list[str], prefix: str = "") -> li
     ]
     lines += _table(["class", "started", "p50", "p95", "p99", "max", "waits after an eviction", "censored (never started)"], _wait_rows(s))
     lines += ["", f"### Utilisation over the busy span ({s['busySpan']['label']}), GPU types the trace asks for", ""]
-    lines += _table(["cloud", "GPU type", "mean", "peak (sampled)", "GPU-h held"], _util_rows(s)) if s["utilisation"] else ["(nothing ran)"]
+    lines += _table(["cloud", "GPU type", "mean", "peak", "time >= 95% held", "GPU-h held"], _util_rows(s)) if s["utilisation"] else ["(nothing ran)"]
     reasons = s["rofr"]["declineAndLapseReasons"]
     violations = s["contractViolations"]
     lines += [
@@ -431,7 +453,8 @@ def _definitions() -> list[str]:
         "- Served GPU-hours are work done; unserved = requested - served (never placed, unplaceable, or a serving replica that started late).",
         "- Waits run from submission, or from an eviction, to the start of work. Censored waits are jobs that never started, "
         "measured to the end of the run or of their demand.",
-        "- Utilisation = GPUs held / capacity, over the busy span (first placement to last release), GPU types the trace asks for only.",
+        "- Utilisation = GPUs held / capacity, over the busy span (first placement to last release), GPU types the trace asks for only; "
+        "its peak is exact, and the time near full counts every second with >= 95% of the capacity held.",
         "",
         "</details>",
         "",

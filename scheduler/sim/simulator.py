@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import gc
 import heapq
+import itertools
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -75,6 +77,38 @@ class Sample:
     running_gpus: dict[tuple[str, str], int]  # (class, cloud) -> GPUs held
     cost_rate: dict[str, float]  # cloud -> USD/h being accrued
     answers: dict[tuple[str, str], int]  # (declined|lapsed, reason) -> cumulative count
+    # (cloud, gpu type) -> the most GPUs held, and the highest share of capacity held, at any
+    # moment since the previous sample: a saturation shorter than the sampling step still shows
+    peak_alloc: dict[tuple[str, str], int] = field(default_factory=dict)
+    peak_share: dict[tuple[str, str], float] = field(default_factory=dict)
+    peak_queued_gpus: dict[str, int] = field(default_factory=dict)  # class -> most GPUs queued since the previous sample
+    spent: dict[str, float] = field(default_factory=dict)  # cloud -> USD accrued from the start to this instant (exact)
+
+
+_REFUSALS = frozenset({"declined", "lapsed"})  # the holder's answers counted by reason
+NEAR_FULL = 0.95  # a (cloud, GPU type) at or above this share held counts as near full
+
+
+def _retype(agg: list[float], d_held: int, d_cap: int, now: float) -> None:
+    """Move one (cloud, GPU type) aggregate to ``now``: time near full so far, then the change, then the peaks.
+
+    ``agg``: [held, capacity, last change, seconds near full, peak share; since the last
+    sample: most held, highest share].
+    """
+    held, cap = agg[0], agg[1]
+    if cap > 0 and held >= NEAR_FULL * cap:
+        agg[3] += now - agg[2]
+    agg[2] = now
+    held += d_held
+    cap += d_cap
+    agg[0], agg[1] = held, cap
+    if held > agg[5]:
+        agg[5] = held
+    if cap > 0 and held > agg[6] * cap:
+        share = held / cap
+        agg[6] = share
+        if share > agg[4]:
+            agg[4] = share
 
 
 def _per_class() -> dict[str, float]:
@@ -108,19 +142,28 @@ class Recorder:
     cost: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     queued_jobs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_CLASSES, 0))
     queued_gpus: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_CLASSES, 0))
+    queued_gpus_peak: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_CLASSES, 0))  # since the last sample
     running_gpus: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
-    rate: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    rate: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # cloud -> USD/h accruing now
+    # cloud -> [USD accrued up to ``at``, at]: moved forward at every change of the rate
+    accrued: dict[str, list[float]] = field(default_factory=dict)
     checker: InvariantChecker = field(default_factory=InvariantChecker)
     first_alloc: float | None = None
     last_free: float = 0.0
     # per pool: [allocated, capacity, last change, allocated GPU-seconds]; capacity history apart
     pool_state: dict[PoolKey, list[float]] = field(default_factory=dict)
     cap_history: dict[PoolKey, list[tuple[float, int]]] = field(default_factory=dict)
+    # per (cloud, gpu type), exact at every change: [held, capacity, last change, seconds >= NEAR_FULL held, peak held/capacity]
+    type_state: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._type_of: dict[PoolKey, list[float]] = {}
         for key, cap in self.pools.items():
             self.pool_state[key] = [0, cap, 0.0, 0.0]
             self.cap_history[key] = [(0.0, cap)]
+            agg = self.type_state.setdefault((key[0], key[2]), [0, 0, 0.0, 0.0, 0.0, 0, 0.0])
+            agg[1] += cap
+            self._type_of[key] = agg
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
             Answered: self._answered,
             Placed: self._placed,
@@ -138,9 +181,24 @@ class Recorder:
             handler(ev)
 
     def sink(self) -> Callable[[Event], None]:
-        """``self`` as a plain function (no method lookup per event: this runs for every engine event)."""
+        """``self`` as a plain function, feeding the contract's checker too when ``check``.
+
+        One sink for both saves the engine a call per event (this runs for every engine event).
+        """
         get = self._handlers.get
         count = self._count
+
+        if self.check:
+            check = self.checker.check
+
+            def on_event_checked(ev: Event) -> None:
+                count[0] += 1
+                handler = get(ev.__class__)
+                if handler is not None:
+                    handler(ev)
+                check(0, ev.kind, ev)  # ``checker.feed`` without its list per event
+
+            return on_event_checked
 
         def on_event(ev: Event) -> None:
             count[0] += 1
@@ -165,14 +223,29 @@ class Recorder:
         st[3] += st[0] * (now - st[2])
         st[2] = now
         st[0] += delta
+        _retype(self._type_of[key], delta, 0, now)
 
     def _capacity(self, ev: CapacityChanged) -> None:
         key = (ev.cloud, ev.region, ev.gpu_type)
         st = self.pool_state[key]
         st[3] += st[0] * (ev.at - st[2])
         st[2] = ev.at
+        _retype(self._type_of[key], 0, ev.capacity - int(st[1]), ev.at)
         st[1] = ev.capacity
         self.cap_history[key].append((ev.at, ev.capacity))
+
+    def _accrue(self, cloud: str, now: float) -> None:
+        """Book the spend at the current rate up to ``now`` (before the rate changes)."""
+        acc = self.accrued.get(cloud)
+        if acc is None:
+            self.accrued[cloud] = [0.0, now]
+            return
+        acc[0] += self.rate[cloud] * (now - acc[1]) / 3600
+        acc[1] = now
+
+    def spent(self, now: float) -> dict[str, float]:
+        """USD accrued per cloud from the start to ``now``: equals the engine's booked cost once everything ended."""
+        return {c: acc[0] + self.rate[c] * (now - acc[1]) / 3600 for c, acc in self.accrued.items()}
 
     # ------------------------------------------------------------------ jobs
 
@@ -180,7 +253,7 @@ class Recorder:
         tr = self.tracks.get(ev.job)
         if tr is not None:
             tr.latency = min(ev.response_seconds, self.window)
-        if ev.answer in ("declined", "lapsed"):
+        if ev.answer in _REFUSALS:
             self.answers[(ev.answer, ev.reason)] += 1
 
     def _unqueue(self, tr: Track) -> None:
@@ -192,26 +265,32 @@ class Recorder:
     def _placed(self, ev: Placed) -> None:
         tr = self.tracks[ev.job]
         now = ev.at
-        self._unqueue(tr)
+        cloud = ev.cloud
+        gpus = ev.gpus
+        if tr.queued:
+            self._unqueue(tr)
         tr.running = tr.ever_placed = True
         tr.attempt = ev.attempt
-        tr.start = now + tr.latency + self.startup[ev.cloud]
-        tr.rate = ev.price * ev.gpus
-        self.placements[ev.cloud] += 1
-        self._alloc((ev.cloud, ev.region, ev.gpu_type), ev.gpus, now)
-        self.running_gpus[(tr.cls, ev.cloud)] += ev.gpus
-        self.rate[ev.cloud] += tr.rate
+        tr.start = start = now + tr.latency + self.startup[cloud]
+        tr.rate = rate = ev.price * gpus
+        self.placements[cloud] += 1
+        self._alloc((cloud, ev.region, ev.gpu_type), gpus, now)
+        self.running_gpus[(tr.cls, cloud)] += gpus
+        self._accrue(cloud, now)
+        self.rate[cloud] += rate
         if self.first_alloc is None:
             self.first_alloc = now
         if tr.end_at is None:
-            self.schedule_finish(ev.job, tr.start + tr.remaining, ev.attempt)
+            self.schedule_finish(ev.job, start + tr.remaining, ev.attempt)
 
     def _queued(self, ev: Queued) -> None:
         tr = self.tracks[ev.job]
         if not tr.queued:
             tr.queued = True
             self.queued_jobs[tr.cls] += 1
-            self.queued_gpus[tr.cls] += tr.gpus
+            queued = self.queued_gpus[tr.cls] = self.queued_gpus[tr.cls] + tr.gpus
+            if queued > self.queued_gpus_peak[tr.cls]:
+                self.queued_gpus_peak[tr.cls] = queued
 
     def _settle(self, ev: Preempted | Released, evicted: bool) -> Track:
         """Close a placement: credit the work done, and close the wait if work had started."""
@@ -220,6 +299,7 @@ class Recorder:
         tr.running = False
         self._alloc((ev.cloud, ev.region, ev.gpu_type), -ev.gpus, now)
         self.running_gpus[(tr.cls, ev.cloud)] -= ev.gpus
+        self._accrue(ev.cloud, now)
         self.rate[ev.cloud] -= tr.rate
         self.cost[ev.cloud] += ev.cost_usd
         self.last_free = now
@@ -280,21 +360,26 @@ class Simulation:
         self.holder = contract.holder
         self.priorities = {**DEFAULT_CLASS_PRIORITIES, **(class_priorities or {})}
         self.heap: list[tuple[float, int, int, Any]] = []
-        self._seq = 0
+        self._seq = itertools.count(1)  # ties at one instant and kind keep their order of scheduling
         self.arrivals: list[TraceJob] = []
         pools = {(b.name, r.name, t): n for b in catalog.spec.backends for r in b.regions for t, n in r.gpus.items()}
+        heap, seq, push = self.heap, self._seq, heapq.heappush
+
+        def schedule_finish(job: str, at: float, attempt: int) -> None:
+            """The recorder calls this at every placement: one call, straight onto the heap."""
+            push(heap, (at, FINISH, next(seq), (job, attempt)))
+
         self.rec = Recorder(
             contract.spec.rofr.windowSeconds,
             {b.name: b.startupSeconds for b in catalog.spec.backends},
             pools,
-            self._schedule_finish,
+            schedule_finish,
             check,
         )
         for sink in sinks:
             self.engine.subscribe(sink)
+        # the recorder, and the contract's checker on the same stream (violations are a what-if's result too)
         self.engine.subscribe(self.rec.sink())
-        if check:  # the contract's checker on the same stream (violations are a what-if's result too)
-            self.engine.subscribe(self.rec.checker.feed)  # type: ignore[arg-type]  # its return value is ignored
         self.engine.announce()
         self.samples: list[Sample] = []
         self.markers: list[tuple[float, str]] = []
@@ -303,11 +388,7 @@ class Simulation:
         self.end = 0.0
 
     def _push(self, t: float, kind: int, data: Any) -> None:
-        self._seq += 1
-        heapq.heappush(self.heap, (t, kind, self._seq, data))
-
-    def _schedule_finish(self, job: str, at: float, attempt: int) -> None:
-        self._push(at, FINISH, (job, attempt))
+        heapq.heappush(self.heap, (t, kind, next(self._seq), data))
 
     # ------------------------------------------------------------------ inputs
 
@@ -366,15 +447,17 @@ class Simulation:
         priorities = self.priorities
         n_events = self.sim_events
         pop, post, end = heapq.heappop, engine.post, engine.end
+        next_arrival = arrivals[0].arrival if n_arr else math.inf
         while i < n_arr or heap:
             # 1. the next event: an arrival, unless a heap event comes first (ties: heap first)
-            if heap and (i >= n_arr or heap[0][0] <= arrivals[i].arrival):
+            if heap and heap[0][0] <= next_arrival:
                 t, kind, _, data = pop(heap)
                 tj = None
             else:
                 tj = arrivals[i]
                 t, kind, data = tj.arrival, -1, None
                 i += 1
+                next_arrival = arrivals[i].arrival if i < n_arr else math.inf
             # 2. sample the state just before this instant
             while t >= next_sample:
                 self._sample(next_sample)
@@ -436,6 +519,14 @@ class Simulation:
         for (cloud, _region, gpu_type), st in rec.pool_state.items():
             alloc[(cloud, gpu_type)] += int(st[0])
             cap[(cloud, gpu_type)] += int(st[1])
+        peak_alloc: dict[tuple[str, str], int] = {}
+        peak_share: dict[tuple[str, str], float] = {}
+        for key, agg in rec.type_state.items():
+            held, size = agg[0], agg[1]
+            peak_alloc[key] = int(agg[5])
+            peak_share[key] = agg[6]
+            agg[5] = held  # the next interval starts from what is held now
+            agg[6] = held / size if size > 0 else 0.0
         self.samples.append(
             Sample(
                 t,
@@ -446,5 +537,10 @@ class Simulation:
                 {k: v for k, v in rec.running_gpus.items() if v},
                 dict(rec.rate),
                 dict(rec.answers),
+                peak_alloc,
+                peak_share,
+                dict(rec.queued_gpus_peak),
+                rec.spent(t),
             )
         )
+        rec.queued_gpus_peak.update(rec.queued_gpus)  # the next interval starts from what is queued now

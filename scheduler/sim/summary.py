@@ -10,7 +10,9 @@ Definitions (the report repeats them):
   start-up included); censored waits are those of jobs that never started, measured to
   the end of the run (or of their demand).
 - *utilisation*: GPUs held / capacity per cloud and GPU type, averaged over the busy span
-  (first placement to last release) and only for the GPU types the trace asks for.
+  (first placement to last release) and only for the GPU types the trace asks for; with
+  its exact peak and the hours it was near full (>= 95% held), which a long busy span
+  (a sped-up trace whose longest pods run for months) would otherwise average away.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from scheduler.sim.simulator import Simulation
+from scheduler.sim.simulator import NEAR_FULL, Simulation
 from scheduler.specs import JOB_CLASSES
 
 
@@ -105,17 +107,15 @@ def summarise(sim: Simulation, gpu_types: set[str]) -> dict[str, Any]:
         if gpu_type in gpu_types:
             alloc_s[(cloud, gpu_type)] += held
             cap_s[(cloud, gpu_type)] += _cap_integral(rec.cap_history[key], busy_start, busy_end)
-    peaks: dict[tuple[str, str], float] = defaultdict(float)
-    for s in sim.samples:
-        for k, a in s.alloc.items():
-            size = s.cap.get(k, 0)
-            if k[1] in gpu_types and size:
-                peaks[k] = max(peaks[k], a / size)
     utilisation: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
     for (cloud, gpu_type), cap in sorted(cap_s.items()):
+        held_now, cap_now, since, near_full, peak = rec.type_state[(cloud, gpu_type)][:5]
+        if cap_now > 0 and held_now >= NEAR_FULL * cap_now:
+            near_full += end - since
         utilisation[cloud][gpu_type] = {
             "busySpan": alloc_s[(cloud, gpu_type)] / cap if cap else 0.0,
-            "peak": peaks.get((cloud, gpu_type), 0.0),
+            "peak": peak,
+            "hoursNearFull": near_full / 3600,
             "gpuHoursHeld": alloc_s[(cloud, gpu_type)] / 3600,
         }
     total_held = sum(held_by_cloud.values())

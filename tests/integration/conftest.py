@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
-from scheduler.runtime.cluster import ClusterInfo, free_port, ray_bin
+from scheduler.runtime.cluster import ClusterInfo, cluster_processes, free_port, ray_bin, stop_head, stop_prometheus
 from tests.builders import a_catalog, a_contract
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +41,9 @@ class Cluster:
     metrics_port: int
 
     def mcsched(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run([sys.executable, "-m", "scheduler", *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        r = subprocess.run(
+            [sys.executable, "-m", "scheduler", *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        )
         if check and r.returncode != 0:
             raise AssertionError(f"mcsched {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
         return r
@@ -70,8 +73,12 @@ def wait_for(pred: Callable[[], Any], timeout: float = 30.0, every: float = 0.2,
 
 
 def job_doc(name: str, cls: str = "training", gpus: int = 8, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "mcsched.io/v1", "kind": "Job", "metadata": {"name": name},
-            "spec": {"class": cls, "gpus": gpus, "gpuType": "H100", **spec}}
+    return {
+        "apiVersion": "mcsched.io/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {"class": cls, "gpus": gpus, "gpuType": "H100", **spec},
+    }
 
 
 CLIENT_VARS = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
@@ -93,22 +100,51 @@ def start_cluster(catalog: dict[str, Any] = SMALL_CATALOG, contract: dict[str, A
     (state / "contract.yaml").write_text(yaml.safe_dump(contract))
     c = Cluster(ClusterInfo("", "", "", str(state), ""), state, clean_env(state), free_port())
     try:
-        c.mcsched("up", "--clouds", str(state / "catalog.yaml"), "--contract", str(state / "contract.yaml"),
-                  "--metrics-port", str(c.metrics_port), timeout=600)
+        c.mcsched(
+            "up",
+            "--clouds",
+            str(state / "catalog.yaml"),
+            "--contract",
+            str(state / "contract.yaml"),
+            "--metrics-port",
+            str(c.metrics_port),
+            timeout=600,
+        )
         info = ClusterInfo.load(state)
         assert info is not None
         c.info = info
         c.env.update(info.client_env())  # the lines `mcsched up` prints for `ray job submit`
     except BaseException:
-        stop_cluster(c)
+        stop_cluster(c, check=False)  # the start's own failure is the one to report
         raise
     return c
 
 
-def stop_cluster(c: Cluster) -> None:
-    """`mcsched down` (only this state dir's processes) and remove the state dir."""
-    subprocess.run([sys.executable, "-m", "scheduler", "down"], env=c.env, capture_output=True, timeout=180)
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a child of this process that another one stopped is a zombie until reaped)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def stop_cluster(c: Cluster, *, check: bool = True) -> None:
+    """`mcsched down` (only this state dir's processes), then prove nothing of it survived.
+
+    A test cluster that outlives its test holds ports and ~0.7 GB, and a later cluster on the
+    machine may fail to start its job agent beside it; so a survivor fails the test.
+    """
+    down = subprocess.run([sys.executable, "-m", "scheduler", "down"], env=c.env, capture_output=True, text=True, timeout=180)
+    temp_dir = c.info.temp_dir or str(c.state / "ray")
+    survivors = cluster_processes(temp_dir)
+    if c.info.prometheus_pid and running(c.info.prometheus_pid):  # `up --prometheus`'s, or a test's
+        survivors.append(psutil.Process(c.info.prometheus_pid))
+        stop_prometheus(c.info)
+    stop_head(temp_dir)  # whatever `down` missed, so one failure does not leak into later tests
     shutil.rmtree(c.state, ignore_errors=True)
+    assert not (check and survivors), (
+        f"`mcsched down` left {len(survivors)} process(es) of {temp_dir}: {[p.pid for p in survivors]}\n{down.stdout}{down.stderr}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +153,9 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
 
     A test module may set CLUSTER_CATALOG / CLUSTER_CONTRACT (dicts) for its own world.
     """
-    c = start_cluster(getattr(request.module, "CLUSTER_CATALOG", SMALL_CATALOG), getattr(request.module, "CLUSTER_CONTRACT", CONTRACT))
+    c = start_cluster(
+        getattr(request.module, "CLUSTER_CATALOG", SMALL_CATALOG), getattr(request.module, "CLUSTER_CONTRACT", CONTRACT)
+    )
     saved = {k: os.environ.get(k) for k in c.info.client_env()}
     os.environ.update(c.info.client_env())
     if "ray" in sys.modules:  # an earlier module's cluster: Ray caches the token it read first

@@ -232,7 +232,7 @@ def test_convenience_commands_submit_status_list_cancel_fault(cluster: Cluster, 
     cluster.mcsched("fault", "oci", "--up")
 
 
-def test_local_prometheus_scrapes_the_live_scheduler_and_down_stops_it(cluster: Cluster) -> None:
+def test_local_prometheus_scrapes_the_live_scheduler(cluster: Cluster) -> None:
     import shutil
     import urllib.request
 
@@ -243,6 +243,7 @@ def test_local_prometheus_scrapes_the_live_scheduler_and_down_stops_it(cluster: 
 
     info = start_local_prometheus(cluster.info, cluster.metrics_port)
     assert ClusterInfo.load(cluster.state).prometheus_pid == info.prometheus_pid
+    cluster.info = info  # the fixture's `mcsched down` must stop it: stop_cluster fails the run if it survives
 
     def scraped() -> bool:
         url = f"{info.prometheus_url}/api/v1/query?query=" + "mcsched_backend_up"
@@ -253,5 +254,4 @@ def test_local_prometheus_scrapes_the_live_scheduler_and_down_stops_it(cluster: 
             return False
 
     wait_for(scraped, 60, 1.0, "Prometheus scraped the scheduler")
-    # `mcsched down` (run by the fixture at teardown) stops it; check the pid is ours and alive now.
-    os.kill(info.prometheus_pid, 0)
+    os.kill(info.prometheus_pid, 0)  # alive now; the fixture's teardown asserts `mcsched down` stopped it

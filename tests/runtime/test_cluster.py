@@ -73,7 +73,11 @@ def test_the_cli_reports_stale_state_and_an_absent_cluster(tmp_path: Path) -> No
     r = subprocess.run([*run, "down", "--state-dir", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0 and "stale state" in r.stdout
     r = subprocess.run([*run, "env", "--state-dir", str(tmp_path)], capture_output=True, text=True)
-    assert r.returncode == 3 and r.stdout == "" and r.stderr.strip() == f"error: no running cluster in {tmp_path}: run `mcsched up` first"
+    assert (
+        r.returncode == 3
+        and r.stdout == ""
+        and r.stderr.strip() == f"error: no running cluster in {tmp_path}: run `mcsched up` first"
+    )
 
 
 def test_which_cluster_mcsched_joins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,3 +117,97 @@ def test_ports(tmp_path: Path) -> None:
     assert wait_ports_free([busy], timeout=5) == []
     start = free_port_block(20)
     assert all(port_free(p) for p in range(start, start + 20))
+
+
+def test_stopping_a_process_that_another_program_has_not_reaped_counts_it_as_stopped() -> None:
+    """`mcsched down` stops a Prometheus that `up --prometheus` (or a test) started: once it
+    exits it can stay a zombie of its parent, which `down` cannot reap. That is stopped, not a
+    failure (it once made `down` give up before stopping the Ray head)."""
+    import time
+
+    import psutil
+
+    from scheduler.runtime.cluster import _terminate
+
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, time; p = subprocess.Popen(['sleep', '60']); print(p.pid, flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        child = psutil.Process(int(parent.stdout.readline()))
+        t0 = time.monotonic()
+        _terminate([child], grace=5.0)
+        assert time.monotonic() - t0 < 5.0
+        assert child.status() == psutil.STATUS_ZOMBIE  # exited, its parent never reaped it
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+class _FakeJobs:
+    """Ray's Jobs API as it behaves: a job's monitor sees its supervisor exit a loop after the job
+    finished, and re-creates the record as FAILED if the job was deleted before that."""
+
+    def __init__(self) -> None:
+        from ray.job_submission import JobStatus
+
+        self.status = JobStatus
+        self.jobs: dict[str, JobStatus] = {"user-job": JobStatus.SUCCEEDED}
+        self.unmonitored: set[str] = set()  # finished, supervisor exit not yet seen by the monitor
+
+    def submit_job(self, entrypoint: str, submission_id: str) -> str:
+        self.jobs[submission_id] = self.status.SUCCEEDED  # `true` finishes at once
+        self.unmonitored.add(submission_id)
+        return submission_id
+
+    def get_job_status(self, sid: str) -> object:
+        return self.jobs[sid]
+
+    def list_jobs(self) -> list[object]:
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(submission_id=sid, status=st) for sid, st in self.jobs.items()]
+
+    def delete_job(self, sid: str) -> bool:
+        del self.jobs[sid]
+        return True
+
+    def tick(self) -> None:
+        """One loop of Ray's job monitor: a deleted job whose exit it had not seen comes back FAILED."""
+        for sid in self.unmonitored:
+            if sid not in self.jobs:
+                self.jobs[sid] = self.status.FAILED
+        self.unmonitored.clear()
+
+
+def test_up_leaves_no_readiness_probe_in_the_users_job_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ray job list` on every fresh cluster showed a FAILED `mcsched-ready-...` job: the probe was
+    deleted before Ray's job monitor saw it end, and the monitor wrote it back. Time passes only
+    through ``sleep`` here; the user's own jobs stay."""
+    import scheduler.runtime.cluster as cluster
+
+    fake = _FakeJobs()
+    monkeypatch.setattr(cluster, "jobs_client", lambda url: fake)
+    monkeypatch.setattr(cluster.time, "sleep", lambda s: fake.tick())
+    cluster.wait_jobs_api("http://127.0.0.1:1", timeout=30)
+    fake.tick()  # the monitor's next loop, after `up` returned
+    assert list(fake.jobs) == ["user-job"]
+
+
+def test_the_clusters_processes_use_its_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mcsched up --state-dir /tmp/a`: its jobs' drivers checkpointed into ~/.mcsched (the default),
+    shared by every cluster. The head's environment, which its processes inherit, names the state dir."""
+    from scheduler.runtime.cluster import head_env
+
+    monkeypatch.setenv("MCSCHED_HOME", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+    ports = {"autoscaler-metrics": 40001, "dashboard-metrics": 40002, "serve": 8000}
+    env = head_env(tmp_path / "a", ports, None)
+    assert env["MCSCHED_HOME"] == str(tmp_path / "a")
+    assert env["MCSCHED_SERVE_PORT"] == "8000" and "RAY_ADDRESS" not in env

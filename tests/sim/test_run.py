@@ -222,3 +222,13 @@ def test_help_lists_every_what_if_knob(capsys: pytest.CaptureFixture[str]) -> No
     assert code == 0 and "Traceback" not in err
     for flag in ("--policy", "--load", "--class-map", "--gpu-map", "--replica", "--class-priorities", "--capacity-map", "--scale-capacity", "--scenario"):
         assert flag in out
+
+
+def test_bad_input_leaves_a_previous_runs_outputs_as_they_were(inputs: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = simulate([*base(inputs), "--no-plots"], capsys)
+    assert code == 0, err
+    o = Path(inputs["out"])
+    before = {p.name: p.read_bytes() for p in o.iterdir()}
+    code, _out, err = simulate([*base(inputs), "--no-plots", "--class-map", "web=api-serving"], capsys)
+    assert code == 2 and err.startswith("error: --class-map: web=api-serving: no row of t.csv has c 'web'")
+    assert {p.name: p.read_bytes() for p in o.iterdir()} == before

@@ -78,6 +78,20 @@ def test_utilisation_counts_only_the_gpu_types_asked_for_over_the_busy_span() ->
     assert util["azure"]["H100"]["busySpan"] == pytest.approx((4 * 1122 + 8 * 1122) / (8 * 3122))
     assert util["oci"]["H100"]["busySpan"] == 0.0
     assert util["azure"]["H100"]["peak"] == 1.0
+    assert util["azure"]["H100"]["hoursNearFull"] == pytest.approx(1122 / 3600)  # b's 8 of 8, 2,000..3,122; a's 4 of 8 is not
+
+
+def test_a_short_saturation_in_a_long_run_shows_in_its_peak_and_hours_near_full() -> None:
+    # azure 8 H100. a: 4 GPUs held 0..1,122. At 500 the pool shrinks to 4: 4 of 4 held until
+    # 1,122 (622 s near full). long: 1 GPU on azure from 2,000 for 100 days, so the busy span
+    # is ~100 days and the mean ~25% (1 of 4), but the exact peak is 100% and the 622 s show.
+    sim = Simulation(world(), a_contract(), "contract")
+    sim.add_jobs([job("a", 0, 4, 1000), job("long", 2000, 1, 100 * 86400)])
+    sim.add_capacity([(500.0, ("azure", "eastus", "H100"), 4)])
+    sim.run()
+    u = summarise(sim, {"H100"})["utilisation"]["azure"]["H100"]
+    assert u["peak"] == 1.0 and u["hoursNearFull"] == pytest.approx(622 / 3600)
+    assert u["busySpan"] == pytest.approx(0.25, abs=0.001)  # the 100-day span averages the saturation away
 
 
 def test_preemption_happens_in_a_replay_because_classes_have_priorities() -> None:
