@@ -2,9 +2,12 @@
 
 Runs the same ``SchedulerService`` the Ray actor runs (real SQLite ledger, real metrics
 registry), in batches, finishing a share of running jobs and cancelling some queued ones
-after every batch. Prints peak RSS, decisions/s per window of submissions, and a final
-ledger verification (hash chain + invariant replay). Targets: RSS < 300 MB with 100k
-pending; throughput does not decay by more than 2x over the run.
+after every batch. Prints peak RSS, decisions/s per window of submissions (on wall and on
+CPU time: the fairer figure on a shared machine), and a final ledger verification (Merkle
+tree, signed checkpoints, witness, contract checker). Targets: the scheduler's peak RSS <
+300 MB with 100k pending (the auditor's verification afterwards is reported on its own);
+throughput (CPU time) does not decay by more than 2x over the run. A missed target is
+flagged and makes the exit code 1.
 
     python benchmarks/soak.py [--jobs 100000] [--batch 500]
 """
@@ -68,10 +71,11 @@ def run(args: argparse.Namespace, rng: random.Random, catalog: Any, contract: An
     assert engine is not None
     window = 10_000
     submitted = finished = cancelled = 0
-    t_window = time.perf_counter()
+    t_window, cpu_window = time.perf_counter(), time.process_time()
     decisions_at_window = 0
     rates: list[float] = []
-    print(f"{'submitted':>10} {'pending':>8} {'running':>8} {'finished':>9} {'cancelled':>9} {'dec/s (window)':>15} {'peak RSS MB':>12}")
+    cpu_rates: list[float] = []
+    print(f"{'submitted':>10} {'pending':>8} {'running':>8} {'finished':>9} {'cancelled':>9} {'dec/s wall':>11} {'dec/s cpu':>10} {'peak RSS MB':>12}")
     counting = {"n": 0}
     engine.subscribe(lambda ev: counting.__setitem__("n", counting["n"] + (ev.kind in ("placed", "queued"))))
     while submitted < args.jobs or len(engine.queue) < args.pending:
@@ -89,21 +93,34 @@ def run(args: argparse.Namespace, rng: random.Random, catalog: Any, contract: An
                 call("cancel", name)
                 cancelled += 1
         if submitted % window == 0 or (submitted >= args.jobs and len(engine.queue) >= args.pending):
-            now = time.perf_counter()
-            rate = (counting["n"] - decisions_at_window) / (now - t_window)
+            now, cpu_now = time.perf_counter(), time.process_time()
+            made = counting["n"] - decisions_at_window
+            rate, cpu_rate = made / (now - t_window), made / max(cpu_now - cpu_window, 1e-9)
             rates.append(rate)
-            t_window, decisions_at_window = now, counting["n"]
+            cpu_rates.append(cpu_rate)
+            t_window, cpu_window, decisions_at_window = now, cpu_now, counting["n"]
             counts = engine.counts()
             print(f"{submitted:>10,} {counts.get('queued', 0):>8,} {counts.get('running', 0):>8,} {finished:>9,} {cancelled:>9,} "
-                  f"{rate:>15,.0f} {rss_mb():>12.0f}")
+                  f"{rate:>11,.0f} {cpu_rate:>10,.0f} {rss_mb():>12.0f}")
     rss_before_verify = rss_mb()
+    pending = engine.counts().get("queued", 0)
     report = svc.ledger.verify() if svc.ledger else None
-    print(f"RSS after the run, before verification: {rss_before_verify:.0f} MB")
-    print(f"{submitted:,} submissions; peak RSS {rss_mb():.0f} MB with {engine.counts().get('queued', 0):,} pending (target < 300 MB)")
-    if rates:
-        print(f"throughput first window {rates[0]:,.0f} dec/s, last {rates[-1]:,.0f} dec/s, min/max {min(rates) / max(rates):.2f} "
-              f"(decay {max(rates) / min(rates):.2f}x; target <= 2x)")
+    missed = []
+    ok = rss_before_verify < 300
+    missed += [] if ok else ["RSS"]
+    print(f"{submitted:,} submissions; the scheduler's peak RSS {rss_before_verify:.0f} MB with {pending:,} pending (target < 300 MB)"
+          f"{'' if ok else '  MISSED'}")
+    print(f"the ledger's verification afterwards (an auditor's step, same process): peak RSS {rss_mb():.0f} MB")
+    if cpu_rates:
+        decay = max(cpu_rates) / min(cpu_rates)
+        ok = decay <= 2
+        missed += [] if ok else ["decay"]
+        print(f"throughput (cpu) first window {cpu_rates[0]:,.0f} dec/s, last {cpu_rates[-1]:,.0f} dec/s, decay {decay:.2f}x (target <= 2x)"
+              f"{'' if ok else '  MISSED'}; on wall time {rates[0]:,.0f} -> {rates[-1]:,.0f} dec/s, decay {max(rates) / min(rates):.2f}x")
     print(f"final check: {report.line() if report else 'no ledger'}")
+    if missed:
+        print(f"missed: {', '.join(missed)}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -257,6 +257,27 @@ def _failure(output: str) -> str:
     return (errors or lines or ["no output"])[-1]
 
 
+def head_env(state_dir: Path, ports: dict[str, int], auth_token: Path | None) -> dict[str, str]:
+    """The environment of ``ray start --head``, which every process of the cluster inherits.
+
+    ``MCSCHED_HOME`` is this state dir: a job's driver keeps its checkpoints in its cluster's
+    state dir. Without it, the jobs of ``mcsched up --state-dir /tmp/a`` checkpointed into
+    ``~/.mcsched`` (shared by every cluster, so same-named jobs resumed each other's steps).
+    """
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **loopback_env(ports["autoscaler-metrics"], ports["dashboard-metrics"]),
+    }
+    env.pop("RAY_ADDRESS", None)
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env["MCSCHED_HOME"] = str(state_dir)
+    env["MCSCHED_SERVE_PORT"] = str(ports["serve"])  # the jobs of this cluster serve models here
+    if auth_token is not None:
+        env.update(auth_env(auth_token))
+    return env
+
+
 def start_head(
     catalog: CloudCatalog,
     state_dir: Path,
@@ -272,16 +293,7 @@ def start_head(
     temp_dir.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, START_ATTEMPTS + 1):
         ports, worker_lo = choose_ports(reserved)  # fresh each try: another program may have taken one
-        env = {
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            **loopback_env(ports["autoscaler-metrics"], ports["dashboard-metrics"]),
-        }
-        env.pop("RAY_ADDRESS", None)
-        env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        env["MCSCHED_SERVE_PORT"] = str(ports["serve"])  # the jobs of this cluster serve models here
-        if auth_token is not None:
-            env.update(auth_env(auth_token))
+        env = head_env(state_dir, ports, auth_token)
         cmd = [
             ray_bin(), "start", "--head",
             "--node-ip-address", "127.0.0.1",

@@ -22,6 +22,7 @@ placed: the reconciler, not a timeout, deals with a gang Ray cannot grant.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -253,6 +254,14 @@ def run_job(doc: dict[str, Any], source: str, checkpoint_root: Path, say: Callab
     return drive(get_actor(), doc, source, checkpoint_root / doc["metadata"]["name"], say, stop_requested=lambda: signals.raised)
 
 
+def forget_old_checkpoint(resp: dict[str, Any], name: str, checkpoint_dir: Path) -> None:
+    """A job submitted afresh starts at step 0: the checkpoint there belongs to an earlier job of
+    the same name that ended (cancelled, stopped, failed) mid-run. A driver re-attaching to its
+    live job (the service did not count it fresh) keeps it, to resume."""
+    if name in resp.get("fresh", ()):
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
 def drive(
     actor: Any,
     doc: dict[str, Any],
@@ -272,6 +281,7 @@ def drive(
     resp = ray.get(actor.submit.remote([doc], True))
     if not resp["ok"]:
         raise AdmissionError(f"{source}: {resp['error']}")
+    forget_old_checkpoint(resp, doc["metadata"]["name"], checkpoint_dir)
     core = JobDriver(doc["metadata"]["name"], View.from_wire(resp["views"][0]))
     shell = _RayShell(actor, core, doc, checkpoint_dir, say, observe)
     shell.perform(core.start())

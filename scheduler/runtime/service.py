@@ -302,7 +302,10 @@ class SchedulerService:
             self._save_leases()
         await self._notify()
         views = [self._view(j.name) for j in parsed]
-        return {"ok": True, "error": None, "decisions": [v["decision"] for v in views], "views": views}
+        # "fresh": submitted now (a retry of a live job is not): its driver starts it from scratch,
+        # never from the checkpoint an earlier, ended job of the same name left behind
+        return {"ok": True, "error": None, "decisions": [v["decision"] for v in views], "views": views,
+                "fresh": [j.name for j in fresh]}
 
     async def wait_change(self, name: str, known: int, timeout: float = 5.0) -> dict[str, Any]:
         """Long-poll: return the job's view as soon as its assignment version differs from ``known``

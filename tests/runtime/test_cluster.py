@@ -198,3 +198,16 @@ def test_up_leaves_no_readiness_probe_in_the_users_job_list(monkeypatch: pytest.
     cluster.wait_jobs_api("http://127.0.0.1:1", timeout=30)
     fake.tick()  # the monitor's next loop, after `up` returned
     assert list(fake.jobs) == ["user-job"]
+
+
+def test_the_clusters_processes_use_its_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mcsched up --state-dir /tmp/a`: its jobs' drivers checkpointed into ~/.mcsched (the default),
+    shared by every cluster. The head's environment, which its processes inherit, names the state dir."""
+    from scheduler.runtime.cluster import head_env
+
+    monkeypatch.setenv("MCSCHED_HOME", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+    ports = {"autoscaler-metrics": 40001, "dashboard-metrics": 40002, "serve": 8000}
+    env = head_env(tmp_path / "a", ports, None)
+    assert env["MCSCHED_HOME"] == str(tmp_path / "a")
+    assert env["MCSCHED_SERVE_PORT"] == "8000" and "RAY_ADDRESS" not in env

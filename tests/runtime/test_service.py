@@ -176,3 +176,26 @@ def test_status_finds_a_served_model_by_its_own_name(tmp_path: Path) -> None:
     assert all(r["cloud"] == "azure" for r in rows)
     with pytest.raises(UnknownJobError):
         s("status", "nothing")
+
+
+def test_a_job_submitted_again_after_it_ended_is_fresh_and_starts_without_the_old_checkpoint(tmp_path: Path) -> None:
+    """The README's walk-through run twice: `pretrain-jp`, cancelled at step 90, submitted again,
+    printed "resuming from checkpoint at step 90" at its first start. A retry for the live job
+    (a driver re-attaching) is not fresh and keeps its checkpoint."""
+    from scheduler.runtime.driver import forget_old_checkpoint
+
+    s = Svc(tmp_path / "l.db", FakeGangs())
+    first = s("submit", [job_doc("a", gpus=8)], True)
+    assert first["fresh"] == ["a"]
+    ckpt = tmp_path / "checkpoints" / "a"
+    ckpt.mkdir(parents=True)
+    (ckpt / "latest.json").write_text('{"step": 90}')
+    retry = s("submit", [job_doc("a", gpus=8)], True)
+    assert retry["ok"] and retry["fresh"] == []
+    forget_old_checkpoint(retry, "a", ckpt)
+    assert (ckpt / "latest.json").exists()  # the live job resumes from it
+    s("cancel", "a")
+    again = s("submit", [job_doc("a", gpus=8)], True)
+    assert again["ok"] and again["fresh"] == ["a"]
+    forget_old_checkpoint(again, "a", ckpt)
+    assert not ckpt.exists()
