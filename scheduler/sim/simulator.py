@@ -47,7 +47,7 @@ PoolKey = tuple[str, str, str]
 class Track:
     """The simulator's view of one live job (what the engine's events do not carry)."""
 
-    __slots__ = ("attempt", "cls", "end_at", "ever_placed", "evicted", "gpus", "latency", "queued", "rate", "remaining", "running", "since", "start")
+    __slots__ = ("attempt", "cls", "end_at", "ever_placed", "evicted", "gpus", "latency", "placed", "queued", "rate", "remaining", "running", "since", "start")
 
     def __init__(self, tj: TraceJob, at: float) -> None:
         self.cls = tj.cls
@@ -57,6 +57,7 @@ class Track:
         self.since = at  # the current wait began here (submission or eviction)
         self.evicted = False  # the current wait follows an eviction
         self.start = 0.0
+        self.placed = 0.0
         self.attempt = 0
         self.latency = 0.0
         self.rate = 0.0  # USD/h while placed
@@ -145,8 +146,9 @@ class Recorder:
     queued_gpus_peak: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_CLASSES, 0))  # since the last sample
     running_gpus: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     rate: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # cloud -> USD/h accruing now
-    # cloud -> [USD accrued up to ``at``, at]: moved forward at every change of the rate
-    accrued: dict[str, list[float]] = field(default_factory=dict)
+    # cloud -> sum over running placements of rate x placement time: with ``rate`` and the booked
+    # ``cost`` it gives the spend accrued up to any instant (``spent``) with no work per event
+    rate_since: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     checker: InvariantChecker = field(default_factory=InvariantChecker)
     first_alloc: float | None = None
     last_free: float = 0.0
@@ -219,11 +221,24 @@ class Recorder:
     # ------------------------------------------------------------------ pools
 
     def _alloc(self, key: PoolKey, delta: int, now: float) -> None:
+        """GPUs taken (``delta`` > 0) or freed in one pool, then in its (cloud, GPU type): ``_retype`` inlined (every placement and release)."""
         st = self.pool_state[key]
         st[3] += st[0] * (now - st[2])
         st[2] = now
         st[0] += delta
-        _retype(self._type_of[key], delta, 0, now)
+        agg = self._type_of[key]
+        held, cap = agg[0], agg[1]
+        if cap > 0 and held >= NEAR_FULL * cap:
+            agg[3] += now - agg[2]
+        agg[2] = now
+        agg[0] = held = held + delta
+        if delta > 0:  # only taking GPUs can raise a peak
+            if held > agg[5]:
+                agg[5] = held
+            if cap > 0 and held > agg[6] * cap:
+                agg[6] = share = held / cap
+                if share > agg[4]:
+                    agg[4] = share
 
     def _capacity(self, ev: CapacityChanged) -> None:
         key = (ev.cloud, ev.region, ev.gpu_type)
@@ -234,18 +249,11 @@ class Recorder:
         st[1] = ev.capacity
         self.cap_history[key].append((ev.at, ev.capacity))
 
-    def _accrue(self, cloud: str, now: float) -> None:
-        """Book the spend at the current rate up to ``now`` (before the rate changes)."""
-        acc = self.accrued.get(cloud)
-        if acc is None:
-            self.accrued[cloud] = [0.0, now]
-            return
-        acc[0] += self.rate[cloud] * (now - acc[1]) / 3600
-        acc[1] = now
-
     def spent(self, now: float) -> dict[str, float]:
-        """USD accrued per cloud from the start to ``now``: equals the engine's booked cost once everything ended."""
-        return {c: acc[0] + self.rate[c] * (now - acc[1]) / 3600 for c, acc in self.accrued.items()}
+        """USD accrued per cloud from the start to ``now``, the replay's current instant (the sampler's):
+        what ended (booked) plus what runs, held since its placement."""
+        clouds = set(self.cost) | set(self.rate)
+        return {c: self.cost.get(c, 0.0) + (self.rate.get(c, 0.0) * now - self.rate_since.get(c, 0.0)) / 3600 for c in clouds}
 
     # ------------------------------------------------------------------ jobs
 
@@ -271,13 +279,14 @@ class Recorder:
             self._unqueue(tr)
         tr.running = tr.ever_placed = True
         tr.attempt = ev.attempt
+        tr.placed = now
         tr.start = start = now + tr.latency + self.startup[cloud]
         tr.rate = rate = ev.price * gpus
         self.placements[cloud] += 1
         self._alloc((cloud, ev.region, ev.gpu_type), gpus, now)
         self.running_gpus[(tr.cls, cloud)] += gpus
-        self._accrue(cloud, now)
         self.rate[cloud] += rate
+        self.rate_since[cloud] += rate * now
         if self.first_alloc is None:
             self.first_alloc = now
         if tr.end_at is None:
@@ -299,8 +308,8 @@ class Recorder:
         tr.running = False
         self._alloc((ev.cloud, ev.region, ev.gpu_type), -ev.gpus, now)
         self.running_gpus[(tr.cls, ev.cloud)] -= ev.gpus
-        self._accrue(ev.cloud, now)
         self.rate[ev.cloud] -= tr.rate
+        self.rate_since[ev.cloud] -= tr.rate * tr.placed
         self.cost[ev.cloud] += ev.cost_usd
         self.last_free = now
         if now >= tr.start:

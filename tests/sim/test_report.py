@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,4 +153,8 @@ def test_the_cost_plot_adds_up_to_the_runs_cost(figures: dict[str, Any], tmp_pat
     twin = figures["cost.png"].axes[1]
     cumulative = next(line for line in twin.get_lines() if line.get_label() == "cumulative USD (right)").get_ydata()
     assert cumulative[-1] == pytest.approx(total)
+    assert all(a <= b + 1e-9 for a, b in itertools.pairwise(cumulative))  # spend only grows
+    # the first sample after a and b ended (~47 h): both booked, and long's 1 GPU since 20 s
+    first = next(s for s in sim.samples if s.t > 1122)
+    assert sum(first.spent.values()) == pytest.approx(8.976 + 4.248 + 1.8 * (first.t - 20) / 3600)
     assert "average over each" in texts(figures["cost.png"])

@@ -106,6 +106,8 @@ def test_preemption_happens_in_a_replay_because_classes_have_priorities() -> Non
     assert s["waitSeconds"]["api-serving"]["p50"] == 122.0  # its own offer, then azure's start-up
     assert s["simulatedSeconds"] == 10_184.0
     assert s["gpuHours"]["served"]["training"] == pytest.approx(8 * 10_000 / 3600)
+    # the spend accrued up to any instant (the cost plot) adds up to the booked cost, evictions included
+    assert sim.rec.spent(sim.end) == pytest.approx(s["costUsdPerCloud"])
     # the same trace with every class at priority 0: the API waits for the training job instead
     flat, _ = replay(jobs, class_priorities={"api-serving": 0, "inference": 0, "training": 0})
     assert flat["preemptions"] == {}
