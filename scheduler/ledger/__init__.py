@@ -1,4 +1,4 @@
-"""The audit ledger: an RFC 9162 Merkle log of every engine event, signed per operation.
+"""The audit ledger: an RFC 9162 Merkle log of every engine event, signed within a bounded delay (store.CHECKPOINT_INTERVAL).
 
 ``store`` (SQLite), ``records`` (the canonical record bytes), ``merkle`` (hashing,
 compact range, proofs), ``signing`` (Ed25519 keys, checkpoints), ``witness`` (the log

@@ -3,7 +3,7 @@
 Hashing (RFC 9162 section 2.1.1): a leaf is SHA-256(0x00 || record bytes), an interior
 node SHA-256(0x01 || left || right), and a tree of n > 1 leaves splits at the largest
 power of two below n. The writer keeps only the roots of the perfect subtrees on the
-right edge (a *compact range*), so a checkpoint after every operation costs O(log n);
+right edge (a *compact range*), so a checkpoint at any size costs O(log n) hashes;
 proofs are made from the leaf hashes and checked with the algorithms of sections
 2.1.3.2 (inclusion) and 2.1.4.2 (consistency), which need no access to the log.
 """

@@ -1,7 +1,8 @@
 """One job's evidence in one file: its records, each with an RFC 9162 inclusion proof.
 
 ``prove`` takes the job's records (and the configuration records, which name the holder)
-from the ledger, with audit paths against the latest signed checkpoint. ``check_proof``
+from the ledger, with audit paths against the latest signed checkpoint (records after it,
+not yet signed, cannot be proven). ``check_proof``
 needs only that file and the public key: it verifies the signature, recomputes the root
 from every record's bytes and path, and re-reads the ROFR story (each placement attempt
 answered by the holder before any spill), so any altered byte fails.
@@ -60,7 +61,7 @@ def prove(db: Path, job: str, since: int | None = None) -> dict[str, Any]:
     finally:
         conn.close()
     if not any(b'"kind":"submitted"' in leaf for _, leaf in picked):
-        raise LedgerError(f"{db}: no job {job!r} in the ledger")
+        raise LedgerError(f"{db}: no job {job!r} in the ledger up to its latest signed checkpoint (size {cp.size})")
     tree = MerkleTree(leaves)
     doc: dict[str, Any] = {
         "format": FORMAT,

@@ -373,18 +373,20 @@ class Ledger:
     ) -> VerifyReport:
         """Everything ``mcsched audit verify`` checks, against this ledger's own key and witness by default.
 
-        A writer signs what it has committed first, so its own verdict never has an unsigned tail.
+        A writer signs what it has committed first, so its own verdict never has an unsigned tail,
+        and holds its lock while reading (the idle timer must not write on this connection meanwhile).
         """
-        self.sign()
-        if public_key is None and not self.readonly:
-            pub = self._signer().public_key()
+        with self._lock:
+            self.sign()
+            if public_key is None and not self.readonly:
+                pub = self._signer().public_key()
+                return verify_ledger(
+                    self.path, pub, Path(witness) if witness is not None else self.witness_path, conn=self.conn, require_signed=require_signed
+                )
             return verify_ledger(
-                self.path, pub, Path(witness) if witness is not None else self.witness_path, conn=self.conn, require_signed=require_signed
+                self.path,
+                Path(public_key) if public_key is not None else public_path_for(self.key_path),
+                Path(witness) if witness is not None else self.witness_path,
+                conn=self.conn,
+                require_signed=require_signed,
             )
-        return verify_ledger(
-            self.path,
-            Path(public_key) if public_key is not None else public_path_for(self.key_path),
-            Path(witness) if witness is not None else self.witness_path,
-            conn=self.conn,
-            require_signed=require_signed,
-        )

@@ -197,3 +197,22 @@ def test_plan_db_signs_every_record(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     n = sqlite3.connect(tmp_path / "plan.db").execute("SELECT count(*) FROM records").fetchone()[0]
     assert n > 1 and checkpoint_sizes(tmp_path / "plan.db")[-1] == n
     assert verify_ledger(tmp_path / "plan.db", home / "ledger-signing.pub", home / "witness.jsonl", require_signed=True).ok
+
+
+def test_the_live_scheduler_signs_within_the_interval(tmp_path: Path) -> None:
+    """The service never closes its ledger (the actor is killed): the idle timer must sign."""
+    from tests.integration.conftest import job_doc
+    from tests.runtime.test_service import FakeGangs, Svc
+
+    s = Svc(tmp_path / "l.db", FakeGangs())
+    s("submit", [job_doc("a", gpus=8)], True)
+    s("submit", [job_doc("b", gpus=8)], True)
+    ledger = s.svc.ledger
+    assert ledger is not None and len(ledger) > 1
+    deadline = time.monotonic() + 5.0
+    while ledger.unsigned and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ledger.unsigned == 0 and ledger.checkpoint is not None and ledger.checkpoint.size == len(ledger)
+    report = verify_ledger(tmp_path / "l.db", tmp_path / "ledger-signing.pub", tmp_path / "witness.jsonl", require_signed=True)
+    assert report.ok, report.line()
+    ledger.close()
