@@ -177,13 +177,13 @@ def _state(state_dir: Path | None) -> Path:
 
 def _connect(address: str | None, state_dir: Path | None, *, embedded: bool = False, stream: bool = False) -> None:
     from scheduler.errors import RuntimeUnavailable
-    from scheduler.runtime.cluster import connect, resolve_address, up
+    from scheduler.runtime.cluster import connect, no_cluster, resolve_address, up
 
     state = _state(state_dir)
     resolved = resolve_address(address, state)
     if resolved is None:
         if not embedded:
-            raise RuntimeUnavailable("no Ray cluster found: run `mcsched up` first or pass --address")
+            raise RuntimeUnavailable(no_cluster(state))
         err.print("no Ray cluster found; starting the embedded default (`mcsched up`) ...", markup=False)
         catalog, the_contract = load_config(None, None)
         info = up(catalog, the_contract, state, log=lambda m: err.print(m, markup=False)).info

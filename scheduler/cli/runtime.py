@@ -180,7 +180,7 @@ def submit_cmd(
     """Submit jobs as Ray jobs (Jobs SDK); each runs `python -m scheduler run job.yaml` on the cluster."""
     import os
 
-    from scheduler.runtime.cluster import ClusterInfo, alive, apply_client_env
+    from scheduler.runtime.cluster import ClusterInfo, alive, apply_client_env, no_cluster
 
     catalog, the_contract = load_config(clouds, contract)
     with stage_progress() as loading:
@@ -190,7 +190,7 @@ def submit_cmd(
     env_url = os.environ.get("RAY_ADDRESS", "")
     url = address or (local.dashboard_url if local else None) or (env_url if env_url.startswith(("http://", "https://")) else None)
     if url is None:
-        raise MCSchedError("no Ray cluster found: run `mcsched up` first or pass --address URL")
+        raise MCSchedError(no_cluster(_state(state_dir), "run `mcsched up` first or pass --address URL"))
     if local is not None and url.rstrip("/") == local.dashboard_url:
         apply_client_env(local)  # its token, before ray is imported
     from scheduler.runtime.jobs import submit_jobs

@@ -31,7 +31,11 @@ def loadgen_cmd(
     requests = read_trace(trace, max_requests)
     name = model or asyncio.run(discover_model(base))
     due = sum(1 for r in requests if r.at / speedup <= duration)
-    err.print(f"replaying {due} of {len(requests)} requests from {trace.name} at {speedup:g}x against {name} at {base}", markup=False)
+    err.print(
+        f"replaying {due:,} requests (those arriving within {duration:g} s at {speedup:g}x, of {len(requests):,} trace rows read; "
+        f"--max-requests {max_requests:,}) from {trace.name} against {name} at {base}",
+        markup=False,
+    )
     report = Report(base, name, str(trace), speedup, duration, max_concurrency)
     if sys.stderr.isatty():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

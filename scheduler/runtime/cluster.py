@@ -238,6 +238,7 @@ def choose_ports(reserved: Iterable[int] = ()) -> tuple[dict[str, int], int]:
 
     names = ["gcs", "object-manager", "node-manager", "ray-client-server", "dashboard-agent-listen", "dashboard-agent-grpc",
              "runtime-env-agent", "metrics-export", "autoscaler-metrics", "dashboard-metrics"]  # fmt: skip
+
     def preferred(port: int) -> int:
         chosen = port if port not in taken and port_free(port) else pick()
         taken.add(chosen)
@@ -537,6 +538,17 @@ def wait_jobs_api(url: str, timeout: float = 90.0) -> None:
             last = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             time.sleep(0.5)
     raise RuntimeUnavailable(f"Ray Jobs API at {url} not ready within {timeout:.0f}s: {last}")
+
+
+def no_cluster(state_dir: Path, hint: str = "run `mcsched up` first or pass --address") -> str:
+    """Why there is no cluster to talk to: none recorded in the state dir, or a recorded one that died."""
+    info = ClusterInfo.load(state_dir)
+    if info is not None and not alive(info):
+        return (
+            f"the cluster recorded in {state_dir} is not running (nothing answers at its GCS {info.gcs_address}): "
+            f"`mcsched down --state-dir {state_dir}` cleans it up, then `mcsched up` starts a new one"
+        )
+    return f"no Ray cluster found in {state_dir}: {hint}"
 
 
 def alive(info: ClusterInfo) -> bool:

@@ -211,3 +211,23 @@ def test_the_clusters_processes_use_its_state_dir(tmp_path: Path, monkeypatch: p
     env = head_env(tmp_path / "a", ports, None)
     assert env["MCSCHED_HOME"] == str(tmp_path / "a")
     assert env["MCSCHED_SERVE_PORT"] == "8000" and "RAY_ADDRESS" not in env
+
+
+@pytest.mark.parametrize("command", [["list"], ["status", "some-job"], ["cancel", "some-job"], ["fault", "oci", "--down"]])
+def test_a_recorded_cluster_that_died_is_named_not_reported_missing(tmp_path: Path, command: list[str]) -> None:
+    """After the cluster's processes die, `cluster.json` remains: say that cluster is not running
+    and how to clean up, not "no Ray cluster found" (which sent users looking elsewhere)."""
+    info_for(tmp_path, dead_port()).save()  # nothing listens on its GCS port
+    r = subprocess.run(
+        [sys.executable, "-m", "scheduler", *command, "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert f"the cluster recorded in {tmp_path} is not running" in r.stderr and "mcsched down --state-dir" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_no_recorded_cluster_says_where_it_looked(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "scheduler", "list", "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode != 0 and f"no Ray cluster found in {tmp_path}: run `mcsched up` first" in r.stderr, r.stderr
