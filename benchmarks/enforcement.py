@@ -35,6 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scheduler.events import Preempted  # noqa: E402
 from scheduler.runtime.cluster import down, free_port, stop_head, up  # noqa: E402
 from scheduler.specs import CloudCatalog, Contract  # noqa: E402
 
@@ -155,7 +156,7 @@ def main() -> None:
             moved = victim.wait(lambda v=victim: v.when("running", 1) is not None, 120)
             if not ok or api.code != 0 or not moved:
                 failures.append(f"round {i}: api exit {api.code} {api.error or ''} victim moved={moved}")
-            decided = next((e.at for e in ledger.events() if e.kind == "preempted" and e.job == victim.name), None)
+            decided = next((e.at for e in ledger.events() if isinstance(e, Preempted) and e.job == victim.name), None)
             if decided is None:
                 failures.append(f"round {i}: no preemption recorded")
             else:

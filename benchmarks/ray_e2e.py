@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -33,7 +34,7 @@ from scheduler.runtime.cluster import ClusterInfo, down, up  # noqa: E402
 from scheduler.runtime.resources import pool_resource  # noqa: E402
 
 
-def job_doc(name: str, gpus: int, cls: str = "training", **spec: object) -> dict:
+def job_doc(name: str, gpus: int, cls: str = "training", **spec: object) -> dict[str, Any]:
     return {"apiVersion": "mcsched.io/v1", "kind": "Job", "metadata": {"name": name},
             "spec": {"class": cls, "gpus": gpus, "gpuType": "H100", **spec}}
 
@@ -60,7 +61,10 @@ def batched(info: ClusterInfo, n: int, batch: int) -> None:
         latencies += [took for d in resp["decisions"] if d["outcome"] == "placed"]
     total = time.perf_counter() - t0
     latencies.sort()
-    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
+
+    def p(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
     print(f"batched submit: {decided:,} decisions in {total:.2f}s = {decided / total:,.0f} decisions/s "
           f"(batch {batch}; target >= 5,000)")
     print(f"submit-to-placed for the {len(latencies):,} jobs placed at once: p50 {p(0.5):.0f} ms, p99 {p(0.99):.0f} ms "

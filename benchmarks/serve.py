@@ -32,6 +32,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scheduler.events import Placed  # noqa: E402
 from scheduler.ledger import Ledger  # noqa: E402
 from scheduler.loading import load_catalog, load_contract  # noqa: E402
 from scheduler.paths import default_catalog, default_contract  # noqa: E402
@@ -148,7 +149,7 @@ def scale_up(info: ClusterInfo, url: str, job: str, model: str, replicas: int, c
             time.sleep(1)
         print(f"   cycle {cycle + 1}: {len(first_seen)} replicas have answered so far")
     placed_at = {e.job: e.at for e in Ledger(Path(info.state_dir) / "ledger.db", readonly=True).events()
-                 if e.kind == "placed" and e.job.startswith(f"{job}-r") and e.job != f"{job}-r1"}
+                 if isinstance(e, Placed) and e.job.startswith(f"{job}-r") and e.job != f"{job}-r1"}
     took = sorted(first_seen[name] - at for name, at in placed_at.items() if name in first_seen)
     if not took:
         print("   no scale-up was observed")
@@ -173,7 +174,7 @@ def main() -> None:
     jobs: list[str] = []
     client: Any = None
     try:
-        info = up(catalog, load_contract(default_contract(), catalog), state, metrics_port=free_port(), log=lambda m: print(m, file=sys.stderr))
+        info = up(catalog, load_contract(default_contract(), catalog), state, metrics_port=free_port(), log=lambda m: print(m, file=sys.stderr)).info
         from ray.job_submission import JobSubmissionClient  # only now: ray reads the token settings at import
 
         port = free_port()

@@ -37,7 +37,7 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def doc(name: str, rng: random.Random) -> dict:
+def doc(name: str, rng: random.Random) -> dict[str, Any]:
     cls = rng.choice(["training"] * 6 + ["inference"] * 3 + ["api-serving"])
     return {"apiVersion": "mcsched.io/v1", "kind": "Job", "metadata": {"name": name},
             "spec": {"class": cls, "gpus": rng.choice([8, 16, 32, 64]), "gpuType": rng.choice(["H100", "H100", "H200", "GB200"]),
@@ -65,7 +65,10 @@ def run(args: argparse.Namespace, rng: random.Random, catalog: Any, contract: An
     svc = SchedulerService(catalog.model_dump(mode="json", by_alias=True), contract.model_dump(mode="json", by_alias=True),
                            str(tmp / "ledger.db"), metrics_port=None)
     loop = asyncio.new_event_loop()
-    call = lambda m, *a: loop.run_until_complete(getattr(svc, m)(*a))  # noqa: E731
+
+    def call(method: str, *args: Any) -> Any:
+        return loop.run_until_complete(getattr(svc, method)(*args))
+
     call("ping")
     engine = svc.engine
     assert engine is not None
