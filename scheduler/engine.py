@@ -43,6 +43,7 @@ from scheduler.events import (
     Reserved,
     Submitted,
 )
+from scheduler.gcpause import no_gc
 from scheduler.inventory import Inventory, Pool, PoolUsage
 from scheduler.model import Job
 from scheduler.pipeline.admit import Candidates, admit
@@ -954,10 +955,11 @@ class Engine:
                 raise AdmissionError(f"duplicate job name {job.name!r} in batch")
             names.add(job.name)
             self.validate(job)
-        for job in batch:  # validated above; one job's placement cannot make another invalid
-            self._post(job)
-            if each is not None:
-                each(self.jobs[job.name])
+        with no_gc():  # a batch adds thousands of long-lived records: see scheduler/gcpause.py
+            for job in batch:  # validated above; one job's placement cannot make another invalid
+                self._post(job)
+                if each is not None:
+                    each(self.jobs[job.name])
 
     def release(self, name: str, reason: str = EndReason.FINISHED) -> Decision:
         """A job leaves for good: finished, failed, stopped or cancelled; its GPUs go to the queue."""

@@ -15,8 +15,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from scheduler.errors import SpecError, SpecErrors
+from scheduler.gcpause import no_gc
 from scheduler.specs import PATTERN_HELP, SPEC_KINDS, CloudCatalog, Contract, JobDoc, Strict
-from scheduler.yamlio import Document, Progress, load_documents, no_gc
+from scheduler.yamlio import Document, Progress, load_documents
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def load_files(paths: Iterable[str | Path], progress: Progress | None = None) ->
     """
     loaded: list[Loaded] = []
     errors: list[SpecError] = []
-    with no_gc():  # 100k models on a growing heap: see yamlio.no_gc
+    with no_gc():  # 100k models on a growing heap: see scheduler/gcpause.py
         for path in paths:
             try:
                 docs = load_documents(path, progress)

@@ -14,9 +14,7 @@ libyaml's node and mark objects.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import yaml
 from yaml import MappingNode, Node, ScalarNode, SequenceNode
 
 from scheduler.errors import SpecError
+from scheduler.gcpause import no_gc
 
 MAX_SPEC_BYTES = 64 * 1024 * 1024
 #: A 64 MB file of the smallest valid Job documents holds about half a million of them.
@@ -180,22 +179,6 @@ class _Builder:
         if kind is SequenceNode and tag == _SEQ:
             return [self.build(child, depth + 1) for child in node.value]
         return self.loader.construct_object(node, deep=True)
-
-
-@contextmanager
-def no_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while millions of acyclic objects are made.
-
-    Otherwise every few thousand allocations it rescans the growing heap, which makes
-    loading a large file several times slower; reference counting still frees everything.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def read_text(path: str | Path, *, max_bytes: int = MAX_SPEC_BYTES) -> str:

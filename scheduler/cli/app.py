@@ -18,10 +18,10 @@ import typer
 from rich.console import Console
 
 from scheduler.errors import MCSchedError, UnknownJobError
+from scheduler.gcpause import no_gc
 from scheduler.loading import load_catalog, load_contract
 from scheduler.paths import default_catalog, default_contract
 from scheduler.specs import CloudCatalog, Contract
-from scheduler.yamlio import no_gc
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -69,7 +69,7 @@ ContractOpt = Annotated[Path | None, typer.Option("--contract", help="Contract Y
 
 
 def bulk(command: Callable[P, R]) -> Callable[P, R]:
-    """Run a command that may handle 100k documents with the cyclic GC paused (see ``yamlio.no_gc``):
+    """Run a command that may handle 100k documents with the cyclic GC paused (see ``scheduler/gcpause.py``):
     a short-lived process that builds millions of acyclic objects gains several seconds."""
 
     @functools.wraps(command)

@@ -13,7 +13,6 @@ becomes one ``FAIL: record N: why`` line; nothing a file can contain raises.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import sqlite3
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from scheduler.errors import LedgerError
+from scheduler.gcpause import no_gc
 from scheduler.invariants import InvariantChecker
 from scheduler.ledger.merkle import CompactRange
 from scheduler.ledger.records import DECODER, KIND_OF
@@ -95,20 +95,19 @@ def verify_ledger(
     # One pass allocates millions of short-lived objects next to a growing, acyclic state
     # (jobs, pools): full cyclic collections would walk that state again and again for
     # nothing (~20% of the time at 200k records, more at 1M). Paused for the pass only.
-    gc_was_on = gc.isenabled()
-    gc.disable()
     try:
-        if isinstance(public_key, Ed25519PublicKey):
-            pub = public_key
-        else:
-            key_path = public_key or default_public_key_path()
-            if not key_path.exists():
-                raise _Fail(0, f"no public key at {key_path} (pass --public-key)")
-            pub = load_public_key(key_path)
-        if conn is None:
-            conn = connect_readonly(path)
-        summary = _verify(conn, pub, witness, checker, count, require_signed)
-        return VerifyReport(count[0], len(checker.jobs), summary=summary)
+        with no_gc():
+            if isinstance(public_key, Ed25519PublicKey):
+                pub = public_key
+            else:
+                key_path = public_key or default_public_key_path()
+                if not key_path.exists():
+                    raise _Fail(0, f"no public key at {key_path} (pass --public-key)")
+                pub = load_public_key(key_path)
+            if conn is None:
+                conn = connect_readonly(path)
+            summary = _verify(conn, pub, witness, checker, count, require_signed)
+            return VerifyReport(count[0], len(checker.jobs), summary=summary)
     except _Fail as f:
         return VerifyReport(count[0], len(checker.jobs), seq=f.seq, reason=f.reason, rule=f.rule)
     except LedgerError as exc:
@@ -118,8 +117,6 @@ def verify_ledger(
     except Exception as exc:
         return VerifyReport(count[0], len(checker.jobs), seq=count[0] + 1, reason=f"unreadable ({type(exc).__name__}: {exc})")
     finally:
-        if gc_was_on:
-            gc.enable()
         if own and conn is not None:
             conn.close()
 

@@ -19,7 +19,6 @@ bug and propagates.
 
 from __future__ import annotations
 
-import gc
 import heapq
 import itertools
 import math
@@ -31,6 +30,7 @@ from typing import Any
 from scheduler.clock import ManualClock
 from scheduler.errors import AdmissionError
 from scheduler.events import Answered, CapacityChanged, Dequeued, Event, Placed, Preempted, Queued, Released
+from scheduler.gcpause import no_gc
 from scheduler.invariants import InvariantChecker
 from scheduler.model import Job
 from scheduler.sim.policies import build_engine
@@ -434,13 +434,8 @@ class Simulation:
         collection walks all of them to find next to nothing (the loop makes no cycles worth
         collecting), and that was a third of the wall time. It is restored afterwards.
         """
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with no_gc():
             self._loop(samples, progress, flush)
-        finally:
-            if enabled:
-                gc.enable()
 
     def _loop(self, samples: int, progress: Callable[[int], None] | None, flush: Callable[[], object] | None) -> None:
         heap, engine, clock, rec = self.heap, self.engine, self.clock, self.rec
