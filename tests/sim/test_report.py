@@ -18,16 +18,21 @@ from tests.builders import a_catalog, a_contract
 TITLE = "t.csv · policy contract · load x2"
 
 
-def view_of(jobs: list[TraceJob]) -> RunView:
+def simulated(jobs: list[TraceJob], oci_h100: int = 8) -> Simulation:
     catalog = (
         a_catalog()
         .cloud("azure", {"eastus": {"H100": 8}}, price=3.6, latency=2, startup=120)
-        .cloud("oci", {"us-ashburn-1": {"H100": 8}}, price=1.8, latency=3, startup=60)
+        .cloud("oci", {"us-ashburn-1": {"H100": oci_h100}}, price=1.8, latency=3, startup=60)
         .obj()
     )
     sim = Simulation(catalog, a_contract(), "contract")
     sim.add_jobs(jobs)
     sim.run(samples=50)
+    return sim
+
+
+def view_of(jobs: list[TraceJob] | Simulation) -> RunView:
+    sim = jobs if isinstance(jobs, Simulation) else simulated(jobs)
     return RunView(TITLE, sim.samples, ["azure", "oci"], "azure", {"H100"}, sim.markers)
 
 
@@ -138,18 +143,10 @@ def test_the_cost_plot_adds_up_to_the_runs_cost(figures: dict[str, Any], tmp_pat
     from scheduler.sim.summary import summarise
 
     jobs = [TraceJob("a", 0, 8, 1000, "training"), TraceJob("b", 10, 8, 1000, "training"), TraceJob("long", 20, 1, 100 * 86400, "training")]
-    catalog = (
-        a_catalog()
-        .cloud("azure", {"eastus": {"H100": 8}}, price=3.6, latency=2, startup=120)
-        .cloud("oci", {"us-ashburn-1": {"H100": 9}}, price=1.8, latency=3, startup=60)
-        .obj()
-    )
-    sim = Simulation(catalog, a_contract(), "contract")
-    sim.add_jobs(jobs)
-    sim.run(samples=50)
+    sim = simulated(jobs, oci_h100=9)
     total = summarise(sim, {"H100"})["costUsdTotal"]
     assert total == pytest.approx(8.976 + 4.248 + 4320.031)
-    report.plots(RunView(TITLE, sim.samples, ["azure", "oci"], "azure", {"H100"}, sim.markers), tmp_path)
+    report.plots(view_of(sim), tmp_path)
     twin = figures["cost.png"].axes[1]
     cumulative = next(line for line in twin.get_lines() if line.get_label() == "cumulative USD (right)").get_ydata()
     assert cumulative[-1] == pytest.approx(total)
