@@ -246,9 +246,29 @@ def choose_ports(reserved: Iterable[int] = ()) -> tuple[dict[str, int], int]:
 
     dashboard = preferred(DASHBOARD_PORT)
     serve_env = os.environ.get("MCSCHED_SERVE_PORT", "")
+    # Serve binds its port only when a model is deployed: a free port now may be another
+    # running cluster's, so ports other clusters' processes were given are taken too.
+    taken.update(claimed_serve_ports())
     serve = int(serve_env) if serve_env.isdigit() else preferred(SERVE_PORT)
     taken.add(serve)
     return {"dashboard": dashboard, "serve": serve, **{name: pick() for name in names}}, worker_lo
+
+
+def claimed_serve_ports() -> set[int]:
+    """Serve ports handed to the Ray processes of this user's other running mcsched clusters."""
+    import psutil
+
+    claimed: set[int] = set()
+    for proc in psutil.process_iter(["name", "uids"]):
+        try:
+            if proc.info["uids"] is None or proc.info["uids"].real != os.getuid() or proc.info["name"] not in ("gcs_server", "raylet"):
+                continue
+            port = proc.environ().get("MCSCHED_SERVE_PORT", "")
+        except psutil.Error:
+            continue
+        if port.isdigit():
+            claimed.add(int(port))
+    return claimed
 
 
 def _failure(output: str) -> str:

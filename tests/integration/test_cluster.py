@@ -213,3 +213,9 @@ def test_cluster_json_records_every_port_it_listens_on(pair: tuple[Cluster, Clus
     for name in ("gcs", "dashboard", "node-manager", "object-manager", "ray-client-server", "dashboard-agent-listen",
                  "dashboard-agent-grpc", "runtime-env-agent", "metrics"):
         assert recorded[name] in listening_ports, (name, recorded[name])
+
+
+def test_two_clusters_up_at_once_announce_different_serve_ports(pair: tuple[Cluster, Cluster]) -> None:
+    """Serve binds late (at the first deployment), so the second `up` must not pick the first's port."""
+    a, b = pair
+    assert a.info.ports["serve"] != b.info.ports["serve"]

@@ -231,3 +231,32 @@ def test_no_recorded_cluster_says_where_it_looked(tmp_path: Path) -> None:
         [sys.executable, "-m", "scheduler", "list", "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=120
     )
     assert r.returncode != 0 and f"no Ray cluster found in {tmp_path}: run `mcsched up` first" in r.stderr, r.stderr
+
+
+def test_a_serve_port_another_running_cluster_was_given_is_not_given_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Serve binds its port only when a model is deployed, so two `mcsched up` in a row both saw
+    8000 free and both announced it; the second deployment then failed. The port the other
+    cluster's Ray processes were given counts as taken."""
+    import shutil
+
+    import scheduler.runtime.cluster as cluster
+
+    port = free_port()
+    monkeypatch.setattr(cluster, "SERVE_PORT", port)
+    monkeypatch.delenv("MCSCHED_SERVE_PORT", raising=False)
+    assert cluster.choose_ports()[0]["serve"] == port  # nobody claims it
+    raylet = tmp_path / "raylet"  # a process named like another cluster's raylet, given that port
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", raylet)
+    proc = subprocess.Popen([str(raylet), "60"], env={"MCSCHED_SERVE_PORT": str(port)})
+    try:
+        import time
+
+        deadline = time.monotonic() + 5
+        while port not in cluster.claimed_serve_ports() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cluster.choose_ports()[0]["serve"] != port
+    finally:
+        proc.kill()
+        proc.wait()
