@@ -62,7 +62,7 @@ from scheduler.pipeline.outcomes import (
 )
 from scheduler.pipeline.policy import Policy
 from scheduler.pipeline.preempt import choose_victims
-from scheduler.pipeline.quote import Blocker, Quote, collect_quotes
+from scheduler.pipeline.quote import Blocker, Quote, collect_quotes, no_capacity
 from scheduler.queue import Key, PendingQueue
 from scheduler.specs import API_CLASS, CloudCatalog, Contract
 
@@ -1104,11 +1104,7 @@ class Engine:
         return out
 
     def _no_capacity(self, gpu_type: str, free: int, gpus: int) -> str:
-        key = ("no-capacity", gpu_type, free, gpus)
-        text = self._shared.get(key)
-        if text is None:
-            text = self._shared[key] = f"no-capacity: {gpu_type} {free} free, {gpus} needed"
-        return text  # type: ignore[return-value]
+        return self._text(("no-capacity", gpu_type, free, gpus), lambda: no_capacity(gpu_type, free, gpus))
 
     def _outscored(self, q: Quote) -> tuple[str, str]:
         return self._text(

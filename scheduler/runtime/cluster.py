@@ -427,7 +427,7 @@ def _terminate(procs: list[Any], grace: float) -> None:
         raise RuntimeUnavailable(f"could not stop processes {', '.join(str(p.pid) for p in alive)}")
 
 
-def _exited(proc: Any) -> bool:
+def exited(proc: Any) -> bool:
     """Gone, or a zombie: it has exited and only waits for its parent (say, the program that
     started it in-process) to collect its status, which this process cannot do for it
     (``psutil.wait_procs`` would count a zombie as running until its timeout)."""
@@ -443,7 +443,7 @@ def _wait_exited(procs: list[Any], timeout: float) -> list[Any]:
     """Wait up to ``timeout`` seconds for ``procs`` to exit; return those still running."""
     deadline = time.monotonic() + timeout
     while True:
-        alive = [p for p in procs if not _exited(p)]
+        alive = [p for p in procs if not exited(p)]
         if not alive or time.monotonic() >= deadline:
             return alive
         time.sleep(0.05)

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import yaml
 
-from scheduler.runtime.cluster import ClusterInfo, cluster_processes, free_port, ray_bin, stop_head, stop_prometheus
+from scheduler.runtime.cluster import ClusterInfo, cluster_processes, exited, free_port, ray_bin, stop_head, stop_prometheus
 from tests.builders import a_catalog, a_contract
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,7 +123,7 @@ def start_cluster(catalog: dict[str, Any] = SMALL_CATALOG, contract: dict[str, A
 def running(pid: int) -> bool:
     """Alive and not a zombie (a child of this process that another one stopped is a zombie until reaped)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return not exited(psutil.Process(pid))
     except psutil.Error:
         return False
 
