@@ -420,8 +420,9 @@ class Engine:
 
     # ------------------------------------------------------------------ stage 1: admit (static, cached)
 
-    def _admit(self, job: Job) -> Candidates:
-        sig = job.signature
+    def _admit(self, job: Job, sig: Hashable | None = None) -> Candidates:
+        if sig is None:
+            sig = job.signature
         cand = self._candidates.get(sig)
         if cand is None:
             cand = admit(job, self.inventory, self.holder if self.gate else None, self.pins, self.backends)
@@ -432,7 +433,7 @@ class Engine:
         cached = rec.cand
         if cached is not None and cached[0] == self._generation:
             return cached[1]
-        cand = self._admit(rec.job)
+        cand = self._admit(rec.job, rec.sig)
         rec.cand = (self._generation, cand)
         return cand
 
@@ -757,7 +758,8 @@ class Engine:
                         if preempts and skip_unfit and not usable(pool, gpus, preempts, api, -top[0]):
                             continue
                         fresh.append((top, _HEAD_ITEM, sig))
-                        gang_floor = min(gang_floor, gpus)
+                        if gpus < gang_floor:
+                            gang_floor = gpus
                         if preempts:
                             preempters.append((pool, gpus, -top[0]))
             if heap:
@@ -1213,13 +1215,16 @@ class Engine:
         return out
 
     def _no_capacity(self, gpu_type: str, free: int, gpus: int) -> str:
-        return self._text(("no-capacity", gpu_type, free, gpus), lambda: no_capacity(gpu_type, free, gpus))
+        key = ("no-capacity", gpu_type, free, gpus)
+        text = self._shared.get(key)  # the common case, without building the maker
+        return text if text is not None else self._text(key, lambda: no_capacity(gpu_type, free, gpus))  # type: ignore[return-value]
 
     def _outscored(self, q: Quote) -> tuple[str, str]:
-        return self._text(
-            ("outscored", q.pool.cloud, q.price, q.start_seconds),
-            lambda: (q.pool.cloud, f"outscored: ${q.price:.2f}/GPU-h, start +{q.start_seconds:.0f}s"),
-        )
+        key = ("outscored", q.pool.cloud, q.price, q.start_seconds)
+        text = self._shared.get(key)
+        if text is not None:
+            return text  # type: ignore[return-value]
+        return self._text(key, lambda: (q.pool.cloud, f"outscored: ${q.price:.2f}/GPU-h, start +{q.start_seconds:.0f}s"))
 
     def _text(self, key: Hashable, make: Callable[[], _T]) -> _T:
         """An explanation built once per distinct key (they repeat across the jobs of a shape)."""
