@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from scheduler.decision import Decision
+
+if TYPE_CHECKING:  # rich is imported by the table only: JSON output does without it
+    from rich.table import Table
 
 
 def decisions_json(decisions: Sequence[Decision], explain: bool = False) -> str:
@@ -20,6 +22,8 @@ def decisions_json(decisions: Sequence[Decision], explain: bool = False) -> str:
 
 
 def decisions_table(decisions: Sequence[Decision], explain: bool = False, title: str | None = None) -> Table:
+    from rich.table import Table
+
     table = Table(title=title, show_lines=explain)
     for col in ("job", "class", "outcome", "where", "GPUs", "$/h", "ROFR", "reason"):
         table.add_column(col, overflow="fold")

@@ -8,12 +8,14 @@ register on the shared ``app``.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import sys
 from types import ModuleType
 from typing import Any
 
 import typer
+from typer.main import get_command_name
 
 from scheduler.cli import audit, offline, runtime, serve, simulate  # noqa: F401  (register commands)
 from scheduler.cli.app import app, err
@@ -41,11 +43,34 @@ def usage_line(exc: Any) -> str:
     return f"{path}: {message} Try '{path} --help' for help."
 
 
+def app_for(args: list[str]) -> typer.Typer:
+    """The app to run ``args`` with: when they start with a command's name, a copy that holds that command only.
+
+    Typer turns every registered command into a click command (signatures, type hints,
+    parameters) before it parses anything, a fixed cost of every run that grows with the
+    command set; a command runs, and parses and fails, the same without its siblings. The
+    full app is used whenever the siblings can show: no command, a root option first
+    (``--help``, ``--version``), or an unknown name (its error suggests the close ones).
+    """
+    if not args or args[0].startswith("-"):
+        return app
+    commands = [
+        c for c in app.registered_commands if args[0] == (c.name or get_command_name(getattr(c.callback, "__name__", "")))
+    ]
+    groups = [g for g in app.registered_groups if args[0] == g.name]
+    if len(commands) + len(groups) != 1:
+        return app
+    slim = copy.copy(app)  # shares the callback and settings; only the lists below differ
+    slim.registered_commands, slim.registered_groups = commands, groups
+    return slim
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the app and turns known errors into one-line messages."""
     click_exc = _click_exceptions()
+    args = sys.argv[1:] if argv is None else argv
     try:
-        rc = app(args=argv, standalone_mode=False, prog_name="mcsched")
+        rc = app_for(args)(args=args, standalone_mode=False, prog_name="mcsched")
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except SpecErrors as exc:

@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, cast
 
 import typer
-from rich.console import Console
 
 from scheduler.errors import MCSchedError, UnknownJobError
 from scheduler.gcpause import no_gc
-from scheduler.loading import load_catalog, load_contract
 from scheduler.paths import default_catalog, default_contract
-from scheduler.specs import CloudCatalog, Contract
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from scheduler.specs import CloudCatalog, Contract
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -55,8 +58,57 @@ def _root(
 audit_app = typer.Typer(help="Inspect and verify the audit ledger.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+class LazyConsole:
+    """A rich ``Console`` made on first use, standing in for it (every attribute is the console's).
+
+    Importing rich's console is a fixed cost of every run, and most runs never need it:
+    ``plan -o json`` prints with ``print``, and its progress bars stay off when stderr is
+    not a terminal, which ``is_terminal`` can often tell without rich (see there).
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    @property
+    def is_terminal(self) -> bool:
+        """rich's answer, without building the console when no answer but False is possible.
+
+        rich says True only for ``TTY_COMPATIBLE=1``, a non-empty ``FORCE_COLOR``, or a
+        file whose ``isatty()`` is true; when none of these holds it says False.
+        """
+        if self._console is None and not (
+            os.environ.get("TTY_COMPATIBLE") == "1" or os.environ.get("FORCE_COLOR") or _isatty(self._stream())
+        ):
+            return False
+        return self.console.is_terminal
+
+    def _stream(self) -> Any:
+        return sys.stderr if self._options.get("stderr") else sys.stdout
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed (rich says False then too)
+        return False
+
+
+# Typed as the Console they stand in for: callers use them as one.
+out = cast("Console", LazyConsole(soft_wrap=True, width=None if sys.stdout.isatty() else 200))
+err = cast("Console", LazyConsole(stderr=True, soft_wrap=True, highlight=False))
 
 
 class OutputFormat(StrEnum):
@@ -158,6 +210,13 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def load_config(clouds: Path | None, contract: Path | None) -> tuple[CloudCatalog, Contract]:
+    """The catalog and contract a command runs against (the shipped examples by default).
+
+    The loader (pydantic's spec models) is imported here, not at module level: commands
+    that never read a spec (``env``, ``down``, ``audit``, ``--help``) start without it.
+    """
+    from scheduler.loading import load_catalog, load_contract
+
     catalog = load_catalog(clouds or default_catalog())
     return catalog, load_contract(contract or default_contract(), catalog)
 

@@ -10,7 +10,9 @@ from typing import Annotated
 import typer
 
 from scheduler.cli.app import audit_app, fail, out
-from scheduler.ledger.signing import default_public_key_path, load_public_key
+
+# The ledger (SQLite, cryptography, the invariants) is imported inside each command: this
+# module is imported by every `mcsched` run to register the commands.
 
 DbOpt = Annotated[Path, typer.Option("--db", help="Ledger SQLite file.")]
 PublicKeyOpt = Annotated[
@@ -28,6 +30,7 @@ def audit_verify(
     ] = False,
 ) -> None:
     """Exit 0 when the Merkle tree, the signed checkpoints, the witness and the contract hold; 1 naming the first bad record."""
+    from scheduler.ledger.signing import default_public_key_path
     from scheduler.ledger.verify import verify_ledger
     from scheduler.ledger.witness import default_witness_path
 
@@ -55,6 +58,7 @@ def audit_prove(
 def audit_check_proof(proof: Annotated[Path, typer.Argument(help="A proof written by `audit prove`.")], public_key: PublicKeyOpt = None) -> None:
     """Check a proof without the ledger: exit 0 with what it shows, 1 on any altered byte."""
     from scheduler.ledger.proofs import check_proof, load_proof
+    from scheduler.ledger.signing import default_public_key_path, load_public_key
 
     result = check_proof(load_proof(proof), load_public_key(public_key or default_public_key_path()))
     if not result.ok:

@@ -1,22 +1,25 @@
-"""Offline commands: validate specs, plan placements (no Ray), render manifests."""
+"""Offline commands: validate specs, plan placements (no Ray), render manifests.
+
+Each command imports what it uses in its body: every ``mcsched`` run imports this module to
+register the commands, and a plan without ``--db`` must not pay for the ledger's SQLite and
+cryptography, nor ``manifests`` for the engine.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from scheduler.cli.app import CatalogOpt, ContractOpt, OutputFormat, app, bulk, busy, err, fail, load_config, out, stage_progress
-from scheduler.clock import ManualClock
-from scheduler.engine import Engine
 from scheduler.errors import LedgerError, SpecError, SpecErrors
-from scheduler.ledger import Ledger
-from scheduler.loading import check_contract, check_jobs, load_catalog, load_contract, load_files, load_jobs
-from scheduler.model import Job
 from scheduler.paths import default_catalog, default_contract
-from scheduler.render import decisions_json, decisions_table
-from scheduler.specs import CloudCatalog, Contract, JobDoc
+
+if TYPE_CHECKING:
+    from scheduler.ledger import Ledger
+    from scheduler.model import Job
+    from scheduler.specs import JobDoc
 
 
 @app.command()
@@ -27,6 +30,9 @@ def validate(
     contract: ContractOpt = None,
 ) -> None:
     """Check spec files; print one line per problem as file:line: field: why."""
+    from scheduler.loading import check_contract, check_jobs, load_catalog, load_contract, load_files
+    from scheduler.specs import CloudCatalog, Contract, JobDoc
+
     with stage_progress() as progress:
         loaded, errors = load_files(files, progress)
     catalogs = [x for x in loaded if isinstance(x.model, CloudCatalog)]
@@ -64,12 +70,19 @@ def plan(
     signing_key: Annotated[Path | None, typer.Option("--signing-key", help="Ledger signing key (default $MCSCHED_HOME/ledger-signing.key).")] = None,
 ) -> None:
     """Place jobs against a catalog and contract offline (no Ray) and print where each job ends up."""
+    from scheduler.clock import ManualClock
+    from scheduler.engine import Engine
+    from scheduler.loading import load_jobs
+    from scheduler.render import decisions_json, decisions_table
+
     catalog, the_contract = load_config(clouds, contract)
     with stage_progress() as progress:
         docs = load_jobs(jobs, catalog, the_contract, progress)
     engine = Engine(catalog, the_contract, ManualClock())
     ledger: Ledger | None = None
     if db is not None:
+        from scheduler.ledger import Ledger
+
         ledger = Ledger(db, signing_key=signing_key)
         if not ledger.empty:
             ledger.close()
@@ -97,9 +110,12 @@ def planned_jobs(doc: JobDoc) -> list[Job]:
     A served model is not one gang: each replica is placed on its own, as the live
     controller does at deployment (it scales between min and max later).
     """
+    from scheduler.model import Job
+
     if doc.spec.serve is None:
         return [Job.from_doc(doc)]
     from scheduler.runtime.serve.naming import replica_doc
+    from scheduler.specs import JobDoc
 
     raw = doc.model_dump(mode="json", by_alias=True, exclude_none=True)
     return [Job.from_doc(JobDoc.model_validate(replica_doc(raw, k))) for k in range(1, doc.spec.serve.replicas.min + 1)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -27,10 +27,10 @@ from scheduler.cli.app import (
 )
 from scheduler.decision import Decision
 from scheduler.errors import MCSchedError, SpecError, SpecErrors
-from scheduler.loading import load_jobs
 from scheduler.render import decisions_json, decisions_table
-from scheduler.runtime.cluster import ClusterInfo
-from scheduler.specs import JobDoc
+
+if TYPE_CHECKING:  # the runtime and the spec loader are imported by the commands that use them
+    from scheduler.runtime.cluster import ClusterInfo
 
 PortOpt = Annotated[int, typer.Option("--metrics-port", min=1, max=65535, help="Scheduler metrics port.")]
 UpPortOpt = Annotated[
@@ -155,6 +155,7 @@ def run_cmd(
 ) -> None:
     """Place one job through the scheduler and run it on the chosen cloud (the Ray job driver)."""
     from scheduler.loading import load_files
+    from scheduler.specs import JobDoc
 
     loaded, errors = load_files([job])
     if errors:
@@ -180,6 +181,7 @@ def submit_cmd(
     """Submit jobs as Ray jobs (Jobs SDK); each runs `python -m scheduler run job.yaml` on the cluster."""
     import os
 
+    from scheduler.loading import load_jobs
     from scheduler.runtime.cluster import ClusterInfo, alive, apply_client_env, no_cluster
 
     catalog, the_contract = load_config(clouds, contract)

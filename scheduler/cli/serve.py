@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -25,6 +24,8 @@ def loadgen_cmd(
     output: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("loadgen.json"),
 ) -> None:
     """Replay a trace's arrivals, prompt and output sizes against the OpenAI endpoint; report TTFT, latency, throughput."""
+    import asyncio  # here, not at module level: every mcsched run imports this module
+
     from scheduler.runtime.serve.loadgen import Report, check_loopback, discover_model, read_trace, replay
 
     base = check_loopback(url)
