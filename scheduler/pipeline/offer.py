@@ -18,6 +18,8 @@ from scheduler.pipeline.outcomes import AcceptReason, Answer, DeclineReason, Lap
 from scheduler.pipeline.quote import Blocker, Quote
 from scheduler.specs import API_CLASS
 
+_new = tuple.__new__  # builds a NamedTuple from all its fields, without its Python-level __new__
+
 
 class HolderAnswer(NamedTuple):
     """The holder's answer to one offer (a tuple: one is built per attempt)."""
@@ -92,7 +94,9 @@ def holder_answer(
             return HolderAnswer(Answer.DECLINED, DeclineReason.RESERVED_FOR_API_SERVING, response)
         if PoolFit.RESERVED in seen:
             return HolderAnswer(Answer.DECLINED, DeclineReason.RESERVED_FOR_QUEUED_JOB, response)
-        return HolderAnswer(Answer.DECLINED, DeclineReason.NO_CAPACITY, response)
+        return _new(
+            HolderAnswer, (Answer.DECLINED, DeclineReason.NO_CAPACITY, response, None, 0.0)
+        )  # the busy holder's answer: hot
     price = chosen.price
     if match_mode and competing is not None:
         if competing.start_seconds < holder.startup_seconds:
@@ -102,4 +106,4 @@ def holder_answer(
             if competing.price < floor:
                 return HolderAnswer(Answer.DECLINED, DeclineReason.BELOW_PRICE_FLOOR, response)
             return HolderAnswer(Answer.ACCEPTED, AcceptReason.MATCHED, response, chosen, competing.price)
-    return HolderAnswer(Answer.ACCEPTED, AcceptReason.ACCEPTED, response, chosen, price)
+    return _new(HolderAnswer, (Answer.ACCEPTED, AcceptReason.ACCEPTED, response, chosen, price))

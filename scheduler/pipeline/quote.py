@@ -14,6 +14,7 @@ from scheduler.backends import BackendState
 from scheduler.inventory import Pool
 
 Blocker = Callable[[Pool], str | None]
+_new = tuple.__new__
 
 
 class Quote(NamedTuple):
@@ -52,7 +53,8 @@ def collect_quotes(
             if free >= gpus:
                 why = blocked(pool)
                 if why is None:
-                    quotes.append(Quote(pool, pool.price, backend.startup_seconds, locality.get(pool.region, 0)))
+                    # Quote(...) without the NamedTuple's Python-level __new__ (one per cloud and attempt)
+                    quotes.append(_new(Quote, (pool, pool.price, backend.startup_seconds, locality.get(pool.region, 0))))
                     break
                 held = held or why
             elif free > best_free:
