@@ -12,6 +12,7 @@ are plain dicts (decoded JSON or ``Event.to_record()``), state is a few dicts an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,8 @@ DEQUEUE_REASONS = frozenset({"cancelled", "stopped"})  # rule 8: a job that neve
 STATIC_SKIPS = ("not-in-pins", "gpu-type-unavailable", "region-constraint", "jurisdiction")
 VIA_FOR_ANSWER = {"declined": "after-decline", "lapsed": "after-lapse", "not-offered": "holder-not-offered"}
 TOLERANCE = 1e-9
+_UNSET = object()  # a cache miss
+_NO_COMPETITOR = (None, None)  # an offer's (competing price, cloud) when it names none: shared, not one per job
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +126,8 @@ class _Job:
         "state",
     )
 
-    def __init__(self, rec: Rec, order: int) -> None:
-        spec = rec.spec
-        if type(spec) is not dict:
-            raise _Bad("malformed-record", "submitted spec must be an object")
+    def __init__(self, rec: Rec, spec: dict[str, Any], order: int) -> None:
+        """``spec`` is ``rec.spec``, already known to be a dict (``_on_submitted`` checked it)."""
         self.name: str = rec.job
         self.cls: str = rec.cls
         self.gpus: int = rec.gpus
@@ -147,14 +148,27 @@ class _Job:
         self.pool: Pool | None = None
         self.attempt = 0  # the current placement attempt
         self.quoted_attempt = 0
-        self.quotes: list[Any] = []
+        self.quotes: Sequence[Any] = ()
         self.offered_attempt = 0
-        self.competing: tuple[Any, Any] = (None, None)
+        self.competing: tuple[Any, Any] = _NO_COMPETITOR
         self.answer_attempt = 0
         self.answer = ""
         self.reason = ""
         self.done_attempt = 0  # the attempt whose outcome (placed/queued) is recorded
         self.placed_attempt = 0
+
+
+def _unknown(name: str) -> _Bad:
+    return _Bad("unknown-job", f"{name} was never submitted")
+
+
+def _spec_disagrees(rec: Rec, spec: dict[str, Any]) -> None:
+    """Raise for the first of a submission's fields its spec disagrees with (value or type)."""
+    for key, top, value in (("name", "job", rec.job), ("cls", "cls", rec.cls), ("gpus", "gpus", rec.gpus),
+                            ("gpu_type", "gpu_type", rec.gpu_type), ("priority", "priority", rec.priority)):
+        found = spec.get(key)
+        if found != value or type(found) is not type(value):
+            raise _Bad("malformed-record", f"submitted {top}={value!r} disagrees with spec.{key}={found!r}")
 
 
 def _str_tuple(value: Any, name: str) -> tuple[str, ...] | None:
@@ -256,7 +270,7 @@ class InvariantChecker:
     def _job(self, name: str) -> _Job:
         job = self.jobs.get(name)
         if job is None:
-            raise _Bad("unknown-job", f"{name} was never submitted")
+            raise _unknown(name)
         return job
 
     def _candidates_on(self, job: _Job, cloud: str) -> tuple[_PoolState, ...]:
@@ -297,8 +311,9 @@ class InvariantChecker:
     def _holder_blocked(self, job: _Job) -> str | None:
         """The first static reason the holder may not be offered ``job``, if any (cached per job shape)."""
         key = (job.cls, job.gpu_type, job.regions, job.jurisdiction)
-        if key in self._blocked:
-            return self._blocked[key]
+        found = self._blocked.get(key, _UNSET)
+        if found is not _UNSET:
+            return found  # type: ignore[return-value]
         found = next((r for r in STATIC_SKIPS if self._skip_reason_holds(job, r)), None)
         self._blocked[key] = found
         return found
@@ -321,8 +336,12 @@ class InvariantChecker:
         ahead = other.priority > job.priority or (other.priority == job.priority and other.order < job.order)
         return ahead and not now + job.duration * 3600.0 <= res[1]
 
-    def _expected_answer(self, job: _Job, now: float) -> tuple[str, str, str, float | None]:
-        """Rule 4, the holder's gate in order: (answer, reason, evidence, price) from the rebuilt state."""
+    def _expected_answer(self, job: _Job, now: float) -> tuple[str, str, str | _PoolState, float | None]:
+        """Rule 4, the holder's gate in order: (answer, reason, evidence, price) from the rebuilt state.
+
+        An acceptance's evidence is the pool that fits, worded by ``_evidence`` only if a
+        violation needs it (formatting it for every accepted offer was a measurable cost).
+        """
         hb = self.backends[self.holder]
         if not hb.up:
             return "lapsed", "backend-down", f"{hb.name} was down", None
@@ -335,10 +354,11 @@ class InvariantChecker:
         keep = 0.0 if job.cls == "api-serving" else hb.api_fraction
         api_reserve = reserved = False
         fit: _PoolState | None = None
+        reservations = self.reservations
         for p in self._candidates_on(job, self.holder):
             if p.capacity - p.allocated < job.gpus:
                 continue
-            if self._reserved_against(job, p.key, now):
+            if reservations and self._reserved_against(job, p.key, now):
                 reserved = True
                 continue
             if keep > 0.0 and p.allocated + job.gpus > int(p.capacity * (1.0 - keep)):
@@ -352,7 +372,6 @@ class InvariantChecker:
             if reserved:
                 return "declined", "reserved-for-queued-job", "the free pools were reserved", None
             return "declined", "no-capacity", "no holder pool had room", None
-        evidence = f"{_fmt(fit.key)} had {fit.capacity - fit.allocated} free for {job.gpus}"
         price = hb.price.get(job.gpu_type, fit.price)
         if self.mode == "match":
             c_price, c_cloud = job.competing
@@ -363,8 +382,8 @@ class InvariantChecker:
                 if c_price < price:
                     if c_price < hb.floors.get(job.gpu_type, 0.0):
                         return "declined", "below-price-floor", f"competing ${c_price:g} below the floor", None
-                    return "accepted", "matched", evidence, c_price
-        return "accepted", "accepted", evidence, price
+                    return "accepted", "matched", fit, c_price
+        return "accepted", "accepted", fit, price
 
     # ------------------------------------------------------------------ rule 1: configuration
 
@@ -441,18 +460,29 @@ class InvariantChecker:
         spec = rec.spec
         if type(spec) is not dict:
             raise _Bad("malformed-record", "submitted spec must be an object")
+        cls, gpus, gpu_type, priority = rec.cls, rec.gpus, rec.gpu_type, rec.priority
         get = spec.get
-        for key, top, value in (("name", "job", name), ("cls", "cls", rec.cls), ("gpus", "gpus", rec.gpus),
-                                ("gpu_type", "gpu_type", rec.gpu_type), ("priority", "priority", rec.priority)):
-            found = get(key)
-            if found != value or type(found) is not type(value):
-                raise _Bad("malformed-record", f"submitted {top}={value!r} disagrees with spec.{key}={found!r}")
-        if rec.cls not in JOB_CLASSES:
-            raise _Bad("malformed-record", f"unknown job class {rec.cls!r}")
-        if not 1 <= rec.gpus <= MAX_GANG_GPUS:
-            raise _Bad("malformed-record", f"gpus must be 1..{MAX_GANG_GPUS}, not {rec.gpus}")
+        s_name, s_cls, s_gpus, s_type, s_priority = get("name"), get("cls"), get("gpus"), get("gpu_type"), get("priority")
+        # one pass over the five fields (every submission); the slow path names the first that disagrees
+        if (
+            s_name != name
+            or s_cls != cls
+            or s_gpus != gpus
+            or s_type != gpu_type
+            or s_priority != priority
+            or type(s_name) is not type(name)
+            or type(s_cls) is not type(cls)
+            or type(s_gpus) is not type(gpus)
+            or type(s_type) is not type(gpu_type)
+            or type(s_priority) is not type(priority)
+        ):
+            _spec_disagrees(rec, spec)
+        if cls not in JOB_CLASSES:
+            raise _Bad("malformed-record", f"unknown job class {cls!r}")
+        if not 1 <= gpus <= MAX_GANG_GPUS:
+            raise _Bad("malformed-record", f"gpus must be 1..{MAX_GANG_GPUS}, not {gpus}")
         self._order += 1
-        self.jobs[name] = _Job(rec, self._order)
+        self.jobs[name] = _Job(rec, spec, self._order)
 
     def _on_quoted(self, rec: Rec) -> None:
         job = self._job(rec.job)
@@ -462,11 +492,14 @@ class InvariantChecker:
         elif job.quoted_attempt == attempt:
             raise _Bad("attempt-order", f"second quoted record for {job.name} attempt {attempt}")
         job.quoted_attempt = attempt
-        job.quotes = list(rec.quotes)
+        quotes = rec.quotes
+        job.quotes = quotes if type(quotes) is tuple else list(quotes)  # an event's tuple is immutable: no copy
 
     def _on_offered(self, rec: Rec) -> None:
         """Rule 2: a fresh offer per attempt, from the current holder, on the contract's terms."""
-        job = self._job(rec.job)
+        job = self.jobs.get(rec.job)  # ``_job`` inlined in the handlers every job goes through
+        if job is None:
+            raise _unknown(rec.job)
         attempt = rec.attempt
         if rec.holder != self.holder:
             raise _Bad("answer-not-holder", f"{job.name} offered to {rec.holder}, but the holder is {self.holder}")
@@ -474,7 +507,10 @@ class InvariantChecker:
             if job.quoted_attempt != attempt or attempt != job.attempt:
                 raise _Bad("offer-missing", f"match mode: {job.name} attempt {attempt} offered without its quotes first")
         elif attempt != job.attempt:
-            self._new_attempt(job, attempt, "offered")
+            if attempt > job.attempt and (job.state == "pending" or job.state == "queued"):
+                job.attempt = attempt  # ``_new_attempt`` inlined: every job's first offer
+            else:
+                self._new_attempt(job, attempt, "offered")
         if job.offered_attempt == attempt:
             raise _Bad("attempt-order", f"second offer of {job.name} in attempt {attempt}")
         job.offered_attempt = attempt
@@ -484,7 +520,7 @@ class InvariantChecker:
         if blocked is not None:
             raise _Bad("offer-terms", f"{job.name} offered to {self.holder} although {blocked} rules it out")
         c_price, c_cloud = rec.competing_price, rec.competing_cloud
-        job.competing = (c_price, c_cloud)
+        job.competing = _NO_COMPETITOR if c_price is None and c_cloud is None else (c_price, c_cloud)
         if self.mode == "match":
             quotes = job.quotes
             if not quotes:
@@ -505,7 +541,9 @@ class InvariantChecker:
 
     def _on_answered(self, rec: Rec) -> None:
         """Rules 2-4: the current holder answers each attempt once, and truthfully."""
-        job = self._job(rec.job)
+        job = self.jobs.get(rec.job)
+        if job is None:
+            raise _unknown(rec.job)
         attempt, answer, reason = rec.attempt, rec.answer, rec.reason
         if rec.holder != self.holder:
             raise _Bad("answer-not-holder", f"answer for {job.name} recorded from {rec.holder}, but the holder is {self.holder}")
@@ -525,7 +563,7 @@ class InvariantChecker:
         job.answer_attempt, job.answer, job.reason = attempt, answer, reason
         expected, why, evidence, _price = self._expected_answer(job, rec.at)
         if (answer, reason) != (expected, why):
-            raise _Bad("holder-answer", f"{self.holder} {answer} {reason} for {job.name}, but the records say {expected} {why} ({evidence})")
+            raise _Bad("holder-answer", f"{self.holder} {answer} {reason} for {job.name}, but the records say {expected} {why} ({_evidence(evidence, job)})")
         hb = self.backends[self.holder]
         want = self.window if answer == "lapsed" else hb.response
         if abs(rec.response_seconds - want) > TOLERANCE * max(1.0, want):
@@ -533,10 +571,12 @@ class InvariantChecker:
 
     def _on_placed(self, rec: Rec) -> None:
         """Rules 5 and 6."""
-        job = self._job(rec.job)
+        job = self.jobs.get(rec.job)
+        if job is None:
+            raise _unknown(rec.job)
         attempt, cloud, via = rec.attempt, rec.cloud, rec.via
         key: Pool = (cloud, rec.region, rec.gpu_type)
-        self._outcome(job, attempt, f"placed on {cloud}", "rofr-order")
+        self._outcome(job, attempt, cloud)
         answer = job.answer
         if via == "preemption":
             if self._preempting != job.name:
@@ -566,7 +606,7 @@ class InvariantChecker:
         pins = self.pins.get(job.cls)
         if pins is not None and cloud not in pins:
             raise _Bad("pinned-class-off-pins", f"{job.cls} job {job.name} placed on {cloud}, pinned to {list(pins)}")
-        if not self._allowed(job, cloud):
+        if job.clouds is not None and cloud not in job.clouds:  # ``_allowed``, its pins half checked just above
             raise _Bad("placement-mismatch", f"{job.name} placed on {cloud}, outside its clouds {list(job.clouds or ())}")
         if job.regions is not None and key[1] not in job.regions:
             raise _Bad("placement-mismatch", f"{job.name} placed in {key[1]}, outside its regions {list(job.regions)}")
@@ -578,10 +618,19 @@ class InvariantChecker:
             raise _Bad("over-commit", f"{_fmt(key)} would hold {pool.allocated + job.gpus} GPUs of {pool.capacity}")
         pool.allocated += job.gpus
         job.state, job.pool, job.done_attempt, job.placed_attempt = "running", key, attempt, attempt
-        self._drop_reservations(job.name)
+        if self.reservations:
+            self._drop_reservations(job.name)
 
-    def _outcome(self, job: _Job, attempt: int, what: str, unanswered_rule: str) -> None:
-        """An attempt's one outcome (placed or queued) for a job awaiting it, after the holder's answer."""
+    def _outcome(self, job: _Job, attempt: int, cloud: str | None) -> None:
+        """An attempt's one outcome (placed on ``cloud``, or queued: None) for a job awaiting it, after the holder's answer.
+
+        The common case is one test; the wording of a violation is only built when there is one.
+        """
+        state = job.state
+        if (state == "pending" or state == "queued") and job.answer_attempt == attempt == job.attempt and job.done_attempt != attempt:
+            return
+        what = "queued" if cloud is None else f"placed on {cloud}"
+        unanswered_rule = "offer-missing" if cloud is None else "rofr-order"
         if job.state == "running":
             raise _Bad("double-placement", f"{job.name} {what} while already running on {_fmt(job.pool)}")
         if job.state not in ("pending", "queued"):
@@ -594,7 +643,7 @@ class InvariantChecker:
     def _on_queued(self, rec: Rec) -> None:
         job = self._job(rec.job)
         attempt = rec.attempt
-        self._outcome(job, attempt, "queued", "offer-missing")
+        self._outcome(job, attempt, None)
         if job.answer == "accepted":
             raise _Bad("rofr-order", f"{job.name} queued although {self.holder} accepted it in attempt {attempt}")
         job.state, job.done_attempt = "queued", attempt
@@ -650,7 +699,9 @@ class InvariantChecker:
 
     def _on_released(self, rec: Rec) -> None:
         """Rule 8: only a running job is released, for one of the end reasons."""
-        job = self._job(rec.job)
+        job = self.jobs.get(rec.job)
+        if job is None:
+            raise _unknown(rec.job)
         if rec.reason not in END_REASONS:
             raise _Bad("release-not-running", f"{job.name} released for {rec.reason!r} (finished, failed, stopped or cancelled)")
         self._leave(job, rec, "released")
@@ -715,6 +766,13 @@ class InvariantChecker:
         if self.reservations:
             for key in [k for k, (j, _) in self.reservations.items() if j == name]:
                 del self.reservations[key]
+
+
+def _evidence(evidence: str | _PoolState, job: _Job) -> str:
+    """``_expected_answer``'s evidence in words: a reason as given, or the pool that had room."""
+    if isinstance(evidence, str):
+        return evidence
+    return f"{_fmt(evidence.key)} had {evidence.capacity - evidence.allocated} free for {job.gpus}"
 
 
 def _fmt(key: Pool | None) -> str:

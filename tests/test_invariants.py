@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scheduler.clock import ManualClock
 from scheduler.engine import RUNNING, Engine
 from scheduler.errors import AdmissionError
-from scheduler.events import Answered, Event, Offered, Placed, Preempted, Released, Submitted
+from scheduler.events import Answered, Event, Offered, Placed, Preempted, Queued, Released, Submitted
 from scheduler.invariants import InvariantChecker
 from tests.builders import a_contract, a_job, recording_engine, two_clouds
 from tests.strategies import catalogs, contracts, jobs, ops
@@ -198,3 +198,69 @@ def test_engine_with_preemption_disabled_never_preempts() -> None:
     engine.submit(a_job().named("t").gpus(8).obj())
     engine.submit(a_job().named("api").cls("api-serving").gpus(8).priority(9).obj())
     assert not any(isinstance(e, Preempted) for e in events)
+
+
+# --------------------------------------------------------------------- fast paths say what the slow ones said
+# The checker's per-event path tests the common case in one go and words a violation only
+# when there is one; these pin the exact wording (taken from the straightforward code the
+# fast paths replaced), so a shortcut that let a violation through or changed its message fails.
+
+
+def messages(events: list[Event]) -> list[str]:
+    checker = InvariantChecker()
+    for seq, ev in enumerate(events, 1):
+        checker.feed(ev, seq)
+    return [str(v) for v in checker.violations]
+
+
+def test_a_submission_names_the_first_field_its_spec_disagrees_with(world) -> None:
+    events, _ = world
+    n = len(events) + 1
+    good = submitted()
+    for key, value in (("name", "y"), ("cls", "inference"), ("gpus", 4), ("gpus", 8.0), ("gpu_type", "A100"), ("priority", 1), ("priority", 0.0)):
+        bad = good._replace(spec={**good.spec, key: value})
+        top = "job" if key == "name" else key
+        shown = getattr(good, top)
+        assert messages([*events, bad]) == [f"record {n}: malformed-record: submitted {top}={shown!r} disagrees with spec.{key}={value!r}"]
+    both = good._replace(spec={**good.spec, "gpus": 4, "cls": "inference"})  # cls is checked before gpus
+    assert messages([*events, both]) == [f"record {n}: malformed-record: submitted cls='training' disagrees with spec.cls='inference'"]
+    assert messages([*events, good._replace(spec={**good.spec, "regions": []})]) == [
+        f"record {n}: malformed-record: spec.regions must be a non-empty list of strings or null"
+    ]
+
+
+def test_an_untrue_acceptance_names_the_pool_that_had_room(world) -> None:
+    events, _ = world
+    n = len(events) + 3
+    assert messages([*events, submitted(), offer(), answer("x", "declined", "no-capacity")]) == [
+        f"record {n}: holder-answer: azure declined no-capacity for x, but the records say accepted accepted (azure/eastus/H100 had 8 free for 8)"
+    ]
+
+
+def test_an_outcome_out_of_turn_is_worded_as_before(world) -> None:
+    events, _ = world
+    acc = [submitted(), offer(), answer("x", "accepted", "accepted")]
+    n = len(events) + 4
+    run = placed("x", "azure", via="rofr-accepted")
+    assert messages([*events, *acc, run, run])[-1] == f"record {n + 1}: double-placement: x placed on azure while already running on azure/eastus/H100"
+    queued = Queued(0.0, "x", 1, "training", "no-capacity", "", ())
+    assert messages([*events, submitted(), queued]) == [
+        f"record {n - 2}: offer-missing: x queued in attempt 1 without a holder answer in that attempt"
+    ]
+    assert messages([*events, *acc, run, Released(0.0, "x", "training", "azure", "eastus", "H100", 8, "finished", 0.0), queued])[-1] == (
+        f"record {n + 2}: double-placement: x queued after it was finished"
+    )
+    assert messages([*events, *acc, queued]) == [f"record {n}: rofr-order: x queued although azure accepted it in attempt 1"]
+    declined = [submitted(gpus=16), offer(), answer("x", "declined", "no-capacity")]  # azure has only 8
+    assert messages([*events, *declined, queued, queued]) == [f"record {n + 1}: attempt-order: attempt 1 of x already had its outcome"]
+
+
+def test_an_offer_out_of_turn_is_worded_as_before(world) -> None:
+    events, _ = world
+    acc = [submitted(), offer(), answer("x", "accepted", "accepted"), placed("x", "azure", via="rofr-accepted")]
+    n = len(events) + 5
+    assert messages([*events, *acc, offer(attempt=1)]) == [f"record {n}: attempt-order: second offer of x in attempt 1"]
+    assert messages([*events, *acc, offer(attempt=2)]) == [f"record {n}: attempt-order: offered for x while it is running"]
+    assert messages([*events, submitted(), offer(attempt=2), offer(attempt=1)]) == [
+        f"record {n - 2}: attempt-order: offered for x reuses attempt 1 (the last attempt was 2)"
+    ]

@@ -42,6 +42,7 @@ from scheduler.specs import JOB_CLASSES, CloudCatalog, Contract
 CAPACITY, SCENARIO, FINISH = 0, 1, 2
 DEFAULT_CLASS_PRIORITIES = {"api-serving": 100, "inference": 50, "training": 0}
 PoolKey = tuple[str, str, str]
+Books = tuple[list[float], list[float]]  # one pool's ``pool_state`` entry and its (cloud, GPU type)'s ``type_state``
 
 
 class Track:
@@ -159,13 +160,13 @@ class Recorder:
     type_state: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._type_of: dict[PoolKey, list[float]] = {}
+        self._books: dict[PoolKey, Books] = {}
         for key, cap in self.pools.items():
-            self.pool_state[key] = [0, cap, 0.0, 0.0]
+            st = self.pool_state[key] = [0, cap, 0.0, 0.0]
             self.cap_history[key] = [(0.0, cap)]
             agg = self.type_state.setdefault((key[0], key[2]), [0, 0, 0.0, 0.0, 0.0, 0, 0.0])
             agg[1] += cap
-            self._type_of[key] = agg
+            self._books[key] = (st, agg)
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
             Answered: self._answered,
             Placed: self._placed,
@@ -220,13 +221,13 @@ class Recorder:
 
     # ------------------------------------------------------------------ pools
 
-    def _alloc(self, key: PoolKey, delta: int, now: float) -> None:
+    @staticmethod
+    def _alloc(books: Books, delta: int, now: float) -> None:
         """GPUs taken (``delta`` > 0) or freed in one pool, then in its (cloud, GPU type): ``_retype`` inlined (every placement and release)."""
-        st = self.pool_state[key]
+        st, agg = books
         st[3] += st[0] * (now - st[2])
         st[2] = now
         st[0] += delta
-        agg = self._type_of[key]
         held, cap = agg[0], agg[1]
         if cap > 0 and held >= NEAR_FULL * cap:
             agg[3] += now - agg[2]
@@ -245,7 +246,7 @@ class Recorder:
         st = self.pool_state[key]
         st[3] += st[0] * (ev.at - st[2])
         st[2] = ev.at
-        _retype(self._type_of[key], 0, ev.capacity - int(st[1]), ev.at)
+        _retype(self._books[key][1], 0, ev.capacity - int(st[1]), ev.at)
         st[1] = ev.capacity
         self.cap_history[key].append((ev.at, ev.capacity))
 
@@ -283,7 +284,7 @@ class Recorder:
         tr.start = start = now + tr.latency + self.startup[cloud]
         tr.rate = rate = ev.price * gpus
         self.placements[cloud] += 1
-        self._alloc((cloud, ev.region, ev.gpu_type), gpus, now)
+        self._alloc(self._books[(cloud, ev.region, ev.gpu_type)], gpus, now)
         self.running_gpus[(tr.cls, cloud)] += gpus
         self.rate[cloud] += rate
         self.rate_since[cloud] += rate * now
@@ -304,13 +305,14 @@ class Recorder:
     def _settle(self, ev: Preempted | Released, evicted: bool) -> Track:
         """Close a placement: credit the work done, and close the wait if work had started."""
         tr = self.tracks[ev.job]
-        now = ev.at
+        now, cloud, gpus = ev.at, ev.cloud, ev.gpus
         tr.running = False
-        self._alloc((ev.cloud, ev.region, ev.gpu_type), -ev.gpus, now)
-        self.running_gpus[(tr.cls, ev.cloud)] -= ev.gpus
-        self.rate[ev.cloud] -= tr.rate
-        self.rate_since[ev.cloud] -= tr.rate * tr.placed
-        self.cost[ev.cloud] += ev.cost_usd
+        self._alloc(self._books[(cloud, ev.region, ev.gpu_type)], -gpus, now)
+        self.running_gpus[(tr.cls, cloud)] -= gpus
+        rate = tr.rate
+        self.rate[cloud] -= rate
+        self.rate_since[cloud] -= rate * tr.placed
+        self.cost[cloud] += ev.cost_usd
         self.last_free = now
         if now >= tr.start:
             work = min(now - tr.start, tr.remaining)
