@@ -257,3 +257,39 @@ def test_status_history_is_timed_from_the_jobs_first_step() -> None:
     assert "t=0s placed azure/japaneast (rofr-accepted)" in text
     assert "t=16s evicted azure/japaneast (preempted by api-jp)" in text and "t=58s ended" in text
     assert "1796228" not in text
+
+
+@pytest.mark.parametrize("explain", [False, True], ids=["plain", "explain"])
+def test_plan_json_is_one_json_dumps_of_to_dict_per_line(capsys, explain: bool) -> None:
+    """The exact bytes of `plan -o json`: `[`, one `json.dumps(Decision.to_dict())` per line, `]`.
+    The renderer reuses one C encoder for speed; this pins it to the stdlib's own encoding."""
+    code, out, err = run(["plan", str(MIXED), "-o", "json", *(["--explain"] if explain else [])], capsys)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert out == "[\n  " + ",\n  ".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n]\n"
+
+
+def test_decisions_json_matches_the_stdlib_on_awkward_values() -> None:
+    from scheduler.decision import Decision
+    from scheduler.render import decisions_json
+
+    odd = Decision(
+        job='q"uo\\te\u00e9\u2603\n\t\x01',
+        cls="training",
+        outcome="queued",
+        gpu_type="H100",
+        gpus=3,
+        holder="azure",
+        rofr_answer="declined",
+        rofr_reason="",
+        price=0.1 + 0.2,
+        reason="no-capacity",
+        detail="H100 0/512 free \U0001f600",
+        dropped=(("aws", 'why "not"'),),
+        history=((1e-7, "placed", "", "", "x"), (1.5e300, "evicted", "aws", "r", "")),
+    )
+    plain = odd._replace(job="plain", price=None, reason=None, detail=None)
+    for explain in (False, True):
+        expected = "[\n  " + ",\n  ".join(json.dumps(d.to_dict(explain), ensure_ascii=False) for d in (odd, plain)) + "\n]"
+        assert decisions_json([odd, plain], explain) == expected
+    assert decisions_json([]) == "[]"
