@@ -17,7 +17,7 @@ import heapq
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from scheduler.backends import BackendState
 from scheduler.clock import Clock
@@ -72,6 +72,7 @@ PENDING, QUEUED, RUNNING = JobState.PENDING, JobState.QUEUED, JobState.RUNNING
 FINISHED, FAILED, STOPPED, CANCELLED = JobState.FINISHED, JobState.FAILED, JobState.STOPPED, JobState.CANCELLED
 TERMINAL = TERMINAL_STATES
 END_STATE = {r.value: JobState(r.value) for r in EndReason}
+_OUTCOME = {state: "placed" if state is RUNNING else state.value for state in JobState}  # Decision.outcome
 CAPACITY_REASONS = frozenset({QueueReason.NO_CAPACITY, QueueReason.PINNED_HOLDER_DECLINED})
 PREEMPTIBLE_DECLINES = frozenset({DeclineReason.NO_CAPACITY, DeclineReason.RESERVED_FOR_QUEUED_JOB})
 
@@ -94,6 +95,7 @@ class JobRecord:
         "reason",
         "rofr",
         "seq",
+        "sig",
         "state",
         "submitted_at",
         "version",
@@ -102,6 +104,7 @@ class JobRecord:
 
     def __init__(self, job: Job, seq: int, now: float) -> None:
         self.job = job
+        self.sig = job.signature  # its queue bucket and admission cache key
         self.state = PENDING
         self.attempt = 0
         self.seq = seq
@@ -153,6 +156,9 @@ class _Verdict(Enum):
 
 
 _PENDING_ITEM, _HEAD_ITEM, _PROBE_ITEM = 0, 1, 2
+_NO_GANG = 1 << 62  # larger than any gang
+# What one attempt that queues emits, each starting (at, job, attempt): a replayable tape.
+_ATTEMPT_EVENTS = frozenset({Offered, Answered, Quoted, Queued})
 
 
 def _never_blocked(_pool: Pool) -> str | None:
@@ -167,6 +173,10 @@ class Engine:
     #: work changed. Tests turn them off and compare (tests/test_engine_properties.py).
     _skip_unfit_buckets: ClassVar[bool] = True
     _incremental_reservations: ClassVar[bool] = True
+    #: An attempt that queued leaves the world as it was, so the next job of the same shape
+    #: and standing that finds the same world would queue the same way: its events are
+    #: replayed (job, time and attempt swapped in) instead of decided again.
+    _replay_queued_attempts: ClassVar[bool] = True
 
     def __init__(self, catalog: CloudCatalog, contract: Contract, clock: Clock, *, policy: Policy | None = None) -> None:
         """``policy`` is for what-if runs (``scheduler/sim/policies.py``); live placement uses the contract's."""
@@ -203,6 +213,11 @@ class Engine:
         self._res_memo: dict[str, tuple[str, float, tuple[int, int], tuple[float, int, int] | None, Pool | None]] = {}
         self._res_plans: dict[tuple[Hashable, tuple[int, int]], dict[PoolKey, tuple[int, Pool, float]]] = {}
         self._backend_epoch = 0
+        # Per GPU type, bumped by anything an attempt for that type reads: pools, their work,
+        # the reservation. With the backend epoch and the configuration generation it dates
+        # an attempt's outcome (see _replay_queued_attempts).
+        self._type_version: dict[str, int] = dict.fromkeys(self.inventory.by_type, 0)
+        self._queued_tapes: dict[tuple[Any, ...], tuple[int, int, int, tuple[tuple[type[Event], tuple[Any, ...]], ...]]] = {}
         # Explanations repeat across jobs of a shape; share one copy (100k queued jobs stay small).
         self._shared: dict[object, object] = {}
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
@@ -316,7 +331,7 @@ class Engine:
         rec = self.jobs[ev.job]
         job = rec.job
         rec.state, rec.reason, rec.detail, rec.attempt, rec.dropped = QUEUED, ev.reason, ev.detail, ev.attempt, ev.not_used
-        sig = job.signature
+        sig = rec.sig
         if self.queue.push(ev.job, sig, job.gpu_type, job.priority, rec.seq, job.duration_hours * 3600.0):
             self._index_bucket(rec, sig)
         res = self.reservations.get(job.gpu_type)
@@ -394,17 +409,20 @@ class Engine:
         rec = self.jobs[ev.job]
         pool = self.inventory.pools[(ev.cloud, ev.region, ev.gpu_type)]
         self.reservations[ev.gpu_type] = Reservation(ev.job, pool, ev.start_at, rec.job.priority, rec.seq)
+        self._type_version[ev.gpu_type] += 1
 
     def _on_reservation_cleared(self, ev: ReservationCleared) -> None:
         res = self.reservations.get(ev.gpu_type)
         if res is not None and res.job == ev.job:
             del self.reservations[ev.gpu_type]
             self._res_dirty.add(ev.gpu_type)
+            self._type_version[ev.gpu_type] += 1
 
     # ------------------------------------------------------------------ stage 1: admit (static, cached)
 
-    def _admit(self, job: Job) -> Candidates:
-        sig = job.signature
+    def _admit(self, job: Job, sig: Hashable | None = None) -> Candidates:
+        if sig is None:
+            sig = job.signature
         cand = self._candidates.get(sig)
         if cand is None:
             cand = admit(job, self.inventory, self.holder if self.gate else None, self.pins, self.backends)
@@ -415,13 +433,53 @@ class Engine:
         cached = rec.cand
         if cached is not None and cached[0] == self._generation:
             return cached[1]
-        cand = self._admit(rec.job)
+        cand = self._admit(rec.job, rec.sig)
         rec.cand = (self._generation, cand)
         return cand
 
     # ------------------------------------------------------------------ one attempt
 
     def _attempt(self, rec: JobRecord) -> bool:
+        """One placement attempt; True when the job was placed.
+
+        An attempt that queued changed nothing but the queue, so its events are kept per job
+        shape and standing (``_replay_queued_attempts``): the next such job that finds the same
+        world queues the same way, and gets the same events without deciding again.
+        """
+        if not self._replay_queued_attempts:
+            return self._decide(rec)
+        job = rec.job
+        now = self.clock.now()
+        key = (rec.sig, job.priority, self._reservation_blocks(rec, now))
+        dated = (self._type_version.get(job.gpu_type, 0), self._backend_epoch, self._generation)
+        tape = self._queued_tapes.get(key)
+        if tape is not None and tape[:3] == dated:
+            name, attempt, emit = job.name, rec.attempt + 1, self._emit
+            for cls, rest in tape[3]:
+                emit(tuple.__new__(cls, (now, name, attempt, *rest)))  # type: ignore[type-var]  # cls(...) without its Python-level __new__
+            return False
+        recorded: list[Event] = []
+        self._sinks.append(recorded.append)  # the tape: a sink for the length of one attempt
+        try:
+            placed = self._decide(rec)
+        finally:
+            self._sinks.remove(recorded.append)
+        if not placed and all(type(ev) in _ATTEMPT_EVENTS for ev in recorded):
+            if len(self._queued_tapes) > 10_000:
+                self._queued_tapes.clear()
+            self._queued_tapes[key] = (*dated, tuple((type(ev), cast(tuple[Any, ...], ev)[3:]) for ev in recorded))
+        return placed
+
+    def _reservation_blocks(self, rec: JobRecord, now: float) -> bool:
+        """Whether the reservation of the job's GPU type holds its pool against this job (see ``_blocker``)."""
+        job = rec.job
+        res = self.reservations.get(job.gpu_type)
+        if res is None or res.job == job.name:
+            return False
+        outranked = (-res.priority, res.seq) <= (-job.priority, rec.seq)
+        return outranked and not may_backfill(now, job.duration_hours * 3600.0, res.start_at)
+
+    def _decide(self, rec: JobRecord) -> bool:
         """Numbered like the pipeline: 1 admit, 2 offer, 3 quote, 4 score, 5 bind, 7 preempt, 6 queue."""
         job = rec.job
         name = job.name
@@ -642,40 +700,82 @@ class Engine:
         reserve = self.gate and keep > 0.0
         pools_by_key = self.inventory.pools
         sigs_by_pool = self._sigs_by_pool
+        skip_unfit = self._skip_unfit_buckets
 
         def room(pool: Pool) -> tuple[int, int]:
             """Free GPUs for api-serving and for other work (the holder keeps a share for the API)."""
             free = pool.capacity - pool.allocated
             return free, (min(free, api_ceiling(pool, keep) - pool.allocated) if reserve and pool.cloud == self.holder else free)
 
-        def may_use(sig: Hashable) -> bool:
-            """Whether the bucket's gang still fits a pool in scope now (earlier starts took GPUs), or may preempt there."""
+        def usable(pool: Pool, gpus: int, preempts: bool, api: bool, priority: int) -> bool:
+            """Whether a gang of this bucket could start on ``pool`` now: it fits what is free there
+            (earlier starts took GPUs), or it may preempt there and enough lower-priority movable work runs."""
+            free, free_other = room(pool)
+            if gpus <= (free if api else free_other):
+                return True
+            return preempts and free + self._movable_gpus_below(pool, priority) >= gpus
+
+        def may_use(sig: Hashable, key: Key) -> bool:
+            """Whether the bucket (``key`` is its head) could start on a pool in scope now."""
             if scope is None:
                 return True
             for pool_key in scope:
                 entry = sigs_by_pool[pool_key].get(sig)
-                if entry is not None:
-                    gpus, preempts, api = entry
-                    if preempts or gpus <= room(pools_by_key[pool_key])[0 if api else 1]:
-                        return True
+                if entry is not None and usable(pools_by_key[pool_key], *entry, -key[0]):
+                    return True
             return False
+
+        # Lower bound of the gangs of every bucket offered so far, and whether any of them may
+        # preempt: once no pool in scope has that much free, no bucket in the heap can start.
+        gang_floor, unbounded = _NO_GANG, False
+        preempters: list[tuple[Pool, int, int]] = []  # (pool, gang, priority) of offered buckets that may preempt there
 
         def offer(pools: Iterable[PoolKey] | None) -> None:
             """Put the heads of the buckets that could use these pools (None: every bucket) in the heap."""
-            sigs: set[Hashable] | None = None
-            if pools is not None:  # buckets whose gang fits what is free there now (or that could preempt there)
-                sigs = set()
+            nonlocal gang_floor, unbounded
+            head = self.queue.head
+            fresh: list[tuple[Key, int, Any]] = []
+            if pools is None:
+                for key, sig in self.queue.head_heap(gpu_type):
+                    seen.add(sig)
+                    fresh.append((key, _HEAD_ITEM, sig))
+                unbounded = True  # any bucket: no bound
+            else:  # buckets whose gang fits what is free there now (or that could preempt there)
                 for pool_key in pools:
-                    free, free_other = room(pools_by_key[pool_key])
-                    sigs.update(
-                        sig
-                        for sig, (gpus, preempts, api) in sigs_by_pool[pool_key].items()
-                        if preempts or gpus <= (free if api else free_other)
-                    )
-                sigs -= seen
-            for key, sig in self.queue.head_heap(gpu_type if pools is None else None, sigs):
-                seen.add(sig)
-                heapq.heappush(heap, (key, _HEAD_ITEM, sig))
+                    pool = pools_by_key[pool_key]
+                    free, free_other = room(pool)
+                    for sig, (gpus, preempts, api) in sigs_by_pool[pool_key].items():
+                        if sig in seen:
+                            continue
+                        if gpus > (free if api else free_other) and not preempts:
+                            continue
+                        top = head(sig)
+                        if top is None:
+                            continue
+                        seen.add(sig)
+                        # Too little lower-priority movable work to preempt: free plus such work
+                        # only shrinks within a settle, so it cannot start here later either.
+                        if preempts and skip_unfit and not usable(pool, gpus, preempts, api, -top[0]):
+                            continue
+                        fresh.append((top, _HEAD_ITEM, sig))
+                        if gpus < gang_floor:
+                            gang_floor = gpus
+                        if preempts:
+                            preempters.append((pool, gpus, -top[0]))
+            if heap:
+                for item in fresh:
+                    heapq.heappush(heap, item)
+            else:
+                heap.extend(fresh)
+                heapq.heapify(heap)
+
+        def exhausted() -> bool:
+            """No bucket in the heap fits any pool in scope any more (and none may preempt): the rest stay blocked."""
+            if scope is None or unbounded or pending_in_heap or pending:
+                return False
+            if any(pool.capacity - pool.allocated >= gang_floor for pool in (pools_by_key[k] for k in scope)):
+                return False
+            return not any(usable(pool, gpus, True, True, priority) for pool, gpus, priority in preempters)
 
         offer(scope)
         types: set[str] = set(self.reservations) if gpu_type is None else {gpu_type}
@@ -683,6 +783,7 @@ class Engine:
             types.update(self.queue_types())
         placed = 0
         pending = self._pending
+        pending_in_heap = 0
         while True:
             while pending:
                 rec = pending.pop()
@@ -693,10 +794,12 @@ class Engine:
                         scope.add(pool.key)  # what its eviction freed beyond the preemptor's need
                         offer((pool.key,))
                     heapq.heappush(heap, ((-rec.job.priority, rec.seq, rec.job.name), _PENDING_ITEM, rec))
+                    pending_in_heap += 1
             if not heap:
                 break
             key, kind, item = heapq.heappop(heap)
             if kind == _PENDING_ITEM:
+                pending_in_heap -= 1
                 if item.state == PENDING:
                     placed += self._attempt(item)
                 continue
@@ -711,13 +814,16 @@ class Engine:
                 if current is not None:
                     heapq.heappush(heap, (current, _HEAD_ITEM, sig))
                 continue
-            if self._skip_unfit_buckets and not may_use(sig):  # the bucket waits; a later capacity event offers it again
+            if skip_unfit and not may_use(sig, key):  # the bucket waits; a later capacity event offers it again
                 continue
             rec = self.jobs[key[2]]
             verdict = self._could_start(rec, scope)
             if verdict is _Verdict.CAN_START:
                 if self._attempt(rec):
                     placed += 1
+                    if skip_unfit and exhausted():
+                        heap.clear()
+                        continue
                     nxt = self.queue.head(sig)
                     if nxt is not None:
                         heapq.heappush(heap, (nxt, _HEAD_ITEM, sig))
@@ -757,11 +863,11 @@ class Engine:
         gpus = job.gpus
         cand = self._cand(rec)
         may_preempt = cand.pinned and self.preemption
-        if gpus > self._most_free(job.gpu_type) and not may_preempt:
-            return _Verdict.BLOCKED
         if scope is None:
+            if gpus > self._most_free(job.gpu_type) and not may_preempt:
+                return _Verdict.BLOCKED
             pools: Iterable[Pool] = cand.pools
-        else:
+        else:  # the loop below looks at what is free on each pool in scope
             keys = cand.pool_keys
             pools = [self.inventory.pools[k] for k in scope if k in keys]
             if not pools:
@@ -832,6 +938,7 @@ class Engine:
         self._emit(Reserved(now, target.job.name, pool.cloud, pool.region, gpu_type, start))
 
     def _touch(self, pool: Pool) -> None:
+        self._type_version[pool.gpu_type] += 1
         touched = self._res_touched.get(pool.gpu_type)
         if touched is None:
             touched = self._res_touched[pool.gpu_type] = set()
@@ -840,7 +947,7 @@ class Engine:
     def _reservation_plan(self, rec: JobRecord, epoch: tuple[int, int]) -> dict[PoolKey, tuple[int, Pool, float]]:
         """Where a reservation for this job shape may go: pool -> (rank: holder 0, others 1; pool; API share kept)."""
         job = rec.job
-        key = (job.signature, epoch)
+        key = (rec.sig, epoch)
         plan = self._res_plans.get(key)
         if plan is None:
             cand = self._cand(rec)
@@ -1068,27 +1175,31 @@ class Engine:
 
     def _decision(self, rec: JobRecord) -> Decision:
         job = rec.job
-        running = rec.state == RUNNING
-        pool = rec.pool if running else rec.last_pool
-        return Decision(
-            job=job.name,
-            cls=job.cls,
-            outcome="placed" if running else str(rec.state),
-            gpu_type=job.gpu_type,
-            gpus=job.gpus,
-            holder=self.holder,
-            rofr_answer=rec.rofr[0],
-            rofr_reason=rec.rofr[1],
-            cloud=pool.cloud if pool else None,
-            region=pool.region if pool else None,
-            price=rec.price if pool else None,
-            via=rec.via if pool else None,
-            reason=rec.reason if rec.state == QUEUED else None,
-            detail=rec.detail if rec.state == QUEUED else None,
-            attempt=rec.attempt,
-            dropped=rec.dropped,
-            version=rec.version,
-            history=tuple(rec.history) if rec.history else (),
+        state = rec.state
+        pool = rec.pool if state is RUNNING else rec.last_pool
+        queued = state is QUEUED
+        history = rec.history
+        return Decision._make(  # positional: built once per submission and release
+            (
+                job.name,
+                job.cls,
+                _OUTCOME[state],
+                job.gpu_type,
+                job.gpus,
+                self.holder,
+                rec.rofr[0],
+                rec.rofr[1],
+                pool.cloud if pool else None,
+                pool.region if pool else None,
+                rec.price if pool else None,
+                rec.via if pool else None,
+                rec.reason if queued else None,
+                rec.detail if queued else None,
+                rec.attempt,
+                rec.dropped,
+                rec.version,
+                tuple(history) if history else (),
+            )
         )
 
     def usage(self) -> list[PoolUsage]:
@@ -1104,13 +1215,16 @@ class Engine:
         return out
 
     def _no_capacity(self, gpu_type: str, free: int, gpus: int) -> str:
-        return self._text(("no-capacity", gpu_type, free, gpus), lambda: no_capacity(gpu_type, free, gpus))
+        key = ("no-capacity", gpu_type, free, gpus)
+        text = self._shared.get(key)  # the common case, without building the maker
+        return text if text is not None else self._text(key, lambda: no_capacity(gpu_type, free, gpus))  # type: ignore[return-value]
 
     def _outscored(self, q: Quote) -> tuple[str, str]:
-        return self._text(
-            ("outscored", q.pool.cloud, q.price, q.start_seconds),
-            lambda: (q.pool.cloud, f"outscored: ${q.price:.2f}/GPU-h, start +{q.start_seconds:.0f}s"),
-        )
+        key = ("outscored", q.pool.cloud, q.price, q.start_seconds)
+        text = self._shared.get(key)
+        if text is not None:
+            return text  # type: ignore[return-value]
+        return self._text(key, lambda: (q.pool.cloud, f"outscored: ${q.price:.2f}/GPU-h, start +{q.start_seconds:.0f}s"))
 
     def _text(self, key: Hashable, make: Callable[[], _T]) -> _T:
         """An explanation built once per distinct key (they repeat across the jobs of a shape)."""

@@ -69,9 +69,10 @@ class PendingQueue:
         if bucket is None:
             return None
         heap = bucket.by_priority
+        live = self._live
         while heap:
             head = heap[0]
-            if self._alive(signature, head[1], head[2]):
+            if live.get(head[2]) == (signature, head[1]):  # _alive, inlined: the hottest call of a settle
                 return head
             heapq.heappop(heap)
         return None

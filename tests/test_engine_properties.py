@@ -105,6 +105,7 @@ def test_a_restored_engine_decides_exactly_like_the_live_one(data: st.DataObject
 class NoShortcuts(Engine):
     _skip_unfit_buckets = False
     _incremental_reservations = False
+    _replay_queued_attempts = False
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from scheduler.clock import ManualClock
+from scheduler.engine import Engine, JobRecord
 from scheduler.errors import AdmissionError
-from scheduler.events import Placed, Preempted, Reserved
+from scheduler.events import Event, Placed, Preempted, Reserved
 from tests.builders import a_catalog, a_contract, a_job, recording_engine, two_clouds
 from tests.test_engine import assert_clean
 
@@ -259,3 +261,42 @@ def test_a_reservation_moves_to_a_pool_that_frees_up_sooner() -> None:
     last = [e for e in events if isinstance(e, Reserved)][-1]
     assert (last.job, last.region, last.start_at) == ("gang", "westus", 3600.0)  # recorded, so a restore agrees
     assert_clean(events)
+
+
+class _CountingDecisions(Engine):
+    """Counts full decisions, so a test can tell a replayed queued attempt from a decided one."""
+
+    decided = 0
+
+    def _decide(self, rec: JobRecord) -> bool:
+        type(self).decided += 1
+        return super()._decide(rec)
+
+
+def test_a_queued_attempt_is_replayed_only_for_a_job_that_would_decide_the_same() -> None:
+    """A queued attempt's events are replayed for the next job of its shape and standing in the
+    same world (``Engine._replay_queued_attempts``); a job of the same shape but higher priority
+    may preempt where the last one queued, so it must be decided, not replayed."""
+
+    def run(engine_cls: type[Engine]) -> list[dict[str, object]]:
+        engine = engine_cls(two_clouds(azure_h100=8, oci_h100=0), a_contract(), ManualClock())
+        events: list[Event] = []
+        engine.subscribe(events.append)
+        engine.announce()
+        api = a_job().cls("api-serving").gpus(8)
+        engine.submit(a_job().named("train").gpus(8).priority(5).obj())
+        assert engine.submit(api.named("first").priority(1).obj()).outcome == "queued"  # cannot preempt priority 5
+        before = _CountingDecisions.decided
+        for i in range(3):  # short enough to backfill the pool "first" reserved: same shape, same standing
+            assert engine.submit(api.named(f"short-{i}").priority(1).hours(0.01).obj()).outcome == "queued"
+        if engine_cls is _CountingDecisions:
+            assert _CountingDecisions.decided - before == 1  # one decided, two replayed
+        urgent = engine.submit(api.named("urgent").priority(100).hours(1).obj())
+        assert (urgent.outcome, urgent.via) == ("placed", "preemption")
+        assert_clean(events)
+        return [e.to_record() for e in events]
+
+    class Decided(Engine):
+        _replay_queued_attempts = False
+
+    assert run(_CountingDecisions) == run(Decided)
