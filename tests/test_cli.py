@@ -257,3 +257,60 @@ def test_status_history_is_timed_from_the_jobs_first_step() -> None:
     assert "t=0s placed azure/japaneast (rofr-accepted)" in text
     assert "t=16s evicted azure/japaneast (preempted by api-jp)" in text and "t=58s ended" in text
     assert "1796228" not in text
+
+
+@pytest.mark.parametrize("explain", [False, True], ids=["plain", "explain"])
+def test_plan_json_is_one_json_dumps_of_to_dict_per_line(capsys, explain: bool) -> None:
+    """The exact bytes of `plan -o json`: `[`, one `json.dumps(Decision.to_dict())` per line, `]`.
+    The renderer reuses one C encoder for speed; this pins it to the stdlib's own encoding."""
+    code, out, err = run(["plan", str(MIXED), "-o", "json", *(["--explain"] if explain else [])], capsys)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert out == "[\n  " + ",\n  ".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n]\n"
+
+
+def test_decisions_json_matches_the_stdlib_on_awkward_values() -> None:
+    from scheduler.decision import Decision
+    from scheduler.render import decisions_json
+
+    odd = Decision(
+        job='q"uo\\te\u00e9\u2603\n\t\x01',
+        cls="training",
+        outcome="queued",
+        gpu_type="H100",
+        gpus=3,
+        holder="azure",
+        rofr_answer="declined",
+        rofr_reason="",
+        price=0.1 + 0.2,
+        reason="no-capacity",
+        detail="H100 0/512 free \U0001f600",
+        dropped=(("aws", 'why "not"'),),
+        history=((1e-7, "placed", "", "", "x"), (1.5e300, "evicted", "aws", "r", "")),
+    )
+    plain = odd._replace(job="plain", price=None, reason=None, detail=None)
+    for explain in (False, True):
+        expected = "[\n  " + ",\n  ".join(json.dumps(d.to_dict(explain), ensure_ascii=False) for d in (odd, plain)) + "\n]"
+        assert decisions_json([odd, plain], explain) == expected
+    assert decisions_json([]) == "[]"
+
+
+def test_cross_job_rules_still_judge_each_job_after_clean_ones_like_it(tmp_path: Path, capsys) -> None:
+    """The cross-job checks remember constraint sets that passed (a 100k-job file repeats a few
+    hundred): a job like a clean one but for its gang size or served-model name is still judged."""
+    long = "m" * 60
+    docs = [
+        "metadata: {name: a}\nspec: {class: training, gpus: 8, gpuType: H100}",
+        "metadata: {name: b}\nspec: {class: training, gpus: 8, gpuType: H100}",
+        "metadata: {name: c}\nspec: {class: training, gpus: 3000, gpuType: H100}",
+        "metadata: {name: chat}\nspec: {class: api-serving, gpuType: H100, serve: {model: x, gpusPerReplica: 8, replicas: {max: 10}}}",
+        f"metadata: {{name: {long}}}\nspec: {{class: api-serving, gpuType: H100, serve: {{model: x, gpusPerReplica: 8, replicas: {{max: 10}}}}}}",
+    ]
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("---\n".join(f"apiVersion: mcsched.io/v1\nkind: Job\n{d}\n" for d in docs))
+    code, _, err = run(["validate", str(jobs)], capsys)
+    assert code == 2
+    assert err.splitlines() == [
+        f"{jobs}:14: spec.gpus: 3000 GPUs can never fit: the largest allowed H100 pool has 1536",
+        f"{jobs}:23: metadata.name: too long for a served model: replica jobs are named {long}-r<k> (at most 63 characters)",
+    ]
