@@ -164,8 +164,10 @@ class JobRules:
     """What the cross-document job rules need from a catalog and contract, derived once.
 
     Checking a 100k-job file asks the same questions of the same catalog 100k times: the
-    known clouds, regions and GPU types are sets built here once, and the largest pool a
-    job's constraints allow is memoized per distinct constraint set.
+    known clouds, regions and GPU types are sets built here once, the largest pool a job's
+    constraints allow is memoized per distinct constraint set, and so is a clean verdict
+    (``clean``: the constraints of a job without ``serve`` that passed every rule; only a
+    problem needs its document for a line number).
     """
 
     def __init__(self, catalog: CloudCatalog, contract: Contract) -> None:
@@ -178,6 +180,7 @@ class JobRules:
         self.gpu_types = {t for b in catalog.spec.backends for r in b.regions for t in r.gpus}
         self.gpu_types_list = ", ".join(sorted(self.gpu_types))
         self._largest: dict[tuple[Any, ...], tuple[int, list[str], dict[str, int]]] = {}
+        self.clean: set[tuple[Any, ...]] = set()
 
     def largest_pool(
         self, cls: str, clouds: Sequence[str] | None, regions: Sequence[str] | None, jurisdiction: str | None, gpu_type: str
@@ -208,6 +211,12 @@ def check_job(
     """Rules that need the catalog and contract: names, pins, the ROFR, feasibility."""
     r = rules or JobRules(catalog, contract)
     s = job.spec
+    # Every rule below reads only these fields (and, for a served model, its serve block and name).
+    verdict = (
+        (s.class_, s.gpuType, s.gpus, s.jurisdiction, tuple(s.clouds or ()), tuple(s.regions or ())) if s.serve is None else None
+    )
+    if verdict is not None and verdict in r.clean:
+        return []
     errors: list[SpecError] = []
 
     def err(loc: tuple[str | int, ...], reason: str) -> None:
@@ -247,6 +256,8 @@ def check_job(
             err(never[0], f"{only}, and {r.holder} never accepts this job: {never[1]}")
     if s.serve is not None and len(f"{job.metadata.name}-r{s.serve.replicas.max}") > 63:
         err(("metadata", "name"), f"too long for a served model: replica jobs are named {job.metadata.name}-r<k> (at most 63 characters)")
+    if verdict is not None and not errors:
+        r.clean.add(verdict)
     return errors
 
 

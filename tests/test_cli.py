@@ -293,3 +293,24 @@ def test_decisions_json_matches_the_stdlib_on_awkward_values() -> None:
         expected = "[\n  " + ",\n  ".join(json.dumps(d.to_dict(explain), ensure_ascii=False) for d in (odd, plain)) + "\n]"
         assert decisions_json([odd, plain], explain) == expected
     assert decisions_json([]) == "[]"
+
+
+def test_cross_job_rules_still_judge_each_job_after_clean_ones_like_it(tmp_path: Path, capsys) -> None:
+    """The cross-job checks remember constraint sets that passed (a 100k-job file repeats a few
+    hundred): a job like a clean one but for its gang size or served-model name is still judged."""
+    long = "m" * 60
+    docs = [
+        "metadata: {name: a}\nspec: {class: training, gpus: 8, gpuType: H100}",
+        "metadata: {name: b}\nspec: {class: training, gpus: 8, gpuType: H100}",
+        "metadata: {name: c}\nspec: {class: training, gpus: 3000, gpuType: H100}",
+        "metadata: {name: chat}\nspec: {class: api-serving, gpuType: H100, serve: {model: x, gpusPerReplica: 8, replicas: {max: 10}}}",
+        f"metadata: {{name: {long}}}\nspec: {{class: api-serving, gpuType: H100, serve: {{model: x, gpusPerReplica: 8, replicas: {{max: 10}}}}}}",
+    ]
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("---\n".join(f"apiVersion: mcsched.io/v1\nkind: Job\n{d}\n" for d in docs))
+    code, _, err = run(["validate", str(jobs)], capsys)
+    assert code == 2
+    assert err.splitlines() == [
+        f"{jobs}:14: spec.gpus: 3000 GPUs can never fit: the largest allowed H100 pool has 1536",
+        f"{jobs}:23: metadata.name: too long for a served model: replica jobs are named {long}-r<k> (at most 63 characters)",
+    ]
