@@ -79,7 +79,7 @@ def holder_answer(
         return HolderAnswer(Answer.DECLINED, DeclineReason.GANG_TOO_LARGE, response)
     keep = rules.reserveForApiServingFraction
     chosen: Pool | None = None
-    seen: set[PoolFit] = set()
+    api_reserve = reserved = False  # what kept a pool with room from fitting (flags: an Enum hashes in Python)
     gpus = job.gpus
     for pool in pools:
         if pool.capacity - pool.allocated < gpus:  # the common case on a busy holder, without a call
@@ -88,15 +88,17 @@ def holder_answer(
         if fit is PoolFit.FITS:
             chosen = pool
             break
-        seen.add(fit)
+        if fit is PoolFit.API_RESERVE:
+            api_reserve = True
+        elif fit is PoolFit.RESERVED:
+            reserved = True
     if chosen is None:
-        if PoolFit.API_RESERVE in seen:
+        if api_reserve:
             return HolderAnswer(Answer.DECLINED, DeclineReason.RESERVED_FOR_API_SERVING, response)
-        if PoolFit.RESERVED in seen:
+        if reserved:
             return HolderAnswer(Answer.DECLINED, DeclineReason.RESERVED_FOR_QUEUED_JOB, response)
-        return _new(
-            HolderAnswer, (Answer.DECLINED, DeclineReason.NO_CAPACITY, response, None, 0.0)
-        )  # the busy holder's answer: hot
+        # the busy holder's answer, the hottest: built without the NamedTuple's Python-level __new__
+        return _new(HolderAnswer, (Answer.DECLINED, DeclineReason.NO_CAPACITY, response, None, 0.0))
     price = chosen.price
     if match_mode and competing is not None:
         if competing.start_seconds < holder.startup_seconds:

@@ -19,7 +19,6 @@ bug and propagates.
 
 from __future__ import annotations
 
-import gc
 import heapq
 import itertools
 import math
@@ -49,7 +48,22 @@ Books = tuple[list[float], list[float]]  # one pool's ``pool_state`` entry and i
 class Track:
     """The simulator's view of one live job (what the engine's events do not carry)."""
 
-    __slots__ = ("attempt", "cls", "end_at", "ever_placed", "evicted", "gpus", "latency", "placed", "queued", "rate", "remaining", "running", "since", "start")
+    __slots__ = (
+        "attempt",
+        "cls",
+        "end_at",
+        "ever_placed",
+        "evicted",
+        "gpus",
+        "latency",
+        "placed",
+        "queued",
+        "rate",
+        "remaining",
+        "running",
+        "since",
+        "start",
+    )
 
     def __init__(self, tj: TraceJob, at: float) -> None:
         self.cls = tj.cls
@@ -429,7 +443,9 @@ class Simulation:
 
     # ------------------------------------------------------------------ the loop
 
-    def run(self, *, samples: int = 400, progress: Callable[[int], None] | None = None, flush: Callable[[], object] | None = None) -> None:
+    def run(
+        self, *, samples: int = 400, progress: Callable[[int], None] | None = None, flush: Callable[[], object] | None = None
+    ) -> None:
         """Replay everything added, to the last event.
 
         Python's cyclic garbage collector is paused for the loop: a million-job replay keeps
@@ -437,16 +453,11 @@ class Simulation:
         collection walks all of them to find next to nothing (the loop makes no cycles worth
         collecting), and that was a third of the wall time. It is restored afterwards.
 
-        What the loop leaves alive is then moved to the oldest generation in one step
-        (``freeze`` + ``unfreeze``: two list splices), as a collection would have promoted it:
-        otherwise the first allocation after the pause scans all of it as young objects, ~3 s
-        of a million-job replay spent finding nothing. Cyclic garbage among it is still
-        found, by the next full collection.
+        What the loop leaves alive then goes straight to the oldest generation (see
+        ``no_gc``): a young-generation scan of it would cost ~3 s of a million-job replay.
         """
         with no_gc():
             self._loop(samples, progress, flush)
-            gc.freeze()
-            gc.unfreeze()
 
     def _loop(self, samples: int, progress: Callable[[int], None] | None, flush: Callable[[], object] | None) -> None:
         heap, engine, clock, rec = self.heap, self.engine, self.clock, self.rec
