@@ -733,8 +733,9 @@ class Engine:
                     return True
             return False
 
-        # Lower bound of the gangs of every bucket offered so far, and whether any of them may
-        # preempt: once no pool in scope has that much free, no bucket in the heap can start.
+        # Lower bound of the gangs of every bucket offered so far (``unbounded``: every bucket was
+        # offered), and the offered buckets that may preempt: once no pool in scope has that much
+        # free and none of those could still preempt, no bucket in the heap can start.
         gang_floor, unbounded = _NO_GANG, False
         preempters: list[tuple[Pool, int, int]] = []  # (pool, gang, priority) of offered buckets that may preempt there
 
