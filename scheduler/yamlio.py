@@ -10,10 +10,19 @@ plain data by one small walk that also enforces the rules above; only the docume
 is kept. The rare document that needs a line number for an error is composed again from
 its span (see ``Document.line_of``), so memory stays proportional to the data, not to
 libyaml's node and mark objects.
+
+Most large files are plain block-style YAML (``key: value`` lines, ``- item`` lists, comments,
+``---`` between documents), the shape every generator writes. Such a file is read by a
+line scanner (``_simple_documents``) that builds the same data, lines and spans without
+libyaml's per-scalar node objects and Python callbacks; it declines, and the whole file goes
+to libyaml as before, at the first line outside that subset (flow collections, block or
+escaped scalars, anchors, tags, tabs, non-ASCII, duplicate keys, anything invalid), so every
+error is still libyaml's or the builder's, with its line.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,8 +220,211 @@ def documents_hint(text: str) -> int:
     return text.count("\n---") + (0 if text.startswith("---") else 1)
 
 
+class _NotSimple(Exception):
+    """The text leaves the subset ``_simple_documents`` reads: libyaml reads the whole file."""
+
+
+#: Characters outside printable ASCII (and newline): tabs, CR, BOM, controls, non-ASCII.
+_NOT_SIMPLE_TEXT = re.compile(r"[^\x20-\x7e\n]")
+_WORD = r"[A-Za-z0-9_./~+=()@%,-]"
+#: One line of the subset: indent, then ``- `` or ``key:``, an optional single-line scalar
+#: (plain words that cannot be an indicator, a comment or a ``key:``; or quoted without
+#: escapes), trailing spaces and a comment; or a blank or comment-only line.
+_LINE = re.compile(
+    r"( *)(?:(?:(-)|([A-Za-z0-9_][A-Za-z0-9_./-]{0,199}):)"
+    r"(?: +(?:(?:([A-Za-z0-9_./~]"
+    + _WORD
+    + r"*(?: +"
+    + _WORD
+    + r"+)*)|'([^'\n]*)'|\"([^\"\\\n]*)\")(?: +(?:#.*)?)?|#.*)?)?|#.*)?"
+)
+#: Nesting the scanner takes on (specs need 3 levels); deeper files go to libyaml and its limits.
+_SIMPLE_DEPTH = 16
+_NONE: Any = object()  # a ``key:`` or ``-`` with nothing after it on its line
+
+
+class _SimpleScalars:
+    """A plain scalar's value exactly as the one-pass builder gives it, per distinct text.
+
+    The tag comes from the loader's own resolver (``_Loader.resolve``); the conversions are
+    the builder's inline ones; a scalar the builder would hand to PyYAML's constructor
+    (timestamps, hex, ``1_000``, ``.inf`` ...) declines the fast path.
+    """
+
+    def __init__(self) -> None:
+        self.loader = _Loader("")
+        self.values: dict[str, Any] = {}
+        self.keys: dict[str, bool] = {}
+        #: First characters some implicit resolver claims; a plain scalar starting otherwise is a str
+        #: (unless a resolver applies to every value, or by path: then every scalar is resolved).
+        self.claimed: dict[Any, Any] = self.loader.yaml_implicit_resolvers
+        self.resolve_all = None in self.claimed or bool(self.loader.yaml_path_resolvers)
+
+    def str_first(self, c: str) -> bool:
+        return c not in self.claimed and not self.resolve_all
+
+    def dispose(self) -> None:
+        self.loader.dispose()
+
+    def value(self, text: str) -> Any:
+        if self.str_first(text[0]):
+            return text
+        got = self.values.get(text, _NONE)
+        if got is _NONE:
+            got = self._convert(text)
+            if len(self.values) < _RESOLVED_CACHE:
+                self.values[text] = got
+        return got
+
+    def key(self, text: str) -> str:
+        """A plain key the builder takes as it is (a str); any other key declines the fast path."""
+        ok = self.keys.get(text)
+        if ok is None:
+            ok = self.keys[text] = self.str_first(text[0]) or self.loader.resolve(ScalarNode, text, (True, False)) == _STR
+        if not ok:
+            raise _NotSimple
+        return text
+
+    def _convert(self, value: str) -> Any:
+        tag = self.loader.resolve(ScalarNode, value, (True, False))
+        if tag == _STR:
+            return value
+        if tag == _INT and value.isdigit() and (value[0] != "0" or value == "0"):
+            return int(value)
+        if tag == _FLOAT and value[-1:].isdigit() and "_" not in value and ":" not in value:
+            return float(value)
+        if tag == _NULL:
+            return None
+        if tag == _BOOL and value.lower() in self.loader.bool_values:
+            return self.loader.bool_values[value.lower()]
+        raise _NotSimple
+
+
+def _simple_documents(text: str, file: str, progress: Progress | None = None) -> list[Document] | None:
+    """The documents of a plain block-style stream, as ``parse_documents`` gives them, or None
+    when the text leaves that subset (see the module's docstring).
+
+    Lines are read with one regular expression each; a document's entries (indent, key or
+    ``-``, value) become mappings and lists by their indentation, by the rules libyaml
+    applies to them: entries of a mapping align, a ``key:`` with nothing after it holds the
+    deeper block that follows (a list may also start at the key's own indent), or null; a
+    scalar is never continued on a deeper line. A document's ``line`` and ``start`` are its
+    first entry's, its ``end`` the start of the ``---`` that closes it or the end of the text:
+    the marks libyaml gives a block mapping.
+    """
+    if _NOT_SIMPLE_TEXT.search(text) is not None:
+        return None
+    total = documents_hint(text) if progress is not None else 0
+    scalars = _SimpleScalars()
+    match = _LINE.fullmatch
+    docs: list[Document] = []
+    # entries of the document being read: (indent, key or None for "- ", value or _NONE, line number)
+    entries: list[tuple[int, str | None, Any, int]] = []
+    first = 0  # offset of the first entry's line
+    opened = False  # a "---" opened the document being read
+    offset = 0
+    try:
+        for number, line in enumerate(text.split("\n"), 1):
+            if line == "---":
+                if entries:
+                    if len(docs) >= MAX_DOCUMENTS:
+                        raise _NotSimple  # libyaml's path words the error
+                    docs.append(_simple_document(entries, file, text, first, offset, scalars))
+                    if progress is not None:
+                        progress("reading", len(docs), max(total, len(docs)))
+                    entries = []
+                elif opened:
+                    raise _NotSimple  # an empty document: libyaml's null
+                opened = True
+            else:
+                m = match(line)
+                if m is None:
+                    raise _NotSimple
+                indent, dash, key, plain, single, double = m.groups()
+                if dash is not None or key is not None:
+                    if not entries:
+                        first = offset
+                    value = (
+                        scalars.value(plain)
+                        if plain is not None
+                        else single
+                        if single is not None
+                        else double
+                        if double is not None
+                        else _NONE
+                    )
+                    entries.append((len(indent), None if dash is not None else scalars.key(key), value, number))
+            offset += len(line) + 1
+        if entries:
+            if len(docs) >= MAX_DOCUMENTS:
+                raise _NotSimple
+            docs.append(_simple_document(entries, file, text, first, len(text), scalars))
+            if progress is not None:
+                progress("reading", len(docs), max(total, len(docs)))
+        elif opened:
+            raise _NotSimple
+    except _NotSimple:
+        return None
+    finally:
+        scalars.dispose()
+    return docs
+
+
+def _simple_document(
+    entries: list[tuple[int, str | None, Any, int]], file: str, text: str, start: int, end: int, scalars: _SimpleScalars
+) -> Document:
+    n = len(entries)
+
+    def block(i: int, depth: int) -> tuple[Any, int]:
+        """The mapping or list whose first entry is ``entries[i]``, and the index after it."""
+        if depth >= _SIMPLE_DEPTH:
+            raise _NotSimple
+        indent, key, value, _ = entries[i]
+        if key is None:  # a list: "- scalar" entries at its indent
+            items = []
+            while i < n:
+                at, key, value, _ = entries[i]
+                if at != indent or key is not None or value is _NONE:
+                    break
+                items.append(value)
+                i += 1
+            if (i < n and entries[i][0] > indent) or (i < n and entries[i][0] == indent and entries[i][1] is None):
+                raise _NotSimple  # a continued scalar, or "-" with a nested block
+            return items, i
+        out: dict[str, Any] = {}
+        while i < n:
+            at, key, value, _ = entries[i]
+            if at != indent:
+                if at > indent:
+                    raise _NotSimple  # a continued scalar, or an indent between two levels
+                break
+            if key is None or key in out:
+                raise _NotSimple  # "- " where a key belongs; a duplicate key (libyaml's path words it)
+            i += 1
+            if value is _NONE and i < n and (entries[i][0] > indent or (entries[i][0] == indent and entries[i][1] is None)):
+                value, i = block(i, depth + 1)
+            elif value is _NONE:
+                value = None
+            out[key] = value
+        return out, i
+
+    if entries[0][1] is None:
+        raise _NotSimple  # a list as the document: libyaml's path
+    data, i = block(0, 0)
+    if i != n:
+        raise _NotSimple  # an entry left of the document's indent
+    return Document(file, data, entries[0][3], text, start, end)
+
+
 def parse_documents(text: str, file: str, progress: Progress | None = None) -> list[Document]:
-    """Parse every non-empty document of a YAML stream in one pass."""
+    """Parse every non-empty document of a YAML stream in one pass (the line scanner's, else libyaml's)."""
+    with no_gc():
+        simple = _simple_documents(text, file, progress)
+    return simple if simple is not None else _libyaml_documents(text, file, progress)
+
+
+def _libyaml_documents(text: str, file: str, progress: Progress | None = None) -> list[Document]:
+    """Every non-empty document of any YAML stream, composed by libyaml and built by ``_Builder``."""
     total = documents_hint(text) if progress is not None else 0
     docs: list[Document] = []
     aliases_possible = "*" in text
