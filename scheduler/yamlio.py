@@ -227,17 +227,29 @@ class _NotSimple(Exception):
 #: Characters outside printable ASCII (and newline): tabs, CR, BOM, controls, non-ASCII.
 _NOT_SIMPLE_TEXT = re.compile(r"[^\x20-\x7e\n]")
 _WORD = r"[A-Za-z0-9_./~+=()@%,-]"
+_PLAIN = r"([A-Za-z0-9_./~]" + _WORD + r"*(?: +" + _WORD + r"+)*)"
+_SINGLE = r"'([^'\n]*)'"
+_DOUBLE = r'"([^"\\\n]*)"'
+_TAIL = r"(?: +(?:#.*)?)?"  # after a value: spaces, and a comment only after a space
 #: One line of the subset: indent, then ``- `` or ``key:``, an optional single-line scalar
 #: (plain words that cannot be an indicator, a comment or a ``key:``; or quoted without
 #: escapes), trailing spaces and a comment; or a blank or comment-only line.
 _LINE = re.compile(
-    r"( *)(?:(?:(-)|([A-Za-z0-9_][A-Za-z0-9_./-]{0,199}):)"
-    r"(?: +(?:(?:([A-Za-z0-9_./~]"
-    + _WORD
-    + r"*(?: +"
-    + _WORD
-    + r"+)*)|'([^'\n]*)'|\"([^\"\\\n]*)\")(?: +(?:#.*)?)?|#.*)?)?|#.*)?"
+    r"( *)(?:(?:(-)|([A-Za-z0-9_][A-Za-z0-9_./-]{0,199}):)(?: +(?:(?:"
+    + "|".join((_PLAIN, _SINGLE, _DOUBLE))
+    + ")"
+    + _TAIL
+    + r"|#.*)?)?|#.*)?"
 )
+#: The same sub-patterns, one per kind of line, for a layout's pattern (see ``_Layout``): a line
+#: without an entry; after ``key:`` or ``-``, nothing but a comment, or a plain or quoted value.
+_LAYOUT_BLANK = r" *(?:#.*)?\n"
+_LAYOUT_TAILS = ("(?: +(?:#.*)?)?\n", " +" + _PLAIN + _TAIL + "\n", " +" + _SINGLE + _TAIL + "\n", " +" + _DOUBLE + _TAIL + "\n")
+_SEPARATOR = re.compile(r"^---$", re.MULTILINE)
+#: Layouts remembered per line count, and in all: a file of a few shapes (a generator's)
+#: reuses them; a file of all different ones is read line by line, as without them.
+_LAYOUTS_PER_COUNT = 4
+_LAYOUTS = 64
 #: Nesting the scanner takes on (specs need 3 levels); deeper files go to libyaml and its limits.
 _SIMPLE_DEPTH = 16
 _NONE: Any = object()  # a ``key:`` or ``-`` with nothing after it on its line
@@ -300,69 +312,76 @@ class _SimpleScalars:
         raise _NotSimple
 
 
+Plan = tuple[tuple[str, Any], ...]
+"""How a document's data is built from its values: a mapping's (key, node) pairs, a node being
+the index of a value, a nested plan, a list of value indices, or None (``key:`` alone)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """A document's layout (each line's indent, key or ``-``, and value kind): a pattern that
+    matches exactly the documents laid out the same way, capturing their values in order
+    after an empty group at the first entry; the plan for their data; which values are plain
+    (resolved) rather than quoted; and how many lines precede the first entry."""
+
+    pattern: str
+    plan: Plan
+    plain: tuple[int, ...]
+    lead: int
+
+
 def _simple_documents(text: str, file: str, progress: Progress | None = None) -> list[Document] | None:
     """The documents of a plain block-style stream, as ``parse_documents`` gives them, or None
     when the text leaves that subset (see the module's docstring).
 
-    Lines are read with one regular expression each; a document's entries (indent, key or
-    ``-``, value) become mappings and lists by their indentation, by the rules libyaml
-    applies to them: entries of a mapping align, a ``key:`` with nothing after it holds the
-    deeper block that follows (a list may also start at the key's own indent), or null; a
-    scalar is never continued on a deeper line. A document's ``line`` and ``start`` are its
-    first entry's, its ``end`` the start of the ``---`` that closes it or the end of the text:
-    the marks libyaml gives a block mapping.
+    The stream is split at its ``---`` lines. A document is read line by line, one regular
+    expression each (``_read_lines``), and its entries (indent, key or ``-``, value) become
+    mappings and lists by the rules libyaml applies to them (``_plan``). Its layout is then
+    remembered as one pattern: the next document laid out the same way (a generator writes
+    few layouts) is matched whole and built by the same plan from its captured values. A
+    document's ``line`` and ``start`` are its first entry's, its ``end`` the start of the
+    ``---`` that closes it or the end of the text: the marks libyaml gives a block mapping.
     """
     if _NOT_SIMPLE_TEXT.search(text) is not None:
         return None
     total = documents_hint(text) if progress is not None else 0
     scalars = _SimpleScalars()
-    match = _LINE.fullmatch
+    known: dict[int, list[tuple[re.Pattern[str], _Layout]]] = {}
+    remembered = 0
     docs: list[Document] = []
-    # entries of the document being read: (indent, key or None for "- ", value or _NONE, line number)
-    entries: list[tuple[int, str | None, Any, int]] = []
-    first = 0  # offset of the first entry's line
-    opened = False  # a "---" opened the document being read
-    offset = 0
+    seps = [m.start() for m in _SEPARATOR.finditer(text)]
+    pos, line, opened = 0, 1, False  # the chunk being read: its offset and first line, after a "---"?
     try:
-        for number, line in enumerate(text.split("\n"), 1):
-            if line == "---":
-                if entries:
-                    if len(docs) >= MAX_DOCUMENTS:
-                        raise _NotSimple  # libyaml's path words the error
-                    docs.append(_simple_document(entries, file, text, first, offset, scalars))
-                    if progress is not None:
-                        progress("reading", len(docs), max(total, len(docs)))
-                    entries = []
-                elif opened:
-                    raise _NotSimple  # an empty document: libyaml's null
-                opened = True
+        for end in [*seps, len(text)]:
+            count = text.count("\n", pos, end)
+            for pattern, candidate in known.get(count, ()):
+                m = pattern.fullmatch(text, pos, end)
+                if m is not None:
+                    layout, values, start = candidate, list(m.groups()), m.start(1)
+                    break
             else:
-                m = match(line)
-                if m is None:
-                    raise _NotSimple
-                indent, dash, key, plain, single, double = m.groups()
-                if dash is not None or key is not None:
-                    if not entries:
-                        first = offset
-                    value = (
-                        scalars.value(plain)
-                        if plain is not None
-                        else single
-                        if single is not None
-                        else double
-                        if double is not None
-                        else _NONE
-                    )
-                    entries.append((len(indent), None if dash is not None else scalars.key(key), value, number))
-            offset += len(line) + 1
-        if entries:
+                chunk = text[pos:end]
+                whole = chunk.endswith("\n")  # ends at a line's end: its layout can be reused
+                read = _read_lines(chunk[:-1] if whole else chunk, scalars)
+                if read is None:  # only blank lines and comments
+                    if opened:
+                        raise _NotSimple  # an empty document: libyaml's null
+                    pos, line, opened = end + 4, line + count + 1, True
+                    continue
+                layout, values = read
+                start = pos + sum(len(x) + 1 for x in chunk.split("\n", layout.lead)[: layout.lead])
+                if whole and remembered < _LAYOUTS and len(known.setdefault(count, [])) < _LAYOUTS_PER_COUNT:
+                    known[count].append((re.compile(layout.pattern), layout))
+                    remembered += 1
             if len(docs) >= MAX_DOCUMENTS:
-                raise _NotSimple
-            docs.append(_simple_document(entries, file, text, first, len(text), scalars))
+                raise _NotSimple  # libyaml's path words the error
+            for i in layout.plain:
+                if not scalars.str_first(values[i][0]):
+                    values[i] = scalars.value(values[i])
+            docs.append(Document(file, _build(layout.plan, values), line + layout.lead, text, start, end))
             if progress is not None:
                 progress("reading", len(docs), max(total, len(docs)))
-        elif opened:
-            raise _NotSimple
+            pos, line, opened = end + 4, line + count + 1, True
     except _NotSimple:
         return None
     finally:
@@ -370,50 +389,110 @@ def _simple_documents(text: str, file: str, progress: Progress | None = None) ->
     return docs
 
 
-def _simple_document(
-    entries: list[tuple[int, str | None, Any, int]], file: str, text: str, start: int, end: int, scalars: _SimpleScalars
-) -> Document:
+def _read_lines(chunk: str, scalars: _SimpleScalars) -> tuple[_Layout, list[Any]] | None:
+    """A document's layout and raw values, read line by line (None: it has no entry)."""
+    match = _LINE.fullmatch
+    entries: list[tuple[int, str | None, int]] = []  # (indent, key or None for "-", value index or 0)
+    values: list[Any] = [""]  # index 0: the empty group at the first entry
+    parts: list[str] = []
+    plain: list[int] = []
+    lead = 0
+    for text in chunk.split("\n"):
+        m = match(text)
+        if m is None:
+            raise _NotSimple
+        indent, dash, key, plain_value, single, double = m.groups()
+        if dash is None and key is None:
+            parts.append(_LAYOUT_BLANK)
+            lead += not entries
+            continue
+        if not entries:
+            parts.append("()")
+        kind, value = (
+            (1, plain_value)
+            if plain_value is not None
+            else (2, single)
+            if single is not None
+            else (3, double)
+            if double is not None
+            else (0, None)
+        )
+        if kind:
+            values.append(value)
+            if kind == 1:
+                plain.append(len(values) - 1)
+        if key is not None:
+            scalars.key(key)
+        entries.append((len(indent), key, len(values) - 1 if kind else 0))
+        parts.append(re.escape(indent + ("-" if dash is not None else f"{key}:")) + _LAYOUT_TAILS[kind])
+    if not entries:
+        return None
+    return _Layout("".join(parts), _plan(entries), tuple(plain), lead), values
+
+
+def _plan(entries: list[tuple[int, str | None, int]]) -> Plan:
+    """The plan of a document's entries, by libyaml's rules for them (see ``_simple_documents``):
+    entries of a mapping align; a ``key:`` with nothing after it holds the deeper block that
+    follows (a list may also start at the key's own indent), or null; a scalar is never
+    continued on a deeper line. Anything else declines: libyaml's path reads or words it."""
     n = len(entries)
 
     def block(i: int, depth: int) -> tuple[Any, int]:
         """The mapping or list whose first entry is ``entries[i]``, and the index after it."""
         if depth >= _SIMPLE_DEPTH:
             raise _NotSimple
-        indent, key, value, _ = entries[i]
+        indent, key, _ = entries[i]
         if key is None:  # a list: "- scalar" entries at its indent
             items = []
             while i < n:
-                at, key, value, _ = entries[i]
-                if at != indent or key is not None or value is _NONE:
+                at, key, index = entries[i]
+                if at != indent or key is not None or not index:
                     break
-                items.append(value)
+                items.append(index)
                 i += 1
-            if (i < n and entries[i][0] > indent) or (i < n and entries[i][0] == indent and entries[i][1] is None):
+            if i < n and (entries[i][0] > indent or (entries[i][0] == indent and entries[i][1] is None)):
                 raise _NotSimple  # a continued scalar, or "-" with a nested block
             return items, i
-        out: dict[str, Any] = {}
+        pairs: list[tuple[str, Any]] = []
+        keys: set[str] = set()
         while i < n:
-            at, key, value, _ = entries[i]
+            at, key, index = entries[i]
             if at != indent:
                 if at > indent:
                     raise _NotSimple  # a continued scalar, or an indent between two levels
                 break
-            if key is None or key in out:
+            if key is None or key in keys:
                 raise _NotSimple  # "- " where a key belongs; a duplicate key (libyaml's path words it)
+            keys.add(key)
             i += 1
-            if value is _NONE and i < n and (entries[i][0] > indent or (entries[i][0] == indent and entries[i][1] is None)):
-                value, i = block(i, depth + 1)
-            elif value is _NONE:
-                value = None
-            out[key] = value
-        return out, i
+            node: Any = index or None
+            if not index and i < n and (entries[i][0] > indent or (entries[i][0] == indent and entries[i][1] is None)):
+                node, i = block(i, depth + 1)
+            pairs.append((key, node))
+        return tuple(pairs), i
 
     if entries[0][1] is None:
         raise _NotSimple  # a list as the document: libyaml's path
-    data, i = block(0, 0)
+    plan, i = block(0, 0)
     if i != n:
         raise _NotSimple  # an entry left of the document's indent
-    return Document(file, data, entries[0][3], text, start, end)
+    return plan  # type: ignore[no-any-return]
+
+
+def _build(plan: Plan, values: list[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, node in plan:
+        kind = type(node)
+        out[key] = (
+            values[node]
+            if kind is int
+            else _build(node, values)
+            if kind is tuple
+            else [values[i] for i in node]
+            if kind is list
+            else None
+        )
+    return out
 
 
 def parse_documents(text: str, file: str, progress: Progress | None = None) -> list[Document]:

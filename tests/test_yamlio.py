@@ -375,6 +375,61 @@ def test_the_scanner_agrees_with_libyaml_or_declines_on_nested_block_text(text: 
     _assert_same_or_declined(text)
 
 
+@st.composite
+def _same_layout_stream(draw: st.DrawFn) -> str:
+    """Documents of one layout (keys, indents, nesting, comment lines) with values, value
+    kinds, trailing spaces and comments drawn anew for each: what the remembered layouts match."""
+    step = draw(st.sampled_from([2, 4, 1]))
+    slots: list[tuple[str, bool]] = []  # (line up to its value, takes a value)
+
+    def mapping(indent: int, depth: int) -> None:
+        for j, key in enumerate(draw(st.lists(st.sampled_from(_KEYS[:8]), min_size=1, max_size=4, unique=True))):
+            if j and draw(st.integers(0, 4)) == 0:
+                slots.append((draw(st.sampled_from(["", "# c", " " * indent + "# c"])), False))
+            kind = draw(st.integers(0, 5)) if depth < 2 else 0
+            if kind <= 2:
+                slots.append((" " * indent + key + ":", True))
+            elif kind <= 4:
+                slots.append((" " * indent + key + ":", False))
+                mapping(indent + step, depth + 1)
+            else:
+                slots.append((" " * indent + key + ":", False))
+                at = indent + draw(st.sampled_from([0, step]))
+                slots.extend((" " * at + "-", True) for _ in range(draw(st.integers(1, 3))))
+
+    mapping(0, 0)
+    values = st.sampled_from(_GOOD * 6 + _VALUES)
+    tails = st.sampled_from(["", "", "", "  ", " # note", "  #"])
+    docs = []
+    for _ in range(draw(st.integers(2, 6))):
+        lines = []
+        for head, takes in slots:
+            if takes:
+                lines.append(head + " " + draw(values) + draw(tails))
+            elif head.endswith(":"):
+                lines.append(head + draw(st.sampled_from(["", "", " ", " # opens"])))
+            else:
+                lines.append(head)
+        docs.append("\n".join(lines) + "\n")
+    return "---\n".join(docs)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_same_layout_stream())
+def test_remembered_layouts_read_documents_as_libyaml_does(text: str) -> None:
+    _assert_same_or_declined(text)
+
+
+def test_a_generated_file_is_read_by_its_layouts_not_line_by_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark's file has two layouts (with and without a workload): two documents are
+    read line by line, the other 98 are matched whole, and all equal libyaml's."""
+    reads = []
+    real = yamlio._read_lines
+    monkeypatch.setattr(yamlio, "_read_lines", lambda chunk, scalars: reads.append(chunk) or real(chunk, scalars))
+    assert _assert_same_or_declined(_bench_like(100))
+    assert len(reads) == 2
+
+
 def test_the_scanner_does_read_most_generated_block_text() -> None:
     """The property above would pass with a scanner that declines everything: this one would not."""
     import random
