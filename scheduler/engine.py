@@ -459,13 +459,17 @@ class Engine:
 
         An attempt that queued changed nothing but the queue, so its events are kept per job
         shape and standing (``_replay_queued_attempts``): the next such job that finds the same
-        world queues the same way, and gets the same events without deciding again.
+        world queues the same way, and gets the same events without deciding again. Standing is
+        whether a reservation holds against the job and, for a job that may preempt, its
+        priority; any other job's priority plays no part in a decision (a reservation is the
+        only way it does, and that is the first part).
         """
         if not self._replay_queued_attempts:
             return self._decide(rec)
         job = rec.job
         now = self.clock.now()
-        key = (rec.sig, job.priority, self._reservation_blocks(rec, now))
+        preempts = self.preemption and self._cand(rec).pinned
+        key = (rec.sig, job.priority if preempts else None, self._reservation_blocks(rec, now))
         dated = (self._type_version.get(job.gpu_type, 0), self._backend_epoch, self._generation)
         tape = self._queued_tapes.get(key)
         if tape is not None and tape[:3] == dated:

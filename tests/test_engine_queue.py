@@ -325,3 +325,37 @@ def test_a_waiting_api_job_still_preempts_after_a_higher_priority_job_takes_the_
     assert (api.outcome, api.cloud, api.via) == ("placed", "azure", "preemption")
     assert sorted(e.job for e in events if isinstance(e, Preempted)) == ["train-0", "train-1", "train-2"]
     assert_clean(events)
+
+
+def test_a_queued_attempt_is_replayed_across_priorities_only_for_jobs_that_cannot_preempt() -> None:
+    """Priority changes a decision only through a reservation or a preemption: a training job
+    queues the same way at any priority (replayed), while an API job of another priority may
+    preempt where the last one queued (decided). Both runs must record the same events."""
+
+    def run(engine_cls: type[Engine]) -> tuple[list[dict[str, object]], int]:
+        engine = engine_cls(two_clouds(azure_h100=8, oci_h100=8), a_contract(), ManualClock())
+        events: list[Event] = []
+        engine.subscribe(events.append)
+        engine.announce()
+        engine.submit(a_job().named("train-running").gpus(8).priority(3).obj())  # azure
+        engine.submit(a_job().named("spilled").gpus(8).priority(3).obj())  # oci
+        before = _CountingDecisions.decided
+        train = a_job().gpus(8).hours(100)
+        # every cloud full: each queues the same way whatever its priority. The first holds the
+        # reservation; the second, held back by it, decides once; the last two are replayed
+        for p in (9, 7, 2, 0):
+            assert engine.submit(train.named(f"train-{p}").priority(p).obj()).outcome == "queued"
+        decided = _CountingDecisions.decided - before
+        api = a_job().cls("api-serving").gpus(8).hours(0.5)  # short enough to backfill: no reservation holds it
+        assert engine.submit(api.named("api-1").priority(1).obj()).outcome == "queued"  # nothing movable below 1
+        urgent = engine.submit(api.named("api-60").priority(60).obj())  # same shape and world: decided, not replayed
+        assert (urgent.outcome, urgent.via) == ("placed", "preemption")
+        assert_clean(events)
+        return [e.to_record() for e in events], decided
+
+    class Decided(Engine):
+        _replay_queued_attempts = False
+
+    replayed, decided = run(_CountingDecisions)
+    assert decided == 2
+    assert replayed == run(Decided)[0]
