@@ -102,9 +102,9 @@ class JobRecord:
         "via",
     )
 
-    def __init__(self, job: Job, seq: int, now: float) -> None:
+    def __init__(self, job: Job, seq: int, now: float, sig: int) -> None:
         self.job = job
-        self.sig = job.signature  # its queue bucket and admission cache key
+        self.sig = sig  # its signature's number: its queue bucket and admission cache key
         self.state = PENDING
         self.attempt = 0
         self.seq = seq
@@ -199,6 +199,7 @@ class Engine:
         self._res_dirty: set[str] = set(self.inventory.by_type)
         # queue buckets that could use each pool: signature -> (gang size, may preempt there, may use the
         # holder's api-serving reserve)
+        self._signature_numbers: dict[tuple[Any, ...], int] = {}  # see _signature_number
         self._sigs_by_pool: dict[PoolKey, dict[Hashable, tuple[int, bool, bool]]] = {k: {} for k in self.inventory.pools}
         self._generation = 0
         self._sinks: list[EventSink] = []
@@ -258,7 +259,7 @@ class Engine:
         self._rank = self.policy.rank
         self.preemption = contract.spec.preemption.enabled
         self._holder_responsive = responsive(self.backends[self.holder], self.window)
-        self._candidates: dict[Hashable, Candidates] = {}
+        self._candidates: dict[int, Candidates] = {}
         self._generation += 1
         # Candidates (and so which classes are movable) follow the contract: re-index what depends on them.
         for sigs in self._sigs_by_pool.values():
@@ -304,7 +305,7 @@ class Engine:
         if job is None or job.name != ev.job:
             job = Job.from_dict(ev.spec)
         self._incoming = None
-        self.jobs[ev.job] = JobRecord(job, self._seq, ev.at)
+        self.jobs[ev.job] = JobRecord(job, self._seq, ev.at, self._signature_number(job))
 
     def _on_attempted(self, ev: Offered | Quoted) -> None:
         self.jobs[ev.job].attempt = ev.attempt
@@ -423,9 +424,20 @@ class Engine:
 
     # ------------------------------------------------------------------ stage 1: admit (static, cached)
 
-    def _admit(self, job: Job, sig: Hashable | None = None) -> Candidates:
+    def _signature_number(self, job: Job) -> int:
+        """A small int per distinct job signature, the key of every per-shape table (queue buckets,
+        pools' bucket index, admission cache, replay tapes): a signature is a tuple that would be
+        hashed and compared field by field at every look-up, an int is not."""
+        numbers = self._signature_numbers
+        sig = job.signature
+        number = numbers.get(sig)
+        if number is None:
+            number = numbers[sig] = len(numbers)
+        return number
+
+    def _admit(self, job: Job, sig: int | None = None) -> Candidates:
         if sig is None:
-            sig = job.signature
+            sig = self._signature_number(job)
         cand = self._candidates.get(sig)
         if cand is None:
             cand = admit(job, self.inventory, self.holder if self.gate else None, self.pins, self.backends)
@@ -447,13 +459,17 @@ class Engine:
 
         An attempt that queued changed nothing but the queue, so its events are kept per job
         shape and standing (``_replay_queued_attempts``): the next such job that finds the same
-        world queues the same way, and gets the same events without deciding again.
+        world queues the same way, and gets the same events without deciding again. Standing is
+        whether a reservation holds against the job and, for a job that may preempt, its
+        priority; any other job's priority plays no part in a decision (a reservation is the
+        only way it does, and that is the first part).
         """
         if not self._replay_queued_attempts:
             return self._decide(rec)
         job = rec.job
         now = self.clock.now()
-        key = (rec.sig, job.priority, self._reservation_blocks(rec, now))
+        preempts = self.preemption and self._cand(rec).pinned
+        key = (rec.sig, job.priority if preempts else None, self._reservation_blocks(rec, now))
         dated = (self._type_version.get(job.gpu_type, 0), self._backend_epoch, self._generation)
         tape = self._queued_tapes.get(key)
         if tape is not None and tape[:3] == dated:
@@ -520,9 +536,6 @@ class Engine:
             ans = holder_answer(job, self.backends[holder], cand.holder_pools, self.window, competing, self.match_mode, blocked)
             emit(_new(Answered, (now, name, attempt, holder, ans.answer, ans.reason, ans.response_seconds)))
             if ans.answer == Answer.ACCEPTED and ans.pool is not None:
-                not_asked = self._text(
-                    ("not-asked", holder, cand.others), lambda: [(c, f"not asked: {holder} accepted") for c, _ in cand.others]
-                )
                 return self._place(
                     rec,
                     attempt,
@@ -530,13 +543,16 @@ class Engine:
                     ans.price,
                     Via.ROFR_ACCEPTED,
                     now,
-                    [*(dropped if quotes is not None else not_asked), *cand.excluded],
+                    self._share((*dropped, *cand.excluded)) if quotes is not None else cand.accepted_not_used,
                 )
         else:
             skip = cand.holder_skip if self.gate else SkipReason.POLICY_IGNORES_CONTRACT
             ans = HolderAnswer(Answer.NOT_OFFERED, skip or SkipReason.POLICY_IGNORES_CONTRACT, 0.0)
             emit(_new(Answered, (now, name, attempt, holder, ans.answer, ans.reason, 0.0)))
-        holder_note = self._text(("note", holder, ans.answer, ans.reason), lambda: (holder, f"{ans.answer}: {ans.reason}"))
+        note_key = ("note", holder, ans.answer, ans.reason)
+        holder_note = cast("tuple[str, str] | None", self._shared.get(note_key))  # the common case, without the maker
+        if holder_note is None:
+            holder_note = self._text(note_key, lambda: (holder, f"{ans.answer}: {ans.reason}"))
         lapsed = ans.answer == Answer.LAPSED
         may_preempt = self.preemption and cand.pinned and ans.answer == Answer.DECLINED and ans.reason in PREEMPTIBLE_DECLINES
         if lapsed and self.lapse_queues and cand.others:
@@ -546,7 +562,7 @@ class Engine:
                 QueueReason.HOLDER_LAPSED,
                 f"{holder} lapsed: {ans.reason}",
                 now,
-                [holder_note, *dropped, *cand.excluded],
+                (holder_note, *dropped, *cand.excluded),
             )
         if not cand.others:  # pinned to the holder alone: wait for it, or preempt there
             if may_preempt and self._preempt_for(rec, attempt, cand, now, blocked, holder_note):
@@ -557,7 +573,7 @@ class Engine:
                 QueueReason.PINNED_HOLDER_LAPSED if lapsed else QueueReason.PINNED_HOLDER_DECLINED,
                 f"{holder} {ans.answer}: {ans.reason}; no other cloud allowed",
                 now,
-                [holder_note, *cand.excluded],
+                (holder_note, *cand.excluded),
             )
         # 3. quote the others, only now that the holder declined or lapsed
         if quotes is None:
@@ -568,7 +584,9 @@ class Engine:
             best = min(quotes, key=self._rank)
             via = Via.AFTER_LAPSE if lapsed else Via.HOLDER_NOT_OFFERED if ans.answer == Answer.NOT_OFFERED else Via.AFTER_DECLINE
             losers = [self._outscored(q) for q in quotes if q is not best]
-            return self._place(rec, attempt, best.pool, best.price, via, now, [holder_note, *losers, *dropped, *cand.excluded])
+            return self._place(
+                rec, attempt, best.pool, best.price, via, now, self._share((holder_note, *losers, *dropped, *cand.excluded))
+            )
         # 7. a pinned job may still preempt movable work on the holder
         if may_preempt and self._preempt_for(rec, attempt, cand, now, blocked, holder_note):
             return True
@@ -583,15 +601,16 @@ class Engine:
                 lambda: f"{holder} {ans.answer}: {ans.reason}; " + "; ".join(f"{c} {why}" for c, why in dropped),
             ),
             now,
-            [holder_note, *dropped, *cand.excluded],
+            (holder_note, *dropped, *cand.excluded),
         )
 
     def _quote(self, job: Job, cand: Candidates, blocked: Blocker) -> tuple[list[Quote], list[tuple[str, str]]]:
         return collect_quotes(job.gpus, job.gpu_type, cand.others, self.backends, cand.locality, blocked, self._no_capacity)
 
     def _place(
-        self, rec: JobRecord, attempt: int, pool: Pool, price: float, via: Via, now: float, not_used: list[tuple[str, str]]
+        self, rec: JobRecord, attempt: int, pool: Pool, price: float, via: Via, now: float, not_used: tuple[tuple[str, str], ...]
     ) -> bool:
+        """Place the job (``not_used``: the explanations, already shared: see ``_share``)."""
         job = rec.job
         res = self.reservations.get(job.gpu_type)
         if res is not None and res.job == job.name:
@@ -611,17 +630,17 @@ class Engine:
                     price,
                     via,
                     now - rec.submitted_at,
-                    self._share(tuple(not_used)),
+                    not_used,
                 ),
             )
         )
         return True
 
     def _enqueue(
-        self, rec: JobRecord, attempt: int, reason: QueueReason, detail: str, now: float, not_used: list[tuple[str, str]]
+        self, rec: JobRecord, attempt: int, reason: QueueReason, detail: str, now: float, not_used: tuple[tuple[str, str], ...]
     ) -> bool:
         job = rec.job
-        self._emit(_new(Queued, (now, job.name, attempt, job.cls, reason, self._share(detail), self._share(tuple(not_used)))))
+        self._emit(_new(Queued, (now, job.name, attempt, job.cls, reason, self._share(detail), self._share(not_used))))
         return False
 
     def _blocker(self, rec: JobRecord, now: float) -> Blocker:
@@ -670,7 +689,7 @@ class Engine:
         _, pool, victims = best
         for victim in victims:
             self._evict(victim, EvictReason.PINNED_JOB, job.name, now)
-        return self._place(rec, attempt, pool, pool.price, Via.PREEMPTION, now, [holder_note, *cand.excluded])
+        return self._place(rec, attempt, pool, pool.price, Via.PREEMPTION, now, self._share((holder_note, *cand.excluded)))
 
     def _movable_below(self, r: JobRecord, priority: int) -> bool:
         return r.job.cls not in self.pins and r.job.priority < priority
@@ -742,7 +761,7 @@ class Engine:
         def offer(pools: Iterable[PoolKey] | None) -> None:
             """Put the heads of the buckets that could use these pools (None: every bucket) in the heap."""
             nonlocal gang_floor, unbounded
-            head = self.queue.head
+            tops = self.queue.tops
             fresh: list[tuple[Key, int, Any]] = []
             if pools is None:
                 for key, sig in self.queue.head_heap(gpu_type):
@@ -758,9 +777,12 @@ class Engine:
                             continue
                         if gpus > (free if api else free_other) and not preempts:
                             continue
-                        top = head(sig)
-                        if top is None:
+                        # The bucket's heap top, not its checked head: a top removed since (a lower
+                        # bound of the head) is seen as stale when popped and the head pushed then.
+                        heap_of = tops.get(sig)
+                        if not heap_of:
                             continue
+                        top = heap_of[0]
                         seen.add(sig)
                         # Too little lower-priority movable work to preempt: free plus such work
                         # only shrinks within a settle, so it cannot start here later either.

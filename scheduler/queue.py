@@ -28,7 +28,12 @@ class PendingQueue:
     def __init__(self) -> None:
         self._buckets: dict[Hashable, _Bucket] = {}
         self._by_type: dict[str, set[Hashable]] = {}
-        self._live: dict[str, tuple[Hashable, int]] = {}
+        # name -> the arrival seq it is queued with: seqs are unique per submission, so a heap entry
+        # is live when its seq is its name's (a job ended and submitted again gets a new seq)
+        self._live: dict[str, int] = {}
+        # signature -> its bucket's priority heap: ``tops[sig][0]`` is a lower bound of the bucket's
+        # head (it may be a job removed since: ``head`` drops those), read where that is enough
+        self.tops: dict[Hashable, list[Key]] = {}
 
     def __len__(self) -> int:
         return len(self._live)
@@ -46,11 +51,12 @@ class PendingQueue:
         """
         if name in self._live:
             return False
-        self._live[name] = (signature, seq)
+        self._live[name] = seq
         bucket = self._buckets.get(signature)
         new = bucket is None
         if bucket is None:
             bucket = self._buckets[signature] = _Bucket(gpu_type)
+            self.tops[signature] = bucket.by_priority
             self._by_type.setdefault(gpu_type, set()).add(signature)
         heapq.heappush(bucket.by_priority, (-priority, seq, name))
         heapq.heappush(bucket.by_duration, (duration_seconds, -priority, seq, name))
@@ -60,8 +66,8 @@ class PendingQueue:
         """Forget ``name`` (lazily dropped from its heaps when it surfaces)."""
         return self._live.pop(name, None) is not None
 
-    def _alive(self, signature: Hashable, seq: int, name: str) -> bool:
-        return self._live.get(name) == (signature, seq)
+    def _alive(self, seq: int, name: str) -> bool:
+        return self._live.get(name) == seq
 
     def head(self, signature: Hashable) -> Key | None:
         """The best live job of one bucket, as (-priority, seq, name)."""
@@ -72,7 +78,7 @@ class PendingQueue:
         live = self._live
         while heap:
             head = heap[0]
-            if live.get(head[2]) == (signature, head[1]):  # _alive, inlined: the hottest call of a settle
+            if live.get(head[2]) == head[1]:  # _alive, inlined: the hottest call of a settle
                 return head
             heapq.heappop(heap)
         return None
@@ -100,7 +106,7 @@ class PendingQueue:
         heap = bucket.by_duration
         while heap:
             top = heap[0]
-            if self._alive(signature, top[2], top[3]):
+            if self._alive(top[2], top[3]):
                 return top[0]
             heapq.heappop(heap)
         return None
@@ -112,7 +118,7 @@ class PendingQueue:
             return None
         best: Key | None = None
         for dur, neg_prio, seq, name in bucket.by_duration:
-            if dur <= max_duration_seconds and self._alive(signature, seq, name):
+            if dur <= max_duration_seconds and self._alive(seq, name):
                 key = (neg_prio, seq, name)
                 if best is None or key < best:
                     best = key

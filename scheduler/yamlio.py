@@ -10,10 +10,19 @@ plain data by one small walk that also enforces the rules above; only the docume
 is kept. The rare document that needs a line number for an error is composed again from
 its span (see ``Document.line_of``), so memory stays proportional to the data, not to
 libyaml's node and mark objects.
+
+Most large files are plain block-style YAML (``key: value`` lines, ``- item`` lists, comments,
+``---`` between documents), the shape every generator writes. Such a file is read by a
+line scanner (``_simple_documents``) that builds the same data, lines and spans without
+libyaml's per-scalar node objects and Python callbacks; it declines, and the whole file goes
+to libyaml as before, at the first line outside that subset (flow collections, block or
+escaped scalars, anchors, tags, tabs, non-ASCII, duplicate keys, anything invalid), so every
+error is still libyaml's or the builder's, with its line.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,8 +220,290 @@ def documents_hint(text: str) -> int:
     return text.count("\n---") + (0 if text.startswith("---") else 1)
 
 
+class _NotSimple(Exception):
+    """The text leaves the subset ``_simple_documents`` reads: libyaml reads the whole file."""
+
+
+#: Characters outside printable ASCII (and newline): tabs, CR, BOM, controls, non-ASCII.
+_NOT_SIMPLE_TEXT = re.compile(r"[^\x20-\x7e\n]")
+_WORD = r"[A-Za-z0-9_./~+=()@%,-]"
+_PLAIN = r"([A-Za-z0-9_./~]" + _WORD + r"*(?: +" + _WORD + r"+)*)"
+_SINGLE = r"'([^'\n]*)'"
+_DOUBLE = r'"([^"\\\n]*)"'
+_TAIL = r"(?: +(?:#.*)?)?"  # after a value: spaces, and a comment only after a space
+#: One line of the subset: indent, then ``- `` or ``key:``, an optional single-line scalar
+#: (plain words that cannot be an indicator, a comment or a ``key:``; or quoted without
+#: escapes), trailing spaces and a comment; or a blank or comment-only line.
+_LINE = re.compile(
+    r"( *)(?:(?:(-)|([A-Za-z0-9_][A-Za-z0-9_./-]{0,199}):)(?: +(?:(?:"
+    + "|".join((_PLAIN, _SINGLE, _DOUBLE))
+    + ")"
+    + _TAIL
+    + r"|#.*)?)?|#.*)?"
+)
+#: The same sub-patterns, one per kind of line, for a layout's pattern (see ``_Layout``): a line
+#: without an entry; after ``key:`` or ``-``, nothing but a comment, or a plain or quoted value.
+_LAYOUT_BLANK = r" *(?:#.*)?\n"
+_LAYOUT_TAILS = ("(?: +(?:#.*)?)?\n", " +" + _PLAIN + _TAIL + "\n", " +" + _SINGLE + _TAIL + "\n", " +" + _DOUBLE + _TAIL + "\n")
+_SEPARATOR = re.compile(r"^---$", re.MULTILINE)
+#: Layouts remembered per line count, and in all: a file of a few shapes (a generator's)
+#: reuses them; a file of all different ones is read line by line, as without them.
+_LAYOUTS_PER_COUNT = 4
+_LAYOUTS = 64
+#: Nesting the scanner takes on (specs need 3 levels); deeper files go to libyaml and its limits.
+_SIMPLE_DEPTH = 16
+_NONE: Any = object()  # a ``key:`` or ``-`` with nothing after it on its line
+
+
+class _SimpleScalars:
+    """A plain scalar's value exactly as the one-pass builder gives it, per distinct text.
+
+    The tag comes from the loader's own resolver (``_Loader.resolve``); the conversions are
+    the builder's inline ones; a scalar the builder would hand to PyYAML's constructor
+    (timestamps, hex, ``1_000``, ``.inf`` ...) declines the fast path.
+    """
+
+    def __init__(self) -> None:
+        self.loader = _Loader("")
+        self.values: dict[str, Any] = {}
+        self.keys: dict[str, bool] = {}
+        #: First characters some implicit resolver claims; a plain scalar starting otherwise is a str
+        #: (unless a resolver applies to every value, or by path: then every scalar is resolved).
+        self.claimed: dict[Any, Any] = self.loader.yaml_implicit_resolvers
+        self.resolve_all = None in self.claimed or bool(self.loader.yaml_path_resolvers)
+
+    def str_first(self, c: str) -> bool:
+        return c not in self.claimed and not self.resolve_all
+
+    def dispose(self) -> None:
+        self.loader.dispose()
+
+    def value(self, text: str) -> Any:
+        if self.str_first(text[0]):
+            return text
+        got = self.values.get(text, _NONE)
+        if got is _NONE:
+            got = self._convert(text)
+            if len(self.values) < _RESOLVED_CACHE:
+                self.values[text] = got
+        return got
+
+    def key(self, text: str) -> str:
+        """A plain key the builder takes as it is (a str); any other key declines the fast path."""
+        ok = self.keys.get(text)
+        if ok is None:
+            ok = self.keys[text] = self.str_first(text[0]) or self.loader.resolve(ScalarNode, text, (True, False)) == _STR
+        if not ok:
+            raise _NotSimple
+        return text
+
+    def _convert(self, value: str) -> Any:
+        tag = self.loader.resolve(ScalarNode, value, (True, False))
+        if tag == _STR:
+            return value
+        if tag == _INT and value.isdigit() and (value[0] != "0" or value == "0"):
+            return int(value)
+        if tag == _FLOAT and value[-1:].isdigit() and "_" not in value and ":" not in value:
+            return float(value)
+        if tag == _NULL:
+            return None
+        if tag == _BOOL and value.lower() in self.loader.bool_values:
+            return self.loader.bool_values[value.lower()]
+        raise _NotSimple
+
+
+Plan = tuple[tuple[str, Any], ...]
+"""How a document's data is built from its values: a mapping's (key, node) pairs, a node being
+the index of a value, a nested plan, a list of value indices, or None (``key:`` alone)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """A document's layout (each line's indent, key or ``-``, and value kind): a pattern that
+    matches exactly the documents laid out the same way, capturing their values in order
+    after an empty group at the first entry; the plan for their data; which values are plain
+    (resolved) rather than quoted; and how many lines precede the first entry."""
+
+    pattern: str
+    plan: Plan
+    plain: tuple[int, ...]
+    lead: int
+
+
+def _simple_documents(text: str, file: str, progress: Progress | None = None) -> list[Document] | None:
+    """The documents of a plain block-style stream, as ``parse_documents`` gives them, or None
+    when the text leaves that subset (see the module's docstring).
+
+    The stream is split at its ``---`` lines. A document is read line by line, one regular
+    expression each (``_read_lines``), and its entries (indent, key or ``-``, value) become
+    mappings and lists by the rules libyaml applies to them (``_plan``). Its layout is then
+    remembered as one pattern: the next document laid out the same way (a generator writes
+    few layouts) is matched whole and built by the same plan from its captured values. A
+    document's ``line`` and ``start`` are its first entry's, its ``end`` the start of the
+    ``---`` that closes it or the end of the text: the marks libyaml gives a block mapping.
+    """
+    if _NOT_SIMPLE_TEXT.search(text) is not None:
+        return None
+    total = documents_hint(text) if progress is not None else 0
+    scalars = _SimpleScalars()
+    known: dict[int, list[tuple[re.Pattern[str], _Layout]]] = {}
+    remembered = 0
+    docs: list[Document] = []
+    seps = [m.start() for m in _SEPARATOR.finditer(text)]
+    pos, line, opened = 0, 1, False  # the chunk being read: its offset and first line, after a "---"?
+    try:
+        for end in [*seps, len(text)]:
+            count = text.count("\n", pos, end)
+            for pattern, candidate in known.get(count, ()):
+                m = pattern.fullmatch(text, pos, end)
+                if m is not None:
+                    layout, values, start = candidate, list(m.groups()), m.start(1)
+                    break
+            else:
+                chunk = text[pos:end]
+                whole = chunk.endswith("\n")  # ends at a line's end: its layout can be reused
+                read = _read_lines(chunk[:-1] if whole else chunk, scalars)
+                if read is None:  # only blank lines and comments
+                    if opened:
+                        raise _NotSimple  # an empty document: libyaml's null
+                    pos, line, opened = end + 4, line + count + 1, True
+                    continue
+                layout, values = read
+                start = pos + sum(len(x) + 1 for x in chunk.split("\n", layout.lead)[: layout.lead])
+                if whole and remembered < _LAYOUTS and len(known.setdefault(count, [])) < _LAYOUTS_PER_COUNT:
+                    known[count].append((re.compile(layout.pattern), layout))
+                    remembered += 1
+            if len(docs) >= MAX_DOCUMENTS:
+                raise _NotSimple  # libyaml's path words the error
+            for i in layout.plain:
+                if not scalars.str_first(values[i][0]):
+                    values[i] = scalars.value(values[i])
+            docs.append(Document(file, _build(layout.plan, values), line + layout.lead, text, start, end))
+            if progress is not None:
+                progress("reading", len(docs), max(total, len(docs)))
+            pos, line, opened = end + 4, line + count + 1, True
+    except _NotSimple:
+        return None
+    finally:
+        scalars.dispose()
+    return docs
+
+
+def _read_lines(chunk: str, scalars: _SimpleScalars) -> tuple[_Layout, list[Any]] | None:
+    """A document's layout and raw values, read line by line (None: it has no entry)."""
+    match = _LINE.fullmatch
+    entries: list[tuple[int, str | None, int]] = []  # (indent, key or None for "-", value index or 0)
+    values: list[Any] = [""]  # index 0: the empty group at the first entry
+    parts: list[str] = []
+    plain: list[int] = []
+    lead = 0
+    for text in chunk.split("\n"):
+        m = match(text)
+        if m is None:
+            raise _NotSimple
+        indent, dash, key, plain_value, single, double = m.groups()
+        if dash is None and key is None:
+            parts.append(_LAYOUT_BLANK)
+            lead += not entries
+            continue
+        if not entries:
+            parts.append("()")
+        kind, value = (
+            (1, plain_value)
+            if plain_value is not None
+            else (2, single)
+            if single is not None
+            else (3, double)
+            if double is not None
+            else (0, None)
+        )
+        if kind:
+            values.append(value)
+            if kind == 1:
+                plain.append(len(values) - 1)
+        if key is not None:
+            scalars.key(key)
+        entries.append((len(indent), key, len(values) - 1 if kind else 0))
+        parts.append(re.escape(indent + ("-" if dash is not None else f"{key}:")) + _LAYOUT_TAILS[kind])
+    if not entries:
+        return None
+    return _Layout("".join(parts), _plan(entries), tuple(plain), lead), values
+
+
+def _plan(entries: list[tuple[int, str | None, int]]) -> Plan:
+    """The plan of a document's entries, by libyaml's rules for them (see ``_simple_documents``):
+    entries of a mapping align; a ``key:`` with nothing after it holds the deeper block that
+    follows (a list may also start at the key's own indent), or null; a scalar is never
+    continued on a deeper line. Anything else declines: libyaml's path reads or words it."""
+    n = len(entries)
+
+    def block(i: int, depth: int) -> tuple[Any, int]:
+        """The mapping or list whose first entry is ``entries[i]``, and the index after it."""
+        if depth >= _SIMPLE_DEPTH:
+            raise _NotSimple
+        indent, key, _ = entries[i]
+        if key is None:  # a list: "- scalar" entries at its indent
+            items = []
+            while i < n:
+                at, key, index = entries[i]
+                if at != indent or key is not None or not index:
+                    break
+                items.append(index)
+                i += 1
+            if i < n and (entries[i][0] > indent or (entries[i][0] == indent and entries[i][1] is None)):
+                raise _NotSimple  # a continued scalar, or "-" with a nested block
+            return items, i
+        pairs: list[tuple[str, Any]] = []
+        keys: set[str] = set()
+        while i < n:
+            at, key, index = entries[i]
+            if at != indent:
+                if at > indent:
+                    raise _NotSimple  # a continued scalar, or an indent between two levels
+                break
+            if key is None or key in keys:
+                raise _NotSimple  # "- " where a key belongs; a duplicate key (libyaml's path words it)
+            keys.add(key)
+            i += 1
+            node: Any = index or None
+            if not index and i < n and (entries[i][0] > indent or (entries[i][0] == indent and entries[i][1] is None)):
+                node, i = block(i, depth + 1)
+            pairs.append((key, node))
+        return tuple(pairs), i
+
+    if entries[0][1] is None:
+        raise _NotSimple  # a list as the document: libyaml's path
+    plan, i = block(0, 0)
+    if i != n:
+        raise _NotSimple  # an entry left of the document's indent
+    return plan  # type: ignore[no-any-return]
+
+
+def _build(plan: Plan, values: list[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, node in plan:
+        kind = type(node)
+        out[key] = (
+            values[node]
+            if kind is int
+            else _build(node, values)
+            if kind is tuple
+            else [values[i] for i in node]
+            if kind is list
+            else None
+        )
+    return out
+
+
 def parse_documents(text: str, file: str, progress: Progress | None = None) -> list[Document]:
-    """Parse every non-empty document of a YAML stream in one pass."""
+    """Parse every non-empty document of a YAML stream in one pass (the line scanner's, else libyaml's)."""
+    with no_gc():
+        simple = _simple_documents(text, file, progress)
+    return simple if simple is not None else _libyaml_documents(text, file, progress)
+
+
+def _libyaml_documents(text: str, file: str, progress: Progress | None = None) -> list[Document]:
+    """Every non-empty document of any YAML stream, composed by libyaml and built by ``_Builder``."""
     total = documents_hint(text) if progress is not None else 0
     docs: list[Document] = []
     aliases_possible = "*" in text

@@ -66,7 +66,9 @@ def test_a_big_high_priority_gang_is_not_starved_by_a_stream_of_small_jobs() -> 
     # 64 GPUs on Azure busy with eight 8-GPU jobs; a 64-GPU gang at priority 1000 waits. Each
     # cycle one small job ends and a new priority -100 small job arrives: without a reservation
     # every freed 8 GPUs go to the newcomer and the gang never starts.
-    catalog = a_catalog().cloud("azure", {"eastus": {"H100": 64}}, price=3.4).cloud("oci", {"ashburn": {"H100": 8}}, price=2.9).obj()
+    catalog = (
+        a_catalog().cloud("azure", {"eastus": {"H100": 64}}, price=3.4).cloud("oci", {"ashburn": {"H100": 8}}, price=2.9).obj()
+    )
     engine, events, clock = recording_engine(catalog)
     small = [f"small-{i}" for i in range(8)]
     for name in small:
@@ -106,7 +108,9 @@ def test_a_short_job_backfills_a_reserved_pool_and_a_long_one_does_not() -> None
 
 
 def test_a_pool_shrink_that_evicts_more_than_needed_offers_the_rest_to_the_queue() -> None:
-    catalog = a_catalog().cloud("azure", {"eastus": {"H100": 16}}, price=3.4).cloud("oci", {"ashburn": {"H100": 8}}, price=2.9).obj()
+    catalog = (
+        a_catalog().cloud("azure", {"eastus": {"H100": 16}}, price=3.4).cloud("oci", {"ashburn": {"H100": 8}}, price=2.9).obj()
+    )
     engine, events, _ = recording_engine(catalog)
     engine.submit(a_job().named("a").gpus(8).obj())
     engine.submit(a_job().named("b").gpus(8).obj())
@@ -190,7 +194,9 @@ def test_a_moved_job_says_where_it_came_from() -> None:
     engine.submit(a_job().named("train").gpus(8).priority(0).obj())
     engine.submit(a_job().named("api").cls("api-serving").gpus(8).priority(100).obj())
     d = engine.status("train")
-    assert d.line().startswith("moved train to oci/us-ashburn-1 (8x H100, $2.90/GPU-h): preempted by api on azure/eastus; azure declined")
+    assert d.line().startswith(
+        "moved train to oci/us-ashburn-1 (8x H100, $2.90/GPU-h): preempted by api on azure/eastus; azure declined"
+    )
     assert [h[1] for h in d.history] == ["placed", "evicted", "placed"]
     assert d.version == 3
     engine.release("train", "failed")
@@ -300,3 +306,56 @@ def test_a_queued_attempt_is_replayed_only_for_a_job_that_would_decide_the_same(
         _replay_queued_attempts = False
 
     assert run(_CountingDecisions) == run(Decided)
+
+
+def test_a_waiting_api_job_still_preempts_after_a_higher_priority_job_takes_the_freed_gpus() -> None:
+    """A settle stops early once nothing offered can fit (``exhausted``), but not while an offered
+    bucket may still preempt: here the release frees 8 GPUs, a priority-50 training job takes them
+    first, and the priority-10 API job behind it can still start by evicting priority-0 work."""
+    engine, events, _ = recording_engine(two_clouds(azure_h100=44, oci_h100=0))
+    engine.submit(a_job().named("api-x").cls("api-serving").gpus(20).priority(100).obj())
+    for i in range(3):
+        engine.submit(a_job().named(f"train-{i}").gpus(8).priority(0).obj())
+    # 0 free, 24 movable below priority 10: not enough for 32, so it waits
+    assert engine.submit(a_job().named("api").cls("api-serving").gpus(32).priority(10).obj()).outcome == "queued"
+    assert engine.submit(a_job().named("urgent").gpus(12).priority(50).clouds("azure").obj()).outcome == "queued"
+    engine.release("api-x")  # 20 free: "urgent" (first by priority) takes 12; 8 free + 24 movable = the API job's 32
+    assert engine.status("urgent").cloud == "azure"
+    api = engine.status("api")
+    assert (api.outcome, api.cloud, api.via) == ("placed", "azure", "preemption")
+    assert sorted(e.job for e in events if isinstance(e, Preempted)) == ["train-0", "train-1", "train-2"]
+    assert_clean(events)
+
+
+def test_a_queued_attempt_is_replayed_across_priorities_only_for_jobs_that_cannot_preempt() -> None:
+    """Priority changes a decision only through a reservation or a preemption: a training job
+    queues the same way at any priority (replayed), while an API job of another priority may
+    preempt where the last one queued (decided). Both runs must record the same events."""
+
+    def run(engine_cls: type[Engine]) -> tuple[list[dict[str, object]], int]:
+        engine = engine_cls(two_clouds(azure_h100=8, oci_h100=8), a_contract(), ManualClock())
+        events: list[Event] = []
+        engine.subscribe(events.append)
+        engine.announce()
+        engine.submit(a_job().named("train-running").gpus(8).priority(3).obj())  # azure
+        engine.submit(a_job().named("spilled").gpus(8).priority(3).obj())  # oci
+        before = _CountingDecisions.decided
+        train = a_job().gpus(8).hours(100)
+        # every cloud full: each queues the same way whatever its priority. The first holds the
+        # reservation; the second, held back by it, decides once; the last two are replayed
+        for p in (9, 7, 2, 0):
+            assert engine.submit(train.named(f"train-{p}").priority(p).obj()).outcome == "queued"
+        decided = _CountingDecisions.decided - before
+        api = a_job().cls("api-serving").gpus(8).hours(0.5)  # short enough to backfill: no reservation holds it
+        assert engine.submit(api.named("api-1").priority(1).obj()).outcome == "queued"  # nothing movable below 1
+        urgent = engine.submit(api.named("api-60").priority(60).obj())  # same shape and world: decided, not replayed
+        assert (urgent.outcome, urgent.via) == ("placed", "preemption")
+        assert_clean(events)
+        return [e.to_record() for e in events], decided
+
+    class Decided(Engine):
+        _replay_queued_attempts = False
+
+    replayed, decided = run(_CountingDecisions)
+    assert decided == 2
+    assert replayed == run(Decided)[0]

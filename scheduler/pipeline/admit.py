@@ -35,6 +35,9 @@ class Candidates:
     pinned: bool
     pool_keys: frozenset[tuple[str, str, str]] = frozenset()  # every pool above: is a freed pool of use to this job?
     pools: tuple[Pool, ...] = ()  # every pool above, holder's first
+    # what a placement the holder accepted did not use: every other cloud, not asked, and ``excluded``
+    # (built once here: the most common explanation of all, the same for every job of a signature)
+    accepted_not_used: tuple[tuple[str, str], ...] = ()
 
 
 def admit(
@@ -97,9 +100,22 @@ def admit(
             raise AdmissionError(f"{job.name}: {only}, and {holder} never accepts this job: {never}")
     if not others and (not holder_pools or max(p.ceiling for p in holder_pools) < job.gpus):
         why = "; ".join(f"{c}: {w}" for c, w in ([(holder, holder_skip)] if holder_skip else []) + excluded)
-        raise AdmissionError(f"{job.name}: no allowed cloud can ever host {job.gpus}x {job.gpu_type} ({why or 'no pool large enough'})")
+        raise AdmissionError(
+            f"{job.name}: no allowed cloud can ever host {job.gpus}x {job.gpu_type} ({why or 'no pool large enough'})"
+        )
     every = holder_pools + tuple(p for _, pools in others for p in pools)
-    return Candidates(holder_pools, holder_skip, tuple(others), tuple(excluded), locality, pinned, frozenset(p.key for p in every), every)
+    not_asked = tuple((c, f"not asked: {holder} accepted") for c, _ in others)
+    return Candidates(
+        holder_pools,
+        holder_skip,
+        tuple(others),
+        tuple(excluded),
+        locality,
+        pinned,
+        frozenset(p.key for p in every),
+        every,
+        not_asked + tuple(excluded),
+    )
 
 
 def _holder_never_accepts(job: Job, pools: tuple[Pool, ...], holder: BackendState) -> str:
