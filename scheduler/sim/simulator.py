@@ -207,14 +207,14 @@ class Recorder:
         count = self._count
 
         if self.check:
-            check = self.checker.check
+            check = self.checker.watch()  # ``checker.feed`` without its list per event
 
             def on_event_checked(ev: Event) -> None:
                 count[0] += 1
                 handler = get(ev.__class__)
                 if handler is not None:
                     handler(ev)
-                check(0, ev.kind, ev)  # ``checker.feed`` without its list per event
+                check(ev)
 
             return on_event_checked
 
