@@ -23,7 +23,7 @@ error is still libyaml's or the builder's, with its line.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -279,8 +279,10 @@ class _SimpleScalars:
         self.loader.dispose()
 
     def value(self, text: str) -> Any:
-        if self.str_first(text[0]):
-            return text
+        return text if self.str_first(text[0]) else self.resolved(text)
+
+    def resolved(self, text: str) -> Any:
+        """The value of a plain scalar by the resolver's tag (cached per text)."""
         got = self.values.get(text, _NONE)
         if got is _NONE:
             got = self._convert(text)
@@ -329,6 +331,36 @@ class _Layout:
     plain: tuple[int, ...]
     lead: int
 
+    def builder(self, scalars: _SimpleScalars) -> Callable[[Sequence[Any]], dict[str, Any]]:
+        """The plan as one function of the captured values: a nested dict display in which
+        each plain value is resolved unless its first character is one no resolver claims,
+        what ``_build`` does after the resolving loop, in one expression.
+
+        Its source holds only ``repr`` of keys (``_LINE`` allows letters, digits and ``_./-``
+        in them) and value indices; a file of a few layouts compiles a few small functions.
+        """
+        plain = set(self.plain)
+
+        def scalar(i: int) -> str:
+            if i not in plain:
+                return f"v[{i}]"
+            if scalars.resolve_all:
+                return f"resolved(v[{i}])"
+            return f"(x if (x := v[{i}])[0] not in claimed else resolved(x))"
+
+        def node(n: Any) -> str:
+            if type(n) is int:
+                return scalar(n)
+            if type(n) is tuple:
+                return "{" + ", ".join(f"{key!r}: {node(child)}" for key, child in n) + "}"
+            if type(n) is list:
+                return "[" + ", ".join(scalar(i) for i in n) + "]"
+            return "None"
+
+        namespace: dict[str, Any] = {"claimed": scalars.claimed, "resolved": scalars.resolved}
+        exec(compile(f"def build(v):\n    return {node(self.plan)}\n", "<yaml layout>", "exec"), namespace)
+        return namespace["build"]  # type: ignore[no-any-return]
+
 
 def _simple_documents(text: str, file: str, progress: Progress | None = None) -> list[Document] | None:
     """The documents of a plain block-style stream, as ``parse_documents`` gives them, or None
@@ -338,7 +370,8 @@ def _simple_documents(text: str, file: str, progress: Progress | None = None) ->
     expression each (``_read_lines``), and its entries (indent, key or ``-``, value) become
     mappings and lists by the rules libyaml applies to them (``_plan``). Its layout is then
     remembered as one pattern: the next document laid out the same way (a generator writes
-    few layouts) is matched whole and built by the same plan from its captured values. A
+    few layouts) is matched whole and built from its captured values by the plan compiled
+    into one function (``_Layout.builder``). A
     document's ``line`` and ``start`` are its first entry's, its ``end`` the start of the
     ``---`` that closes it or the end of the text: the marks libyaml gives a block mapping.
     """
@@ -346,7 +379,7 @@ def _simple_documents(text: str, file: str, progress: Progress | None = None) ->
         return None
     total = documents_hint(text) if progress is not None else 0
     scalars = _SimpleScalars()
-    known: dict[int, list[tuple[re.Pattern[str], _Layout]]] = {}
+    known: dict[int, list[tuple[re.Pattern[str], Callable[[Sequence[Any]], dict[str, Any]], _Layout]]] = {}
     remembered = 0
     docs: list[Document] = []
     seps = [m.start() for m in _SEPARATOR.finditer(text)]
@@ -354,10 +387,10 @@ def _simple_documents(text: str, file: str, progress: Progress | None = None) ->
     try:
         for end in [*seps, len(text)]:
             count = text.count("\n", pos, end)
-            for pattern, candidate in known.get(count, ()):
+            for pattern, build, candidate in known.get(count, ()):
                 m = pattern.fullmatch(text, pos, end)
                 if m is not None:
-                    layout, values, start = candidate, list(m.groups()), m.start(1)
+                    layout, data, start = candidate, build(m.groups()), m.start(1)
                     break
             else:
                 chunk = text[pos:end]
@@ -370,15 +403,15 @@ def _simple_documents(text: str, file: str, progress: Progress | None = None) ->
                     continue
                 layout, values = read
                 start = pos + sum(len(x) + 1 for x in chunk.split("\n", layout.lead)[: layout.lead])
+                for i in layout.plain:
+                    values[i] = scalars.value(values[i])
+                data = _build(layout.plan, values)
                 if whole and remembered < _LAYOUTS and len(known.setdefault(count, [])) < _LAYOUTS_PER_COUNT:
-                    known[count].append((re.compile(layout.pattern), layout))
+                    known[count].append((re.compile(layout.pattern), layout.builder(scalars), layout))
                     remembered += 1
             if len(docs) >= MAX_DOCUMENTS:
                 raise _NotSimple  # libyaml's path words the error
-            for i in layout.plain:
-                if not scalars.str_first(values[i][0]):
-                    values[i] = scalars.value(values[i])
-            docs.append(Document(file, _build(layout.plan, values), line + layout.lead, text, start, end))
+            docs.append(Document(file, data, line + layout.lead, text, start, end))
             if progress is not None:
                 progress("reading", len(docs), max(total, len(docs)))
             pos, line, opened = end + 4, line + count + 1, True

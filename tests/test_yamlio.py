@@ -456,3 +456,18 @@ def test_the_scanner_does_read_most_generated_block_text() -> None:
             lines.append("z: 1")
         read += _assert_same_or_declined("\n".join(lines) + "\n")
     assert read >= 250
+
+
+@pytest.mark.parametrize("resolve_all", [False, True])
+def test_a_layouts_compiled_builder_builds_what_its_plan_does(resolve_all: bool) -> None:
+    """Remembered layouts build documents with one generated function; it must give what the
+    plan and the resolving loop give (also when every plain scalar must be resolved)."""
+    text = "a: 1\nb:\n  c: x y\n  d:\n  - p\n  - 2.5\n  - 'q'\n  e: ~\nf: \"q # r\"\ng: true\nh: name\ni:\n  j:\n    k: 0\nl:\n"
+    scalars = yamlio._SimpleScalars()
+    scalars.resolve_all = resolve_all
+    read = yamlio._read_lines(text.rstrip("\n"), scalars)
+    assert read is not None
+    layout, raw = read
+    resolved = [scalars.value(v) if i in layout.plain else v for i, v in enumerate(raw)]
+    want = yamlio._build(layout.plan, resolved)
+    assert _typed(layout.builder(scalars)(tuple(raw))) == _typed(want) == _typed(yaml.safe_load(text))
