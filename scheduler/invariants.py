@@ -12,13 +12,13 @@ are plain dicts (decoded JSON or ``Event.to_record()``), state is a few dicts an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from scheduler.events import Event
+from scheduler.events import EVENT_TYPES, Event
 from scheduler.specs import JOB_CLASSES, MAX_GANG_GPUS, CloudCatalog, Contract
 
 Pool = tuple[str, str, str]  # (cloud, region, gpu_type)
@@ -126,15 +126,17 @@ class _Job:
         "state",
     )
 
-    def __init__(self, rec: Rec, spec: dict[str, Any], order: int) -> None:
-        """``spec`` is ``rec.spec``, already known to be a dict (``_on_submitted`` checked it)."""
-        self.name: str = rec.job
-        self.cls: str = rec.cls
-        self.gpus: int = rec.gpus
-        self.gpu_type: str = rec.gpu_type
-        self.priority: int = rec.priority
-        self.regions = _str_tuple(spec.get("regions"), "regions")
-        self.clouds = _str_tuple(spec.get("clouds"), "clouds")
+    def __init__(self, name: str, cls: str, gpus: int, gpu_type: str, priority: int, spec: dict[str, Any], order: int) -> None:
+        """The submission's fields and its ``spec``, already known to be a dict (``_on_submitted`` checked it)."""
+        self.name = name
+        self.cls = cls
+        self.gpus = gpus
+        self.gpu_type = gpu_type
+        self.priority = priority
+        regions = spec.get("regions")
+        self.regions = None if regions is None else _str_tuple(regions, "regions")
+        clouds = spec.get("clouds")
+        self.clouds = None if clouds is None else _str_tuple(clouds, "clouds")
         jur = spec.get("jurisdiction")
         if jur is not None and type(jur) is not str:
             raise _Bad("malformed-record", "spec.jurisdiction must be a string or null")
@@ -227,11 +229,38 @@ class InvariantChecker:
                 raise _Bad("malformed-record", f"unknown record kind {kind!r}")
             handler(self, rec)
         except _Bad as bad:
-            job = getattr(rec, "job", None)
-            v = Violation(seq, bad.rule, job if isinstance(job, str) else None, bad.message)
-            self.violations.append(v)
-            return v
+            return self._violation(seq, bad, rec)
         return None
+
+    def watch(self) -> Callable[[Event], None]:
+        """``feed`` for a live event stream as one plain function (the simulator's: every engine event).
+
+        The common case (configured, no preemption or capacity loss half recorded) finds the
+        handler by the event's class and skips ``check``'s preamble; anything else goes
+        through ``check``: the same events break the same rules, in the same words.
+        """
+        by_class = {EVENT_TYPES[kind]: method.__get__(self) for kind, method in _HANDLERS.items()}
+        get = by_class.get
+        check = self.check
+
+        def on_event(ev: Event) -> None:
+            if self.configured and self._preempting is None and self._shrinking is None:
+                handler = get(ev.__class__)
+                if handler is not None:
+                    try:
+                        handler(ev)
+                    except _Bad as bad:
+                        self._violation(0, bad, ev)
+                    return
+            check(0, ev.kind, ev)
+
+        return on_event
+
+    def _violation(self, seq: int, bad: _Bad, rec: Rec) -> Violation:
+        job = getattr(rec, "job", None)
+        v = Violation(seq, bad.rule, job if isinstance(job, str) else None, bad.message)
+        self.violations.append(v)
+        return v
 
     def finish(self, seq: int = 0) -> list[Violation]:
         """End-of-stream rules: nothing half done, no job left between an eviction and a decision."""
@@ -355,7 +384,10 @@ class InvariantChecker:
         api_reserve = reserved = False
         fit: _PoolState | None = None
         reservations = self.reservations
-        for p in self._candidates_on(job, self.holder):
+        candidates = self._candidates.get((self.holder, job.gpu_type, job.regions, job.jurisdiction))  # ``_candidates_on``'s cache
+        if candidates is None:
+            candidates = self._candidates_on(job, self.holder)
+        for p in candidates:
             if p.capacity - p.allocated < job.gpus:
                 continue
             if reservations and self._reserved_against(job, p.key, now):
@@ -463,8 +495,21 @@ class InvariantChecker:
         cls, gpus, gpu_type, priority = rec.cls, rec.gpus, rec.gpu_type, rec.priority
         get = spec.get
         s_name, s_cls, s_gpus, s_type, s_priority = get("name"), get("cls"), get("gpus"), get("gpu_type"), get("priority")
-        # one pass over the five fields (every submission); the slow path names the first that disagrees
+        # The engine's spec holds the very objects of the record's fields: a str or int is equal to
+        # itself and of its own type (a float NaN is not equal to itself). Anything else is compared
+        # in full; the slow path names the first field that disagrees.
         if (
+            s_name is not name
+            or s_cls is not cls
+            or s_gpus is not gpus
+            or s_type is not gpu_type
+            or s_priority is not priority
+            or type(name) is not str
+            or type(cls) is not str
+            or type(gpus) is not int
+            or type(gpu_type) is not str
+            or type(priority) is not int
+        ) and (
             s_name != name
             or s_cls != cls
             or s_gpus != gpus
@@ -481,11 +526,13 @@ class InvariantChecker:
             raise _Bad("malformed-record", f"unknown job class {cls!r}")
         if not 1 <= gpus <= MAX_GANG_GPUS:
             raise _Bad("malformed-record", f"gpus must be 1..{MAX_GANG_GPUS}, not {gpus}")
-        self._order += 1
-        self.jobs[name] = _Job(rec, spec, self._order)
+        self._order = order = self._order + 1
+        self.jobs[name] = _Job(name, cls, gpus, gpu_type, priority, spec, order)
 
     def _on_quoted(self, rec: Rec) -> None:
-        job = self._job(rec.job)
+        job = self.jobs.get(rec.job)
+        if job is None:
+            raise _unknown(rec.job)
         attempt = rec.attempt
         if attempt != job.attempt:
             self._new_attempt(job, attempt, "quoted")
@@ -514,9 +561,12 @@ class InvariantChecker:
         if job.offered_attempt == attempt:
             raise _Bad("attempt-order", f"second offer of {job.name} in attempt {attempt}")
         job.offered_attempt = attempt
-        if rec.mode != self.mode or abs(rec.window_seconds - self.window) > TOLERANCE:
+        window = rec.window_seconds
+        if rec.mode != self.mode or (window != self.window and abs(window - self.window) > TOLERANCE):
             raise _Bad("offer-terms", f"offer of {job.name} says {rec.mode}/{rec.window_seconds}s, contract says {self.mode}/{self.window}s")
-        blocked = self._holder_blocked(job)
+        blocked = self._blocked.get((job.cls, job.gpu_type, job.regions, job.jurisdiction), _UNSET)  # ``_holder_blocked``'s cache
+        if blocked is _UNSET:
+            blocked = self._holder_blocked(job)
         if blocked is not None:
             raise _Bad("offer-terms", f"{job.name} offered to {self.holder} although {blocked} rules it out")
         c_price, c_cloud = rec.competing_price, rec.competing_cloud
@@ -562,11 +612,11 @@ class InvariantChecker:
             raise _Bad("offer-missing", f"{job.name} answered {answer} in attempt {attempt} without an offer in that attempt")
         job.answer_attempt, job.answer, job.reason = attempt, answer, reason
         expected, why, evidence, _price = self._expected_answer(job, rec.at)
-        if (answer, reason) != (expected, why):
+        if answer != expected or reason != why:
             raise _Bad("holder-answer", f"{self.holder} {answer} {reason} for {job.name}, but the records say {expected} {why} ({_evidence(evidence, job)})")
-        hb = self.backends[self.holder]
-        want = self.window if answer == "lapsed" else hb.response
-        if abs(rec.response_seconds - want) > TOLERANCE * max(1.0, want):
+        want = self.window if answer == "lapsed" else self.backends[self.holder].response
+        seconds = rec.response_seconds
+        if seconds != want and abs(seconds - want) > TOLERANCE * (want if want > 1.0 else 1.0):
             raise _Bad("holder-answer", f"{answer} for {job.name} records a {rec.response_seconds:g}s response; the records say {want:g}s")
 
     def _on_placed(self, rec: Rec) -> None:
@@ -576,7 +626,9 @@ class InvariantChecker:
             raise _unknown(rec.job)
         attempt, cloud, via = rec.attempt, rec.cloud, rec.via
         key: Pool = (cloud, rec.region, rec.gpu_type)
-        self._outcome(job, attempt, cloud)
+        state = job.state
+        if not ((state == "pending" or state == "queued") and job.answer_attempt == attempt == job.attempt and job.done_attempt != attempt):
+            self._outcome(job, attempt, cloud)  # raises: ``_outcome``'s common case, inlined
         answer = job.answer
         if via == "preemption":
             if self._preempting != job.name:
@@ -704,7 +756,12 @@ class InvariantChecker:
             raise _unknown(rec.job)
         if rec.reason not in END_REASONS:
             raise _Bad("release-not-running", f"{job.name} released for {rec.reason!r} (finished, failed, stopped or cancelled)")
-        self._leave(job, rec, "released")
+        key = (rec.cloud, rec.region, rec.gpu_type)
+        if job.state == "running" and key == job.pool and rec.gpus == job.gpus:  # ``_leave``'s common case, inlined
+            self.pools[key].allocated -= job.gpus
+            job.pool = None
+        else:
+            self._leave(job, rec, "released")
         job.state = rec.reason
 
     def _on_dequeued(self, rec: Rec) -> None:

@@ -17,14 +17,84 @@ def decisions_json(decisions: Sequence[Decision], explain: bool = False) -> str:
     """A JSON array with one decision per line: greppable, and written by json's C encoder
     (``indent=`` would switch to its pure-Python one, the slowest step of a 100k-job plan).
 
-    Each line is exactly ``json.dumps(d.to_dict(explain), ensure_ascii=False)``; one C
-    encoder serves every line (``JSONEncoder.encode`` builds a new one per call, a third
-    of the encoding time of a 100k-job plan).
+    Each line is exactly ``json.dumps(d.to_dict(explain), ensure_ascii=False)``: written
+    directly by ``_decision_line`` without ``--explain``, else by one C encoder that serves
+    every line (``JSONEncoder.encode`` builds a new one per call).
     """
     if not decisions:
         return "[]"
     encode = _line_encoder()
-    return "[\n  " + ",\n  ".join([encode(d.to_dict(explain)) for d in decisions]) + "\n]"
+    if explain or Decision._fields != _LINE_FIELDS:
+        return "[\n  " + ",\n  ".join([encode(d.to_dict(explain)) for d in decisions]) + "\n]"
+    return "[\n  " + ",\n  ".join([_decision_line(d) or encode(d.to_dict()) for d in decisions]) + "\n]"
+
+
+#: The fields ``_decision_line`` unpacks, in order (another Decision shape takes the encoder).
+_LINE_FIELDS = (
+    "job", "cls", "outcome", "gpu_type", "gpus", "holder", "rofr_answer", "rofr_reason", "cloud", "region",
+    "price", "via", "reason", "detail", "attempt", "dropped", "version", "history",
+)  # fmt: skip
+
+
+def _decision_line(d: Decision) -> str | None:
+    """``json.dumps(d.to_dict(), ensure_ascii=False)`` written field by field, or None for a
+    value it does not take on (then the encoder writes the line).
+
+    The same text by the same functions: strings by json's C ``encode_basestring`` (which
+    raises for a non-str), ints by ``int.__repr__`` (exact ints only: a bool is not one),
+    finite floats by ``float.__repr__``, None as ``null``, in ``to_dict``'s key order. About
+    three times faster than building the dict and walking it (a 10k-job plan's largest step
+    after placing).
+    """
+    (
+        job,
+        cls,
+        outcome,
+        gpu_type,
+        gpus,
+        holder,
+        answer,
+        rofr_reason,
+        cloud,
+        region,
+        price,
+        via,
+        reason,
+        detail,
+        attempt,
+        _,
+        version,
+        _,
+    ) = d
+    if type(gpus) is not int or type(attempt) is not int or type(version) is not int:
+        return None
+    if price is None:
+        per_gpu = per_hour = "null"
+    elif type(price) is float and -_INF < price < _INF:
+        total = round(price * gpus, 4)
+        if not -_INF < total < _INF:
+            return None
+        per_gpu, per_hour = float.__repr__(price), float.__repr__(total)
+    else:
+        return None
+    try:
+        line = (
+            f'{{"job": {encode_basestring(job)}, "class": {encode_basestring(cls)}, "outcome": {encode_basestring(outcome)}, '
+            f'"cloud": {"null" if cloud is None else encode_basestring(cloud)}, '
+            f'"region": {"null" if region is None else encode_basestring(region)}, "gpuType": {encode_basestring(gpu_type)}, '
+            f'"gpus": {gpus}, "priceUsdPerHour": {per_hour}, "priceUsdPerGpuHour": {per_gpu}, '
+            f'"via": {"null" if via is None else encode_basestring(via)}, '
+            f'"rofr": {{"holder": {encode_basestring(holder)}, "answer": {encode_basestring(answer)}, '
+            f'"reason": {encode_basestring(rofr_reason)}}}, "attempt": {attempt}, "version": {version}'
+        )
+        if reason is None:
+            return line + "}"
+        return f'{line}, "reason": {encode_basestring(reason)}, "detail": {"null" if detail is None else encode_basestring(detail)}}}'
+    except TypeError:  # a non-str where the line expects one
+        return None
+
+
+_INF = float("inf")
 
 
 def _line_encoder() -> Callable[[object], str]:

@@ -295,6 +295,64 @@ def test_decisions_json_matches_the_stdlib_on_awkward_values() -> None:
     assert decisions_json([]) == "[]"
 
 
+def _stdlib_lines(decisions: list, explain: bool = False) -> str:  # type: ignore[type-arg]
+    return "[\n  " + ",\n  ".join(json.dumps(d.to_dict(explain), ensure_ascii=False) for d in decisions) + "\n]"
+
+
+def test_written_decision_lines_are_the_stdlib_encoding_of_to_dict() -> None:
+    """``plan -o json`` writes each line itself (``_decision_line``): on every decision of a
+    generated plan and of the shipped mix, and on values it must hand back to the encoder
+    (non-finite or non-float prices, bools, non-str text), the bytes are ``json.dumps(to_dict())``."""
+    import random
+
+    from benchmarks.cli import job_yaml
+    from scheduler.clock import ManualClock
+    from scheduler.engine import Engine
+    from scheduler.loading import load_catalog, load_contract, load_jobs
+    from scheduler.render import _decision_line, decisions_json
+    from scheduler.yamlio import parse_documents
+
+    catalog = load_catalog(default_catalog())
+    contract = load_contract(default_contract(), catalog)
+    rng = random.Random(11)
+    decisions = []
+    for text in ("---\n".join(job_yaml(i, rng) for i in range(1500)), MIXED.read_text()):
+        assert parse_documents(text, "x.yaml")
+        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"mcs-lines-{os.getpid()}.yaml"
+        path.write_text(text)
+        try:
+            engine = Engine(catalog, contract, ManualClock())
+            from scheduler.cli.offline import planned_jobs
+
+            engine.post_many([j for d in load_jobs([path], catalog, contract) for j in planned_jobs(d)])
+            decisions += engine.decisions()
+        finally:
+            path.unlink()
+    assert {d.outcome for d in decisions} >= {"placed", "queued"} and any(d.reason for d in decisions)
+    assert all(_decision_line(d) is not None for d in decisions)  # the common decisions take the written path
+    assert decisions_json(decisions) == _stdlib_lines(decisions)
+    base = decisions[0]
+    odd = [
+        base._replace(price=float("nan")),
+        base._replace(price=float("inf")),
+        base._replace(price=1e308, gpus=10),  # a finite price whose hourly total is not
+        base._replace(price=3),
+        base._replace(gpus=True),
+        base._replace(attempt=False),
+        base._replace(version=2.0),
+        base._replace(holder=None),
+        base._replace(job='\u00e9"\\\n\x7f\u2028', detail="\U0001f600", reason="x"),
+        base._replace(reason="r", detail=None),
+        base._replace(via=None, cloud=None, region=None),
+        base._replace(price=-0.0),
+        base._replace(price=5e-324),
+    ]
+    assert decisions_json(odd) == _stdlib_lines(odd)
+    assert _decision_line(odd[0]) is None and _decision_line(odd[4]) is None and _decision_line(odd[7]) is None
+    for explain in (False, True):
+        assert decisions_json(decisions[:50] + odd, explain) == _stdlib_lines(decisions[:50] + odd, explain)
+
+
 def test_cross_job_rules_still_judge_each_job_after_clean_ones_like_it(tmp_path: Path, capsys) -> None:
     """The cross-job checks remember constraint sets that passed (a 100k-job file repeats a few
     hundred): a job like a clean one but for its gang size or served-model name is still judged."""

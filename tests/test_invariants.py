@@ -85,10 +85,21 @@ def test_invariants_hold_for_random_streams(data: st.DataObject, catalog, contra
 # --------------------------------------------------------------------- the checker has teeth
 
 
-def violations(events: list[Event]) -> list[str]:
+def fed(events: list[Event]) -> InvariantChecker:
+    """The checker fed ``events`` one by one; the simulator's ``watch()`` sink must find the same violations, worded the same."""
     checker = InvariantChecker()
     for seq, ev in enumerate(events, 1):
         checker.feed(ev, seq)
+    live = InvariantChecker()
+    on_event = live.watch()
+    for ev in events:
+        on_event(ev)
+    assert [(v.rule, v.job, v.message) for v in live.violations] == [(v.rule, v.job, v.message) for v in checker.violations]
+    return checker
+
+
+def violations(events: list[Event]) -> list[str]:
+    checker = fed(events)
     checker.finish(len(events))
     return [v.rule for v in checker.violations]
 
@@ -207,10 +218,7 @@ def test_engine_with_preemption_disabled_never_preempts() -> None:
 
 
 def messages(events: list[Event]) -> list[str]:
-    checker = InvariantChecker()
-    for seq, ev in enumerate(events, 1):
-        checker.feed(ev, seq)
-    return [str(v) for v in checker.violations]
+    return [str(v) for v in fed(events).violations]
 
 
 def test_a_submission_names_the_first_field_its_spec_disagrees_with(world) -> None:
@@ -222,6 +230,10 @@ def test_a_submission_names_the_first_field_its_spec_disagrees_with(world) -> No
         top = "job" if key == "name" else key
         shown = getattr(good, top)
         assert messages([*events, bad]) == [f"record {n}: malformed-record: submitted {top}={shown!r} disagrees with spec.{key}={value!r}"]
+    nan = float("nan")  # the very same object in the record and its spec, yet not equal to itself
+    assert messages([*events, good._replace(priority=nan, spec={**good.spec, "priority": nan})]) == [
+        f"record {n}: malformed-record: submitted priority=nan disagrees with spec.priority=nan"
+    ]
     both = good._replace(spec={**good.spec, "gpus": 4, "cls": "inference"})  # cls is checked before gpus
     assert messages([*events, both]) == [f"record {n}: malformed-record: submitted cls='training' disagrees with spec.cls='inference'"]
     assert messages([*events, good._replace(spec={**good.spec, "regions": []})]) == [

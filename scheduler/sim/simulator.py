@@ -25,6 +25,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from scheduler.clock import ManualClock
@@ -187,7 +188,7 @@ class Recorder:
             Placed: self._placed,
             Queued: self._queued,
             Preempted: self._preempted,
-            Released: self._released,
+            Released: partial(self._settle, False),  # one call per release, not two
             Dequeued: self._dequeued,
             CapacityChanged: self._capacity,
         }
@@ -207,14 +208,14 @@ class Recorder:
         count = self._count
 
         if self.check:
-            check = self.checker.check
+            check = self.checker.watch()  # ``checker.feed`` without its list per event
 
             def on_event_checked(ev: Event) -> None:
                 count[0] += 1
                 handler = get(ev.__class__)
                 if handler is not None:
                     handler(ev)
-                check(0, ev.kind, ev)  # ``checker.feed`` without its list per event
+                check(ev)
 
             return on_event_checked
 
@@ -236,26 +237,6 @@ class Recorder:
 
     # ------------------------------------------------------------------ pools
 
-    @staticmethod
-    def _alloc(books: Books, delta: int, now: float) -> None:
-        """GPUs taken (``delta`` > 0) or freed in one pool, then in its (cloud, GPU type): ``_retype`` inlined (every placement and release)."""
-        st, agg = books
-        st[3] += st[0] * (now - st[2])
-        st[2] = now
-        st[0] += delta
-        held, cap = agg[0], agg[1]
-        if cap > 0 and held >= NEAR_FULL * cap:
-            agg[3] += now - agg[2]
-        agg[2] = now
-        agg[0] = held = held + delta
-        if delta > 0:  # only taking GPUs can raise a peak
-            if held > agg[5]:
-                agg[5] = held
-            if cap > 0 and held > agg[6] * cap:
-                agg[6] = share = held / cap
-                if share > agg[4]:
-                    agg[4] = share
-
     def _capacity(self, ev: CapacityChanged) -> None:
         key = (ev.cloud, ev.region, ev.gpu_type)
         st = self.pool_state[key]
@@ -276,7 +257,8 @@ class Recorder:
     def _answered(self, ev: Answered) -> None:
         tr = self.tracks.get(ev.job)
         if tr is not None:
-            tr.latency = min(ev.response_seconds, self.window)
+            latency, window = ev.response_seconds, self.window
+            tr.latency = window if window < latency else latency  # ``min(latency, window)``
         if ev.answer in _REFUSALS:
             self.answers[(ev.answer, ev.reason)] += 1
 
@@ -299,7 +281,23 @@ class Recorder:
         tr.start = start = now + tr.latency + self.startup[cloud]
         tr.rate = rate = ev.price * gpus
         self.placements[cloud] += 1
-        self._alloc(self._books[(cloud, ev.region, ev.gpu_type)], gpus, now)
+        # GPUs taken in the pool, then in its (cloud, GPU type): ``_retype`` inlined (every placement)
+        st, agg = self._books[(cloud, ev.region, ev.gpu_type)]
+        st[3] += st[0] * (now - st[2])
+        st[2] = now
+        st[0] += gpus
+        held, cap = agg[0], agg[1]
+        if cap > 0 and held >= NEAR_FULL * cap:
+            agg[3] += now - agg[2]
+        agg[2] = now
+        agg[0] = held = held + gpus
+        if gpus > 0:  # only taking GPUs can raise a peak
+            if held > agg[5]:
+                agg[5] = held
+            if cap > 0 and held > agg[6] * cap:
+                agg[6] = share = held / cap
+                if share > agg[4]:
+                    agg[4] = share
         self.running_gpus[(tr.cls, cloud)] += gpus
         self.rate[cloud] += rate
         self.rate_since[cloud] += rate * now
@@ -317,21 +315,34 @@ class Recorder:
             if queued > self.queued_gpus_peak[tr.cls]:
                 self.queued_gpus_peak[tr.cls] = queued
 
-    def _settle(self, ev: Preempted | Released, evicted: bool) -> Track:
-        """Close a placement: credit the work done, and close the wait if work had started."""
-        tr = self.tracks[ev.job]
+    def _settle(self, evicted: bool, ev: Preempted | Released) -> None:
+        """Close a placement: credit the work done, and close the wait if work had started; a released job's track goes."""
+        tracks = self.tracks
+        tr = tracks[ev.job]
         now, cloud, gpus = ev.at, ev.cloud, ev.gpus
         tr.running = False
-        self._alloc(self._books[(cloud, ev.region, ev.gpu_type)], -gpus, now)
+        # GPUs freed in the pool, then in its (cloud, GPU type): ``_retype`` inlined (every release); no peak can rise
+        st, agg = self._books[(cloud, ev.region, ev.gpu_type)]
+        st[3] += st[0] * (now - st[2])
+        st[2] = now
+        st[0] -= gpus
+        held, cap = agg[0], agg[1]
+        if cap > 0 and held >= NEAR_FULL * cap:
+            agg[3] += now - agg[2]
+        agg[2] = now
+        agg[0] = held - gpus
         self.running_gpus[(tr.cls, cloud)] -= gpus
         rate = tr.rate
         self.rate[cloud] -= rate
         self.rate_since[cloud] -= rate * tr.placed
         self.cost[cloud] += ev.cost_usd
         self.last_free = now
-        if now >= tr.start:
-            work = min(now - tr.start, tr.remaining)
-            (self.waits_after_eviction if tr.evicted else self.waits)[tr.cls].append(tr.start - tr.since)
+        start = tr.start
+        if now >= start:
+            work, remaining = now - start, tr.remaining
+            if remaining < work:  # ``min(work, remaining)``
+                work = remaining
+            (self.waits_after_eviction if tr.evicted else self.waits)[tr.cls].append(start - tr.since)
             tr.remaining -= work
             self.served[tr.cls] += work * tr.gpus
             if evicted:
@@ -339,15 +350,12 @@ class Recorder:
                 tr.evicted = True
         elif not evicted:  # ended before its work started (a serving replica whose demand ended)
             self.censored[tr.cls].append(now - tr.since)
-        return tr
+        if not evicted:
+            del tracks[ev.job]
 
     def _preempted(self, ev: Preempted) -> None:
         self.preemptions[ev.reason] += 1
-        self._settle(ev, True)
-
-    def _released(self, ev: Released) -> None:
-        self._settle(ev, False)
-        del self.tracks[ev.job]
+        self._settle(True, ev)
 
     def _dequeued(self, ev: Dequeued) -> None:
         tr = self.tracks.pop(ev.job)
