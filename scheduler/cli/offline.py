@@ -91,7 +91,7 @@ def plan(
         engine.announce()
     try:
         with busy(f"placing {len(docs):,} jobs", len(docs)):
-            engine.post_many([job for d in docs for job in planned_jobs(d)])
+            engine.post_many(engine_jobs(docs))
         if ledger is not None:
             ledger.flush()
     finally:
@@ -102,6 +102,20 @@ def plan(
         print(decisions_json(decisions, explain))
     else:
         out.print(decisions_table(decisions, explain, title=f"{len(decisions)} job(s) after placing them in order, holder {engine.holder}"))
+
+
+def engine_jobs(docs: list[JobDoc]) -> list[Job]:
+    """The engine jobs of Job documents in order: ``planned_jobs`` of each (a job per plain document)."""
+    from scheduler.model import Job
+
+    from_doc = Job.from_doc
+    jobs: list[Job] = []
+    for doc in docs:
+        if doc.spec.serve is None:
+            jobs.append(from_doc(doc))
+        else:
+            jobs.extend(planned_jobs(doc))
+    return jobs
 
 
 def planned_jobs(doc: JobDoc) -> list[Job]:
