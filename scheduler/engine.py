@@ -721,6 +721,10 @@ class Engine:
         4. the reservation of every GPU type involved is brought up to date.
         Returns how many jobs were placed.
         """
+        if not self._pending and not self.queue and not self.reservations:
+            # Nothing waits and nothing is reserved (the common release on a cluster with room):
+            # nothing can start and no reservation can change (types left dirty are looked at later).
+            return 0
         heap: list[tuple[Key, int, Any]] = []
         seen: set[Hashable] = set()
         keep = self.backends[self.holder].rules.reserveForApiServingFraction

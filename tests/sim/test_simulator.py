@@ -7,6 +7,8 @@ is 30 s; class priorities api-serving 100 > inference 50 > training 0.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from scheduler.sim.scenario import Action
@@ -294,3 +296,15 @@ def test_a_replay_leaves_its_survivors_old_and_cyclic_garbage_collectable() -> N
         if not enabled:
             gc.disable()
     assert summarise(sim, {"H100"})["jobs"] == 300
+
+
+def test_wait_percentiles_are_nearest_rank_over_every_start() -> None:
+    # 40 jobs on 16 azure + 16 oci GPUs: waits of many lengths, ties included; each figure is the
+    # nearest-rank percentile (rank ceil(q x n), 1-based) of the sorted waits, the list sorted once
+    s, sim = replay([job(f"j{k}", 7.0 * k, 8 if k % 3 else 4, 500 + 100 * (k % 5)) for k in range(40)])
+    waits = sorted(sim.rec.waits["training"] + sim.rec.waits_after_eviction.get("training", []))
+    assert len(set(waits)) > 5
+    w = s["waitSeconds"]["training"]
+    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        assert w[name] == waits[min(len(waits), max(1, math.ceil(q * len(waits)))) - 1]
+    assert w["count"] == len(waits) and w["max"] == waits[-1]
