@@ -224,8 +224,9 @@ class _NotSimple(Exception):
     """The text leaves the subset ``_simple_documents`` reads: libyaml reads the whole file."""
 
 
-#: Characters outside printable ASCII (and newline): tabs, CR, BOM, controls, non-ASCII.
-_NOT_SIMPLE_TEXT = re.compile(r"[^\x20-\x7e\n]")
+#: Printable ASCII and newline: a text with any other character (tab, CR, BOM, controls,
+#: non-ASCII) is libyaml's.
+_SIMPLE_BYTES = bytes(range(0x20, 0x7F)) + b"\n"
 _WORD = r"[A-Za-z0-9_./~+=()@%,-]"
 _PLAIN = r"([A-Za-z0-9_./~]" + _WORD + r"*(?: +" + _WORD + r"+)*)"
 _SINGLE = r"'([^'\n]*)'"
@@ -241,11 +242,14 @@ _LINE = re.compile(
     + _TAIL
     + r"|#.*)?)?|#.*)?"
 )
-#: The same sub-patterns, one per kind of line, for a layout's pattern (see ``_Layout``): a line
-#: without an entry; after ``key:`` or ``-``, nothing but a comment, or a plain or quoted value.
-_LAYOUT_BLANK = r" *(?:#.*)?\n"
-_LAYOUT_TAILS = ("(?: +(?:#.*)?)?\n", " +" + _PLAIN + _TAIL + "\n", " +" + _SINGLE + _TAIL + "\n", " +" + _DOUBLE + _TAIL + "\n")
-_SEPARATOR = re.compile(r"^---$", re.MULTILINE)
+#: A layout's pattern for a value: the ``_LINE`` sub-pattern of its kind, a plain one without
+#: inner spaces when the document's had none. It is never wider than ``_LINE`` (see ``_read_lines``).
+_LAYOUT_VALUES = {
+    1: r"([A-Za-z0-9_./~]" + _WORD + r"*)",
+    -1: _PLAIN,  # a plain value with inner spaces
+    2: _SINGLE,
+    3: _DOUBLE,
+}
 #: Layouts remembered per line count, and in all: a file of a few shapes (a generator's)
 #: reuses them; a file of all different ones is read line by line, as without them.
 _LAYOUTS_PER_COUNT = 4
@@ -375,14 +379,14 @@ def _simple_documents(text: str, file: str, progress: Progress | None = None) ->
     document's ``line`` and ``start`` are its first entry's, its ``end`` the start of the
     ``---`` that closes it or the end of the text: the marks libyaml gives a block mapping.
     """
-    if _NOT_SIMPLE_TEXT.search(text) is not None:
+    if not text.isascii() or text.encode("ascii").translate(None, _SIMPLE_BYTES):
         return None
     total = documents_hint(text) if progress is not None else 0
     scalars = _SimpleScalars()
     known: dict[int, list[tuple[re.Pattern[str], Callable[[Sequence[Any]], dict[str, Any]], _Layout]]] = {}
     remembered = 0
     docs: list[Document] = []
-    seps = [m.start() for m in _SEPARATOR.finditer(text)]
+    seps = _separators(text)
     pos, line, opened = 0, 1, False  # the chunk being read: its offset and first line, after a "---"?
     try:
         for end in [*seps, len(text)]:
@@ -422,8 +426,28 @@ def _simple_documents(text: str, file: str, progress: Progress | None = None) ->
     return docs
 
 
+def _separators(text: str) -> list[int]:
+    """Offsets of the lines that are exactly ``---``."""
+    seps = [0] if text.startswith("---\n") or text == "---" else []
+    at = text.find("\n---\n")
+    while at != -1:
+        seps.append(at + 1)
+        at = text.find("\n---\n", at + 4)
+    if text.endswith("\n---"):
+        seps.append(len(text) - 3)
+    return seps
+
+
 def _read_lines(chunk: str, scalars: _SimpleScalars) -> tuple[_Layout, list[Any]] | None:
-    """A document's layout and raw values, read line by line (None: it has no entry)."""
+    """A document's layout and raw values, read line by line (None: it has no entry).
+
+    The layout's pattern takes each line as it is, but for its values: a blank or comment
+    line exactly; an entry's indent, key or ``-``, and the space after it exactly when it
+    was one space; the value by its kind (see ``_LAYOUT_VALUES``); trailing spaces and a
+    comment only if the line had them. Every line it matches is one ``_LINE`` reads the same
+    way (the same entry, and the value the same group captures), and a narrow pattern is
+    quick; a document laid out differently is read line by line, and its layout remembered.
+    """
     match = _LINE.fullmatch
     entries: list[tuple[int, str | None, int]] = []  # (indent, key or None for "-", value index or 0)
     values: list[Any] = [""]  # index 0: the empty group at the first entry
@@ -436,28 +460,28 @@ def _read_lines(chunk: str, scalars: _SimpleScalars) -> tuple[_Layout, list[Any]
             raise _NotSimple
         indent, dash, key, plain_value, single, double = m.groups()
         if dash is None and key is None:
-            parts.append(_LAYOUT_BLANK)
+            parts.append(re.escape(text) + "\n")
             lead += not entries
             continue
         if not entries:
             parts.append("()")
-        kind, value = (
-            (1, plain_value)
-            if plain_value is not None
-            else (2, single)
-            if single is not None
-            else (3, double)
-            if double is not None
-            else (0, None)
+        kind, group = (
+            (1, 4) if plain_value is not None else (2, 5) if single is not None else (3, 6) if double is not None else (0, 0)
         )
+        head = indent + ("-" if dash is not None else f"{key}:")
         if kind:
-            values.append(value)
+            values.append(m.group(group))
             if kind == 1:
                 plain.append(len(values) - 1)
+            gap = text[len(head) : m.start(group) - (kind != 1)]
+            tail = text[m.end(group) + (kind != 1) :]
+            value = _LAYOUT_VALUES[-1 if kind == 1 and " " in values[-1] else kind]
+            parts.append(re.escape(head) + (" " if gap == " " else " +") + value + (_TAIL if tail else "") + "\n")
+        else:
+            parts.append(re.escape(head) + (_TAIL if text[len(head) :] else "") + "\n")
         if key is not None:
             scalars.key(key)
         entries.append((len(indent), key, len(values) - 1 if kind else 0))
-        parts.append(re.escape(indent + ("-" if dash is not None else f"{key}:")) + _LAYOUT_TAILS[kind])
     if not entries:
         return None
     return _Layout("".join(parts), _plan(entries), tuple(plain), lead), values

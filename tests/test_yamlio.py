@@ -471,3 +471,12 @@ def test_a_layouts_compiled_builder_builds_what_its_plan_does(resolve_all: bool)
     resolved = [scalars.value(v) if i in layout.plain else v for i, v in enumerate(raw)]
     want = yamlio._build(layout.plan, resolved)
     assert _typed(layout.builder(scalars)(tuple(raw))) == _typed(want) == _typed(yaml.safe_load(text))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["---", "\n", "-", "a", " ", "--", "\n---\n"]), max_size=12))
+def test_separators_are_the_lines_that_are_exactly_three_dashes(parts: list[str]) -> None:
+    import re
+
+    text = "".join(parts)
+    assert yamlio._separators(text) == [m.start() for m in re.finditer(r"^---$", text, re.MULTILINE)]
