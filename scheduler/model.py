@@ -29,29 +29,41 @@ class Job:
         """The engine's job for a validated Job document (one per document on a plan's hot path).
 
         ``workload`` is the Workload's fields as a dict, what ``model_dump()`` gives for its
-        plain scalar fields. A Job is filled through its slots, as its ``__init__`` would:
-        the frozen dataclass's ``__init__`` pays ``object.__setattr__`` per field (4x slower).
+        plain scalar fields. The spec's fields are read from its ``__dict__``, where a pydantic
+        model keeps them (each attribute read of a model goes through its ``__getattr__`` hook
+        first). A Job is filled through its slots, as its ``__init__`` would: the frozen
+        dataclass's ``__init__`` pays ``object.__setattr__`` per field.
         """
-        s = doc.spec
-        w = s.workload
-        values = (
-            doc.metadata.name,
-            s.class_,
-            s.gpus,
-            s.gpuType,
-            s.priority,
-            s.durationHours,
-            tuple(s.regions) if s.regions else None,
-            tuple(s.clouds) if s.clouds else None,
-            s.jurisdiction,
-            s.entrypoint,
-            dict(w.__dict__) if w is not None else None,
-        )
+        s = doc.spec.__dict__
+        w = s["workload"]
+        regions, clouds = s["regions"], s["clouds"]
         if cls is not Job or _JOB_SETTERS is None:
-            return cls(*values)
+            return cls(
+                doc.metadata.name,
+                s["class_"],
+                s["gpus"],
+                s["gpuType"],
+                s["priority"],
+                s["durationHours"],
+                tuple(regions) if regions else None,
+                tuple(clouds) if clouds else None,
+                s["jurisdiction"],
+                s["entrypoint"],
+                dict(w.__dict__) if w is not None else None,
+            )
+        name, cls_, gpus, gpu_type, priority, hours, in_regions, in_clouds, jurisdiction, entrypoint, workload = _JOB_SETTERS
         job = _new(Job)
-        for put, value in zip(_JOB_SETTERS, values, strict=True):
-            put(job, value)
+        name(job, doc.metadata.name)
+        cls_(job, s["class_"])
+        gpus(job, s["gpus"])
+        gpu_type(job, s["gpuType"])
+        priority(job, s["priority"])
+        hours(job, s["durationHours"])
+        in_regions(job, tuple(regions) if regions else None)
+        in_clouds(job, tuple(clouds) if clouds else None)
+        jurisdiction(job, s["jurisdiction"])
+        entrypoint(job, s["entrypoint"])
+        workload(job, dict(w.__dict__) if w is not None else None)
         return job
 
     def to_dict(self) -> dict[str, Any]:
