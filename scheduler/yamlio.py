@@ -117,6 +117,23 @@ def _compose_span(text: str) -> Node | None:
         loader.dispose()
 
 
+_UNCOMMON = object()  # what ``_common_scalar`` gives for a value it leaves to PyYAML's constructors
+
+
+def _common_scalar(tag: str, value: str, bool_values: dict[str, bool]) -> Any:
+    """A resolved plain scalar's value where it is certain to equal PyYAML's construction (decimal
+    ints without a leading zero, plain decimal floats, null, booleans), else ``_UNCOMMON``."""
+    if tag == _INT and value.isdigit() and (value[0] != "0" or value == "0"):
+        return int(value)
+    if tag == _FLOAT and value[-1:].isdigit() and "_" not in value and ":" not in value:
+        return float(value)
+    if tag == _NULL:
+        return None
+    if tag == _BOOL and value.lower() in bool_values:
+        return bool_values[value.lower()]
+    return _UNCOMMON
+
+
 class _Builder:
     """Node tree -> plain data in one walk: no aliases, bounded depth, no duplicate keys.
 
@@ -153,15 +170,8 @@ class _Builder:
             value = node.value
             if tag == _STR:
                 return value
-            if tag == _INT and value.isdigit() and (value[0] != "0" or value == "0"):
-                return int(value)
-            if tag == _FLOAT and value[-1:].isdigit() and "_" not in value and ":" not in value:
-                return float(value)
-            if tag == _NULL:
-                return None
-            if tag == _BOOL and value.lower() in self.loader.bool_values:
-                return self.loader.bool_values[value.lower()]
-            return self.loader.construct_object(node, deep=True)
+            got = _common_scalar(tag, value, self.loader.bool_values)
+            return got if got is not _UNCOMMON else self.loader.construct_object(node, deep=True)
         if depth >= MAX_DEPTH:
             raise self.fail(node, f"invalid YAML: nesting deeper than {MAX_DEPTH} levels")
         if kind is MappingNode and tag == _MAP:
@@ -307,15 +317,10 @@ class _SimpleScalars:
         tag = self.loader.resolve(ScalarNode, value, (True, False))
         if tag == _STR:
             return value
-        if tag == _INT and value.isdigit() and (value[0] != "0" or value == "0"):
-            return int(value)
-        if tag == _FLOAT and value[-1:].isdigit() and "_" not in value and ":" not in value:
-            return float(value)
-        if tag == _NULL:
-            return None
-        if tag == _BOOL and value.lower() in self.loader.bool_values:
-            return self.loader.bool_values[value.lower()]
-        raise _NotSimple
+        got = _common_scalar(tag, value, self.loader.bool_values)
+        if got is _UNCOMMON:
+            raise _NotSimple
+        return got
 
 
 Plan = tuple[tuple[str, Any], ...]
