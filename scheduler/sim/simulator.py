@@ -24,7 +24,7 @@ import itertools
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import partial
 from operator import attrgetter
 from typing import Any
@@ -34,7 +34,7 @@ from scheduler.errors import AdmissionError
 from scheduler.events import Answered, CapacityChanged, Dequeued, Event, Placed, Preempted, Queued, Released
 from scheduler.gcpause import no_gc
 from scheduler.invariants import InvariantChecker
-from scheduler.model import Job
+from scheduler.model import new_job
 from scheduler.sim.policies import build_engine
 from scheduler.sim.scenario import Action
 from scheduler.sim.traces import TraceJob
@@ -375,42 +375,6 @@ class Recorder:
                     self.never_placed[tr.cls] += 1
 
 
-_ARRIVAL_FIELDS = ["name", "cls", "gpus", "gpu_type", "priority", "duration_hours"]  # what a trace row gives a Job
-
-
-def job_maker() -> Callable[[str, str, int, str, int, float], Job]:
-    """``Job(name, cls, gpus, gpu_type, priority, duration_hours)`` for every arrival, filled through its slots.
-
-    The frozen dataclass's ``__init__`` pays ``object.__setattr__`` per field, twice what its
-    slots' setters cost (3% of a replay's instructions; ``Job.from_doc`` does the same for
-    ``plan``). The other fields get their declared defaults. Plain ``Job`` if Job's fields,
-    their order or defaults change, or it gains an ``__init__`` step (``__post_init__``).
-    """
-    spec = fields(Job)
-    names = [f.name for f in spec]
-    if names[:6] != _ARRIVAL_FIELDS or len(names) != 11 or any(f.default is not None for f in spec[6:]) or hasattr(Job, "__post_init__"):
-        return Job
-    s_name, s_cls, s_gpus, s_type, s_priority, s_hours, s7, s8, s9, s10, s11 = (Job.__dict__[name].__set__ for name in names)
-    new = object.__new__
-
-    def make(name: str, cls: str, gpus: int, gpu_type: str, priority: int, duration_hours: float) -> Job:
-        job: Job = new(Job)
-        s_name(job, name)
-        s_cls(job, cls)
-        s_gpus(job, gpus)
-        s_type(job, gpu_type)
-        s_priority(job, priority)
-        s_hours(job, duration_hours)
-        s7(job, None)
-        s8(job, None)
-        s9(job, None)
-        s10(job, None)
-        s11(job, None)
-        return job
-
-    return make
-
-
 class Simulation:
     """One replay of one policy: add work and events, ``run()``, then read the recorder."""
 
@@ -519,7 +483,6 @@ class Simulation:
         priorities = self.priorities
         n_events = self.sim_events
         pop, post, end = heapq.heappop, engine.post, engine.end
-        make_job = job_maker()
         next_arrival = arrivals[0].arrival if n_arr else math.inf
         while i < n_arr or heap:
             # 1. the next event: an arrival, unless a heap event comes first (ties: heap first)
@@ -544,7 +507,7 @@ class Simulation:
                 tracks[tj.name] = Track(tj, t)
                 rec.requested[tj.cls] += tj.gpus * tj.duration
                 priority = tj.priority if tj.priority is not None else priorities[tj.cls]
-                job = make_job(tj.name, tj.cls, tj.gpus, tj.gpu_type, priority, tj.duration / 3600)
+                job = new_job(tj.name, tj.cls, tj.gpus, tj.gpu_type, priority, tj.duration / 3600)
                 try:
                     post(job)  # submit without building a Decision nobody reads
                 except AdmissionError:

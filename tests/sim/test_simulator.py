@@ -12,9 +12,10 @@ from dataclasses import FrozenInstanceError, fields
 
 import pytest
 
-from scheduler.model import Job
+import scheduler.model
+from scheduler.model import Job, new_job
 from scheduler.sim.scenario import Action
-from scheduler.sim.simulator import Simulation, job_maker
+from scheduler.sim.simulator import Simulation
 from scheduler.sim.summary import summarise
 from scheduler.sim.traces import TraceJob
 from scheduler.specs import CloudCatalog, Contract, ScenarioEvent
@@ -313,8 +314,8 @@ def test_wait_percentiles_are_nearest_rank_over_every_start() -> None:
 
 
 def test_the_replay_builds_each_job_as_job_would() -> None:
-    make = job_maker()
-    assert make is not Job  # filled through its slots (Job's fields are as the maker expects)
+    make = new_job  # what the replay builds each arrival's Job with
+    assert scheduler.model._JOB_SETTERS is not None  # filled through its slots (Job's fields are as it expects)
     for args in (("a", "training", 8, "H100", 0, 1.5), ("b", "api-serving", 1, "A100", 100, 0.01)):
         made, plain = make(*args), Job(*args)
         assert type(made) is Job and made == plain and hash(made) == hash(plain) and made.to_dict() == plain.to_dict()
