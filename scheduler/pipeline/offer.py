@@ -81,17 +81,17 @@ def holder_answer(
     chosen: Pool | None = None
     api_reserve = reserved = False  # what kept a pool with room from fitting (flags: an Enum hashes in Python)
     gpus = job.gpus
-    share = 1.0 - keep if keep > 0.0 and job.cls != API_CLASS else 0.0  # of each pool, what non-API work may use
-    for pool in pools:  # ``classify``, inlined (the hottest loop of a decision): the same checks in the same order
-        if pool.capacity - pool.allocated < gpus:
+    for pool in pools:
+        if pool.capacity - pool.allocated < gpus:  # the common case on a busy holder, without a call
             continue
-        if blocked(pool) is not None:
-            reserved = True
-        elif share and pool.allocated + gpus > int(pool.capacity * share):
-            api_reserve = True
-        else:
+        fit = classify(pool, job, keep, blocked)
+        if fit is PoolFit.FITS:
             chosen = pool
             break
+        if fit is PoolFit.API_RESERVE:
+            api_reserve = True
+        elif fit is PoolFit.RESERVED:
+            reserved = True
     if chosen is None:
         if api_reserve:
             return HolderAnswer(Answer.DECLINED, DeclineReason.RESERVED_FOR_API_SERVING, response)
