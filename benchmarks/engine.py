@@ -25,6 +25,7 @@ from scheduler.engine import Engine
 from scheduler.events import Event, Placed, Queued
 from scheduler.loading import load_catalog, load_contract
 from scheduler.model import Job
+from scheduler.native import core_build
 from scheduler.paths import default_catalog, default_contract
 from scheduler.specs import CloudCatalog
 
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     rows = []
+    print(f"placement core: {core_build()}")
     print(f"{'backlog':>8} {'pools':>6} {'decisions':>10} {'events':>9} {'submit dec/s':>13} {'overall dec/s':>14} {'us/decision':>12} {'wall s':>7} {'left queued':>12}")
     for n in args.sizes:
         r = run(n, args.seed)

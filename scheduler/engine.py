@@ -17,7 +17,7 @@ import heapq
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from scheduler.backends import BackendState
 from scheduler.clock import Clock
@@ -171,18 +171,24 @@ def _never_blocked(_pool: Pool) -> str | None:
 class Engine:
     """Owns inventory, queue and job records; the only writer of placement state."""
 
-    #: Shortcuts that must never change a decision, only skip work: a bucket whose gang no
-    #: longer fits the freed pools is not checked, and a reservation looks only at pools whose
-    #: work changed. Tests turn them off and compare (tests/test_engine_properties.py).
-    _skip_unfit_buckets: ClassVar[bool] = True
-    _incremental_reservations: ClassVar[bool] = True
-    #: An attempt that queued leaves the world as it was, so the next job of the same shape
-    #: and standing that finds the same world would queue the same way: its events are
-    #: replayed (job, time and attempt swapped in) instead of decided again.
-    _replay_queued_attempts: ClassVar[bool] = True
+    def __init__(
+        self, catalog: CloudCatalog, contract: Contract, clock: Clock, *, policy: Policy | None = None, shortcuts: bool = True
+    ) -> None:
+        """``policy`` is for what-if runs (``scheduler/sim/policies.py``); live placement uses the contract's.
 
-    def __init__(self, catalog: CloudCatalog, contract: Contract, clock: Clock, *, policy: Policy | None = None) -> None:
-        """``policy`` is for what-if runs (``scheduler/sim/policies.py``); live placement uses the contract's."""
+        ``shortcuts=False`` decides everything the long way, to check the shortcuts against
+        (tests/test_engine_properties.py): they must never change a decision, only skip work.
+        """
+        # a bucket whose gang no longer fits the freed pools is not checked, and a reservation
+        # looks only at pools whose work changed
+        self._skip_unfit_buckets = shortcuts
+        self._incremental_reservations = shortcuts
+        # An attempt that queued leaves the world as it was, so the next job of the same shape
+        # and standing that finds the same world would queue the same way: its events are
+        # replayed (job, time and attempt swapped in) instead of decided again.
+        self._replay_queued_attempts = shortcuts
+        #: attempts decided in full (the others replayed a queued attempt's events)
+        self.decided = 0
         self.catalog = catalog
         self.clock = clock
         self.inventory = Inventory(catalog)
@@ -500,6 +506,7 @@ class Engine:
 
     def _decide(self, rec: JobRecord) -> bool:
         """Numbered like the pipeline: 1 admit, 2 offer, 3 quote, 4 score, 5 bind, 7 preempt, 6 queue."""
+        self.decided += 1
         job = rec.job
         name = job.name
         attempt = rec.attempt + 1

@@ -102,18 +102,12 @@ def test_a_restored_engine_decides_exactly_like_the_live_one(data: st.DataObject
     assert snapshot(restored) == snapshot(live)
 
 
-class NoShortcuts(Engine):
-    _skip_unfit_buckets = False
-    _incremental_reservations = False
-    _replay_queued_attempts = False
-
-
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data(), contract=contracts())
 def test_the_engines_shortcuts_never_change_a_decision(data: st.DataObject, contract: Contract) -> None:
     catalog = data.draw(st.one_of(catalogs(), st.builds(contended_world, st.sampled_from([8, 16]), st.sampled_from([0, 8]))))
     fast_clock, full_clock = ManualClock(), ManualClock()
-    fast, full = Engine(catalog, contract, fast_clock), NoShortcuts(catalog, contract, full_clock)
+    fast, full = Engine(catalog, contract, fast_clock), Engine(catalog, contract, full_clock, shortcuts=False)
     fast_events: list[Event] = []
     full_events: list[Event] = []
     fast.subscribe(fast_events.append)
@@ -135,10 +129,10 @@ def test_the_engines_shortcuts_never_change_a_decision_on_a_large_mixed_workload
     from scheduler.loading import load_contract
     from scheduler.paths import default_contract
 
-    def run(cls: type[Engine]) -> list[tuple[str, dict[str, Any]]]:
+    def run(shortcuts: bool) -> list[tuple[str, dict[str, Any]]]:
         rng = random.Random(11)
         catalog = grown_catalog()
-        engine = cls(catalog, load_contract(default_contract(), catalog), ManualClock())
+        engine = Engine(catalog, load_contract(default_contract(), catalog), ManualClock(), shortcuts=shortcuts)
         records: list[tuple[str, dict[str, Any]]] = []
         engine.subscribe(lambda ev: records.append((ev.kind, ev.to_record())))
         engine.place_many(workload(2_000, rng))
@@ -148,7 +142,7 @@ def test_the_engines_shortcuts_never_change_a_decision_on_a_large_mixed_workload
             engine.release(name)
         return records
 
-    fast, full = run(Engine), run(NoShortcuts)
+    fast, full = run(shortcuts=True), run(shortcuts=False)
     kinds = [kind for kind, _ in full]
     assert kinds.count("reserved") > 10 and kinds.count("preempted") > 0
     first = next((i for i, (a, b) in enumerate(zip(fast, full, strict=False)) if a != b), None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from scheduler.clock import ManualClock
-from scheduler.engine import Engine, JobRecord
+from scheduler.engine import Engine
 from scheduler.errors import AdmissionError
 from scheduler.events import Event, Placed, Preempted, Reserved
 from tests.builders import a_catalog, a_contract, a_job, recording_engine, two_clouds
@@ -269,43 +269,29 @@ def test_a_reservation_moves_to_a_pool_that_frees_up_sooner() -> None:
     assert_clean(events)
 
 
-class _CountingDecisions(Engine):
-    """Counts full decisions, so a test can tell a replayed queued attempt from a decided one."""
-
-    decided = 0
-
-    def _decide(self, rec: JobRecord) -> bool:
-        type(self).decided += 1
-        return super()._decide(rec)
-
-
 def test_a_queued_attempt_is_replayed_only_for_a_job_that_would_decide_the_same() -> None:
     """A queued attempt's events are replayed for the next job of its shape and standing in the
     same world (``Engine._replay_queued_attempts``); a job of the same shape but higher priority
     may preempt where the last one queued, so it must be decided, not replayed."""
 
-    def run(engine_cls: type[Engine]) -> list[dict[str, object]]:
-        engine = engine_cls(two_clouds(azure_h100=8, oci_h100=0), a_contract(), ManualClock())
+    def run(shortcuts: bool) -> list[dict[str, object]]:
+        engine = Engine(two_clouds(azure_h100=8, oci_h100=0), a_contract(), ManualClock(), shortcuts=shortcuts)
         events: list[Event] = []
         engine.subscribe(events.append)
         engine.announce()
         api = a_job().cls("api-serving").gpus(8)
         engine.submit(a_job().named("train").gpus(8).priority(5).obj())
         assert engine.submit(api.named("first").priority(1).obj()).outcome == "queued"  # cannot preempt priority 5
-        before = _CountingDecisions.decided
+        before = engine.decided
         for i in range(3):  # short enough to backfill the pool "first" reserved: same shape, same standing
             assert engine.submit(api.named(f"short-{i}").priority(1).hours(0.01).obj()).outcome == "queued"
-        if engine_cls is _CountingDecisions:
-            assert _CountingDecisions.decided - before == 1  # one decided, two replayed
+        assert engine.decided - before == (1 if shortcuts else 3)  # one decided, two replayed
         urgent = engine.submit(api.named("urgent").priority(100).hours(1).obj())
         assert (urgent.outcome, urgent.via) == ("placed", "preemption")
         assert_clean(events)
         return [e.to_record() for e in events]
 
-    class Decided(Engine):
-        _replay_queued_attempts = False
-
-    assert run(_CountingDecisions) == run(Decided)
+    assert run(shortcuts=True) == run(shortcuts=False)
 
 
 def test_a_waiting_api_job_still_preempts_after_a_higher_priority_job_takes_the_freed_gpus() -> None:
@@ -332,20 +318,20 @@ def test_a_queued_attempt_is_replayed_across_priorities_only_for_jobs_that_canno
     queues the same way at any priority (replayed), while an API job of another priority may
     preempt where the last one queued (decided). Both runs must record the same events."""
 
-    def run(engine_cls: type[Engine]) -> tuple[list[dict[str, object]], int]:
-        engine = engine_cls(two_clouds(azure_h100=8, oci_h100=8), a_contract(), ManualClock())
+    def run(shortcuts: bool) -> tuple[list[dict[str, object]], int]:
+        engine = Engine(two_clouds(azure_h100=8, oci_h100=8), a_contract(), ManualClock(), shortcuts=shortcuts)
         events: list[Event] = []
         engine.subscribe(events.append)
         engine.announce()
         engine.submit(a_job().named("train-running").gpus(8).priority(3).obj())  # azure
         engine.submit(a_job().named("spilled").gpus(8).priority(3).obj())  # oci
-        before = _CountingDecisions.decided
+        before = engine.decided
         train = a_job().gpus(8).hours(100)
         # every cloud full: each queues the same way whatever its priority. The first holds the
         # reservation; the second, held back by it, decides once; the last two are replayed
         for p in (9, 7, 2, 0):
             assert engine.submit(train.named(f"train-{p}").priority(p).obj()).outcome == "queued"
-        decided = _CountingDecisions.decided - before
+        decided = engine.decided - before
         api = a_job().cls("api-serving").gpus(8).hours(0.5)  # short enough to backfill: no reservation holds it
         assert engine.submit(api.named("api-1").priority(1).obj()).outcome == "queued"  # nothing movable below 1
         urgent = engine.submit(api.named("api-60").priority(60).obj())  # same shape and world: decided, not replayed
@@ -353,9 +339,7 @@ def test_a_queued_attempt_is_replayed_across_priorities_only_for_jobs_that_canno
         assert_clean(events)
         return [e.to_record() for e in events], decided
 
-    class Decided(Engine):
-        _replay_queued_attempts = False
-
-    replayed, decided = run(_CountingDecisions)
+    replayed, decided = run(shortcuts=True)
     assert decided == 2
-    assert replayed == run(Decided)[0]
+    events, decided_in_full = run(shortcuts=False)
+    assert decided_in_full == 4 and replayed == events

@@ -12,10 +12,15 @@ fi
 stamp=.venv/.mcsched-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import scheduler, ray, pytest, hypothesis" 2>/dev/null; then
-  echo "bootstrap: installing mcsched[test] (Ray included; a few minutes the first time)" >&2
+  echo "bootstrap: installing mcsched[test] (Ray included, and the placement core compiled by mypyc; a few minutes the first time)" >&2
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[test]"
   echo "$want" > "$stamp"
+elif [ -f scheduler/native.stamp ] && ! .venv/bin/python -c "import sys, scheduler.native as n; sys.exit(n.stale_reason() is not None)" 2>/dev/null \
+  && [ -z "${MCSCHED_PURE_PYTHON:-}" ]; then
+  # the core's sources changed since it was compiled (a pull, an edit): it runs as Python until rebuilt
+  echo "bootstrap: recompiling the placement core (its sources changed since the last build)" >&2
+  .venv/bin/python -m pip install -q --no-deps -e .
 fi
 if ! command -v prometheus >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "bootstrap: installing Debian's prometheus" >&2
