@@ -43,7 +43,11 @@ def native_extensions() -> list[Any]:
         return []
     paths = [str(native.source_path(m, ROOT).relative_to(ROOT)) for m in native.CORE_MODULES]
     stamp.unlink(missing_ok=True)  # written again only once every extension is built (StampedBuildExt)
-    extensions: list[Any] = mypycify(paths, opt_level="3", group_name="mcsched_core")
+    try:
+        extensions: list[Any] = mypycify(paths, opt_level="3", group_name="mcsched_core")
+    except (Exception, SystemExit) as exc:  # mypyc's own type check failed: install the source as it is
+        print(f"mcsched: not compiling the placement core ({exc!r}); installing it as Python", file=sys.stderr)
+        return []
     for extension in extensions:
         extension.optional = True  # no C compiler: a warning, and the package installs as Python
     return extensions

@@ -8,7 +8,18 @@ from scheduler.specs import HolderRules
 class BackendState:
     """Mutable view of one backend; changed only by the engine applying ``backend-changed`` events."""
 
-    __slots__ = ("extra_latency_seconds", "latency_seconds", "name", "rules", "startup_seconds", "up")
+    __slots__ = (
+        "api_reserve",
+        "decline_gpu_types",
+        "extra_latency_seconds",
+        "latency_seconds",
+        "max_gang_gpus",
+        "name",
+        "price_floors",
+        "rules",
+        "startup_seconds",
+        "up",
+    )
 
     def __init__(
         self, name: str, up: bool, latency_seconds: float, startup_seconds: float, rules: HolderRules, extra: float = 0.0
@@ -19,6 +30,16 @@ class BackendState:
         self.extra_latency_seconds = extra
         self.startup_seconds = startup_seconds
         self.rules = rules
+        # The holder rules again as plain fields: read at every offer, where a pydantic model's
+        # attribute read (its __getattr__ hook, a long MRO) costs more than the check itself.
+        self.decline_gpu_types = frozenset(rules.declineGpuTypes)
+        self.max_gang_gpus = rules.maxGangGpus
+        self.api_reserve = rules.reserveForApiServingFraction
+        self.price_floors = dict(rules.priceFloorUsdPerGpuHour)
+
+    def declines(self, gpu_type: str, gpus: int) -> bool:
+        """Whether the holder's rules refuse this GPU type or gang size whatever is free."""
+        return gpu_type in self.decline_gpu_types or (self.max_gang_gpus is not None and gpus > self.max_gang_gpus)
 
     @property
     def response_seconds(self) -> float:

@@ -17,7 +17,7 @@ import heapq
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 from scheduler.backends import BackendState
 from scheduler.clock import Clock
@@ -68,13 +68,16 @@ from scheduler.specs import API_CLASS, CloudCatalog, Contract
 
 _T = TypeVar("_T")
 PoolKey = tuple[str, str, str]
-PENDING, QUEUED, RUNNING = JobState.PENDING, JobState.QUEUED, JobState.RUNNING
+# Final: module constants the compiled core reads from C statics, not the module's dict (scheduler/native.py)
+PENDING: Final = JobState.PENDING
+QUEUED: Final = JobState.QUEUED
+RUNNING: Final = JobState.RUNNING
 FINISHED, FAILED, STOPPED, CANCELLED = JobState.FINISHED, JobState.FAILED, JobState.STOPPED, JobState.CANCELLED
-TERMINAL = TERMINAL_STATES
-END_STATE = {r.value: JobState(r.value) for r in EndReason}
-_OUTCOME = {state: "placed" if state is RUNNING else state.value for state in JobState}  # Decision.outcome
-CAPACITY_REASONS = frozenset({QueueReason.NO_CAPACITY, QueueReason.PINNED_HOLDER_DECLINED})
-PREEMPTIBLE_DECLINES = frozenset({DeclineReason.NO_CAPACITY, DeclineReason.RESERVED_FOR_QUEUED_JOB})
+TERMINAL: Final = TERMINAL_STATES
+END_STATE: Final = {r.value: JobState(r.value) for r in EndReason}
+_OUTCOME: Final = {state: "placed" if state is RUNNING else state.value for state in JobState}  # Decision.outcome
+CAPACITY_REASONS: Final = frozenset({QueueReason.NO_CAPACITY, QueueReason.PINNED_HOLDER_DECLINED})
+PREEMPTIBLE_DECLINES: Final = frozenset({DeclineReason.NO_CAPACITY, DeclineReason.RESERVED_FOR_QUEUED_JOB})
 
 
 class JobRecord:
@@ -86,12 +89,15 @@ class JobRecord:
         "cand",
         "detail",
         "dropped",
+        "ends_at",
+        "gpus",
         "history",
         "job",
         "last_pool",
         "placed_at",
         "pool",
         "price",
+        "priority",
         "reason",
         "rofr",
         "seq",
@@ -104,6 +110,10 @@ class JobRecord:
 
     def __init__(self, job: Job, seq: int, now: float, sig: int) -> None:
         self.job = job
+        # the Job's fields the hot loops read, as fields of this (compiled) record: a Job is a
+        # Python dataclass, each read of its fields a generic attribute look-up (type, then slot)
+        self.gpus = job.gpus
+        self.priority = job.priority
         self.sig = sig  # its signature's number: its queue bucket and admission cache key
         self.state = PENDING
         self.attempt = 0
@@ -113,6 +123,7 @@ class JobRecord:
         self.price = 0.0
         self.submitted_at = now
         self.placed_at = 0.0
+        self.ends_at = 0.0  # expected end while running: placed_at + durationHours
         self.via = ""
         self.reason = ""
         self.detail = ""
@@ -122,15 +133,6 @@ class JobRecord:
         self.version = 0
         self.history: list[HistoryEntry] | None = None
         self.cand: tuple[int, Candidates] | None = None  # (configuration generation, static candidates)
-
-    # what victim selection (pipeline/preempt.py) reads
-    @property
-    def priority(self) -> int:
-        return self.job.priority
-
-    @property
-    def gpus(self) -> int:
-        return self.job.gpus
 
     def note(self, at: float, what: str, pool: Pool | None, detail: str) -> None:
         """An assignment change (placed, evicted, ended): bumps the version drivers watch."""
@@ -155,13 +157,15 @@ class _Verdict(Enum):
     RESERVED_ONLY = 2  # would fit, but only on a pool reserved for a higher-priority job
 
 
-_PENDING_ITEM, _HEAD_ITEM, _PROBE_ITEM = 0, 1, 2
+_PENDING_ITEM: Final = 0
+_HEAD_ITEM: Final = 1
+_PROBE_ITEM: Final = 2
 # Builds an event from its fields in order, as Event(...) does but without the NamedTuple's
 # Python-level __new__: half the cost, on the ~5 events of every placement decision.
-_new = tuple.__new__
-_NO_GANG = 1 << 62  # larger than any gang
+_new: Final = tuple.__new__
+_NO_GANG: Final = 1 << 62  # larger than any gang
 # What one attempt that queues emits, each starting (at, job, attempt): a replayable tape.
-_ATTEMPT_EVENTS = frozenset({Offered, Answered, Quoted, Queued})
+_ATTEMPT_EVENTS: Final = frozenset({Offered, Answered, Quoted, Queued})
 
 
 def _never_blocked(_pool: Pool) -> str | None:
@@ -212,6 +216,7 @@ class Engine:
         self._seq = 0
         self._pending: list[JobRecord] = []
         self._incoming: Job | None = None
+        self._incoming_sig = 0  # its signature number, from validation
         self._max_free: dict[str, int] = {}  # GPU type -> most free GPUs in one pool (an upper bound)
         self._pool_version: dict[tuple[str, str, str], int] = dict.fromkeys(self.inventory.pools, 0)
         # pool -> priority -> GPUs of running movable (unpinned) work: what a pinned job could preempt
@@ -310,8 +315,11 @@ class Engine:
         job = self._incoming  # live: the Job the spec was made from (equal to rebuilding it, as a replay does)
         if job is None or job.name != ev.job:
             job = Job.from_dict(ev.spec)
+            sig = self._signature_number(job)
+        else:
+            sig = self._incoming_sig
         self._incoming = None
-        self.jobs[ev.job] = JobRecord(job, self._seq, ev.at, self._signature_number(job))
+        self.jobs[ev.job] = JobRecord(job, self._seq, ev.at, sig)
 
     def _on_attempted(self, ev: Offered | Quoted) -> None:
         self.jobs[ev.job].attempt = ev.attempt
@@ -327,6 +335,7 @@ class Engine:
         pool.take(ev.gpus)
         rec.state, rec.pool, rec.last_pool = RUNNING, pool, pool
         rec.price, rec.placed_at, rec.via, rec.attempt = ev.price, ev.at, ev.via, ev.attempt
+        rec.ends_at = ev.at + rec.job.duration_hours * 3600.0
         rec.reason = rec.detail = ""
         rec.dropped = ev.not_used
         rec.binding = None
@@ -675,7 +684,7 @@ class Engine:
     ) -> bool:
         """Evict the fewest lower-priority movable GPUs on a holder pool that make the gang fit."""
         job = rec.job
-        keep = 0.0 if job.cls == API_CLASS else self.backends[self.holder].rules.reserveForApiServingFraction
+        keep = 0.0 if job.cls == API_CLASS else self.backends[self.holder].api_reserve
         best: tuple[tuple[int, int, int], Pool, list[JobRecord]] | None = None
         for pool in cand.holder_pools:
             if pool.capacity < job.gpus or blocked(pool) is not None:
@@ -734,7 +743,7 @@ class Engine:
             return 0
         heap: list[tuple[Key, int, Any]] = []
         seen: set[Hashable] = set()
-        keep = self.backends[self.holder].rules.reserveForApiServingFraction
+        keep = self.backends[self.holder].api_reserve
         reserve = self.gate and keep > 0.0
         pools_by_key = self.inventory.pools
         sigs_by_pool = self._sigs_by_pool
@@ -918,8 +927,8 @@ class Engine:
         holder_ok = holder is not None and self._holder_responsive
         if holder is not None and not holder_ok and (not cand.others or self.lapse_queues):
             return _Verdict.BLOCKED
-        rules = self.backends[self.holder].rules
-        declines = job.gpu_type in rules.declineGpuTypes or (rules.maxGangGpus is not None and gpus > rules.maxGangGpus)
+        holder_state = self.backends[self.holder]
+        declines = holder_state.declines(job.gpu_type, gpus)
         blocked = self._blocker(rec, self.clock.now())
         reserved = False
         holder_pools: list[Pool] = []
@@ -927,7 +936,7 @@ class Engine:
             if pool.cloud == holder:
                 holder_pools.append(pool)
                 if holder_ok and not declines:
-                    fit = classify(pool, job, rules.reserveForApiServingFraction, blocked)
+                    fit = classify(pool, job, holder_state.api_reserve, blocked)
                     if fit is PoolFit.FITS:
                         return _Verdict.CAN_START
                     reserved = reserved or fit is PoolFit.RESERVED
@@ -993,9 +1002,9 @@ class Engine:
         plan = self._res_plans.get(key)
         if plan is None:
             cand = self._cand(rec)
-            rules = self.backends[self.holder].rules
-            keep = 0.0 if job.cls == API_CLASS else rules.reserveForApiServingFraction
-            declines = job.gpu_type in rules.declineGpuTypes or (rules.maxGangGpus is not None and job.gpus > rules.maxGangGpus)
+            holder_state = self.backends[self.holder]
+            keep = 0.0 if job.cls == API_CLASS else holder_state.api_reserve
+            declines = holder_state.declines(job.gpu_type, job.gpus)
             holder_pools = cand.holder_pools if self.gate and self.backends[self.holder].up and not declines else ()
             plan = {p.key: (0, p, keep) for p in holder_pools}
             plan.update((p.key, (1, p, 0.0)) for c, ps in cand.others if self.backends[c].up for p in ps)
@@ -1038,7 +1047,7 @@ class Engine:
         if cached is not None and cached[0] == version:
             return cached[1]
         capacity = api_ceiling(pool, keep) if keep > 0.0 else pool.capacity
-        ends = [(r.placed_at + r.job.duration_hours * 3600.0, r.job.gpus) for r in self.running[pool.key].values()]
+        ends = [(r.ends_at, r.gpus) for r in self.running[pool.key].values()]
         free = capacity - pool.allocated
         start = earliest_start(free, capacity, job.gpus, ends, now)
         if free < job.gpus:  # a start "now" depends on the clock: not cached
@@ -1051,6 +1060,10 @@ class Engine:
 
     def validate(self, job: Job) -> None:
         """Everything a request must satisfy before it is acknowledged (raises AdmissionError)."""
+        self._validate(job)
+
+    def _validate(self, job: Job) -> int:
+        """``validate``, giving the job's signature number (``_post`` records it with the job)."""
         existing = self.jobs.get(job.name)
         if existing is not None and existing.state not in TERMINAL:
             raise AdmissionError(f"job {job.name!r} already exists ({existing.state})")
@@ -1063,7 +1076,9 @@ class Engine:
             unknown = [c for c in job.clouds if c not in self.backends]
             if unknown:
                 raise AdmissionError(f"{job.name}: unknown cloud {unknown[0]!r}")
-        self._admit(job)
+        sig = self._signature_number(job)
+        self._admit(job, sig)
+        return sig
 
     def submit(self, job: Job) -> Decision:
         """Admit and place (or queue) one job; raises AdmissionError before any event on bad input."""
@@ -1072,12 +1087,11 @@ class Engine:
 
     def post(self, job: Job) -> None:
         """``submit`` without building the Decision (bulk replays that only watch the events)."""
-        self.validate(job)
-        self._post(job)
+        self._post(job, self._validate(job))
 
-    def _post(self, job: Job) -> None:
+    def _post(self, job: Job, sig: int) -> None:
         now = self.clock.now()
-        self._incoming = job
+        self._incoming, self._incoming_sig = job, sig
         self._emit(_new(Submitted, (now, job.name, job.cls, job.gpus, job.gpu_type, job.priority, job.to_dict())))
         rec = self.jobs[job.name]
         if self._attempt(rec):
@@ -1091,8 +1105,8 @@ class Engine:
         batch = self._validated(jobs)
         decisions: list[Decision] = []
         with no_gc():  # a batch adds thousands of long-lived records: see scheduler/gcpause.py
-            for job in batch:  # validated above; one job's placement cannot make another invalid
-                self._post(job)
+            for job, sig in batch:  # validated above; one job's placement cannot make another invalid
+                self._post(job, sig)
                 decisions.append(self._decision(self.jobs[job.name]))
         return decisions
 
@@ -1100,18 +1114,19 @@ class Engine:
         """``place_many`` without a Decision per job (``plan`` prints where jobs end up, not each submission)."""
         batch = self._validated(jobs)
         with no_gc():
-            for job in batch:
-                self._post(job)
+            for job, sig in batch:
+                self._post(job, sig)
 
-    def _validated(self, jobs: Iterable[Job]) -> list[Job]:
-        """The whole batch, each job validated and no name twice (raises AdmissionError before any event)."""
-        batch = list(jobs)
+    def _validated(self, jobs: Iterable[Job]) -> list[tuple[Job, int]]:
+        """The whole batch, each job validated (with its signature number) and no name twice
+        (raises AdmissionError before any event)."""
+        batch: list[tuple[Job, int]] = []
         names: set[str] = set()
-        for job in batch:
+        for job in jobs:
             if job.name in names:
                 raise AdmissionError(f"duplicate job name {job.name!r} in batch")
             names.add(job.name)
-            self.validate(job)
+            batch.append((job, self._validate(job)))
         return batch
 
     def release(self, name: str, reason: str = EndReason.FINISHED) -> Decision:

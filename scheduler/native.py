@@ -28,9 +28,12 @@ CORE_MODULES = (
     "scheduler.engine",
     "scheduler.queue",
     "scheduler.inventory",
+    "scheduler.backends",
+    "scheduler.clock",
     "scheduler.pipeline.admit",
     "scheduler.pipeline.backfill",
     "scheduler.pipeline.offer",
+    "scheduler.pipeline.policy",
     "scheduler.pipeline.preempt",
     "scheduler.pipeline.quote",
 )

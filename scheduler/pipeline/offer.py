@@ -9,7 +9,7 @@ the contract and re-derived by the ledger's checker (README, "Audit").
 from __future__ import annotations
 
 from enum import Enum
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from scheduler.backends import BackendState
 from scheduler.inventory import Pool
@@ -18,7 +18,7 @@ from scheduler.pipeline.outcomes import AcceptReason, Answer, DeclineReason, Lap
 from scheduler.pipeline.quote import Blocker, Quote
 from scheduler.specs import API_CLASS
 
-_new = tuple.__new__  # builds a NamedTuple from all its fields, without its Python-level __new__
+_new: Final = tuple.__new__  # builds a NamedTuple from all its fields, without its Python-level __new__
 
 
 class HolderAnswer(NamedTuple):
@@ -72,12 +72,11 @@ def holder_answer(
     response = holder.response_seconds
     if response > window_seconds:
         return HolderAnswer(Answer.LAPSED, LapseReason.NO_ANSWER_WITHIN_WINDOW, window_seconds)
-    rules = holder.rules
-    if job.gpu_type in rules.declineGpuTypes:
+    if job.gpu_type in holder.decline_gpu_types:
         return HolderAnswer(Answer.DECLINED, DeclineReason.GPU_TYPE_NOT_OFFERED, response)
-    if rules.maxGangGpus is not None and job.gpus > rules.maxGangGpus:
+    if holder.max_gang_gpus is not None and job.gpus > holder.max_gang_gpus:
         return HolderAnswer(Answer.DECLINED, DeclineReason.GANG_TOO_LARGE, response)
-    keep = rules.reserveForApiServingFraction
+    keep = holder.api_reserve
     chosen: Pool | None = None
     api_reserve = reserved = False  # what kept a pool with room from fitting (flags: an Enum hashes in Python)
     gpus = job.gpus
@@ -104,7 +103,7 @@ def holder_answer(
         if competing.start_seconds < holder.startup_seconds:
             return HolderAnswer(Answer.DECLINED, DeclineReason.CANNOT_MATCH_START, response)
         if competing.price < price:
-            floor = rules.priceFloorUsdPerGpuHour.get(job.gpu_type, 0.0)
+            floor = holder.price_floors.get(job.gpu_type, 0.0)
             if competing.price < floor:
                 return HolderAnswer(Answer.DECLINED, DeclineReason.BELOW_PRICE_FLOOR, response)
             return HolderAnswer(Answer.ACCEPTED, AcceptReason.MATCHED, response, chosen, competing.price)

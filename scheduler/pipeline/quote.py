@@ -8,13 +8,13 @@ queued job; a cloud that cannot says why.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from scheduler.backends import BackendState
 from scheduler.inventory import Pool
 
 Blocker = Callable[[Pool], str | None]
-_new = tuple.__new__
+_new: Final = tuple.__new__
 
 
 class Quote(NamedTuple):
