@@ -12,7 +12,7 @@ are plain dicts (decoded JSON or ``Event.to_record()``), state is a few dicts an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +95,13 @@ class _PoolState:
     jurisdiction: str
     capacity: int
     price: float
+    keep: float  # its cloud's reserveForApiServingFraction
     allocated: int = 0
+    api_limit: int = 0  # the GPUs a job of another class may fill up to when its cloud holds (``set_capacity``)
+
+    def set_capacity(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.api_limit = int(capacity * (1.0 - self.keep))
 
 
 class _Job:
@@ -142,9 +148,11 @@ class _Job:
             raise _Bad("malformed-record", "spec.jurisdiction must be a string or null")
         self.jurisdiction: str | None = jur
         duration = spec.get("duration_hours", 1.0)
-        if type(duration) not in (int, float) or not 0 < duration <= 8760:
-            raise _Bad("malformed-record", "spec.duration_hours must be a number in (0, 8760]")
-        self.duration: float = float(duration)
+        if type(duration) is not float or not 0 < duration <= 8760:  # the common case in one test
+            if type(duration) is not int or not 0 < duration <= 8760:
+                raise _Bad("malformed-record", "spec.duration_hours must be a number in (0, 8760]")
+            duration = float(duration)
+        self.duration: float = duration
         self.order = order
         self.state = "pending"
         self.pool: Pool | None = None
@@ -203,6 +211,7 @@ class InvariantChecker:
     _order: int = 0
     _preempting: str | None = None  # a pinned job whose victims were just evicted
     _shrinking: tuple[Pool, int] | None = None  # (pool, allocation before) during capacity-lost evictions
+    _plain: bool = False  # configured, and neither of the two above: ``watch``'s fast path (it and ``_on_preempted`` keep it)
     _candidates: dict[tuple[Any, ...], tuple[_PoolState, ...]] = field(default_factory=dict)
     _blocked: dict[tuple[Any, ...], str | None] = field(default_factory=dict)
 
@@ -232,27 +241,40 @@ class InvariantChecker:
             return self._violation(seq, bad, rec)
         return None
 
-    def watch(self) -> Callable[[Event], None]:
+    def watch(
+        self, before: Mapping[type[Event], Callable[[Any], None]] | None = None, count: list[int] | None = None
+    ) -> Callable[[Event], None]:
         """``feed`` for a live event stream as one plain function (the simulator's: every engine event).
 
         The common case (configured, no preemption or capacity loss half recorded) finds the
         handler by the event's class and skips ``check``'s preamble; anything else goes
         through ``check``: the same events break the same rules, in the same words.
+
+        ``before``: per event class, a handler run on the event first, and ``count[0]`` counts
+        the events: the simulator's recorder shares this sink (one sink, one lookup of the
+        event's class, saves a call per engine event).
         """
-        by_class = {EVENT_TYPES[kind]: method.__get__(self) for kind, method in _HANDLERS.items()}
-        get = by_class.get
+        mine = {EVENT_TYPES[kind]: method.__get__(self) for kind, method in _HANDLERS.items()}
+        first = dict(before or {})
+        table = {cls: (first.get(cls), mine.get(cls)) for cls in (*mine, *first)}
+        get = table.get
+        neither = (None, None)
+        tally = [0] if count is None else count
         check = self.check
 
         def on_event(ev: Event) -> None:
-            if self.configured and self._preempting is None and self._shrinking is None:
-                handler = get(ev.__class__)
-                if handler is not None:
-                    try:
-                        handler(ev)
-                    except _Bad as bad:
-                        self._violation(0, bad, ev)
-                    return
+            tally[0] += 1
+            pre, handler = get(ev.__class__, neither)
+            if pre is not None:
+                pre(ev)
+            if handler is not None and self._plain:
+                try:
+                    handler(ev)
+                except _Bad as bad:
+                    self._violation(0, bad, ev)
+                return
             check(0, ev.kind, ev)
+            self._plain = self.configured and self._preempting is None and self._shrinking is None
 
         return on_event
 
@@ -365,21 +387,21 @@ class InvariantChecker:
         ahead = other.priority > job.priority or (other.priority == job.priority and other.order < job.order)
         return ahead and not now + job.duration * 3600.0 <= res[1]
 
-    def _expected_answer(self, job: _Job, now: float) -> tuple[str, str, str | _PoolState, float | None]:
-        """Rule 4, the holder's gate in order: (answer, reason, evidence, price) from the rebuilt state.
+    def _expected_answer(self, job: _Job, now: float) -> tuple[str, str, str | _PoolState]:
+        """Rule 4, the holder's gate in order: (answer, reason, evidence) from the rebuilt state.
 
         An acceptance's evidence is the pool that fits, worded by ``_evidence`` only if a
         violation needs it (formatting it for every accepted offer was a measurable cost).
         """
         hb = self.backends[self.holder]
         if not hb.up:
-            return "lapsed", "backend-down", f"{hb.name} was down", None
+            return "lapsed", "backend-down", f"{hb.name} was down"
         if hb.response > self.window:
-            return "lapsed", "no-answer-within-window", f"{hb.name} answers in {hb.response:g}s > {self.window:g}s window", None
+            return "lapsed", "no-answer-within-window", f"{hb.name} answers in {hb.response:g}s > {self.window:g}s window"
         if job.gpu_type in hb.decline_types:
-            return "declined", "gpu-type-not-offered", f"{hb.name} declines {job.gpu_type}", None
+            return "declined", "gpu-type-not-offered", f"{hb.name} declines {job.gpu_type}"
         if hb.max_gang is not None and job.gpus > hb.max_gang:
-            return "declined", "gang-too-large", f"{job.gpus} > maxGangGpus {hb.max_gang}", None
+            return "declined", "gang-too-large", f"{job.gpus} > maxGangGpus {hb.max_gang}"
         keep = 0.0 if job.cls == "api-serving" else hb.api_fraction
         api_reserve = reserved = False
         fit: _PoolState | None = None
@@ -393,29 +415,28 @@ class InvariantChecker:
             if reservations and self._reserved_against(job, p.key, now):
                 reserved = True
                 continue
-            if keep > 0.0 and p.allocated + job.gpus > int(p.capacity * (1.0 - keep)):
+            if keep > 0.0 and p.allocated + job.gpus > p.api_limit:  # ``int(p.capacity * (1.0 - keep))``: keep is p's cloud's
                 api_reserve = True
                 continue
             fit = p
             break
         if fit is None:
             if api_reserve:
-                return "declined", "reserved-for-api-serving", "only the API share was free", None
+                return "declined", "reserved-for-api-serving", "only the API share was free"
             if reserved:
-                return "declined", "reserved-for-queued-job", "the free pools were reserved", None
-            return "declined", "no-capacity", "no holder pool had room", None
-        price = hb.price.get(job.gpu_type, fit.price)
+                return "declined", "reserved-for-queued-job", "the free pools were reserved"
+            return "declined", "no-capacity", "no holder pool had room"
         if self.mode == "match":
             c_price, c_cloud = job.competing
             if c_price is not None:
                 start = next((q[3] for q in job.quotes if q[0] == c_cloud and q[2] == c_price), None)
                 if start is not None and start < hb.startup:
-                    return "declined", "cannot-match-start", f"competing start {start:g}s < startup {hb.startup:g}s", None
-                if c_price < price:
+                    return "declined", "cannot-match-start", f"competing start {start:g}s < startup {hb.startup:g}s"
+                if c_price < hb.price.get(job.gpu_type, fit.price):
                     if c_price < hb.floors.get(job.gpu_type, 0.0):
-                        return "declined", "below-price-floor", f"competing ${c_price:g} below the floor", None
-                    return "accepted", "matched", fit, c_price
-        return "accepted", "accepted", fit, price
+                        return "declined", "below-price-floor", f"competing ${c_price:g} below the floor"
+                    return "accepted", "matched", fit
+        return "accepted", "accepted", fit
 
     # ------------------------------------------------------------------ rule 1: configuration
 
@@ -446,7 +467,8 @@ class InvariantChecker:
             pools = self.by_cloud.setdefault(b.name, [])
             for r in b.regions:
                 for gpu_type, count in r.gpus.items():
-                    p = _PoolState((b.name, r.name, gpu_type), r.jurisdiction, count, b.prices[gpu_type])
+                    p = _PoolState((b.name, r.name, gpu_type), r.jurisdiction, count, b.prices[gpu_type], rules.reserveForApiServingFraction)
+                    p.set_capacity(count)
                     self.pools[p.key] = p
                     pools.append(p)
         self._contract(contract)
@@ -611,7 +633,7 @@ class InvariantChecker:
         if job.offered_attempt != attempt or attempt != job.attempt:
             raise _Bad("offer-missing", f"{job.name} answered {answer} in attempt {attempt} without an offer in that attempt")
         job.answer_attempt, job.answer, job.reason = attempt, answer, reason
-        expected, why, evidence, _price = self._expected_answer(job, rec.at)
+        expected, why, evidence = self._expected_answer(job, rec.at)
         if answer != expected or reason != why:
             raise _Bad("holder-answer", f"{self.holder} {answer} {reason} for {job.name}, but the records say {expected} {why} ({_evidence(evidence, job)})")
         want = self.window if answer == "lapsed" else self.backends[self.holder].response
@@ -734,6 +756,7 @@ class InvariantChecker:
                 raise _Bad("preemption", f"{job.name} evicted for {by}, which is {winner.state}")
             self._leave(job, rec, "evicted")
             self._preempting = by
+            self._plain = False
         elif reason == "backend-down":
             if cloud == self.holder:
                 raise _Bad("eviction", f"{job.name} evicted from the holder {cloud} for an outage (holder outages never move work)")
@@ -745,6 +768,7 @@ class InvariantChecker:
             before = self._shrinking[1] if self._shrinking is not None else self.pools[key].allocated if key in self.pools else 0
             self._leave(job, rec, "evicted")
             self._shrinking = (key, before)
+            self._plain = False
         else:
             raise _Bad("eviction", f"unknown eviction reason {reason!r}")
         job.state = "pending"
@@ -795,7 +819,7 @@ class InvariantChecker:
         if capacity < 0:
             raise _Bad("malformed-record", f"negative capacity {capacity}")
         shrinking, self._shrinking = self._shrinking, None
-        pool.capacity = capacity
+        pool.set_capacity(capacity)
         if shrinking is not None and not capacity < shrinking[1]:
             raise _Bad("eviction", f"capacity-lost evictions on {_fmt(key)}, yet it shrank only to {capacity} of {shrinking[1]} allocated")
         if pool.allocated > capacity:

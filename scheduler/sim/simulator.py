@@ -25,7 +25,6 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import partial
 from operator import attrgetter
 from typing import Any
 
@@ -190,7 +189,7 @@ class Recorder:
             Placed: self._placed,
             Queued: self._queued,
             Preempted: self._preempted,
-            Released: partial(self._settle, False),  # one call per release, not two
+            Released: self._settle,
             Dequeued: self._dequeued,
             CapacityChanged: self._capacity,
         }
@@ -204,22 +203,13 @@ class Recorder:
     def sink(self) -> Callable[[Event], None]:
         """``self`` as a plain function, feeding the contract's checker too when ``check``.
 
-        One sink for both saves the engine a call per event (this runs for every engine event).
+        One sink for both saves the engine a call per event (this runs for every engine event):
+        the checker's ``watch`` runs the recorder's handler for the event's class first.
         """
+        if self.check:
+            return self.checker.watch(self._handlers, self._count)
         get = self._handlers.get
         count = self._count
-
-        if self.check:
-            check = self.checker.watch()  # ``checker.feed`` without its list per event
-
-            def on_event_checked(ev: Event) -> None:
-                count[0] += 1
-                handler = get(ev.__class__)
-                if handler is not None:
-                    handler(ev)
-                check(ev)
-
-            return on_event_checked
 
         def on_event(ev: Event) -> None:
             count[0] += 1
@@ -317,10 +307,9 @@ class Recorder:
             if queued > self.queued_gpus_peak[tr.cls]:
                 self.queued_gpus_peak[tr.cls] = queued
 
-    def _settle(self, evicted: bool, ev: Preempted | Released) -> None:
+    def _settle(self, ev: Preempted | Released, evicted: bool = False) -> None:
         """Close a placement: credit the work done, and close the wait if work had started; a released job's track goes."""
-        tracks = self.tracks
-        tr = tracks[ev.job]
+        tr = self.tracks[ev.job] if evicted else self.tracks.pop(ev.job)
         now, cloud, gpus = ev.at, ev.cloud, ev.gpus
         tr.running = False
         # GPUs freed in the pool, then in its (cloud, GPU type): ``_retype`` inlined (every release); no peak can rise
@@ -352,12 +341,10 @@ class Recorder:
                 tr.evicted = True
         elif not evicted:  # ended before its work started (a serving replica whose demand ended)
             self.censored[tr.cls].append(now - tr.since)
-        if not evicted:
-            del tracks[ev.job]
 
     def _preempted(self, ev: Preempted) -> None:
         self.preemptions[ev.reason] += 1
-        self._settle(True, ev)
+        self._settle(ev, True)
 
     def _dequeued(self, ev: Dequeued) -> None:
         tr = self.tracks.pop(ev.job)
