@@ -96,9 +96,14 @@ def select() -> None:
 
 
 def core_build() -> str:
-    """What runs the core in this process, for benchmarks and ``mcsched version``."""
-    engine = sys.modules.get("scheduler.engine") or importlib.import_module("scheduler.engine")
-    if not (engine.__file__ or "").endswith(".py"):
+    """What runs (or, before the engine is imported, will run) the core in this process, for
+    benchmarks and ``mcsched --version``."""
+    engine = sys.modules.get("scheduler.engine")
+    if engine is not None:
+        compiled = not (engine.__file__ or "").endswith(".py")
+    else:  # what the import would load: a compiled module beside its source wins, unless the finder is in
+        compiled = _compiled_file("scheduler.engine") is not None and not any(isinstance(f, _SourceFinder) for f in sys.meta_path)
+    if compiled:
         return "compiled (mypyc)"
     if _compiled_file("scheduler.engine") is None:
         return "Python source (not compiled: no C compiler at install, or MCSCHED_NATIVE=0)"
