@@ -14,7 +14,9 @@ process's CPU time (as benchmarks/ledger.py does): the machine is shared, and un
 the wall clock measures the other tenants as much as this code (the load average is
 printed). The openb replay is the best of --repeat runs; the 1M-job replay runs once.
 
-    python benchmarks/simulate.py [--trace PATH] [--jobs N] [--repeat 3]
+    python benchmarks/simulate.py [--trace PATH] [--jobs N] [--repeat 3] [--parts 1,2,3]
+
+``--parts 2`` runs only the 1M-job replay (``--parts 1,3`` all but it), e.g. to time a change to it.
 """
 
 from __future__ import annotations
@@ -104,26 +106,47 @@ def main() -> None:
     parser.add_argument("--trace", type=Path, default=_default_trace())
     parser.add_argument("--jobs", type=int, default=1_000_000, help="size of the synthetic replay")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs of the openb replay (the best counts)")
+    parser.add_argument("--parts", type=_parts, default=(1, 2, 3), help="which of the parts below to run, e.g. 2 or 1,3 (default: all)")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="mcsched-sim-"))
+    if 1 in args.parts:
+        openb(args.trace, args.repeat)
+    if 2 in args.parts:
+        million(args.jobs)
+    if 3 in args.parts:
+        comparison(args.trace)
 
-    # 1. the real trace, ledger written
-    jobs = read_trace(args.trace, "alibaba-openb").jobs
+
+def _parts(text: str) -> tuple[int, ...]:
+    try:
+        parts = tuple(sorted({int(p) for p in text.split(",")}))
+    except ValueError:
+        parts = ()
+    if not parts or not set(parts) <= {1, 2, 3}:
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of 1, 2 and 3")
+    return parts
+
+
+def openb(trace: Path, repeat: int) -> None:
+    """1. the real trace, ledger written"""
+    tmp = Path(tempfile.mkdtemp(prefix="mcsched-sim-"))
+    jobs = read_trace(trace, "alibaba-openb").jobs
     wall = cpu = float("inf")
     try:
-        for k in range(args.repeat):
+        for k in range(repeat):
             s, w, c = replay(jobs, default_catalog(), "contract", tmp / f"run{k}")
             wall, cpu = min(wall, w), min(cpu, c)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the ledgers were written to be timed, not kept
     events = s["events"]["engine"] + s["events"]["simulation"]
-    print(f"1. openb replay: {s['jobs']:,} GPU jobs of {args.trace.name}, best of {args.repeat}: {wall:.2f} s wall, {cpu:.2f} s CPU "
+    print(f"1. openb replay: {s['jobs']:,} GPU jobs of {trace.name}, best of {repeat}: {wall:.2f} s wall, {cpu:.2f} s CPU "
           f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), {events:,} events = {events / wall:,.0f} events/s wall, "
           f"{events / cpu:,.0f} events/s CPU (ledger written, checker on) [< 10 s: {flag(wall < 10)}; >= 100,000 events/s: "
           f"wall {flag(events / wall >= 100_000)}, CPU {flag(events / cpu >= 100_000)}]")
 
-    # 2. a million synthetic jobs
-    big = synthetic(args.jobs)
+
+def million(n: int) -> None:
+    """2. a million synthetic jobs"""
+    big = synthetic(n)
     s, wall, cpu = replay(big, default_catalog(), "contract", None, progress_to_stderr("2. synthetic replay", len(big)))
     events = s["events"]["engine"] + s["events"]["simulation"]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -132,10 +155,12 @@ def main() -> None:
           f"peak RSS {rss:,.0f} MB; served {sum(s['gpuHours']['served'].values()):,.0f} GPU-h, never placed {sum(s['neverPlaced'].values()):,}, "
           f"violations {sum(s['contractViolations'].values())} [< 60 s: wall {flag(wall < 60)}, CPU {flag(cpu < 60)}]")
 
-    # 3. the policy comparison on the Azure-constrained catalog
+
+def comparison(trace: Path) -> None:
+    """3. the policy comparison on the Azure-constrained catalog"""
     tight = examples_dir() / "sim" / "catalog-azure-tight.yaml"
     for load in (1.0, 4.0):
-        loaded = read_trace(args.trace, "alibaba-openb", ReadOptions(load=load)).jobs
+        loaded = read_trace(trace, "alibaba-openb", ReadOptions(load=load)).jobs
         print(f"\n3. policy comparison, openb on {tight.name}, load x{load:g}:")
         print(f"{'policy':<11} {'cost USD':>10} {'USD/served GPU-h':>16} {'holder share':>12} {'unserved GPU-h':>14} {'never placed':>12} "
               f"{'api p99 wait':>12} {'train p99 wait':>14} {'preemptions':>11} {'violations':>10}")

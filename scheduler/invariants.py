@@ -409,13 +409,15 @@ class InvariantChecker:
         candidates = self._candidates.get((self.holder, job.gpu_type, job.regions, job.jurisdiction))  # ``_candidates_on``'s cache
         if candidates is None:
             candidates = self._candidates_on(job, self.holder)
+        gpus = job.gpus
         for p in candidates:
-            if p.capacity - p.allocated < job.gpus:
+            allocated = p.allocated
+            if p.capacity - allocated < gpus:
                 continue
             if reservations and self._reserved_against(job, p.key, now):
                 reserved = True
                 continue
-            if keep > 0.0 and p.allocated + job.gpus > p.api_limit:  # ``int(p.capacity * (1.0 - keep))``: keep is p's cloud's
+            if keep > 0.0 and allocated + gpus > p.api_limit:  # ``int(p.capacity * (1.0 - keep))``: keep is p's cloud's
                 api_reserve = True
                 continue
             fit = p
