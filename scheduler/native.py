@@ -23,7 +23,8 @@ from pathlib import Path
 from types import ModuleType
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-#: The modules mypyc compiles: the pure core, which imports no Ray, Prometheus or SQLite.
+#: The modules mypyc compiles: the pure core, which imports no Ray, Prometheus or SQLite, and the
+#: two that run beside it on every event of a replay (the contract's checker, the simulation loop).
 CORE_MODULES = (
     "scheduler.engine",
     "scheduler.queue",
@@ -36,6 +37,8 @@ CORE_MODULES = (
     "scheduler.pipeline.policy",
     "scheduler.pipeline.preempt",
     "scheduler.pipeline.quote",
+    "scheduler.invariants",
+    "scheduler.sim.simulator",
 )
 STAMP = PACKAGE_DIR / "native.stamp"
 PURE_ENV = "MCSCHED_PURE_PYTHON"
