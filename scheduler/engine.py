@@ -14,6 +14,7 @@ can start earliest, and only work expected to end by then may start there (backf
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left, insort
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -204,6 +205,8 @@ class Engine:
         self.jobs: dict[str, JobRecord] = {}
         self.queue = PendingQueue()
         self.running: dict[tuple[str, str, str], dict[str, JobRecord]] = {k: {} for k in self.inventory.pools}
+        # each pool's running work as (expected end, GPUs, seq), kept sorted: when a gang could start there
+        self._ends: dict[PoolKey, list[tuple[float, int, int]]] = {k: [] for k in self.inventory.pools}
         self.reservations: dict[str, Reservation] = {}  # GPU type -> the one reservation among its pools
         # GPU types whose reservation target may have changed (a better job became capacity-blocked, or the target left)
         self._res_dirty: set[str] = set(self.inventory.by_type)
@@ -336,6 +339,7 @@ class Engine:
         rec.state, rec.pool, rec.last_pool = RUNNING, pool, pool
         rec.price, rec.placed_at, rec.via, rec.attempt = ev.price, ev.at, ev.via, ev.attempt
         rec.ends_at = ev.at + rec.job.duration_hours * 3600.0
+        insort(self._ends[pool.key], (rec.ends_at, rec.gpus, rec.seq))
         rec.reason = rec.detail = ""
         rec.dropped = ev.not_used
         rec.binding = None
@@ -361,6 +365,8 @@ class Engine:
         pool = self.inventory.pools[(cloud, region, gpu_type)]
         pool.release(gpus)
         del self.running[pool.key][rec.job.name]
+        ends = self._ends[pool.key]
+        del ends[bisect_left(ends, (rec.ends_at, rec.gpus, rec.seq))]
         self._count_movable(pool.key, rec.job, -1)
         rec.pool = None
         rec.binding = None
@@ -630,7 +636,7 @@ class Engine:
         job = rec.job
         res = self.reservations.get(job.gpu_type)
         if res is not None and res.job == job.name:
-            self._emit(ReservationCleared(now, job.name, res.pool.cloud, res.pool.region, res.pool.gpu_type))
+            self._emit(_new(ReservationCleared, (now, job.name, res.pool.cloud, res.pool.region, res.pool.gpu_type)))
         self._emit(
             _new(
                 Placed,
@@ -715,7 +721,7 @@ class Engine:
         assert pool is not None
         job = rec.job
         cost = rec.price * job.gpus * max(now - rec.placed_at, 0.0) / 3600.0
-        self._emit(Preempted(now, job.name, job.cls, pool.cloud, pool.region, pool.gpu_type, job.gpus, reason, by, cost))
+        self._emit(_new(Preempted, (now, job.name, job.cls, pool.cloud, pool.region, pool.gpu_type, job.gpus, reason, by, cost)))
         self._pending.append(rec)
 
     # ------------------------------------------------------------------ settling: pending jobs and the queue
@@ -979,14 +985,14 @@ class Engine:
         choice = self._reservation_pool(target, now) if target is not None else None
         if choice is None or target is None:
             if current is not None:
-                self._emit(ReservationCleared(now, current.job, current.pool.cloud, current.pool.region, gpu_type))
+                self._emit(_new(ReservationCleared, (now, current.job, current.pool.cloud, current.pool.region, gpu_type)))
             return
         pool, start = choice
         if current is not None and current.job == target.job.name and current.pool is pool and current.start_at == start:
             return
         if current is not None and (current.job != target.job.name or current.pool is not pool):
-            self._emit(ReservationCleared(now, current.job, current.pool.cloud, current.pool.region, gpu_type))
-        self._emit(Reserved(now, target.job.name, pool.cloud, pool.region, gpu_type, start))
+            self._emit(_new(ReservationCleared, (now, current.job, current.pool.cloud, current.pool.region, gpu_type)))
+        self._emit(_new(Reserved, (now, target.job.name, pool.cloud, pool.region, gpu_type, start)))
 
     def _touch(self, pool: Pool) -> None:
         self._type_version[pool.gpu_type] += 1
@@ -1047,9 +1053,8 @@ class Engine:
         if cached is not None and cached[0] == version:
             return cached[1]
         capacity = api_ceiling(pool, keep) if keep > 0.0 else pool.capacity
-        ends = [(r.ends_at, r.gpus) for r in self.running[pool.key].values()]
         free = capacity - pool.allocated
-        start = earliest_start(free, capacity, job.gpus, ends, now)
+        start = earliest_start(free, capacity, job.gpus, self._ends[pool.key], now)
         if free < job.gpus:  # a start "now" depends on the clock: not cached
             if len(self._starts) > 100_000:
                 self._starts.clear()

@@ -7,13 +7,12 @@ by then may start on the reserved pool.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable
 
 
-def earliest_start(free: int, capacity: int, gpus: int, ends: Iterable[tuple[float, int]], now: float) -> float | None:
-    """First time at which ``gpus`` fit, given ``free`` now and (end time, GPUs) of running work
-    (a list given here is reordered in place).
+def earliest_start(free: int, capacity: int, gpus: int, ends: Iterable[tuple[float, int, int]], now: float) -> float | None:
+    """First time at which ``gpus`` fit, given ``free`` now and the running work's
+    (end time, GPUs, ...) in end order (the engine keeps each pool's sorted as work starts and ends).
 
     ``None`` when the pool can never hold the gang at its current size. An end in the past
     (overdue work) stays in the past, so nothing backfills until that work really ends, and
@@ -24,14 +23,8 @@ def earliest_start(free: int, capacity: int, gpus: int, ends: Iterable[tuple[flo
         return None
     if free >= gpus:
         return now
-    # The ends in time order until enough GPUs are free: a heap pops only the few ends needed,
-    # where sorting every running job's end (this runs whenever a pool's work changes) is n log n.
-    # Equal ends may pop in another order than a sort's, but the end returned is the same.
-    heap: list[tuple[float, int]] = ends if isinstance(ends, list) else list(ends)
-    heapq.heapify(heap)
     acc = free
-    while heap:
-        end, n = heapq.heappop(heap)
+    for end, n, _ in ends:
         acc += n
         if acc >= gpus:
             return end
