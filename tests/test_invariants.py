@@ -192,6 +192,22 @@ def test_checker_flags_bad_preemptions(world) -> None:
     assert first([*run[:-1], outage]) == "eviction"
 
 
+def test_the_watch_sink_leaves_and_regains_its_fast_path_around_half_recorded_evictions() -> None:
+    """A preemption's victims and a capacity loss's evictions are checked by ``check`` until their
+    placement or capacity change; the watch sink must say what ``feed`` says, cut anywhere."""
+    engine, events, _ = recording_engine(two_clouds(azure_h100=8))
+    engine.submit(a_job().named("train").gpus(8).priority(0).obj())
+    engine.submit(a_job().named("api").cls("api-serving").gpus(8).priority(100).obj())  # evicts train
+    engine.submit(a_job().named("more").gpus(8).obj())
+    engine.set_capacity("oci", "us-ashburn-1", "H100", 8)  # evicts some of what runs on oci
+    engine.release("api")
+    kinds = [e.kind for e in events]
+    assert "preempted" in kinds and "capacity-changed" in kinds
+    assert violations(events) == []
+    for cut in range(1, len(events)):  # each record dropped in turn: the same violations either way (``fed`` compares)
+        violations([*events[:cut], *events[cut + 1 :]])
+
+
 def test_checker_flags_configuration_changes_outside_reconfigured(world) -> None:
     events, _ = world
     assert first([*events, events[0]]) == "configuration"
