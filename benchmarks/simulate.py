@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from scheduler.ledger import Ledger  # noqa: E402
 from scheduler.loading import load_catalog, load_contract  # noqa: E402
+from scheduler.native import core_build  # noqa: E402
 from scheduler.paths import default_catalog, default_contract, examples_dir  # noqa: E402
 from scheduler.sim.policies import POLICIES  # noqa: E402
 from scheduler.sim.simulator import Simulation  # noqa: E402
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs of the openb replay (the best counts)")
     parser.add_argument("--parts", type=_parts, default=(1, 2, 3), help="which of the parts below to run, e.g. 2 or 1,3 (default: all)")
     args = parser.parse_args()
+    print(f"placement core, contract checker and simulation loop: {core_build()}")
     if 1 in args.parts:
         openb(args.trace, args.repeat)
     if 2 in args.parts:
