@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from scheduler import native
+from tests.builds import run_both_builds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,13 +94,6 @@ print(json.dumps({"build": core_build(), "events": count[0], "digest": digest.he
 def test_the_compiled_core_decides_exactly_as_its_source(monkeypatch: pytest.MonkeyPatch) -> None:
     """1,500 mixed jobs on ~120 pools, half of the placed ones ending: the same events, byte for byte."""
     monkeypatch.delenv(native.PURE_ENV, raising=False)
-    env = dict(os.environ)
-    runs = [
-        json.loads(subprocess.run([sys.executable, "-c", _WORKLOAD], cwd=ROOT, env=e, capture_output=True, text=True, check=True).stdout)
-        for e in (env, {**env, native.PURE_ENV: "1"})
-    ]
-    assert runs[1]["build"].startswith("Python source")
-    if native.stale_reason() is None and native.STAMP.exists():
-        assert runs[0]["build"] == "compiled (mypyc)"
-    assert runs[0]["events"] > 5_000
-    assert (runs[0]["events"], runs[0]["digest"]) == (runs[1]["events"], runs[1]["digest"])
+    compiled, source = run_both_builds(_WORKLOAD)
+    assert compiled["events"] > 5_000
+    assert (compiled["events"], compiled["digest"]) == (source["events"], source["digest"])

@@ -4,15 +4,12 @@ samples, byte for byte."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from scheduler import native
+from tests.builds import run_both_builds
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,13 +44,6 @@ print(json.dumps(out))
 def test_the_compiled_replay_gives_what_its_source_gives(monkeypatch: pytest.MonkeyPatch) -> None:
     """3,000 synthetic jobs with a capacity cut and its return, under the contract and under a policy that breaks it."""
     monkeypatch.delenv(native.PURE_ENV, raising=False)
-    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the samples' spend is keyed through a set
-    runs = [
-        json.loads(subprocess.run([sys.executable, "-c", _REPLAYS], cwd=ROOT, env=e, capture_output=True, text=True, check=True).stdout)
-        for e in (env, {**env, native.PURE_ENV: "1"})
-    ]
-    assert runs[1]["build"].startswith("Python source")
-    if native.stale_reason() is None and native.STAMP.exists():
-        assert runs[0]["build"] == "compiled (mypyc)"
-    assert runs[0]["contract"]["violations"] == 0 < runs[0]["cheapest"]["violations"]
-    assert {k: v for k, v in runs[0].items() if k != "build"} == {k: v for k, v in runs[1].items() if k != "build"}
+    compiled, source = run_both_builds(_REPLAYS, {"PYTHONHASHSEED": "0"})  # the samples' spend is keyed through a set
+    assert compiled["contract"]["violations"] == 0 < compiled["cheapest"]["violations"]
+    assert {k: v for k, v in compiled.items() if k != "build"} == {k: v for k, v in source.items() if k != "build"}
