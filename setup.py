@@ -22,27 +22,26 @@ ROOT = Path(__file__).resolve().parent
 
 
 def _native_module() -> Any:
+    """scheduler/native.py on its own (importing the package would run its import-time selection)."""
     spec = importlib.util.spec_from_file_location("_mcsched_native", ROOT / "scheduler" / "native.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclass-free, but importlib wants it registered while it runs
     spec.loader.exec_module(module)
     return module
 
 
+NATIVE = _native_module()
+
+
 def native_extensions() -> list[Any]:
-    native = _native_module()
-    stamp: Path = native.STAMP
+    NATIVE.STAMP.unlink(missing_ok=True)  # written again only once every extension is built (StampedBuildExt)
     if os.environ.get("MCSCHED_NATIVE", "1") == "0":
-        stamp.unlink(missing_ok=True)
         return []
     try:
         from mypyc.build import mypycify
     except ImportError:  # built without the build requirements (e.g. --no-build-isolation)
-        stamp.unlink(missing_ok=True)
         return []
-    paths = [str(native.source_path(m, ROOT).relative_to(ROOT)) for m in native.CORE_MODULES]
-    stamp.unlink(missing_ok=True)  # written again only once every extension is built (StampedBuildExt)
+    paths = [str(NATIVE.source_path(m, ROOT).relative_to(ROOT)) for m in NATIVE.CORE_MODULES]
     try:
         extensions: list[Any] = mypycify(paths, opt_level="3", group_name="mcsched_core")
     except (Exception, SystemExit) as exc:  # mypyc's own type check failed: install the source as it is
@@ -62,9 +61,8 @@ class StampedBuildExt(build_ext):  # type: ignore[misc]  # setuptools ships no t
             return
         built = [Path(self.get_ext_fullpath(ext.name)) for ext in self.extensions]
         if all(path.exists() for path in built):
-            native = _native_module()
             stamp_dir = Path(self.get_ext_fullpath("scheduler.engine")).parent
-            (stamp_dir / native.STAMP.name).write_text(f"{native.source_digest(ROOT)} mypyc\n")
+            (stamp_dir / NATIVE.STAMP.name).write_text(f"{NATIVE.source_digest(ROOT)} mypyc\n")
 
 
 setup(ext_modules=native_extensions(), cmdclass={"build_ext": StampedBuildExt})

@@ -1011,7 +1011,7 @@ class Engine:
             holder_state = self.backends[self.holder]
             keep = 0.0 if job.cls == API_CLASS else holder_state.api_reserve
             declines = holder_state.declines(job.gpu_type, job.gpus)
-            holder_pools = cand.holder_pools if self.gate and self.backends[self.holder].up and not declines else ()
+            holder_pools = cand.holder_pools if self.gate and holder_state.up and not declines else ()
             plan = {p.key: (0, p, keep) for p in holder_pools}
             plan.update((p.key, (1, p, 0.0)) for c, ps in cand.others if self.backends[c].up for p in ps)
             if len(self._res_plans) > 10_000:

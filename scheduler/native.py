@@ -71,7 +71,7 @@ def stale_reason(root: Path = PACKAGE_DIR.parent) -> str | None:
     if os.environ.get(PURE_ENV, "") not in ("", "0"):
         return f"{PURE_ENV} is set"
     try:
-        recorded = root.joinpath(*STAMP.relative_to(PACKAGE_DIR.parent).parts).read_text().split()[0]
+        recorded = (root / PACKAGE_DIR.name / STAMP.name).read_text().split()[0]
     except (OSError, IndexError):
         return "no build stamp"
     if recorded != source_digest(root):
@@ -90,24 +90,27 @@ class _SourceFinder(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(fullname, source_path(fullname))
 
 
+def _sources_forced() -> bool:
+    return any(isinstance(f, _SourceFinder) for f in sys.meta_path)
+
+
 def select() -> None:
     """Called once as the package is imported, before any core module is."""
     if not any(_compiled_file(m) for m in CORE_MODULES):
         return  # nothing compiled here: Python imports the sources anyway
-    if stale_reason() is not None and not any(isinstance(f, _SourceFinder) for f in sys.meta_path):
+    if stale_reason() is not None and not _sources_forced():
         sys.meta_path.insert(0, _SourceFinder())
 
 
 def core_build() -> str:
     """What runs (or, before the engine is imported, will run) the core in this process, for
     benchmarks and ``mcsched --version``."""
+    built = _compiled_file("scheduler.engine") is not None
     engine = sys.modules.get("scheduler.engine")
-    if engine is not None:
-        compiled = not (engine.__file__ or "").endswith(".py")
-    else:  # what the import would load: a compiled module beside its source wins, unless the finder is in
-        compiled = _compiled_file("scheduler.engine") is not None and not any(isinstance(f, _SourceFinder) for f in sys.meta_path)
+    # not imported yet: what the import would load (a compiled module beside its source wins, unless the finder is in)
+    compiled = not (engine.__file__ or "").endswith(".py") if engine is not None else built and not _sources_forced()
     if compiled:
         return "compiled (mypyc)"
-    if _compiled_file("scheduler.engine") is None:
+    if not built:
         return "Python source (not compiled: no C compiler at install, or MCSCHED_NATIVE=0)"
     return f"Python source ({stale_reason() or 'compiled core not loaded'})"
