@@ -22,6 +22,8 @@ elif [ -f scheduler/native.stamp ] && ! .venv/bin/python -c "import sys, schedul
   echo "bootstrap: recompiling the placement core (its sources changed since the last build)" >&2
   .venv/bin/python -m pip install -q --no-deps -e .
 fi
+# a build that could not compile installs the core as Python (slower, same decisions): say which one runs
+echo "bootstrap: placement core: $(.venv/bin/python -c 'from scheduler.native import core_build; print(core_build())')" >&2
 if ! command -v prometheus >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "bootstrap: installing Debian's prometheus" >&2
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
