@@ -32,6 +32,8 @@ class Decision(NamedTuple):
     dropped: tuple[tuple[str, str], ...] = ()
     version: int = 0  # bumped by every assignment change (placed, evicted, ended): what drivers watch
     history: tuple[HistoryEntry, ...] = ()
+    planned: tuple[str, str, float] | None = None  # a queued job's planned start: (cloud, region, time)
+    waiting: str | None = None  # a queued job's current reason: its planned start, or what it waits for
 
     def to_dict(self, explain: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -52,6 +54,11 @@ class Decision(NamedTuple):
         if self.reason is not None:
             out["reason"] = self.reason
             out["detail"] = self.detail
+        if self.waiting is not None:
+            out["waiting"] = self.waiting
+            out["plannedStart"] = (
+                {"cloud": self.planned[0], "region": self.planned[1], "at": self.planned[2]} if self.planned else None
+            )
         if explain:
             out["notUsed"] = [{"cloud": c, "why": why} for c, why in self.dropped]
             out["history"] = [
@@ -82,6 +89,8 @@ class Decision(NamedTuple):
             attempt=int(d.get("attempt", 0)),
             dropped=tuple((x["cloud"], x["why"]) for x in d.get("notUsed", [])),
             version=int(d.get("version", 0)),
+            planned=(d["plannedStart"]["cloud"], d["plannedStart"]["region"], float(d["plannedStart"]["at"])) if d.get("plannedStart") else None,
+            waiting=d.get("waiting"),
             history=tuple(
                 (float(h["at"]), str(h["what"]), h.get("cloud") or "", h.get("region") or "", str(h.get("detail", "")))
                 for h in d.get("history", [])
@@ -110,6 +119,7 @@ class Decision(NamedTuple):
                 return f"placed {self.job} on {where} by preempting lower-priority movable work ({rofr})"
             return f"placed {self.job} on {where}: {rofr}"
         if self.outcome == "queued":
-            return f"queued {self.job} ({self.gpus}x {self.gpu_type}): {self.reason}: {self.detail}"
+            now = f"; {self.waiting}" if self.waiting else ""
+            return f"queued {self.job} ({self.gpus}x {self.gpu_type}): {self.reason}: {self.detail}{now}"
         where = f" (last on {self.cloud}/{self.region})" if self.cloud else ""
         return f"{self.outcome} {self.job}{where}"

@@ -122,6 +122,7 @@ class _Job:
         "name",
         "offered_attempt",
         "order",
+        "placed_at",
         "placed_attempt",
         "pool",
         "priority",
@@ -166,6 +167,7 @@ class _Job:
         self.reason = ""
         self.done_attempt = 0  # the attempt whose outcome (placed/queued) is recorded
         self.placed_attempt = 0
+        self.placed_at = 0.0
 
 
 def _unknown(name: str) -> _Bad:
@@ -207,7 +209,8 @@ class InvariantChecker:
     backends: dict[str, _Backend] = field(default_factory=dict)
     pools: dict[Pool, _PoolState] = field(default_factory=dict)
     by_cloud: dict[str, list[_PoolState]] = field(default_factory=dict)
-    reservations: dict[Pool, tuple[str, float]] = field(default_factory=dict)
+    reservations: dict[str, tuple[Pool, float]] = field(default_factory=dict)  # queued job -> (pool, planned start)
+    running_on: dict[Pool, dict[str, _Job]] = field(default_factory=dict)
     _order: int = 0
     _preempting: str | None = None  # a pinned job whose victims were just evicted
     _shrinking: tuple[Pool, int] | None = None  # (pool, allocation before) during capacity-lost evictions
@@ -377,15 +380,29 @@ class InvariantChecker:
             raise _Bad("attempt-order", f"{what} for {job.name} while it is {job.state}")
         job.attempt = attempt
 
-    def _reserved_against(self, job: _Job, pool: Pool, now: float) -> bool:
-        res = self.reservations.get(pool)
-        if res is None or res[0] == job.name:
+    def _reserved_against(self, job: _Job, key: Pool, now: float, keep: float) -> bool:
+        """Rule 9: starting ``job`` on ``key`` now would take GPUs a planned start of a job ahead of
+        it needs (conservative backfill). Rebuilt from the records: running work's expected ends
+        (overdue work one overrun step at a time) and the planned starts recorded for the pool."""
+        claims = []
+        for name, (where, start) in self.reservations.items():
+            other = self.jobs[name]
+            if where == key and name != job.name and _ahead(other, job):
+                claims.append((start, start + other.duration * 3600.0, other.gpus))
+        if not claims:
             return False
-        other = self.jobs.get(res[0])
-        if other is None:
-            return False
-        ahead = other.priority > job.priority or (other.priority == job.priority and other.order < job.order)
-        return ahead and not now + job.duration * 3600.0 <= res[1]
+        pool = self.pools[key]
+        free_now = (pool.api_limit if keep > 0.0 else pool.capacity) - pool.allocated
+        if free_now < job.gpus:
+            return False  # no room under its ceiling: not the planned starts' doing
+        ends = [(_expected_end(r.placed_at + r.duration * 3600.0, now), r.gpus) for r in self.running_on.get(key, {}).values()]
+        stop = now + job.duration * 3600.0
+        for t in (now, *(c[0] for c in claims if now < c[0] < stop)):
+            free = free_now + sum(n for end, n in ends if end <= t)
+            held = sum(n for start, end, n in claims if start <= t < end)
+            if free - held < job.gpus:
+                return True
+        return False
 
     def _expected_answer(self, job: _Job, now: float) -> tuple[str, str, str | _PoolState]:
         """Rule 4, the holder's gate in order: (answer, reason, evidence) from the rebuilt state.
@@ -414,7 +431,7 @@ class InvariantChecker:
             allocated = p.allocated
             if p.capacity - allocated < gpus:
                 continue
-            if reservations and self._reserved_against(job, p.key, now):
+            if reservations and self._reserved_against(job, p.key, now, keep):
                 reserved = True
                 continue
             if keep > 0.0 and allocated + gpus > p.api_limit:  # ``int(p.capacity * (1.0 - keep))``: keep is p's cloud's
@@ -694,8 +711,9 @@ class InvariantChecker:
             raise _Bad("over-commit", f"{_fmt(key)} would hold {pool.allocated + job.gpus} GPUs of {pool.capacity}")
         pool.allocated += job.gpus
         job.state, job.pool, job.done_attempt, job.placed_attempt = "running", key, attempt, attempt
-        if self.reservations:
-            self._drop_reservations(job.name)
+        job.placed_at = rec.at
+        self.running_on.setdefault(key, {})[job.name] = job
+        self.reservations.pop(job.name, None)
 
     def _outcome(self, job: _Job, attempt: int, cloud: str | None) -> None:
         """An attempt's one outcome (placed on ``cloud``, or queued: None) for a job awaiting it, after the holder's answer.
@@ -732,6 +750,7 @@ class InvariantChecker:
             raise _Bad("release-not-running", f"{job.name} {what} from {_fmt(key)} x{rec.gpus}, it runs on {_fmt(job.pool)} x{job.gpus}")
         pool = self.pools[key]
         pool.allocated -= job.gpus
+        del self.running_on[key][job.name]
         job.pool = None
         return pool
 
@@ -785,6 +804,7 @@ class InvariantChecker:
         key = (rec.cloud, rec.region, rec.gpu_type)
         if job.state == "running" and key == job.pool and rec.gpus == job.gpus:  # ``_leave``'s common case, inlined
             self.pools[key].allocated -= job.gpus
+            del self.running_on[key][job.name]
             job.pool = None
         else:
             self._leave(job, rec, "released")
@@ -797,7 +817,7 @@ class InvariantChecker:
         if rec.reason not in DEQUEUE_REASONS:
             raise _Bad("release-not-running", f"{job.name} dequeued for {rec.reason!r} (cancelled or stopped)")
         job.state = rec.reason
-        self._drop_reservations(job.name)
+        self.reservations.pop(job.name, None)
 
     def _on_bound(self, rec: Rec) -> None:
         job = self._job(rec.job)
@@ -830,25 +850,33 @@ class InvariantChecker:
     # ------------------------------------------------------------------ rule 9: reservations
 
     def _on_reserved(self, rec: Rec) -> None:
+        """A queued job's planned start on a pool it may run on (it replaces the job's previous one)."""
         job = self._job(rec.job)
         key = (rec.cloud, rec.region, rec.gpu_type)
         if job.state != "queued":
             raise _Bad("reservation", f"{_fmt(key)} reserved for {job.name}, which is {job.state}")
         if key not in self.pools or not self._allowed(job, key[0]) or self.pools[key] not in self._candidates_on(job, key[0]):
             raise _Bad("reservation", f"{_fmt(key)} reserved for {job.name}, which cannot run there")
-        self.reservations[key] = (job.name, rec.start_at)
+        if rec.start_at < rec.at:
+            raise _Bad("reservation", f"{job.name} planned to start at t={rec.start_at:g}s, before the record's time t={rec.at:g}s")
+        self.reservations[job.name] = (key, rec.start_at)
 
     def _on_reservation_cleared(self, rec: Rec) -> None:
-        key = (rec.cloud, rec.region, rec.gpu_type)
-        res = self.reservations.get(key)
-        if res is not None and res[0] == rec.job:
-            del self.reservations[key]
+        self.reservations.pop(rec.job, None)
 
-    def _drop_reservations(self, name: str) -> None:
-        """A job that runs or leaves holds no reservation (rule 9: only queued jobs do)."""
-        if self.reservations:
-            for key in [k for k, (j, _) in self.reservations.items() if j == name]:
-                del self.reservations[key]
+
+def _ahead(a: _Job, b: _Job) -> bool:
+    """Queue order: higher priority first, then earlier submission."""
+    return a.priority > b.priority or (a.priority == b.priority and a.order < b.order)
+
+
+OVERRUN_STEP_SECONDS = 600.0  # docs/queueing.md, "Overruns" (the engine's own copy is scheduler/core/profile.py)
+
+
+def _expected_end(ends_at: float, now: float) -> float:
+    if ends_at > now:
+        return ends_at
+    return ends_at + (int((now - ends_at) // OVERRUN_STEP_SECONDS) + 1) * OVERRUN_STEP_SECONDS
 
 
 def _evidence(evidence: str | _PoolState, job: _Job) -> str:

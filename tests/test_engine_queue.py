@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.clock import ManualClock
 from scheduler.engine import Engine
 from scheduler.errors import AdmissionError
-from scheduler.events import Event, Placed, Preempted, Reserved
+from scheduler.events import Placed, Preempted, Reserved
 from tests.builders import a_catalog, a_contract, a_job, recording_engine, two_clouds
 from tests.test_engine import assert_clean
 
@@ -237,7 +236,6 @@ def test_bind_refuses_a_stale_placement_attempt() -> None:
 
 
 def test_explanations_survive_a_restore() -> None:
-    from scheduler.engine import Engine
 
     engine, events, clock = recording_engine(two_clouds(azure_h100=8, oci_h100=8))
     engine.submit(a_job().named("a").gpus(8).obj())
@@ -249,49 +247,6 @@ def test_explanations_survive_a_restore() -> None:
         assert again == live
         assert live["notUsed"], f"{name} lost its explanation"
     assert restored.status("c").reason == "no-capacity" and "oci" in restored.status("c").detail
-
-
-def test_a_reservation_moves_to_a_pool_that_frees_up_sooner() -> None:
-    """Reservations are kept up to date incrementally (only pools whose work changed are looked
-    at again): a release on a pool other than the reserved one must still move the reservation
-    there when the gang can now start there sooner."""
-    catalog = a_catalog().cloud("azure", {"eastus": {"H100": 8}, "westus": {"H100": 8}}, price=3.4).obj()
-    engine, events, _clock = recording_engine(catalog)
-    engine.submit(a_job().named("east").gpus(8).hours(2).regions("eastus").obj())
-    engine.submit(a_job().named("west-short").gpus(4).hours(1).regions("westus").obj())
-    engine.submit(a_job().named("west-long").gpus(4).hours(3).regions("westus").obj())
-    assert engine.submit(a_job().named("gang").gpus(8).priority(10).obj()).outcome == "queued"
-    assert (engine.reservations["H100"].pool.region, engine.reservations["H100"].start_at) == ("eastus", 7200.0)
-    engine.release("west-long")  # westus: 4 free now, the other 4 free at 1 h
-    assert (engine.reservations["H100"].pool.region, engine.reservations["H100"].start_at) == ("westus", 3600.0)
-    last = [e for e in events if isinstance(e, Reserved)][-1]
-    assert (last.job, last.region, last.start_at) == ("gang", "westus", 3600.0)  # recorded, so a restore agrees
-    assert_clean(events)
-
-
-def test_a_queued_attempt_is_replayed_only_for_a_job_that_would_decide_the_same() -> None:
-    """A queued attempt's events are replayed for the next job of its shape and standing in the
-    same world (``Engine._replay_queued_attempts``); a job of the same shape but higher priority
-    may preempt where the last one queued, so it must be decided, not replayed."""
-
-    def run(shortcuts: bool) -> list[dict[str, object]]:
-        engine = Engine(two_clouds(azure_h100=8, oci_h100=0), a_contract(), ManualClock(), shortcuts=shortcuts)
-        events: list[Event] = []
-        engine.subscribe(events.append)
-        engine.announce()
-        api = a_job().cls("api-serving").gpus(8)
-        engine.submit(a_job().named("train").gpus(8).priority(5).obj())
-        assert engine.submit(api.named("first").priority(1).obj()).outcome == "queued"  # cannot preempt priority 5
-        before = engine.decided
-        for i in range(3):  # short enough to backfill the pool "first" reserved: same shape, same standing
-            assert engine.submit(api.named(f"short-{i}").priority(1).hours(0.01).obj()).outcome == "queued"
-        assert engine.decided - before == (1 if shortcuts else 3)  # one decided, two replayed
-        urgent = engine.submit(api.named("urgent").priority(100).hours(1).obj())
-        assert (urgent.outcome, urgent.via) == ("placed", "preemption")
-        assert_clean(events)
-        return [e.to_record() for e in events]
-
-    assert run(shortcuts=True) == run(shortcuts=False)
 
 
 def test_a_waiting_api_job_still_preempts_after_a_higher_priority_job_takes_the_freed_gpus() -> None:
@@ -313,33 +268,18 @@ def test_a_waiting_api_job_still_preempts_after_a_higher_priority_job_takes_the_
     assert_clean(events)
 
 
-def test_a_queued_attempt_is_replayed_across_priorities_only_for_jobs_that_cannot_preempt() -> None:
-    """Priority changes a decision only through a reservation or a preemption: a training job
-    queues the same way at any priority (replayed), while an API job of another priority may
-    preempt where the last one queued (decided). Both runs must record the same events."""
-
-    def run(shortcuts: bool) -> tuple[list[dict[str, object]], int]:
-        engine = Engine(two_clouds(azure_h100=8, oci_h100=8), a_contract(), ManualClock(), shortcuts=shortcuts)
-        events: list[Event] = []
-        engine.subscribe(events.append)
-        engine.announce()
-        engine.submit(a_job().named("train-running").gpus(8).priority(3).obj())  # azure
-        engine.submit(a_job().named("spilled").gpus(8).priority(3).obj())  # oci
-        before = engine.decided
-        train = a_job().gpus(8).hours(100)
-        # every cloud full: each queues the same way whatever its priority. The first holds the
-        # reservation; the second, held back by it, decides once; the last two are replayed
-        for p in (9, 7, 2, 0):
-            assert engine.submit(train.named(f"train-{p}").priority(p).obj()).outcome == "queued"
-        decided = engine.decided - before
-        api = a_job().cls("api-serving").gpus(8).hours(0.5)  # short enough to backfill: no reservation holds it
-        assert engine.submit(api.named("api-1").priority(1).obj()).outcome == "queued"  # nothing movable below 1
-        urgent = engine.submit(api.named("api-60").priority(60).obj())  # same shape and world: decided, not replayed
-        assert (urgent.outcome, urgent.via) == ("placed", "preemption")
-        assert_clean(events)
-        return [e.to_record() for e in events], decided
-
-    replayed, decided = run(shortcuts=True)
-    assert decided == 2
-    events, decided_in_full = run(shortcuts=False)
-    assert decided_in_full == 4 and replayed == events
+def test_a_planned_start_moves_to_a_pool_that_frees_up_sooner() -> None:
+    """Every release re-plans from the current state: a release on a pool other than the planned
+    one moves the planned start there when the gang can now start there sooner."""
+    catalog = a_catalog().cloud("azure", {"eastus": {"H100": 8}, "westus": {"H100": 8}}, price=3.4).obj()
+    engine, events, _clock = recording_engine(catalog)
+    engine.submit(a_job().named("east").gpus(8).hours(2).regions("eastus").obj())
+    engine.submit(a_job().named("west-short").gpus(4).hours(1).regions("westus").obj())
+    engine.submit(a_job().named("west-long").gpus(4).hours(3).regions("westus").obj())
+    assert engine.submit(a_job().named("gang").gpus(8).priority(10).obj()).outcome == "queued"
+    assert engine.status("gang").planned == ("azure", "eastus", 7200.0)
+    engine.release("west-long")  # westus: 4 free now, the other 4 free at 1 h
+    assert engine.status("gang").planned == ("azure", "westus", 3600.0)
+    last = [e for e in events if isinstance(e, Reserved)][-1]
+    assert (last.job, last.region, last.start_at) == ("gang", "westus", 3600.0)  # recorded, so a restore agrees
+    assert_clean(events)

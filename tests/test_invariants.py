@@ -12,7 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler.clock import ManualClock
-from scheduler.engine import RUNNING, Engine
+from scheduler.engine import Engine
+from scheduler.pipeline.outcomes import JobState
+
+RUNNING = JobState.RUNNING
 from scheduler.errors import AdmissionError
 from scheduler.events import Answered, Event, Offered, Placed, Preempted, Queued, Released, Submitted
 from scheduler.invariants import InvariantChecker

@@ -1,0 +1,64 @@
+"""Views of a job for people and drivers: its current state, reason, planned start and history.
+
+A view is read from the state at the moment it is asked for, never stored: a queued job
+evicted from OCI shows as queued with its current reason and planned start, not at OCI.
+"""
+
+from __future__ import annotations
+
+from scheduler.core.state import JobRecord, State
+from scheduler.decision import Decision
+from scheduler.pipeline.outcomes import TERMINAL_STATES, JobState
+
+
+def outcome(state: JobState) -> str:
+    return "placed" if state is JobState.RUNNING else str(state)
+
+
+def waiting_for(state: State, rec: JobRecord) -> str:
+    """Why a queued job has not started, as of now: its planned start, or what it waits for."""
+    if rec.planned is not None:
+        pool, start = rec.planned
+        return f"planned start t={start:.0f}s on {pool.cloud}/{pool.region} (when running work there is expected to end)"
+    job = rec.job
+    cand = state.candidates(job)
+    down = sorted({p.cloud for p in cand.pools if not state.backends[p.cloud].up})
+    shrunk = [p for p in cand.pools if p.capacity < p.ceiling and p.capacity < job.gpus]
+    if shrunk or down:
+        parts = [f"{p.cloud}/{p.region} has {p.capacity} of {p.ceiling} {p.gpu_type}" for p in shrunk[:3]]
+        parts += [f"{c} is down" for c in down]
+        return "waiting for capacity to return: " + "; ".join(parts)
+    return "no planned start: beyond the planning depth (it starts by backfill or when jobs ahead start)"
+
+
+def decision(state: State, rec: JobRecord) -> Decision:
+    job = rec.job
+    st = rec.state
+    queued = st is JobState.QUEUED or st is JobState.PENDING
+    pool = rec.pool if st is JobState.RUNNING else rec.last_pool if st in TERMINAL_STATES else None
+    planned = None
+    if queued and rec.planned is not None:
+        ppool, start = rec.planned
+        planned = (ppool.cloud, ppool.region, start)
+    return Decision(
+        job.name,
+        job.cls,
+        outcome(JobState.QUEUED if st is JobState.PENDING else st),
+        job.gpu_type,
+        job.gpus,
+        state.holder,
+        rec.rofr[0],
+        rec.rofr[1],
+        pool.cloud if pool else None,
+        pool.region if pool else None,
+        rec.price if pool else None,
+        rec.via if pool else None,
+        rec.reason if queued else None,
+        rec.detail if queued else None,
+        rec.attempt,
+        rec.dropped,
+        rec.version,
+        tuple(rec.history),
+        planned,
+        waiting_for(state, rec) if queued else None,
+    )

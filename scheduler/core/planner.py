@@ -1,0 +1,201 @@
+"""Re-planning: walk the queue in order from the current state; each job starts or is planned.
+
+One *pass* covers the waiting jobs of one GPU type at one instant (docs/queueing.md):
+
+1. every waiting job is visited in queue order (priority, submission, name);
+2. a job just submitted or evicted gets a placement attempt through the ROFR gate; a job
+   already queued gets one when it could start now; either starts only where it delays no
+   planned start of a job ahead of it (conservative backfill);
+3. a job that does not start gets a planned start on the pool where it can start earliest,
+   from running work's expected ends and the planned starts ahead of it, while fewer than
+   ``depth`` jobs of its GPU type hold one (Slurm's ``bf_max_job_test``);
+4. a preemption changes what is free, so the pass starts over (victims are evicted jobs now).
+
+Jobs of one shape that cannot start or be planned make every later job of that shape fail
+the same way in the same pass (capacity only shrinks and planned starts only accumulate
+within a pass), so the walk skips them; tests/reference.py visits every job one by one and
+the differential test holds the two to the same event stream.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from enum import Enum
+
+from scheduler.core.decide import decide, never_blocked
+from scheduler.core.profile import Claim, Profile, expected_end
+from scheduler.core.state import JobRecord, PoolKey, State
+from scheduler.events import Event, ReservationCleared, Reserved
+from scheduler.inventory import Pool
+from scheduler.pipeline.offer import api_ceiling
+from scheduler.pipeline.outcomes import JobState
+from scheduler.pipeline.quote import Blocker
+
+#: Jobs of one GPU type that hold a planned start at once (docs/queueing.md, "Planning depth").
+DEFAULT_PLAN_DEPTH = 8
+
+Emit = Callable[[Event], None]
+
+
+class Visit(Enum):
+    STARTED = 0
+    PLANNED = 1
+    STUCK = 2  # neither started nor planned: later jobs of its shape cannot do better this pass
+    RESTART = 3  # it preempted: what is free changed, walk again
+
+
+class Pass:
+    """What one walk knows besides the state: the planned starts made so far, per pool."""
+
+    def __init__(self, state: State, now: float, depth: int) -> None:
+        self.state = state
+        self.now = now
+        self.depth = depth
+        self.claims: dict[PoolKey, list[Claim]] = {}
+        self.count = 0  # planned starts made in this pass
+        self._profiles: dict[tuple[PoolKey, float], Profile] = {}
+
+    def profile(self, pool: Pool, keep: float) -> Profile:
+        """The pool's free GPUs over time for a job that must leave ``keep`` of it (API reserve)."""
+        key = (pool.key, keep)
+        prof = self._profiles.get(key)
+        if prof is None:
+            capacity = api_ceiling(pool, keep) if keep > 0.0 else pool.capacity
+            ends = [(expected_end(r.ends_at, self.now), r.job.gpus) for r in self.state.running[pool.key].values()]
+            prof = self._profiles[key] = Profile(capacity - pool.allocated, capacity, ends)
+        return prof
+
+    def changed(self, pool: Pool) -> None:
+        for keep in [k for (key, k) in self._profiles if key == pool.key]:
+            del self._profiles[(pool.key, keep)]
+
+    def blocker(self, rec: JobRecord) -> Blocker:
+        """Pools where starting ``rec`` now would delay a planned start made earlier in this pass."""
+        if not self.claims:
+            return never_blocked
+        job, duration, now = rec.job, rec.duration, self.now
+
+        def blocked(pool: Pool) -> str | None:
+            claims = self.claims.get(pool.key)
+            if not claims:
+                return None
+            prof = self.profile(pool, self.state.api_keep(job, pool))
+            if prof.free_now < job.gpus or prof.fits(claims, job.gpus, now, duration):
+                return None  # fits around them (or does not fit at all: not the planned starts' doing)
+            first = min(claims)
+            return f"reserved: {pool.region} planned for {first.job} from t={first.start:.0f}s"
+
+        return blocked
+
+    def held(self, pool: Pool) -> bool:
+        return bool(self.claims.get(pool.key))
+
+    def may_start(self, rec: JobRecord) -> bool:
+        """A necessary condition for an attempt to place ``rec`` now (cheap; makes no events):
+        a pool of a cloud that is up has room, or it may preempt enough movable work."""
+        state, job = self.state, rec.job
+        gpus = job.gpus
+        cand = state.candidates(job)
+        backends = state.backends
+        for pool in cand.pools:
+            if pool.capacity - pool.allocated >= gpus and backends[pool.cloud].up:
+                return True
+        if state.preemption and cand.pinned and backends[state.holder].up:
+            for pool in cand.holder_pools:
+                if pool.capacity < gpus:
+                    continue
+                movable = sum(r.job.gpus for r in state.running[pool.key].values() if state.movable(r) and r.job.priority < job.priority)
+                if pool.capacity - pool.allocated + movable >= gpus:
+                    return True
+        return False
+
+    def plan_pools(self, rec: JobRecord) -> list[tuple[int, Pool]]:
+        """Where ``rec`` may be planned: (0, holder pool) while the holder answers and its rules
+        allow the job, then (1, pool) of every other allowed cloud that is up."""
+        state, job = self.state, rec.job
+        cand = state.candidates(job)
+        out: list[tuple[int, Pool]] = []
+        if state.gate and cand.holder_skip is None:
+            if not state.holder_responsive():
+                if state.lapse_queues or not cand.others:
+                    return []  # it waits for the holder to answer again
+            elif not state.backends[state.holder].declines(job.gpu_type, job.gpus):
+                out.extend((0, p) for p in cand.holder_pools)
+        out.extend((1, p) for cloud, pools in cand.others if state.backends[cloud].up for p in pools)
+        return out
+
+    def plan(self, rec: JobRecord) -> tuple[Pool, float] | None:
+        """The earliest start of ``rec`` (ties: the holder, then catalog order), or None."""
+        if self.count >= self.depth:
+            return None
+        job, state = rec.job, self.state
+        best: tuple[float, int, int] | None = None
+        where: Pool | None = None
+        for rank, pool in self.plan_pools(rec):
+            prof = self.profile(pool, state.api_keep(job, pool))
+            start = prof.earliest_start(self.claims.get(pool.key, ()), job.gpus, rec.duration, self.now)
+            if start is not None and (best is None or (start, rank, pool.order) < best):
+                best, where = (start, rank, pool.order), pool
+        if best is None or where is None:
+            return None
+        self.claims.setdefault(where.key, []).append(Claim(best[0], best[0] + rec.duration, job.gpus, job.name))
+        self.count += 1
+        return where, best[0]
+
+
+def settle(state: State, emit: Emit, now: float, gpu_types: set[str], depth: int) -> None:
+    """Re-plan every given GPU type (in name order), walking again after each preemption."""
+    for gpu_type in sorted(gpu_types):
+        while walk(state, emit, now, gpu_type, depth):
+            pass
+
+
+def walk(state: State, emit: Emit, now: float, gpu_type: str, depth: int) -> bool:
+    """One pass over the waiting jobs of ``gpu_type``; True when a preemption calls for another."""
+    p = Pass(state, now, depth)
+    shapes = [list(keys) for keys in state.queue.shapes(gpu_type).values()]
+    heap: list[tuple[tuple[int, int, str], int, int]] = [(keys[0], i, 0) for i, keys in enumerate(shapes)]
+    # jobs visited whatever their shape does: each needs its attempt, or has a planned start to revise
+    for rec in (*state.pending.values(), *state.planned.values()):
+        if rec.job.gpu_type == gpu_type:
+            heap.append((rec.key, -1, 0))
+    heapq.heapify(heap)
+    outcome: dict[str, Visit] = {}
+    while heap:
+        key, shape, pos = heapq.heappop(heap)
+        name = key[2]
+        visit = outcome.get(name)
+        if visit is None:
+            visit = outcome[name] = _visit(p, state.jobs[name], emit)
+            if visit is Visit.RESTART:
+                return True
+        if shape >= 0 and visit is not Visit.STUCK and pos + 1 < len(shapes[shape]):
+            heapq.heappush(heap, (shapes[shape][pos + 1], shape, pos + 1))
+    return False
+
+
+def _visit(p: Pass, rec: JobRecord, emit: Emit) -> Visit:
+    state = p.state
+    if rec.state is JobState.PENDING or (rec.state is JobState.QUEUED and p.may_start(rec)):
+        fresh = rec.state is JobState.PENDING
+        attempt = decide(state, rec, p.now, p.blocker(rec), p.held)
+        if attempt.placed or fresh:
+            for ev in attempt.events:
+                emit(ev)
+        if attempt.preempted:
+            return Visit.RESTART
+        if attempt.placed:
+            assert rec.pool is not None
+            p.changed(rec.pool)
+            return Visit.STARTED
+    plan = p.plan(rec)
+    recorded = rec.planned
+    if plan is None:
+        if recorded is not None:
+            emit(ReservationCleared(p.now, rec.job.name, recorded[0].cloud, recorded[0].region, recorded[0].gpu_type))
+        return Visit.STUCK
+    pool, start = plan
+    if recorded is None or recorded[0] is not pool or recorded[1] != start:
+        emit(Reserved(p.now, rec.job.name, pool.cloud, pool.region, pool.gpu_type, start))
+    return Visit.PLANNED
