@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from scheduler.backends import BackendState
 from scheduler.clock import Clock
 from scheduler.core import explain
-from scheduler.core.planner import DEFAULT_PLAN_DEPTH, settle
+from scheduler.core.planner import DEFAULT_PLAN_DEPTH, Replan, settle
 from scheduler.core.queue import JobQueue
 from scheduler.core.state import END_STATE, JobRecord, PoolKey, State
 from scheduler.decision import Decision
@@ -45,14 +45,23 @@ class Engine:
     """Owns the scheduling state; the only writer of placements."""
 
     def __init__(
-        self, catalog: CloudCatalog, contract: Contract, clock: Clock, *, policy: Policy | None = None, plan_depth: int = DEFAULT_PLAN_DEPTH
+        self,
+        catalog: CloudCatalog,
+        contract: Contract,
+        clock: Clock,
+        *,
+        policy: Policy | None = None,
+        plan_depth: int = DEFAULT_PLAN_DEPTH,
+        replan: Replan = settle,
     ) -> None:
         """``policy`` is for what-if runs (``scheduler/sim/policies.py``); live placement uses the contract's.
-        ``plan_depth``: how many jobs of one GPU type hold a planned start at once."""
+        ``plan_depth``: how many jobs of one GPU type hold a planned start at once. ``replan`` is
+        the planner; tests pass their reference planner (tests/reference.py) to hold this one to it."""
         if plan_depth < 0:
             raise AdmissionError("plan_depth must be >= 0")
         self.clock = clock
         self.plan_depth = plan_depth
+        self._replan = replan
         self.state = State(catalog, contract, policy)
         self._sinks: list[EventSink] = []
 
@@ -112,7 +121,7 @@ class Engine:
         self._emit(self.configured_event())
 
     def _settle(self, gpu_types: Iterable[str]) -> None:
-        settle(self.state, self._emit, self.clock.now(), set(gpu_types), self.plan_depth)
+        self._replan(self.state, self._emit, self.clock.now(), set(gpu_types), self.plan_depth)
 
     def _waiting_types(self) -> set[str]:
         return set(self.state.queue.gpu_types())
@@ -276,23 +285,20 @@ class Engine:
     def reconfigure(self, contract: Contract, reason: str) -> None:
         """A new contract from now on (recorded); the whole queue is re-planned under its terms.
 
-        Queued jobs the new terms make inadmissible stay queued and are reported by
-        ``inadmissible()`` (cancel them, or reload a contract that admits them)."""
+        A queued job the new terms would refuse at submission is cancelled (its history says
+        why); running work stays where it is, and is cancelled the same way if it is evicted
+        later (docs/queueing.md, "Contract reloads")."""
         if contract.holder not in self.state.backends:
             raise AdmissionError(f"contract holder {contract.holder!r} is not in the catalog")
-        self._emit(Reconfigured(self.clock.now(), contract.model_dump(mode="json", by_alias=True), reason))
-        self._settle(self._waiting_types())
-
-    def inadmissible(self) -> dict[str, str]:
-        """Queued jobs the contract in force would refuse at submission, with why."""
-        out: dict[str, str] = {}
-        for name in self.state.queue.names():
+        now = self.clock.now()
+        self._emit(Reconfigured(now, contract.model_dump(mode="json", by_alias=True), reason))
+        for name in sorted(self.state.queue.names(), key=lambda n: self.state.jobs[n].key):
             rec = self.state.jobs[name]
             try:
                 self.state.candidates(rec.job)
-            except AdmissionError as e:
-                out[name] = str(e)
-        return out
+            except AdmissionError:
+                self._emit(Dequeued(now, name, rec.job.cls, EndReason.CANCELLED))
+        self._settle(self._waiting_types())
 
     def retry(self, gpu_type: str | None = None) -> int:
         """Re-plan now (every request already does; for callers whose clock moved). Returns jobs placed."""
@@ -354,12 +360,13 @@ class Engine:
         *,
         policy: Policy | None = None,
         plan_depth: int = DEFAULT_PLAN_DEPTH,
+        replan: Replan = settle,
     ) -> Engine:
         """Apply every recorded event (the live handlers), then finish attempts a crash cut short.
 
         Sinks are attached only after the replay, so recovery records just the new decisions.
         """
-        engine = cls(catalog, contract, clock, policy=policy, plan_depth=plan_depth)
+        engine = cls(catalog, contract, clock, policy=policy, plan_depth=plan_depth, replan=replan)
         for ev in events:
             engine.state.apply(ev)
         for sink in sinks:

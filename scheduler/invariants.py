@@ -381,27 +381,34 @@ class InvariantChecker:
         job.attempt = attempt
 
     def _reserved_against(self, job: _Job, key: Pool, now: float, keep: float) -> bool:
-        """Rule 9: starting ``job`` on ``key`` now would take GPUs a planned start of a job ahead of
-        it needs (conservative backfill). Rebuilt from the records: running work's expected ends
-        (overdue work one overrun step at a time) and the planned starts recorded for the pool."""
-        claims = []
-        for name, (where, start) in self.reservations.items():
-            other = self.jobs[name]
-            if where == key and name != job.name and _ahead(other, job):
-                claims.append((start, start + other.duration * 3600.0, other.gpus))
-        if not claims:
+        """Rule 9: starting ``job`` on ``key`` now would delay a planned start of a job ahead of it
+        (conservative backfill): with ``job`` running there until its expected end, some planned
+        start recorded for the pool no longer fits at its time, each checked as it was planned
+        (in its job's share of the pool, around the planned starts of the jobs ahead of that job).
+        Rebuilt from the records: running work's expected ends, overdue work one overrun step at a time."""
+        ahead = sorted(
+            (other.priority * -1, other.order, other, start)
+            for name, (where, start) in self.reservations.items()
+            if where == key and name != job.name and _ahead(other := self.jobs[name], job)
+        )
+        if not ahead:
             return False
         pool = self.pools[key]
-        free_now = (pool.api_limit if keep > 0.0 else pool.capacity) - pool.allocated
-        if free_now < job.gpus:
+        if (pool.api_limit if keep > 0.0 else pool.capacity) - pool.allocated < job.gpus:
             return False  # no room under its ceiling: not the planned starts' doing
         ends = [(_expected_end(r.placed_at + r.duration * 3600.0, now), r.gpus) for r in self.running_on.get(key, {}).values()]
-        stop = now + job.duration * 3600.0
-        for t in (now, *(c[0] for c in claims if now < c[0] < stop)):
-            free = free_now + sum(n for end, n in ends if end <= t)
-            held = sum(n for start, end, n in claims if start <= t < end)
-            if free - held < job.gpus:
-                return True
+        ends.append((now + job.duration * 3600.0, job.gpus))
+        allocated = pool.allocated + job.gpus
+        earlier: list[tuple[float, float, int]] = []
+        for _, _, other, start in ahead:
+            limit = pool.capacity if other.cls == "api-serving" or pool.keep <= 0.0 or key[0] != self.holder else pool.api_limit
+            stop = start + other.duration * 3600.0
+            for t in (start, *(c[0] for c in earlier if start < c[0] < stop)):
+                free = limit - allocated + sum(n for end, n in ends if end <= t)
+                held = sum(n for s, e, n in earlier if s <= t < e)
+                if free - held < other.gpus:
+                    return True
+            earlier.append((start, stop, other.gpus))
         return False
 
     def _expected_answer(self, job: _Job, now: float) -> tuple[str, str, str | _PoolState]:
@@ -812,7 +819,7 @@ class InvariantChecker:
 
     def _on_dequeued(self, rec: Rec) -> None:
         job = self._job(rec.job)
-        if job.state != "queued":
+        if job.state != "queued" and job.state != "pending":  # pending: evicted, then refused by a reloaded contract
             raise _Bad("release-not-running", f"{job.name} dequeued while {job.state}")
         if rec.reason not in DEQUEUE_REASONS:
             raise _Bad("release-not-running", f"{job.name} dequeued for {rec.reason!r} (cancelled or stopped)")

@@ -13,14 +13,14 @@ from hypothesis import strategies as st
 
 from scheduler.clock import ManualClock
 from scheduler.engine import Engine
-from scheduler.pipeline.outcomes import JobState
-
-RUNNING = JobState.RUNNING
 from scheduler.errors import AdmissionError
 from scheduler.events import Answered, Event, Offered, Placed, Preempted, Queued, Released, Submitted
 from scheduler.invariants import InvariantChecker
+from scheduler.pipeline.outcomes import JobState
 from tests.builders import a_contract, a_job, recording_engine, two_clouds
 from tests.strategies import catalogs, contracts, jobs, ops
+
+RUNNING = JobState.RUNNING
 
 
 def check_internal(engine: Engine) -> None:

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from scheduler.core.state import JobRecord, State
-from scheduler.events import Answered, Event, Offered, Placed, Preempted, Queued, Quoted
+from scheduler.errors import AdmissionError
+from scheduler.events import Answered, Dequeued, Event, Offered, Placed, Preempted, Queued, Quoted
 from scheduler.inventory import Pool
 from scheduler.pipeline.admit import Candidates
 from scheduler.pipeline.offer import HolderAnswer, api_ceiling, holder_answer
-from scheduler.pipeline.outcomes import Answer, DeclineReason, EvictReason, QueueReason, SkipReason, Via
+from scheduler.pipeline.outcomes import Answer, DeclineReason, EndReason, EvictReason, QueueReason, SkipReason, Via
 from scheduler.pipeline.preempt import choose_victims
 from scheduler.pipeline.quote import Blocker, Quote, collect_quotes
 from scheduler.specs import API_CLASS
@@ -53,7 +54,10 @@ def decide(
     holder = state.holder
     events: list[Event] = []
     # 1. admit (static: the candidates of the job's signature)
-    cand = state.candidates(job)
+    try:
+        cand = state.candidates(job)
+    except AdmissionError:  # evicted after a contract reload that no longer admits it (docs/queueing.md)
+        return Attempt([Dequeued(now, name, job.cls, EndReason.CANCELLED)], False, False)
     quotes: list[Quote] | None = None
     dropped: list[tuple[str, str]] = []
     # 2. offer to the ROFR holder

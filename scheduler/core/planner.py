@@ -29,13 +29,15 @@ from scheduler.core.state import JobRecord, PoolKey, State
 from scheduler.events import Event, ReservationCleared, Reserved
 from scheduler.inventory import Pool
 from scheduler.pipeline.offer import api_ceiling
-from scheduler.pipeline.outcomes import JobState
+from scheduler.pipeline.outcomes import TERMINAL_STATES, JobState
 from scheduler.pipeline.quote import Blocker
 
 #: Jobs of one GPU type that hold a planned start at once (docs/queueing.md, "Planning depth").
 DEFAULT_PLAN_DEPTH = 8
 
 Emit = Callable[[Event], None]
+#: A planner: re-plan these GPU types of the state at this time, emitting through ``emit``.
+Replan = Callable[[State, Emit, float, set[str], int], None]
 
 
 class Visit(Enum):
@@ -52,7 +54,7 @@ class Pass:
         self.state = state
         self.now = now
         self.depth = depth
-        self.claims: dict[PoolKey, list[Claim]] = {}
+        self.claims: dict[PoolKey, list[tuple[Claim, float]]] = {}  # per pool, in the order made: (claim, its job's API keep)
         self.count = 0  # planned starts made in this pass
         self._profiles: dict[tuple[PoolKey, float], Profile] = {}
 
@@ -71,20 +73,24 @@ class Pass:
             del self._profiles[(pool.key, keep)]
 
     def blocker(self, rec: JobRecord) -> Blocker:
-        """Pools where starting ``rec`` now would delay a planned start made earlier in this pass."""
+        """Pools where starting ``rec`` now would delay a planned start made earlier in this pass:
+        with ``rec`` running there until its expected end, some planned start no longer fits at
+        its time (each checked as it was planned: in its own job's share of the pool, around the
+        planned starts made before it)."""
         if not self.claims:
             return never_blocked
-        job, duration, now = rec.job, rec.duration, self.now
+        state, job, now = self.state, rec.job, self.now
+        end = now + rec.duration
 
         def blocked(pool: Pool) -> str | None:
             claims = self.claims.get(pool.key)
-            if not claims:
-                return None
-            prof = self.profile(pool, self.state.api_keep(job, pool))
-            if prof.free_now < job.gpus or prof.fits(claims, job.gpus, now, duration):
-                return None  # fits around them (or does not fit at all: not the planned starts' doing)
-            first = min(claims)
-            return f"reserved: {pool.region} planned for {first.job} from t={first.start:.0f}s"
+            if not claims or self.profile(pool, state.api_keep(job, pool)).free_now < job.gpus:
+                return None  # nothing planned here, or it does not fit at all: not the planned starts' doing
+            for i, (claim, keep) in enumerate(claims):
+                with_it = self.profile(pool, keep).with_running(end, job.gpus)
+                if not with_it.fits([c for c, _ in claims[:i]], claim.gpus, claim.start, claim.end - claim.start):
+                    return f"reserved: {pool.region} planned for {claim.job} from t={claim.start:.0f}s"
+            return None
 
         return blocked
 
@@ -134,12 +140,13 @@ class Pass:
         where: Pool | None = None
         for rank, pool in self.plan_pools(rec):
             prof = self.profile(pool, state.api_keep(job, pool))
-            start = prof.earliest_start(self.claims.get(pool.key, ()), job.gpus, rec.duration, self.now)
+            start = prof.earliest_start([c for c, _ in self.claims.get(pool.key, ())], job.gpus, rec.duration, self.now)
             if start is not None and (best is None or (start, rank, pool.order) < best):
                 best, where = (start, rank, pool.order), pool
         if best is None or where is None:
             return None
-        self.claims.setdefault(where.key, []).append(Claim(best[0], best[0] + rec.duration, job.gpus, job.name))
+        claim = Claim(best[0], best[0] + rec.duration, job.gpus, job.name)
+        self.claims.setdefault(where.key, []).append((claim, state.api_keep(job, where)))
         self.count += 1
         return where, best[0]
 
@@ -185,6 +192,8 @@ def _visit(p: Pass, rec: JobRecord, emit: Emit) -> Visit:
                 emit(ev)
         if attempt.preempted:
             return Visit.RESTART
+        if rec.state in TERMINAL_STATES:  # refused by a reloaded contract: so is every job of its shape
+            return Visit.STUCK
         if attempt.placed:
             assert rec.pool is not None
             p.changed(rec.pool)

@@ -40,14 +40,19 @@ def expected_end(ends_at: float, now: float) -> float:
 class Profile:
     """Free GPUs of one pool over time, from ``free_now`` and the running work's expected ends."""
 
-    __slots__ = ("capacity", "free_now", "times", "totals")
+    __slots__ = ("capacity", "ends", "free_now", "times", "totals")
 
     def __init__(self, free_now: int, capacity: int, ends: Iterable[tuple[float, int]]) -> None:
         ordered = sorted(ends)
+        self.ends = ordered
         self.free_now = free_now  # may be negative under an API-serving ceiling
         self.capacity = capacity  # the most this job may ever use here (the pool's size, or its API ceiling)
         self.times = [e for e, _ in ordered]
         self.totals = list(accumulate(n for _, n in ordered))  # GPUs freed by each time
+
+    def with_running(self, end: float, gpus: int) -> Profile:
+        """The profile once another job of ``gpus`` runs here from now until ``end``."""
+        return Profile(self.free_now - gpus, self.capacity, [*self.ends, (end, gpus)])
 
     def free_at(self, t: float) -> int:
         i = bisect_right(self.times, t)
