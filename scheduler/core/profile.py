@@ -9,7 +9,7 @@ GPU that a claim needs? Plain arithmetic on sorted lists; no engine state.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from itertools import accumulate
 from typing import NamedTuple
@@ -40,7 +40,7 @@ def expected_end(ends_at: float, now: float) -> float:
 class Profile:
     """Free GPUs of one pool over time, from ``free_now`` and the running work's expected ends."""
 
-    __slots__ = ("capacity", "ends", "free_now", "times", "totals")
+    __slots__ = ("_alone", "capacity", "ends", "free_now", "times", "totals")
 
     def __init__(self, free_now: int, capacity: int, ends: Iterable[tuple[float, int]]) -> None:
         ordered = sorted(ends)
@@ -49,6 +49,7 @@ class Profile:
         self.capacity = capacity  # the most this job may ever use here (the pool's size, or its API ceiling)
         self.times = [e for e, _ in ordered]
         self.totals = list(accumulate(n for _, n in ordered))  # GPUs freed by each time
+        self._alone: dict[int, float | None] = {}  # gang size -> earliest start with no planned starts here
 
     def with_running(self, end: float, gpus: int) -> Profile:
         """The profile once another job of ``gpus`` runs here from now until ``end``."""
@@ -77,9 +78,11 @@ class Profile:
         if not claims:  # the common case: the first time enough running work has ended
             if self.free_now >= gpus:
                 return now
-            need = gpus - self.free_now
-            i = next((k for k, total in enumerate(self.totals) if total >= need), None)
-            return None if i is None else max(self.times[i], now)
+            start = self._alone.get(gpus, now)  # ``now`` stands for "not known yet": a start "now" is answered above
+            if start == now:
+                i = bisect_left(self.totals, gpus - self.free_now)
+                start = self._alone[gpus] = self.times[i] if i < len(self.totals) else None
+            return start
         candidates = sorted({now, *(t for t in self.times if t > now), *(c.end for c in claims if c.end > now)})
         for t in candidates:
             if self.fits(claims, gpus, t, duration):

@@ -139,6 +139,13 @@ class State:
         self.running: dict[PoolKey, dict[str, JobRecord]] = {k: {} for k in self.inventory.pools}
         self.planned: dict[str, JobRecord] = {}  # queued jobs with a recorded planned start
         self.pending: dict[str, JobRecord] = {}  # submitted or evicted, awaiting their attempt
+        # per pool: GPUs of running movable work by priority (what a pinned job could preempt),
+        # and a version bumped by every change to the pool's work or size (what a profile is of)
+        self.movable_gpus: dict[PoolKey, dict[int, int]] = {k: {} for k in self.inventory.pools}
+        self.pool_version: dict[PoolKey, int] = dict.fromkeys(self.inventory.pools, 0)
+        # Not state: the planner's memo of pool profiles, each valid for the pool version and
+        # time it was built at (scheduler/core/planner.py, ``Pass.profile``).
+        self.profile_memo: dict[tuple[PoolKey, float], tuple[int, float, Any]] = {}
         self._seq = 0
         self._given_policy = policy
         self._candidates: dict[Hashable, Candidates] = {}
@@ -180,6 +187,24 @@ class State:
         self.rank: Ranker = self.policy.rank
         self.preemption = contract.spec.preemption.enabled
         self._candidates.clear()
+        # which classes are movable follows the pins
+        for key in self.movable_gpus:
+            self.movable_gpus[key] = {}
+            for rec in self.running[key].values():
+                self._count_movable(key, rec, +1)
+
+    def _count_movable(self, key: PoolKey, rec: JobRecord, sign: int) -> None:
+        if self.movable(rec):
+            by_priority = self.movable_gpus[key]
+            left = by_priority.get(rec.job.priority, 0) + sign * rec.job.gpus
+            if left:
+                by_priority[rec.job.priority] = left
+            else:
+                del by_priority[rec.job.priority]
+
+    def movable_below(self, key: PoolKey, priority: int) -> int:
+        """GPUs of running movable work below ``priority`` on a pool."""
+        return sum(gpus for p, gpus in self.movable_gpus[key].items() if p < priority)
 
     def candidates(self, job: Job) -> Candidates:
         """Where a job of this signature may ever go (static; raises AdmissionError if nowhere)."""
@@ -234,6 +259,8 @@ class State:
         rec.dropped = ev.not_used
         rec.binding = None
         self.running[pool.key][ev.job] = rec
+        self._count_movable(pool.key, rec, +1)
+        self.pool_version[pool.key] += 1
         self.pending.pop(ev.job, None)
         self.queue.remove(ev.job)
         rec.note(ev.at, "placed", pool, ev.via)
@@ -247,6 +274,8 @@ class State:
         pool = self.inventory.pools[(cloud, region, gpu_type)]
         pool.release(gpus)
         del self.running[pool.key][rec.job.name]
+        self._count_movable(pool.key, rec, -1)
+        self.pool_version[pool.key] += 1
         rec.pool = None
         rec.binding = None
         return pool
@@ -282,7 +311,9 @@ class State:
         b.extra_latency_seconds = max(ev.latency_seconds - b.latency_seconds, 0.0)
 
     def _on_capacity_changed(self, ev: CapacityChanged) -> None:
-        self.inventory.pools[(ev.cloud, ev.region, ev.gpu_type)].capacity = ev.capacity
+        key = (ev.cloud, ev.region, ev.gpu_type)
+        self.inventory.pools[key].capacity = ev.capacity
+        self.pool_version[key] += 1
 
     def _on_reserved(self, ev: Reserved) -> None:
         rec = self.jobs[ev.job]
