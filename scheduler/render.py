@@ -32,7 +32,7 @@ def decisions_json(decisions: Sequence[Decision], explain: bool = False) -> str:
 #: The fields ``_decision_line`` unpacks, in order (another Decision shape takes the encoder).
 _LINE_FIELDS = (
     "job", "cls", "outcome", "gpu_type", "gpus", "holder", "rofr_answer", "rofr_reason", "cloud", "region",
-    "price", "via", "reason", "detail", "attempt", "dropped", "version", "history",
+    "price", "via", "reason", "detail", "attempt", "dropped", "version", "history", "planned", "waiting",
 )  # fmt: skip
 
 
@@ -65,7 +65,11 @@ def _decision_line(d: Decision) -> str | None:
         _,
         version,
         _,
+        _,
+        waiting,
     ) = d
+    if waiting is not None:  # a queued job's planned start: the encoder writes those
+        return None
     if type(gpus) is not int or type(attempt) is not int or type(version) is not int:
         return None
     if price is None:

@@ -44,6 +44,6 @@ def test_leaf_hash_of_a_record_is_pinned() -> None:
 
 def test_a_record_reads_back_to_its_fields() -> None:
     rec = decode(OFFER_BYTES)
-    assert rec == {**OFFER._asdict(), "kind": "offered", "seq": 7}
+    assert rec == {**OFFER.to_record(), "kind": "offered", "seq": 7}
     with pytest.raises(MalformedRecord):
         decode(OFFER_BYTES.replace(b'"attempt":2', b'"attempt":"2"'))
