@@ -7,6 +7,7 @@ green property test means something.
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -245,17 +246,17 @@ def test_a_submission_names_the_first_field_its_spec_disagrees_with(world) -> No
     n = len(events) + 1
     good = submitted()
     for key, value in (("name", "y"), ("cls", "inference"), ("gpus", 4), ("gpus", 8.0), ("gpu_type", "A100"), ("priority", 1), ("priority", 0.0)):
-        bad = good._replace(spec={**good.spec, key: value})
+        bad = msgspec.structs.replace(good, spec={**good.spec, key: value})
         top = "job" if key == "name" else key
         shown = getattr(good, top)
         assert messages([*events, bad]) == [f"record {n}: malformed-record: submitted {top}={shown!r} disagrees with spec.{key}={value!r}"]
     nan = float("nan")  # the very same object in the record and its spec, yet not equal to itself
-    assert messages([*events, good._replace(priority=nan, spec={**good.spec, "priority": nan})]) == [
+    assert messages([*events, msgspec.structs.replace(good, priority=nan, spec={**good.spec, "priority": nan})]) == [
         f"record {n}: malformed-record: submitted priority=nan disagrees with spec.priority=nan"
     ]
-    both = good._replace(spec={**good.spec, "gpus": 4, "cls": "inference"})  # cls is checked before gpus
+    both = msgspec.structs.replace(good, spec={**good.spec, "gpus": 4, "cls": "inference"})  # cls is checked before gpus
     assert messages([*events, both]) == [f"record {n}: malformed-record: submitted cls='training' disagrees with spec.cls='inference'"]
-    assert messages([*events, good._replace(spec={**good.spec, "regions": []})]) == [
+    assert messages([*events, msgspec.structs.replace(good, spec={**good.spec, "regions": []})]) == [
         f"record {n}: malformed-record: spec.regions must be a non-empty list of strings or null"
     ]
 
