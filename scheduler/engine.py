@@ -34,7 +34,6 @@ from scheduler.events import (
 )
 from scheduler.inventory import Inventory, PoolUsage
 from scheduler.model import Job
-from scheduler.pipeline.offer import api_ceiling
 from scheduler.pipeline.outcomes import TERMINAL_STATES, EndReason, EvictReason, JobState
 from scheduler.pipeline.policy import Policy
 from scheduler.pipeline.preempt import choose_victims
@@ -336,15 +335,19 @@ class Engine:
         return out
 
     def idle_for_plans(self) -> dict[PoolKey, int]:
-        """Free GPUs held back for planned starts: per pool, the free GPUs a planned start there
-        will use (what a waiting job that fits could otherwise have taken)."""
-        out: dict[PoolKey, int] = {}
+        """Free GPUs that planned starts hold back, per pool: the free GPUs, up to the planned
+        starts' GPUs there (``mcsched_gpus_idle_for_plan`` reports the same from the events)."""
+        held: dict[PoolKey, int] = {}
         for rec in self.state.planned.values():
             assert rec.planned is not None
-            pool = rec.planned[0]
-            free = max(pool.capacity - pool.allocated - (pool.capacity - api_ceiling(pool, self.state.api_keep(rec.job, pool))), 0)
-            if free > 0:
-                out[pool.key] = min(out.get(pool.key, 0) + rec.job.gpus, free)
+            key = rec.planned[0].key
+            held[key] = held.get(key, 0) + rec.job.gpus
+        out = {}
+        for key, gpus in held.items():
+            pool = self.state.inventory.pools[key]
+            idle = min(pool.capacity - pool.allocated, gpus)
+            if idle > 0:
+                out[key] = idle
         return out
 
     # ------------------------------------------------------------------ recovery

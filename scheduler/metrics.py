@@ -26,6 +26,7 @@ from scheduler.events import (
     Submitted,
 )
 from scheduler.invariants import RULES, InvariantChecker
+from scheduler.plan_metrics import PlanMetrics
 from scheduler.specs import MODEL_PATTERN
 
 DECISION_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
@@ -100,6 +101,7 @@ class Metrics:
             "mcsched_jobs_ended_total", "Jobs that left for good, by how (finished, failed, stopped, cancelled).", ["class", "reason"], registry=r
         )
         self.serve = ServeMetrics(r)
+        self.plans = PlanMetrics(r)  # planned-start slips, GPUs idle for a plan
         self.checker = InvariantChecker()
         self._queued: dict[str, tuple[str, str]] = {}
         self._price: dict[str, float] = {}
@@ -108,6 +110,7 @@ class Metrics:
 
     def __call__(self, ev: Event) -> None:
         self._seq += 1
+        self.plans(ev)
         for v in self.checker.feed(ev, self._seq):
             self.violations.labels(v.rule).inc()
         if isinstance(ev, Placed | Queued | Dequeued):  # the job left the queue (or re-queues below with a new reason)

@@ -181,3 +181,30 @@ def test_the_state_after_every_request_is_a_fixpoint() -> None:
     for seed in range(300):
         run_world(a_world(seed, length=40), lambda c, k, clock: Engine(c, k, clock), restores=False, after=again)
     assert checked > 5_000
+
+
+def test_idle_for_plan_and_slips_are_metrics_that_agree_with_the_engine() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from scheduler.plan_metrics import PlanMetrics
+
+    catalog = a_catalog().cloud("azure", {"eastus": {"H100": 16}}, price=3.4).obj()
+    engine, _events, clock = recording_engine(catalog)
+    registry = CollectorRegistry()
+    plans = PlanMetrics(registry)
+    for ev in _events:
+        plans(ev)
+    engine.subscribe(plans)
+    engine.submit(a_job().named("a").gpus(8).hours(1).obj())
+    engine.submit(a_job().named("head").gpus(16).hours(1).priority(10).obj())  # planned at 1 h, 8 GPUs idle for it
+    assert engine.idle_for_plans() == {("azure", "eastus", "H100"): 8}
+    idle = registry.get_sample_value("mcsched_gpus_idle_for_plan", {"cloud": "azure", "region": "eastus", "gpu_type": "H100"})
+    assert idle == 8
+    clock.advance(HOUR + 60)  # "a" overruns: the head's planned start moves one overrun step later
+    engine.submit(a_job().named("probe").gpus(16).hours(1).obj())
+    assert engine.status("head").planned == ("azure", "eastus", HOUR + 600.0)
+    assert registry.get_sample_value("mcsched_planned_start_slip_seconds_count") == 1
+    assert registry.get_sample_value("mcsched_planned_start_slip_seconds_sum") == 600.0
+    engine.release("a")
+    assert engine.status("head").outcome == "placed" and not engine.idle_for_plans()
+    assert registry.get_sample_value("mcsched_gpus_idle_for_plan", {"cloud": "azure", "region": "eastus", "gpu_type": "H100"}) == 0
