@@ -63,19 +63,34 @@ def test_simulate_writes_a_report_a_planner_reads(inputs: dict[str, str], capsys
         assert key in summary
     report = (o / "report.md").read_text()
     assert report.splitlines()[0] == "# " + out.splitlines()[0]  # the headline leads both
-    assert "jobs over 2.3 hours" in out.splitlines()[1]  # a two-hour run is not "0.1 simulated days"
+    assert "jobs over 1.2 hours" in out.splitlines()[1]  # the horizon (last arrival + longest job), not "0.1 simulated days"
     for png in ["utilisation.png", "queue.png", "classes.png", "cost.png", "rofr.png"]:
         assert (o / png).read_bytes()[:8] == PNG and f"]({png})" in report
-    for rule in ("arrival and duration columns read as seconds", "class api-serving -> api-serving", "class priorities api-serving=100"):
+    for rule in ("CSV fields: arrival=t:s, gpus=n, duration=d:s, class=c", "class api-serving -> api-serving", "class priorities api-serving=100"):
         assert rule in report
-    verified = Ledger(o / "ledger.db", readonly=True).verify()
-    assert verified.ok and "signed checkpoints" in verified.line() and "witnessed up to" in verified.line()  # the simulator's ledger signs too
+    assert "No ledger was written" in report and not (o / "ledger.db").exists()  # off unless asked for, and the report says so
+
+
+def test_a_ledger_on_request_is_signed_with_a_throwaway_key_named_in_the_report(
+    inputs: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    o = Path(inputs["out"])
+    code, out, err = simulate([*base(inputs), "--no-plots", "--ledger", str(o / "ledger.db")], capsys)
+    assert code == 0, err
+    s = json.loads((o / "summary.json").read_text())
+    led = s["ledger"]
+    assert led["path"] == str(o / "ledger.db") and len(led["keyId"]) == 16
+    verified = Ledger(o / "ledger.db", readonly=True).verify(public_key=led["publicKey"], witness=led["witness"])
+    assert verified.ok and "signed checkpoints" in verified.line() and "witnessed up to" in verified.line()
+    assert f"key id `{led['keyId']}`" in (o / "report.md").read_text() and led["keyId"] in out
+    assert not list(o.parent.glob("**/ledger-signing.key"))  # the private half is gone
 
 
 def test_one_command_compares_policies_side_by_side(inputs: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     from scheduler.sim.report import plot_comparison
 
-    code, out, err = simulate([*base(inputs), "--policy", "contract,cheapest,azure-only", "--load", "4", "--no-plots"], capsys)
+    code, out, err = simulate([*base(inputs), "--policy", "contract,cheapest,azure-only", "--load", "4", "--no-plots",
+                               "--ledger", str(Path(inputs["out"]) / "ledger.db")], capsys)
     assert code == 0, err
     o = Path(inputs["out"])
     report = (o / "report.md").read_text()
@@ -85,7 +100,8 @@ def test_one_command_compares_policies_side_by_side(inputs: dict[str, str], caps
     assert summary["azure-only"]["holderShareOfGpuHours"] == 1.0 > summary["contract"]["holderShareOfGpuHours"]
     assert sum(summary["cheapest"]["contractViolations"].values()) > 0 and summary["contract"]["contractViolations"] == {}
     for p in ("contract", "azure-only"):
-        assert Ledger(o / p / "ledger.db", readonly=True).verify().ok
+        db = o / f"ledger-{p}.db"
+        assert Ledger(db, readonly=True).verify(public_key=f"{db}.pub", witness=f"{db}.witness.jsonl").ok
         assert json.loads((o / p / "summary.json").read_text())["policy"] == p
     assert "load x4" in out
     # the chart the command draws with plots on (kept out of this run: plotting is the slow part)
@@ -140,7 +156,7 @@ def test_a_capacity_trace_on_a_cloud_without_work_warns(inputs: dict[str, str], 
         (["--format", "parquet"], "unknown trace format 'parquet'"),
         (["--policy", "greedy"], "--policy: unknown policy 'greedy'"),
         (["--policy", "contract,contract"], "names a policy twice"),
-        (["--columns", "arrival=t"], "missing column(s) gpus, duration"),
+        (["--columns", "arrival=t"], "missing column(s) gpus (none of gpus, num_gpu, num_gpus, gpu_count, ngpus; name it with --columns gpus=COLUMN), duration"),
         (["--load", "0"], "--load: must be a number > 0"),
         (["--gpu-map", "*=B200"], "the trace asks for B200, which no cloud in the catalog has"),
         (["--class-priorities", "api-serving=high"], "--class-priorities: api-serving=high: must be a whole number"),
@@ -194,7 +210,7 @@ def test_real_traces_replay_with_priorities_and_a_verifiable_ledger(tmp_path: Pa
         [
             "--trace", str(TRACES / "alibaba-gpu-v2023" / "openb_pod_list_default.csv"), "--format", "alibaba-openb",
             "--clouds", str(examples_dir() / "sim" / "catalog-azure-tight.yaml"), "--load", "4", "--out", str(out), "--no-plots",
-            "--scenario", str(examples_dir() / "sim" / "scenario-azure-outage.yaml"),
+            "--scenario", str(examples_dir() / "sim" / "scenario-azure-outage.yaml"), "--ledger", str(tmp_path / "openb.db"),
         ],
         capsys,
     )
@@ -204,7 +220,7 @@ def test_real_traces_replay_with_priorities_and_a_verifiable_ledger(tmp_path: Pa
     assert s["preemptions"].get("pinned-job", 0) > 0  # priorities make preemption happen in a replay
     assert s["rofr"]["declineAndLapseReasons"] and len(s["jobsPerCloud"]) > 1
     assert s["inputs"]["scenario"][0]["event"] == "azure down"  # combined with any trace (its effect: test_simulator)
-    assert Ledger(out / "ledger.db", readonly=True).verify().ok
+    assert Ledger(tmp_path / "openb.db", readonly=True).verify(public_key=s["ledger"]["publicKey"], witness=s["ledger"]["witness"]).ok
     api = tmp_path / "api"
     spot = ["--capacity-trace", str(TRACES / "spot-availability"), "--capacity-cloud", "azure", "--spot-share", "0.5"]
     code, _, err = simulate(["--trace", str(TRACES / "azure-llm-inference-2023"), "--format", "azure-llm", "--load", "20", "--out", str(api), "--no-plots", *spot], capsys)
