@@ -248,3 +248,68 @@ def test_bad_input_leaves_a_previous_runs_outputs_as_they_were(inputs: dict[str,
     code, _out, err = simulate([*base(inputs), "--no-plots", "--class-map", "web=api-serving"], capsys)
     assert code == 2 and err.startswith("error: --class-map: web=api-serving: no row of t.csv has c 'web'")
     assert {p.name: p.read_bytes() for p in o.iterdir()} == before
+
+
+# ------------------------------------------------------------------ v3
+
+
+def test_a_duplicate_job_name_stops_the_run_in_one_line(inputs: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dup = tmp_path / "dup.csv"
+    dup.write_text("name,arrival,gpus,duration\na,0,8,60\nb,1,8,60\na,2,8,60\n")
+    code, _out, err = simulate(["--trace", str(dup), "--format", "csv", "--clouds", inputs["clouds"], "--out", inputs["out"]], capsys)
+    assert code == 2 and err.strip() == f"error: {dup}: duplicate job name 'a' on lines 2 and 4 (job names must be unique)"
+    assert not Path(inputs["out"]).exists()
+
+
+def test_the_report_shows_skipped_rows_refusals_and_the_mapping_used(inputs: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "mixed.csv"
+    trace.write_text("arrival,gpus,duration,qos\n0,8,600,LS\n5,x,600,BE\n9,64,600,LS\n12,4,600,BE\n")
+    code, _out, err = simulate(["--trace", str(trace), "--format", "csv", "--clouds", inputs["clouds"], "--out", inputs["out"],
+                               "--no-plots", "--skip-bad-rows"], capsys)
+    assert code == 0, err  # a job the engine refuses at admission is counted, not an abort
+    report = (Path(inputs["out"]) / "report.md").read_text()
+    assert "**1 of 4 trace rows skipped**: bad gpus 1. First:" in report and "- `mixed.csv:3: gpus: not a number: 'x'`" in report
+    assert "**1 jobs refused at admission**" in report and "`row-4: " in report
+    assert "CSV fields: arrival=arrival:s (by name), gpus=gpus (by name), duration=duration:s (by name), class=qos (by name)" in report
+    assert "warning: 1 jobs refused at admission under contract" in err
+
+
+def test_an_interrupted_run_leaves_the_previous_results_intact(inputs: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    from scheduler.sim.run import WhatIf, execute, prepare
+    from scheduler.sim.traces import ReadOptions
+
+    code, _out, err = simulate([*base(inputs), "--no-plots"], capsys)
+    assert code == 0, err
+    o = Path(inputs["out"])
+    before = {p.name: p.read_bytes() for p in o.iterdir()}
+    request = WhatIf(trace=Path(inputs["trace"]), fmt="csv", out=o, clouds=Path(inputs["clouds"]), plots=False,
+                     read=ReadOptions(columns=inputs["columns"]), ledger=o / "ledger.db", policy="contract,cheapest")
+
+    def ctrl_c(_n: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        execute(prepare(request), progress=ctrl_c)
+    assert {p.name: p.read_bytes() for p in o.iterdir()} == before
+    assert sorted(p.name for p in o.parent.iterdir()) == ["clouds.yaml", "out", "t.csv"]  # no temporary folder left behind
+
+
+def test_capacity_and_scenario_apply_up_to_the_horizon(inputs: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from scheduler.sim.run import WhatIf, prepare
+    from scheduler.sim.traces import ReadOptions
+
+    spot = tmp_path / "spot"
+    spot.mkdir()
+    (spot / "us-east-1a_v100_1.json").write_text(json.dumps({"metadata": {"gap_seconds": 600}, "data": [1, 0]}))
+    scenario = tmp_path / "late.yaml"
+    scenario.write_text("apiVersion: mcsched.io/v1\nkind: Scenario\nmetadata: {name: late}\nspec:\n  events:\n"
+                        "    - {at: 9000, backend: azure, up: false}\n    - {at: 30000, backend: azure, up: true}\n")
+    request = WhatIf(trace=Path(inputs["trace"]), fmt="csv", out=tmp_path / "o", clouds=Path(inputs["clouds"]), plots=False,
+                     read=ReadOptions(columns=inputs["columns"]), capacity_trace=spot, capacity_cloud="azure", horizon=20_000, scenario=scenario)
+    p = prepare(request)
+    assert p.horizon == 20_000 and max(t for t, _, _ in p.capacity_changes) == 19_800  # every 600 s up to the horizon, not to ~4,300 s
+    rules = {r.rule: r.effect for r in p.rules}
+    assert rules["horizon 5.6 hours (--horizon)"] == "the default would be 1.2 hours (last arrival + longest job)"
+    assert rules["scenario late (late.yaml), times in simulated seconds from the trace's start"].endswith("(1 after the horizon: not applied)")
+    code, _out, err = simulate([*base(inputs), "--no-plots", "--horizon", "-5"], capsys)
+    assert code == 2 and "--horizon: must be a number of seconds > 0" in err

@@ -312,3 +312,77 @@ def test_the_replay_builds_each_job_as_job_would() -> None:
         assert [getattr(made, f.name) for f in fields(Job)] == [getattr(plain, f.name) for f in fields(Job)]
         with pytest.raises(FrozenInstanceError):
             made.name = "c"  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------ v3: honest outcomes at a fixed horizon
+
+
+def test_a_run_stops_at_its_horizon_and_counts_what_it_left_undone() -> None:
+    # azure 8, oci 0 GPUs (oci has none: everything waits for azure). a: 8 GPUs 0+2+120 = 122 .. 1,122.
+    # b (t=10) waits for a, placed at 1,122, works from 1,244. Horizon 1,000: a has done 878 s
+    # (credited, charged 1,000 s of its GPUs), 122 s in progress; b never started: censored
+    # at 990 s, unserved 8 x 600 s valued at the holder's $3.6.
+    catalog = world(oci=0)
+    sim = Simulation(catalog, a_contract(), "contract")
+    sim.add_jobs([job("a", 0, 8, 1000), job("b", 10, 8, 600)])
+    sim.run(horizon=1000)
+    s = summarise(sim, {"H100"})
+    assert s["horizon"] == {"seconds": 1000.0, "label": "16.7 minutes", "fixed": True, "arrivalsAfter": 0}
+    assert s["gpuHours"]["served"]["training"] == pytest.approx(8 * 878 / 3600)
+    assert s["gpuHours"]["inProgressAtHorizon"] == {"training": pytest.approx(8 * 122 / 3600)}
+    assert s["gpuHours"]["unserved"]["training"] == pytest.approx(8 * 600 / 3600)
+    assert s["neverStarted"] == {"training": 1} and s["runningAtHorizon"] == {"training": 1}
+    assert s["unservedUsdPerGpuHour"] == {"H100": 3.6} and s["unservedValueUsd"] == pytest.approx(8 * 600 / 3600 * 3.6)
+    assert s["costUsdPerCloud"] == pytest.approx({"azure": 8 * 1000 / 3600 * 3.6})
+    assert s["costUsdWithUnserved"] == pytest.approx(s["costUsdTotal"] + s["unservedValueUsd"])
+    first = s["waitSeconds"]["training"]["first"]
+    assert (first["started"], first["censored"], first["p50"], first["max"]) == (1, 1, 122.0, 990.0)
+    assert first["atLeast"] == ["p95", "p99", "max"]  # p50 is a's 122 s, exact; the top is b's >= 990 s
+    assert summarise(sim, {"H100"}, unserved_rate=10.0)["unservedValueUsd"] == pytest.approx(8 * 600 / 3600 * 10)
+    # without a horizon the same trace runs to its last event and every job is served
+    full, _ = replay([job("a", 0, 8, 1000), job("b", 10, 8, 600)], catalog)
+    assert full["neverStarted"] == {} and full["unservedValueUsd"] == 0.0
+
+
+def test_capacity_changes_apply_up_to_the_horizon_after_the_last_job_would_have_ended() -> None:
+    # azure 8 GPUs shrinks to 0 at 50 and comes back at 5,000, long after the job's arrival +
+    # duration (600): the job waits for it and starts at 5,000 + 2 + 120.
+    sim = Simulation(world(oci=0), a_contract(), "contract")
+    sim.add_jobs([job("late", 100, 8, 600)])
+    sim.add_capacity([(50.0, ("azure", "eastus", "H100"), 0), (5000.0, ("azure", "eastus", "H100"), 8)])
+    sim.run(horizon=10_000)
+    s = summarise(sim, {"H100"})
+    assert s["waitSeconds"]["training"]["first"]["p50"] == 5122 - 100 and s["neverStarted"] == {}
+    assert s["utilisation"]["azure"]["H100"]["horizon"] == pytest.approx(8 * (5722 - 5000) / (8 * 50 + 8 * 5000))
+
+
+def test_holder_only_baseline_keeps_the_contracts_preemption_by_class() -> None:
+    # azure-only: training fills azure; the API arrives and, as the contract says, preempts it there
+    jobs = [job("train", 0, 8, 10_000), job("api", 500, 8, 600, "api-serving")]
+    s, sim = replay(jobs, policy="azure-only")
+    assert s["preemptions"] == {"pinned-job": 1} and set(s["jobsPerCloud"]) == {"azure"}
+    assert [b.name for b in sim.catalog.spec.backends] == ["azure"] and s["contractViolations"] == {}
+
+
+def test_violation_counts_are_contract_rules_only_the_checkers_notes_apart() -> None:
+    catalog = (
+        a_catalog()
+        .cloud("azure", {"eastus": {"H100": 16}}, price=3.4)
+        .cloud("oci", {"us-ashburn-1": {"H100": 64}}, price=2.9, startup=60)
+        .obj()
+    )
+    jobs = [job(f"j{i}", i * 60.0, 8 if i % 3 else 4, 1800.0, "api-serving" if i % 5 == 0 else "training") for i in range(60)]
+    s, sim = replay(jobs, catalog, "cheapest")
+    every = {v.rule for v in sim.rec.checker.violations}
+    from scheduler.sim.summary import CONTRACT_RULES
+
+    assert set(s["contractViolations"]) == every & CONTRACT_RULES and s["contractViolations"]
+    assert set(s["checkerNotes"]) == every - CONTRACT_RULES
+    assert sum(s["contractViolations"].values()) + sum(s["checkerNotes"].values()) == len(sim.rec.checker.violations)
+
+
+def test_an_admission_refusal_is_counted_with_its_reason_not_an_abort() -> None:
+    s, _ = replay([job("big-api", 0, 16, 100, "api-serving"), job("ok", 0, 8, 100)])
+    refused = s["refusedAtAdmission"]
+    assert refused["count"] == 1 and refused["first"][0].startswith("big-api: ")
+    assert s["neverStarted"] == {"api-serving": 1} and s["jobs"] == 2
