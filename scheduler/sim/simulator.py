@@ -482,12 +482,18 @@ class Simulation:
                 self._push(j.arrival + j.duration, FINISH, (j.name, -1))
 
     def add_capacity(self, changes: Iterable[tuple[float, PoolKey, int]]) -> None:
+        """Pool capacity over time; changes to clouds this policy's catalog leaves out (``azure-only``) do not apply."""
+        clouds = set(self.catalog.backend_names)
         for t, pool, cap in changes:
-            self._push(t, CAPACITY, (pool, cap))
+            if pool[0] in clouds:
+                self._push(t, CAPACITY, (pool, cap))
 
     def add_scenario(self, actions: Iterable[Action]) -> None:
+        """Scripted events (all marked on the plots; those of clouds this policy's catalog leaves out do not apply)."""
+        clouds = set(self.catalog.backend_names)
         for a in actions:
-            self._push(a.at, SCENARIO, a)
+            if (a.event.backend or a.event.cloud) in clouds:
+                self._push(a.at, SCENARIO, a)
             self.markers.append((a.at, a.label))
 
     @property

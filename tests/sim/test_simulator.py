@@ -386,3 +386,12 @@ def test_an_admission_refusal_is_counted_with_its_reason_not_an_abort() -> None:
     refused = s["refusedAtAdmission"]
     assert refused["count"] == 1 and refused["first"][0].startswith("big-api: ")
     assert s["neverStarted"] == {"api-serving": 1} and s["jobs"] == 2
+
+
+def test_the_holder_only_baseline_ignores_events_of_the_clouds_it_leaves_out() -> None:
+    sim = Simulation(world(), a_contract(), "azure-only")
+    sim.add_jobs([job("a", 0, 8, 100)])
+    sim.add_capacity([(10.0, ("oci", "us-ashburn-1", "H100"), 0)])
+    sim.add_scenario([Action(20, ScenarioEvent(at=20, backend="oci", up=False), "oci down")])
+    sim.run()
+    assert summarise(sim, {"H100"})["jobsPerCloud"] == {"azure": 1} and sim.markers == [(20, "oci down")]
