@@ -35,6 +35,7 @@ def simulate_cmd(
     with_plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the PNG plots (the slowest part of a short run).")] = True,
     horizon: Annotated[float | None, typer.Option("--horizon", help="Stop the run at this many simulated seconds (default: last arrival + longest job); jobs not started by then are unserved.")] = None,
     unserved_rate: Annotated[float | None, typer.Option("--unserved-rate", help="USD per unserved GPU-hour (default: the holder's on-demand price of its GPU type).")] = None,
+    costs: Annotated[Path | None, typer.Option("--costs", help="Cost model YAML: per cloud committed GPUs (term, rate, paid used or not), on-demand and spot rates, start-up billing (default: the catalog's on-demand prices).")] = None,
     ledger: Annotated[Path | None, typer.Option("--ledger", help="Write a signed ledger of every decision to FILE (default: none), signed with a throwaway key.")] = None,
 ) -> None:
     """Replay a trace through the real engine on a simulated clock; write a planner's report."""
@@ -54,7 +55,7 @@ def simulate_cmd(
         trace=trace, fmt=fmt, out=out_dir, clouds=clouds, contract=contract, policy=policy, read=read,
         class_priorities=class_priorities, scale_capacity=scale_capacity, scenario=scenario, plots=with_plots,
         capacity_trace=capacity_trace, capacity_cloud=capacity_cloud, capacity_map=capacity_map, spot_share=spot_share,
-        horizon=horizon, unserved_rate=unserved_rate, ledger=ledger,
+        horizon=horizon, unserved_rate=unserved_rate, ledger=ledger, costs=costs,
     )
     prepared = prepare(request)
     total = len(prepared.trace.jobs) * len(prepared.policies)

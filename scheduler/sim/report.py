@@ -349,6 +349,17 @@ def _util_rows(s: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def _cost_table(s: dict[str, Any]) -> list[str]:
+    """The bill by cloud: committed (and how much of it idle), on demand, spot, start-up (part of the usage billed)."""
+    c = s["costs"]
+    rows = [[cloud, f"{v['committedGpus']:,.0f}", f"${v['committedUsd']:,.0f}", f"${v['idleCommittedUsd']:,.0f}", f"${v['onDemandUsd']:,.0f}",
+             f"${v['spotUsd']:,.0f}", f"${v['startupUsd']:,.0f}", f"${v['totalUsd']:,.0f}"] for cloud, v in c["perCloud"].items()]
+    rows.append(["**total**", "", f"${c['committedUsd']:,.0f}", f"${c['idleCommittedUsd']:,.0f}", f"${c['onDemandUsd']:,.0f}",
+                 f"${c['spotUsd']:,.0f}", f"${c['startupUsd']:,.0f}", f"**${c['totalUsd']:,.0f}**"])
+    head = ["cloud", "committed GPUs", "committed (paid, used or not)", "of which idle", "on demand", "spot", "start-up billed (in the usage)", "total"]
+    return [f"### The bill over the horizon ({c['from']})", "", *_table(head, rows), ""]
+
+
 WAIT_HEAD = ["class", "started", "not started by the horizon (censored)", "p50", "p95", "p99", "max"]
 
 
@@ -368,6 +379,7 @@ def policy_section(s: dict[str, Any], images: list[str], prefix: str = "") -> li
         "Placements per cloud: " + (", ".join(f"{c} {n:,}" for c, n in s["jobsPerCloud"].items()) or "none") + ".",
         "",
     ]
+    lines += _cost_table(s)
     refused = s["refusedAtAdmission"]
     if refused["count"]:
         lines += [f"**{refused['count']:,} jobs refused at admission** (the engine says no allowed pool can ever host them; unserved). First: "
@@ -449,6 +461,7 @@ def write_comparison(out: Path, summaries: dict[str, dict[str, Any]], images: di
         row("cost (USD)", lambda s: f"${s['costUsdTotal']:,.0f}"),
         row("unserved work valued (USD)", lambda s: f"${s['unservedValueUsd']:,.0f}"),
         row("cost + unserved value (USD)", lambda s: f"${s['costUsdWithUnserved']:,.0f}"),
+        row("of which committed / idle committed (USD)", lambda s: f"${s['costs']['committedUsd']:,.0f} / ${s['costs']['idleCommittedUsd']:,.0f}"),
         row("cost per served GPU-hour", lambda s: f"${s['costUsdPerServedGpuHour']:,.2f}"),
         row("holder share of GPU-hours held", lambda s: f"{s['holderShareOfGpuHours']:.1%}"),
         row("served GPU-hours", lambda s: f"{sum(s['gpuHours']['served'].values()):,.0f}"),

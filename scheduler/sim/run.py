@@ -28,6 +28,8 @@ from scheduler.ledger import Ledger
 from scheduler.loading import load_catalog, load_contract
 from scheduler.paths import default_catalog, default_contract
 from scheduler.sim import capacity as cap
+from scheduler.sim.costs import CostModel, committed_gpus, load_costs
+from scheduler.sim.costs import describe as describe_costs
 from scheduler.sim.policies import POLICIES, parse_policies, spill_ranking
 from scheduler.sim.report import RunView, plot_comparison, plots, write_comparison, write_report
 from scheduler.sim.scenario import Action, load_scenario
@@ -64,6 +66,7 @@ class WhatIf:
     horizon: float | None = None  # seconds; None: last arrival + longest job
     unserved_rate: float | None = None  # USD per unserved GPU-hour; None: the holder's on-demand price
     ledger: Path | None = None  # None: no ledger (a replay's default)
+    costs: Path | None = None  # a cost model (committed, on-demand, spot); None: the catalog's on-demand prices
 
 
 @dataclass
@@ -83,6 +86,7 @@ class Prepared:
     rules: list[Rule]
     scenario_name: str = ""
     horizon: float = 0.0
+    costs: CostModel | None = None
 
     @property
     def gpu_types(self) -> set[str]:
@@ -212,7 +216,11 @@ def prepare(req: WhatIf) -> Prepared:
         parent = next((q for q in req.ledger.parents if q.exists()), None)
         if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
             raise TraceError(f"--ledger: {req.ledger}: cannot write there ({parent or req.ledger.parent} is not a writable directory)")
-    return Prepared(req, catalog, contract, trace, policies, priorities, priorities_from, changes, driven, actions, rules, name, horizon)
+    costs = None
+    if req.costs is not None:
+        costs = load_costs(req.costs, catalog)
+        rules.append(Rule(describe_costs(costs, req.costs), "committed GPUs are paid for the whole horizon, used or not; usage above them at the on-demand or spot rate"))
+    return Prepared(req, catalog, contract, trace, policies, priorities, priorities_from, changes, driven, actions, rules, name, horizon, costs)
 
 
 def _check_out(out: Path) -> None:
@@ -273,7 +281,8 @@ def run_policy(
         info = {"policy": policy, "path": str(db), "publicKey": str(pub), "witness": str(wit)}
     started = time.perf_counter()
     try:
-        sim = Simulation(p.catalog, p.contract, policy, sinks=[ledger] if ledger is not None else [], class_priorities=p.priorities)
+        sim = Simulation(p.catalog, p.contract, policy, sinks=[ledger] if ledger is not None else [], class_priorities=p.priorities,
+                         committed=committed_gpus(p.costs))
         sim.add_jobs(p.trace.jobs)
         sim.add_capacity(p.capacity_changes)
         sim.add_scenario(p.actions)
@@ -290,7 +299,7 @@ def run_policy(
         db, pub, wit = ledger_paths(ledger_to, policy, len(p.policies) > 1)  # type: ignore[arg-type]
         (keys / "ledger-signing.key").unlink()  # the private half: this ledger's signatures are all it was for
         moves += [(work / db.name, db), (keys / "ledger-signing.pub", pub), (work / wit.name, wit)]
-    s = summarise(sim, p.gpu_types, p.request.unserved_rate)
+    s = summarise(sim, p.gpu_types, p.request.unserved_rate, p.costs)
     s["ledger"] = info
     s["spillRanking"] = spill_ranking(p.contract, policy)
     s["classPrioritiesFrom"] = p.priorities_from

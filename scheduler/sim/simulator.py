@@ -120,11 +120,13 @@ def _retype(agg: list[float], d_held: int, d_cap: int, now: float) -> None:
     """Move one (cloud, GPU type) aggregate to ``now``: time near full so far, then the change, then the peaks.
 
     ``agg``: [held, capacity, last change, seconds near full, peak share; since the last
-    sample: most held, highest share].
+    sample: most held, highest share; committed GPUs, GPU-seconds held above them].
     """
     held, cap = agg[0], agg[1]
     if cap > 0 and held >= NEAR_FULL * cap:
         agg[3] += now - agg[2]
+    if held > agg[7]:
+        agg[8] += (held - agg[7]) * (now - agg[2])
     agg[2] = now
     held += d_held
     cap += d_cap
@@ -155,9 +157,11 @@ class Recorder:
     pools: dict[PoolKey, int]
     schedule_finish: Callable[[str, float, int], None]
     check: bool = True
+    committed: dict[tuple[str, str], int] = field(default_factory=dict)  # (cloud, GPU type) -> GPUs paid for, used or not
     tracks: dict[str, Track] = field(default_factory=dict)
     _count: list[int] = field(default_factory=lambda: [0])  # engine events seen (``events``)
     placements: Counter[str] = field(default_factory=Counter)
+    placed_gpus: Counter[tuple[str, str]] = field(default_factory=Counter)  # (cloud, GPU type) -> GPUs over every placement (start-up billing)
     answers: Counter[tuple[str, str]] = field(default_factory=Counter)
     preemptions: Counter[str] = field(default_factory=Counter)
     waits: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # submission -> start
@@ -192,7 +196,8 @@ class Recorder:
     # per pool: [allocated, capacity, last change, allocated GPU-seconds]; capacity history apart
     pool_state: dict[PoolKey, list[float]] = field(default_factory=dict)
     cap_history: dict[PoolKey, list[tuple[float, int]]] = field(default_factory=dict)
-    # per (cloud, gpu type), exact at every change: [held, capacity, last change, seconds >= NEAR_FULL held, peak held/capacity]
+    # per (cloud, gpu type), exact at every change: [held, capacity, last change, seconds >= NEAR_FULL held, peak held/capacity,
+    # (since the last sample) most held, highest share, committed GPUs, GPU-seconds held above the commitment]
     type_state: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -200,7 +205,7 @@ class Recorder:
         for key, cap in self.pools.items():
             st = self.pool_state[key] = [0, cap, 0.0, 0.0]
             self.cap_history[key] = [(0.0, cap)]
-            agg = self.type_state.setdefault((key[0], key[2]), [0, 0, 0.0, 0.0, 0.0, 0, 0.0])
+            agg = self.type_state.setdefault((key[0], key[2]), [0, 0, 0.0, 0.0, 0.0, 0, 0.0, self.committed.get((key[0], key[2]), 0), 0.0])
             agg[1] += cap
             self._books[key] = (st, agg)
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
@@ -293,6 +298,7 @@ class Recorder:
         tr.start = start = now + tr.latency + self.startup[cloud]
         tr.rate = rate = ev.price * gpus
         self.placements[cloud] += 1
+        self.placed_gpus[(cloud, ev.gpu_type)] += gpus
         # GPUs taken in the pool, then in its (cloud, GPU type): ``_retype`` inlined (every placement)
         st, agg = self._books[(cloud, ev.region, ev.gpu_type)]
         st[3] += st[0] * (now - st[2])
@@ -301,6 +307,8 @@ class Recorder:
         held, cap = agg[0], agg[1]
         if cap > 0 and held >= NEAR_FULL * cap:
             agg[3] += now - agg[2]
+        if held > agg[7]:
+            agg[8] += (held - agg[7]) * (now - agg[2])
         agg[2] = now
         agg[0] = held = held + gpus
         if gpus > 0:  # only taking GPUs can raise a peak
@@ -340,6 +348,8 @@ class Recorder:
         held, cap = agg[0], agg[1]
         if cap > 0 and held >= NEAR_FULL * cap:
             agg[3] += now - agg[2]
+        if held > agg[7]:
+            agg[8] += (held - agg[7]) * (now - agg[2])
         agg[2] = now
         agg[0] = held - gpus
         self.running_gpus[(tr.cls, cloud)] -= gpus
@@ -428,6 +438,7 @@ class Simulation:
         *,
         class_priorities: dict[str, int] | None = None,
         check: bool = True,
+        committed: dict[tuple[str, str], int] | None = None,
     ) -> None:
         self.clock = ManualClock()
         catalog = catalog_for(policy, catalog, contract)
@@ -453,6 +464,7 @@ class Simulation:
             pools,
             schedule_finish,
             check,
+            dict(committed or {}),
         )
         for sink in sinks:
             self.engine.subscribe(sink)

@@ -28,6 +28,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
+from scheduler.sim.costs import CostModel, Usage, bill
 from scheduler.sim.simulator import NEAR_FULL, Simulation
 from scheduler.specs import JOB_CLASSES
 
@@ -154,11 +155,27 @@ def unserved_rates(sim: Simulation, flat: float | None) -> dict[str, float]:
     return out
 
 
-def summarise(sim: Simulation, gpu_types: set[str], unserved_rate: float | None = None) -> dict[str, Any]:
+def usage(sim: Simulation) -> dict[tuple[str, str], Usage]:
+    """Per (cloud, GPU type) over the run: GPU-seconds held, held above the commitment, and spent starting up."""
+    rec, end = sim.rec, sim.end
+    held: dict[tuple[str, str], float] = defaultdict(float)
+    for (cloud, _region, gpu_type), st in rec.pool_state.items():
+        held[(cloud, gpu_type)] += _held_until(st, end)
+    startup = {b.name: b.startupSeconds for b in sim.catalog.spec.backends}
+    out = {}
+    for key, agg in rec.type_state.items():
+        above = agg[8] + max(agg[0] - agg[7], 0) * (end - agg[2])
+        out[key] = Usage(held[key], above, rec.placed_gpus.get(key, 0) * startup.get(key[0], 0.0))
+    return out
+
+
+def summarise(sim: Simulation, gpu_types: set[str], unserved_rate: float | None = None, costs: CostModel | None = None) -> dict[str, Any]:
     """Everything summary.json holds for one policy (``gpu_types``: what the trace asks for).
 
     ``unserved_rate``: USD per unserved GPU-hour (default: the holder's on-demand price of its
     GPU type), so a policy that leaves work undone is not the cheapest by omission.
+    ``costs``: committed, on-demand and spot rates (``scheduler.sim.costs``); default the
+    catalog's on-demand prices. The simulation must have been built with the same commitments.
     """
     rec = sim.rec
     end = sim.end
@@ -205,7 +222,8 @@ def summarise(sim: Simulation, gpu_types: set[str], unserved_rate: float | None 
         for t in rec.requested_by_type
     }
     unserved_value = sum(h * rates[t] for t, h in unserved_by_type.items())
-    cost_total = sum(rec.cost.values())
+    billed = bill(costs, sim.catalog, usage(sim), end)
+    cost_total = billed["totalUsd"]
     served_total = sum(served.values())
     api_unserved = unserved.get("api-serving", 0.0)
     api_requested = requested.get("api-serving", 0.0)
@@ -240,8 +258,10 @@ def summarise(sim: Simulation, gpu_types: set[str], unserved_rate: float | None 
         "apiStranded": bool(rec.censored.get("api-serving") or rec.censored_after_eviction.get("api-serving")) or sim.unplaceable["api-serving"] > 0,
         "apiNeverStarted": len(rec.censored.get("api-serving", [])) + len(rec.censored_after_eviction.get("api-serving", [])) + sim.unplaceable["api-serving"],
         "apiUnservedShare": api_unserved / api_requested if api_requested else 0.0,
-        "costUsdPerCloud": {c: v for c, v in sorted(rec.cost.items()) if v},
+        "costUsdPerCloud": {c: v["totalUsd"] for c, v in billed["perCloud"].items() if v["totalUsd"]},
         "costUsdTotal": cost_total,
+        "costs": billed,
+        "costUsdHeldAtListPrices": sum(rec.cost.values()),
         "costUsdPerServedGpuHour": cost_total / served_total if served_total else 0.0,
         "holderShareOfGpuHours": held_by_cloud.get(sim.holder, 0.0) / total_held if total_held else 0.0,
         "jobsPerCloud": dict(sorted(rec.placements.items())),
