@@ -8,6 +8,7 @@ drawn as labelled vertical lines; an empty chart says "nothing queued" rather th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -546,4 +547,56 @@ def _footer(summaries: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-__all__ = ["RunView", "fmt_span", "plot_comparison", "plots", "write_comparison", "write_report"]
+def render(
+    out: Path, summaries: dict[str, dict[str, Any]], views: dict[str, RunView], title: str, *, draw: bool = True
+) -> tuple[list[str], list[str], list[str]]:
+    """Every output of a run from its summaries (and the plots' samples): summary.json, report.md, plots.
+
+    One policy writes into ``out``; several write a comparison there and one sub-folder each.
+    Returns the lines the command prints (headline first), the files written, and the lines
+    about the ledger (where it is and how to verify it, or that none was written).
+    """
+    single = len(summaries) == 1
+    images: dict[str, list[str]] = {}
+    for policy, s in summaries.items():
+        target = out if single else out / policy
+        target.mkdir(parents=True, exist_ok=True)
+        images[policy] = plots(views[policy], target) if draw else []
+        if not single:
+            (target / "summary.json").write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
+    if single:
+        policy, s = next(iter(summaries.items()))
+        (out / "summary.json").write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
+        write_report(out, s, images[policy], views[policy].title)
+        files = ["summary.json", "report.md", *images[policy]]
+        lines = [headline(s, views[policy].title), summary_line(s)]
+    else:
+        chart = plot_comparison(summaries, title, out) if draw else ""
+        (out / "summary.json").write_text(json.dumps({"policies": summaries}, indent=2, sort_keys=True) + "\n")
+        report = write_comparison(out, summaries, images, chart, title)
+        files = ["summary.json", "report.md", *([chart] if chart else []), *(f"{n}/" for n in summaries)]
+        lines = [report[0].removeprefix("# ")]
+        lines += [f"{n}: {headline(s)}; {summary_line(s)}" for n, s in summaries.items()]
+    ledgers = [s["ledger"] for s in summaries.values() if s.get("ledger")]
+    notes = ["no ledger written (the default; --ledger FILE writes a signed one)"]
+    if ledgers:
+        notes = [f"ledger {x['path']} (throwaway key {x['keyId']}; verify: mcsched audit verify --db {x['path']} "
+                 f"--public-key {x['publicKey']} --witness {x['witness']})" for x in ledgers]
+    return lines, files, notes
+
+
+def summary_line(s: dict[str, Any]) -> str:
+    """The second line of the command's output for one policy: work, cost, the contract."""
+    served = sum(s["gpuHours"]["served"].values())
+    unserved = sum(s["gpuHours"]["unserved"].values())
+    violations = s["contractViolations"]
+    return (
+        f"{s['jobs']:,} jobs over {s['span']}: served {served:,.0f} GPU-h, unserved {unserved:,.0f} "
+        f"({sum(s['neverStarted'].values()):,} jobs not started); cost ${s['costUsdTotal']:,.0f} "
+        f"(${s['costUsdPerServedGpuHour']:,.2f}/served GPU-h; ${s['costUsdWithUnserved']:,.0f} with unserved work valued); "
+        f"holder share {s['holderShareOfGpuHours']:.1%}; preemptions {sum(s['preemptions'].values()):,}; "
+        f"violations {f'{sum(violations.values()):,}' if violations is not None else 'n/a'}"
+    )
+
+
+__all__ = ["RunView", "fmt_span", "plot_comparison", "plots", "render", "summary_line", "write_comparison", "write_report"]

@@ -12,7 +12,6 @@ into a ``WhatIf`` and prints what ``execute`` returns.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -31,10 +30,10 @@ from scheduler.sim import capacity as cap
 from scheduler.sim.costs import CostModel, committed_gpus, load_costs
 from scheduler.sim.costs import describe as describe_costs
 from scheduler.sim.policies import POLICIES, parse_policies, spill_ranking
-from scheduler.sim.report import RunView, plot_comparison, plots, write_comparison, write_report
+from scheduler.sim.report import RunView, render
 from scheduler.sim.scenario import Action, load_scenario
 from scheduler.sim.simulator import DEFAULT_CLASS_PRIORITIES, Simulation
-from scheduler.sim.summary import fmt_span, headline, summarise
+from scheduler.sim.summary import fmt_span, summarise
 from scheduler.sim.traces import CLASSES, ReadOptions, Rule, Trace, parse_map, read_spot_dir, read_trace
 from scheduler.specs import CloudCatalog, Contract
 
@@ -357,59 +356,21 @@ def execute(p: Prepared, progress: Callable[[int], None] | None = None) -> Outco
 
 
 def _execute(p: Prepared, tmp: Path, work: Path, progress: Callable[[int], None] | None) -> tuple[Outcome, Moves]:
+    """1. replay each policy and summarise it (once); 2. render every output from those summaries and the plots' samples."""
     req = p.request
-    out = req.out
     summaries: dict[str, dict[str, Any]] = {}
-    images: dict[str, list[str]] = {}
-    single = len(p.policies) == 1
-    walls = 0.0
+    views: dict[str, RunView] = {}
     moves: Moves = []
     for policy in p.policies:
-        target = tmp if single else tmp / policy
-        target.mkdir(parents=True, exist_ok=True)
-        s, sim, wall, more = run_policy(p, policy, work, progress, req.ledger)
+        s, sim, _wall, more = run_policy(p, policy, work, progress, req.ledger)
         moves += more
-        walls += wall
-        view = RunView(p.title(policy), sim.samples, sim.catalog.backend_names, p.contract.holder, p.gpu_types, sim.markers)
-        images[policy] = plots(view, target) if req.plots else []
         summaries[policy] = s
-        if not single:
-            (target / "summary.json").write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
-    warnings = sorted({w for s in summaries.values() for w in s["warnings"]})
-    if single:
-        policy = p.policies[0]
-        s = summaries[policy]
-        (tmp / "summary.json").write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
-        write_report(tmp, s, images[policy], p.title(policy))
-        files = ["summary.json", "report.md", *images[policy]]
-        lines = [headline(s, p.title(policy)), _line(s)]
-    else:
-        chart = plot_comparison(summaries, p.title(), tmp) if req.plots else ""
-        (tmp / "summary.json").write_text(json.dumps({"policies": summaries}, indent=2, sort_keys=True) + "\n")
-        report = write_comparison(tmp, summaries, images, chart, p.title())
-        files = ["summary.json", "report.md", *([chart] if chart else []), *(f"{n}/" for n in p.policies)]
-        lines = [report[0].removeprefix("# ")]
-        lines += [f"{n}: {headline(summaries[n])}; {_line(summaries[n])}" for n in p.policies]
+        views[policy] = RunView(p.title(policy), sim.samples, sim.catalog.backend_names, p.contract.holder, p.gpu_types, sim.markers)
+    lines, files, notes = render(tmp, summaries, views, p.title(), draw=req.plots)
+    wall = sum(s["wallSeconds"] for s in summaries.values())
     events = sum(s["events"]["engine"] + s["events"]["simulation"] for s in summaries.values())
-    lines.append(f"{len(p.trace.jobs):,} jobs x {len(p.policies)} polic{'y' if single else 'ies'} in {walls:.1f} s wall "
-                 f"({events / walls if walls else 0:,.0f} events/s)")
-    lines.append(f"wrote {out}/: {', '.join(files)}")
-    ledgers = [s["ledger"] for s in summaries.values() if s["ledger"]]
-    if ledgers:
-        lines += [f"ledger {x['path']} (throwaway key {x['keyId']}; verify: mcsched audit verify --db {x['path']} "
-                  f"--public-key {x['publicKey']} --witness {x['witness']})" for x in ledgers]
-    else:
-        lines.append("no ledger written (the default; --ledger FILE writes a signed one)")
+    n = len(p.policies)
+    lines += [f"{len(p.trace.jobs):,} jobs x {n} polic{'y' if n == 1 else 'ies'} in {wall:.1f} s wall ({events / wall if wall else 0:,.0f} events/s)",
+              f"wrote {req.out}/: {', '.join(files)}", *notes]
+    warnings = sorted({w for s in summaries.values() for w in s["warnings"]})
     return Outcome(lines, warnings, files, summaries), moves
-
-
-def _line(s: dict[str, Any]) -> str:
-    served = sum(s["gpuHours"]["served"].values())
-    unserved = sum(s["gpuHours"]["unserved"].values())
-    violations = s["contractViolations"]
-    return (
-        f"{s['jobs']:,} jobs over {s['span']}: served {served:,.0f} GPU-h, unserved {unserved:,.0f} "
-        f"({sum(s['neverStarted'].values()):,} jobs not started); cost ${s['costUsdTotal']:,.0f} "
-        f"(${s['costUsdPerServedGpuHour']:,.2f}/served GPU-h; ${s['costUsdWithUnserved']:,.0f} with unserved work valued); holder share {s['holderShareOfGpuHours']:.1%}; "
-        f"preemptions {sum(s['preemptions'].values()):,}; violations {f'{sum(violations.values()):,}' if violations is not None else 'n/a'}"
-    )
