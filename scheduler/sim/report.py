@@ -74,6 +74,11 @@ def _plt() -> Any:
     return plt
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only backend, for the sweep's plots too."""
+    return _plt()
+
+
 def _begin(view: RunView) -> tuple[Any, list[float], str]:
     """pyplot, the x values in the unit the run's span reads best in, and that axis label."""
     end = view.samples[-1].t if view.samples else 0.0
