@@ -136,3 +136,30 @@ def sweep_cmd(
         shutil.rmtree(tmp, ignore_errors=True)
     out.print(lines[0].removeprefix("# "), markup=False)
     out.print(f"{len(rows)} replays in {wall:.1f} s wall on {n_workers} process(es); wrote {out_dir}/: sweep.csv, report.md{', ' + chart if chart else ''}", markup=False)
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    trace: Annotated[Path, typer.Option("--trace", help="openb pods (openb_pod_list_default.csv): records creation and scheduled times.")],
+    nodes: Annotated[Path, typer.Option("--nodes", help="openb GPU nodes (openb_node_list_gpu_node.csv): the cluster the replay mirrors.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output directory (report.md, calibration.json, qq.png).")],
+) -> None:
+    """Replay openb on a one-pool copy of its cluster and compare simulated with recorded waits (quantiles, Q-Q, distance)."""
+    import shutil
+    import tempfile
+
+    from scheduler.sim.calibrate import calibrate, write
+
+    result = calibrate(trace, nodes)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        lines = write(result, tmp, trace.name)
+        out_dir.mkdir(exist_ok=True)
+        for name in ("report.md", "calibration.json", "qq.png"):
+            (tmp / name).replace(out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out.print(lines[0].removeprefix("# "), markup=False)
+    out.print(next(line for line in lines if line.startswith("Distance")).replace("**", ""), markup=False)
+    out.print(f"wrote {out_dir}/: report.md, calibration.json, qq.png", markup=False)
