@@ -97,6 +97,7 @@ def sweep_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from scheduler.errors import TraceError
+    from scheduler.gcpause import no_gc
     from scheduler.sim import sweep as sw
     from scheduler.sim.run import WhatIf, prepare
     from scheduler.sim.traces import ReadOptions
@@ -118,7 +119,8 @@ def sweep_cmd(
     started = time.perf_counter()
     with Progress(TextColumn("[bold]sweeping"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("runs", total=total)
-        rows = sw.sweep(prepared, knobs, seeds, n_workers, progress=lambda n: bar.advance(task, n))
+        with no_gc():  # forked workers inherit the paused collector (see simulate_cmd)
+            rows = sw.sweep(prepared, knobs, seeds, n_workers, progress=lambda n: bar.advance(task, n))
     wall = time.perf_counter() - started
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
