@@ -234,7 +234,7 @@ def plot_cost(view: RunView, out: Path) -> str:
         twin.legend(loc="lower right", fontsize=8)  # the line ends top right
     else:
         _empty(ax, "no GPUs held: nothing spent")
-    _frame(ax, view, f"Spend rate by cloud (accrued while GPUs are held; average over each ~{_step(view)} step)\n{view.title}",
+    _frame(ax, view, f"Spend rate by cloud at list prices (accrued while GPUs are held, commitments aside; average over each ~{_step(view)} step)\n{view.title}",
            "USD per hour", xlabel)
     return _save(fig, out, "cost.png", view)
 
