@@ -363,6 +363,38 @@ def read_alibaba(
     return jobs
 
 
+@dataclass(frozen=True)
+class RequestFields:
+    """Which columns of a request trace hold the timestamp (and its unit) and the input and output tokens."""
+
+    arrival: str = "TIMESTAMP"
+    unit: str = "iso"
+    input: str = "ContextTokens"
+    output: str = "GeneratedTokens"
+
+    @classmethod
+    def parse(cls, spec: str | None) -> RequestFields:
+        """``--columns arrival=ts[:iso|s|ms|epoch-s|epoch-ms],input=prompt_tokens,output=completion_tokens``."""
+        out = cls()
+        for part in (spec or "").split(","):
+            if not part.strip():
+                continue
+            key, sep, col = part.partition("=")
+            key, col = key.strip(), col.strip()
+            if not sep or key not in ("arrival", "input", "output") or not col:
+                raise TraceError(f"--columns: bad mapping {part!r} for a request trace (keys: arrival, input, output)")
+            if key == "arrival" and ":" in col:
+                col, unit = col.rsplit(":", 1)
+                if unit not in ARRIVAL_UNITS:
+                    raise TraceError(f"--columns: {part.strip()}: unknown arrival unit {unit!r} (expected one of {', '.join(ARRIVAL_UNITS)})")
+                out = replace(out, unit=unit)
+            out = replace(out, **{key: col})
+        return out
+
+    def describe(self) -> str:
+        return f"arrival={self.arrival}:{self.unit}, input={self.input}, output={self.output}"
+
+
 def _llm_files(path: Path) -> list[Path]:
     if path.is_dir():
         files = sorted(path.glob("*.csv"))
@@ -379,8 +411,12 @@ def read_azure_llm(
     model: ReplicaModel | None = None,
     load: float = 1.0,
     stats: ReadStats | None = None,
+    fields: RequestFields | None = None,
 ) -> list[TraceJob]:
     """Requests (a file, or a directory of them) -> api-serving replicas that follow demand.
+
+    ``fields`` maps any request trace's columns (default: the Azure trace's TIMESTAMP,
+    ContextTokens, GeneratedTokens), so other request-level traces replay the same way.
 
     Each request costs ``ContextTokens / prefill + GeneratedTokens / decode`` replica-seconds
     (x ``load``, the request-volume multiplier); a window needs ``ceil(work / (window x
@@ -390,23 +426,25 @@ def read_azure_llm(
     """
     stats = stats if stats is not None else ReadStats()
     model = model or ReplicaModel()
+    fm = fields or RequestFields()
     reqs: list[tuple[float, float]] = []  # (timestamp, replica-seconds)
     tokens = [0, 0]
     files = _llm_files(path)
     for f in files:
-        for line, row in _Rows(f, ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]):
+        for line, row in _Rows(f, [fm.arrival, fm.input, fm.output]):
             stats.rows += 1
+            raw = row[fm.arrival]
             try:
-                ts = datetime.fromisoformat(row["TIMESTAMP"][:26]).timestamp()
+                ts = datetime.fromisoformat(raw[:26]).timestamp() if fm.unit == "iso" else _num(raw) * ARRIVAL_UNITS[fm.unit]
             except ValueError:
-                _bad(f, line, "TIMESTAMP", f"not a timestamp: {row['TIMESTAMP']!r}", stats, skip_bad_rows)
+                _bad(f, line, fm.arrival, f"not a timestamp ({fm.unit}): {raw!r}", stats, skip_bad_rows)
                 continue
             try:
-                ctx, gen = _num(row["ContextTokens"]), _num(row["GeneratedTokens"])
+                ctx, gen = _num(row[fm.input]), _num(row[fm.output])
                 if ctx < 0 or gen < 0:
                     raise ValueError("negative token count")
             except ValueError as exc:
-                _bad(f, line, "ContextTokens/GeneratedTokens", str(exc), stats, skip_bad_rows)
+                _bad(f, line, f"{fm.input}/{fm.output}", str(exc), stats, skip_bad_rows)
                 continue
             tokens[0] += int(ctx)
             tokens[1] += int(gen)
@@ -443,6 +481,7 @@ def read_azure_llm(
             f"{len(jobs):,} replica jobs, {replica_h * model.gpusPerReplica:,.0f} GPU-hours",
         ),
         Rule("a replica is demand for a time window (fixed end): starting late shortens it, the rest is unserved", f"{len(jobs):,} jobs"),
+        Rule(f"request fields: {fm.describe()}", f"{len(reqs):,} requests"),
     ]
     return jobs
 
@@ -718,7 +757,8 @@ def read_trace(path: Path, fmt: str, options: ReadOptions | None = None) -> Trac
     if fmt == "azure-llm":
         if class_map or gpu_map:
             raise TraceError("--class-map/--gpu-map: azure-llm requests are api-serving replicas; set their GPU type with --replica gpuType=...")
-        jobs = read_azure_llm(path, skip_bad_rows=o.skip_bad_rows, model=ReplicaModel.parse(o.replica), load=o.load, stats=stats)
+        jobs = read_azure_llm(path, skip_bad_rows=o.skip_bad_rows, model=ReplicaModel.parse(o.replica), load=o.load, stats=stats,
+                              fields=RequestFields.parse(o.columns))
         rule = f"load x{o.load:g}: request volume scaled (the hour keeps its shape)"
         return Trace(jobs, stats, rule)
     if o.replica:

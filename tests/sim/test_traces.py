@@ -307,3 +307,19 @@ def test_json_lines_with_a_field_mapping_and_time_units(tmp_path: Path) -> None:
     p.write_text('{"ts": 1, "n": 1, "ms": 5}\n[1, 2]\n')
     with pytest.raises(TraceError, match=r"t\.jsonl:2: not a JSON object"):
         read_trace(p, "jsonl", ReadOptions(columns="arrival=ts,duration=ms,gpus=n"))
+
+
+def test_any_request_trace_maps_onto_serving_replicas(tmp_path: Path) -> None:
+    # the by-hand trace of test_azure_llm_replicas_follow_token_work_by_hand, in another tool's columns and milliseconds
+    rows = ["time_ms,prompt_tokens,completion_tokens", "0,1000,100", "30000,1000,100"]
+    rows += [f"{60_000 + i * 1000 + 500},1000,100" for i in range(20)]
+    rows += ["130000,0,0"]
+    p = tmp_path / "reqs.csv"
+    p.write_text("\n".join(rows) + "\n")
+    opts = ReadOptions(columns="arrival=time_ms:ms,input=prompt_tokens,output=completion_tokens",
+                       replica="prefillTokensPerSecond=1000,decodeTokensPerSecond=100,windowSeconds=60,targetUtilisation=0.5,gpusPerReplica=4")
+    trace = read_trace(p, "azure-llm", opts)
+    assert [(j.name, j.arrival, j.duration, j.gpus) for j in trace.jobs] == [("api-replica-1", 0.0, 180.0, 4), ("api-replica-2", 60.0, 60.0, 4)]
+    assert trace.stats.rules[-1].rule == "request fields: arrival=time_ms:ms, input=prompt_tokens, output=completion_tokens"
+    with pytest.raises(TraceError, match="--columns: bad mapping 'gpus=n' for a request trace"):
+        read_trace(p, "azure-llm", ReadOptions(columns="gpus=n"))
