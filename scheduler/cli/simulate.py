@@ -20,7 +20,7 @@ def simulate_cmd(
     policy: Annotated[str, typer.Option("--policy", help="contract | cheapest | azure-only, or several comma-separated for one comparison report")] = "contract",
     load: Annotated[float, typer.Option("--load", help="Offered load factor: job traces compress arrivals; azure-llm scales request volume.")] = 1.0,
     speedup: Annotated[float | None, typer.Option("--speedup", hidden=True, help="Old name of --load for job traces.")] = None,
-    columns: Annotated[str | None, typer.Option("--columns", help="csv/jsonl field mapping: arrival=COL[:s|ms|epoch-s|epoch-ms|iso],gpus=COL,duration=COL[:s|ms|min|h], optionally class=, gpu_type=, name=, priority=; fields left out are picked up by common names (class, qos, job_type, priority, ...)")] = None,
+    columns: Annotated[str | None, typer.Option("--columns", help="csv/jsonl field mapping: arrival=COL[:s|ms|epoch-s|epoch-ms|iso],gpus=COL,duration=COL[:s|ms|min|h], optionally class=, gpu_type=, name=, priority=; fields left out are picked up by common names (class, qos, job_type, priority, ...); azure-llm: arrival=COL[:unit],input=COL,output=COL")] = None,
     class_map: Annotated[str | None, typer.Option("--class-map", help="Trace label -> class, e.g. LS=inference,BE=training ('*' for the rest).")] = None,
     gpu_map: Annotated[str | None, typer.Option("--gpu-map", help="Trace GPU model -> catalog GPU type, e.g. any=H100,V100M32=H200.")] = None,
     replica: Annotated[str | None, typer.Option("--replica", help="azure-llm: prefillTokensPerSecond=,decodeTokensPerSecond=,gpusPerReplica=,gpuType=,windowSeconds=,targetUtilisation=,minReplicas=")] = None,
