@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import FrozenInstanceError, fields
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ def job(name: str, at: float, gpus: int, seconds: float, cls: str = "training", 
     return TraceJob(name, at, gpus, seconds, cls, **kw)  # type: ignore[arg-type]
 
 
-def replay(jobs: list[TraceJob], catalog: CloudCatalog | None = None, policy: str = "contract", **kw: object) -> tuple[dict, Simulation]:
+def replay(jobs: list[TraceJob], catalog: CloudCatalog | None = None, policy: str = "contract", **kw: object) -> tuple[dict[str, Any], Simulation]:
     sim = Simulation(catalog or world(), a_contract(), policy, **kw)  # type: ignore[arg-type]
     sim.add_jobs(jobs)
     sim.run()
