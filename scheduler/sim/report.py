@@ -509,9 +509,10 @@ def honouring(summaries: dict[str, dict[str, Any]]) -> dict[str, str]:
         if name == "contract":
             continue
         d, dv = c["costUsdTotal"] - b["costUsdTotal"], c["costUsdWithUnserved"] - b["costUsdWithUnserved"]
-        out[name] = (f"{'+' if d >= 0 else '-'}${abs(d):,.0f} in cost ({d / b['costUsdTotal'] if b['costUsdTotal'] else 0:+.1%}); "
-                     f"{'+' if dv >= 0 else '-'}${abs(dv):,.0f} counting unserved work at its value "
-                     f"(jobs not started: contract {sum(c['neverStarted'].values()):,}, {name} {sum(b['neverStarted'].values()):,})")
+        out[name] = (f"the contract costs ${abs(d):,.0f} {'more' if d >= 0 else 'less'} "
+                     f"({d / b['costUsdTotal'] if b['costUsdTotal'] else 0:+.1%}); ${abs(dv):,.0f} {'more' if dv >= 0 else 'less'} "
+                     f"counting unserved work at its value (jobs not started: contract {sum(c['neverStarted'].values()):,}, "
+                     f"{name} {sum(b['neverStarted'].values()):,})")
     return out
 
 

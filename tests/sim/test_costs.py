@@ -83,3 +83,16 @@ def test_the_shipped_cost_model_loads_against_the_tight_catalog() -> None:
 
     model = load_costs(examples_dir() / "sim" / "costs.yaml", load_catalog(examples_dir() / "sim" / "catalog-azure-tight.yaml"))
     assert committed_gpus(model) == {("azure", "H100"): 32}
+
+
+def test_the_cost_of_honouring_the_contract_against_each_baseline() -> None:
+    from scheduler.sim.report import honouring
+
+    def s(cost: float, unserved: float, not_started: int) -> dict:  # type: ignore[type-arg]
+        return {"costUsdTotal": cost, "costUsdWithUnserved": cost + unserved, "neverStarted": {"training": not_started} if not_started else {}}
+
+    lines = honouring({"contract": s(120.0, 0.0, 0), "cheapest": s(100.0, 0.0, 0), "azure-only": s(90.0, 60.0, 3)})
+    assert lines == {
+        "cheapest": "the contract costs $20 more (+20.0%); $20 more counting unserved work at its value (jobs not started: contract 0, cheapest 0)",
+        "azure-only": "the contract costs $30 more (+33.3%); $30 less counting unserved work at its value (jobs not started: contract 0, azure-only 3)",
+    }
