@@ -236,7 +236,8 @@ def test_real_traces_replay_with_priorities_and_a_verifiable_ledger(tmp_path: Pa
 def test_help_lists_every_what_if_knob(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = simulate(["--help"], capsys)
     assert code == 0 and "Traceback" not in err
-    for flag in ("--policy", "--load", "--class-map", "--gpu-map", "--replica", "--class-priorities", "--capacity-map", "--scale-capacity", "--scenario"):
+    for flag in ("--policy", "--load", "--class-map", "--gpu-map", "--replica", "--class-priorities", "--capacity-map", "--scale-capacity", "--scenario",
+                 "--horizon", "--unserved-rate", "--ledger", "--costs"):
         assert flag in out
 
 
