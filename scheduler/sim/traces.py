@@ -183,6 +183,9 @@ class _Rows:
                 self._fh.close()
                 raise TraceError(f"{self.path}:{self._line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
 
+    def close(self) -> None:
+        self._fh.close()
+
     def __iter__(self) -> Iterator[tuple[int, dict[str, str]]]:
         try:
             for row in self.reader:
@@ -638,7 +641,15 @@ def read_table(
     else:
         table = _Rows(path, [])
         header, source = table.header, iter(table)
-    fm = fields.resolve(header, path)
+    try:
+        fm = fields.resolve(header, path)
+    except TraceError:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+        if fmt != "jsonl":
+            table.close()
+        raise
     columns = fm.columns
     classes = DEFAULT_CLASS_LABELS | (class_map or {})
     types = gpu_map or {}

@@ -31,7 +31,8 @@ ALIBABA = TRACES / "alibaba-gpu-v2023" / "openb_pod_list_default.csv"
 def test_alibaba_reader_reproduces_the_readme_statistics() -> None:
     import csv
 
-    rows = list(csv.DictReader(ALIBABA.open()))
+    with ALIBABA.open() as fh:
+        rows = list(csv.DictReader(fh))
     assert len(rows) == 8152
     assert Counter(r["num_gpu"] for r in rows) == {"0": 1088, "1": 6989, "2": 16, "4": 15, "8": 44}
     gpu = [r for r in rows if r["num_gpu"] != "0"]
@@ -63,7 +64,8 @@ def test_azure_llm_trace_statistics(name: str, count: int, rate: float, cv: floa
     from datetime import datetime
 
     path = TRACES / "azure-llm-inference-2023" / f"AzureLLMInferenceTrace_{name}.csv"
-    ts = [datetime.fromisoformat(r["TIMESTAMP"][:26]).timestamp() for r in csv.DictReader(path.open())]
+    with path.open() as fh:
+        ts = [datetime.fromisoformat(r["TIMESTAMP"][:26]).timestamp() for r in csv.DictReader(fh)]
     assert len(ts) == count
     assert round(count / (max(ts) - min(ts)), 2) == pytest.approx(rate, abs=0.01)
     if cv is not None:
