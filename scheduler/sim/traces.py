@@ -11,11 +11,11 @@ them. Bad rows stop the read at the first one (file, line, column and why) unles
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -186,7 +186,7 @@ class _Rows:
     def close(self) -> None:
         self._fh.close()
 
-    def __iter__(self) -> Iterator[tuple[int, dict[str, str]]]:
+    def __iter__(self) -> Generator[tuple[int, dict[str, str]], None, None]:
         try:
             for row in self.reader:
                 yield self._line, row
@@ -301,51 +301,52 @@ def read_alibaba(
     seen_qos: set[str] = set()
     seen_spec: set[str] = set()
     names = _Names(path)
-    for line, row in _Rows(path, cols):
-        stats.rows += 1
-        try:
-            num_gpu = int(_num(row["num_gpu"]))
-        except ValueError:
-            _bad(path, line, "num_gpu", f"not a number: {row['num_gpu']!r}", stats, skip_bad_rows)
-            continue
-        if num_gpu == 0:
-            stats.skip("no GPU", f"{path.name}:{line}: num_gpu: 0 (a CPU-only pod)")
-            continue
-        if not row["scheduled_time"]:
-            stats.skip("never scheduled", f"{path.name}:{line}: scheduled_time: empty (the pod never started)")
-            continue
-        try:
-            milli = _num(row["gpu_milli"])
-            created, deleted, scheduled = _num(row["creation_time"]), _num(row["deletion_time"]), _num(row["scheduled_time"])
-        except ValueError as exc:
-            _bad(path, line, "times/gpu_milli", str(exc), stats, skip_bad_rows)
-            continue
-        if num_gpu < 0 or milli <= 0 or deleted < scheduled:
-            _bad(path, line, "num_gpu/gpu_milli/deletion_time", "negative or inconsistent values", stats, skip_bad_rows)
-            continue
-        qos = row["qos"]
-        seen_qos.add(qos)
-        cls = _lookup(qos_map, qos)
-        if cls is None:
-            _bad(path, line, "qos", f"{qos!r} has no class (add it to --class-map)", stats, skip_bad_rows)
-            continue
-        spec = (row.get("gpu_spec") or "").strip()
-        has_spec = has_spec or bool(spec)
-        seen_spec.add(spec or ANY_GPU)
-        gpu_type = _lookup(types, spec or ANY_GPU)
-        if gpu_type is None:  # pragma: no cover - FALLBACK is always set
-            continue
-        exact = num_gpu * milli / 1000.0
-        gpus = max(1, math.ceil(exact))
-        fractional += gpus != exact
-        duration = max(deleted - scheduled, 1.0)
-        exact_gpu_h += exact * duration / 3600
-        rounded_gpu_h += gpus * duration / 3600
-        per_class[(qos, cls)][0] += 1
-        per_class[(qos, cls)][1] += gpus * duration / 3600
-        per_gpu[(spec or ANY_GPU, gpu_type)] += 1
-        names.add(row["name"], line)
-        jobs.append(TraceJob(row["name"], created, gpus, duration, cls, gpu_type))
+    with closing(_Rows(path, cols)) as rows:
+        for line, row in rows:
+            stats.rows += 1
+            try:
+                num_gpu = int(_num(row["num_gpu"]))
+            except ValueError:
+                _bad(path, line, "num_gpu", f"not a number: {row['num_gpu']!r}", stats, skip_bad_rows)
+                continue
+            if num_gpu == 0:
+                stats.skip("no GPU", f"{path.name}:{line}: num_gpu: 0 (a CPU-only pod)")
+                continue
+            if not row["scheduled_time"]:
+                stats.skip("never scheduled", f"{path.name}:{line}: scheduled_time: empty (the pod never started)")
+                continue
+            try:
+                milli = _num(row["gpu_milli"])
+                created, deleted, scheduled = _num(row["creation_time"]), _num(row["deletion_time"]), _num(row["scheduled_time"])
+            except ValueError as exc:
+                _bad(path, line, "times/gpu_milli", str(exc), stats, skip_bad_rows)
+                continue
+            if num_gpu < 0 or milli <= 0 or deleted < scheduled:
+                _bad(path, line, "num_gpu/gpu_milli/deletion_time", "negative or inconsistent values", stats, skip_bad_rows)
+                continue
+            qos = row["qos"]
+            seen_qos.add(qos)
+            cls = _lookup(qos_map, qos)
+            if cls is None:
+                _bad(path, line, "qos", f"{qos!r} has no class (add it to --class-map)", stats, skip_bad_rows)
+                continue
+            spec = (row.get("gpu_spec") or "").strip()
+            has_spec = has_spec or bool(spec)
+            seen_spec.add(spec or ANY_GPU)
+            gpu_type = _lookup(types, spec or ANY_GPU)
+            if gpu_type is None:  # pragma: no cover - FALLBACK is always set
+                continue
+            exact = num_gpu * milli / 1000.0
+            gpus = max(1, math.ceil(exact))
+            fractional += gpus != exact
+            duration = max(deleted - scheduled, 1.0)
+            exact_gpu_h += exact * duration / 3600
+            rounded_gpu_h += gpus * duration / 3600
+            per_class[(qos, cls)][0] += 1
+            per_class[(qos, cls)][1] += gpus * duration / 3600
+            per_gpu[(spec or ANY_GPU, gpu_type)] += 1
+            names.add(row["name"], line)
+            jobs.append(TraceJob(row["name"], created, gpus, duration, cls, gpu_type))
     _check_used("--class-map", class_map, seen_qos, "qos", path)
     _check_used("--gpu-map", gpu_map, seen_spec, "gpu_spec", path)
     jobs.sort(key=lambda j: j.arrival)
@@ -434,24 +435,25 @@ def read_azure_llm(
     tokens = [0, 0]
     files = _llm_files(path)
     for f in files:
-        for line, row in _Rows(f, [fm.arrival, fm.input, fm.output]):
-            stats.rows += 1
-            raw = row[fm.arrival]
-            try:
-                ts = datetime.fromisoformat(raw[:26]).timestamp() if fm.unit == "iso" else _num(raw) * ARRIVAL_UNITS[fm.unit]
-            except ValueError:
-                _bad(f, line, fm.arrival, f"not a timestamp ({fm.unit}): {raw!r}", stats, skip_bad_rows)
-                continue
-            try:
-                ctx, gen = _num(row[fm.input]), _num(row[fm.output])
-                if ctx < 0 or gen < 0:
-                    raise ValueError("negative token count")
-            except ValueError as exc:
-                _bad(f, line, f"{fm.input}/{fm.output}", str(exc), stats, skip_bad_rows)
-                continue
-            tokens[0] += int(ctx)
-            tokens[1] += int(gen)
-            reqs.append((ts, ctx / model.prefillTokensPerSecond + gen / model.decodeTokensPerSecond))
+        with closing(_Rows(f, [fm.arrival, fm.input, fm.output])) as rows:
+            for line, row in rows:
+                stats.rows += 1
+                raw = row[fm.arrival]
+                try:
+                    ts = datetime.fromisoformat(raw[:26]).timestamp() if fm.unit == "iso" else _num(raw) * ARRIVAL_UNITS[fm.unit]
+                except ValueError:
+                    _bad(f, line, fm.arrival, f"not a timestamp ({fm.unit}): {raw!r}", stats, skip_bad_rows)
+                    continue
+                try:
+                    ctx, gen = _num(row[fm.input]), _num(row[fm.output])
+                    if ctx < 0 or gen < 0:
+                        raise ValueError("negative token count")
+                except ValueError as exc:
+                    _bad(f, line, f"{fm.input}/{fm.output}", str(exc), stats, skip_bad_rows)
+                    continue
+                tokens[0] += int(ctx)
+                tokens[1] += int(gen)
+                reqs.append((ts, ctx / model.prefillTokensPerSecond + gen / model.decodeTokensPerSecond))
     if not reqs:
         return []
     start = min(t for t, _ in reqs)
@@ -578,7 +580,10 @@ def parse_columns(spec: str | None) -> FieldMap:
     return fm
 
 
-def _jsonl_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, Mapping[str, object]]]]:
+Rows = Generator[tuple[int, Mapping[str, object]], None, None]
+
+
+def _jsonl_rows(path: Path) -> tuple[list[str], Rows]:
     """JSON Lines objects with their line numbers; the 'header' is the keys of the first object."""
     import msgspec
 
@@ -588,7 +593,7 @@ def _jsonl_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, Mapping[str,
         raise TraceError(f"{path}: cannot read ({exc.strerror})") from None
     decoder = msgspec.json.Decoder(dict[str, object])
 
-    def rows() -> Iterator[tuple[int, Mapping[str, object]]]:
+    def rows() -> Rows:
         with fh:
             for line, raw in enumerate(fh, 1):
                 if not raw.strip():
@@ -601,8 +606,13 @@ def _jsonl_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, Mapping[str,
     it = rows()
     first = next(it, None)
     if first is None:
-        return [], iter(())
-    return list(first[1]), itertools.chain([first], it)
+        return [], it
+
+    def again(first: tuple[int, Mapping[str, object]]) -> Rows:
+        yield first
+        yield from it  # closing this closes ``it`` and the file
+
+    return list(first[1]), again(first)
 
 
 def _text(value: object) -> str:
@@ -635,12 +645,12 @@ def read_table(
     trace's own labels; ``priority`` (-1000..1000) overrides the class default for that row.
     """
     stats = stats if stats is not None else ReadStats()
-    source: Iterator[tuple[int, Mapping[str, object]]]
+    source: Rows
     if fmt == "jsonl":
         header, source = _jsonl_rows(path)
     else:
         table = _Rows(path, [])
-        header, source = table.header, iter(table)
+        header, source = table.header, table.__iter__()
     try:
         fm = fields.resolve(header, path)
     except TraceError:
@@ -664,61 +674,62 @@ def read_table(
     a_col, g_col, d_col = columns["arrival"], columns["gpus"], columns["duration"]
     a_unit, d_scale = fm.arrival_unit, DURATION_UNITS[fm.duration_unit]
     c_col, p_col, n_col, t_col = columns.get("class"), columns.get("priority"), columns.get("name"), columns.get("gpu_type")
-    for line, row in source:
-        stats.rows += 1
-        try:
-            arrival = _arrival(row.get(a_col), a_unit)
-            if arrival < 0:
-                raise ValueError(f"must be >= 0 seconds, got {row.get(a_col)!r}")
-        except ValueError as exc:
-            _bad(path, line, a_col, str(exc), stats, skip_bad_rows)
-            continue
-        try:
-            gpus_f = _num(row.get(g_col))
-            if gpus_f < 1 or gpus_f != int(gpus_f) or gpus_f > 4096:
-                raise ValueError(f"must be a whole number 1..4096, got {row.get(g_col)!r}")
-        except ValueError as exc:
-            _bad(path, line, g_col, str(exc), stats, skip_bad_rows)
-            continue
-        try:
-            duration = _num(row.get(d_col)) * d_scale
-            if duration <= 0:
-                raise ValueError(f"must be > 0 seconds, got {row.get(d_col)!r}")
-        except ValueError as exc:
-            _bad(path, line, d_col, str(exc), stats, skip_bad_rows)
-            continue
-        label = _text(row.get(c_col)) if c_col else "training"
-        seen_labels.add(label)
-        cls = _lookup(classes, label)
-        if cls is None:
-            hint = "add it to --class-map" if label else "empty"
-            _bad(path, line, c_col or "class", f"unknown class {label!r} ({hint}; classes: {', '.join(CLASSES)})", stats, skip_bad_rows)
-            continue
-        priority: int | None = None
-        if p_col and _text(row.get(p_col)):
+    with closing(source) as rows:
+        for line, row in rows:
+            stats.rows += 1
             try:
-                p = _num(row.get(p_col))
-                if p != int(p) or not -1000 <= p <= 1000:
-                    raise ValueError("out of range")
-            except ValueError:
-                _bad(path, line, p_col, f"must be a whole number -1000..1000, got {row.get(p_col)!r}", stats, skip_bad_rows)
+                arrival = _arrival(row.get(a_col), a_unit)
+                if arrival < 0:
+                    raise ValueError(f"must be >= 0 seconds, got {row.get(a_col)!r}")
+            except ValueError as exc:
+                _bad(path, line, a_col, str(exc), stats, skip_bad_rows)
                 continue
-            priority = int(p)
-            prioritised += 1
-        if n_col:
-            name = _text(row.get(n_col))
-            names.add(name, line)
-        else:
-            name = f"row-{line}"
-        raw_type = _text(row.get(t_col)) if t_col else ""
-        seen_types.add(raw_type or ANY_GPU)
-        gpu_type = _lookup(types, raw_type or ANY_GPU) or raw_type or "H100"
-        gpus = int(gpus_f)
-        total_gpu_h += gpus * duration / 3600
-        per_class[(label, cls)][0] += 1
-        per_class[(label, cls)][1] += gpus * duration / 3600
-        per_gpu[(raw_type or ANY_GPU, gpu_type)] += 1
-        jobs.append(TraceJob(name, arrival, gpus, duration, cls, gpu_type, priority))
+            try:
+                gpus_f = _num(row.get(g_col))
+                if gpus_f < 1 or gpus_f != int(gpus_f) or gpus_f > 4096:
+                    raise ValueError(f"must be a whole number 1..4096, got {row.get(g_col)!r}")
+            except ValueError as exc:
+                _bad(path, line, g_col, str(exc), stats, skip_bad_rows)
+                continue
+            try:
+                duration = _num(row.get(d_col)) * d_scale
+                if duration <= 0:
+                    raise ValueError(f"must be > 0 seconds, got {row.get(d_col)!r}")
+            except ValueError as exc:
+                _bad(path, line, d_col, str(exc), stats, skip_bad_rows)
+                continue
+            label = _text(row.get(c_col)) if c_col else "training"
+            seen_labels.add(label)
+            cls = _lookup(classes, label)
+            if cls is None:
+                hint = "add it to --class-map" if label else "empty"
+                _bad(path, line, c_col or "class", f"unknown class {label!r} ({hint}; classes: {', '.join(CLASSES)})", stats, skip_bad_rows)
+                continue
+            priority: int | None = None
+            if p_col and _text(row.get(p_col)):
+                try:
+                    p = _num(row.get(p_col))
+                    if p != int(p) or not -1000 <= p <= 1000:
+                        raise ValueError("out of range")
+                except ValueError:
+                    _bad(path, line, p_col, f"must be a whole number -1000..1000, got {row.get(p_col)!r}", stats, skip_bad_rows)
+                    continue
+                priority = int(p)
+                prioritised += 1
+            if n_col:
+                name = _text(row.get(n_col))
+                names.add(name, line)
+            else:
+                name = f"row-{line}"
+            raw_type = _text(row.get(t_col)) if t_col else ""
+            seen_types.add(raw_type or ANY_GPU)
+            gpu_type = _lookup(types, raw_type or ANY_GPU) or raw_type or "H100"
+            gpus = int(gpus_f)
+            total_gpu_h += gpus * duration / 3600
+            per_class[(label, cls)][0] += 1
+            per_class[(label, cls)][1] += gpus * duration / 3600
+            per_gpu[(raw_type or ANY_GPU, gpu_type)] += 1
+            jobs.append(TraceJob(name, arrival, gpus, duration, cls, gpu_type, priority))
     _check_used("--class-map", class_map, seen_labels, c_col or "class", path)
     _check_used("--gpu-map", gpu_map, seen_types, t_col or "gpu_type", path)
     origin = ""
