@@ -8,15 +8,23 @@
    durations, mean 1 h), checker on, no ledger: wall time and peak memory. Goal: < 60 s.
 3. contract vs cheapest vs azure-only on openb over the Azure-constrained example catalog
    (deploy/examples/sim/catalog-azure-tight.yaml) at the trace's load and at x4.
+4. The same synthetic jobs written to a CSV and replayed through the command a planner runs
+   (``mcsched simulate``, plots on), once without a ledger (the default) and once with
+   ``--ledger``: wall time, the process's CPU time and peak memory. Goals on 2 cores: < 45 s
+   without, < 60 s with the ledger.
+5. ``mcsched sweep`` on openb over the tight catalog: 5 committed-GPU values x 5 seeds in
+   2 processes, with its wall time.
 
 Missed targets are flagged MISSED. Each goal is judged on wall-clock time and on the
 process's CPU time (as benchmarks/ledger.py does): the machine is shared, and under load
 the wall clock measures the other tenants as much as this code (the load average is
 printed). The openb replay is the best of --repeat runs; the 1M-job replay runs once.
 
-    python benchmarks/simulate.py [--trace PATH] [--jobs N] [--repeat 3] [--parts 1,2,3]
+    python benchmarks/simulate.py [--trace PATH] [--jobs N] [--repeat 3] [--parts 1,2,3,4]
 
 ``--parts 2`` runs only the 1M-job replay (``--parts 1,3`` all but it), e.g. to time a change to it.
+The benchmark pauses the cyclic garbage collector around each in-process replay (as the CLI
+does): the library itself leaves the collector alone.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import os
 import random
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,14 +44,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scheduler.gcpause import no_gc  # noqa: E402
 from scheduler.ledger import Ledger  # noqa: E402
 from scheduler.loading import load_catalog, load_contract  # noqa: E402
 from scheduler.native import core_build  # noqa: E402
 from scheduler.paths import default_catalog, default_contract, examples_dir  # noqa: E402
 from scheduler.sim.policies import POLICIES  # noqa: E402
+from scheduler.sim.run import default_horizon_of  # noqa: E402
 from scheduler.sim.simulator import Simulation  # noqa: E402
-from scheduler.sim.summary import fmt_seconds, summarise  # noqa: E402
-from scheduler.sim.traces import ReadOptions, TraceJob, read_trace  # noqa: E402
+from scheduler.sim.summary import fmt_seconds, fmt_wait, summarise  # noqa: E402
+from scheduler.sim.traces import ReadOptions, ReadStats, Trace, TraceJob, read_trace  # noqa: E402
 
 
 def _default_trace() -> Path:
@@ -71,7 +82,7 @@ def progress_to_stderr(label: str, total: int) -> Any:
 
 
 def replay(
-    jobs: list[TraceJob], catalog_path: Path, policy: str, ledger_dir: Path | None, progress: Any = None
+    jobs: list[TraceJob], catalog_path: Path, policy: str, ledger_dir: Path | None, progress: Any = None, horizon: float | None = None
 ) -> tuple[dict[str, Any], float, float]:
     """One replay; returns its summary, wall seconds and CPU seconds (the machine may be shared: CPU shows what is ours)."""
     catalog = load_catalog(catalog_path)
@@ -79,9 +90,10 @@ def replay(
     started = time.perf_counter()
     cpu = time.process_time()
     ledger = Ledger(ledger_dir / f"{policy}.db") if ledger_dir else None
-    sim = Simulation(catalog, contract, policy, sinks=[ledger] if ledger else [])
+    sim = Simulation(catalog, contract, policy, sinks=[ledger] if ledger is not None else [])
     sim.add_jobs(jobs)
-    sim.run(flush=ledger.flush if ledger else None, progress=progress)
+    with no_gc():
+        sim.run(flush=ledger.flush if ledger is not None else None, progress=progress, flush_every=65_536, horizon=horizon)
     if ledger:
         ledger.flush()
         ledger.close()
@@ -107,7 +119,7 @@ def main() -> None:
     parser.add_argument("--trace", type=Path, default=_default_trace())
     parser.add_argument("--jobs", type=int, default=1_000_000, help="size of the synthetic replay")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs of the openb replay (the best counts)")
-    parser.add_argument("--parts", type=_parts, default=(1, 2, 3), help="which of the parts below to run, e.g. 2 or 1,3 (default: all)")
+    parser.add_argument("--parts", type=_parts, default=(1, 2, 3, 4, 5), help="which of the parts below to run, e.g. 2 or 1,3 (default: all)")
     args = parser.parse_args()
     print(f"placement core, contract checker and simulation loop: {core_build()}")
     if 1 in args.parts:
@@ -116,6 +128,10 @@ def main() -> None:
         million(args.jobs)
     if 3 in args.parts:
         comparison(args.trace)
+    if 4 in args.parts:
+        cli_replay(args.jobs)
+    if 5 in args.parts:
+        sweep(args.trace)
 
 
 def _parts(text: str) -> tuple[int, ...]:
@@ -123,8 +139,8 @@ def _parts(text: str) -> tuple[int, ...]:
         parts = tuple(sorted({int(p) for p in text.split(",")}))
     except ValueError:
         parts = ()
-    if not parts or not set(parts) <= {1, 2, 3}:
-        raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of 1, 2 and 3")
+    if not parts or not set(parts) <= {1, 2, 3, 4, 5}:
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of 1 to 5")
     return parts
 
 
@@ -164,15 +180,75 @@ def comparison(trace: Path) -> None:
     for load in (1.0, 4.0):
         loaded = read_trace(trace, "alibaba-openb", ReadOptions(load=load)).jobs
         print(f"\n3. policy comparison, openb on {tight.name}, load x{load:g}:")
-        print(f"{'policy':<11} {'cost USD':>10} {'USD/served GPU-h':>16} {'holder share':>12} {'unserved GPU-h':>14} {'never placed':>12} "
+        horizon = default_horizon_of(Trace(loaded, ReadStats()))
+        print(f"(horizon {fmt_seconds(horizon)}: last arrival + longest job; waits are first waits, >= when censored at the horizon)")
+        print(f"{'policy':<11} {'cost USD':>10} {'+unserved USD':>16} {'holder share':>12} {'unserved GPU-h':>14} {'not started':>12} "
               f"{'api p99 wait':>12} {'train p99 wait':>14} {'preemptions':>11} {'violations':>10}")
         for policy in POLICIES:
-            s, _, _ = replay(loaded, tight, policy, None)
+            s, _, _ = replay(loaded, tight, policy, None, horizon=horizon)
             w = s["waitSeconds"]
-            print(f"{policy:<11} {s['costUsdTotal']:>10,.0f} {s['costUsdPerServedGpuHour']:>16,.2f} {s['holderShareOfGpuHours']:>12.1%} "
-                  f"{sum(s['gpuHours']['unserved'].values()):>14,.0f} {sum(s['neverPlaced'].values()):>12,} "
-                  f"{fmt_seconds(w.get('api-serving', {}).get('p99', 0)):>12} {fmt_seconds(w.get('training', {}).get('p99', 0)):>14} "
+            print(f"{policy:<11} {s['costUsdTotal']:>10,.0f} {s['costUsdWithUnserved']:>16,.0f} {s['holderShareOfGpuHours']:>12.1%} "
+                  f"{sum(s['gpuHours']['unserved'].values()):>14,.0f} {sum(s['neverStarted'].values()):>12,} "
+                  f"{fmt_wait(w.get('api-serving', {}).get('first', {}), 'p99'):>12} {fmt_wait(w.get('training', {}).get('first', {}), 'p99'):>14} "
                   f"{sum(s['preemptions'].values()):>11,} {sum(s['contractViolations'].values()):>10,}")
+
+
+_CLI = """
+import resource, sys
+from scheduler.cli import main
+try:
+    main(sys.argv[1:])
+finally:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"PEAK_RSS_MB {r.ru_maxrss / 1024:.0f} CPU_S {r.ru_utime + r.ru_stime:.1f}", file=sys.stderr)
+"""
+
+
+def cli_replay(n: int) -> None:
+    """4. the synthetic jobs through ``mcsched simulate``, without and with the ledger"""
+    tmp = Path(tempfile.mkdtemp(prefix="mcsched-sim-cli-"))
+    try:
+        trace = tmp / "synthetic.csv"
+        with trace.open("w") as fh:
+            fh.write("name,arrival,gpus,duration,class\n")
+            fh.writelines(f"{j.name},{j.arrival:.3f},{j.gpus},{j.duration:.3f},{j.cls}\n" for j in synthetic(n))
+        for label, extra, goal in (("no ledger (default)", [], 45.0), ("--ledger", ["--ledger", str(tmp / "ledger.db")], 60.0)):
+            argv = ["--trace", str(trace), "--format", "csv", "--out", str(tmp / "out"), *extra]
+            started = time.perf_counter()
+            done = subprocess.run([sys.executable, "-c", _CLI, "simulate", *argv], cwd=ROOT, capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+            wall = time.perf_counter() - started
+            usage = next((line.split() for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_MB")), ["", "?", "", "?"])
+            rss, cpu = usage[1], usage[3]
+            size = f", ledger {(tmp / 'ledger.db').stat().st_size / 1e6:,.0f} MB" if extra and (tmp / "ledger.db").exists() else ""
+            status = "" if done.returncode == 0 else f" FAILED (exit {done.returncode}: {done.stderr.strip().splitlines()[-2:]})"
+            cpu_ok = flag(float(cpu) < goal) if cpu != "?" else "?"
+            print(f"4. CLI replay of {n:,} jobs, {label}: {wall:.1f} s wall, {cpu} s CPU (load average {os.getloadavg()[0]:.1f} on "
+                  f"{os.cpu_count()} cores), peak RSS {rss} MB{size} [< {goal:g} s: wall {flag(wall < goal)}, CPU {cpu_ok}]{status}")
+            for line in done.stdout.splitlines()[-4:]:
+                print(f"   {line}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sweep(trace: Path) -> None:
+    """5. a sweep of 5 values x 5 seeds through ``mcsched sweep``"""
+    tmp = Path(tempfile.mkdtemp(prefix="mcsched-sweep-"))
+    try:
+        argv = ["sweep", "--trace", str(trace), "--format", "alibaba-openb", "--clouds", str(examples_dir() / "sim" / "catalog-azure-tight.yaml"),
+                "--costs", str(examples_dir() / "sim" / "costs.yaml"), "--horizon", "12960000", "--vary", "committed=0,16,32,48,64",
+                "--seeds", "5", "--workers", "2", "--out", str(tmp / "out")]
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "scheduler", *argv], cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+        wall = time.perf_counter() - started
+        status = "" if done.returncode == 0 else f" FAILED (exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]})"
+        print(f"5. sweep of 5 committed-GPU values x 5 seeds on openb (2 processes): {wall:.1f} s wall "
+              f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores){status}")
+        for line in done.stdout.splitlines():
+            print(f"   {line}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,13 @@
 
 - ``contract``: what live scheduling does (the holder first, the contract's pins and its
   spill ranking, ``spec.scoring.spill``);
-- ``cheapest``: no ROFR, no pins, lowest price first: what ignoring the contract would cost
-  (its ledger fails ``audit verify`` by design, and the summary counts the breaches);
-- ``azure-only``: every class pinned to the holder, so nothing ever spills.
+- ``cheapest``: no ROFR, no pins, lowest list price first: what ignoring the contract would
+  cost (its ledger fails ``audit verify`` by design, and the summary counts the breaches). It
+  is *not* a cost floor: it ranks by price per GPU-hour only, ignoring start-up billing and
+  waits, and a greedy choice per job is not the cheapest schedule;
+- ``azure-only`` (holder only): the contract on a catalog that has the holder's clouds alone,
+  so nothing can spill, while the contract's pins and preemption rule still apply by class
+  (api-serving may preempt training and inference there).
 
 They are values, not branches in the engine's core.
 """
@@ -15,9 +19,16 @@ from scheduler.clock import Clock
 from scheduler.engine import Engine
 from scheduler.errors import TraceError
 from scheduler.pipeline.policy import Policy, price_first
-from scheduler.specs import JOB_CLASSES, CloudCatalog, Contract
+from scheduler.specs import CloudCatalog, Contract
 
 POLICIES = ("contract", "cheapest", "azure-only")
+#: what each policy is, in the words the report uses
+DESCRIPTIONS = {
+    "contract": "the contract as live scheduling applies it (ROFR, pins, preemption, spill ranking)",
+    "cheapest": "baseline without the contract: no ROFR, no pins, lowest list price first (not a cost floor: "
+                "start-up billing and waits are not in its ranking, and greedy per-job choices are not the cheapest schedule)",
+    "azure-only": "baseline on the holder alone: the contract with every other cloud removed (pins and preemption still apply by class)",
+}
 
 
 def parse_policies(spec: str) -> list[str]:
@@ -38,11 +49,20 @@ def policy_for(name: str, contract: Contract) -> Policy:
         return Policy("cheapest", price_first, offer_holder_first=False, pins={})
     if name == "azure-only":
         base = Policy.from_contract(contract)
-        return Policy("azure-only", base.rank, pins={cls: (contract.holder,) for cls in JOB_CLASSES})
+        return Policy("azure-only", base.rank)
     raise TraceError(f"--policy: unknown policy {name!r} (expected one of {', '.join(POLICIES)})")
 
 
+def catalog_for(name: str, catalog: CloudCatalog, contract: Contract) -> CloudCatalog:
+    """The catalog a policy runs on: ``azure-only`` keeps the holder's backend alone, the others all of it."""
+    if name != "azure-only":
+        return catalog
+    backends = [b for b in catalog.spec.backends if b.name == contract.holder]
+    return catalog.model_copy(update={"spec": catalog.spec.model_copy(update={"backends": backends})})
+
+
 def build_engine(catalog: CloudCatalog, contract: Contract, clock: Clock, policy: str) -> Engine:
+    """The engine for ``policy`` (``catalog`` already the policy's: see ``catalog_for``)."""
     return Engine(catalog, contract, clock, policy=policy_for(policy, contract))
 
 
@@ -51,7 +71,7 @@ def spill_ranking(contract: Contract, policy: str) -> str:
     if policy == "cheapest":
         return "price-first (the cheapest baseline offers nothing to the holder first: every cloud competes on price)"
     if policy == "azure-only":
-        return "none (every class is pinned to the holder: nothing spills)"
+        return "none (the holder is the only cloud: nothing spills; the contract's pins and preemption apply by class)"
     scoring = contract.spec.scoring
     if scoring.spill == "weighted":
         w = scoring.weights

@@ -8,13 +8,15 @@ drawn as labelled vertical lines; an empty chart says "nothing queued" rather th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scheduler.sim.policies import DESCRIPTIONS
 from scheduler.sim.simulator import Sample
-from scheduler.sim.summary import fmt_seconds, fmt_span, headline, span_unit
+from scheduler.sim.summary import fmt_seconds, fmt_span, fmt_wait, headline, span_unit
 from scheduler.specs import JOB_CLASSES
 
 KNOWN_CLOUD_COLOURS = {
@@ -70,6 +72,11 @@ def _plt() -> Any:
 
     plt.rcParams["figure.constrained_layout.use"] = True
     return plt
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only backend, for the sweep's plots too."""
+    return _plt()
 
 
 def _begin(view: RunView) -> tuple[Any, list[float], str]:
@@ -227,7 +234,7 @@ def plot_cost(view: RunView, out: Path) -> str:
         twin.legend(loc="lower right", fontsize=8)  # the line ends top right
     else:
         _empty(ax, "no GPUs held: nothing spent")
-    _frame(ax, view, f"Spend rate by cloud (accrued while GPUs are held; average over each ~{_step(view)} step)\n{view.title}",
+    _frame(ax, view, f"Spend rate by cloud at list prices (accrued while GPUs are held, commitments aside; average over each ~{_step(view)} step)\n{view.title}",
            "USD per hour", xlabel)
     return _save(fig, out, "cost.png", view)
 
@@ -281,7 +288,7 @@ def plot_comparison(summaries: dict[str, dict[str, Any]], title: str, out: Path)
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3, axis="y")
 
-    bars(flat[0], [s["costUsdTotal"] for s in summaries.values()], "Total cost (USD)", "${:,.0f}")
+    bars(flat[0], [s["costUsdWithUnserved"] for s in summaries.values()], "Cost + unserved work valued (USD)", "${:,.0f}")
     bars(flat[1], [s["costUsdPerServedGpuHour"] for s in summaries.values()], "Cost per served GPU-hour (USD)", "${:,.2f}")
     bars(flat[2], [100 * s["holderShareOfGpuHours"] for s in summaries.values()], "Holder share of GPU-hours held (%)", "{:.1f}%")
 
@@ -302,10 +309,10 @@ def plot_comparison(summaries: dict[str, dict[str, Any]], title: str, out: Path)
         ax.set_title(label, fontsize=10)
 
     grouped(flat[3], lambda s, c: s["gpuHours"]["unserved"].get(c, 0.0), "Unserved GPU-hours by class", "{:,.0f}", "no unserved work under any policy")
-    longest = max((w.get("p95", 0.0) for s in summaries.values() for w in s["waitSeconds"].values()), default=0.0)
+    longest = max((w["first"].get("p95", 0.0) for s in summaries.values() for w in s["waitSeconds"].values()), default=0.0)
     size, unit = (86400.0, "days") if longest >= 2 * 86400 else (3600.0, "hours") if longest >= 2 * 3600 else (60.0, "minutes")
-    grouped(flat[4], lambda s, c: s["waitSeconds"].get(c, {}).get("p95", 0.0) / size, f"p95 wait to start by class ({unit})", "{:,.1f}", "no waits")
-    grouped(flat[5], lambda s, c: float(s["neverPlaced"].get(c, 0)), "Jobs never placed by class", "{:,.0f}", "every job was placed under every policy")
+    grouped(flat[4], lambda s, c: s["waitSeconds"].get(c, {}).get("first", {}).get("p95", 0.0) / size, f"p95 first wait by class ({unit}; censored as lower bounds)", "{:,.1f}", "no waits")
+    grouped(flat[5], lambda s, c: float(s["neverStarted"].get(c, 0)), "Jobs not started by the horizon, by class", "{:,.0f}", "every job started under every policy")
     fig.suptitle(f"Policy comparison: {title}")
     return _save(fig, out, "comparison.png")
 
@@ -324,50 +331,81 @@ def _served_rows(s: dict[str, Any]) -> list[list[str]]:
         if cls not in gh["requested"]:
             continue
         req, srv, uns = gh["requested"][cls], gh["served"][cls], gh["unserved"][cls]
-        rows.append([cls, f"{req:,.0f}", f"{srv:,.0f}", f"{uns:,.0f} ({uns / req if req else 0:.1%})", f"{s['neverPlaced'].get(cls, 0):,}",
+        rows.append([cls, f"{req:,.0f}", f"{srv:,.0f}", f"{gh.get('inProgressAtHorizon', {}).get(cls, 0.0):,.0f}",
+                     f"{uns:,.0f} ({uns / req if req else 0:.1%})", f"{s['neverStarted'].get(cls, 0):,}",
                      f"{s['unplaceable'].get(cls, 0):,}"])
     return rows
 
 
-def _wait_rows(s: dict[str, Any]) -> list[list[str]]:
+def _wait_rows(s: dict[str, Any], which: str) -> list[list[str]]:
     rows = []
-    for cls, w in s["waitSeconds"].items():
-        c, a = w["censored"], w["afterEviction"]
-        rows.append([
-            cls, f"{w['count']:,}", fmt_seconds(w["p50"]), fmt_seconds(w["p95"]), fmt_seconds(w["p99"]), fmt_seconds(w["max"]),
-            f"{a['count']:,} (p99 {fmt_seconds(a['p99'])})" if a["count"] else "0",
-            f"{c['count']:,} (p50 {fmt_seconds(c['p50'])}, max {fmt_seconds(c['max'])})" if c["count"] else "0",
-        ])
+    for cls, figures in s["waitSeconds"].items():
+        w = figures[which]
+        if not w["count"]:
+            continue
+        rows.append([cls, f"{w['started']:,}", f"{w['censored']:,}", *(fmt_wait(w, q) for q in ("p50", "p95", "p99", "max"))])
     return rows
 
 
 def _util_rows(s: dict[str, Any]) -> list[list[str]]:
     return [
-        [cloud, gpu_type, f"{u['busySpan']:.1%}", f"{u['peak']:.1%}", fmt_seconds(u["hoursNearFull"] * 3600), f"{u['gpuHoursHeld']:,.0f}"]
+        [cloud, gpu_type, f"{u['horizon']:.1%}", f"{u['steady']:.1%}", f"{u['peak']:.1%}", fmt_seconds(u["hoursNearFull"] * 3600), f"{u['gpuHoursHeld']:,.0f}"]
         for cloud, types in s["utilisation"].items()
         for gpu_type, u in types.items()
     ]
 
 
+def _cost_table(s: dict[str, Any]) -> list[str]:
+    """The bill by cloud: committed (and how much of it idle), on demand, spot, start-up (part of the usage billed)."""
+    c = s["costs"]
+    rows = [[cloud, f"{v['committedGpus']:,.0f}", f"${v['committedUsd']:,.0f}", f"${v['idleCommittedUsd']:,.0f}", f"${v['onDemandUsd']:,.0f}",
+             f"${v['spotUsd']:,.0f}", f"${v['startupUsd']:,.0f}", f"${v['totalUsd']:,.0f}"] for cloud, v in c["perCloud"].items()]
+    rows.append(["**total**", "", f"${c['committedUsd']:,.0f}", f"${c['idleCommittedUsd']:,.0f}", f"${c['onDemandUsd']:,.0f}",
+                 f"${c['spotUsd']:,.0f}", f"${c['startupUsd']:,.0f}", f"**${c['totalUsd']:,.0f}**"])
+    head = ["cloud", "committed GPUs", "committed (paid, used or not)", "of which idle", "on demand", "spot", "start-up billed (in the usage)", "total"]
+    return [f"### The bill over the horizon ({c['from']})", "", *_table(head, rows), ""]
+
+
+WAIT_HEAD = ["class", "started", "not started by the horizon (censored)", "p50", "p95", "p99", "max"]
+
+
 def policy_section(s: dict[str, Any], images: list[str], prefix: str = "") -> list[str]:
     """The tables of one policy (used alone, or under its heading in a comparison)."""
-    lines = ["### Served and unserved work", ""]
-    lines += _table(["class", "requested GPU-h", "served GPU-h", "unserved GPU-h", "never placed", "of which unplaceable"], _served_rows(s))
+    h = s["horizon"]
+    lines = [f"Policy **{s['policy']}**: {DESCRIPTIONS.get(s['policy'], s['policy'])}.", "", f"### Served and unserved work by the horizon ({h['label']})", ""]
+    lines += _table(["class", "requested GPU-h", "served GPU-h", "in progress at the horizon", "unserved GPU-h", "jobs not started (unserved)",
+                     "of which refused at admission"], _served_rows(s))
+    rates = ", ".join(f"{t} ${r:,.2f}" for t, r in sorted(s["unservedUsdPerGpuHour"].items()))
     lines += [
         "",
         f"Cost **${s['costUsdTotal']:,.0f}**, **${s['costUsdPerServedGpuHour']:,.2f} per served GPU-hour**; per cloud: "
         + (", ".join(f"{c} ${v:,.0f}" for c, v in s["costUsdPerCloud"].items()) or "nothing")
-        + f". Holder share of GPU-hours held: **{s['holderShareOfGpuHours']:.1%}**. Placements per cloud: "
-        + (", ".join(f"{c} {n:,}" for c, n in s["jobsPerCloud"].items()) or "none") + ".",
-        "",
-        "### Waits to start (submission or eviction to work starting; answer latency and start-up included)",
+        + f". Unserved work valued at **${s['unservedValueUsd']:,.0f}** ({rates} per GPU-hour: {s['unservedRateFrom']}); "
+        f"cost + unserved value **${s['costUsdWithUnserved']:,.0f}**. Holder share of GPU-hours held: **{s['holderShareOfGpuHours']:.1%}**. "
+        "Placements per cloud: " + (", ".join(f"{c} {n:,}" for c, n in s["jobsPerCloud"].items()) or "none") + ".",
         "",
     ]
-    lines += _table(["class", "started", "p50", "p95", "p99", "max", "waits after an eviction", "censored (never started)"], _wait_rows(s))
-    lines += ["", f"### Utilisation over the busy span ({s['busySpan']['label']}), GPU types the trace asks for", ""]
-    lines += _table(["cloud", "GPU type", "mean", "peak", "time >= 95% held", "GPU-h held"], _util_rows(s)) if s["utilisation"] else ["(nothing ran)"]
+    lines += _cost_table(s)
+    refused = s["refusedAtAdmission"]
+    if refused["count"]:
+        lines += [f"**{refused['count']:,} jobs refused at admission** (the engine says no allowed pool can ever host them; unserved). First: "
+                  + "; ".join(f"`{x}`" for x in refused["first"]), ""]
+    if h["arrivalsAfter"]:
+        lines += [f"{h['arrivalsAfter']:,} arrivals after the horizon were not replayed.", ""]
+    lines += ["### First waits (submission to start of work; answer latency and start-up included)", ""]
+    first = _wait_rows(s, "first")
+    lines += _table(WAIT_HEAD, first) if first else ["(no job waited)"]
+    lines += ["", "### Waits after an eviction (eviction to restart)", ""]
+    again = _wait_rows(s, "afterEviction")
+    lines += _table(WAIT_HEAD, again) if again else ["(no eviction)"]
+    lines += ["", "A `≥` marks a figure that censored waits (jobs not started by the horizon, counted at horizon - since) make a lower bound.", ""]
+    sw = s["steadyWindow"]
+    lines += [f"### Utilisation over the horizon ({h['label']}) and the steady window (first to last arrival, {sw['label']}: no drain tail), "
+              "GPU types the trace asks for", ""]
+    lines += _table(["cloud", "GPU type", "over the horizon", "steady window", "peak", "time >= 95% held", "GPU-h held"], _util_rows(s)) if s["utilisation"] else ["(nothing ran)"]
     reasons = s["rofr"]["declineAndLapseReasons"]
     violations = s["contractViolations"]
+    notes = s.get("checkerNotes") or {}
     lines += [
         "",
         "### The contract at work",
@@ -375,8 +413,9 @@ def policy_section(s: dict[str, Any], images: list[str], prefix: str = "") -> li
         f"- Spill ranking after a decline or lapse: {s['spillRanking']}",
         "- Holder declines and lapses: " + (", ".join(f"{k} {v:,}" for k, v in reasons.items()) or "none"),
         "- Preemptions: " + (", ".join(f"{k} {v:,}" for k, v in s["preemptions"].items()) or "none"),
-        "- Contract violations (the ledger checker's rules): "
+        "- Contract violations (the checker's contract rules: ROFR, pins, preemption): "
         + ("not checked" if violations is None else (", ".join(f"{k} {v:,}" for k, v in violations.items()) or "none")),
+        *([f"- Checker bookkeeping notes (not contract violations): {', '.join(f'{k} {v:,}' for k, v in notes.items())}"] if notes else []),
         "- Class priorities: " + ", ".join(f"{c} {p}" for c, p in s["classPriorities"].items()) + f" ({s['classPrioritiesFrom']})",
         "",
     ]
@@ -388,6 +427,12 @@ def policy_section(s: dict[str, Any], images: list[str], prefix: str = "") -> li
 def _inputs(inputs: dict[str, Any]) -> list[str]:
     lines = ["## Inputs and every mapping rule applied", ""]
     lines += _table(["rule", "effect"], [[r["rule"], r["effect"]] for r in inputs["rules"]])
+    trace = inputs["trace"]
+    skipped = trace.get("skipped") or {}
+    if skipped:
+        lines += ["", f"**{sum(skipped.values()):,} of {trace['rows']:,} trace rows skipped**: "
+                  + ", ".join(f"{k} {v:,}" for k, v in sorted(skipped.items(), key=lambda kv: -kv[1])) + ". First:", ""]
+        lines += [f"- `{x}`" for x in trace.get("firstSkipped", [])]
     return [*lines, ""]
 
 
@@ -397,7 +442,7 @@ def write_report(out: Path, summary: dict[str, Any], images: list[str], title: s
     lines = [f"# {first}", "", f"{summary['jobs']:,} jobs over {summary['span']} simulated; {title}.", ""]
     for w in summary["warnings"]:
         lines += [f"> **Warning:** {w}", ""]
-    lines += _definitions() + policy_section(summary, images) + _inputs(summary["inputs"]) + _footer(["ledger.db"])
+    lines += _definitions() + policy_section(summary, images) + _inputs(summary["inputs"]) + _footer([summary])
     (out / "report.md").write_text("\n".join(lines))
     return lines
 
@@ -418,30 +463,57 @@ def write_comparison(out: Path, summaries: dict[str, dict[str, Any]], images: di
         return [label, *(f(summaries[n]) for n in names)]
 
     rows = [
+        row("what it is", lambda s: DESCRIPTIONS.get(s["policy"], s["policy"])),
         row("cost (USD)", lambda s: f"${s['costUsdTotal']:,.0f}"),
+        row("unserved work valued (USD)", lambda s: f"${s['unservedValueUsd']:,.0f}"),
+        row("cost + unserved value (USD)", lambda s: f"${s['costUsdWithUnserved']:,.0f}"),
+        row("of which committed / idle committed (USD)", lambda s: f"${s['costs']['committedUsd']:,.0f} / ${s['costs']['idleCommittedUsd']:,.0f}"),
         row("cost per served GPU-hour", lambda s: f"${s['costUsdPerServedGpuHour']:,.2f}"),
         row("holder share of GPU-hours held", lambda s: f"{s['holderShareOfGpuHours']:.1%}"),
         row("served GPU-hours", lambda s: f"{sum(s['gpuHours']['served'].values()):,.0f}"),
         row("unserved GPU-hours", lambda s: f"{sum(s['gpuHours']['unserved'].values()):,.0f}"),
+        row("jobs not started by the horizon", lambda s: f"{sum(s['neverStarted'].values()):,}"),
     ]
     for cls in JOB_CLASSES:
         if any(cls in s["gpuHours"]["requested"] for s in summaries.values()):
-            rows.append(row(f"{cls}: unserved GPU-h / never placed", lambda s, c=cls: f"{s['gpuHours']['unserved'].get(c, 0):,.0f} / {s['neverPlaced'].get(c, 0):,}"))
-            rows.append(row(f"{cls}: wait p50 / p95 / p99", lambda s, c=cls: " / ".join(fmt_seconds(s["waitSeconds"].get(c, {}).get(q, 0.0)) for q in ("p50", "p95", "p99"))))
+            rows.append(row(f"{cls}: unserved GPU-h / jobs not started", lambda s, c=cls: f"{s['gpuHours']['unserved'].get(c, 0):,.0f} / {s['neverStarted'].get(c, 0):,}"))
+            rows.append(row(f"{cls}: first wait p50 / p95 / p99", lambda s, c=cls: " / ".join(fmt_wait(s["waitSeconds"].get(c, {}).get("first", {}), q) for q in ("p50", "p95", "p99"))))
+            rows.append(row(f"{cls}: wait after eviction p50 / p99", lambda s, c=cls: " / ".join(fmt_wait(s["waitSeconds"].get(c, {}).get("afterEviction", {}), q) for q in ("p50", "p99"))))
     rows += [
         row("preemptions", lambda s: f"{sum(s['preemptions'].values()):,}"),
         row("holder declines + lapses", lambda s: f"{sum(s['rofr']['declineAndLapseReasons'].values()):,}"),
         row("contract violations", lambda s: "not checked" if s["contractViolations"] is None else f"{sum(s['contractViolations'].values()):,}"),
         row("placements per cloud", lambda s: ", ".join(f"{c} {n:,}" for c, n in s["jobsPerCloud"].items()) or "none"),
     ]
+    honour = honouring(summaries)
+    if honour:
+        lines += ["## The cost of honouring the contract", ""]
+        lines += [f"- against **{b}**: {line}" for b, line in honour.items()] + [""]
     lines += ["## Side by side", ""] + _table(["", *names], rows) + [""] + ([f"![{chart}]({chart})", ""] if chart else [])
     lines += _definitions()
     for name, s in summaries.items():
         lines += [f"## Policy {name}", "", headline(s, title), "", *policy_section(s, images[name], prefix=f"{name}/")]
     first_inputs = next(iter(summaries.values()))["inputs"]
-    lines += _inputs(first_inputs) + _footer([f"{n}/ledger.db" for n in names])
+    lines += _inputs(first_inputs) + _footer(list(summaries.values()))
     (out / "report.md").write_text("\n".join(lines))
     return lines
+
+
+def honouring(summaries: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """What the contract costs against each baseline run beside it: cost, and cost + unserved value."""
+    c = summaries.get("contract")
+    if c is None:
+        return {}
+    out = {}
+    for name, b in summaries.items():
+        if name == "contract":
+            continue
+        d, dv = c["costUsdTotal"] - b["costUsdTotal"], c["costUsdWithUnserved"] - b["costUsdWithUnserved"]
+        out[name] = (f"the contract costs ${abs(d):,.0f} {'more' if d >= 0 else 'less'} "
+                     f"({d / b['costUsdTotal'] if b['costUsdTotal'] else 0:+.1%}); ${abs(dv):,.0f} {'more' if dv >= 0 else 'less'} "
+                     f"counting unserved work at its value (jobs not started: contract {sum(c['neverStarted'].values()):,}, "
+                     f"{name} {sum(b['neverStarted'].values()):,})")
+    return out
 
 
 def _definitions() -> list[str]:
@@ -450,26 +522,87 @@ def _definitions() -> list[str]:
         "",
         "- A placement at t starts work at t + the holder's answer latency (capped at the window) + the chosen cloud's startupSeconds; "
         "GPUs are held and paid for from t.",
-        "- Served GPU-hours are work done; unserved = requested - served (never placed, unplaceable, or a serving replica that started late).",
-        "- Waits run from submission, or from an eviction, to the start of work. Censored waits are jobs that never started, "
-        "measured to the end of the run or of their demand.",
-        "- Utilisation = GPUs held / capacity, over the busy span (first placement to last release), GPU types the trace asks for only; "
+        "- The run stops at the horizon; capacity traces and scenario events apply up to it. Jobs running then are credited and charged up to it.",
+        "- Served GPU-hours are work done by the horizon; unserved = requested - served - work in progress at the horizon (refused at admission, "
+        "not started by the horizon, or a serving replica that started late). Unserved work is valued at the stated rate.",
+        "- Waits run from submission (first waits), or from an eviction (waits after eviction), to the start of work. A job not started by the "
+        "horizon counts with its wait so far (a lower bound): percentiles it may move are printed `≥`.",
+        "- Utilisation = GPUs held / capacity over the horizon, and over the steady window (first to last arrival), GPU types the trace asks for only; "
         "its peak is exact, and the time near full counts every second with >= 95% of the capacity held.",
+        "- Contract violations count the checker's contract rules only (ROFR, pins, preemption); its bookkeeping notes are listed apart.",
         "",
         "</details>",
         "",
     ]
 
 
-def _footer(ledgers: list[str]) -> list[str]:
-    return [
-        "The full figures are in [summary.json](summary.json). Every decision is in the signed ledger"
-        + ("s " if len(ledgers) > 1 else " ")
-        + ", ".join(f"`{x}`" for x in ledgers)
-        + " (Ed25519 checkpoints with `$MCSCHED_HOME/ledger-signing.key`, witnessed in `$MCSCHED_HOME/witness.jsonl`): "
-        "`mcsched audit verify --db <ledger>` re-checks it and the contract (the `cheapest` baseline fails the contract by design).",
-        "",
-    ]
+def _footer(summaries: list[dict[str, Any]]) -> list[str]:
+    """Where the full figures are, and the ledger: written (its throwaway key named, how to verify) or off."""
+    lines = ["The full figures are in [summary.json](summary.json).", ""]
+    ledgers = [x["ledger"] for x in summaries if x.get("ledger")]
+    if not ledgers:
+        return [*lines, "No ledger was written (the default for a replay; `--ledger FILE` writes a signed one).", ""]
+    for led in ledgers:
+        lines += [
+            f"Every decision of {led['policy']} is in the signed ledger `{led['path']}`, signed with a throwaway Ed25519 key "
+            f"(key id `{led['keyId']}`, made for this run, its private half discarded; public key `{led['publicKey']}`, witness "
+            f"`{led['witness']}`): `mcsched audit verify --db {led['path']} --public-key {led['publicKey']} --witness {led['witness']}` "
+            "re-checks it and the contract (the `cheapest` baseline fails the contract by design).",
+            "",
+        ]
+    return lines
 
 
-__all__ = ["RunView", "fmt_span", "plot_comparison", "plots", "write_comparison", "write_report"]
+def render(
+    out: Path, summaries: dict[str, dict[str, Any]], views: dict[str, RunView], title: str, *, draw: bool = True
+) -> tuple[list[str], list[str], list[str]]:
+    """Every output of a run from its summaries (and the plots' samples): summary.json, report.md, plots.
+
+    One policy writes into ``out``; several write a comparison there and one sub-folder each.
+    Returns the lines the command prints (headline first), the files written, and the lines
+    about the ledger (where it is and how to verify it, or that none was written).
+    """
+    single = len(summaries) == 1
+    images: dict[str, list[str]] = {}
+    for policy, s in summaries.items():
+        target = out if single else out / policy
+        target.mkdir(parents=True, exist_ok=True)
+        images[policy] = plots(views[policy], target) if draw else []
+        if not single:
+            (target / "summary.json").write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
+    if single:
+        policy, s = next(iter(summaries.items()))
+        (out / "summary.json").write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
+        write_report(out, s, images[policy], views[policy].title)
+        files = ["summary.json", "report.md", *images[policy]]
+        lines = [headline(s, views[policy].title), summary_line(s)]
+    else:
+        chart = plot_comparison(summaries, title, out) if draw else ""
+        (out / "summary.json").write_text(json.dumps({"policies": summaries}, indent=2, sort_keys=True) + "\n")
+        report = write_comparison(out, summaries, images, chart, title)
+        files = ["summary.json", "report.md", *([chart] if chart else []), *(f"{n}/" for n in summaries)]
+        lines = [report[0].removeprefix("# ")]
+        lines += [f"{n}: {headline(s)}; {summary_line(s)}" for n, s in summaries.items()]
+    ledgers = [s["ledger"] for s in summaries.values() if s.get("ledger")]
+    notes = ["no ledger written (the default; --ledger FILE writes a signed one)"]
+    if ledgers:
+        notes = [f"ledger {x['path']} (throwaway key {x['keyId']}; verify: mcsched audit verify --db {x['path']} "
+                 f"--public-key {x['publicKey']} --witness {x['witness']})" for x in ledgers]
+    return lines, files, notes
+
+
+def summary_line(s: dict[str, Any]) -> str:
+    """The second line of the command's output for one policy: work, cost, the contract."""
+    served = sum(s["gpuHours"]["served"].values())
+    unserved = sum(s["gpuHours"]["unserved"].values())
+    violations = s["contractViolations"]
+    return (
+        f"{s['jobs']:,} jobs over {s['span']}: served {served:,.0f} GPU-h, unserved {unserved:,.0f} "
+        f"({sum(s['neverStarted'].values()):,} jobs not started); cost ${s['costUsdTotal']:,.0f} "
+        f"(${s['costUsdPerServedGpuHour']:,.2f}/served GPU-h; ${s['costUsdWithUnserved']:,.0f} with unserved work valued); "
+        f"holder share {s['holderShareOfGpuHours']:.1%}; preemptions {sum(s['preemptions'].values()):,}; "
+        f"violations {f'{sum(violations.values()):,}' if violations is not None else 'n/a'}"
+    )
+
+
+__all__ = ["RunView", "fmt_span", "plot_comparison", "plots", "render", "summary_line", "write_comparison", "write_report"]

@@ -2,16 +2,20 @@
 
 ``prepare`` reads and checks everything (trace, catalog, contract, scenario, capacity
 mapping, knobs) and raises a one-line ``MCSchedError`` before anything is written;
-``execute`` replays each policy through the real engine and writes summary.json,
-report.md, the plots and a verifiable ledger per policy. ``mcsched simulate`` only parses
-its options into a ``WhatIf`` and prints what ``execute`` returns.
+``execute`` replays each policy through the real engine, computes one summary per policy
+(``summarise``, once) and renders summary.json, report.md and the plots from it, plus a
+signed ledger per policy when ``--ledger`` asks for one. Everything is written into a
+temporary folder beside ``--out`` that replaces the previous outputs only at the end, so an
+interrupted run (Ctrl-C) leaves them intact. ``mcsched simulate`` only parses its options
+into a ``WhatIf`` and prints what ``execute`` returns.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,14 +27,17 @@ from scheduler.ledger import Ledger
 from scheduler.loading import load_catalog, load_contract
 from scheduler.paths import default_catalog, default_contract
 from scheduler.sim import capacity as cap
+from scheduler.sim.costs import CostModel, committed_gpus, load_costs
+from scheduler.sim.costs import describe as describe_costs
 from scheduler.sim.policies import POLICIES, parse_policies, spill_ranking
-from scheduler.sim.report import RunView, plot_comparison, plots, write_comparison, write_report
+from scheduler.sim.report import RunView, render
 from scheduler.sim.scenario import Action, load_scenario
 from scheduler.sim.simulator import DEFAULT_CLASS_PRIORITIES, Simulation
-from scheduler.sim.summary import fmt_span, headline, summarise
+from scheduler.sim.summary import fmt_span, summarise
 from scheduler.sim.traces import CLASSES, ReadOptions, Rule, Trace, parse_map, read_spot_dir, read_trace
 from scheduler.specs import CloudCatalog, Contract
 
+LEDGER_BATCH = 65_536  # simulation events between two ledger writes (one transaction each)
 OUTPUT_FILES = ("summary.json", "report.md", "ledger.db", "ledger.db-wal", "ledger.db-shm", "comparison.png",
                 "utilisation.png", "queue.png", "classes.png", "cost.png", "rofr.png")
 
@@ -55,6 +62,10 @@ class WhatIf:
     scenario: Path | None = None
     samples: int = 400
     plots: bool = True
+    horizon: float | None = None  # seconds; None: last arrival + longest job
+    unserved_rate: float | None = None  # USD per unserved GPU-hour; None: the holder's on-demand price
+    ledger: Path | None = None  # None: no ledger (a replay's default)
+    costs: Path | None = None  # a cost model (committed, on-demand, spot); None: the catalog's on-demand prices
 
 
 @dataclass
@@ -73,6 +84,8 @@ class Prepared:
     actions: list[Action]
     rules: list[Rule]
     scenario_name: str = ""
+    horizon: float = 0.0
+    costs: CostModel | None = None
 
     @property
     def gpu_types(self) -> set[str]:
@@ -115,6 +128,15 @@ def _priorities(spec: str | None, contract: Contract) -> tuple[dict[str, int], s
     return base, source
 
 
+def default_horizon_of(trace: Trace) -> float:
+    """Last arrival + longest job; demand with a fixed end (a serving replica) counts up to its end, not its arrival + length twice."""
+    movable = [j for j in trace.jobs if not j.fixed_end]
+    ends = [j.arrival + j.duration for j in trace.jobs if j.fixed_end]
+    if movable:
+        ends.append(max(j.arrival for j in movable) + max(j.duration for j in movable))
+    return max(ends)
+
+
 def prepare(req: WhatIf) -> Prepared:
     """Read and check every input; raises a one-line MCSchedError, writes nothing."""
     policies = parse_policies(req.policy)
@@ -143,16 +165,26 @@ def prepare(req: WhatIf) -> Prepared:
     rules.append(Rule(f"class priorities {', '.join(f'{c}={p}' for c, p in priorities.items())} ({priorities_from})",
                       "a trace row's own priority overrides its class's" if any(j.priority is not None for j in trace.jobs) else "every job takes its class's"))
     rules += scale_rules
-    horizon = max(j.arrival + j.duration for j in trace.jobs)
+    if req.unserved_rate is not None and not (req.unserved_rate >= 0 and math.isfinite(req.unserved_rate)):
+        raise TraceError("--unserved-rate: must be a number of USD per GPU-hour >= 0")
+    default_horizon = default_horizon_of(trace)
+    if req.horizon is not None:
+        if not (req.horizon > 0 and math.isfinite(req.horizon)):
+            raise TraceError("--horizon: must be a number of seconds > 0")
+        horizon = req.horizon
+        rules.append(Rule(f"horizon {fmt_span(horizon)} (--horizon)", f"the default would be {fmt_span(default_horizon)} (last arrival + longest job)"))
+    else:
+        horizon = default_horizon
+        rules.append(Rule(f"horizon {fmt_span(horizon)}: last arrival + longest job (the default; --horizon sets it)",
+                          "the run stops there; jobs not started by then are unserved, their waits censored"))
     actions: list[Action] = []
     name = ""
     if req.scenario is not None:
         name, actions = load_scenario(req.scenario, catalog)
-        horizon = max(horizon, actions[-1].at)
-        late = [a for a in actions if a.at > max(j.arrival + j.duration for j in trace.jobs)]
+        late = [a for a in actions if a.at > horizon]
         effect = "; ".join(f"{fmt_span(a.at)}: {a.label}" for a in actions)
         if late:
-            effect += f" ({len(late)} after the workload's horizon)"
+            effect += f" ({len(late)} after the horizon: not applied)"
         rules.append(Rule(f"scenario {name} ({req.scenario.name}), times in simulated seconds from the trace's start", effect))
     changes: list[tuple[float, tuple[str, str, str], int]] = []
     driven: list[str] = []
@@ -174,10 +206,20 @@ def prepare(req: WhatIf) -> Prepared:
         driven = sorted({b.pool[0] for b in bindings})
         rules.append(Rule(f"capacity trace {req.capacity_trace.name}: {len(spot)} zone series "
                           f"(every {spot[0].gap_seconds:g} s, {spot[0].days:.1f} days, repeated to cover the run; not compressed by --load)",
-                          f"drives {', '.join(driven)} up to the workload's horizon ({fmt_span(horizon)})"))
+                          f"drives {', '.join(driven)} up to the horizon ({fmt_span(horizon)})"))
         rules += cap_rules
         rules += [Rule(f"zone {u.split(':')[0]} unused", u.split(": ", 1)[1]) for u in unused]
-    return Prepared(req, catalog, contract, trace, policies, priorities, priorities_from, changes, driven, actions, rules, name)
+    if req.ledger is not None:
+        if req.ledger.exists() and req.ledger.is_dir():
+            raise TraceError(f"--ledger: {req.ledger} is a directory; name the ledger file, e.g. {req.ledger / 'ledger.db'}")
+        parent = next((q for q in req.ledger.parents if q.exists()), None)
+        if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise TraceError(f"--ledger: {req.ledger}: cannot write there ({parent or req.ledger.parent} is not a writable directory)")
+    costs = None
+    if req.costs is not None:
+        costs = load_costs(req.costs, catalog)
+        rules.append(Rule(describe_costs(costs, req.costs), "committed GPUs are paid for the whole horizon, used or not; usage above them at the on-demand or spot rate"))
+    return Prepared(req, catalog, contract, trace, policies, priorities, priorities_from, changes, driven, actions, rules, name, horizon, costs)
 
 
 def _check_out(out: Path) -> None:
@@ -191,30 +233,73 @@ def _check_out(out: Path) -> None:
 
 def _clear(out: Path) -> None:
     """Remove a previous run's outputs (only files this command writes) so nothing stale is left."""
-    out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUT_FILES:
         (out / name).unlink(missing_ok=True)
     for p in POLICIES:
-        if (out / p / "ledger.db").exists():
+        if (out / p / "summary.json").exists() or (out / p / "ledger.db").exists():
             shutil.rmtree(out / p)
 
 
-def run_policy(p: Prepared, policy: str, out: Path, progress: Callable[[int], None] | None = None) -> tuple[dict[str, Any], Simulation, float]:
-    """Replay one policy into ``out`` (ledger.db written as it goes); returns its summary."""
-    out.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(out / "ledger.db")
+def _publish(tmp: Path, out: Path) -> None:
+    """Put the finished outputs in place of the previous ones (a whole new folder in one rename when there was none)."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    _clear(out)
+    for entry in tmp.iterdir():
+        os.replace(entry, out / entry.name)
+    tmp.rmdir()
+
+
+def ledger_paths(path: Path, policy: str, several: bool) -> tuple[Path, Path, Path]:
+    """The ledger, public key and witness files of one policy (``ledger-cheapest.db`` when several run)."""
+    db = path.with_name(f"{path.stem}-{policy}{path.suffix}") if several else path
+    return db, db.with_name(db.name + ".pub"), db.with_name(db.name + ".witness.jsonl")
+
+
+Moves = list[tuple[Path, Path]]
+
+
+def run_policy(
+    p: Prepared, policy: str, work: Path, progress: Callable[[int], None] | None = None, ledger_to: Path | None = None
+) -> tuple[dict[str, Any], Simulation, float, Moves]:
+    """Replay one policy; returns its summary (computed once, here), the simulation, the wall time
+    and the ledger files to move in place once everything is written.
+
+    ``ledger_to``: write a signed ledger there, with a key made for this run in ``work``; the
+    private half is deleted with ``work``, so the key signs this ledger and nothing else.
+    """
+    moves: Moves = []
+    ledger: Ledger | None = None
+    info: dict[str, str] | None = None
+    if ledger_to is not None:
+        several = len(p.policies) > 1
+        db, pub, wit = ledger_paths(ledger_to, policy, several)
+        keys = work / f".key-{policy}"
+        ledger = Ledger(work / db.name, signing_key=keys / "ledger-signing.key", witness=work / wit.name)
+        info = {"policy": policy, "path": str(db), "publicKey": str(pub), "witness": str(wit)}
     started = time.perf_counter()
     try:
-        sim = Simulation(p.catalog, p.contract, policy, sinks=[ledger], class_priorities=p.priorities)
+        sim = Simulation(p.catalog, p.contract, policy, sinks=[ledger] if ledger is not None else [], class_priorities=p.priorities,
+                         committed=committed_gpus(p.costs))
         sim.add_jobs(p.trace.jobs)
         sim.add_capacity(p.capacity_changes)
         sim.add_scenario(p.actions)
-        sim.run(samples=p.request.samples, progress=progress, flush=ledger.flush)
-        ledger.flush()
+        sim.run(samples=p.request.samples, progress=progress, flush=ledger.flush if ledger is not None else None, horizon=p.horizon,
+                flush_every=LEDGER_BATCH)
+        if ledger is not None:
+            ledger.flush()
     finally:
-        ledger.close()
+        if ledger is not None:
+            ledger.close()
     wall = time.perf_counter() - started
-    s = summarise(sim, p.gpu_types)
+    if ledger is not None and info is not None:
+        info["keyId"] = ledger.checkpoint.key if ledger.checkpoint is not None else ""
+        db, pub, wit = ledger_paths(ledger_to, policy, len(p.policies) > 1)  # type: ignore[arg-type]
+        (keys / "ledger-signing.key").unlink()  # the private half: this ledger's signatures are all it was for
+        moves += [(work / db.name, db), (keys / "ledger-signing.pub", pub), (work / wit.name, wit)]
+    s = summarise(sim, p.gpu_types, p.request.unserved_rate, p.costs)
+    s["ledger"] = info
     s["spillRanking"] = spill_ranking(p.contract, policy)
     s["classPrioritiesFrom"] = p.priorities_from
     s["wallSeconds"] = wall
@@ -232,57 +317,60 @@ def run_policy(p: Prepared, policy: str, out: Path, progress: Callable[[int], No
                 f"the capacity trace drives {cloud}, but {cloud} never received work under {policy}: it changed nothing in this run "
                 "(drive a cloud that gets work, e.g. the holder, or tighten the catalog with --scale-capacity)"
             )
+    refused = s["refusedAtAdmission"]["count"]
+    if refused:
+        warnings.append(f"{refused:,} jobs refused at admission under {policy} (no allowed pool can ever host them): counted as unserved; "
+                        f"first: {s['refusedAtAdmission']['first'][0]}")
     s["warnings"] = warnings
-    return s, sim, wall
+    return s, sim, wall, moves
+
+
+def _move(moves: Moves) -> None:
+    """Put ledger files in place (after the outputs: a ledger may live inside ``--out``)."""
+    for src, dst in moves:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        for stale in (dst, dst.with_name(dst.name + "-wal"), dst.with_name(dst.name + "-shm")):
+            stale.unlink(missing_ok=True)
+        shutil.move(src, dst)
 
 
 def execute(p: Prepared, progress: Callable[[int], None] | None = None) -> Outcome:
-    """Replay every policy and write the outputs; returns the lines to print."""
+    """Replay every policy and write the outputs; returns the lines to print.
+
+    Everything goes to a temporary folder beside ``--out`` first; it replaces the previous
+    outputs only once all is written, so an interrupted run leaves them as they were.
+    """
+    out = p.request.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))  # the outputs, renamed to --out at the end
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.work-", dir=out.parent))  # ledgers and their throwaway keys
+    try:
+        outcome, moves = _execute(p, tmp, work, progress)
+        _publish(tmp, out)
+        _move(moves)
+    finally:
+        for d in (tmp, work):
+            if d.exists():
+                shutil.rmtree(d, ignore_errors=True)
+    return outcome
+
+
+def _execute(p: Prepared, tmp: Path, work: Path, progress: Callable[[int], None] | None) -> tuple[Outcome, Moves]:
+    """1. replay each policy and summarise it (once); 2. render every output from those summaries and the plots' samples."""
     req = p.request
-    out = req.out
-    _clear(out)
-    clouds = p.catalog.backend_names
     summaries: dict[str, dict[str, Any]] = {}
-    images: dict[str, list[str]] = {}
-    single = len(p.policies) == 1
-    walls = 0.0
+    views: dict[str, RunView] = {}
+    moves: Moves = []
     for policy in p.policies:
-        target = out if single else out / policy
-        s, sim, wall = run_policy(p, policy, target, progress)
-        walls += wall
-        view = RunView(p.title(policy), sim.samples, clouds, p.contract.holder, p.gpu_types, sim.markers)
-        images[policy] = plots(view, target) if req.plots else []
+        s, sim, _wall, more = run_policy(p, policy, work, progress, req.ledger)
+        moves += more
         summaries[policy] = s
-        if not single:
-            (target / "summary.json").write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
-    warnings = sorted({w for s in summaries.values() for w in s["warnings"]})
-    if single:
-        policy = p.policies[0]
-        s = summaries[policy]
-        (out / "summary.json").write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
-        write_report(out, s, images[policy], p.title(policy))
-        files = ["summary.json", "report.md", "ledger.db", *images[policy]]
-        lines = [headline(s, p.title(policy)), _line(s)]
-    else:
-        chart = plot_comparison(summaries, p.title(), out) if req.plots else ""
-        (out / "summary.json").write_text(json.dumps({"policies": summaries}, indent=2, sort_keys=True) + "\n")
-        report = write_comparison(out, summaries, images, chart, p.title())
-        files = ["summary.json", "report.md", *([chart] if chart else []), *(f"{n}/" for n in p.policies)]
-        lines = [report[0].removeprefix("# ")]
-        lines += [f"{n}: {headline(summaries[n])}; {_line(summaries[n])}" for n in p.policies]
+        views[policy] = RunView(p.title(policy), sim.samples, sim.catalog.backend_names, p.contract.holder, p.gpu_types, sim.markers)
+    lines, files, notes = render(tmp, summaries, views, p.title(), draw=req.plots)
+    wall = sum(s["wallSeconds"] for s in summaries.values())
     events = sum(s["events"]["engine"] + s["events"]["simulation"] for s in summaries.values())
-    lines.append(f"{len(p.trace.jobs):,} jobs x {len(p.policies)} polic{'y' if single else 'ies'} in {walls:.1f} s wall "
-                 f"({events / walls if walls else 0:,.0f} events/s)")
-    lines.append(f"wrote {out}/: {', '.join(files)}")
-    return Outcome(lines, warnings, files, summaries)
-
-
-def _line(s: dict[str, Any]) -> str:
-    served = sum(s["gpuHours"]["served"].values())
-    unserved = sum(s["gpuHours"]["unserved"].values())
-    violations = s["contractViolations"]
-    return (
-        f"{s['jobs']:,} jobs over {s['span']}: served {served:,.0f} GPU-h, unserved {unserved:,.0f}; cost ${s['costUsdTotal']:,.0f} "
-        f"(${s['costUsdPerServedGpuHour']:,.2f}/served GPU-h); holder share {s['holderShareOfGpuHours']:.1%}; "
-        f"preemptions {sum(s['preemptions'].values()):,}; violations {f'{sum(violations.values()):,}' if violations is not None else 'n/a'}"
-    )
+    n = len(p.policies)
+    lines += [f"{len(p.trace.jobs):,} jobs x {n} polic{'y' if n == 1 else 'ies'} in {wall:.1f} s wall ({events / wall if wall else 0:,.0f} events/s)",
+              f"wrote {req.out}/: {', '.join(files)}", *notes]
+    warnings = sorted({w for s in summaries.values() for w in s["warnings"]})
+    return Outcome(lines, warnings, files, summaries), moves

@@ -10,11 +10,14 @@ same event stream the ledger records, with the time a user would feel:
    *censored* (its wait so far is reported, apart);
 3. evicted work resumes from its checkpoint (remaining duration); a fixed-end job (a
    serving replica) ends when its demand ends, however late it started;
-4. served GPU-hours are work done; unserved = requested - served (never placed, unplaceable,
-   cut short).
+4. served GPU-hours are work done; unserved = requested - served - work still in progress
+   at the horizon (never placed, refused at admission, cut short, not started by the horizon);
+5. a run may stop at a fixed *horizon*: nothing after it is applied; jobs running then are
+   credited (and charged) up to it, jobs that have not started are censored at it.
 
-Only the engine's ``AdmissionError`` counts a job as unplaceable; any other exception is a
-bug and propagates.
+Only the engine's ``AdmissionError`` counts a job as refused at admission (unplaceable); any
+other exception is a bug and propagates. GC tuning belongs to the entry points
+(``mcsched simulate``, the benchmark), not here.
 """
 
 from __future__ import annotations
@@ -31,10 +34,9 @@ from typing import Any
 from scheduler.clock import ManualClock
 from scheduler.errors import AdmissionError
 from scheduler.events import Answered, CapacityChanged, Dequeued, Event, Placed, Preempted, Queued, Released
-from scheduler.gcpause import no_gc
 from scheduler.invariants import InvariantChecker
 from scheduler.model import new_job
-from scheduler.sim.policies import build_engine
+from scheduler.sim.policies import build_engine, catalog_for
 from scheduler.sim.scenario import Action
 from scheduler.sim.traces import TraceJob
 from scheduler.specs import JOB_CLASSES, CloudCatalog, Contract
@@ -51,10 +53,13 @@ class Track:
 
     __slots__ = (
         "attempt",
+        "cloud",
         "cls",
         "end_at",
         "ever_placed",
+        "ever_started",
         "evicted",
+        "gpu_type",
         "gpus",
         "latency",
         "placed",
@@ -68,6 +73,7 @@ class Track:
 
     def __init__(self, tj: TraceJob, at: float) -> None:
         self.cls = tj.cls
+        self.gpu_type = tj.gpu_type
         self.gpus = tj.gpus
         self.remaining = tj.duration  # seconds of work still to do
         self.end_at = at + tj.duration if tj.fixed_end else None
@@ -78,9 +84,11 @@ class Track:
         self.attempt = 0
         self.latency = 0.0
         self.rate = 0.0  # USD/h while placed
+        self.cloud = ""
         self.running = False
         self.queued = False
         self.ever_placed = False
+        self.ever_started = False
 
 
 @dataclass
@@ -112,11 +120,13 @@ def _retype(agg: list[float], d_held: int, d_cap: int, now: float) -> None:
     """Move one (cloud, GPU type) aggregate to ``now``: time near full so far, then the change, then the peaks.
 
     ``agg``: [held, capacity, last change, seconds near full, peak share; since the last
-    sample: most held, highest share].
+    sample: most held, highest share; committed GPUs, GPU-seconds held above them].
     """
     held, cap = agg[0], agg[1]
     if cap > 0 and held >= NEAR_FULL * cap:
         agg[3] += now - agg[2]
+    if held > agg[7]:
+        agg[8] += (held - agg[7]) * (now - agg[2])
     agg[2] = now
     held += d_held
     cap += d_cap
@@ -147,17 +157,30 @@ class Recorder:
     pools: dict[PoolKey, int]
     schedule_finish: Callable[[str, float, int], None]
     check: bool = True
+    committed: dict[tuple[str, str], int] = field(default_factory=dict)  # (cloud, GPU type) -> GPUs paid for, used or not
     tracks: dict[str, Track] = field(default_factory=dict)
     _count: list[int] = field(default_factory=lambda: [0])  # engine events seen (``events``)
     placements: Counter[str] = field(default_factory=Counter)
+    placed_gpus: Counter[tuple[str, str]] = field(default_factory=Counter)  # (cloud, GPU type) -> GPUs over every placement (start-up billing)
     answers: Counter[tuple[str, str]] = field(default_factory=Counter)
     preemptions: Counter[str] = field(default_factory=Counter)
     waits: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # submission -> start
     waits_after_eviction: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     censored: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # never started: wait so far
+    censored_after_eviction: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # never restarted
     never_placed: Counter[str] = field(default_factory=Counter)
     requested: dict[str, float] = field(default_factory=_per_class)  # class -> GPU-seconds asked for
     served: dict[str, float] = field(default_factory=_per_class)  # class -> GPU-seconds of work done
+    requested_by_type: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # GPU type -> GPU-seconds asked for
+    served_by_type: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # at the horizon: class -> GPU-seconds of work still to do by jobs running then (neither served nor unserved)
+    in_progress: dict[str, float] = field(default_factory=_per_class)
+    in_progress_by_type: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    never_started: Counter[str] = field(default_factory=Counter)  # jobs whose work never started (by the horizon)
+    running_at_end: Counter[str] = field(default_factory=Counter)
+    # the steady window (first to last arrival): GPU-seconds held per pool up to the last arrival
+    steady: tuple[float, float] | None = None
+    steady_held: dict[PoolKey, float] = field(default_factory=dict)
     cost: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     queued_jobs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_CLASSES, 0))
     queued_gpus: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_CLASSES, 0))
@@ -173,7 +196,8 @@ class Recorder:
     # per pool: [allocated, capacity, last change, allocated GPU-seconds]; capacity history apart
     pool_state: dict[PoolKey, list[float]] = field(default_factory=dict)
     cap_history: dict[PoolKey, list[tuple[float, int]]] = field(default_factory=dict)
-    # per (cloud, gpu type), exact at every change: [held, capacity, last change, seconds >= NEAR_FULL held, peak held/capacity]
+    # per (cloud, gpu type), exact at every change: [held, capacity, last change, seconds >= NEAR_FULL held, peak held/capacity,
+    # (since the last sample) most held, highest share, committed GPUs, GPU-seconds held above the commitment]
     type_state: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -181,7 +205,7 @@ class Recorder:
         for key, cap in self.pools.items():
             st = self.pool_state[key] = [0, cap, 0.0, 0.0]
             self.cap_history[key] = [(0.0, cap)]
-            agg = self.type_state.setdefault((key[0], key[2]), [0, 0, 0.0, 0.0, 0.0, 0, 0.0])
+            agg = self.type_state.setdefault((key[0], key[2]), [0, 0, 0.0, 0.0, 0.0, 0, 0.0, self.committed.get((key[0], key[2]), 0), 0.0])
             agg[1] += cap
             self._books[key] = (st, agg)
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
@@ -269,10 +293,12 @@ class Recorder:
             self._unqueue(tr)
         tr.running = tr.ever_placed = True
         tr.attempt = ev.attempt
+        tr.cloud = cloud
         tr.placed = now
         tr.start = start = now + tr.latency + self.startup[cloud]
         tr.rate = rate = ev.price * gpus
         self.placements[cloud] += 1
+        self.placed_gpus[(cloud, ev.gpu_type)] += gpus
         # GPUs taken in the pool, then in its (cloud, GPU type): ``_retype`` inlined (every placement)
         st, agg = self._books[(cloud, ev.region, ev.gpu_type)]
         st[3] += st[0] * (now - st[2])
@@ -281,6 +307,8 @@ class Recorder:
         held, cap = agg[0], agg[1]
         if cap > 0 and held >= NEAR_FULL * cap:
             agg[3] += now - agg[2]
+        if held > agg[7]:
+            agg[8] += (held - agg[7]) * (now - agg[2])
         agg[2] = now
         agg[0] = held = held + gpus
         if gpus > 0:  # only taking GPUs can raise a peak
@@ -320,6 +348,8 @@ class Recorder:
         held, cap = agg[0], agg[1]
         if cap > 0 and held >= NEAR_FULL * cap:
             agg[3] += now - agg[2]
+        if held > agg[7]:
+            agg[8] += (held - agg[7]) * (now - agg[2])
         agg[2] = now
         agg[0] = held - gpus
         self.running_gpus[(tr.cls, cloud)] -= gpus
@@ -334,13 +364,21 @@ class Recorder:
             if remaining < work:  # ``min(work, remaining)``
                 work = remaining
             (self.waits_after_eviction if tr.evicted else self.waits)[tr.cls].append(start - tr.since)
+            tr.ever_started = True
             tr.remaining -= work
             self.served[tr.cls] += work * tr.gpus
+            self.served_by_type[tr.gpu_type] += work * tr.gpus
             if evicted:
                 tr.since = now
                 tr.evicted = True
         elif not evicted:  # ended before its work started (a serving replica whose demand ended)
-            self.censored[tr.cls].append(now - tr.since)
+            self._censor(tr, now - tr.since)
+            if not tr.ever_started:
+                self.never_started[tr.cls] += 1
+
+    def _censor(self, tr: Track, wait: float) -> None:
+        """A wait that never ended in a start (its length so far is a lower bound)."""
+        (self.censored_after_eviction if tr.evicted else self.censored)[tr.cls].append(wait)
 
     def _preempted(self, ev: Preempted) -> None:
         self.preemptions[ev.reason] += 1
@@ -349,17 +387,43 @@ class Recorder:
     def _dequeued(self, ev: Dequeued) -> None:
         tr = self.tracks.pop(ev.job)
         self._unqueue(tr)
-        self.censored[tr.cls].append(ev.at - tr.since)
+        self._censor(tr, ev.at - tr.since)
         if not tr.ever_placed:
             self.never_placed[tr.cls] += 1
+        if not tr.ever_started:
+            self.never_started[tr.cls] += 1
+
+    def mark_steady(self, first: float, last: float) -> None:
+        """The last arrival is in: remember the GPU-seconds held so far (utilisation over the steady window)."""
+        self.steady = (first, last)
+        for key, st in self.pool_state.items():
+            self.steady_held[key] = st[3] + st[0] * (last - st[2])
 
     def close(self, now: float) -> None:
-        """End of the run: whatever still waits is censored at ``now``."""
+        """End of the run (the horizon, or the last event): what still waits is censored at ``now``;
+        what runs is credited its work and charged its GPUs up to ``now``, the rest of its work is in progress."""
         for tr in self.tracks.values():
-            if tr.queued:
-                self.censored[tr.cls].append(now - tr.since)
+            if tr.running:
+                self.running_at_end[tr.cls] += 1
+                self.cost[tr.cloud] += tr.rate * (now - tr.placed) / 3600
+                if now >= tr.start:
+                    work = min(now - tr.start, tr.remaining)
+                    (self.waits_after_eviction if tr.evicted else self.waits)[tr.cls].append(tr.start - tr.since)
+                    tr.ever_started = True
+                    tr.remaining -= work
+                    self.served[tr.cls] += work * tr.gpus
+                    self.served_by_type[tr.gpu_type] += work * tr.gpus
+                    left = tr.remaining if tr.end_at is None else min(tr.remaining, max(tr.end_at - now, 0.0))
+                    self.in_progress[tr.cls] += left * tr.gpus
+                    self.in_progress_by_type[tr.gpu_type] += left * tr.gpus
+                else:  # placed, still starting up: not started by the horizon
+                    self._censor(tr, now - tr.since)
+            elif tr.queued:
+                self._censor(tr, now - tr.since)
                 if not tr.ever_placed:
                     self.never_placed[tr.cls] += 1
+            if not tr.ever_started:
+                self.never_started[tr.cls] += 1
 
 
 class Simulation:
@@ -374,8 +438,10 @@ class Simulation:
         *,
         class_priorities: dict[str, int] | None = None,
         check: bool = True,
+        committed: dict[tuple[str, str], int] | None = None,
     ) -> None:
         self.clock = ManualClock()
+        catalog = catalog_for(policy, catalog, contract)
         self.catalog = catalog
         self.contract = contract
         self.engine = build_engine(catalog, contract, self.clock, policy)
@@ -398,6 +464,7 @@ class Simulation:
             pools,
             schedule_finish,
             check,
+            dict(committed or {}),
         )
         for sink in sinks:
             self.engine.subscribe(sink)
@@ -408,7 +475,10 @@ class Simulation:
         self.markers: list[tuple[float, str]] = []
         self.sim_events = 0
         self.unplaceable: Counter[str] = Counter()
+        self.refusals: list[str] = []  # the first few admission refusals, ``job: why``
         self.end = 0.0
+        self.stop: float = math.inf  # the horizon this run stopped at (inf: at its last event)
+        self.after_horizon = 0  # arrivals after the horizon, never submitted
 
     def _push(self, t: float, kind: int, data: Any) -> None:
         heapq.heappush(self.heap, (t, kind, next(self._seq), data))
@@ -424,12 +494,18 @@ class Simulation:
                 self._push(j.arrival + j.duration, FINISH, (j.name, -1))
 
     def add_capacity(self, changes: Iterable[tuple[float, PoolKey, int]]) -> None:
+        """Pool capacity over time; changes to clouds this policy's catalog leaves out (``azure-only``) do not apply."""
+        clouds = set(self.catalog.backend_names)
         for t, pool, cap in changes:
-            self._push(t, CAPACITY, (pool, cap))
+            if pool[0] in clouds:
+                self._push(t, CAPACITY, (pool, cap))
 
     def add_scenario(self, actions: Iterable[Action]) -> None:
+        """Scripted events (all marked on the plots; those of clouds this policy's catalog leaves out do not apply)."""
+        clouds = set(self.catalog.backend_names)
         for a in actions:
-            self._push(a.at, SCENARIO, a)
+            if (a.event.backend or a.event.cloud) in clouds:
+                self._push(a.at, SCENARIO, a)
             self.markers.append((a.at, a.label))
 
     @property
@@ -441,29 +517,34 @@ class Simulation:
     # ------------------------------------------------------------------ the loop
 
     def run(
-        self, *, samples: int = 400, progress: Callable[[int], None] | None = None, flush: Callable[[], object] | None = None
+        self,
+        *,
+        samples: int = 400,
+        progress: Callable[[int], None] | None = None,
+        flush: Callable[[], object] | None = None,
+        horizon: float | None = None,
+        flush_every: int = 4096,
     ) -> None:
-        """Replay everything added, to the last event.
+        """Replay everything added up to ``horizon`` (``None``: to the last event).
 
-        Python's cyclic garbage collector is paused for the loop: a million-job replay keeps
-        millions of live objects (the engine's and the checker's records), every full
-        collection walks all of them to find next to nothing (the loop makes no cycles worth
-        collecting), and that was a third of the wall time. It is restored afterwards.
-
-        What the loop leaves alive then goes straight to the oldest generation (see
-        ``no_gc``): a young-generation scan of it would cost ~3 s of a million-job replay.
+        Nothing after the horizon is applied; see ``Recorder.close`` for what it does to
+        the jobs still running or waiting then. ``flush`` (the ledger's) is called every
+        ``flush_every`` simulation events.
         """
-        with no_gc():
-            self._loop(samples, progress, flush)
+        if horizon is not None and not horizon > 0:
+            raise ValueError(f"horizon must be > 0, got {horizon}")
+        self.stop = math.inf if horizon is None else horizon
+        self._loop(samples, progress, flush, max(flush_every, 1))
 
-    def _loop(self, samples: int, progress: Callable[[int], None] | None, flush: Callable[[], object] | None) -> None:
+    def _loop(self, samples: int, progress: Callable[[int], None] | None, flush: Callable[[], object] | None, flush_every: int) -> None:
         heap, engine, clock, rec = self.heap, self.engine, self.clock, self.rec
         tracks = rec.tracks
         arrivals = self.arrivals
         n_arr = len(arrivals)
         i = 0
+        stop = self.stop
         # 0. when to sample: a regular grid, plus just before and after each scenario event
-        step = max(self.horizon / samples, 1e-3)
+        step = max((stop if stop < math.inf else self.horizon) / samples, 1e-3)
         extra = sorted({x for t, _ in self.markers for x in (t, t + min(step / 10, 600.0))})
         grid = iter(sorted({k * step for k in range(samples + 1)} | set(extra)))
         next_sample = next(grid)
@@ -481,6 +562,10 @@ class Simulation:
                 t, kind, data = tj.arrival, -1, None
                 i += 1
                 next_arrival = arrivals[i].arrival if i < n_arr else math.inf
+            if t > stop:  # past the horizon: nothing more is applied
+                if tj is not None:
+                    i -= 1
+                break
             # 2. sample the state just before this instant
             while t >= next_sample:
                 self._sample(next_sample)
@@ -493,14 +578,20 @@ class Simulation:
             if tj is not None:
                 tracks[tj.name] = Track(tj, t)
                 rec.requested[tj.cls] += tj.gpus * tj.duration
+                rec.requested_by_type[tj.gpu_type] += tj.gpus * tj.duration
                 priority = tj.priority if tj.priority is not None else priorities[tj.cls]
                 job = new_job(tj.name, tj.cls, tj.gpus, tj.gpu_type, priority, tj.duration / 3600)
                 try:
                     post(job)  # submit without building a Decision nobody reads
-                except AdmissionError:
-                    # no allowed pool can ever host it: counted and unserved, never queued
+                except AdmissionError as exc:
+                    # the engine refuses it (no allowed pool can ever host it): counted, reported and unserved, never queued
                     del tracks[tj.name]
                     self.unplaceable[tj.cls] += 1
+                    rec.never_started[tj.cls] += 1
+                    if len(self.refusals) < 5:
+                        self.refusals.append(f"{tj.name}: {exc}")
+                if i == n_arr:
+                    rec.mark_steady(arrivals[0].arrival, t)
                 if progress is not None and i % 1000 == 0:
                     progress(1000)
             elif kind == FINISH:
@@ -524,12 +615,18 @@ class Simulation:
                     engine.set_backend(ev.backend, up=ev.up, extra_latency_seconds=ev.extraLatencySeconds)
                 else:
                     engine.set_capacity(ev.cloud, ev.region, ev.gpuType, ev.capacity)
-            if flush is not None and n_events % 4096 == 0:
+            if flush is not None and n_events % flush_every == 0:
                 flush()
         self.sim_events = n_events
+        self.after_horizon = n_arr - i
+        if stop < math.inf:
+            clock.t = stop
+            while next_sample < stop:  # the quiet stretch before the horizon is sampled too
+                self._sample(next_sample)
+                next_sample = next(grid, stop)
         self.end = clock.t
+        self._sample(clock.t)  # before ``close`` books the running jobs' spend: ``spent`` counts it already
         rec.close(clock.t)
-        self._sample(clock.t)
         if progress is not None:
             progress(n_arr % 1000)
         if rec.check:

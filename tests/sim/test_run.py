@@ -63,19 +63,34 @@ def test_simulate_writes_a_report_a_planner_reads(inputs: dict[str, str], capsys
         assert key in summary
     report = (o / "report.md").read_text()
     assert report.splitlines()[0] == "# " + out.splitlines()[0]  # the headline leads both
-    assert "jobs over 2.3 hours" in out.splitlines()[1]  # a two-hour run is not "0.1 simulated days"
+    assert "jobs over 1.2 hours" in out.splitlines()[1]  # the horizon (last arrival + longest job), not "0.1 simulated days"
     for png in ["utilisation.png", "queue.png", "classes.png", "cost.png", "rofr.png"]:
         assert (o / png).read_bytes()[:8] == PNG and f"]({png})" in report
-    for rule in ("arrival and duration columns read as seconds", "class api-serving -> api-serving", "class priorities api-serving=100"):
+    for rule in ("CSV fields: arrival=t:s, gpus=n, duration=d:s, class=c", "class api-serving -> api-serving", "class priorities api-serving=100"):
         assert rule in report
-    verified = Ledger(o / "ledger.db", readonly=True).verify()
-    assert verified.ok and "signed checkpoints" in verified.line() and "witnessed up to" in verified.line()  # the simulator's ledger signs too
+    assert "No ledger was written" in report and not (o / "ledger.db").exists()  # off unless asked for, and the report says so
+
+
+def test_a_ledger_on_request_is_signed_with_a_throwaway_key_named_in_the_report(
+    inputs: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    o = Path(inputs["out"])
+    code, out, err = simulate([*base(inputs), "--no-plots", "--ledger", str(o / "ledger.db")], capsys)
+    assert code == 0, err
+    s = json.loads((o / "summary.json").read_text())
+    led = s["ledger"]
+    assert led["path"] == str(o / "ledger.db") and len(led["keyId"]) == 16
+    verified = Ledger(o / "ledger.db", readonly=True).verify(public_key=led["publicKey"], witness=led["witness"])
+    assert verified.ok and "signed checkpoints" in verified.line() and "witnessed up to" in verified.line()
+    assert f"key id `{led['keyId']}`" in (o / "report.md").read_text() and led["keyId"] in out
+    assert not list(o.parent.glob("**/ledger-signing.key"))  # the private half is gone
 
 
 def test_one_command_compares_policies_side_by_side(inputs: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     from scheduler.sim.report import plot_comparison
 
-    code, out, err = simulate([*base(inputs), "--policy", "contract,cheapest,azure-only", "--load", "4", "--no-plots"], capsys)
+    code, out, err = simulate([*base(inputs), "--policy", "contract,cheapest,azure-only", "--load", "4", "--no-plots",
+                               "--ledger", str(Path(inputs["out"]) / "ledger.db")], capsys)
     assert code == 0, err
     o = Path(inputs["out"])
     report = (o / "report.md").read_text()
@@ -85,7 +100,8 @@ def test_one_command_compares_policies_side_by_side(inputs: dict[str, str], caps
     assert summary["azure-only"]["holderShareOfGpuHours"] == 1.0 > summary["contract"]["holderShareOfGpuHours"]
     assert sum(summary["cheapest"]["contractViolations"].values()) > 0 and summary["contract"]["contractViolations"] == {}
     for p in ("contract", "azure-only"):
-        assert Ledger(o / p / "ledger.db", readonly=True).verify().ok
+        db = o / f"ledger-{p}.db"
+        assert Ledger(db, readonly=True).verify(public_key=f"{db}.pub", witness=f"{db}.witness.jsonl").ok
         assert json.loads((o / p / "summary.json").read_text())["policy"] == p
     assert "load x4" in out
     # the chart the command draws with plots on (kept out of this run: plotting is the slow part)
@@ -140,7 +156,7 @@ def test_a_capacity_trace_on_a_cloud_without_work_warns(inputs: dict[str, str], 
         (["--format", "parquet"], "unknown trace format 'parquet'"),
         (["--policy", "greedy"], "--policy: unknown policy 'greedy'"),
         (["--policy", "contract,contract"], "names a policy twice"),
-        (["--columns", "arrival=t"], "missing column(s) gpus, duration"),
+        (["--columns", "arrival=t"], "missing column(s) gpus (none of gpus, num_gpu, num_gpus, gpu_count, ngpus; name it with --columns gpus=COLUMN), duration"),
         (["--load", "0"], "--load: must be a number > 0"),
         (["--gpu-map", "*=B200"], "the trace asks for B200, which no cloud in the catalog has"),
         (["--class-priorities", "api-serving=high"], "--class-priorities: api-serving=high: must be a whole number"),
@@ -194,7 +210,7 @@ def test_real_traces_replay_with_priorities_and_a_verifiable_ledger(tmp_path: Pa
         [
             "--trace", str(TRACES / "alibaba-gpu-v2023" / "openb_pod_list_default.csv"), "--format", "alibaba-openb",
             "--clouds", str(examples_dir() / "sim" / "catalog-azure-tight.yaml"), "--load", "4", "--out", str(out), "--no-plots",
-            "--scenario", str(examples_dir() / "sim" / "scenario-azure-outage.yaml"),
+            "--scenario", str(examples_dir() / "sim" / "scenario-azure-outage.yaml"), "--ledger", str(tmp_path / "openb.db"),
         ],
         capsys,
     )
@@ -204,7 +220,7 @@ def test_real_traces_replay_with_priorities_and_a_verifiable_ledger(tmp_path: Pa
     assert s["preemptions"].get("pinned-job", 0) > 0  # priorities make preemption happen in a replay
     assert s["rofr"]["declineAndLapseReasons"] and len(s["jobsPerCloud"]) > 1
     assert s["inputs"]["scenario"][0]["event"] == "azure down"  # combined with any trace (its effect: test_simulator)
-    assert Ledger(out / "ledger.db", readonly=True).verify().ok
+    assert Ledger(tmp_path / "openb.db", readonly=True).verify(public_key=s["ledger"]["publicKey"], witness=s["ledger"]["witness"]).ok
     api = tmp_path / "api"
     spot = ["--capacity-trace", str(TRACES / "spot-availability"), "--capacity-cloud", "azure", "--spot-share", "0.5"]
     code, _, err = simulate(["--trace", str(TRACES / "azure-llm-inference-2023"), "--format", "azure-llm", "--load", "20", "--out", str(api), "--no-plots", *spot], capsys)
@@ -220,7 +236,8 @@ def test_real_traces_replay_with_priorities_and_a_verifiable_ledger(tmp_path: Pa
 def test_help_lists_every_what_if_knob(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = simulate(["--help"], capsys)
     assert code == 0 and "Traceback" not in err
-    for flag in ("--policy", "--load", "--class-map", "--gpu-map", "--replica", "--class-priorities", "--capacity-map", "--scale-capacity", "--scenario"):
+    for flag in ("--policy", "--load", "--class-map", "--gpu-map", "--replica", "--class-priorities", "--capacity-map", "--scale-capacity", "--scenario",
+                 "--horizon", "--unserved-rate", "--ledger", "--costs"):
         assert flag in out
 
 
@@ -232,3 +249,68 @@ def test_bad_input_leaves_a_previous_runs_outputs_as_they_were(inputs: dict[str,
     code, _out, err = simulate([*base(inputs), "--no-plots", "--class-map", "web=api-serving"], capsys)
     assert code == 2 and err.startswith("error: --class-map: web=api-serving: no row of t.csv has c 'web'")
     assert {p.name: p.read_bytes() for p in o.iterdir()} == before
+
+
+# ------------------------------------------------------------------ v3
+
+
+def test_a_duplicate_job_name_stops_the_run_in_one_line(inputs: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dup = tmp_path / "dup.csv"
+    dup.write_text("name,arrival,gpus,duration\na,0,8,60\nb,1,8,60\na,2,8,60\n")
+    code, _out, err = simulate(["--trace", str(dup), "--format", "csv", "--clouds", inputs["clouds"], "--out", inputs["out"]], capsys)
+    assert code == 2 and err.strip() == f"error: {dup}: duplicate job name 'a' on lines 2 and 4 (job names must be unique)"
+    assert not Path(inputs["out"]).exists()
+
+
+def test_the_report_shows_skipped_rows_refusals_and_the_mapping_used(inputs: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "mixed.csv"
+    trace.write_text("arrival,gpus,duration,qos\n0,8,600,LS\n5,x,600,BE\n9,64,600,LS\n12,4,600,BE\n")
+    code, _out, err = simulate(["--trace", str(trace), "--format", "csv", "--clouds", inputs["clouds"], "--out", inputs["out"],
+                               "--no-plots", "--skip-bad-rows"], capsys)
+    assert code == 0, err  # a job the engine refuses at admission is counted, not an abort
+    report = (Path(inputs["out"]) / "report.md").read_text()
+    assert "**1 of 4 trace rows skipped**: bad gpus 1. First:" in report and "- `mixed.csv:3: gpus: not a number: 'x'`" in report
+    assert "**1 jobs refused at admission**" in report and "`row-4: " in report
+    assert "CSV fields: arrival=arrival:s (by name), gpus=gpus (by name), duration=duration:s (by name), class=qos (by name)" in report
+    assert "warning: 1 jobs refused at admission under contract" in err
+
+
+def test_an_interrupted_run_leaves_the_previous_results_intact(inputs: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    from scheduler.sim.run import WhatIf, execute, prepare
+    from scheduler.sim.traces import ReadOptions
+
+    code, _out, err = simulate([*base(inputs), "--no-plots"], capsys)
+    assert code == 0, err
+    o = Path(inputs["out"])
+    before = {p.name: p.read_bytes() for p in o.iterdir()}
+    request = WhatIf(trace=Path(inputs["trace"]), fmt="csv", out=o, clouds=Path(inputs["clouds"]), plots=False,
+                     read=ReadOptions(columns=inputs["columns"]), ledger=o / "ledger.db", policy="contract,cheapest")
+
+    def ctrl_c(_n: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        execute(prepare(request), progress=ctrl_c)
+    assert {p.name: p.read_bytes() for p in o.iterdir()} == before
+    assert sorted(p.name for p in o.parent.iterdir()) == ["clouds.yaml", "out", "t.csv"]  # no temporary folder left behind
+
+
+def test_capacity_and_scenario_apply_up_to_the_horizon(inputs: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from scheduler.sim.run import WhatIf, prepare
+    from scheduler.sim.traces import ReadOptions
+
+    spot = tmp_path / "spot"
+    spot.mkdir()
+    (spot / "us-east-1a_v100_1.json").write_text(json.dumps({"metadata": {"gap_seconds": 600}, "data": [1, 0]}))
+    scenario = tmp_path / "late.yaml"
+    scenario.write_text("apiVersion: mcsched.io/v1\nkind: Scenario\nmetadata: {name: late}\nspec:\n  events:\n"
+                        "    - {at: 9000, backend: azure, up: false}\n    - {at: 30000, backend: azure, up: true}\n")
+    request = WhatIf(trace=Path(inputs["trace"]), fmt="csv", out=tmp_path / "o", clouds=Path(inputs["clouds"]), plots=False,
+                     read=ReadOptions(columns=inputs["columns"]), capacity_trace=spot, capacity_cloud="azure", horizon=20_000, scenario=scenario)
+    p = prepare(request)
+    assert p.horizon == 20_000 and max(t for t, _, _ in p.capacity_changes) == 19_800  # every 600 s up to the horizon, not to ~4,300 s
+    rules = {r.rule: r.effect for r in p.rules}
+    assert rules["horizon 5.6 hours (--horizon)"] == "the default would be 1.2 hours (last arrival + longest job)"
+    assert rules["scenario late (late.yaml), times in simulated seconds from the trace's start"].endswith("(1 after the horizon: not applied)")
+    code, _out, err = simulate([*base(inputs), "--no-plots", "--horizon", "-5"], capsys)
+    assert code == 2 and "--horizon: must be a number of seconds > 0" in err

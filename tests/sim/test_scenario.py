@@ -24,7 +24,10 @@ def errors(path: Path) -> list[str]:
     with pytest.raises((SpecErrors, SpecError)) as exc:
         load_scenario(path, load_catalog(default_catalog()))
     err = exc.value
-    return [e.one_line() for e in err.errors] if isinstance(err, SpecErrors) else [err.one_line()]
+    if isinstance(err, SpecErrors):
+        return [e.one_line() for e in err.errors]
+    assert isinstance(err, SpecError)
+    return [err.one_line()]
 
 
 def test_the_shipped_scenario_loads_in_time_order() -> None:

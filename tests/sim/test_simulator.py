@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import FrozenInstanceError, fields
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ def job(name: str, at: float, gpus: int, seconds: float, cls: str = "training", 
     return TraceJob(name, at, gpus, seconds, cls, **kw)  # type: ignore[arg-type]
 
 
-def replay(jobs: list[TraceJob], catalog: CloudCatalog | None = None, policy: str = "contract", **kw: object) -> tuple[dict, Simulation]:
+def replay(jobs: list[TraceJob], catalog: CloudCatalog | None = None, policy: str = "contract", **kw: object) -> tuple[dict[str, Any], Simulation]:
     sim = Simulation(catalog or world(), a_contract(), policy, **kw)  # type: ignore[arg-type]
     sim.add_jobs(jobs)
     sim.run()
@@ -46,9 +47,9 @@ def test_waits_charge_the_answer_latency_and_the_start_up() -> None:
     # a: azure accepts in 2 s, works from 0+2+120 = 122 to 1,122.
     # b (t=10): azure full -> declined in 2 s -> oci, works from 10+2+60 = 72: waited 62 s.
     s, sim = replay([job("a", 0, 8, 1000), job("b", 10, 8, 1000)])
-    w = s["waitSeconds"]["training"]
+    w = s["waitSeconds"]["training"]["first"]
     assert sorted(sim.rec.waits["training"]) == [62.0, 122.0]
-    assert (w["count"], w["p50"], w["max"]) == (2, 62.0, 122.0)
+    assert (w["count"], w["p50"], w["max"], w["atLeast"]) == (2, 62.0, 122.0, [])
     assert s["simulatedSeconds"] == 1122.0  # a's end; b ends at 72 + 1,000
     # GPUs are held (and paid) from placement: a 8 x 1,122 s at $3.6, b 8 x 1,062 s at $1.8
     assert s["costUsdPerCloud"] == pytest.approx({"azure": 8 * 1122 / 3600 * 3.6, "oci": 8 * 1062 / 3600 * 1.8})
@@ -62,9 +63,13 @@ def test_a_lapsing_holder_strands_the_api_and_its_wait_is_censored() -> None:
     # api (pinned to azure) never starts; train spills to oci: starts 0+30+60 = 90, ends 1,090.
     s, _ = replay([job("api", 0, 8, 3600, "api-serving"), job("train", 0, 8, 1000)], world(azure_latency=40))
     assert s["apiStranded"] and s["neverPlaced"] == {"api-serving": 1}
-    assert s["waitSeconds"]["training"]["p50"] == 90.0
-    assert s["waitSeconds"]["api-serving"]["count"] == 0
-    assert s["waitSeconds"]["api-serving"]["censored"] == {"count": 1, "p50": 1090.0, "max": 1090.0}
+    assert s["waitSeconds"]["training"]["first"]["p50"] == 90.0
+    api = s["waitSeconds"]["api-serving"]
+    assert (api["first"]["started"], api["first"]["censored"]) == (0, 1)
+    # never reported as 0 nor left out: its wait so far is a lower bound of every percentile
+    assert api["first"]["p50"] == 1090.0 and api["first"]["atLeast"] == ["p50", "p95", "p99", "max"]
+    assert api["censored"] == {"count": 1, "p50": 1090.0, "max": 1090.0}
+    assert s["neverStarted"] == {"api-serving": 1}
     assert s["gpuHours"]["unserved"] == {"training": 0.0, "api-serving": 8.0}
     assert s["rofr"]["declineAndLapseReasons"] == {"lapsed: no-answer-within-window": 2}
     from scheduler.sim.summary import headline
@@ -72,16 +77,19 @@ def test_a_lapsing_holder_strands_the_api_and_its_wait_is_censored() -> None:
     assert headline(s, "t").startswith("API STRANDED under contract: 1 api-serving jobs never started")
 
 
-def test_utilisation_counts_only_the_gpu_types_asked_for_over_the_busy_span() -> None:
+def test_utilisation_counts_only_the_gpu_types_asked_for_over_the_horizon_and_the_steady_window() -> None:
     # azure has 8 H100 and 8 H200; the trace asks only for H100.
-    # a: 4 GPUs held 0..1,122; b (t=2,000): 8 GPUs held 2,000..3,122. Busy span 0..3,122.
+    # a: 4 GPUs held 0..1,122; b (t=2,000): 8 GPUs held 2,000..3,122. Run to 3,122.
+    # Steady window = first to last arrival (0..2,000): only a's 4 x 1,122 held in it.
     catalog = world(azure_extra={"H200": 8})
     s, _ = replay([job("a", 0, 4, 1000), job("b", 2000, 8, 1000)], catalog)
-    assert s["busySpan"]["seconds"] == 3122.0
+    assert s["busySpan"]["seconds"] == 3122.0 and s["horizon"]["seconds"] == 3122.0
+    assert (s["steadyWindow"]["start"], s["steadyWindow"]["end"]) == (0.0, 2000.0)
     util = s["utilisation"]
     assert set(util["azure"]) == {"H100"}  # H200 capacity never dilutes the figure
-    assert util["azure"]["H100"]["busySpan"] == pytest.approx((4 * 1122 + 8 * 1122) / (8 * 3122))
-    assert util["oci"]["H100"]["busySpan"] == 0.0
+    assert util["azure"]["H100"]["horizon"] == pytest.approx((4 * 1122 + 8 * 1122) / (8 * 3122))
+    assert util["azure"]["H100"]["steady"] == pytest.approx(4 * 1122 / (8 * 2000))
+    assert util["oci"]["H100"]["horizon"] == 0.0
     assert util["azure"]["H100"]["peak"] == 1.0
     assert util["azure"]["H100"]["hoursNearFull"] == pytest.approx(1122 / 3600)  # b's 8 of 8, 2,000..3,122; a's 4 of 8 is not
 
@@ -96,7 +104,7 @@ def test_a_short_saturation_in_a_long_run_shows_in_its_peak_and_hours_near_full(
     sim.run()
     u = summarise(sim, {"H100"})["utilisation"]["azure"]["H100"]
     assert u["peak"] == 1.0 and u["hoursNearFull"] == pytest.approx(622 / 3600)
-    assert u["busySpan"] == pytest.approx(0.25, abs=0.001)  # the 100-day span averages the saturation away
+    assert u["horizon"] == pytest.approx(0.25, abs=0.001)  # the 100-day span averages the saturation away
 
 
 def test_preemption_happens_in_a_replay_because_classes_have_priorities() -> None:
@@ -108,7 +116,8 @@ def test_preemption_happens_in_a_replay_because_classes_have_priorities() -> Non
     assert s["preemptions"] == {"pinned-job": 1}
     assert sim.rec.waits_after_eviction["training"] == [62.0]
     assert s["waitSeconds"]["training"]["afterEviction"]["count"] == 1
-    assert s["waitSeconds"]["api-serving"]["p50"] == 122.0  # its own offer, then azure's start-up
+    assert s["waitSeconds"]["training"]["afterEviction"]["p50"] == 62.0 and s["waitSeconds"]["training"]["first"]["p50"] == 122.0
+    assert s["waitSeconds"]["api-serving"]["first"]["p50"] == 122.0  # its own offer, then azure's start-up
     assert s["simulatedSeconds"] == 10_184.0
     assert s["gpuHours"]["served"]["training"] == pytest.approx(8 * 10_000 / 3600)
     # the spend accrued up to any instant (the cost plot) adds up to the booked cost, evictions included
@@ -116,7 +125,7 @@ def test_preemption_happens_in_a_replay_because_classes_have_priorities() -> Non
     # the same trace with every class at priority 0: the API waits for the training job instead
     flat, _ = replay(jobs, class_priorities={"api-serving": 0, "inference": 0, "training": 0})
     assert flat["preemptions"] == {}
-    assert flat["waitSeconds"]["api-serving"]["p50"] == 10_122 - 500 + 122
+    assert flat["waitSeconds"]["api-serving"]["first"]["p50"] == 10_122 - 500 + 122
     from scheduler.sim.summary import headline
 
     assert headline(flat).startswith("API DELAYED under contract: api-serving waits p50 2.7 h, p99 2.7 h to start")
@@ -180,7 +189,7 @@ def test_a_scenario_outage_queues_the_api_until_the_holder_returns() -> None:
     )
     sim.run()
     s = summarise(sim, {"H100"})
-    assert s["waitSeconds"]["api-serving"]["p50"] == 1022.0
+    assert s["waitSeconds"]["api-serving"]["first"]["p50"] == 1022.0
     assert s["rofr"]["declineAndLapseReasons"] == {"lapsed: backend-down": 1}
     assert sim.markers == [(50, "azure down"), (1000, "azure up")]
 
@@ -200,7 +209,7 @@ def test_policies_compare_as_the_contract_says() -> None:
     assert set(azure_only["jobsPerCloud"]) == {"azure"}
     assert cheapest["costUsdTotal"] < contract["costUsdTotal"]
     assert azure_only["holderShareOfGpuHours"] == 1.0 > contract["holderShareOfGpuHours"] > cheapest["holderShareOfGpuHours"]
-    assert azure_only["waitSeconds"]["training"]["p95"] > contract["waitSeconds"]["training"]["p95"]
+    assert azure_only["waitSeconds"]["training"]["first"]["p95"] > contract["waitSeconds"]["training"]["first"]["p95"]
 
 
 def spill_world() -> CloudCatalog:
@@ -262,51 +271,34 @@ def test_the_contract_sets_class_priorities_and_the_flag_overrides_it() -> None:
     # training above api-serving by the contract: the API arriving at 500 cannot preempt it, so
     # it waits for the training job's end (0 + 122 + 10,000 = 10,122), then azure's 2 s and 120 s
     s, _ = replay([job("train", 0, 8, 10_000), job("api", 500, 8, 600, "api-serving")], class_priorities=_priorities(None, contract)[0])
-    assert s["preemptions"] == {} and s["waitSeconds"]["api-serving"]["p50"] == 10_122 - 500 + 122
+    assert s["preemptions"] == {} and s["waitSeconds"]["api-serving"]["first"]["p50"] == 10_122 - 500 + 122
 
 
-def test_a_replay_leaves_its_survivors_old_and_cyclic_garbage_collectable() -> None:
-    """``run`` promotes what its loop left alive rather than leaving it to a young-generation scan, and leaks no cycle."""
+def test_the_library_replay_leaves_the_garbage_collector_alone() -> None:
+    """GC settings belong to entry points (the CLI, the benchmark): ``run`` neither pauses nor tunes the collector."""
     import gc
-    import weakref
 
-    class Node:
-        other: object = None
-
-    sim = Simulation(world(oci=4096), a_contract())
-    sim.add_jobs([job(f"j{i}", i, 8, 50_000) for i in range(300)])  # all alive at the end: thousands of tracked objects
-    collections: list[int] = []
-
-    def seen(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            collections.append(info["generation"])
-
+    seen: list[bool] = []
+    sim = Simulation(world(oci=4096), a_contract(), sinks=[lambda ev: seen.append(gc.isenabled())])
+    sim.add_jobs([job(f"j{i}", i, 8, 500) for i in range(50)])
     enabled = gc.isenabled()
     gc.enable()
-    gc.callbacks.append(seen)
     try:
-        a, b = Node(), Node()
-        a.other, b.other = b, a  # garbage only the collector can free
-        dead = weakref.ref(a)
-        del a, b
         sim.run()
-        assert collections == []  # with the survivors left young, the first allocation after the pause scanned them all
-        gc.collect()
-        assert dead() is None
     finally:
-        gc.callbacks.remove(seen)
         if not enabled:
             gc.disable()
-    assert summarise(sim, {"H100"})["jobs"] == 300
+    assert seen and all(seen)
+    assert summarise(sim, {"H100"})["jobs"] == 50
 
 
 def test_wait_percentiles_are_nearest_rank_over_every_start() -> None:
     # 40 jobs on 16 azure + 16 oci GPUs: waits of many lengths, ties included; each figure is the
     # nearest-rank percentile (rank ceil(q x n), 1-based) of the sorted waits, the list sorted once
     s, sim = replay([job(f"j{k}", 7.0 * k, 8 if k % 3 else 4, 500 + 100 * (k % 5)) for k in range(40)])
-    waits = sorted(sim.rec.waits["training"] + sim.rec.waits_after_eviction.get("training", []))
+    waits = sorted(sim.rec.waits["training"])
     assert len(set(waits)) > 5
-    w = s["waitSeconds"]["training"]
+    w = s["waitSeconds"]["training"]["first"]
     for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
         assert w[name] == waits[min(len(waits), max(1, math.ceil(q * len(waits)))) - 1]
     assert w["count"] == len(waits) and w["max"] == waits[-1]
@@ -321,3 +313,86 @@ def test_the_replay_builds_each_job_as_job_would() -> None:
         assert [getattr(made, f.name) for f in fields(Job)] == [getattr(plain, f.name) for f in fields(Job)]
         with pytest.raises(FrozenInstanceError):
             made.name = "c"  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------ v3: honest outcomes at a fixed horizon
+
+
+def test_a_run_stops_at_its_horizon_and_counts_what_it_left_undone() -> None:
+    # azure 8, oci 0 GPUs (oci has none: everything waits for azure). a: 8 GPUs 0+2+120 = 122 .. 1,122.
+    # b (t=10) waits for a, placed at 1,122, works from 1,244. Horizon 1,000: a has done 878 s
+    # (credited, charged 1,000 s of its GPUs), 122 s in progress; b never started: censored
+    # at 990 s, unserved 8 x 600 s valued at the holder's $3.6.
+    catalog = world(oci=0)
+    sim = Simulation(catalog, a_contract(), "contract")
+    sim.add_jobs([job("a", 0, 8, 1000), job("b", 10, 8, 600)])
+    sim.run(horizon=1000)
+    s = summarise(sim, {"H100"})
+    assert s["horizon"] == {"seconds": 1000.0, "label": "16.7 minutes", "fixed": True, "arrivalsAfter": 0}
+    assert s["gpuHours"]["served"]["training"] == pytest.approx(8 * 878 / 3600)
+    assert s["gpuHours"]["inProgressAtHorizon"] == {"training": pytest.approx(8 * 122 / 3600)}
+    assert s["gpuHours"]["unserved"]["training"] == pytest.approx(8 * 600 / 3600)
+    assert s["neverStarted"] == {"training": 1} and s["runningAtHorizon"] == {"training": 1}
+    assert s["unservedUsdPerGpuHour"] == {"H100": 3.6} and s["unservedValueUsd"] == pytest.approx(8 * 600 / 3600 * 3.6)
+    assert s["costUsdPerCloud"] == pytest.approx({"azure": 8 * 1000 / 3600 * 3.6})
+    assert s["costUsdWithUnserved"] == pytest.approx(s["costUsdTotal"] + s["unservedValueUsd"])
+    first = s["waitSeconds"]["training"]["first"]
+    assert (first["started"], first["censored"], first["p50"], first["max"]) == (1, 1, 122.0, 990.0)
+    assert first["atLeast"] == ["p95", "p99", "max"]  # p50 is a's 122 s, exact; the top is b's >= 990 s
+    assert summarise(sim, {"H100"}, unserved_rate=10.0)["unservedValueUsd"] == pytest.approx(8 * 600 / 3600 * 10)
+    # without a horizon the same trace runs to its last event and every job is served
+    full, _ = replay([job("a", 0, 8, 1000), job("b", 10, 8, 600)], catalog)
+    assert full["neverStarted"] == {} and full["unservedValueUsd"] == 0.0
+
+
+def test_capacity_changes_apply_up_to_the_horizon_after_the_last_job_would_have_ended() -> None:
+    # azure 8 GPUs shrinks to 0 at 50 and comes back at 5,000, long after the job's arrival +
+    # duration (600): the job waits for it and starts at 5,000 + 2 + 120.
+    sim = Simulation(world(oci=0), a_contract(), "contract")
+    sim.add_jobs([job("late", 100, 8, 600)])
+    sim.add_capacity([(50.0, ("azure", "eastus", "H100"), 0), (5000.0, ("azure", "eastus", "H100"), 8)])
+    sim.run(horizon=10_000)
+    s = summarise(sim, {"H100"})
+    assert s["waitSeconds"]["training"]["first"]["p50"] == 5122 - 100 and s["neverStarted"] == {}
+    assert s["utilisation"]["azure"]["H100"]["horizon"] == pytest.approx(8 * (5722 - 5000) / (8 * 50 + 8 * 5000))
+
+
+def test_holder_only_baseline_keeps_the_contracts_preemption_by_class() -> None:
+    # azure-only: training fills azure; the API arrives and, as the contract says, preempts it there
+    jobs = [job("train", 0, 8, 10_000), job("api", 500, 8, 600, "api-serving")]
+    s, sim = replay(jobs, policy="azure-only")
+    assert s["preemptions"] == {"pinned-job": 1} and set(s["jobsPerCloud"]) == {"azure"}
+    assert [b.name for b in sim.catalog.spec.backends] == ["azure"] and s["contractViolations"] == {}
+
+
+def test_violation_counts_are_contract_rules_only_the_checkers_notes_apart() -> None:
+    catalog = (
+        a_catalog()
+        .cloud("azure", {"eastus": {"H100": 16}}, price=3.4)
+        .cloud("oci", {"us-ashburn-1": {"H100": 64}}, price=2.9, startup=60)
+        .obj()
+    )
+    jobs = [job(f"j{i}", i * 60.0, 8 if i % 3 else 4, 1800.0, "api-serving" if i % 5 == 0 else "training") for i in range(60)]
+    s, sim = replay(jobs, catalog, "cheapest")
+    every = {v.rule for v in sim.rec.checker.violations}
+    from scheduler.sim.summary import CONTRACT_RULES
+
+    assert set(s["contractViolations"]) == every & CONTRACT_RULES and s["contractViolations"]
+    assert set(s["checkerNotes"]) == every - CONTRACT_RULES
+    assert sum(s["contractViolations"].values()) + sum(s["checkerNotes"].values()) == len(sim.rec.checker.violations)
+
+
+def test_an_admission_refusal_is_counted_with_its_reason_not_an_abort() -> None:
+    s, _ = replay([job("big-api", 0, 16, 100, "api-serving"), job("ok", 0, 8, 100)])
+    refused = s["refusedAtAdmission"]
+    assert refused["count"] == 1 and refused["first"][0].startswith("big-api: ")
+    assert s["neverStarted"] == {"api-serving": 1} and s["jobs"] == 2
+
+
+def test_the_holder_only_baseline_ignores_events_of_the_clouds_it_leaves_out() -> None:
+    sim = Simulation(world(), a_contract(), "azure-only")
+    sim.add_jobs([job("a", 0, 8, 100)])
+    sim.add_capacity([(10.0, ("oci", "us-ashburn-1", "H100"), 0)])
+    sim.add_scenario([Action(20, ScenarioEvent(at=20, backend="oci", up=False), "oci down")])
+    sim.run()
+    assert summarise(sim, {"H100"})["jobsPerCloud"] == {"azure": 1} and sim.markers == [(20, "oci down")]

@@ -31,7 +31,8 @@ ALIBABA = TRACES / "alibaba-gpu-v2023" / "openb_pod_list_default.csv"
 def test_alibaba_reader_reproduces_the_readme_statistics() -> None:
     import csv
 
-    rows = list(csv.DictReader(ALIBABA.open()))
+    with ALIBABA.open() as fh:
+        rows = list(csv.DictReader(fh))
     assert len(rows) == 8152
     assert Counter(r["num_gpu"] for r in rows) == {"0": 1088, "1": 6989, "2": 16, "4": 15, "8": 44}
     gpu = [r for r in rows if r["num_gpu"] != "0"]
@@ -63,7 +64,8 @@ def test_azure_llm_trace_statistics(name: str, count: int, rate: float, cv: floa
     from datetime import datetime
 
     path = TRACES / "azure-llm-inference-2023" / f"AzureLLMInferenceTrace_{name}.csv"
-    ts = [datetime.fromisoformat(r["TIMESTAMP"][:26]).timestamp() for r in csv.DictReader(path.open())]
+    with path.open() as fh:
+        ts = [datetime.fromisoformat(r["TIMESTAMP"][:26]).timestamp() for r in csv.DictReader(fh)]
     assert len(ts) == count
     assert round(count / (max(ts) - min(ts)), 2) == pytest.approx(rate, abs=0.01)
     if cv is not None:
@@ -226,3 +228,100 @@ def test_a_map_key_no_row_has_is_refused(tmp_path: Path, fmt: str, options: Read
     with pytest.raises(TraceError) as exc:
         read_trace(p, fmt, options)
     assert str(exc.value).startswith(expect) and "\n" not in str(exc.value)
+
+
+# ------------------------------------------------------------------ v3: inputs refused or reported, generic readers
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text", "expect"),
+    [
+        ("csv", "name,arrival,gpus,duration\na,0,8,60\nb,1,8,60\na,2,8,60\n", "t.csv: duplicate job name 'a' on lines 2 and 4"),
+        ("alibaba-openb", OPENB.replace("p3,", "p1,"), "t.csv: duplicate job name 'p1' on lines 2 and 4"),
+    ],
+)
+def test_a_duplicate_job_name_is_one_line_naming_it_and_both_lines(tmp_path: Path, fmt: str, text: str, expect: str) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(TraceError) as exc:
+        read_trace(p, fmt, ReadOptions(skip_bad_rows=True))  # never skipped: a second job of one name would corrupt the run
+    assert str(exc.value) == f"{tmp_path}/{expect} (job names must be unique)"
+
+
+def test_text_that_is_not_utf8_is_one_line_with_file_and_line(tmp_path: Path) -> None:
+    p = tmp_path / "t.csv"
+    p.write_bytes(b"arr\xe9val,gpus,duration\n1,8,10\n")
+    with pytest.raises(TraceError, match=r"t\.csv:1: not UTF-8 text \(byte 0xe9 at column 4\)"):
+        read_trace(p, "csv")
+    p.write_bytes(b"arrival,gpus,duration\n1,8,10\n2,8,10\n3,8,\xff0\n")
+    with pytest.raises(TraceError, match=r"t\.csv:4: not UTF-8 text"):
+        read_trace(p, "csv")
+    p.write_bytes(b"\xef\xbb\xbfarrival,gpus,duration\n1,8,10\n")  # a byte-order mark is not part of the first column's name
+    assert len(read_trace(p, "csv").jobs) == 1
+
+
+def test_skipped_rows_keep_their_first_reasons_with_file_and_line(tmp_path: Path) -> None:
+    p = write(tmp_path, "arrival,gpus,duration\n1,8,10\n2,-3,10\n3,x,10\n4,2,0\n5,1,nan\n6,2,5\n7,0,1\n8,0,1\n")
+    stats = read_trace(p, "csv", ReadOptions(skip_bad_rows=True)).stats
+    assert sum(stats.skipped.values()) == 6
+    assert stats.examples == [
+        "t.csv:3: gpus: must be a whole number 1..4096, got '-3'",
+        "t.csv:4: gpus: not a number: 'x'",
+        "t.csv:5: duration: must be > 0 seconds, got '0'",
+        "t.csv:6: duration: not finite: 'nan'",
+        "t.csv:8: gpus: must be a whole number 1..4096, got '0'",
+    ]
+    assert stats.to_dict()["firstSkipped"] == stats.examples
+
+
+def test_class_and_priority_columns_are_picked_up_by_their_common_names(tmp_path: Path) -> None:
+    p = write(tmp_path, "submit_time,num_gpu,runtime,qos,priority,job_id\n0,8,60,LS,900,a\n5,1,60,BE,,b\n9,2,60,training,-5,c\n")
+    trace = read_trace(p, "csv")
+    assert [(j.name, j.arrival, j.gpus, j.cls, j.priority) for j in trace.jobs] == [
+        ("a", 0.0, 8, "api-serving", 900), ("b", 5.0, 1, "training", None), ("c", 9.0, 2, "training", -5)]
+    rules = [r.rule for r in trace.stats.rules]
+    assert ("CSV fields: arrival=submit_time:s (by name), gpus=num_gpu (by name), duration=runtime:s (by name), class=qos (by name), "
+            "name=job_id (by name), priority=priority (by name)") in rules
+    assert "qos LS -> api-serving" not in rules and "class LS -> api-serving" in rules
+    p = write(tmp_path, "arrival,gpus,duration,job_type\n0,8,60,web\n")
+    with pytest.raises(TraceError, match=r"t\.csv:2: job_type: unknown class 'web' \(add it to --class-map"):
+        read_trace(p, "csv")  # picked up, so never silently "training"
+
+
+def test_json_lines_with_a_field_mapping_and_time_units(tmp_path: Path) -> None:
+    p = tmp_path / "t.jsonl"
+    p.write_text(
+        '{"id": "x", "ts": "2024-05-01T10:00:30Z", "n": 8, "ms": 90000, "kind": "inference"}\n'
+        '{"id": "y", "ts": "2024-05-01T10:00:00Z", "n": 2, "ms": 1500, "kind": "api-serving"}\n\n'
+        '{"id": "z", "ts": "2024-05-01T11:00:00+00:00", "n": 1, "ms": 60000}\n'
+    )
+    trace = read_trace(p, "jsonl", ReadOptions(columns="arrival=ts:iso,duration=ms:ms,gpus=n,class=kind,name=id", skip_bad_rows=True))
+    assert [(j.name, j.arrival, j.gpus, j.duration, j.cls) for j in trace.jobs] == [("y", 0.0, 2, 1.5, "api-serving"), ("x", 30.0, 8, 90.0, "inference")]
+    assert trace.stats.examples == ["t.jsonl:4: kind: unknown class '' (empty; classes: training, inference, api-serving)"]
+    fields = next(r for r in trace.stats.rules if r.rule.startswith("JSON Lines fields"))
+    assert fields.rule == "JSON Lines fields: arrival=ts:iso, gpus=n, duration=ms:ms, class=kind, name=id"
+    assert fields.effect.startswith("arrival in iso, measured from the earliest row (2024-05-01T10:00:00+00:00); duration in ms")
+    epoch = tmp_path / "e.csv"
+    epoch.write_text("arrival,gpus,duration\n1714557600000,1,2\n1714557660000,1,2\n")
+    jobs = read_trace(epoch, "csv", ReadOptions(columns="arrival=arrival:epoch-ms,duration=duration:h")).jobs
+    assert [(j.arrival, j.duration) for j in jobs] == [(0.0, 7200.0), (60.0, 7200.0)]
+    with pytest.raises(TraceError, match=r"--columns: arrival=ts:hours: unknown arrival unit 'hours'"):
+        read_trace(p, "jsonl", ReadOptions(columns="arrival=ts:hours"))
+    p.write_text('{"ts": 1, "n": 1, "ms": 5}\n[1, 2]\n')
+    with pytest.raises(TraceError, match=r"t\.jsonl:2: not a JSON object"):
+        read_trace(p, "jsonl", ReadOptions(columns="arrival=ts,duration=ms,gpus=n"))
+
+
+def test_any_request_trace_maps_onto_serving_replicas(tmp_path: Path) -> None:
+    # the by-hand trace of test_azure_llm_replicas_follow_token_work_by_hand, in another tool's columns and milliseconds
+    rows = ["time_ms,prompt_tokens,completion_tokens", "0,1000,100", "30000,1000,100"]
+    rows += [f"{60_000 + i * 1000 + 500},1000,100" for i in range(20)]
+    rows += ["130000,0,0"]
+    p = tmp_path / "reqs.csv"
+    p.write_text("\n".join(rows) + "\n")
+    opts = ReadOptions(columns="arrival=time_ms:ms,input=prompt_tokens,output=completion_tokens",
+                       replica="prefillTokensPerSecond=1000,decodeTokensPerSecond=100,windowSeconds=60,targetUtilisation=0.5,gpusPerReplica=4")
+    trace = read_trace(p, "azure-llm", opts)
+    assert [(j.name, j.arrival, j.duration, j.gpus) for j in trace.jobs] == [("api-replica-1", 0.0, 180.0, 4), ("api-replica-2", 60.0, 60.0, 4)]
+    assert trace.stats.rules[-1].rule == "request fields: arrival=time_ms:ms, input=prompt_tokens, output=completion_tokens"
+    with pytest.raises(TraceError, match="--columns: bad mapping 'gpus=n' for a request trace"):
+        read_trace(p, "azure-llm", ReadOptions(columns="gpus=n"))
