@@ -99,13 +99,3 @@ def test_engine_jobs_are_the_planned_jobs_of_each_document() -> None:
     want = [j for d in docs for j in planned_jobs(d)]
     assert got == want and [_fields(j) for j in got] == [_fields(j) for j in want]
     assert any(j.name == "assistant-api-r1" for j in got)  # the served model is placed as its replicas
-
-
-def test_from_doc_without_the_slot_path_is_the_same_job(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """If Job's fields change, ``from_doc`` goes through ``__init__``: the same Jobs."""
-    import scheduler.model
-
-    docs = [d for d in _docs() if d.spec.serve is None]
-    fast = [Job.from_doc(d) for d in docs]
-    monkeypatch.setattr(scheduler.model, "_JOB_SETTERS", None)
-    assert [_fields(Job.from_doc(d)) for d in docs] == [_fields(j) for j in fast] == [_fields(_reference(d)) for d in docs]

@@ -35,7 +35,7 @@ from scheduler.clock import ManualClock
 from scheduler.errors import AdmissionError
 from scheduler.events import Answered, CapacityChanged, Dequeued, Event, Placed, Preempted, Queued, Released
 from scheduler.invariants import InvariantChecker
-from scheduler.model import new_job
+from scheduler.model import Job
 from scheduler.sim.policies import build_engine, catalog_for
 from scheduler.sim.scenario import Action
 from scheduler.sim.traces import TraceJob
@@ -580,7 +580,7 @@ class Simulation:
                 rec.requested[tj.cls] += tj.gpus * tj.duration
                 rec.requested_by_type[tj.gpu_type] += tj.gpus * tj.duration
                 priority = tj.priority if tj.priority is not None else priorities[tj.cls]
-                job = new_job(tj.name, tj.cls, tj.gpus, tj.gpu_type, priority, tj.duration / 3600)
+                job = Job(tj.name, tj.cls, tj.gpus, tj.gpu_type, priority, tj.duration / 3600)
                 try:
                     post(job)  # submit without building a Decision nobody reads
                 except AdmissionError as exc:

@@ -8,13 +8,10 @@ is 30 s; class priorities api-serving 100 > inference 50 > training 0.
 from __future__ import annotations
 
 import math
-from dataclasses import FrozenInstanceError, fields
 from typing import Any
 
 import pytest
 
-import scheduler.model
-from scheduler.model import Job, new_job
 from scheduler.sim.scenario import Action
 from scheduler.sim.simulator import Simulation
 from scheduler.sim.summary import summarise
@@ -302,17 +299,6 @@ def test_wait_percentiles_are_nearest_rank_over_every_start() -> None:
     for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
         assert w[name] == waits[min(len(waits), max(1, math.ceil(q * len(waits)))) - 1]
     assert w["count"] == len(waits) and w["max"] == waits[-1]
-
-
-def test_the_replay_builds_each_job_as_job_would() -> None:
-    make = new_job  # what the replay builds each arrival's Job with
-    assert scheduler.model._JOB_SETTERS is not None  # filled through its slots (Job's fields are as it expects)
-    for args in (("a", "training", 8, "H100", 0, 1.5), ("b", "api-serving", 1, "A100", 100, 0.01)):
-        made, plain = make(*args), Job(*args)
-        assert type(made) is Job and made == plain and hash(made) == hash(plain) and made.to_dict() == plain.to_dict()
-        assert [getattr(made, f.name) for f in fields(Job)] == [getattr(plain, f.name) for f in fields(Job)]
-        with pytest.raises(FrozenInstanceError):
-            made.name = "c"  # type: ignore[misc]
 
 
 # ------------------------------------------------------------------ v3: honest outcomes at a fixed horizon
