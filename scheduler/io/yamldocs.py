@@ -41,8 +41,6 @@ _TAG_CACHE = 65_536
 MAX_DEPTH = 64
 _STR, _MAP, _SEQ, _MERGE = (f"tag:yaml.org,2002:{t}" for t in ("str", "map", "seq", "merge"))
 _INT, _FLOAT, _NULL, _BOOL = (f"tag:yaml.org,2002:{t}" for t in ("int", "float", "null", "bool"))
-
-
 _UNSEEN = object()
 
 
@@ -238,7 +236,7 @@ def parse_documents(text: str, file: str, progress: Progress | None = None) -> l
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join((exc.problem or exc.context or "invalid YAML").split())
-        reason = problem if isinstance(exc, SpecRuleError) and problem.startswith(("YAML", "invalid")) else f"invalid YAML: {problem}"
+        reason = problem if isinstance(exc, SpecRuleError) else f"invalid YAML: {problem}"
         raise SpecError(file, reason, line=mark.line + 1 if mark is not None else None) from None
     except yaml.reader.ReaderError as exc:  # libyaml counts its position in UTF-8 bytes, PyYAML in characters
         before = text.count("\n", 0, exc.position) if LOADER is PureSpecLoader else text.encode()[: exc.position].count(b"\n")
