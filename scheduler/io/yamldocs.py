@@ -145,6 +145,12 @@ class _SpecRules:
             return tag
         return super().resolve(kind, value, implicit)  # type: ignore[misc, no-any-return]
 
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        """Nothing to track: no path resolvers are registered (the composer calls this per node)."""
+
+    def ascend_resolver(self) -> None:
+        """Nothing to track (see ``descend_resolver``)."""
+
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         # Nodes ``build`` hands over (merges, sets, ...): the composer gives the anchored node
         # again for each alias, so a second visit within a document is one.

@@ -72,6 +72,7 @@ def loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 def test_libyaml_is_the_loader_here() -> None:
     assert yaml.__with_libyaml__ and yamldocs.LOADER is SpecLoader
     assert issubclass(SpecLoader, yaml.CSafeLoader)
+    assert not SpecLoader.yaml_path_resolvers and not PureSpecLoader.yaml_path_resolvers  # the no-op path hooks rely on it
 
 
 def test_values_and_their_types_are_what_safe_load_gives(loader: str) -> None:
