@@ -38,7 +38,12 @@ class SpecErrors(MCSchedError):
 
     def __init__(self, errors: list[SpecError]) -> None:
         self.errors = errors
-        super().__init__("\n".join(e.one_line() for e in errors))
+        super().__init__(errors)
+
+    def __str__(self) -> str:
+        # Built when read, not raised: each line may compose its document again to find a
+        # field's line, and a CLI shows only the first few of thousands (``scheduler.cli.app``).
+        return "\n".join(e.one_line() for e in self.errors)
 
 
 class AdmissionError(MCSchedError):

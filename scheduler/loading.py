@@ -1,5 +1,9 @@
 """Turn spec files into validated models, reporting every problem as ``file:line: field: why``.
 
+Files are read by ``scheduler.io`` (YAML or JSON Lines); an error's field line is found when
+the error is printed (``FieldError``), so a file with thousands of bad documents costs no more
+to check than a good one.
+
 Cross-document rules (a job naming an unknown region, an api-serving job asking for a
 cloud outside its pins, a contract naming an unknown holder) live here too, because they
 need the catalog and contract together and must fail before anything is written.
@@ -15,9 +19,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from scheduler.errors import SpecError, SpecErrors
-from scheduler.gcpause import no_gc
+from scheduler.io import Document, Progress, load_documents
+from scheduler.io.documents import FieldError, is_json_lines
 from scheduler.specs import PATTERN_HELP, SPEC_KINDS, CloudCatalog, Contract, JobDoc, Strict
-from scheduler.yamlio import Document, Progress, load_documents
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,30 +58,20 @@ def _reason(err: dict[str, Any]) -> str:
 
 
 def validate_document(doc: Document) -> Loaded:
-    """Validate one YAML document against the model its ``kind`` names."""
+    """Validate one document (YAML or JSON Lines) against the model its ``kind`` names."""
     data = doc.data
     if not isinstance(data, dict):
         raise SpecError(doc.file, f"expected a mapping with apiVersion/kind, got {type(data).__name__}", line=doc.line)
     kind = data.get("kind")
     if not isinstance(kind, str) or kind not in SPEC_KINDS:
-        raise SpecError(
-            doc.file,
-            f"unknown kind {kind!r} (expected one of {', '.join(SPEC_KINDS)})",
-            line=doc.line_of(("kind",)),
-            field="kind",
-        )
+        raise FieldError(doc, ("kind",), f"unknown kind {kind!r} (expected one of {', '.join(SPEC_KINDS)})", "kind")
     try:
         # ``model_validate(data)`` is exactly this call (its other arguments are None, the
         # validator's defaults) after a Python frame that parses six keyword arguments per document.
         model = SPEC_KINDS[kind].__pydantic_validator__.validate_python(data)
     except ValidationError as exc:
         errs = exc.errors()
-        raise SpecErrors(
-            [
-                SpecError(doc.file, _reason(dict(e)), line=doc.line_of(tuple(e["loc"])), field=_field(e["loc"]) or "kind")
-                for e in errs
-            ]
-        ) from None
+        raise SpecErrors([FieldError(doc, tuple(e["loc"]), _reason(dict(e)), _field(e["loc"]) or "kind") for e in errs]) from None
     return Loaded(model, doc)
 
 
@@ -88,24 +82,23 @@ def load_files(paths: Iterable[str | Path], progress: Progress | None = None) ->
     """
     loaded: list[Loaded] = []
     errors: list[SpecError] = []
-    with no_gc():  # 100k models on a growing heap: see scheduler/gcpause.py
-        for path in paths:
+    for path in paths:
+        try:
+            docs = load_documents(path, progress)
+        except SpecError as exc:
+            errors.append(exc)
+            continue
+        if not docs:
+            errors.append(SpecError(str(path), f"no {'JSON Lines' if is_json_lines(path) else 'YAML'} documents in file"))
+        for i, doc in enumerate(docs, 1):
             try:
-                docs = load_documents(path, progress)
+                loaded.append(validate_document(doc))
+            except SpecErrors as exc:
+                errors.extend(exc.errors)
             except SpecError as exc:
                 errors.append(exc)
-                continue
-            if not docs:
-                errors.append(SpecError(str(path), "no YAML documents in file"))
-            for i, doc in enumerate(docs, 1):
-                try:
-                    loaded.append(validate_document(doc))
-                except SpecErrors as exc:
-                    errors.extend(exc.errors)
-                except SpecError as exc:
-                    errors.append(exc)
-                if progress is not None:
-                    progress("validating", i, len(docs))
+            if progress is not None:
+                progress("validating", i, len(docs))
     return loaded, errors
 
 
@@ -140,24 +133,12 @@ def check_contract(contract: Contract, catalog: CloudCatalog, doc: Document) -> 
     errors: list[SpecError] = []
     holder = contract.spec.rofr.holder
     if holder not in known:
-        errors.append(
-            SpecError(
-                doc.file,
-                f"unknown holder {holder!r} (catalog has {', '.join(known)})",
-                line=doc.line_of(("spec", "rofr", "holder")),
-                field="spec.rofr.holder",
-            )
-        )
+        errors.append(FieldError(doc, ("spec", "rofr", "holder"), f"unknown holder {holder!r} (catalog has {', '.join(known)})", "spec.rofr.holder"))
     for cls, clouds in contract.spec.pins.items():
         for i, cloud in enumerate(clouds):
             if cloud not in known:
                 errors.append(
-                    SpecError(
-                        doc.file,
-                        f"unknown cloud {cloud!r} (catalog has {', '.join(known)})",
-                        line=doc.line_of(("spec", "pins", cls, i)),
-                        field=f"spec.pins.{cls}[{i}]",
-                    )
+                    FieldError(doc, ("spec", "pins", cls, i), f"unknown cloud {cloud!r} (catalog has {', '.join(known)})", f"spec.pins.{cls}[{i}]")
                 )
     return errors
 
@@ -222,7 +203,7 @@ def check_job(
     errors: list[SpecError] = []
 
     def err(loc: tuple[str | int, ...], reason: str) -> None:
-        errors.append(SpecError(doc.file, reason, line=doc.line_of(loc), field=_field(loc)))
+        errors.append(FieldError(doc, loc, reason, _field(loc)))
 
     pins = r.pins.get(s.class_)
     for i, cloud in enumerate(s.clouds or []):
@@ -292,13 +273,9 @@ def check_jobs(
             continue
         name = item.model.metadata.name
         if name in seen:
+            first = seen[name]
             errors.append(
-                SpecError(
-                    item.doc.file,
-                    f"duplicate job name {name!r} (first defined at {seen[name].file}:{seen[name].line})",
-                    line=item.doc.line_of(("metadata", "name")),
-                    field="metadata.name",
-                )
+                FieldError(item.doc, ("metadata", "name"), f"duplicate job name {name!r} (first defined at {first.file}:{first.line})", "metadata.name")
             )
             continue
         seen[name] = item.doc

@@ -9,9 +9,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from scheduler.errors import SpecError, SpecErrors
+from scheduler.io import Document
+from scheduler.io.yamldocs import parse_documents
 from scheduler.loading import SPEC_KINDS, Loaded, _field, _reason, validate_document
 from scheduler.paths import examples_dir
-from scheduler.yamlio import Document, parse_documents
 from tests.bad_inputs import CASES
 
 

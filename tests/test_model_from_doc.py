@@ -8,10 +8,10 @@ import dataclasses
 import random
 
 from scheduler.cli.offline import engine_jobs, planned_jobs
+from scheduler.io.yamldocs import parse_documents
 from scheduler.model import Job
 from scheduler.paths import examples_dir
 from scheduler.specs import JobDoc
-from scheduler.yamlio import parse_documents
 
 
 def _reference(doc: JobDoc) -> Job:

@@ -7,27 +7,23 @@ Command modules register on ``app``; ``scheduler.cli.main`` runs it and turns ev
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from scheduler.errors import MCSchedError, UnknownJobError
-from scheduler.gcpause import no_gc
+from scheduler.errors import MCSchedError, SpecError, UnknownJobError
 from scheduler.paths import default_catalog, default_contract
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from scheduler.decision import Decision
     from scheduler.specs import CloudCatalog, Contract
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 app = typer.Typer(
     name="mcsched",
@@ -117,22 +113,38 @@ err = cast("Console", LazyConsole(stderr=True, soft_wrap=True, highlight=False))
 class OutputFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
+    NDJSON = "ndjson"
+
+
+def print_decisions(decisions: Sequence[Decision], output: OutputFormat, explain: bool, title: str | None = None) -> None:
+    """Decisions on stdout: a rich table, a JSON array (one decision a line), or NDJSON."""
+    if output is OutputFormat.TABLE:
+        from scheduler.render import decisions_table
+
+        out.print(decisions_table(decisions, explain, title=title))
+        return
+    from scheduler.render import decisions_json, decisions_ndjson
+
+    text = decisions_json(decisions, explain) + "\n" if output is OutputFormat.JSON else decisions_ndjson(decisions, explain)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+#: A command that finds more spec errors than this prints this many and a count (a 50 MB file
+#: with an error in every document would otherwise print a line per document).
+MAX_ERRORS_SHOWN = 20
+
+
+def print_spec_errors(errors: Sequence[SpecError], limit: int = MAX_ERRORS_SHOWN) -> None:
+    """The first ``limit`` errors one line each on stderr, then ``... and N more errors (T in total)``."""
+    for e in errors[:limit]:
+        err.print(e.one_line(), markup=False, highlight=False)
+    if len(errors) > limit:
+        err.print(f"... and {len(errors) - limit} more errors ({len(errors)} in total)", markup=False, highlight=False)
 
 
 CatalogOpt = Annotated[Path | None, typer.Option("--clouds", help="CloudCatalog YAML (default: shipped example).")]
 ContractOpt = Annotated[Path | None, typer.Option("--contract", help="Contract YAML (default: shipped example).")]
-
-
-def bulk(command: Callable[P, R]) -> Callable[P, R]:
-    """Run a command that may handle 100k documents with the cyclic GC paused (see ``scheduler/gcpause.py``):
-    a short-lived process that builds millions of acyclic objects gains several seconds."""
-
-    @functools.wraps(command)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        with no_gc():
-            return command(*args, **kwargs)
-
-    return run
 
 
 #: Long CLI work (loading or planning this many documents, submitting many jobs) shows a bar.

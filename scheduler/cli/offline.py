@@ -12,7 +12,19 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from scheduler.cli.app import CatalogOpt, ContractOpt, OutputFormat, app, bulk, busy, err, fail, load_config, out, stage_progress
+from scheduler.cli.app import (
+    CatalogOpt,
+    ContractOpt,
+    OutputFormat,
+    app,
+    busy,
+    fail,
+    load_config,
+    out,
+    print_decisions,
+    print_spec_errors,
+    stage_progress,
+)
 from scheduler.errors import LedgerError, SpecError, SpecErrors
 from scheduler.paths import default_catalog, default_contract
 
@@ -23,9 +35,8 @@ if TYPE_CHECKING:
 
 
 @app.command()
-@bulk
 def validate(
-    files: Annotated[list[Path], typer.Argument(help="Spec files (any kind, many documents each).")],
+    files: Annotated[list[Path], typer.Argument(help="Spec files: YAML (any kind, many documents each) or JSON Lines (.jsonl, one document a line).")],
     clouds: CatalogOpt = None,
     contract: ContractOpt = None,
 ) -> None:
@@ -52,20 +63,18 @@ def validate(
     except SpecError as exc:
         errors.append(exc)
     if errors:
-        for e in errors:
-            err.print(e.one_line(), markup=False)
+        print_spec_errors(errors)
         raise typer.Exit(2)
     out.print(f"ok: {len(loaded)} document(s) in {len(files)} file(s)", markup=False)
 
 
 @app.command()
-@bulk
 def plan(
-    jobs: Annotated[list[Path], typer.Argument(help="Job YAML files, placed in order.")],
+    jobs: Annotated[list[Path], typer.Argument(help="Job files, placed in order: YAML, or JSON Lines (.jsonl, one Job a line).")],
     clouds: CatalogOpt = None,
     contract: ContractOpt = None,
     db: Annotated[Path | None, typer.Option("--db", help="Write the audit ledger here (a new file).")] = None,
-    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")] = OutputFormat.TABLE,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table, json (an array, one decision a line) or ndjson")] = OutputFormat.TABLE,
     explain: Annotated[bool, typer.Option("--explain", help="Say why each backend was not used.")] = False,
     signing_key: Annotated[Path | None, typer.Option("--signing-key", help="Ledger signing key (default $MCSCHED_HOME/ledger-signing.key).")] = None,
 ) -> None:
@@ -73,7 +82,6 @@ def plan(
     from scheduler.clock import ManualClock
     from scheduler.engine import Engine
     from scheduler.loading import load_jobs
-    from scheduler.render import decisions_json, decisions_table
 
     catalog, the_contract = load_config(clouds, contract)
     with stage_progress() as progress:
@@ -98,10 +106,7 @@ def plan(
         if ledger is not None:
             ledger.close()
     decisions = engine.decisions()  # where every job stands once all are placed (later jobs may have moved earlier ones)
-    if output is OutputFormat.JSON:
-        print(decisions_json(decisions, explain))
-    else:
-        out.print(decisions_table(decisions, explain, title=f"{len(decisions)} job(s) after placing them in order, holder {engine.holder}"))
+    print_decisions(decisions, output, explain, title=f"{len(decisions)} job(s) after placing them in order, holder {engine.holder}")
 
 
 def engine_jobs(docs: list[JobDoc]) -> list[Job]:

@@ -22,12 +22,12 @@ from scheduler.cli.app import (
     fail,
     load_config,
     out,
+    print_decisions,
     progress,
     stage_progress,
 )
 from scheduler.decision import Decision
 from scheduler.errors import MCSchedError, SpecError, SpecErrors
-from scheduler.render import decisions_json, decisions_table
 
 if TYPE_CHECKING:  # the runtime and the spec loader are imported by the commands that use them
     from scheduler.runtime.cluster import ClusterInfo
@@ -172,7 +172,7 @@ def run_cmd(
 
 @app.command("submit")
 def submit_cmd(
-    files: Annotated[list[Path], typer.Argument(help="Job YAML files; each job becomes one Ray job.")],
+    files: Annotated[list[Path], typer.Argument(help="Job files (YAML, or JSON Lines: .jsonl, one Job a line); each job becomes one Ray job.")],
     address: Annotated[str | None, typer.Option("--address", help="Ray Jobs API URL (default: this state dir's cluster, then RAY_ADDRESS).")] = None,
     clouds: CatalogOpt = None,
     contract: ContractOpt = None,
@@ -219,10 +219,7 @@ def status_cmd(
     rows = _call("status", job)
     assert isinstance(rows, list)
     decisions = [Decision.from_dict(r) for r in rows]
-    if output is OutputFormat.JSON:
-        print(decisions_json(decisions, explain))
-    else:
-        out.print(decisions_table(decisions, explain))
+    print_decisions(decisions, output, explain)
 
 
 @app.command("list")

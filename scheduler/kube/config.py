@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import MCSchedError, SpecError
+from scheduler.io.yamldocs import parse_documents
 from scheduler.loading import check_contract, validate_document
 from scheduler.specs import CloudCatalog, Contract
-from scheduler.yamlio import parse_documents
 
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
