@@ -28,7 +28,9 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 def test_validate_accepts_the_shipped_examples(capsys) -> None:
-    files = [str(p) for p in sorted(examples_dir().rglob("*.yaml"))]
+    # every shipped resource (the simulator's cost file is a plain settings file: sim/costs.py reads it)
+    files = [str(p) for p in sorted(examples_dir().rglob("*.yaml")) if p.name != "costs.yaml"]
+    assert len(files) >= 10
     code, out, err = run(["validate", *files], capsys)
     assert code == 0, err
     assert "ok:" in out
