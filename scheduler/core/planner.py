@@ -56,6 +56,11 @@ class Pass:
         self.depth = depth
         self.claims: dict[PoolKey, list[tuple[Claim, float]]] = {}  # per pool, in the order made: (claim, its job's API keep)
         self.count = 0  # planned starts made in this pass
+        # The most GPUs free in one pool of a cloud that is up, per GPU type, as the pass began:
+        # an upper bound for the whole pass (starts only take GPUs; a preemption restarts the
+        # pass), so a job larger than it cannot start without preempting. Most queue heads of a
+        # busy cluster stop here (docs/queueing.md; 2x on benchmarks/engine.py).
+        self._most_free: dict[str, int] = {}
 
     def profile(self, pool: Pool, keep: float) -> Profile:
         """The pool's free GPUs over time for a job that must leave ``keep`` of it (API reserve).
@@ -101,15 +106,24 @@ class Pass:
         return bool(self.claims.get(pool.key))
 
     def may_start(self, rec: JobRecord) -> bool:
-        """A necessary condition for an attempt to place ``rec`` now (cheap; makes no events):
-        a pool of a cloud that is up has room, or it may preempt enough movable work."""
+        """A necessary condition for an attempt to place ``rec`` now (makes no events): a pool of
+        a cloud that is up has room that no planned start ahead holds, or it may preempt enough
+        movable work. Most queued jobs of a busy cluster fail it: no attempt is made for them."""
         state, job = self.state, rec.job
         gpus = job.gpus
         cand = state.candidates(job)
         backends = state.backends
-        for pool in cand.pools:
+        most = self._most_free.get(job.gpu_type)
+        if most is None:
+            pools = state.inventory.by_type.get(job.gpu_type, ())
+            most = self._most_free[job.gpu_type] = max((p.capacity - p.allocated for p in pools if backends[p.cloud].up), default=0)
+        blocked: Blocker | None = None
+        for pool in cand.pools if gpus <= most else ():
             if pool.capacity - pool.allocated >= gpus and backends[pool.cloud].up:
-                return True
+                if blocked is None:
+                    blocked = self.blocker(rec)
+                if blocked(pool) is None:
+                    return True
         if state.preemption and cand.pinned and backends[state.holder].up:
             for pool in cand.holder_pools:
                 if pool.capacity >= gpus and pool.capacity - pool.allocated + state.movable_below(pool.key, job.priority) >= gpus:
@@ -161,7 +175,10 @@ def settle(state: State, emit: Emit, now: float, gpu_types: set[str], depth: int
 def walk(state: State, emit: Emit, now: float, gpu_type: str, depth: int) -> bool:
     """One pass over the waiting jobs of ``gpu_type``; True when a preemption calls for another."""
     p = Pass(state, now, depth)
-    shapes = [list(keys) for keys in state.queue.shapes(gpu_type).values()]
+    # The queue's own lists, not copies (a copy per pass costs the whole backlog): within a pass
+    # a list only loses the job being visited (it starts, or a reloaded contract refuses it),
+    # and anything that adds to the queue (an eviction) ends the pass.
+    shapes = list(state.queue.shapes(gpu_type).values())
     heap: list[tuple[tuple[int, int, str], int, int]] = [(keys[0], i, 0) for i, keys in enumerate(shapes)]
     # jobs visited whatever their shape does: each needs its attempt, or has a planned start to revise
     for rec in (*state.pending.values(), *state.planned.values()):
@@ -177,8 +194,11 @@ def walk(state: State, emit: Emit, now: float, gpu_type: str, depth: int) -> boo
             visit = outcome[name] = _visit(p, state.jobs[name], emit)
             if visit is Visit.RESTART:
                 return True
-        if shape >= 0 and visit is not Visit.STUCK and pos + 1 < len(shapes[shape]):
-            heapq.heappush(heap, (shapes[shape][pos + 1], shape, pos + 1))
+        if shape >= 0 and visit is not Visit.STUCK:
+            keys = shapes[shape]
+            nxt = pos + 1 if pos < len(keys) and keys[pos] == key else pos  # the visited job may have left its list
+            if nxt < len(keys):
+                heapq.heappush(heap, (keys[nxt], shape, nxt))
     return False
 
 
