@@ -10,22 +10,20 @@ answered by the holder before any spill), so any altered byte fails.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from scheduler.errors import LedgerError
+from scheduler.ledger import note
 from scheduler.ledger.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from scheduler.ledger.records import MalformedRecord, decode
-from scheduler.ledger.signing import Checkpoint, CheckpointFormatError, key_id, parse_checkpoint
+from scheduler.ledger.signing import Checkpoint, CheckpointFormatError, parse_checkpoint
 from scheduler.ledger.verify import connect_readonly
 
-FORMAT = "mcsched-proof/v1"
+FORMAT = "mcsched-proof/v2"
+MAX_PROOF = 64 << 20  # bytes: a proof is a few records and paths; anything larger is refused unread
 CONFIG_KINDS = ("configured", "reconfigured")
 
 
@@ -37,16 +35,16 @@ def prove(db: Path, job: str, since: int | None = None) -> dict[str, Any]:
     """
     conn = connect_readonly(db)
     try:
-        row = conn.execute("SELECT body, signature FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        row = conn.execute("SELECT note FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
         if row is None:
             raise LedgerError(f"{db}: no signed checkpoint")
-        cp = parse_checkpoint(bytes(row[0]), bytes(row[1]))
+        cp = parse_checkpoint(bytes(row[0]))
         older = None
         if since is not None and since < cp.size:
-            got = conn.execute("SELECT body, signature FROM checkpoints WHERE size = ?", (since,)).fetchone()
+            got = conn.execute("SELECT note FROM checkpoints WHERE size = ? ORDER BY id LIMIT 1", (since,)).fetchone()
             if got is None:
                 raise LedgerError(f"{db}: no checkpoint of size {since}")
-            older = parse_checkpoint(bytes(got[0]), bytes(got[1]))
+            older = parse_checkpoint(bytes(got[0]))
         leaves: list[bytes] = []
         picked: list[tuple[int, bytes]] = []
         for seq, leaf in conn.execute("SELECT seq, leaf FROM records WHERE seq <= ? ORDER BY seq", (cp.size,)):
@@ -56,7 +54,7 @@ def prove(db: Path, job: str, since: int | None = None) -> dict[str, Any]:
                 rec = decode(leaf)
                 if rec.get("job") == job or rec["kind"] in CONFIG_KINDS:
                     picked.append((int(seq), leaf))
-    except (CheckpointFormatError, MalformedRecord) as exc:
+    except (CheckpointFormatError, MalformedRecord, TypeError) as exc:
         raise LedgerError(f"{db}: run `mcsched audit verify` first ({exc})") from None
     finally:
         conn.close()
@@ -78,17 +76,17 @@ def prove(db: Path, job: str, since: int | None = None) -> dict[str, Any]:
     return doc
 
 
-def _cp_doc(cp: Checkpoint) -> dict[str, str]:
-    return {"body": cp.body().decode("ascii"), "signature": base64.b64encode(cp.signature).decode()}
+def _cp_doc(cp: Checkpoint) -> str:
+    """The signed note as text: a C2SP checkpoint any note verifier reads."""
+    return cp.note.decode("utf-8")
 
 
 def _read_cp(cp_doc: Any, what: str) -> Checkpoint:
     try:
-        body, sig = cp_doc["body"], cp_doc["signature"]
-        if not isinstance(body, str) or not isinstance(sig, str):
-            raise ValueError("checkpoint body and signature must be strings")
-        return parse_checkpoint(body.encode("ascii"), base64.b64decode(sig, validate=True))
-    except (KeyError, TypeError, ValueError, UnicodeError, binascii.Error) as exc:
+        if not isinstance(cp_doc, str):
+            raise ValueError("a checkpoint must be a signed note (a string)")
+        return parse_checkpoint(cp_doc.encode("utf-8"))
+    except (ValueError, UnicodeError) as exc:
         raise _ProofError(f"{what} unreadable ({exc})") from None
 
 
@@ -98,10 +96,14 @@ class ProofResult:
     line: str
 
 
-def check_proof(doc: Any, public: Ed25519PublicKey) -> ProofResult:
-    """Check a proof document with nothing but the public key."""
+def check_proof(doc: Any, log: note.Verifier, held: Checkpoint | None = None) -> ProofResult:
+    """Check a proof document with nothing but the log's verifier key (origin + public key, from the trust file).
+
+    ``held``: a checkpoint the auditor already holds (not from the proof); the proof must
+    then carry a consistency proof from exactly that checkpoint.
+    """
     try:
-        return ProofResult(True, "OK: " + _check(doc, public))
+        return ProofResult(True, "OK: " + _check(doc, log, held))
     except _ProofError as exc:
         return ProofResult(False, f"FAIL: {exc}")
 
@@ -110,23 +112,31 @@ class _ProofError(Exception):
     pass
 
 
-def _check(doc: Any, public: Ed25519PublicKey) -> str:
+def _check(doc: Any, log: note.Verifier, held: Checkpoint | None) -> str:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise _ProofError(f"not an {FORMAT} document")
     job, cp_doc, items = doc.get("job"), doc.get("checkpoint"), doc.get("records")
-    if not isinstance(job, str) or not isinstance(cp_doc, dict) or not isinstance(items, list) or not items:
+    if not isinstance(job, str) or not isinstance(items, list) or not items:
         raise _ProofError("proof needs job, checkpoint and records")
     cp = _read_cp(cp_doc, "checkpoint")
-    if cp.key != key_id(public) or not cp.valid(public):
-        raise _ProofError(f"checkpoint signature does not verify with the public key (key {key_id(public)})")
+    if cp.origin != log.name:
+        raise _ProofError(f"checkpoint is for origin {cp.origin!r}, the trusted log is {log.name!r}")
+    if not cp.verified_by(log):
+        raise _ProofError(f"checkpoint signature does not verify with the trusted key ({log.vkey()[:40]}...)")
+    if held is not None and "consistency" not in doc and held.size != cp.size:
+        raise _ProofError(f"the proof carries no consistency proof from the checkpoint you hold (size {held.size})")
+    if held is not None and "consistency" not in doc and held.root != cp.root:
+        raise _ProofError(f"the proof's checkpoint of size {cp.size} differs from the one you hold (a fork)")
     extends = ""
     if "consistency" in doc:
         cons = doc["consistency"]
         if not isinstance(cons, dict) or not isinstance(cons.get("proof"), list) or not all(_is_hash(h) for h in cons["proof"]):
             raise _ProofError("consistency needs from and proof")
         old = _read_cp(cons.get("from"), "consistency checkpoint")
-        if old.key != cp.key or old.origin != cp.origin or not old.valid(public):
-            raise _ProofError("consistency checkpoint is not signed by the same key for the same ledger")
+        if old.origin != cp.origin or not old.verified_by(log):
+            raise _ProofError("consistency checkpoint is not signed by the trusted key for the same log")
+        if held is not None and (old.size, old.root) != (held.size, held.root):
+            raise _ProofError(f"the consistency proof starts from a checkpoint of size {old.size}, not the one you hold (size {held.size})")
         if not verify_consistency(old.size, cp.size, old.root, cp.root, [bytes.fromhex(h) for h in cons["proof"]]):
             raise _ProofError(f"the checkpoint of size {cp.size} does not extend the one of size {old.size} (history rewritten)")
         extends = f", which extends the checkpoint of size {old.size}"
@@ -152,7 +162,7 @@ def _check(doc: Any, public: Ed25519PublicKey) -> str:
         if rec["seq"] != seq or (rec.get("job") != job and rec["kind"] not in CONFIG_KINDS):
             raise _ProofError(f"record {seq}: is not a record of {job}")
         recs.append(rec)
-    return f"{job}: {len(recs)} records included in the checkpoint of size {cp.size} (key {cp.key}){extends}; " + _story(job, recs)
+    return f"{job}: {len(recs)} records included in the checkpoint of size {cp.size} (origin {cp.origin}){extends}; " + _story(job, recs)
 
 
 def _story(job: str, recs: list[dict[str, Any]]) -> str:
@@ -208,10 +218,20 @@ def _is_hash(h: Any) -> bool:
     return isinstance(h, str) and len(h) == 64 and all(c in "0123456789abcdef" for c in h)
 
 
-def load_proof(path: Path) -> Any:
+def load_proof(path: Path, limit: int = MAX_PROOF) -> Any:
+    """The proof document, refused unread above ``limit`` bytes and without a traceback at any nesting depth."""
     try:
-        return json.loads(path.read_bytes())
+        size = path.stat().st_size
+        if size > limit:
+            raise LedgerError(f"{path}: {size} bytes, larger than any proof (limit {limit})")
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise LedgerError(f"{path}: larger than any proof (limit {limit})")
+        return json.loads(data)
     except OSError as exc:
         raise LedgerError(f"{path}: cannot read ({exc.strerror})") from None
+    except RecursionError:
+        raise LedgerError(f"{path}: not a proof (JSON nested too deep)") from None
     except (ValueError, UnicodeError) as exc:
         raise LedgerError(f"{path}: not a JSON proof ({exc})") from None
