@@ -246,6 +246,7 @@ class Ledger:
             name = origin or default_origin(key_id(key.public_key()))
             log_verifier(name, key.public_key())  # a usable key name, or a one-line error
             self._commit_checkpoint(Checkpoint(name, 0, EMPTY_ROOT).signed(key))
+            self._signed_at = float("-inf")  # the origin is fixed; the first records are signed at once
             return
         try:
             cp = parse_checkpoint(bytes(row[1]))

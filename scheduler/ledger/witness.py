@@ -192,8 +192,14 @@ def _post(url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
         raise LedgerError(f"witness {url}: unreachable ({getattr(exc, 'reason', exc)})") from None
 
 
-def submit(db: Path, urls: list[str], timeout: float = 5.0) -> list[str]:
-    """Ask each witness to cosign the ledger's latest checkpoint; store the lines; one status line per witness."""
+Post = Callable[[str, bytes, float], tuple[int, bytes]]
+
+
+def submit(db: Path, urls: list[str], timeout: float = 5.0, post: Post = _post) -> list[str]:
+    """Ask each witness to cosign the ledger's latest checkpoint; store the lines; one status line per witness.
+
+    ``post(url, body, timeout) -> (status, reply)`` is the transport (HTTP; tests pass an in-process witness).
+    """
     conn = sqlite3.connect(str(db), isolation_level=None)
     conn.text_factory = bytes
     try:
@@ -210,7 +216,7 @@ def submit(db: Path, urls: list[str], timeout: float = 5.0) -> list[str]:
             for _ in range(2):
                 proof = tree.consistency_proof(old, cp.size) if 0 < old < cp.size else []
                 body = b"old %d\n" % old + b"".join(base64.b64encode(h) + b"\n" for h in proof) + b"\n" + signed
-                status, reply = _post(url, body, timeout)
+                status, reply = post(url, body, timeout)
                 if status == HTTPStatus.CONFLICT and reply.strip().isdigit():
                     old = int(reply.strip())
                     continue
