@@ -23,6 +23,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -104,7 +105,7 @@ def load_private_key(key_path: Path) -> Ed25519PrivateKey:
     data = _read(key_path, "ledger signing key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise LedgerError(f"{key_path}: not a PEM Ed25519 private key ({str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise LedgerError(f"{key_path}: not an Ed25519 private key ({type(key).__name__})")
@@ -148,7 +149,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
                 return private.public_key()
             raise LedgerError(f"{path}: not an Ed25519 key ({type(private).__name__})")
         key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError, binascii.Error, serialization.UnsupportedAlgorithm) as exc:
+    except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm) as exc:
         raise LedgerError(f"{path}: not a PEM Ed25519 public key ({str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
     if not isinstance(key, Ed25519PublicKey):
         raise LedgerError(f"{path}: not an Ed25519 public key ({type(key).__name__})")

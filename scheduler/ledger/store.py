@@ -187,6 +187,8 @@ class Ledger:
             self.conn = connect_readonly(self.path)
             self._load_readonly()
             return
+        self._signer()  # the keys first: a bad key file must not leave a new, empty ledger behind
+        self._mac_key = load_or_create_mac_key(mac_path_for(self.key_path))
         _create_private(self.path)
         try:
             self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
@@ -231,7 +233,6 @@ class Ledger:
     def _load(self, origin: str | None, operator: bool) -> None:
         """Rebuild the compact range up to the last authenticated record, sign the authenticated tail, quarantine the rest."""
         key = self._signer()
-        self._mac_key = load_or_create_mac_key(mac_path_for(self.key_path))
         try:
             row = self.conn.execute("SELECT id, note FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
             self.actions = [parse_action(bytes(n))[0] for (n,) in self.conn.execute("SELECT note FROM actions ORDER BY id")]
