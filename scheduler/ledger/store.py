@@ -557,12 +557,17 @@ class Ledger:
         ev = to_event(decode(bytes(row[0])))
         return ev if isinstance(ev, Configured) else None
 
-    def verify(self, public_key: str | Path | None = None, *, allow_unsigned_tail: bool = False) -> VerifyReport:
+    def verify(self, public_key: str | Path | None = None, *, allow_unsigned_tail: bool | None = None) -> VerifyReport:
         """Everything ``mcsched audit verify`` checks, against this writer's own key and origin.
 
         A writer signs what it has committed first, so its own verdict has no unsigned tail,
         and holds its lock while reading (the idle timer must not write on this connection meanwhile).
+        A read-only view may be watching a live writer within its checkpoint interval, so by
+        default its unsigned tail is checked and reported rather than failed (``audit verify``,
+        for closed ledgers, fails it unless told otherwise).
         """
+        if allow_unsigned_tail is None:
+            allow_unsigned_tail = self.readonly
         with self._lock:
             self.sign()
             if public_key is None and not self.readonly:
