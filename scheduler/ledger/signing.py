@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from scheduler.errors import LedgerError
-from scheduler.ledger import note
+from scheduler.ledger import note as c2sp
 from scheduler.ledger.merkle import EMPTY_ROOT
 from scheduler.paths import state_dir
 
@@ -60,7 +60,7 @@ def default_public_key_path() -> Path:
 
 def key_id(public: Ed25519PublicKey) -> str:
     """A short fingerprint for people (SHA-256 of the raw key, 16 hex digits)."""
-    return hashlib.sha256(note.raw_public(public)).hexdigest()[:16]
+    return hashlib.sha256(c2sp.raw_public(public)).hexdigest()[:16]
 
 
 def _public_pem(public: Ed25519PublicKey) -> bytes:
@@ -182,20 +182,20 @@ class Checkpoint:
 
     def signed(self, key: Ed25519PrivateKey, time: float = 0.0) -> Checkpoint:
         text = self.text()
-        return Checkpoint(self.origin, self.size, self.root, self.extensions, note.signed_note(text, note.sign(text, self.origin, key)), time)
+        return Checkpoint(self.origin, self.size, self.root, self.extensions, c2sp.signed_note(text, c2sp.sign(text, self.origin, key)), time)
 
     @property
     def actions(self) -> tuple[str, ...]:
         """The operator actions (hex SHA-256 of each action note) this checkpoint commits to."""
         return tuple(e[len(ACTION_LINE) :] for e in self.extensions if e.startswith(ACTION_LINE))
 
-    def signatures(self) -> list[note.Signature]:
-        return note.split(self.note)[1]
+    def signatures(self) -> list[c2sp.Signature]:
+        return c2sp.split(self.note)[1]
 
-    def verified_by(self, log: note.Verifier) -> bool:
+    def verified_by(self, log: c2sp.Verifier) -> bool:
         """True when one signature line is ``log``'s and verifies (others, e.g. cosignatures, are ignored)."""
-        text, sigs = note.split(self.note)
-        return any(note.valid(text, s, log) for s in sigs if note.matches(s, log))
+        text, sigs = c2sp.split(self.note)
+        return any(c2sp.valid(text, s, log) for s in sigs if c2sp.matches(s, log))
 
 
 def parse_text(text: bytes) -> Checkpoint:
@@ -224,16 +224,16 @@ def parse_text(text: bytes) -> Checkpoint:
 def parse_checkpoint(signed: bytes) -> Checkpoint:
     """A stored signed checkpoint note (its signatures are checked by ``verified_by``)."""
     try:
-        text, _sigs = note.split(signed)
-    except note.NoteError as exc:
+        text, _sigs = c2sp.split(signed)
+    except c2sp.NoteError as exc:
         raise CheckpointFormatError(str(exc)) from None
     cp = parse_text(text)
     return Checkpoint(cp.origin, cp.size, cp.root, cp.extensions, signed)
 
 
-def log_verifier(origin: str, public: Ed25519PublicKey) -> note.Verifier:
+def log_verifier(origin: str, public: Ed25519PublicKey) -> c2sp.Verifier:
     """The note verifier of the log: key name = origin (tlog-checkpoint: SHOULD match)."""
     try:
-        return note.verifier(origin, public)
-    except note.NoteError as exc:
+        return c2sp.verifier(origin, public)
+    except c2sp.NoteError as exc:
         raise LedgerError(f"origin {origin!r}: {exc}") from None

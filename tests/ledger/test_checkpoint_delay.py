@@ -8,6 +8,7 @@ crashed ledger signs them only if the signed prefix is intact and each carries i
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sqlite3
 import time
@@ -81,7 +82,7 @@ def test_a_checkpoint_at_least_every_1000_records(tmp_path: Path) -> None:
         w.op(lambda e, i=i: e.submit(a_job().named(f"j{i}").gpus(1).obj()))
         assert w.ledger.unsigned < 1000
     sizes = checkpoint_sizes(w.db)
-    assert len(sizes) > len(sizes_before) and all(b - a < 1000 + 8 for a, b in zip(sizes, sizes[1:], strict=False)), sizes  # the transaction that reaches 1,000 signs
+    assert len(sizes) > len(sizes_before) and all(b - a < 1000 + 8 for a, b in itertools.pairwise(sizes)), sizes  # the transaction that reaches 1,000 signs
     w.close()
 
 

@@ -12,6 +12,7 @@ Each is skipped, saying why, only when its toolchain is absent from the machine.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import shutil
@@ -56,7 +57,7 @@ def cosigned(tmp_path_factory: pytest.TempPathFactory) -> tuple[World, dict]:
     b64 = lambda h: base64.b64encode(h).decode()  # noqa: E731
     consistency = [
         [a.size, b.size, b64(a.root), b64(b.root), [b64(h) for h in tree.consistency_proof(a.size, b.size)]]
-        for a, b in zip(cps[1:], cps[2:], strict=False)
+        for a, b in itertools.pairwise(cps)
         if a.size < b.size
     ]
     doc = {
