@@ -58,7 +58,7 @@ def cosigned(tmp_path_factory: pytest.TempPathFactory) -> tuple[World, dict]:
     consistency = [
         [a.size, b.size, b64(a.root), b64(b.root), [b64(h) for h in tree.consistency_proof(a.size, b.size)]]
         for a, b in itertools.pairwise(cps)
-        if a.size < b.size
+        if 0 < a.size < b.size
     ]
     doc = {
         "log": log_verifier(ORIGIN, load_public_key(w.pub)).vkey(),
