@@ -134,9 +134,13 @@ def load_or_create_mac_key(path: Path) -> bytes:
     return key
 
 
-def record_mac(mac_key: bytes, origin: str, leaf: bytes) -> bytes:
-    """HMAC-SHA256 of one record under the writer's key, bound to the log (the leaf holds its seq)."""
-    return hmac.digest(mac_key, origin.encode() + b"\n" + leaf, "sha256")
+def record_mac(mac_key: bytes, origin: str, leaves: list[bytes]) -> bytes:
+    """HMAC-SHA256 of one transaction's records under the writer's key, bound to the log.
+
+    Each leaf holds its own ``seq`` and is canonical JSON (no raw newline), so the
+    newline-joined leaves name exactly these records in this order.
+    """
+    return hmac.digest(mac_key, origin.encode() + b"\n" + b"\n".join(leaves), "sha256")
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:

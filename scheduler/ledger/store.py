@@ -5,8 +5,10 @@ the engine (``Engine.restore``) and ``verify`` re-checks every rule. Events are 
 by the sink and written in one transaction per engine operation, so a crash loses whole
 operations, never half of one.
 
-**Never sign what this writer did not write.** Each record is stored with an HMAC-SHA256
-under the writer's MAC key (``signing.record_mac``), computed as it is appended. On open,
+**Never sign what this writer did not write.** Each transaction's records are
+authenticated as they are appended by an HMAC-SHA256 under the writer's MAC key
+(``signing.record_mac``), stored on the transaction's last record (one MAC per engine
+operation, not per record: the MAC's fixed cost is most of its cost). On open,
 the writer re-checks the records after its last checkpoint: those with a valid MAC (a
 crash between checkpoints) are signed; the first one without a valid MAC and everything
 after it are *quarantined*: never signed, never restored from, and the open fails with
@@ -263,6 +265,7 @@ class Ledger:
         first_bad = 0
         n = 0
         last_good = b""
+        group: list[bytes] = []
         try:
             cur = self.conn.execute("SELECT seq, leaf, mac FROM records ORDER BY seq")
             while batch := cur.fetchmany(BATCH):
@@ -278,15 +281,21 @@ class Ledger:
                         continue
                     if first_bad:
                         continue
-                    if type(mac) is bytes and mac == expected_macs(mac_key, origin_name, leaf):
-                        self._unhashed.append(leaf)
+                    group.append(leaf)  # a transaction's records: the last one carries the MAC of them all
+                    if mac is None:
+                        continue
+                    if type(mac) is bytes and mac == expected_macs(mac_key, origin_name, group):
+                        self._unhashed.extend(group)
                         last_good = leaf
                     else:
-                        first_bad = n
+                        first_bad = n - len(group) + 1
+                    group = []
                 if len(self._unhashed) >= BATCH:
                     self._hash_pending()
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{self.path}: not a usable ledger ({exc})") from None
+        if group and not first_bad:  # records with no MAC after them: no transaction of this writer ends there
+            first_bad = n - len(group) + 1
         self._hash_pending()
         if n < signed or signed_root != cp.root:
             raise LedgerError(f"{self.path}: records and checkpoints disagree; run `mcsched audit verify --db {self.path}`")
@@ -339,11 +348,10 @@ class Ledger:
             self._writable()
             size = len(self)
             mac_key, origin = self._mac_key, self.origin
-            rows = []
-            for seq, event in enumerate(self._buffer, size + 1):
-                leaf = encode(seq, event)
-                rows.append((seq, leaf, record_mac(mac_key, origin, leaf)))
-            self._unhashed.extend(r[1] for r in rows)
+            leaves = [encode(seq, event) for seq, event in enumerate(self._buffer, size + 1)]
+            rows: list[tuple[int, bytes, bytes | None]] = [(seq, leaf, None) for seq, leaf in enumerate(leaves, size + 1)]
+            rows[-1] = (rows[-1][0], rows[-1][1], record_mac(mac_key, origin, leaves))  # one MAC per transaction, on its last record
+            self._unhashed.extend(leaves)
             last_at = self._buffer[-1].at
             cp = None
             unsigned = size + len(rows) - (self.checkpoint.size if self.checkpoint else 0)
@@ -481,7 +489,7 @@ class Ledger:
                         leaves = [bytes(leaf) for _, leaf in rows]
                         self.conn.executemany(
                             "UPDATE records SET mac = ? WHERE seq = ?",
-                            [(record_mac(self._mac_key, self.origin, leaf), seq) for (seq, _), leaf in zip(rows, leaves, strict=True)],
+                            [(record_mac(self._mac_key, self.origin, [leaf]), seq) for (seq, _), leaf in zip(rows, leaves, strict=True)],
                         )
                     else:
                         leaves = []

@@ -79,15 +79,20 @@ def test_a_reopened_writer_does_not_sign_a_fabricated_tail(tmp_path: Path) -> No
 
 
 def test_an_edited_record_in_a_crashed_tail_is_quarantined_from_there(tmp_path: Path) -> None:
-    """Records before the edit carry the writer's MAC and are signed; the edited one and the rest are not."""
+    """Transactions before the edit carry the writer's MAC and are signed; the edited one's and the rest are not."""
     w = crashed(tmp_path)
     k, n = signed_size(w.db), len(w.records())
-    edited = k + 2
+    conn = sqlite3.connect(w.db)
+    ends = [seq for (seq,) in conn.execute("SELECT seq FROM records WHERE seq > ? AND mac IS NOT NULL ORDER BY seq", (k,))]
+    conn.close()
+    assert len(ends) >= 2  # two transactions after the checkpoint, each MAC'd on its last record
+    edited = ends[-1]  # a record of the last transaction
+    start = ends[-2] + 1
     leaf = sqlite3.connect(w.db).execute("SELECT leaf FROM records WHERE seq = ?", (edited,)).fetchone()[0]
     raw_sql(w.db, "UPDATE records SET leaf = ? WHERE seq = ?", bytes(leaf).replace(b'"at":', b'"at":1', 1), edited)
-    with pytest.raises(Quarantine, match=f"{n - edited + 1} records after checkpoint {edited - 1} are not authenticated"):
+    with pytest.raises(Quarantine, match=f"{n - start + 1} records after checkpoint {start - 1} are not authenticated"):
         Ledger(w.db, signing_key=w.key)
-    assert signed_size(w.db) == edited - 1
+    assert signed_size(w.db) == start - 1
 
 
 def test_quarantined_records_are_never_restored_from(tmp_path: Path) -> None:
@@ -154,3 +159,17 @@ def test_files_the_ledger_creates_are_0600(tmp_path: Path) -> None:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, name
     w.close()
     assert len(json.dumps(w.records())) > 0
+
+
+def test_a_transaction_without_its_mac_is_quarantined(tmp_path: Path) -> None:
+    """Strip the MAC of the crashed tail's last transaction: its records are vouched for by nobody."""
+    w = crashed(tmp_path)
+    n = len(w.records())
+    conn = sqlite3.connect(w.db)
+    ends = [seq for (seq,) in conn.execute("SELECT seq FROM records WHERE mac IS NOT NULL ORDER BY seq")]
+    conn.close()
+    assert ends[-1] == n
+    raw_sql(w.db, "UPDATE records SET mac = NULL WHERE seq = ?", n)
+    with pytest.raises(Quarantine, match=f"{n - ends[-2]} records after checkpoint {ends[-2]} are not authenticated"):
+        Ledger(w.db, signing_key=w.key)
+    assert signed_size(w.db) == ends[-2]
