@@ -147,7 +147,7 @@ def audit_keygen(
     load_or_create_mac_key(mac_path_for(path))
     out.print(f"signing key {path} (key id {key_id(key.public_key())}); record MAC key {mac_path_for(path)}; public key {public_path_for(path)}", markup=False)
     if origin is not None:
-        out.print(f"log verifier key: {log_verifier(origin, key.public_key()).vkey()}", markup=False)
+        print(f"log verifier key: {log_verifier(origin, key.public_key()).vkey()}")
 
 
 def _resolve(kind: str, db: Path, why: str, who: str | None, signing_key: Path | None) -> None:
@@ -214,6 +214,22 @@ def audit_trust(
         lines += ["", "[[contract]]", f'sha256 = "{doc_hash(the_contract.model_dump(mode="json", by_alias=True))}"']
         lines += ["", "[[catalog]]", f'sha256 = "{doc_hash(catalog.model_dump(mode="json", by_alias=True))}"']
     print("\n".join(lines))
+
+
+@witness_app.command("keygen")
+def witness_keygen(
+    name: Annotated[str, typer.Option("--name", help="The witness's key name (a schema-less URL).")] = "witness.local/w1",
+    key: Annotated[Path, typer.Option("--key", help="The witness's own Ed25519 key (created 0600 if absent).")] = Path("witness.key"),
+) -> None:
+    """Create the witness key (0600) if absent and print its cosignature/v1 verifier key (for trust files)."""
+    from scheduler.errors import LedgerError
+    from scheduler.ledger import note
+    from scheduler.ledger.signing import load_or_create_key
+
+    try:
+        print(note.verifier(name, load_or_create_key(key).public_key(), note.ALG_COSIGNATURE_V1).vkey())
+    except note.NoteError as exc:
+        raise LedgerError(f"witness: {exc}") from None
 
 
 @witness_app.command("run")
