@@ -142,6 +142,8 @@ def _check(doc: Any, log: note.Verifier, held: Checkpoint | None) -> str:
         extends = f", which extends the checkpoint of size {old.size}"
     recs: list[dict[str, Any]] = []
     last = 0
+    prev = 0  # the job's previous record in the proof: each of its records names it
+    at = float("-inf")
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise _ProofError(f"records[{i}] is not an object")
@@ -161,6 +163,13 @@ def _check(doc: Any, log: note.Verifier, held: Checkpoint | None) -> str:
             raise _ProofError(f"record {seq}: not included in the signed checkpoint of size {cp.size} (altered)")
         if rec["seq"] != seq or (rec.get("job") != job and rec["kind"] not in CONFIG_KINDS):
             raise _ProofError(f"record {seq}: is not a record of {job}")
+        if rec.get("job") == job:
+            if rec["prev"] != prev:
+                raise _ProofError(f"record {seq}: follows {job}'s record {rec['prev']}, which the proof leaves out (it holds {prev or 'none'} before it)")
+            prev = seq
+        if rec["at"] < at:
+            raise _ProofError(f"record {seq}: time runs backwards ({rec['at']} after {at})")
+        at = rec["at"]
         recs.append(rec)
     return f"{job}: {len(recs)} records included in the checkpoint of size {cp.size} (origin {cp.origin}){extends}; " + _story(job, recs)
 
@@ -168,6 +177,8 @@ def _check(doc: Any, log: note.Verifier, held: Checkpoint | None) -> str:
 def _story(job: str, recs: list[dict[str, Any]]) -> str:
     """The ROFR story the records tell; every placement must follow the holder's answer in its attempt."""
     holder = ""
+    cls = ""
+    pins: dict[str, list[str]] = {}
     answers: dict[int, tuple[str, str, str]] = {}
     offered: set[int] = set()
     steps: list[str] = []
@@ -177,10 +188,12 @@ def _story(job: str, recs: list[dict[str, Any]]) -> str:
         if kind in CONFIG_KINDS:
             try:
                 holder = rec["contract"]["spec"]["rofr"]["holder"]
-            except (KeyError, TypeError):
+                pins = {str(k): [str(c) for c in v] for k, v in (rec["contract"]["spec"].get("pins") or {}).items()}
+            except (KeyError, TypeError, AttributeError):
                 raise _ProofError(f"record {rec['seq']}: contract names no holder") from None
         elif kind == "submitted":
             submitted = True
+            cls = rec["cls"]
         elif kind == "offered":
             if rec["holder"] != holder:
                 raise _ProofError(f"record {rec['seq']}: offered to {rec['holder']}, but the holder is {holder}")
@@ -197,6 +210,9 @@ def _story(job: str, recs: list[dict[str, Any]]) -> str:
                 raise _ProofError(f"record {rec['seq']}: placed on {rec['cloud']} without the holder's answer in attempt {rec['attempt']}")
             if rec["cloud"] != holder and ans[1] == "accepted":
                 raise _ProofError(f"record {rec['seq']}: placed on {rec['cloud']} although {holder} accepted")
+            allowed = pins.get(cls)
+            if allowed is not None and rec["cloud"] not in allowed:
+                raise _ProofError(f"record {rec['seq']}: a {cls} job placed on {rec['cloud']}, but the contract pins {cls} to {', '.join(allowed)}")
             first = "not offered to" if ans[1] == "not-offered" else "offered to"
             steps.append(
                 f"attempt {rec['attempt']}: {first} {holder} first ({ans[1]} {ans[2]}), placed on {rec['cloud']}/{rec['region']} via {rec['via']}"

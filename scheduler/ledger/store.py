@@ -41,13 +41,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from scheduler.errors import LedgerError
 from scheduler.events import Configured, Event
 from scheduler.ledger.actions import Action, ActionFormatError, parse_action
 from scheduler.ledger.merkle import EMPTY_ROOT, CompactRange, leaf_hash
-from scheduler.ledger.records import MalformedRecord, decode, encode, to_event
+from scheduler.ledger.records import JOB_KINDS, JOB_OF, MalformedRecord, decode, encode, to_event
 from scheduler.ledger.signing import (
     ACTION_LINE,
     Checkpoint,
@@ -185,6 +186,7 @@ class Ledger:
         self.checkpoint_id = 0
         self.quarantine: Quarantine | None = None
         self.actions: list[Action] = []
+        self._last_of: dict[str, int] = {}  # job -> seq of its last record (each record names its job's previous one)
         if readonly:
             self.conn = connect_readonly(self.path)
             self._load_readonly()
@@ -296,6 +298,7 @@ class Ledger:
             raise LedgerError(f"{self.path}: not a usable ledger ({exc})") from None
         if group and not first_bad:  # records with no MAC after them: no transaction of this writer ends there
             first_bad = n - len(group) + 1
+        self._index_jobs(1, (first_bad - 1) if first_bad else n)
         self._hash_pending()
         if n < signed or signed_root != cp.root:
             raise LedgerError(f"{self.path}: records and checkpoints disagree; run `mcsched audit verify --db {self.path}`")
@@ -317,6 +320,20 @@ class Ledger:
             log.error("%s", self.quarantine)
             if not operator:
                 raise self.quarantine
+
+    def _index_jobs(self, first: int, last: int) -> None:
+        """Learn each job's last record among records ``first..last`` (where the next one's ``prev`` points)."""
+        job_of = JOB_OF.decode
+        chain = self._last_of
+        cur = self.conn.execute("SELECT seq, leaf FROM records WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last))
+        try:
+            while batch := cur.fetchmany(BATCH):
+                for seq, leaf in batch:
+                    job = job_of(leaf).job
+                    if job is not None:
+                        chain[job] = seq
+        except (msgspec.DecodeError, TypeError) as exc:
+            raise LedgerError(f"{self.path}: record unreadable ({exc}); run `mcsched audit verify --db {self.path}`") from None
 
     # ------------------------------------------------------------------ writing
 
@@ -348,7 +365,16 @@ class Ledger:
             self._writable()
             size = len(self)
             mac_key, origin = self._mac_key, self.origin
-            leaves = [encode(seq, event) for seq, event in enumerate(self._buffer, size + 1)]
+            last_of: dict[str, int] = {}  # this transaction's links (applied once it commits)
+            chain = self._last_of
+            leaves = []
+            for seq, event in enumerate(self._buffer, size + 1):
+                job = getattr(event, "job", None) if event.kind in JOB_KINDS else None
+                if job is None:
+                    leaves.append(encode(seq, event))
+                    continue
+                leaves.append(encode(seq, event, last_of.get(job, chain.get(job, 0))))
+                last_of[job] = seq
             rows: list[tuple[int, bytes, bytes | None]] = [(seq, leaf, None) for seq, leaf in enumerate(leaves, size + 1)]
             rows[-1] = (rows[-1][0], rows[-1][1], record_mac(mac_key, origin, leaves))  # one MAC per transaction, on its last record
             self._unhashed.extend(leaves)
@@ -366,6 +392,7 @@ class Ledger:
                 self._rollback(size)
                 raise LedgerError(f"{self.path}: write failed ({exc})") from None
             self._last_at = last_at
+            chain.update(last_of)
             if cp is not None:
                 self._published(cp, cp_id)
             else:
@@ -496,6 +523,8 @@ class Ledger:
                         self.conn.execute("DROP TRIGGER records_no_delete")
                         self.conn.execute("DELETE FROM records WHERE seq >= ?", (q.first,))
                     self.conn.execute("INSERT INTO actions (note) VALUES (?)", (act.note,))
+                    if kind == "adopt":
+                        self._index_jobs(q.first, q.last)
                     self.actions.append(act)
                     self._unhashed.extend(leaves)
                     cp = self._next_checkpoint(self._last_at)

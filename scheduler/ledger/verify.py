@@ -32,7 +32,7 @@ from scheduler.invariants import InvariantChecker
 from scheduler.ledger import note
 from scheduler.ledger.actions import Action, ActionFormatError, parse_action
 from scheduler.ledger.merkle import CompactRange
-from scheduler.ledger.records import DECODER, KIND_OF
+from scheduler.ledger.records import DECODER, JOB_KINDS, KIND_OF
 from scheduler.ledger.signing import (
     Checkpoint,
     CheckpointFormatError,
@@ -255,6 +255,7 @@ def _verify(conn: sqlite3.Connection, trust: Trust, checker: InvariantChecker, c
     checked = 0  # records decoded and checked so far
     n = 0  # records read so far
     pins = trust if trust.contracts is not None or trust.catalogs is not None else None
+    chain: dict[str, int] = {}  # job -> seq of its last record: the next one must name it as ``prev``
     cur = conn.execute("SELECT seq, leaf FROM records ORDER BY seq")
     while batch := cur.fetchmany(BATCH):
         m = len(batch)
@@ -282,7 +283,7 @@ def _verify(conn: sqlite3.Connection, trust: Trust, checker: InvariantChecker, c
                 where = f"records {first}..{size}" if first != size else f"record {size}"
                 raise _Fail(first, f"{where} do not match the signed checkpoint of size {size} (altered, inserted, deleted or reordered)")
             count[0] = size
-            checked = _check(checked, pending, checker, last, pins)
+            checked = _check(checked, pending, checker, last, chain, pins)
         if not allow_unsigned_tail and n + m > last:  # every checkpoint up to here verified: what follows is unsigned
             total = n + m + sum(1 for _ in cur)
             raise _Fail(
@@ -295,11 +296,11 @@ def _verify(conn: sqlite3.Connection, trust: Trust, checker: InvariantChecker, c
         n += m
         count[0] = n
         if len(pending) >= HOLD_BACK:  # a huge operation (or an unsigned tail): bounded memory
-            checked = _check(checked, pending, checker, last, pins)
+            checked = _check(checked, pending, checker, last, chain, pins)
     if n < last:
         raise _Fail(n + 1, f"missing: the signed checkpoint covers {last} records, the ledger has {n} (truncated)")
     if pending:  # the unsigned tail (records after the last checkpoint)
-        checked = _check(checked, pending, checker, last, pins)
+        checked = _check(checked, pending, checker, last, chain, pins)
     for v in checker.finish(n):
         raise _Fail(v.seq, f"{v.rule}: {v.message}", v.rule)
     witnessed = "no witness required"
@@ -323,10 +324,11 @@ def _verify(conn: sqlite3.Connection, trust: Trust, checker: InvariantChecker, c
 
 
 
-def _check(checked: int, pending: list[bytes], checker: InvariantChecker, last: int, pins: Trust | None = None) -> int:
+def _check(checked: int, pending: list[bytes], checker: InvariantChecker, last: int, chain: dict[str, int], pins: Trust | None = None) -> int:
     """Decode and check ``pending`` (records ``checked + 1``...) in order; empties it and returns the new count."""
     decode = DECODER.decode
     kind_of = KIND_OF
+    job_kinds = JOB_KINDS
     check = checker.check
     seq = checked
     kind = "record"
@@ -337,6 +339,11 @@ def _check(checked: int, pending: list[bytes], checker: InvariantChecker, last: 
             if rec.seq != seq:
                 raise _Fail(seq, f"record says it is number {rec.seq}" + _unsigned(seq, last))
             kind = kind_of[type(rec)]
+            if kind in job_kinds:
+                before = chain.get(rec.job, 0)
+                if rec.prev != before:
+                    raise _Fail(seq, f"names record {rec.prev} as {rec.job}'s previous record, but that is record {before}" + _unsigned(seq, last), "job-chain")
+                chain[rec.job] = seq
             if pins is not None and kind in ("configured", "reconfigured"):
                 why = pins.pinned("contract", rec.contract, rec.at)
                 if why is None and kind == "configured":

@@ -140,9 +140,13 @@ def rehash(
     last = last_checkpoint(world.db)
     recs = mutate(world.records())
     leaves = []
+    chain: dict[str, int] = {}
     for i, rec in enumerate(recs, 1):
         rec = dict(rec)
         rec["seq"] = i
+        if "prev" in rec and isinstance(rec.get("job"), str):  # a careful forger re-links each job's records
+            rec["prev"] = chain.get(rec["job"], 0)
+            chain[rec["job"]] = i
         leaf = canonical(rec)
         leaves.append(raw(leaf) if raw else leaf)
     tree = CompactRange()

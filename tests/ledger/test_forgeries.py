@@ -174,7 +174,7 @@ def released_while_queued(recs: Records) -> Records:
     """Rule 8: q1 released (it was only queued)."""
     i = at(recs, "dequeued", "q1")
     recs[i] = {"kind": "released", "at": recs[i]["at"], "job": "q1", "cls": "training", "cloud": "azure", "region": "eastus",
-               "gpu_type": "H100", "gpus": 8, "reason": "cancelled", "cost_usd": 0.0, "seq": 0}
+               "gpu_type": "H100", "gpus": 8, "reason": "cancelled", "cost_usd": 0.0, "seq": 0, "prev": 0}
     return recs
 
 
@@ -188,7 +188,7 @@ def reserved_for_running(recs: Records) -> Records:
     """Rule 9: a reservation for a running job."""
     i = at(recs, "placed", "t2", 1)
     res = {"kind": "reserved", "at": recs[i]["at"], "job": "t2", "cloud": "oci", "region": "phoenix", "gpu_type": "H100",
-           "start_at": 0.0, "seq": 0}
+           "start_at": 0.0, "seq": 0, "prev": 0}
     return [*recs[:i + 1], res, *recs[i + 1:]]
 
 

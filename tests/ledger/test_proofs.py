@@ -103,3 +103,36 @@ def test_a_proof_must_extend_the_checkpoint_the_auditor_holds(made: tuple[World,
     line = check_proof(prove(w.db, "spill", since=other.size), log_of(w), held).line
     assert "not the one you hold" in line, line
     assert "no consistency proof from the checkpoint you hold" in check_proof(prove(w.db, "spill"), log_of(w), held).line
+
+
+def test_a_proof_that_omits_one_of_the_jobs_records_fails(made: tuple[World, dict]) -> None:
+    """Each job record names the job's previous one: leaving one out (a decline, say) breaks the chain."""
+    w, doc = made
+    job_items = [i for i, r in enumerate(doc["records"]) if json.loads(r["record"]).get("job") == "spill"]
+    for i in job_items[1:-1]:
+        cut = {**doc, "records": [r for k, r in enumerate(doc["records"]) if k != i]}
+        line = check_proof(cut, log_of(w)).line
+        assert line.startswith("FAIL: record ") and "which the proof leaves out" in line, line
+
+
+def test_check_proof_checks_the_api_serving_pin(tmp_path: Path) -> None:
+    """An insider re-signs a history where an api-serving job ran off the holder: the proof says no."""
+    from tests.ledger.forgery import rehash
+
+    w = World(tmp_path, two_clouds(azure_h100=8))
+    w.op(lambda e: e.submit(a_job().named("api").cls("api-serving").gpus(8).obj()))
+    w.close()
+
+    def moved(recs: list[dict]) -> list[dict]:
+        out = []
+        for r in recs:
+            if r.get("job") == "api" and r["kind"] == "placed":
+                r = {**r, "cloud": "oci", "region": "ashburn", "via": "spill"}
+            elif r.get("job") == "api" and r["kind"] == "answered":
+                r = {**r, "answer": "declined", "reason": "no-capacity"}
+            out.append(r)
+        return out
+
+    rehash(w, moved, "real")
+    line = check_proof(prove(w.db, "api"), log_of(w)).line
+    assert "a api-serving job placed on oci, but the contract pins api-serving to azure" in line, line
