@@ -177,6 +177,25 @@ def audit_truncate(db: DbOpt, why: WhyOpt, who: WhoOpt = None, signing_key: Sign
     _resolve("truncate", db, why, who, signing_key)
 
 
+@audit_app.command("rotate")
+def audit_rotate(
+    db: DbOpt,
+    new_key: Annotated[Path, typer.Option("--new-key", help="The new signing key (created 0600 if absent; the MAC key is copied beside it).")],
+    why: WhyOpt,
+    who: WhoOpt = None,
+    signing_key: SigningKeyOpt = None,
+) -> None:
+    """Rotate the log's signing key: the current key signs a rotation naming the new one; verify follows it from the pinned key."""
+    from scheduler.ledger.store import Ledger
+
+    ledger = Ledger(db, signing_key=signing_key)
+    try:
+        act = ledger.rotate(new_key, why, who)
+    finally:
+        ledger.close()
+    out.print(f"{db}: {act.describe()}; from now on sign with {new_key}", markup=False)
+
+
 @audit_app.command("cosign")
 def audit_cosign(
     db: DbOpt,

@@ -62,6 +62,7 @@ from scheduler.ledger.signing import (
     parse_checkpoint,
     public_path_for,
     record_mac,
+    write_private,
 )
 from scheduler.ledger.verify import VerifyReport, connect_readonly, ledger_tables, verify_ledger
 
@@ -536,6 +537,47 @@ class Ledger:
                 self.conn.executescript(SCHEMA)  # the append-only triggers, back in place
             self.quarantine = None
             self._published(cp, cp_id)
+            return act
+
+    def rotate(self, new_key_path: Path, why: str, who: str | None = None) -> Action:
+        """Hand the log over to the key at ``new_key_path`` (created 0600 if absent).
+
+        The rotation is an action signed by the current key and named by a checkpoint the
+        current key signs (its last); the same tree is then signed by the new key, so this
+        writer (and the next one, opened with the new key) goes on from there. The record
+        MAC key moves beside the new key if none is there.
+        """
+        with self._lock:
+            self._writable()
+            if not why.strip():
+                raise LedgerError("rotate: --why must say why (it is recorded)")
+            old_key = self._signer()
+            new_key = load_or_create_key(new_key_path)
+            if new_key.public_key() == old_key.public_key():
+                raise LedgerError(f"{new_key_path}: that is the current key")
+            new_mac = mac_path_for(new_key_path)
+            if not new_mac.exists():
+                write_private(new_mac, self._mac_key.hex().encode() + b"\n", "record MAC key")
+            elif load_or_create_mac_key(new_mac) != self._mac_key:
+                raise LedgerError(f"{new_mac}: another record MAC key is already there (records after the rotation would not authenticate)")
+            self.sign()
+            vkey = log_verifier(self.origin, new_key.public_key()).vkey()
+            when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            act = Action(self.origin, "rotate", 0, 0, len(self), who or getpass.getuser(), when, why, key=vkey).signed(old_key)
+            self.actions.append(act)
+            last_by_old = self._next_checkpoint(self._last_at)
+            first_by_new = Checkpoint(self.origin, last_by_old.size, last_by_old.root, last_by_old.extensions).signed(new_key, self._last_at)
+            try:
+                with self.conn:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    self.conn.execute("INSERT INTO actions (note) VALUES (?)", (act.note,))
+                    self._insert_checkpoint(last_by_old)
+                    cp_id = self._insert_checkpoint(first_by_new)
+            except sqlite3.Error as exc:
+                self.actions.pop()
+                raise LedgerError(f"{self.path}: rotate failed ({exc}); nothing was changed") from None
+            self._key, self.key_path = new_key, Path(new_key_path)
+            self._published(first_by_new, cp_id)
             return act
 
     def close(self) -> None:

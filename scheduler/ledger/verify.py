@@ -177,8 +177,31 @@ def _schema(conn: sqlite3.Connection) -> None:
             raise _Fail(0, f"{table.decode()} table has columns {found}, expected {columns}")
 
 
-def _checkpoints(conn: sqlite3.Connection, trust: Trust) -> list[tuple[int, Checkpoint]]:
-    """Every checkpoint in signing order, each signed by the trusted key for the trusted origin."""
+def _actions(conn: sqlite3.Connection, trust: Trust) -> dict[str, tuple[Action, bytes, list[note.Signature]]]:
+    """Every operator action by digest (signatures are checked where a checkpoint first names it)."""
+    acts: dict[str, tuple[Action, bytes, list[note.Signature]]] = {}
+    for (signed,) in conn.execute("SELECT note FROM actions ORDER BY id"):
+        if type(signed) is not bytes:
+            raise _Fail(0, "an action note is not bytes")
+        try:
+            act, text, sigs = parse_action(signed)
+        except (ActionFormatError, UnicodeDecodeError) as exc:
+            raise _Fail(0, f"an operator action is unreadable ({exc})") from None
+        if act.origin != trust.origin:
+            raise _Fail(0, f"operator action ({act.describe()}) is for origin {act.origin!r}")
+        acts[act.digest] = (act, text, sigs)
+    return acts
+
+
+def _checkpoints(conn: sqlite3.Connection, trust: Trust) -> tuple[list[tuple[int, Checkpoint]], list[Action]]:
+    """Every checkpoint in signing order, each signed by the key in force for the trusted origin.
+
+    The key in force starts as the trust file's; a ``rotate`` action, signed by the key in
+    force and named by a checkpoint that key signed, hands over to the key it names.
+    """
+    acts = _actions(conn, trust)
+    key = trust.log
+    named: list[Action] = []
     out: list[tuple[int, Checkpoint]] = []
     roots: dict[int, bytes] = {}
     for cp_id, size_col, signed in conn.execute("SELECT id, size, note FROM checkpoints ORDER BY id"):
@@ -193,35 +216,35 @@ def _checkpoints(conn: sqlite3.Connection, trust: Trust) -> list[tuple[int, Chec
             raise _Fail(at, f"checkpoint row says size {size_col!r} but its signed note says {cp.size}")
         if cp.origin != trust.origin:
             raise _Fail(0, f"checkpoint of size {cp.size} is for origin {cp.origin!r}, the trusted log is {trust.origin!r} (a fork or another ledger)")
-        if not cp.verified_by(trust.log):
-            raise _Fail(at, f"checkpoint of size {cp.size} is not signed by the trusted key {trust.log.vkey()[:48]}... (forged, re-signed or re-keyed)")
+        if not cp.verified_by(key):
+            raise _Fail(at, f"checkpoint of size {cp.size} is not signed by the trusted key {key.vkey()[:48]}... (forged, re-signed or re-keyed)")
         if out and cp.size < out[-1][1].size:
             raise _Fail(cp.size, f"checkpoint of size {cp.size} follows one of size {out[-1][1].size} (rolled back)")
-        if out and cp.actions[: len(out[-1][1].actions)] != out[-1][1].actions:
+        if cp.actions[: len(named)] != tuple(a.digest for a in named):
             raise _Fail(cp.size, f"checkpoint of size {cp.size} drops an operator action named by the checkpoint before it")
         if roots.setdefault(cp.size, cp.root) != cp.root:
             raise _Fail(cp.size, f"two checkpoints of size {cp.size} with different roots (a fork)")
+        for digest in cp.actions[len(named) :]:
+            found = acts.get(digest)
+            if found is None:
+                raise _Fail(0, f"checkpoint of size {cp.size} names an operator action the ledger does not hold")
+            act, text, sigs = found
+            if not any(note.valid(text, s, key) for s in sigs):
+                raise _Fail(0, f"operator action ({act.describe()}) is not signed by the trusted key")
+            named.append(act)
+            if act.kind == "rotate":
+                try:
+                    key = note.parse_vkey(act.key)
+                except note.NoteError as exc:
+                    raise _Fail(0, f"key rotation at size {act.after}: {exc}") from None
+                if key.name != trust.origin or key.alg != note.ALG_ED25519:
+                    raise _Fail(0, f"key rotation at size {act.after} names a key for {key.name!r}, not the log's")
         out.append((int(cp_id), cp))
     if not out:
         raise _Fail(1, "no signed checkpoint: the ledger is empty or unsigned")
-    return out
-
-
-def _actions(conn: sqlite3.Connection, trust: Trust, last: Checkpoint) -> list[Action]:
-    acts: list[Action] = []
-    for (signed,) in conn.execute("SELECT note FROM actions ORDER BY id"):
-        if type(signed) is not bytes:
-            raise _Fail(0, "an action note is not bytes")
-        try:
-            act, text, sigs = parse_action(signed)
-        except (ActionFormatError, UnicodeDecodeError) as exc:
-            raise _Fail(0, f"an operator action is unreadable ({exc})") from None
-        if act.origin != trust.origin or not any(note.valid(text, s, trust.log) for s in sigs):
-            raise _Fail(0, f"operator action ({act.describe()}) is not signed by the trusted key")
-        acts.append(act)
-    if tuple(a.digest for a in acts) != last.actions:
-        raise _Fail(0, f"the operator actions stored ({len(acts)}) are not those the last checkpoint names ({len(last.actions)})")
-    return acts
+    if len(named) != len(acts):
+        raise _Fail(0, f"the operator actions stored ({len(acts)}) are not those the last checkpoint names ({len(named)})")
+    return out, named
 
 
 def _cosigned(conn: sqlite3.Connection, trust: Trust, cp_id: int, cp: Checkpoint) -> int:
@@ -242,9 +265,8 @@ def _cosigned(conn: sqlite3.Connection, trust: Trust, cp_id: int, cp: Checkpoint
 
 
 def _verify(conn: sqlite3.Connection, trust: Trust, checker: InvariantChecker, count: list[int], allow_unsigned_tail: bool) -> tuple[str, tuple[str, ...]]:
-    cps = _checkpoints(conn, trust)
+    cps, acts = _checkpoints(conn, trust)
     last_id, last_cp = cps[-1]
-    acts = _actions(conn, trust, last_cp)
     last = last_cp.size
     roots = {cp.size: cp.root for _, cp in cps}
     needs = sorted(s for s in roots if s > 0)
