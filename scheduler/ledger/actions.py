@@ -90,7 +90,7 @@ def parse_action(signed: bytes) -> tuple[Action, bytes, list[note.Signature]]:
     except ValueError:
         raise ActionFormatError("action note has bad record numbers") from None
     rotate = fields["action"] == "rotate"
-    if fields["action"] not in KINDS or rotate != ("key" in fields) or not (rotate and first == last == 0 <= after or 0 <= after < first <= last):
+    if fields["action"] not in KINDS or rotate != ("key" in fields) or not ((rotate and first == last == 0 <= after) or 0 <= after < first <= last):
         raise ActionFormatError("action note names an unknown action or bad records")
     act = Action(fields["origin"], fields["action"], first, last, after, fields["who"], fields["when"], fields["why"], signed, fields.get("key", ""))
     if act.text() != text:
