@@ -180,7 +180,7 @@ def audit_truncate(db: DbOpt, why: WhyOpt, who: WhoOpt = None, signing_key: Sign
 @audit_app.command("rotate")
 def audit_rotate(
     db: DbOpt,
-    new_key: Annotated[Path, typer.Option("--new-key", help="The new signing key (created 0600 if absent; the MAC key is copied beside it).")],
+    new_key: Annotated[Path, typer.Option("--new-key", help="The new signing key (created 0600 if absent, with a record MAC key beside it).")],
     why: WhyOpt,
     who: WhoOpt = None,
     signing_key: SigningKeyOpt = None,

@@ -62,7 +62,6 @@ from scheduler.ledger.signing import (
     parse_checkpoint,
     public_path_for,
     record_mac,
-    write_private,
 )
 from scheduler.ledger.verify import VerifyReport, connect_readonly, ledger_tables, verify_ledger
 
@@ -544,8 +543,9 @@ class Ledger:
 
         The rotation is an action signed by the current key and named by a checkpoint the
         current key signs (its last); the same tree is then signed by the new key, so this
-        writer (and the next one, opened with the new key) goes on from there. The record
-        MAC key moves beside the new key if none is there.
+        writer (and the next one, opened with the new key) goes on from there, with the
+        record MAC key beside the new key (created if absent): every record is signed at
+        the handover, so none depends on the old MAC key.
         """
         with self._lock:
             self._writable()
@@ -555,11 +555,7 @@ class Ledger:
             new_key = load_or_create_key(new_key_path)
             if new_key.public_key() == old_key.public_key():
                 raise LedgerError(f"{new_key_path}: that is the current key")
-            new_mac = mac_path_for(new_key_path)
-            if not new_mac.exists():
-                write_private(new_mac, self._mac_key.hex().encode() + b"\n", "record MAC key")
-            elif load_or_create_mac_key(new_mac) != self._mac_key:
-                raise LedgerError(f"{new_mac}: another record MAC key is already there (records after the rotation would not authenticate)")
+            new_mac = load_or_create_mac_key(mac_path_for(new_key_path))  # everything is signed below: the MAC key may change too
             self.sign()
             vkey = log_verifier(self.origin, new_key.public_key()).vkey()
             when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -576,7 +572,7 @@ class Ledger:
             except sqlite3.Error as exc:
                 self.actions.pop()
                 raise LedgerError(f"{self.path}: rotate failed ({exc}); nothing was changed") from None
-            self._key, self.key_path = new_key, Path(new_key_path)
+            self._key, self.key_path, self._mac_key = new_key, Path(new_key_path), new_mac
             self._published(first_by_new, cp_id)
             return act
 

@@ -39,3 +39,4 @@ def test_the_audit_walkthrough_runs(tmp_path: Path) -> None:
     assert "cosigned checkpoint of size" in done.stdout
     assert "pinned by" in done.stdout and "cosigned by 1 of 1 witnesses (quorum 1)" in done.stdout, done.stdout
     assert "OK: gpt-pretrain: " in done.stdout, done.stdout
+    assert "log key rotated at size" in done.stdout and done.stdout.count("cosigned by 1 of 1 witnesses") == 2, done.stdout
