@@ -134,9 +134,10 @@ def parse_signature_line(line: bytes) -> Signature:
     return Signature(name, blob[:4], blob[4:])
 
 
-def sign(text: bytes, name: str, key: Ed25519PrivateKey) -> Signature:
-    """An Ed25519 note signature (type 0x01) over ``text``."""
-    kid = key_hash(check_name(name), ALG_ED25519, raw_public(key.public_key()))
+def sign(text: bytes, name: str, key: Ed25519PrivateKey, kid: bytes | None = None) -> Signature:
+    """An Ed25519 note signature (type 0x01) over ``text``; ``kid``: the key ID, if the caller keeps it (deriving it costs more than signing)."""
+    if kid is None:
+        kid = key_hash(check_name(name), ALG_ED25519, raw_public(key.public_key()))
     return Signature(name, kid, key.sign(text))
 
 

@@ -44,6 +44,7 @@ def encode(seq: int, event: Event, prev: int | None = None) -> bytes:
 
 
 JOB_KINDS = frozenset(kind for kind, cls in EVENT_TYPES.items() if "job" in event_fields(cls))
+JOB_EVENTS: frozenset[type[Event]] = frozenset(EVENT_TYPES[kind] for kind in JOB_KINDS)
 
 
 class JobRef(msgspec.Struct, gc=False):

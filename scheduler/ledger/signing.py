@@ -184,9 +184,9 @@ class Checkpoint:
         lines = [self.origin, str(self.size), base64.b64encode(self.root).decode(), *self.extensions]
         return ("\n".join(lines) + "\n").encode()
 
-    def signed(self, key: Ed25519PrivateKey, time: float = 0.0) -> Checkpoint:
+    def signed(self, key: Ed25519PrivateKey, time: float = 0.0, kid: bytes | None = None) -> Checkpoint:
         text = self.text()
-        return Checkpoint(self.origin, self.size, self.root, self.extensions, c2sp.signed_note(text, c2sp.sign(text, self.origin, key)), time)
+        return Checkpoint(self.origin, self.size, self.root, self.extensions, c2sp.signed_note(text, c2sp.sign(text, self.origin, key, kid)), time)
 
     @property
     def actions(self) -> tuple[str, ...]:

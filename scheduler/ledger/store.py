@@ -48,7 +48,7 @@ from scheduler.errors import LedgerError
 from scheduler.events import Configured, Event
 from scheduler.ledger.actions import Action, ActionFormatError, parse_action
 from scheduler.ledger.merkle import EMPTY_ROOT, CompactRange, leaf_hash
-from scheduler.ledger.records import JOB_KINDS, JOB_OF, MalformedRecord, decode, encode, to_event
+from scheduler.ledger.records import JOB_EVENTS, JOB_OF, MalformedRecord, decode, encode, to_event
 from scheduler.ledger.signing import (
     ACTION_LINE,
     Checkpoint,
@@ -173,6 +173,7 @@ class Ledger:
         self.max_unsigned = max_unsigned
         self._monotonic = monotonic
         self._key: Ed25519PrivateKey | None = None
+        self._kid: tuple[object, bytes] = (None, b"")  # (the key, its note key ID under this origin)
         self._mac_key = b""
         self._buffer: list[Event] = []
         self._tree = CompactRange()  # every committed, authenticated record up to _unhashed
@@ -369,7 +370,7 @@ class Ledger:
             chain = self._last_of
             leaves = []
             for seq, event in enumerate(self._buffer, size + 1):
-                job = getattr(event, "job", None) if event.kind in JOB_KINDS else None
+                job = event.job if type(event) in JOB_EVENTS else None  # type: ignore[attr-defined]
                 if job is None:
                     leaves.append(encode(seq, event))
                     continue
@@ -414,7 +415,10 @@ class Ledger:
     def _next_checkpoint(self, at: float) -> Checkpoint:
         """The checkpoint over every committed, authenticated leaf (those of this transaction included), signed."""
         self._hash_pending()
-        return Checkpoint(self.origin, self._tree.size, self._tree.root(), self._extensions()).signed(self._signer(), at)
+        key = self._signer()
+        if self._kid[0] is not key:
+            self._kid = (key, log_verifier(self.origin, key.public_key()).kid)
+        return Checkpoint(self.origin, self._tree.size, self._tree.root(), self._extensions()).signed(key, at, self._kid[1])
 
     def _insert_checkpoint(self, cp: Checkpoint) -> int:
         cur = self.conn.execute("INSERT INTO checkpoints (size, note) VALUES (?, ?)", (cp.size, cp.note))
