@@ -207,7 +207,7 @@ def audit_cosign(
     lines = submit(db, witness_url)
     for line in lines:
         out.print(line, markup=False)
-    if any("refused" in line for line in lines):
+    if not all(": cosigned checkpoint" in line for line in lines):
         raise typer.Exit(1)
 
 

@@ -195,12 +195,16 @@ def _post(url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
 Post = Callable[[str, bytes, float], tuple[int, bytes]]
 
 
-def submit(db: Path, urls: list[str], timeout: float = 5.0, post: Post = _post) -> list[str]:
+def submit(db: Path, urls: list[str], timeout: float = 5.0, post: Post = _post, tree: MerkleTree | None = None) -> list[str]:
     """Ask each witness to cosign the ledger's latest checkpoint; store the lines; one status line per witness.
 
-    ``post(url, body, timeout) -> (status, reply)`` is the transport (HTTP; tests pass an in-process witness).
+    ``post(url, body, timeout) -> (status, reply)`` is the transport (HTTP; tests pass an
+    in-process witness). ``tree``: leaf hashes kept from an earlier call (``Cosigner``),
+    extended with the records since; its complete subtrees stay cached, so a proof costs
+    O(log^2 n) hashes instead of rehashing the log.
     """
-    conn = sqlite3.connect(str(db), isolation_level=None)
+    tree = tree if tree is not None else MerkleTree([])
+    conn = sqlite3.connect(str(db), isolation_level=None, timeout=timeout)
     conn.text_factory = bytes
     try:
         row = conn.execute("SELECT id, note FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
@@ -208,19 +212,26 @@ def submit(db: Path, urls: list[str], timeout: float = 5.0, post: Post = _post) 
             raise LedgerError(f"{db}: no checkpoint to cosign")
         cp_id, signed = int(row[0]), bytes(row[1])
         cp = parse_checkpoint(signed)
-        hashes = [leaf_hash(bytes(leaf)) for (leaf,) in conn.execute("SELECT leaf FROM records WHERE seq <= ? ORDER BY seq", (cp.size,))]
-        tree = MerkleTree(hashes)
+        if len(tree) < cp.size:
+            new = conn.execute("SELECT leaf FROM records WHERE seq > ? AND seq <= ? ORDER BY seq", (len(tree), cp.size))
+            tree.leaves.extend(leaf_hash(bytes(leaf)) for (leaf,) in new)
+        if len(tree) < cp.size:
+            raise LedgerError(f"{db}: the checkpoint of size {cp.size} covers records the ledger does not hold")
         out = []
         for url in urls:
             old = 0
-            for _ in range(2):
-                proof = tree.consistency_proof(old, cp.size) if 0 < old < cp.size else []
-                body = b"old %d\n" % old + b"".join(base64.b64encode(h) + b"\n" for h in proof) + b"\n" + signed
-                status, reply = post(url, body, timeout)
-                if status == HTTPStatus.CONFLICT and reply.strip().isdigit():
-                    old = int(reply.strip())
-                    continue
-                break
+            try:
+                for _ in range(2):
+                    proof = tree.consistency_proof(old, cp.size) if 0 < old < cp.size else []
+                    body = b"old %d\n" % old + b"".join(base64.b64encode(h) + b"\n" for h in proof) + b"\n" + signed
+                    status, reply = post(url, body, timeout)
+                    if status == HTTPStatus.CONFLICT and reply.strip().isdigit():
+                        old = int(reply.strip())
+                        continue
+                    break
+            except LedgerError as exc:  # this witness is down: the others are still asked
+                out.append(str(exc))
+                continue
             if status != HTTPStatus.OK:
                 out.append(f"witness {url}: refused ({status}: {reply.decode(errors='replace').strip()})")
                 continue
@@ -231,3 +242,61 @@ def submit(db: Path, urls: list[str], timeout: float = 5.0, post: Post = _post) 
         raise LedgerError(f"{db}: cannot read the checkpoint to cosign ({exc})") from None
     finally:
         conn.close()
+
+
+class Cosigner:
+    """The live writer's side: submits each new checkpoint to the witnesses from a background thread.
+
+    Pass ``notify`` as (part of) the ledger's ``on_checkpoint``: it only wakes the thread,
+    so a slow or down witness delays cosigning, never a decision. ``lag()`` is how long
+    the newest checkpoint has waited for all witnesses (0 when they are all caught up):
+    the witness-lag metric.
+    """
+
+    def __init__(
+        self, db: Path, urls: list[str], *, timeout: float = 5.0, retry: float = 1.0, post: Post = _post, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.db, self.urls, self.timeout, self.retry = Path(db), list(urls), timeout, retry
+        self._post, self._clock = post, clock
+        self._tree = MerkleTree([])
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._waiting_since: float | None = None
+        self.last: list[str] = []
+        self._thread = threading.Thread(target=self._loop, name="mcsched-cosigner", daemon=True)
+
+    def start(self) -> Cosigner:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=self.timeout + 1)
+
+    def notify(self, _cp: object = None) -> None:
+        if self._waiting_since is None:
+            self._waiting_since = self._clock()
+        self._wake.set()
+
+    def lag(self) -> float:
+        since = self._waiting_since
+        return 0.0 if since is None else max(0.0, self._clock() - since)
+
+    def round(self) -> list[str]:
+        """One submission of the latest checkpoint to every witness (what the thread runs)."""
+        started = self._clock()
+        self.last = submit(self.db, self.urls, self.timeout, self._post, self._tree)
+        if all(": cosigned checkpoint" in line for line in self.last) and (self._waiting_since or 0) <= started:
+            self._waiting_since = None
+        return self.last
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.retry if self._waiting_since is not None else None)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.round()
+            except LedgerError as exc:  # a down witness or a busy database: the next round retries
+                self.last = [str(exc)]

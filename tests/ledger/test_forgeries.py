@@ -253,7 +253,7 @@ def test_the_insider_forgery_is_also_caught_by_the_witnesses(pristine: World, tm
 
     w = clone(pristine, tmp_path)
     wits = {"w1": a_witness(tmp_path, "azure.example/w1"), "w2": a_witness(tmp_path, "azure.example/w2")}
-    assert all("cosigned" in line for line in w.cosign(wits))
+    assert all(": cosigned checkpoint" in line for line in w.cosign(wits))
     trust = w.trust(witnesses=tuple(x.verifier for x in wits.values()), quorum=2)
     assert w.verify(trust=trust).ok, w.verify(trust=trust).line()
     rehash(w, edited_at, "real")

@@ -44,7 +44,7 @@ def cosigned(tmp_path_factory: pytest.TempPathFactory) -> tuple[World, dict]:
     w.op(lambda e: e.release("spill"))
     w.close()
     wits = {"w1": a_witness(tmp, "azure.example/w1"), "w2": a_witness(tmp, "azure.example/w2")}
-    assert all("cosigned" in line for line in w.cosign(wits))
+    assert all(": cosigned checkpoint" in line for line in w.cosign(wits))
     conn = sqlite3.connect(w.db)
     rows = [(int(i), bytes(n)) for i, n in conn.execute("SELECT id, note FROM checkpoints ORDER BY id")]
     cosigs = [bytes(line) for (line,) in conn.execute("SELECT line FROM cosignatures WHERE checkpoint = ?", (rows[-1][0],))]

@@ -98,3 +98,42 @@ def test_a_down_witness_is_one_line_and_the_writer_goes_on(world: World, capsys:
     world.op(lambda e: e.release("a"))  # decisions never wait for witnesses
     world.close()
     assert Ledger(world.db, readonly=True).checkpoint is not None
+
+
+def test_the_live_writer_is_cosigned_in_the_background_and_a_down_witness_only_adds_lag(tmp_path: Path) -> None:
+    """``Cosigner.notify`` as the ledger's on_checkpoint: decisions never wait; lag is 0 once all witnesses caught up."""
+    import time
+
+    from scheduler.ledger.witness import Cosigner
+    from tests.ledger.forgery import a_witness, in_process
+
+    w = World(tmp_path, two_clouds(azure_h100=8))
+    wits = {"w1": a_witness(tmp_path, "azure.example/w1"), "w2": a_witness(tmp_path, "azure.example/w2")}
+    up = in_process(wits)
+    down = {"on": True}
+
+    def post(url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+        if url == "w2" and down["on"]:
+            from scheduler.errors import LedgerError
+
+            raise LedgerError(f"witness {url}: unreachable (connection refused)")
+        return up(url, body, timeout)
+
+    cos = Cosigner(w.db, ["w1", "w2"], retry=0.05, post=post).start()
+    w.ledger.on_checkpoint = cos.notify
+    for i in range(3):
+        w.op(lambda e, i=i: e.submit(a_job().named(f"j{i}").gpus(1).obj()))  # never blocked by the down witness
+    deadline = time.monotonic() + 10
+    while not any(": cosigned checkpoint" in line for line in cos.last) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cos.lag() > 0 and any("unreachable" in line for line in cos.last), cos.last
+    down["on"] = False
+    cos.notify()
+    while cos.lag() > 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cos.lag() == 0, cos.last
+    cos.stop()
+    trust = w.trust(witnesses=tuple(x.verifier for x in wits.values()), quorum=2)
+    report = w.verify(trust=trust)
+    assert report.ok and "cosigned by 2 of 2" in report.line(), report.line()
+    w.close()
