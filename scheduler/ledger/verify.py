@@ -278,6 +278,7 @@ def _verify(conn: sqlite3.Connection, trust: Trust, checker: InvariantChecker, c
     n = 0  # records read so far
     pins = trust if trust.contracts is not None or trust.catalogs is not None else None
     chain: dict[str, int] = {}  # job -> seq of its last record: the next one must name it as ``prev``
+    clock = [float("-inf")]  # the last record's time: time never runs backwards
     cur = conn.execute("SELECT seq, leaf FROM records ORDER BY seq")
     while batch := cur.fetchmany(BATCH):
         m = len(batch)
@@ -305,7 +306,7 @@ def _verify(conn: sqlite3.Connection, trust: Trust, checker: InvariantChecker, c
                 where = f"records {first}..{size}" if first != size else f"record {size}"
                 raise _Fail(first, f"{where} do not match the signed checkpoint of size {size} (altered, inserted, deleted or reordered)")
             count[0] = size
-            checked = _check(checked, pending, checker, last, chain, pins)
+            checked = _check(checked, pending, checker, last, chain, clock, pins)
         if not allow_unsigned_tail and n + m > last:  # every checkpoint up to here verified: what follows is unsigned
             total = n + m + sum(1 for _ in cur)
             raise _Fail(
@@ -318,11 +319,11 @@ def _verify(conn: sqlite3.Connection, trust: Trust, checker: InvariantChecker, c
         n += m
         count[0] = n
         if len(pending) >= HOLD_BACK:  # a huge operation (or an unsigned tail): bounded memory
-            checked = _check(checked, pending, checker, last, chain, pins)
+            checked = _check(checked, pending, checker, last, chain, clock, pins)
     if n < last:
         raise _Fail(n + 1, f"missing: the signed checkpoint covers {last} records, the ledger has {n} (truncated)")
     if pending:  # the unsigned tail (records after the last checkpoint)
-        checked = _check(checked, pending, checker, last, chain, pins)
+        checked = _check(checked, pending, checker, last, chain, clock, pins)
     for v in checker.finish(n):
         raise _Fail(v.seq, f"{v.rule}: {v.message}", v.rule)
     witnessed = "no witness required"
@@ -346,7 +347,9 @@ def _verify(conn: sqlite3.Connection, trust: Trust, checker: InvariantChecker, c
 
 
 
-def _check(checked: int, pending: list[bytes], checker: InvariantChecker, last: int, chain: dict[str, int], pins: Trust | None = None) -> int:
+def _check(
+    checked: int, pending: list[bytes], checker: InvariantChecker, last: int, chain: dict[str, int], clock: list[float], pins: Trust | None = None
+) -> int:
     """Decode and check ``pending`` (records ``checked + 1``...) in order; empties it and returns the new count."""
     decode = DECODER.decode
     kind_of = KIND_OF
@@ -361,6 +364,9 @@ def _check(checked: int, pending: list[bytes], checker: InvariantChecker, last: 
             if rec.seq != seq:
                 raise _Fail(seq, f"record says it is number {rec.seq}" + _unsigned(seq, last))
             kind = kind_of[type(rec)]
+            if rec.at < clock[0]:
+                raise _Fail(seq, f"time runs backwards ({rec.at} after {clock[0]})" + _unsigned(seq, last), "time-order")
+            clock[0] = rec.at
             if kind in job_kinds:
                 before = chain.get(rec.job, 0)
                 if rec.prev != before:

@@ -114,6 +114,7 @@ def second_configured(recs: Records) -> Records:
     cfg["contract"]["spec"]["rofr"]["holder"] = "oci"
     cfg["contract"]["spec"]["pins"] = {"api-serving": ["oci"]}
     i = at(recs, "submitted", "h1")
+    cfg["at"] = recs[i]["at"]  # in time order: the rule broken is the configuration one
     return [*recs[:i], cfg, *recs[i:]]
 
 
@@ -192,6 +193,13 @@ def reserved_for_running(recs: Records) -> Records:
     return [*recs[:i + 1], res, *recs[i + 1:]]
 
 
+def nudged_at(recs: Records) -> Records:
+    """A time moved within its neighbours: every rule still holds, only the history differs."""
+    i = next(k for k in range(1, len(recs) - 1) if recs[k - 1]["at"] < recs[k]["at"] < recs[k + 1]["at"])
+    recs[i] = {**recs[i], "at": (recs[i - 1]["at"] + recs[i]["at"]) / 2}
+    return recs
+
+
 def edited_at(recs: Records) -> Records:
     recs[5]["at"] = 12345.0
     return recs
@@ -256,7 +264,7 @@ def test_the_insider_forgery_is_also_caught_by_the_witnesses(pristine: World, tm
     assert all(": cosigned checkpoint" in line for line in w.cosign(wits))
     trust = w.trust(witnesses=tuple(x.verifier for x in wits.values()), quorum=2)
     assert w.verify(trust=trust).ok, w.verify(trust=trust).line()
-    rehash(w, edited_at, "real")
+    rehash(w, nudged_at, "real")
     line = w.verify(trust=trust).line()
     assert "has 0 of the 2 witness cosignatures" in line, line
     assert all("refused (422" in line for line in w.cosign(wits))  # the fork is refused
@@ -405,3 +413,16 @@ def test_leaf_hash_is_rfc9162() -> None:
     import hashlib
 
     assert leaf_hash(b"x") == hashlib.sha256(b"\x00x").digest()
+
+
+def test_time_running_backwards_is_caught_even_when_re_signed(pristine: World, tmp_path: Path) -> None:
+    w = clone(pristine, tmp_path)
+
+    def backwards(recs: Records) -> Records:
+        i = len(recs) // 2
+        recs[i] = {**recs[i], "at": recs[i - 1]["at"] - 5.0}
+        return recs
+
+    rehash(w, backwards, "real")
+    line = w.verify().line()
+    assert "time runs backwards" in line, line
