@@ -196,6 +196,23 @@ def audit_rotate(
     out.print(f"{db}: {act.describe()}; from now on sign with {new_key}", markup=False)
 
 
+@audit_app.command("migrate")
+def audit_migrate(
+    db: DbOpt,
+    to: Annotated[Path, typer.Option("--to", help="The new v3 ledger to write (must not exist).")],
+    public_key: Annotated[Path, typer.Option("--public-key", help="The public key the old ledger was signed with.")],
+    why: WhyOpt,
+    who: WhoOpt = None,
+    signing_key: SigningKeyOpt = None,
+) -> None:
+    """Rewrite a ledger written before v3 as a new v3 ledger (new origin), recording the migration; the old file is only read."""
+    from scheduler.ledger.legacy import migrate
+    from scheduler.ledger.signing import load_public_key
+
+    act = migrate(db, to, load_public_key(public_key), why, signing_key=signing_key, who=who)
+    out.print(f"{to}: {act.describe()}", markup=False)
+
+
 @audit_app.command("cosign")
 def audit_cosign(
     db: DbOpt,

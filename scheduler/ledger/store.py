@@ -542,6 +542,25 @@ class Ledger:
             self._published(cp, cp_id)
             return act
 
+    def record_action(self, act: Action) -> Action:
+        """Sign ``act`` and a checkpoint naming it (a migration's provenance): every later checkpoint names it too."""
+        with self._lock:
+            self._writable()
+            self.sign()
+            act = act.signed(self._signer())
+            self.actions.append(act)
+            cp = self._next_checkpoint(self._last_at)
+            try:
+                with self.conn:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    self.conn.execute("INSERT INTO actions (note) VALUES (?)", (act.note,))
+                    cp_id = self._insert_checkpoint(cp)
+            except sqlite3.Error as exc:
+                self.actions.pop()
+                raise LedgerError(f"{self.path}: action write failed ({exc})") from None
+            self._published(cp, cp_id)
+            return act
+
     def rotate(self, new_key_path: Path, why: str, who: str | None = None) -> Action:
         """Hand the log over to the key at ``new_key_path`` (created 0600 if absent).
 
