@@ -143,6 +143,18 @@ def record_mac(mac_key: bytes, origin: str, leaves: list[bytes]) -> bytes:
     return hmac.digest(mac_key, origin.encode() + b"\n" + b"\n".join(leaves), "sha256")
 
 
+class RecordMac:
+    """``record_mac`` for one key and origin, with the keyed state computed once (copying it is cheaper than keying)."""
+
+    def __init__(self, mac_key: bytes, origin: str) -> None:
+        self._base = hmac.new(mac_key, origin.encode() + b"\n", "sha256")
+
+    def __call__(self, leaves: list[bytes]) -> bytes:
+        h = self._base.copy()
+        h.update(b"\n".join(leaves))
+        return h.digest()
+
+
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """A PEM public key, or the public half of a PEM private key (both are accepted)."""
     data = _read(path, "public key")

@@ -53,6 +53,7 @@ from scheduler.ledger.signing import (
     ACTION_LINE,
     Checkpoint,
     CheckpointFormatError,
+    RecordMac,
     default_key_path,
     key_id,
     load_or_create_key,
@@ -175,6 +176,8 @@ class Ledger:
         self._key: Ed25519PrivateKey | None = None
         self._kid: tuple[object, bytes] = (None, b"")  # (the key, its note key ID under this origin)
         self._mac_key = b""
+        self._macer: RecordMac | None = None
+        self._macer_for: tuple[bytes, str] = (b"", "")
         self._buffer: list[Event] = []
         self._tree = CompactRange()  # every committed, authenticated record up to _unhashed
         self._unhashed: list[bytes] = []  # committed leaves not yet in _tree (hashed in bulk at the next checkpoint)
@@ -365,7 +368,8 @@ class Ledger:
         with self._lock:
             self._writable()
             size = len(self)
-            mac_key, origin = self._mac_key, self.origin
+            if self._macer is None or self._macer_for != (self._mac_key, self.origin):
+                self._macer, self._macer_for = RecordMac(self._mac_key, self.origin), (self._mac_key, self.origin)
             last_of: dict[str, int] = {}  # this transaction's links (applied once it commits)
             chain = self._last_of
             leaves = []
@@ -377,7 +381,7 @@ class Ledger:
                 leaves.append(encode(seq, event, last_of.get(job, chain.get(job, 0))))
                 last_of[job] = seq
             rows: list[tuple[int, bytes, bytes | None]] = [(seq, leaf, None) for seq, leaf in enumerate(leaves, size + 1)]
-            rows[-1] = (rows[-1][0], rows[-1][1], record_mac(mac_key, origin, leaves))  # one MAC per transaction, on its last record
+            rows[-1] = (rows[-1][0], rows[-1][1], self._macer(leaves))  # one MAC per transaction, on its last record
             self._unhashed.extend(leaves)
             last_at = self._buffer[-1].at
             cp = None

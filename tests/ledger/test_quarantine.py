@@ -173,3 +173,14 @@ def test_a_transaction_without_its_mac_is_quarantined(tmp_path: Path) -> None:
     with pytest.raises(Quarantine, match=f"{n - ends[-2]} records after checkpoint {ends[-2]} are not authenticated"):
         Ledger(w.db, signing_key=w.key)
     assert signed_size(w.db) == ends[-2]
+
+
+def test_the_writer_mac_is_hmac_sha256_of_the_transaction() -> None:
+    """The cached keyed state gives exactly RFC 2104 HMAC-SHA256 (the standard library's one-shot)."""
+    import hmac as std
+
+    from scheduler.ledger.signing import RecordMac, record_mac
+
+    key, leaves = bytes(range(32)), [b'{"a":1}', b'{"b":2}']
+    want = std.digest(key, b"o.example/l\n" + b'{"a":1}\n{"b":2}', "sha256")
+    assert RecordMac(key, "o.example/l")(leaves) == record_mac(key, "o.example/l", leaves) == want
