@@ -17,6 +17,7 @@ from typing import Any
 
 from scheduler.errors import LedgerError
 from scheduler.ledger import note
+from scheduler.ledger.actions import parse_action
 from scheduler.ledger.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from scheduler.ledger.records import MalformedRecord, decode
 from scheduler.ledger.signing import Checkpoint, CheckpointFormatError, parse_checkpoint
@@ -39,6 +40,7 @@ def prove(db: Path, job: str, since: int | None = None) -> dict[str, Any]:
         if row is None:
             raise LedgerError(f"{db}: no signed checkpoint")
         cp = parse_checkpoint(bytes(row[0]))
+        actions = [parse_action(bytes(n))[0] for (n,) in conn.execute("SELECT note FROM actions ORDER BY id")]
         older = None
         if since is not None and since < cp.size:
             got = conn.execute("SELECT note FROM checkpoints WHERE size = ? ORDER BY id LIMIT 1", (since,)).fetchone()
@@ -54,7 +56,7 @@ def prove(db: Path, job: str, since: int | None = None) -> dict[str, Any]:
                 rec = decode(leaf)
                 if rec.get("job") == job or rec["kind"] in CONFIG_KINDS:
                     picked.append((int(seq), leaf))
-    except (CheckpointFormatError, MalformedRecord, TypeError) as exc:
+    except (CheckpointFormatError, MalformedRecord, TypeError, ValueError) as exc:
         raise LedgerError(f"{db}: run `mcsched audit verify` first ({exc})") from None
     finally:
         conn.close()
@@ -70,6 +72,9 @@ def prove(db: Path, job: str, since: int | None = None) -> dict[str, Any]:
             for seq, leaf in picked
         ],
     }
+    rotations = [a.note.decode("utf-8") for a in actions if a.kind == "rotate" and a.digest in cp.actions]
+    if rotations:  # the checker follows them from the key it pins, as verify does
+        doc["rotations"] = rotations
     if older is not None:
         proof = tree.consistency_proof(older.size, cp.size)
         doc["consistency"] = {"from": _cp_doc(older), "proof": [h.hex() for h in proof]}
@@ -119,6 +124,7 @@ def _check(doc: Any, log: note.Verifier, held: Checkpoint | None) -> str:
     if not isinstance(job, str) or not isinstance(items, list) or not items:
         raise _ProofError("proof needs job, checkpoint and records")
     cp = _read_cp(cp_doc, "checkpoint")
+    log = _follow_rotations(doc.get("rotations", []), log, cp)
     if cp.origin != log.name:
         raise _ProofError(f"checkpoint is for origin {cp.origin!r}, the trusted log is {log.name!r}")
     if not cp.verified_by(log):
@@ -227,6 +233,27 @@ def _story(job: str, recs: list[dict[str, Any]]) -> str:
     if not submitted:
         raise _ProofError(f"the proof holds no submitted record of {job}")
     return "; ".join(steps) if steps else "no decision yet"
+
+
+def _follow_rotations(rotations: Any, log: note.Verifier, cp: Checkpoint) -> note.Verifier:
+    """The key in force for ``cp``: the pinned key, handed over by each rotation it signed (and ``cp`` names)."""
+    if not isinstance(rotations, list) or not all(isinstance(r, str) for r in rotations):
+        raise _ProofError("rotations must be a list of signed notes")
+    key = log
+    for i, text in enumerate(rotations):
+        try:
+            act, body, sigs = parse_action(text.encode("utf-8"))
+            if act.kind != "rotate":
+                raise ValueError("not a key rotation")
+            new = note.parse_vkey(act.key)
+        except (ValueError, UnicodeError) as exc:
+            raise _ProofError(f"rotations[{i}] unreadable ({exc})") from None
+        if act.digest not in cp.actions:
+            raise _ProofError(f"rotations[{i}] is not named by the checkpoint")
+        if not any(note.valid(body, s, key) for s in sigs) or new.name != log.name or new.alg != note.ALG_ED25519:
+            raise _ProofError(f"rotations[{i}] is not signed by the key in force ({key.vkey()[:40]}...)")
+        key = new
+    return key
 
 
 def _is_hash(h: Any) -> bool:

@@ -61,3 +61,17 @@ def test_after_rotation_the_old_key_cannot_extend_the_log(tmp_path: Path) -> Non
     stale = Checkpoint(cp.origin, cp.size, cp.root, cp.extensions).signed(load_private_key(w.key))
     raw_sql(w.db, "INSERT INTO checkpoints (size, note) VALUES (?, ?)", stale.size, stale.note)
     assert "is not signed by the trusted key" in w.verify().line()
+
+
+def test_a_proof_made_after_a_rotation_checks_against_the_original_pin(tmp_path: Path) -> None:
+    from scheduler.ledger.proofs import check_proof, prove
+    from scheduler.ledger.signing import load_public_key, log_verifier
+    from tests.ledger.forgery import ORIGIN
+
+    w, _ = rotated(tmp_path)
+    doc = prove(w.db, "a")
+    pinned = log_verifier(ORIGIN, load_public_key(w.pub))  # the key pinned before the rotation
+    result = check_proof(doc, pinned)
+    assert result.ok and len(doc["rotations"]) == 1, result.line
+    doc["rotations"] = []
+    assert "does not verify with the trusted key" in check_proof(doc, pinned).line
