@@ -11,6 +11,7 @@ answered by the holder before any spill), so any altered byte fails.
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ def prove(db: Path, job: str, since: int | None = None) -> dict[str, Any]:
                 rec = decode(leaf)
                 if rec.get("job") == job or rec["kind"] in CONFIG_KINDS:
                     picked.append((int(seq), leaf))
+    except sqlite3.Error as exc:
+        raise LedgerError(f"{db}: not a usable ledger ({exc})") from None
     except (CheckpointFormatError, MalformedRecord, TypeError, ValueError) as exc:
         raise LedgerError(f"{db}: run `mcsched audit verify` first ({exc})") from None
     finally:

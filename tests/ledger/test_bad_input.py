@@ -169,3 +169,17 @@ def test_a_junk_witness_state_is_one_line(made: World, tmp_path: Path, capsys: p
     code, text = run(capsys, "witness", "run", "--log", vkey, "--key", str(tmp_path / "w.key"), "--state", str(state), "--port", "0")
     one_line_failure(code, text)
     assert "unreadable witness state" in text, text
+
+
+@pytest.mark.parametrize("command", [["prove", "a"], ["export"]], ids=["prove", "export"])
+@pytest.mark.parametrize("kind", ["junk", "non-ledger"])
+def test_prove_and_export_on_a_bad_database_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str], kind: str) -> None:
+    db = tmp_path / "l.db"
+    if kind == "junk":
+        db.write_bytes(os.urandom(5000))
+    else:
+        non_ledger(db)
+    before = db.read_bytes()
+    code, text = run(capsys, "audit", *command, "--db", str(db))
+    one_line_failure(code, text)
+    assert db.read_bytes() == before
