@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime
 import getpass
+import hashlib
 import logging
 import os
 import sqlite3
@@ -410,7 +411,8 @@ class Ledger:
 
     def _hash_pending(self) -> None:
         if self._unhashed:
-            self._tree.extend([leaf_hash(x) for x in self._unhashed])
+            sha = hashlib.sha256  # RFC 9162 leaf hashes (merkle.leaf_hash), inlined: one call per record saved
+            self._tree.extend([sha(b"\x00" + x).digest() for x in self._unhashed])
             self._unhashed.clear()
 
     def _extensions(self) -> tuple[str, ...]:
