@@ -7,9 +7,11 @@ as SHA-256(0x00 || line) and the root with any RFC 9162 implementation.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from scheduler.errors import LedgerError
 from scheduler.ledger.verify import connect_readonly
 
 
@@ -17,6 +19,10 @@ def export_lines(db: Path) -> Iterator[bytes]:
     conn = connect_readonly(db)
     try:
         for (leaf,) in conn.execute("SELECT leaf FROM records ORDER BY seq"):
-            yield bytes(leaf)
+            if type(leaf) is not bytes:
+                raise LedgerError(f"{db}: a record is not bytes; run `mcsched audit verify --db {db}`")
+            yield leaf
+    except sqlite3.Error as exc:
+        raise LedgerError(f"{db}: not a usable ledger ({exc})") from None
     finally:
         conn.close()

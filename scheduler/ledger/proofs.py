@@ -10,22 +10,22 @@ answered by the holder before any spill), so any altered byte fails.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from scheduler.errors import LedgerError
+from scheduler.ledger import note
+from scheduler.ledger.actions import parse_action
 from scheduler.ledger.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from scheduler.ledger.records import MalformedRecord, decode
-from scheduler.ledger.signing import Checkpoint, CheckpointFormatError, key_id, parse_checkpoint
+from scheduler.ledger.signing import Checkpoint, CheckpointFormatError, parse_checkpoint
 from scheduler.ledger.verify import connect_readonly
 
-FORMAT = "mcsched-proof/v1"
+FORMAT = "mcsched-proof/v2"
+MAX_PROOF = 64 << 20  # bytes: a proof is a few records and paths; anything larger is refused unread
 CONFIG_KINDS = ("configured", "reconfigured")
 
 
@@ -37,16 +37,17 @@ def prove(db: Path, job: str, since: int | None = None) -> dict[str, Any]:
     """
     conn = connect_readonly(db)
     try:
-        row = conn.execute("SELECT body, signature FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        row = conn.execute("SELECT note FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
         if row is None:
             raise LedgerError(f"{db}: no signed checkpoint")
-        cp = parse_checkpoint(bytes(row[0]), bytes(row[1]))
+        cp = parse_checkpoint(bytes(row[0]))
+        actions = [parse_action(bytes(n))[0] for (n,) in conn.execute("SELECT note FROM actions ORDER BY id")]
         older = None
         if since is not None and since < cp.size:
-            got = conn.execute("SELECT body, signature FROM checkpoints WHERE size = ?", (since,)).fetchone()
+            got = conn.execute("SELECT note FROM checkpoints WHERE size = ? ORDER BY id LIMIT 1", (since,)).fetchone()
             if got is None:
                 raise LedgerError(f"{db}: no checkpoint of size {since}")
-            older = parse_checkpoint(bytes(got[0]), bytes(got[1]))
+            older = parse_checkpoint(bytes(got[0]))
         leaves: list[bytes] = []
         picked: list[tuple[int, bytes]] = []
         for seq, leaf in conn.execute("SELECT seq, leaf FROM records WHERE seq <= ? ORDER BY seq", (cp.size,)):
@@ -56,7 +57,9 @@ def prove(db: Path, job: str, since: int | None = None) -> dict[str, Any]:
                 rec = decode(leaf)
                 if rec.get("job") == job or rec["kind"] in CONFIG_KINDS:
                     picked.append((int(seq), leaf))
-    except (CheckpointFormatError, MalformedRecord) as exc:
+    except sqlite3.Error as exc:
+        raise LedgerError(f"{db}: not a usable ledger ({exc})") from None
+    except (CheckpointFormatError, MalformedRecord, TypeError, ValueError) as exc:
         raise LedgerError(f"{db}: run `mcsched audit verify` first ({exc})") from None
     finally:
         conn.close()
@@ -72,23 +75,26 @@ def prove(db: Path, job: str, since: int | None = None) -> dict[str, Any]:
             for seq, leaf in picked
         ],
     }
+    rotations = [a.note.decode("utf-8") for a in actions if a.kind == "rotate" and a.digest in cp.actions]
+    if rotations:  # the checker follows them from the key it pins, as verify does
+        doc["rotations"] = rotations
     if older is not None:
         proof = tree.consistency_proof(older.size, cp.size)
         doc["consistency"] = {"from": _cp_doc(older), "proof": [h.hex() for h in proof]}
     return doc
 
 
-def _cp_doc(cp: Checkpoint) -> dict[str, str]:
-    return {"body": cp.body().decode("ascii"), "signature": base64.b64encode(cp.signature).decode()}
+def _cp_doc(cp: Checkpoint) -> str:
+    """The signed note as text: a C2SP checkpoint any note verifier reads."""
+    return cp.note.decode("utf-8")
 
 
 def _read_cp(cp_doc: Any, what: str) -> Checkpoint:
     try:
-        body, sig = cp_doc["body"], cp_doc["signature"]
-        if not isinstance(body, str) or not isinstance(sig, str):
-            raise ValueError("checkpoint body and signature must be strings")
-        return parse_checkpoint(body.encode("ascii"), base64.b64decode(sig, validate=True))
-    except (KeyError, TypeError, ValueError, UnicodeError, binascii.Error) as exc:
+        if not isinstance(cp_doc, str):
+            raise ValueError("a checkpoint must be a signed note (a string)")
+        return parse_checkpoint(cp_doc.encode("utf-8"))
+    except (ValueError, UnicodeError) as exc:
         raise _ProofError(f"{what} unreadable ({exc})") from None
 
 
@@ -98,10 +104,14 @@ class ProofResult:
     line: str
 
 
-def check_proof(doc: Any, public: Ed25519PublicKey) -> ProofResult:
-    """Check a proof document with nothing but the public key."""
+def check_proof(doc: Any, log: note.Verifier, held: Checkpoint | None = None) -> ProofResult:
+    """Check a proof document with nothing but the log's verifier key (origin + public key, from the trust file).
+
+    ``held``: a checkpoint the auditor already holds (not from the proof); the proof must
+    then carry a consistency proof from exactly that checkpoint.
+    """
     try:
-        return ProofResult(True, "OK: " + _check(doc, public))
+        return ProofResult(True, "OK: " + _check(doc, log, held))
     except _ProofError as exc:
         return ProofResult(False, f"FAIL: {exc}")
 
@@ -110,28 +120,39 @@ class _ProofError(Exception):
     pass
 
 
-def _check(doc: Any, public: Ed25519PublicKey) -> str:
+def _check(doc: Any, log: note.Verifier, held: Checkpoint | None) -> str:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise _ProofError(f"not an {FORMAT} document")
     job, cp_doc, items = doc.get("job"), doc.get("checkpoint"), doc.get("records")
-    if not isinstance(job, str) or not isinstance(cp_doc, dict) or not isinstance(items, list) or not items:
+    if not isinstance(job, str) or not isinstance(items, list) or not items:
         raise _ProofError("proof needs job, checkpoint and records")
     cp = _read_cp(cp_doc, "checkpoint")
-    if cp.key != key_id(public) or not cp.valid(public):
-        raise _ProofError(f"checkpoint signature does not verify with the public key (key {key_id(public)})")
+    log = _follow_rotations(doc.get("rotations", []), log, cp)
+    if cp.origin != log.name:
+        raise _ProofError(f"checkpoint is for origin {cp.origin!r}, the trusted log is {log.name!r}")
+    if not cp.verified_by(log):
+        raise _ProofError(f"checkpoint signature does not verify with the trusted key ({log.vkey()[:40]}...)")
+    if held is not None and "consistency" not in doc and held.size != cp.size:
+        raise _ProofError(f"the proof carries no consistency proof from the checkpoint you hold (size {held.size})")
+    if held is not None and "consistency" not in doc and held.root != cp.root:
+        raise _ProofError(f"the proof's checkpoint of size {cp.size} differs from the one you hold (a fork)")
     extends = ""
     if "consistency" in doc:
         cons = doc["consistency"]
         if not isinstance(cons, dict) or not isinstance(cons.get("proof"), list) or not all(_is_hash(h) for h in cons["proof"]):
             raise _ProofError("consistency needs from and proof")
         old = _read_cp(cons.get("from"), "consistency checkpoint")
-        if old.key != cp.key or old.origin != cp.origin or not old.valid(public):
-            raise _ProofError("consistency checkpoint is not signed by the same key for the same ledger")
+        if old.origin != cp.origin or not old.verified_by(log):
+            raise _ProofError("consistency checkpoint is not signed by the trusted key for the same log")
+        if held is not None and (old.size, old.root) != (held.size, held.root):
+            raise _ProofError(f"the consistency proof starts from a checkpoint of size {old.size}, not the one you hold (size {held.size})")
         if not verify_consistency(old.size, cp.size, old.root, cp.root, [bytes.fromhex(h) for h in cons["proof"]]):
             raise _ProofError(f"the checkpoint of size {cp.size} does not extend the one of size {old.size} (history rewritten)")
         extends = f", which extends the checkpoint of size {old.size}"
     recs: list[dict[str, Any]] = []
     last = 0
+    prev = 0  # the job's previous record in the proof: each of its records names it
+    at = float("-inf")
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise _ProofError(f"records[{i}] is not an object")
@@ -151,13 +172,22 @@ def _check(doc: Any, public: Ed25519PublicKey) -> str:
             raise _ProofError(f"record {seq}: not included in the signed checkpoint of size {cp.size} (altered)")
         if rec["seq"] != seq or (rec.get("job") != job and rec["kind"] not in CONFIG_KINDS):
             raise _ProofError(f"record {seq}: is not a record of {job}")
+        if rec.get("job") == job:
+            if rec["prev"] != prev:
+                raise _ProofError(f"record {seq}: follows {job}'s record {rec['prev']}, which the proof leaves out (it holds {prev or 'none'} before it)")
+            prev = seq
+        if rec["at"] < at:
+            raise _ProofError(f"record {seq}: time runs backwards ({rec['at']} after {at})")
+        at = rec["at"]
         recs.append(rec)
-    return f"{job}: {len(recs)} records included in the checkpoint of size {cp.size} (key {cp.key}){extends}; " + _story(job, recs)
+    return f"{job}: {len(recs)} records included in the checkpoint of size {cp.size} (origin {cp.origin}){extends}; " + _story(job, recs)
 
 
 def _story(job: str, recs: list[dict[str, Any]]) -> str:
     """The ROFR story the records tell; every placement must follow the holder's answer in its attempt."""
     holder = ""
+    cls = ""
+    pins: dict[str, list[str]] = {}
     answers: dict[int, tuple[str, str, str]] = {}
     offered: set[int] = set()
     steps: list[str] = []
@@ -167,10 +197,12 @@ def _story(job: str, recs: list[dict[str, Any]]) -> str:
         if kind in CONFIG_KINDS:
             try:
                 holder = rec["contract"]["spec"]["rofr"]["holder"]
-            except (KeyError, TypeError):
+                pins = {str(k): [str(c) for c in v] for k, v in (rec["contract"]["spec"].get("pins") or {}).items()}
+            except (KeyError, TypeError, AttributeError):
                 raise _ProofError(f"record {rec['seq']}: contract names no holder") from None
         elif kind == "submitted":
             submitted = True
+            cls = rec["cls"]
         elif kind == "offered":
             if rec["holder"] != holder:
                 raise _ProofError(f"record {rec['seq']}: offered to {rec['holder']}, but the holder is {holder}")
@@ -187,6 +219,9 @@ def _story(job: str, recs: list[dict[str, Any]]) -> str:
                 raise _ProofError(f"record {rec['seq']}: placed on {rec['cloud']} without the holder's answer in attempt {rec['attempt']}")
             if rec["cloud"] != holder and ans[1] == "accepted":
                 raise _ProofError(f"record {rec['seq']}: placed on {rec['cloud']} although {holder} accepted")
+            allowed = pins.get(cls)
+            if allowed is not None and rec["cloud"] not in allowed:
+                raise _ProofError(f"record {rec['seq']}: a {cls} job placed on {rec['cloud']}, but the contract pins {cls} to {', '.join(allowed)}")
             first = "not offered to" if ans[1] == "not-offered" else "offered to"
             steps.append(
                 f"attempt {rec['attempt']}: {first} {holder} first ({ans[1]} {ans[2]}), placed on {rec['cloud']}/{rec['region']} via {rec['via']}"
@@ -203,15 +238,46 @@ def _story(job: str, recs: list[dict[str, Any]]) -> str:
     return "; ".join(steps) if steps else "no decision yet"
 
 
+def _follow_rotations(rotations: Any, log: note.Verifier, cp: Checkpoint) -> note.Verifier:
+    """The key in force for ``cp``: the pinned key, handed over by each rotation it signed (and ``cp`` names)."""
+    if not isinstance(rotations, list) or not all(isinstance(r, str) for r in rotations):
+        raise _ProofError("rotations must be a list of signed notes")
+    key = log
+    for i, text in enumerate(rotations):
+        try:
+            act, body, sigs = parse_action(text.encode("utf-8"))
+            if act.kind != "rotate":
+                raise ValueError("not a key rotation")
+            new = note.parse_vkey(act.key)
+        except (ValueError, UnicodeError) as exc:
+            raise _ProofError(f"rotations[{i}] unreadable ({exc})") from None
+        if act.digest not in cp.actions:
+            raise _ProofError(f"rotations[{i}] is not named by the checkpoint")
+        if not any(note.valid(body, s, key) for s in sigs) or new.name != log.name or new.alg != note.ALG_ED25519:
+            raise _ProofError(f"rotations[{i}] is not signed by the key in force ({key.vkey()[:40]}...)")
+        key = new
+    return key
+
+
 def _is_hash(h: Any) -> bool:
     """Audit path entries in one form only (64 lower-case hex digits), so no byte is insignificant."""
     return isinstance(h, str) and len(h) == 64 and all(c in "0123456789abcdef" for c in h)
 
 
-def load_proof(path: Path) -> Any:
+def load_proof(path: Path, limit: int = MAX_PROOF) -> Any:
+    """The proof document, refused unread above ``limit`` bytes and without a traceback at any nesting depth."""
     try:
-        return json.loads(path.read_bytes())
+        size = path.stat().st_size
+        if size > limit:
+            raise LedgerError(f"{path}: {size} bytes, larger than any proof (limit {limit})")
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise LedgerError(f"{path}: larger than any proof (limit {limit})")
+        return json.loads(data)
     except OSError as exc:
         raise LedgerError(f"{path}: cannot read ({exc.strerror})") from None
+    except RecursionError:
+        raise LedgerError(f"{path}: not a proof (JSON nested too deep)") from None
     except (ValueError, UnicodeError) as exc:
         raise LedgerError(f"{path}: not a JSON proof ({exc})") from None

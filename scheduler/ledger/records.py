@@ -1,7 +1,8 @@
 """The one byte form of a ledger record, and its strict reader.
 
 A record is canonical JSON (sorted keys, no spaces, ASCII, finite numbers) of ``seq``,
-``kind`` and every field of the event (``at`` included). Those bytes are the Merkle leaf,
+``kind``, every field of the event (``at`` included) and, for a job's record, ``prev``
+(the ``seq`` of the job's previous record). Those bytes are the Merkle leaf,
 the only thing the ``records`` table stores next to its ``seq`` and the exact line that
 ``audit export`` prints, so an auditor hashes what they read.
 
@@ -28,18 +29,39 @@ class MalformedRecord(ValueError):
     """A record that does not decode to a well-typed event."""
 
 
-def encode(seq: int, event: Event) -> bytes:
-    """The canonical record bytes (the Merkle leaf) of ``event`` at position ``seq``."""
+def encode(seq: int, event: Event, prev: int | None = None) -> bytes:
+    """The canonical record bytes (the Merkle leaf) of ``event`` at position ``seq``.
+
+    A job's record also names ``prev``, the ``seq`` of that job's previous record (0 for
+    its first), so the records of one job form a chain: a proof that leaves one out fails.
+    """
     rec = event.to_record()
     rec["kind"] = event.kind
     rec["seq"] = seq
+    if prev is not None:
+        rec["prev"] = prev
     return json.dumps(rec, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
+JOB_KINDS = frozenset(kind for kind, cls in EVENT_TYPES.items() if "job" in event_fields(cls))
+JOB_EVENTS: frozenset[type[Event]] = frozenset(EVENT_TYPES[kind] for kind in JOB_KINDS)
+
+
+class JobRef(msgspec.Struct, gc=False):
+    """Just the job a record belongs to (for rebuilding the per-job chain quickly)."""
+
+    job: str | None = None
+
+
+JOB_OF: msgspec.json.Decoder[JobRef] = msgspec.json.Decoder(JobRef)
+
+
 def _record_type(cls: type[Event]) -> type[msgspec.Struct]:
-    """A typed record (msgspec Struct) with the event's fields, ``seq`` and the ``kind`` tag."""
+    """A typed record (msgspec Struct) with the event's fields, ``seq``, the ``kind`` tag and (job records) ``prev``."""
     hints = typing.get_type_hints(cls)
     fields = [(name, hints[name]) for name in event_fields(cls)] + [("seq", int)]
+    if "job" in event_fields(cls):
+        fields.append(("prev", int))
     return msgspec.defstruct(
         f"{cls.__name__}Record", fields, tag_field="kind", tag=cls.kind, forbid_unknown_fields=True, gc=False
     )
@@ -71,11 +93,12 @@ def decode(leaf: bytes) -> dict[str, Any]:
 def to_event(rec: Any) -> Event:
     """The event of a decoded record (typed or dict)."""
     if isinstance(rec, dict):
-        kind, data = rec["kind"], {k: v for k, v in rec.items() if k not in ("kind", "seq")}
+        kind, data = rec["kind"], {k: v for k, v in rec.items() if k not in ("kind", "seq", "prev")}
     else:
         kind = KIND_OF[type(rec)]
         data = msgspec.structs.asdict(rec)
         del data["seq"]
+        data.pop("prev", None)
     for name in _TUPLE_FIELDS & data.keys():
         data[name] = tuple(tuple(x) for x in data[name])
     return EVENT_TYPES[kind](**data)

@@ -1,37 +1,57 @@
-"""``audit verify``: integrity (Merkle tree, signed checkpoints, witness) and the contract.
+"""``audit verify``: integrity (Merkle tree, every signed checkpoint, operator actions, witness cosignatures) and the contract.
 
 One streaming pass over the records (a 1M-record ledger never sits in memory as objects),
 in big ``fetchmany`` batches: each batch is leaf-hashed in one tight loop and added to a
-compact range level by level (``CompactRange.extend``), cut at every size where a root is
-needed (each signed checkpoint, each witnessed size), then decoded strictly (msgspec) and
-fed to the independent checker. Records since the last verified checkpoint are held back
-(as bytes) until their checkpoint verifies, so a tampered record is reported as
-tampering, not as the contract breach it may fake. Records after the last checkpoint are
-checked and reported as unsigned (or refused with ``require_signed``). Every problem
-becomes one ``FAIL: record N: why`` line; nothing a file can contain raises.
+compact range level by level (``CompactRange.extend``), cut at every checkpoint size, then
+decoded strictly (msgspec) and fed to the independent checker. Records since the last
+verified checkpoint are held back (as bytes) until their checkpoint verifies, so a
+tampered record is reported as tampering, not as the contract breach it may fake.
+
+Every checkpoint must be signed by the trusted key under the trusted origin, each must be
+consistent with the one before (its root is the tree of exactly the first ``size``
+records, so consecutive checkpoints are consistent by construction), every operator
+action must be signed and named by every later checkpoint, and the last checkpoint must
+cover the whole ledger: records after it fail unless ``allow_unsigned_tail`` (a live
+writer's last second). With a trust file, the last checkpoint needs ``quorum`` witness
+cosignatures and the contracts and catalogs recorded must be the pinned ones. Every
+problem becomes one ``FAIL: record N: why`` line; nothing a file can contain raises.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from scheduler.errors import LedgerError
-from scheduler.gcpause import no_gc
 from scheduler.invariants import InvariantChecker
+from scheduler.ledger import note
+from scheduler.ledger.actions import Action, ActionFormatError, parse_action
 from scheduler.ledger.merkle import CompactRange
-from scheduler.ledger.records import DECODER, KIND_OF
-from scheduler.ledger.signing import NO_PREV, Checkpoint, default_public_key_path, key_id, load_public_key, parse_checkpoint
-from scheduler.ledger.witness import read_witness
+from scheduler.ledger.records import DECODER, JOB_KINDS, KIND_OF
+from scheduler.ledger.signing import (
+    Checkpoint,
+    CheckpointFormatError,
+    default_public_key_path,
+    load_public_key,
+    log_verifier,
+    parse_checkpoint,
+)
+from scheduler.ledger.trust import Trust
 
 HOLD_BACK = 65_536  # records checked before their checkpoint when an operation is huge (memory bound)
 BATCH = 4096  # records per fetchmany
-EXPECTED_COLUMNS = {b"records": ["seq", "leaf"], b"checkpoints": ["size", "body", "signature"]}
+V3_COLUMNS = {
+    b"records": ["seq", "leaf", "mac"],
+    b"checkpoints": ["id", "size", "note"],
+    b"actions": ["id", "note"],
+    b"cosignatures": ["checkpoint", "line"],
+}
+V2_CHECKPOINT_COLUMNS = ["size", "body", "signature"]
 
 
 def connect_readonly(path: Path) -> sqlite3.Connection:
@@ -46,6 +66,22 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1].decode() if isinstance(r[1], bytes) else str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def ledger_tables(conn: sqlite3.Connection) -> str:
+    """``empty`` (no tables), ``v3``, ``v2`` (the home-made checkpoint format) or ``other`` (not a ledger)."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+    if not tables:
+        return "empty"
+    if b"checkpoints" in tables and _columns(conn, "checkpoints") == V2_CHECKPOINT_COLUMNS:
+        return "v2"
+    if b"records" in tables and b"checkpoints" in tables:
+        return "v3"
+    return "other"
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     """The verdict: ``ok``, or the first bad record (``seq``), why, and the rule for contract breaches."""
@@ -56,6 +92,7 @@ class VerifyReport:
     reason: str = ""
     rule: str = ""
     summary: str = ""
+    adopted: tuple[str, ...] = field(default=())
 
     @property
     def ok(self) -> bool:
@@ -78,36 +115,43 @@ class _Fail(Exception):
 def verify_ledger(
     path: Path,
     public_key: Ed25519PublicKey | Path | None = None,
-    witness: Path | None = None,
     *,
+    trust: Trust | None = None,
     conn: sqlite3.Connection | None = None,
-    require_signed: bool = False,
+    allow_unsigned_tail: bool = False,
 ) -> VerifyReport:
-    """Verify the ledger at ``path`` (or on ``conn``) against a public key and a witness log.
+    """Verify the ledger at ``path`` (or on ``conn``) against a trust file, or a bare public key.
 
-    Records after the last signed checkpoint (a live writer within its checkpoint interval,
-    or one that crashed) are checked and counted in the OK line as unsigned;
-    ``require_signed`` makes any such record a failure instead.
+    With ``trust`` the origin, the key, the witnesses and the documents in force are the
+    trust file's. With only ``public_key`` the origin is the ledger's own (reported as not
+    pinned) and no cosignature is required.
     """
     own = conn is None
     checker = InvariantChecker()
     count = [0]
-    # One pass allocates millions of short-lived objects next to a growing, acyclic state
-    # (jobs, pools): full cyclic collections would walk that state again and again for
-    # nothing (~20% of the time at 200k records, more at 1M). Paused for the pass only.
     try:
-        with no_gc():
+        if trust is None:
             if isinstance(public_key, Ed25519PublicKey):
                 pub = public_key
             else:
                 key_path = public_key or default_public_key_path()
                 if not key_path.exists():
-                    raise _Fail(0, f"no public key at {key_path} (pass --public-key)")
+                    raise _Fail(0, f"no public key at {key_path} (pass --trust or --public-key)")
                 pub = load_public_key(key_path)
-            if conn is None:
-                conn = connect_readonly(path)
-            summary = _verify(conn, pub, witness, checker, count, require_signed)
-            return VerifyReport(count[0], len(checker.jobs), summary=summary)
+        if conn is None:
+            conn = connect_readonly(path)
+        _schema(conn)
+        if trust is None:
+            row = conn.execute("SELECT note FROM checkpoints ORDER BY id LIMIT 1").fetchone()
+            if row is None or type(row[0]) is not bytes:
+                raise _Fail(1, "no signed checkpoint: the ledger is empty or unsigned")
+            try:
+                origin = parse_checkpoint(row[0]).origin
+            except CheckpointFormatError as exc:
+                raise _Fail(0, f"first checkpoint unreadable ({exc})") from None
+            trust = Trust(log_verifier(origin, pub), source="")
+        summary, adopted = _verify(conn, trust, checker, count, allow_unsigned_tail)
+        return VerifyReport(count[0], len(checker.jobs), summary=summary, adopted=adopted)
     except _Fail as f:
         return VerifyReport(count[0], len(checker.jobs), seq=f.seq, reason=f.reason, rule=f.rule)
     except LedgerError as exc:
@@ -122,81 +166,119 @@ def verify_ledger(
 
 
 def _schema(conn: sqlite3.Connection) -> None:
-    tables = {r[0]: r[1] for r in conn.execute("SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view')")}
-    if b"ledger" in tables and b"records" not in tables:
-        raise _Fail(0, "a v1 ledger (unsigned hash chain): it proves nothing against whoever has the file")
-    for table, columns in EXPECTED_COLUMNS.items():
-        if tables.get(table) != b"table":
-            raise _Fail(0, f"not an mcsched ledger (no {table.decode()} table)")
-        found = [r[1].decode() if isinstance(r[1], bytes) else str(r[1]) for r in conn.execute(f"PRAGMA table_info({table.decode()})")]
+    kind = ledger_tables(conn)
+    if kind == "v2":
+        raise _Fail(0, "a v2 ledger (home-made checkpoints, no record MACs): verify it with mcsched before v3")
+    if kind != "v3":
+        raise _Fail(0, "not an mcsched ledger (no records and checkpoints tables)")
+    for table, columns in V3_COLUMNS.items():
+        found = _columns(conn, table.decode())
         if found != columns:
-            raise _Fail(0, f"{table.decode()} table has columns {found}, expected {columns} (no column may be left unsigned)")
+            raise _Fail(0, f"{table.decode()} table has columns {found}, expected {columns}")
 
 
-def _checkpoints(conn: sqlite3.Connection, pub: Ed25519PublicKey) -> list[Checkpoint]:
-    """Every checkpoint, chained by ``prev``; the last one's signature must verify."""
-    expected_key = key_id(pub)
-    out: list[Checkpoint] = []
-    prev_digest = NO_PREV
-    for size_col, body, sig in conn.execute("SELECT size, body, signature FROM checkpoints ORDER BY size"):
-        at = size_col if type(size_col) is int and size_col > 0 else 0
-        if type(body) is not bytes or type(sig) is not bytes:
-            raise _Fail(at, "checkpoint body and signature must be bytes")
+def _actions(conn: sqlite3.Connection, trust: Trust) -> dict[str, tuple[Action, bytes, list[note.Signature]]]:
+    """Every operator action by digest (signatures are checked where a checkpoint first names it)."""
+    acts: dict[str, tuple[Action, bytes, list[note.Signature]]] = {}
+    for (signed,) in conn.execute("SELECT note FROM actions ORDER BY id"):
+        if type(signed) is not bytes:
+            raise _Fail(0, "an action note is not bytes")
         try:
-            cp = parse_checkpoint(body, sig)
-        except ValueError as exc:
+            act, text, sigs = parse_action(signed)
+        except (ActionFormatError, UnicodeDecodeError) as exc:
+            raise _Fail(0, f"an operator action is unreadable ({exc})") from None
+        if act.origin != trust.origin:
+            raise _Fail(0, f"operator action ({act.describe()}) is for origin {act.origin!r}")
+        acts[act.digest] = (act, text, sigs)
+    return acts
+
+
+def _checkpoints(conn: sqlite3.Connection, trust: Trust) -> tuple[list[tuple[int, Checkpoint]], list[Action]]:
+    """Every checkpoint in signing order, each signed by the key in force for the trusted origin.
+
+    The key in force starts as the trust file's; a ``rotate`` action, signed by the key in
+    force and named by a checkpoint that key signed, hands over to the key it names.
+    """
+    acts = _actions(conn, trust)
+    key = trust.log
+    named: list[Action] = []
+    out: list[tuple[int, Checkpoint]] = []
+    roots: dict[int, bytes] = {}
+    for cp_id, size_col, signed in conn.execute("SELECT id, size, note FROM checkpoints ORDER BY id"):
+        at = size_col if type(size_col) is int and size_col > 0 else 0
+        if type(signed) is not bytes:
+            raise _Fail(at, "checkpoint note must be bytes")
+        try:
+            cp = parse_checkpoint(signed)
+        except CheckpointFormatError as exc:
             raise _Fail(at, f"checkpoint unreadable ({exc})") from None
         if cp.size != size_col:
-            raise _Fail(at, f"checkpoint row says size {size_col!r} but its signed body says {cp.size}")
-        if cp.key != expected_key:
-            raise _Fail(cp.size, f"checkpoint signed by another key (key id {cp.key}, expected {expected_key})")
-        if out and cp.origin != out[0].origin:
-            raise _Fail(cp.size, f"checkpoint of another ledger (origin {cp.origin}, expected {out[0].origin})")
-        if out and cp.time < out[-1].time:
-            raise _Fail(cp.size, "checkpoint time goes backwards")
-        if cp.prev != prev_digest:
-            raise _Fail(cp.size, "checkpoint does not chain to the previous checkpoint (a checkpoint was altered, removed or inserted)")
-        prev_digest = cp.digest()
-        out.append(cp)
+            raise _Fail(at, f"checkpoint row says size {size_col!r} but its signed note says {cp.size}")
+        if cp.origin != trust.origin:
+            raise _Fail(0, f"checkpoint of size {cp.size} is for origin {cp.origin!r}, the trusted log is {trust.origin!r} (a fork or another ledger)")
+        if not cp.verified_by(key):
+            raise _Fail(at, f"checkpoint of size {cp.size} is not signed by the trusted key {key.vkey()[:48]}... (forged, re-signed or re-keyed)")
+        if out and cp.size < out[-1][1].size:
+            raise _Fail(cp.size, f"checkpoint of size {cp.size} follows one of size {out[-1][1].size} (rolled back)")
+        if cp.actions[: len(named)] != tuple(a.digest for a in named):
+            raise _Fail(cp.size, f"checkpoint of size {cp.size} drops an operator action named by the checkpoint before it")
+        if roots.setdefault(cp.size, cp.root) != cp.root:
+            raise _Fail(cp.size, f"two checkpoints of size {cp.size} with different roots (a fork)")
+        for digest in cp.actions[len(named) :]:
+            found = acts.get(digest)
+            if found is None:
+                raise _Fail(0, f"checkpoint of size {cp.size} names an operator action the ledger does not hold")
+            act, text, sigs = found
+            if not any(note.valid(text, s, key) for s in sigs):
+                raise _Fail(0, f"operator action ({act.describe()}) is not signed by the trusted key")
+            named.append(act)
+            if act.kind == "rotate":
+                try:
+                    key = note.parse_vkey(act.key)
+                except note.NoteError as exc:
+                    raise _Fail(0, f"key rotation at size {act.after}: {exc}") from None
+                if key.name != trust.origin or key.alg != note.ALG_ED25519:
+                    raise _Fail(0, f"key rotation at size {act.after} names a key for {key.name!r}, not the log's")
+        out.append((int(cp_id), cp))
     if not out:
         raise _Fail(1, "no signed checkpoint: the ledger is empty or unsigned")
-    if not out[-1].valid(pub):
-        raise _Fail(out[-1].size, "checkpoint signature does not verify with the public key (forged or re-signed)")
-    return out
+    if len(named) != len(acts):
+        raise _Fail(0, f"the operator actions stored ({len(acts)}) are not those the last checkpoint names ({len(named)})")
+    return out, named
 
 
-def _verify(
-    conn: sqlite3.Connection,
-    pub: Ed25519PublicKey,
-    witness: Path | None,
-    checker: InvariantChecker,
-    count: list[int],
-    require_signed: bool = False,
-) -> str:
-    _schema(conn)
-    cps = _checkpoints(conn, pub)
-    origin = cps[0].origin
-    by_size = {cp.size: cp for cp in cps}
-    witnessed: dict[int, list[tuple[int, Checkpoint]]] = {}
-    top_known = 0
-    if witness is not None:
-        for entry in read_witness(witness, origin, by_size):
-            if entry.checkpoint is None:
-                raise _Fail(0, f"witness {witness}: {entry.problem}")
-            if entry.known:  # the ledger's own checkpoint, checked with the chain
-                top_known = max(top_known, entry.checkpoint.size)
-                continue
-            witnessed.setdefault(entry.checkpoint.size, []).append((entry.line, entry.checkpoint))
-    last = cps[-1].size
-    # The sizes where the root is needed, in order: every checkpoint, every witnessed size.
-    needs = sorted(by_size.keys() | witnessed.keys())
+def _cosigned(conn: sqlite3.Connection, trust: Trust, cp_id: int, cp: Checkpoint) -> int:
+    """How many trusted witnesses validly cosigned checkpoint ``cp_id``; a bad line from a trusted witness fails."""
+    text = cp.text()
+    good: set[str] = set()
+    for (line,) in conn.execute("SELECT line FROM cosignatures WHERE checkpoint = ?", (cp_id,)):
+        try:
+            sig = note.parse_signature_line(bytes(line).rstrip(b"\n"))
+        except (note.NoteError, TypeError):
+            raise _Fail(0, f"an unreadable cosignature for the checkpoint of size {cp.size}") from None
+        for w in trust.witnesses:
+            if note.matches(sig, w):
+                if note.cosignature_time(text, sig, w) is None:
+                    raise _Fail(0, f"witness {w.name}'s cosignature of the checkpoint of size {cp.size} does not verify")
+                good.add(w.vkey())
+    return len(good)
+
+
+def _verify(conn: sqlite3.Connection, trust: Trust, checker: InvariantChecker, count: list[int], allow_unsigned_tail: bool) -> tuple[str, tuple[str, ...]]:
+    cps, acts = _checkpoints(conn, trust)
+    last_id, last_cp = cps[-1]
+    last = last_cp.size
+    roots = {cp.size: cp.root for _, cp in cps}
+    needs = sorted(s for s in roots if s > 0)
     j = 0
-    sizes_seen: dict[int, bytes] = {}
     tree = CompactRange()
     sha = hashlib.sha256
     pending: list[bytes] = []  # read, hashed, not yet decoded and checked: they wait for their checkpoint
     checked = 0  # records decoded and checked so far
     n = 0  # records read so far
+    pins = trust if trust.contracts is not None or trust.catalogs is not None else None
+    chain: dict[str, int] = {}  # job -> seq of its last record: the next one must name it as ``prev``
+    clock = [float("-inf")]  # the last record's time: time never runs backwards
     cur = conn.execute("SELECT seq, leaf FROM records ORDER BY seq")
     while batch := cur.fetchmany(BATCH):
         m = len(batch)
@@ -219,64 +301,59 @@ def _verify(
             tree.extend(hashes[pos:cut])
             pending += leaves[pos:cut]
             pos = cut
-            root = tree.root()
-            if size in witnessed:
-                sizes_seen[size] = root
-            cp = by_size.get(size)
-            if cp is not None:
-                if root != cp.root:
-                    first = checked + 1
-                    where = f"records {first}..{size}" if first != size else f"record {size}"
-                    raise _Fail(
-                        first,
-                        f"{where} do not match the signed checkpoint of size {size} (altered, inserted, deleted or reordered)",
-                    )
-                count[0] = size
-                checked = _check(checked, pending, checker, last)
-        if require_signed and n + m > last:  # every checkpoint up to here verified: what follows is unsigned
-            raise _Fail(max(n, last) + 1, f"not covered by any signed checkpoint (the last one covers {last} records): inserted or appended")
+            if tree.root() != roots[size]:
+                first = checked + 1
+                where = f"records {first}..{size}" if first != size else f"record {size}"
+                raise _Fail(first, f"{where} do not match the signed checkpoint of size {size} (altered, inserted, deleted or reordered)")
+            count[0] = size
+            checked = _check(checked, pending, checker, last, chain, clock, pins)
+        if not allow_unsigned_tail and n + m > last:  # every checkpoint up to here verified: what follows is unsigned
+            total = n + m + sum(1 for _ in cur)
+            raise _Fail(
+                last + 1,
+                f"{total - last} records after checkpoint {last} are not signed (records {last + 1}..{total}): "
+                "appended without the key, or a writer that crashed and was not reopened (--allow-unsigned-tail to check them anyway)",
+            )
         tree.extend(hashes[pos:])
         pending += leaves[pos:]
         n += m
         count[0] = n
         if len(pending) >= HOLD_BACK:  # a huge operation (or an unsigned tail): bounded memory
-            checked = _check(checked, pending, checker, last)
+            checked = _check(checked, pending, checker, last, chain, clock, pins)
     if n < last:
         raise _Fail(n + 1, f"missing: the signed checkpoint covers {last} records, the ledger has {n} (truncated)")
     if pending:  # the unsigned tail (records after the last checkpoint)
-        checked = _check(checked, pending, checker, last)
+        checked = _check(checked, pending, checker, last, chain, clock, pins)
     for v in checker.finish(n):
         raise _Fail(v.seq, f"{v.rule}: {v.message}", v.rule)
-    top = top_known
-    for size, entries in sorted(witnessed.items()):
-        for line, wcp in entries:
-            mine = by_size.get(size)
-            same = mine is not None and mine.body() == wcp.body() and mine.signature == wcp.signature
-            if not same and not wcp.valid(pub):
-                raise _Fail(0, f"witness {witness} line {line}: signature does not verify")
-            if size > n:
-                raise _Fail(n + 1, f"missing: the witness saw {size} records (line {line}), the ledger has {n} (truncated)")
-            if sizes_seen.get(size) != wcp.root:
-                raise _Fail(size, f"records 1..{size} differ from the checkpoint witnessed at line {line} (history rewritten)")
-            top = max(top, size)
-    root_hex = cps[-1].root.hex()
-    seen = f"witnessed up to {top}" if top else "not witnessed"
+    witnessed = "no witness required"
+    if trust.witnesses:
+        got = _cosigned(conn, trust, last_id, last_cp)
+        if got < trust.quorum:
+            raise _Fail(0, f"the last checkpoint (size {last}) has {got} of the {trust.quorum} witness cosignatures the trust file requires")
+        witnessed = f"cosigned by {got} of {len(trust.witnesses)} witnesses (quorum {trust.quorum})"
+    adopted = tuple(a.describe() for a in acts)
+    pinned = f"origin {trust.origin} pinned by {trust.source}" if trust.source else f"origin {trust.origin} NOT pinned (pass --trust)"
+    docs = "" if not trust.source else ("; contracts and catalogs pinned" if pins is not None else "; contracts and catalogs NOT pinned")
     tail = ""
     if n > last:
-        tail = (
-            f"; {n - last} records after the last signed checkpoint (records {last + 1}..{n}) are not signed yet "
-            "(a live writer signs within its checkpoint interval; a crashed one when reopened): checked, but not evidence"
-        )
+        tail = f"; {n - last} records after the last checkpoint (records {last + 1}..{n}) are not signed: checked, but not evidence"
+    acted = "; operator actions: " + "; ".join(adopted) if adopted else ""
     return (
-        f"{n} records, Merkle root {root_hex[:16]}, {len(cps)} signed checkpoints (key {key_id(pub)}), {seen}; "
-        f"contract holds for {len(checker.jobs)} jobs{tail}"
-    )
+        f"{n} records, Merkle root {last_cp.root.hex()[:16]}, {len(cps)} signed checkpoints, {pinned}, {witnessed}{docs}; "
+        f"contract holds for {len(checker.jobs)} jobs{tail}{acted}"
+    ), adopted
 
 
-def _check(checked: int, pending: list[bytes], checker: InvariantChecker, last: int) -> int:
+
+
+def _check(
+    checked: int, pending: list[bytes], checker: InvariantChecker, last: int, chain: dict[str, int], clock: list[float], pins: Trust | None = None
+) -> int:
     """Decode and check ``pending`` (records ``checked + 1``...) in order; empties it and returns the new count."""
     decode = DECODER.decode
     kind_of = KIND_OF
+    job_kinds = JOB_KINDS
     check = checker.check
     seq = checked
     kind = "record"
@@ -287,6 +364,20 @@ def _check(checked: int, pending: list[bytes], checker: InvariantChecker, last: 
             if rec.seq != seq:
                 raise _Fail(seq, f"record says it is number {rec.seq}" + _unsigned(seq, last))
             kind = kind_of[type(rec)]
+            if rec.at < clock[0]:
+                raise _Fail(seq, f"time runs backwards ({rec.at} after {clock[0]})" + _unsigned(seq, last), "time-order")
+            clock[0] = rec.at
+            if kind in job_kinds:
+                before = chain.get(rec.job, 0)
+                if rec.prev != before:
+                    raise _Fail(seq, f"names record {rec.prev} as {rec.job}'s previous record, but that is record {before}" + _unsigned(seq, last), "job-chain")
+                chain[rec.job] = seq
+            if pins is not None and kind in ("configured", "reconfigured"):
+                why = pins.pinned("contract", rec.contract, rec.at)
+                if why is None and kind == "configured":
+                    why = pins.pinned("catalog", rec.catalog, rec.at)
+                if why is not None:
+                    raise _Fail(seq, f"trust: {why}", "trust")
             v = check(seq, kind, rec)
         except msgspec.DecodeError as exc:
             raise _Fail(seq, f"malformed record: {exc}" + _unsigned(seq, last)) from None

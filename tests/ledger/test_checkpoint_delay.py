@@ -2,12 +2,13 @@
 
 The writer signs when ``checkpoint_interval`` has passed since the last checkpoint, from a
 timer when it idles, and always at ``close()``; records after the last checkpoint are
-reported as unsigned by ``verify`` (or refused with ``require_signed``), and a writer that
-reopens a crashed ledger signs them only if the signed prefix is intact.
+refused by ``verify`` (checked, with ``allow_unsigned_tail``), and a writer that reopens a
+crashed ledger signs them only if the signed prefix is intact and each carries its MAC.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sqlite3
 import time
@@ -24,7 +25,7 @@ from tests.ledger.forgery import World, raw_sql
 def checkpoint_sizes(db: Path) -> list[int]:
     conn = sqlite3.connect(db)
     try:
-        return [r[0] for r in conn.execute("SELECT size FROM checkpoints ORDER BY size")]
+        return [r[0] for r in conn.execute("SELECT size FROM checkpoints WHERE size > 0 ORDER BY id")]
     finally:
         conn.close()
 
@@ -49,8 +50,7 @@ def crash(w: World) -> None:
 
 def test_a_flush_signs_only_when_the_interval_has_passed(tmp_path: Path) -> None:
     mono = [0.0]
-    ledger = Ledger(tmp_path / "l.db", signing_key=tmp_path / "k.key", witness=tmp_path / "w.jsonl",
-                    checkpoint_interval=10.0, monotonic=lambda: mono[0])
+    ledger = Ledger(tmp_path / "l.db", signing_key=tmp_path / "k.key", checkpoint_interval=10.0, monotonic=lambda: mono[0])
     from scheduler.clock import ManualClock
     from scheduler.engine import Engine
     from tests.builders import a_contract
@@ -70,7 +70,20 @@ def test_a_flush_signs_only_when_the_interval_has_passed(tmp_path: Path) -> None
     assert checkpoint_sizes(ledger.path) == [1, len(ledger)] and ledger.unsigned == 0
     assert ledger._timer is None
     ledger.close()
-    assert verify_ledger(tmp_path / "l.db", tmp_path / "k.pub", tmp_path / "w.jsonl", require_signed=True).ok
+    assert verify_ledger(tmp_path / "l.db", tmp_path / "k.pub").ok
+
+
+def test_a_checkpoint_at_least_every_1000_records(tmp_path: Path) -> None:
+    """The clock never falls due (an hour's interval): the record count does, at 1,000 unsigned records."""
+    w = World(tmp_path, two_clouds(azure_h100=8), cadence="deferred")
+    w.ledger.checkpoint_interval = 3600.0
+    sizes_before = checkpoint_sizes(w.db)
+    for i in range(260):  # ~4 records per submit
+        w.op(lambda e, i=i: e.submit(a_job().named(f"j{i}").gpus(1).obj()))
+        assert w.ledger.unsigned < 1000
+    sizes = checkpoint_sizes(w.db)
+    assert len(sizes) > len(sizes_before) and all(b - a < 1000 + 8 for a, b in itertools.pairwise(sizes)), sizes  # the transaction that reaches 1,000 signs
+    w.close()
 
 
 def test_close_always_leaves_a_checkpoint_over_every_record(tmp_path: Path) -> None:
@@ -81,13 +94,12 @@ def test_close_always_leaves_a_checkpoint_over_every_record(tmp_path: Path) -> N
     assert w.ledger.unsigned > 0 and checkpoint_sizes(w.db)[-1] < n
     w.close()
     assert checkpoint_sizes(w.db)[-1] == n
-    report = verify_ledger(w.db, w.pub, w.witness, require_signed=True)
+    report = w.verify()
     assert report.ok and "not signed" not in report.line(), report.line()
-    assert f"witnessed up to {n}" in report.line()
 
 
 def test_an_idle_writer_signs_within_the_interval(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "l.db", signing_key=tmp_path / "k.key", witness=tmp_path / "w.jsonl", checkpoint_interval=0.05)
+    ledger = Ledger(tmp_path / "l.db", signing_key=tmp_path / "k.key", checkpoint_interval=0.05)
     from scheduler.clock import ManualClock
     from scheduler.engine import Engine
     from tests.builders import a_contract
@@ -104,23 +116,22 @@ def test_an_idle_writer_signs_within_the_interval(tmp_path: Path) -> None:
         time.sleep(0.01)
     assert ledger.unsigned == 0, "no checkpoint from the idle timer"
     assert checkpoint_sizes(ledger.path)[-1] == len(ledger)
-    assert len((tmp_path / "w.jsonl").read_text().splitlines()) == len(checkpoint_sizes(ledger.path))
-    report = verify_ledger(ledger.path, tmp_path / "k.pub", tmp_path / "w.jsonl", require_signed=True)
+    report = verify_ledger(ledger.path, tmp_path / "k.pub")
     assert report.ok, report.line()
     ledger.close()
 
 
-def test_an_unsigned_tail_is_reported_or_refused(tmp_path: Path) -> None:
+def test_an_unsigned_tail_fails_by_default_and_is_checked_on_request(tmp_path: Path) -> None:
     w = busy_world(tmp_path, jobs=3)
     crash(w)
     signed = checkpoint_sizes(w.db)[-1]
     n = len(w.records())
     assert n > signed
-    report = w.verify()
+    strict = w.verify().line()
+    assert strict.startswith(f"FAIL: record {signed + 1}: {n - signed} records after checkpoint {signed} are not signed (records {signed + 1}..{n})"), strict
+    report = w.verify(allow_unsigned_tail=True)
     assert report.ok, report.line()
-    assert f"{n - signed} records after the last signed checkpoint (records {signed + 1}..{n}) are not signed yet" in report.line()
-    strict = verify_ledger(w.db, w.pub, w.witness, require_signed=True).line()
-    assert strict == f"FAIL: record {signed + 1}: not covered by any signed checkpoint (the last one covers {signed} records): inserted or appended"
+    assert f"{n - signed} records after the last checkpoint (records {signed + 1}..{n}) are not signed: checked, but not evidence" in report.line()
 
 
 def test_an_unsigned_tail_is_still_checked_against_the_contract(tmp_path: Path) -> None:
@@ -133,21 +144,8 @@ def test_an_unsigned_tail_is_still_checked_against_the_contract(tmp_path: Path) 
 
     forged = canonical({**placed, "region": "nowhere"})
     raw_sql(w.db, "UPDATE records SET leaf = ? WHERE seq = ?", forged, placed["seq"])
-    line = w.verify().line()
+    line = w.verify(allow_unsigned_tail=True).line()
     assert line.startswith(f"FAIL: record {placed['seq']}: placement-mismatch") and "after the last signed checkpoint" in line, line
-
-
-def test_truncation_below_a_witnessed_checkpoint_is_caught(tmp_path: Path) -> None:
-    """A crashed writer: its unsigned tail is not evidence, but the witness pins every signed size."""
-    w = busy_world(tmp_path, jobs=5)
-    crash(w)
-    sizes = checkpoint_sizes(w.db)
-    assert len(sizes) >= 3 and len(w.records()) > sizes[-1]
-    raw_sql(w.db, "DELETE FROM records WHERE seq > ?", sizes[-2])  # the last signed operations and the unsigned tail
-    raw_sql(w.db, "DELETE FROM checkpoints WHERE size > ?", sizes[-2])
-    assert w.verify(witness=False).ok  # a signed prefix on its own
-    line = w.verify().line()
-    assert line == f"FAIL: record {sizes[-2] + 1}: missing: the witness saw {sizes[-1]} records (line {len(sizes)}), the ledger has {sizes[-2]} (truncated)"
 
 
 def test_a_reopened_writer_signs_a_crashed_tail(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -155,11 +153,11 @@ def test_a_reopened_writer_signs_a_crashed_tail(tmp_path: Path, caplog: pytest.L
     crash(w)
     n = len(w.records())
     with caplog.at_level(logging.WARNING):
-        ledger = Ledger(w.db, signing_key=w.key, witness=w.witness)
+        ledger = Ledger(w.db, signing_key=w.key)
     assert ledger.unsigned == 0 and ledger.checkpoint is not None and ledger.checkpoint.size == n
-    assert "after the last signed checkpoint" in caplog.text
+    assert "carry this writer's MAC" in caplog.text
     ledger.close()
-    report = verify_ledger(w.db, w.pub, w.witness, require_signed=True)
+    report = w.verify()
     assert report.ok, report.line()
 
 
@@ -169,9 +167,9 @@ def test_a_reopened_writer_refuses_an_altered_signed_prefix(tmp_path: Path) -> N
     leaf = sqlite3.connect(w.db).execute("SELECT leaf FROM records WHERE seq = 2").fetchone()[0]
     raw_sql(w.db, "UPDATE records SET leaf = ? WHERE seq = 2", bytes(leaf).replace(b'"at":', b'"at":1', 1))
     with pytest.raises(LedgerError, match="records and checkpoints disagree"):
-        Ledger(w.db, signing_key=w.key, witness=w.witness)
+        Ledger(w.db, signing_key=w.key)
     assert len(checkpoint_sizes(w.db)) == len(set(checkpoint_sizes(w.db)))  # nothing signed
-    assert not verify_ledger(w.db, w.pub, w.witness).ok
+    assert not w.verify().ok
 
 
 def test_per_operation_cadence_signs_every_flush(tmp_path: Path) -> None:
@@ -180,7 +178,7 @@ def test_per_operation_cadence_signs_every_flush(tmp_path: Path) -> None:
         w.op(lambda e, i=i: e.submit(a_job().named(f"j{i}").gpus(8).obj()))
         assert w.ledger.unsigned == 0
     w.close()
-    assert len(checkpoint_sizes(w.db)) == 4
+    assert len(checkpoint_sizes(w.db)) == 4 and sqlite3.connect(w.db).execute("SELECT min(size) FROM checkpoints").fetchone() == (0,)
 
 
 def test_plan_db_signs_every_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,7 +194,7 @@ def test_plan_db_signs_every_record(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert not exc.code
     n = sqlite3.connect(tmp_path / "plan.db").execute("SELECT count(*) FROM records").fetchone()[0]
     assert n > 1 and checkpoint_sizes(tmp_path / "plan.db")[-1] == n
-    assert verify_ledger(tmp_path / "plan.db", home / "ledger-signing.pub", home / "witness.jsonl", require_signed=True).ok
+    assert verify_ledger(tmp_path / "plan.db", home / "ledger-signing.pub").ok
 
 
 def test_the_live_scheduler_signs_within_the_interval(tmp_path: Path) -> None:
@@ -213,6 +211,6 @@ def test_the_live_scheduler_signs_within_the_interval(tmp_path: Path) -> None:
     while ledger.unsigned and time.monotonic() < deadline:
         time.sleep(0.02)
     assert ledger.unsigned == 0 and ledger.checkpoint is not None and ledger.checkpoint.size == len(ledger)
-    report = verify_ledger(tmp_path / "l.db", tmp_path / "ledger-signing.pub", tmp_path / "witness.jsonl", require_signed=True)
+    report = verify_ledger(tmp_path / "l.db", tmp_path / "ledger-signing.pub")
     assert report.ok, report.line()
     ledger.close()

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from scheduler.ledger import note
 from scheduler.ledger.merkle import leaf_hash
 from scheduler.ledger.verify import verify_ledger
 from tests.builders import a_catalog, a_contract, a_job
@@ -60,10 +62,10 @@ def pristine(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
 def clone(pristine: World, tmp: Path) -> World:
     import shutil
 
-    for name in ("ledger.db", "ledger-signing.key", "ledger-signing.pub", "witness.jsonl"):
+    for name in ("ledger.db", "ledger-signing.key", "ledger-signing.pub", "ledger-mac.key"):
         shutil.copy(pristine.tmp / name, tmp / name)
     w = object.__new__(World)
-    w.tmp, w.db, w.key, w.pub, w.witness = tmp, tmp / "ledger.db", tmp / "ledger-signing.key", tmp / "ledger-signing.pub", tmp / "witness.jsonl"
+    w.tmp, w.db, w.key, w.pub = tmp, tmp / "ledger.db", tmp / "ledger-signing.key", tmp / "ledger-signing.pub"
     return w
 
 
@@ -112,6 +114,7 @@ def second_configured(recs: Records) -> Records:
     cfg["contract"]["spec"]["rofr"]["holder"] = "oci"
     cfg["contract"]["spec"]["pins"] = {"api-serving": ["oci"]}
     i = at(recs, "submitted", "h1")
+    cfg["at"] = recs[i]["at"]  # in time order: the rule broken is the configuration one
     return [*recs[:i], cfg, *recs[i:]]
 
 
@@ -172,7 +175,7 @@ def released_while_queued(recs: Records) -> Records:
     """Rule 8: q1 released (it was only queued)."""
     i = at(recs, "dequeued", "q1")
     recs[i] = {"kind": "released", "at": recs[i]["at"], "job": "q1", "cls": "training", "cloud": "azure", "region": "eastus",
-               "gpu_type": "H100", "gpus": 8, "reason": "cancelled", "cost_usd": 0.0, "seq": 0}
+               "gpu_type": "H100", "gpus": 8, "reason": "cancelled", "cost_usd": 0.0, "seq": 0, "prev": 0}
     return recs
 
 
@@ -186,8 +189,15 @@ def reserved_for_running(recs: Records) -> Records:
     """Rule 9: a reservation for a running job."""
     i = at(recs, "placed", "t2", 1)
     res = {"kind": "reserved", "at": recs[i]["at"], "job": "t2", "cloud": "oci", "region": "phoenix", "gpu_type": "H100",
-           "start_at": 0.0, "seq": 0}
+           "start_at": 0.0, "seq": 0, "prev": 0}
     return [*recs[:i + 1], res, *recs[i + 1:]]
+
+
+def nudged_at(recs: Records) -> Records:
+    """A time moved within its neighbours: every rule still holds, only the history differs."""
+    i = next(k for k in range(1, len(recs) - 1) if recs[k - 1]["at"] < recs[k]["at"] < recs[k + 1]["at"])
+    recs[i] = {**recs[i], "at": (recs[i - 1]["at"] + recs[i]["at"]) / 2}
+    return recs
 
 
 def edited_at(recs: Records) -> Records:
@@ -221,7 +231,7 @@ def raw_rewrite(w: World, mutate: Callable[[Records], Records]) -> None:
     conn.close()
     raw_sql(w.db, "DELETE FROM records")
     conn = sqlite3.connect(w.db)
-    conn.executemany("INSERT INTO records VALUES (?, ?)", [(i, canonical({**r, "seq": i})) for i, r in enumerate(recs, 1)])
+    conn.executemany("INSERT INTO records VALUES (?, ?, NULL)", [(i, canonical({**r, "seq": i})) for i, r in enumerate(recs, 1)])
     conn.commit()
     conn.close()
 
@@ -234,25 +244,30 @@ def test_every_forgery_fails_verify_with_one_line(pristine: World, tmp_path: Pat
         raw_rewrite(w, mutate)
     else:
         rehash(w, mutate, {"rehash-no-key": "none", "rehash-own-key": "own", "insider-real-key": "real"}[attack])
-    report = w.verify(witness=attack != "insider-real-key")
+    report = w.verify()
     line = report.line()
     assert not report.ok and line.startswith("FAIL: record ") and "\n" not in line, line
     if attack == "raw-sql":
-        assert "do not match the signed checkpoint" in line or "not covered" in line or "missing" in line, line
-    elif attack == "rehash-no-key":
-        assert "signature does not verify" in line, line
-    elif attack == "rehash-own-key":
-        assert "another key" in line, line
+        assert "do not match the signed checkpoint" in line or "not signed" in line or "missing" in line, line
+    elif attack in ("rehash-no-key", "rehash-own-key"):
+        assert "is not signed by the trusted key" in line, line
     else:
         assert report.rule.startswith(rule) or rule in line, line
 
 
-def test_the_insider_forgery_is_also_caught_by_the_witness(pristine: World, tmp_path: Path) -> None:
-    """Re-signed with the real key, history still differs from what the witness saw."""
+def test_the_insider_forgery_is_also_caught_by_the_witnesses(pristine: World, tmp_path: Path) -> None:
+    """Re-signed with the real key, the new history has no cosignature, and the witnesses refuse to cosign it."""
+    from tests.ledger.forgery import a_witness
+
     w = clone(pristine, tmp_path)
-    rehash(w, edited_at, "real")
-    line = w.verify().line()
-    assert "differ from the checkpoint witnessed" in line or "truncated" in line, line
+    wits = {"w1": a_witness(tmp_path, "azure.example/w1"), "w2": a_witness(tmp_path, "azure.example/w2")}
+    assert all(": cosigned checkpoint" in line for line in w.cosign(wits))
+    trust = w.trust(witnesses=tuple(x.verifier for x in wits.values()), quorum=2)
+    assert w.verify(trust=trust).ok, w.verify(trust=trust).line()
+    rehash(w, nudged_at, "real")
+    line = w.verify(trust=trust).line()
+    assert "has 0 of the 2 witness cosignatures" in line, line
+    assert all("refused (422" in line for line in w.cosign(wits))  # the fork is refused
 
 
 # ----------------------------------------------------------------------------- integrity edits
@@ -271,29 +286,59 @@ def test_edited_at_is_caught(pristine: World, tmp_path: Path) -> None:
     [
         ("DELETE FROM records WHERE seq = 5", "missing"),
         ("UPDATE records SET seq = -seq WHERE seq IN (3, 4)", "missing"),
-        # Past the last checkpoint a record is unsigned: still decoded and checked (here: misnumbered).
-        ("INSERT INTO records VALUES ((SELECT max(seq) + 1 FROM records), (SELECT leaf FROM records WHERE seq = 2))", "after the last signed checkpoint"),
+        # Past the last checkpoint a record is unsigned: a closed ledger fails on it by default.
+        ("INSERT INTO records VALUES ((SELECT max(seq) + 1 FROM records), (SELECT leaf FROM records WHERE seq = 2), NULL)", "not signed"),
         ("DELETE FROM records WHERE seq > (SELECT max(seq) - 3 FROM records)", "missing"),
-        ("DELETE FROM checkpoints WHERE size < (SELECT max(size) FROM checkpoints) AND size > 1", "does not chain"),
-        ("UPDATE checkpoints SET signature = zeroblob(64) WHERE size = (SELECT max(size) FROM checkpoints)", "signature does not verify"),
-        ("UPDATE checkpoints SET size = size + 1 WHERE size = (SELECT max(size) FROM checkpoints)", "signed body says"),
+        ("DELETE FROM checkpoints WHERE id = (SELECT max(id) FROM checkpoints)", "not signed"),
+        ("UPDATE checkpoints SET note = replace(note, CAST('=' || x'0a' AS BLOB), CAST('A' || x'0a' AS BLOB)) WHERE id = (SELECT max(id) FROM checkpoints)",
+         "checkpoint unreadable"),
+        ("UPDATE checkpoints SET note = CAST(replace(CAST(note AS TEXT), '— test.example/ledger ', '— test.example/ledger AAAA') AS BLOB)"
+         " WHERE id = (SELECT max(id) FROM checkpoints)", "not signed by the trusted key"),
+        ("UPDATE checkpoints SET size = size + 1 WHERE id = (SELECT max(id) FROM checkpoints)", "signed note says"),
         ("DELETE FROM records", "missing"),
     ],
-    ids=["deleted", "renumbered", "inserted", "tail-records", "checkpoint-removed", "bad-signature", "size-column", "emptied"],
+    ids=["deleted", "renumbered", "inserted", "tail-records", "last-checkpoint-removed", "bad-note", "bad-signature", "size-column", "emptied"],
 )
 def test_raw_sql_edits_are_caught(pristine: World, tmp_path: Path, sql: str, expect: str) -> None:
     w = clone(pristine, tmp_path)
     raw_sql(w.db, sql)
     line = w.verify().line()
-    assert line.startswith("FAIL: record ") and expect in line, line
+    assert line.startswith("FAIL: ") and expect in line and "\n" not in line, line
 
 
-def test_an_appended_record_is_refused_when_signatures_are_required(pristine: World, tmp_path: Path) -> None:
+def test_an_appended_record_fails_by_default_and_is_checked_on_request(pristine: World, tmp_path: Path) -> None:
     w = clone(pristine, tmp_path)
-    raw_sql(w.db, "INSERT INTO records VALUES ((SELECT max(seq) + 1 FROM records), (SELECT leaf FROM records WHERE seq = 2))")
+    raw_sql(w.db, "INSERT INTO records VALUES ((SELECT max(seq) + 1 FROM records), (SELECT leaf FROM records WHERE seq = 2), NULL)")
     size = sqlite3.connect(w.db).execute("SELECT max(size) FROM checkpoints").fetchone()[0]
-    line = verify_ledger(w.db, w.pub, w.witness, require_signed=True).line()
-    assert line == f"FAIL: record {size + 1}: not covered by any signed checkpoint (the last one covers {size} records): inserted or appended"
+    line = w.verify().line()
+    assert line.startswith(f"FAIL: record {size + 1}: 1 records after checkpoint {size} are not signed (records {size + 1}..{size + 1})"), line
+    opted = w.verify(allow_unsigned_tail=True).line()  # checked anyway: the copy of record 2 is misnumbered
+    assert opted.startswith(f"FAIL: record {size + 1}: record says it is number 2 (after the last signed checkpoint"), opted
+
+
+def test_every_checkpoint_signature_is_checked_not_only_the_last(pristine: World, tmp_path: Path) -> None:
+    """An intermediate checkpoint with a broken signature fails, though the last one is fine."""
+    w = clone(pristine, tmp_path)
+    conn = sqlite3.connect(w.db)
+    cp_id, signed = conn.execute("SELECT id, note FROM checkpoints ORDER BY id LIMIT 1 OFFSET 2").fetchone()
+    conn.close()
+    text, sigs = note.split(bytes(signed))
+    bad = note.Signature(sigs[0].name, sigs[0].kid, bytes(64))
+    raw_sql(w.db, "UPDATE checkpoints SET note = ? WHERE id = ?", note.signed_note(text, bad), cp_id)
+    line = w.verify().line()
+    assert "is not signed by the trusted key" in line, line
+
+
+def test_an_unsigned_checkpoint_in_the_chain_fails(pristine: World, tmp_path: Path) -> None:
+    """A checkpoint with only a stranger's signature line (no signature by the log's key) sits in the chain: caught."""
+    w = clone(pristine, tmp_path)
+    conn = sqlite3.connect(w.db)
+    cp_id, signed = conn.execute("SELECT id, note FROM checkpoints ORDER BY id LIMIT 1 OFFSET 1").fetchone()
+    conn.close()
+    text, _ = note.split(bytes(signed))
+    stranger = note.sign(text, "someone.example/else", Ed25519PrivateKey.generate())
+    raw_sql(w.db, "UPDATE checkpoints SET note = ? WHERE id = ?", note.signed_note(text, stranger), cp_id)
+    assert "is not signed by the trusted key" in w.verify().line()
 
 
 def test_reordered_records_are_caught(pristine: World, tmp_path: Path) -> None:
@@ -306,26 +351,34 @@ def test_reordered_records_are_caught(pristine: World, tmp_path: Path) -> None:
     assert "do not match the signed checkpoint" in w.verify().line()
 
 
-def test_a_truncated_tail_is_caught_only_by_the_witness(pristine: World, tmp_path: Path) -> None:
-    """Dropping the last operation with its checkpoint leaves a valid prefix: the witness knows better."""
+def test_a_truncated_tail_is_caught_only_by_the_witnesses(pristine: World, tmp_path: Path) -> None:
+    """Dropping the last operations with their checkpoints leaves a valid prefix: the witnesses cosigned more."""
+    from tests.ledger.forgery import a_witness
+
     w = clone(pristine, tmp_path)
+    wit = {"w1": a_witness(tmp_path, "azure.example/w1")}
+    w.cosign(wit)
+    trust = w.trust(witnesses=(wit["w1"].verifier,), quorum=1)
     conn = sqlite3.connect(w.db)
-    sizes = [r[0] for r in conn.execute("SELECT size FROM checkpoints ORDER BY size")]
+    sizes = [r[0] for r in conn.execute("SELECT size FROM checkpoints ORDER BY id")]
     conn.close()
-    raw_sql(w.db, "DELETE FROM records WHERE seq > ?", sizes[-2])
-    raw_sql(w.db, "DELETE FROM checkpoints WHERE size > ?", sizes[-2])
-    assert w.verify(witness=False).ok  # a prefix of a signed log is itself signed
-    line = w.verify().line()
-    assert line == f"FAIL: record {sizes[-2] + 1}: missing: the witness saw {sizes[-1]} records (line {len(sizes)}), the ledger has {sizes[-2]} (truncated)"
+    cut = sizes[-3]
+    raw_sql(w.db, "DELETE FROM records WHERE seq > ?", cut)
+    raw_sql(w.db, "DELETE FROM checkpoints WHERE size > ?", cut)
+    assert w.verify().ok  # a prefix of a signed log is itself signed
+    assert "has 0 of the 1 witness cosignatures" in w.verify(trust=trust).line()
+    assert w.cosign(wit) == [f"witness w1: refused (400: rollback: size {cut} is below the cosigned {sizes[-1]})"]
 
 
 def test_an_empty_ledger_fails(tmp_path: Path) -> None:
-    from scheduler.ledger import Ledger, verify_ledger
     from scheduler.ledger.signing import generate_key
 
     generate_key(tmp_path / "k.key")
-    Ledger(tmp_path / "e.db", signing_key=tmp_path / "k.key").close()
-    line = verify_ledger(tmp_path / "e.db", tmp_path / "k.pub", None).line()
+    (tmp_path / "e.db").write_bytes(b"")
+    import sqlite3 as sq
+
+    sq.connect(tmp_path / "e.db").executescript(__import__("scheduler.ledger.store", fromlist=["SCHEMA"]).SCHEMA)
+    line = verify_ledger(tmp_path / "e.db", tmp_path / "k.pub").line()
     assert line == "FAIL: record 1: no signed checkpoint: the ledger is empty or unsigned"
 
 
@@ -334,14 +387,7 @@ def test_a_ledger_signed_by_another_key_fails(pristine: World, tmp_path: Path) -
 
     generate_key(tmp_path / "other.key")
     line = pristine.verify(pub=tmp_path / "other.pub").line()
-    assert "another key" in line, line
-
-
-def test_the_witness_holds_every_checkpoint(pristine: World) -> None:
-    lines = pristine.witness.read_text().splitlines()
-    conn = sqlite3.connect(pristine.db)
-    assert len(lines) == conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0] > 5
-    conn.close()
+    assert "is not signed by the trusted key" in line, line
 
 
 @pytest.mark.parametrize(
@@ -359,7 +405,7 @@ def test_the_witness_holds_every_checkpoint(pristine: World) -> None:
 def test_rehashed_malformed_records_are_one_line(pristine: World, tmp_path: Path, name: str, mutate: Any) -> None:
     w = clone(pristine, tmp_path)
     rehash(w, mutate, "real")
-    line = w.verify(witness=False).line()
+    line = w.verify().line()
     assert line.startswith("FAIL: record ") and "malformed" in line and "\n" not in line, line
 
 
@@ -367,3 +413,16 @@ def test_leaf_hash_is_rfc9162() -> None:
     import hashlib
 
     assert leaf_hash(b"x") == hashlib.sha256(b"\x00x").digest()
+
+
+def test_time_running_backwards_is_caught_even_when_re_signed(pristine: World, tmp_path: Path) -> None:
+    w = clone(pristine, tmp_path)
+
+    def backwards(recs: Records) -> Records:
+        i = len(recs) // 2
+        recs[i] = {**recs[i], "at": recs[i - 1]["at"] - 5.0}
+        return recs
+
+    rehash(w, backwards, "real")
+    line = w.verify().line()
+    assert "time runs backwards" in line, line

@@ -26,7 +26,7 @@ OFFER = Offered(
 )
 OFFER_BYTES = (
     b'{"at":12.5,"attempt":2,"competing_cloud":"oci","competing_price":2.95,"holder":"azure",'
-    b'"job":"train-1","kind":"offered","mode":"first-look","seq":7,"window_seconds":30.0}'
+    b'"job":"train-1","kind":"offered","mode":"first-look","prev":5,"seq":7,"window_seconds":30.0}'
 )
 DECLINE = Answered(
     at=13.0, job="train-1", attempt=2, holder="azure", answer="declined", reason="no-capacity", response_seconds=0.5
@@ -34,16 +34,18 @@ DECLINE = Answered(
 
 
 def test_record_bytes_are_canonical_json_of_seq_kind_and_every_field() -> None:
-    assert encode(7, OFFER) == OFFER_BYTES
+    assert encode(7, OFFER, prev=5) == OFFER_BYTES
 
 
 def test_leaf_hash_of_a_record_is_pinned() -> None:
-    assert leaf_hash(OFFER_BYTES).hex() == "1bc7a71e1cc447f2c26383964abfba216e3ea7cb67672704920dec9e4271e6ee"
-    assert leaf_hash(encode(8, DECLINE)).hex() == "f4ba53eebc25372559da3c6abef67291416587f64df442d55af390ef21f85813"
+    assert leaf_hash(OFFER_BYTES).hex() == "15cf8dff1d21204a6a8ed600bee07aafddfaef271d4cc26b7bacbf3aaf85ee1a"
+    assert leaf_hash(encode(8, DECLINE, prev=7)).hex() == "c17f73d39f8b467bb284ec875018e4e48c192df06c1c590640b2026243c5519e"
 
 
 def test_a_record_reads_back_to_its_fields() -> None:
     rec = decode(OFFER_BYTES)
-    assert rec == {**OFFER.to_record(), "kind": "offered", "seq": 7}
+    assert rec == {**OFFER.to_record(), "kind": "offered", "seq": 7, "prev": 5}
+    with pytest.raises(MalformedRecord, match="prev"):  # a job's record must name its previous one
+        decode(OFFER_BYTES.replace(b'"prev":5,', b""))
     with pytest.raises(MalformedRecord):
         decode(OFFER_BYTES.replace(b'"attempt":2', b'"attempt":"2"'))

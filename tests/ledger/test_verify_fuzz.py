@@ -29,13 +29,13 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 def verify_cli(db: Path, w: World, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     with pytest.raises(SystemExit) as exc:
-        main(["audit", "verify", "--db", str(db), "--public-key", str(w.pub), "--witness", str(w.witness)])
+        main(["audit", "verify", "--db", str(db), "--public-key", str(w.pub)])
     out, err = capsys.readouterr()
     return int(exc.value.code or 0), (out + err).strip()
 
 
 def test_verify_cli_ok(small: World, capsys: pytest.CaptureFixture[str]) -> None:
-    main(["audit", "verify", "--db", str(small.db), "--public-key", str(small.pub), "--witness", str(small.witness)])
+    main(["audit", "verify", "--db", str(small.db), "--public-key", str(small.pub)])
     assert "OK: " in capsys.readouterr().out
 
 
@@ -44,7 +44,7 @@ def test_verify_cli_ok(small: World, capsys: pytest.CaptureFixture[str]) -> None
 def test_random_bytes_are_one_line(small: World, tmp_path_factory: pytest.TempPathFactory, blob: bytes) -> None:
     db = tmp_path_factory.mktemp("rand") / "x.db"
     db.write_bytes(blob)
-    line = verify_ledger(db, small.pub, None).line()
+    line = verify_ledger(db, small.pub).line()
     assert line.startswith("FAIL: ") and "\n" not in line
 
 
@@ -61,38 +61,39 @@ def test_truncated_sqlite_files_are_one_line(small: World, tmp_path: Path, cut: 
     [
         "CREATE TABLE ledger (seq INTEGER PRIMARY KEY, at REAL, kind TEXT, payload TEXT, prev_hash TEXT, hash TEXT);",
         "CREATE TABLE records (seq INTEGER PRIMARY KEY, leaf BLOB, note TEXT); CREATE TABLE checkpoints (size INTEGER, body BLOB, signature BLOB);",
+        "CREATE TABLE records (seq INTEGER PRIMARY KEY, leaf BLOB, mac BLOB, x); CREATE TABLE checkpoints (id INTEGER PRIMARY KEY, size, note);",
         "CREATE TABLE records (a, b); CREATE TABLE checkpoints (size, body, signature);",
         "CREATE TABLE something (x);",
         "CREATE VIEW records AS SELECT 1 AS seq, x'00' AS leaf; CREATE TABLE checkpoints (size, body, signature);",
     ],
-    ids=["v1", "extra-column", "wrong-columns", "other-table", "view"],
+    ids=["v1", "v2-extra-column", "v3-extra-column", "wrong-columns", "other-table", "view"],
 )
 def test_wrong_tables_are_one_line(small: World, tmp_path: Path, script: str) -> None:
     db = tmp_path / "w.db"
     conn = sqlite3.connect(db)
     conn.executescript(script)
     conn.close()
-    line = verify_ledger(db, small.pub, None).line()
+    line = verify_ledger(db, small.pub).line()
     assert line.startswith("FAIL: ") and "\n" not in line, line
 
 
 @pytest.mark.parametrize("value", ["42", "'text'", "NULL", "x'00ff'", "-1.5"])
 def test_odd_cell_types_are_one_line(small: World, tmp_path: Path, value: str) -> None:
-    for col, table in (("leaf", "records"), ("seq", "records"), ("body", "checkpoints"), ("signature", "checkpoints"), ("size", "checkpoints")):
+    for col, table in (("leaf", "records"), ("seq", "records"), ("note", "checkpoints"), ("size", "checkpoints")):
         db = tmp_path / f"{table}-{col}.db"
         shutil.copy(small.db, db)
         try:
             raw_sql(db, f"UPDATE {table} SET {col} = {value} WHERE rowid = (SELECT max(rowid) FROM {table})")
         except sqlite3.IntegrityError:  # an INTEGER PRIMARY KEY holds integers only
             continue
-        line = verify_ledger(db, small.pub, None).line()
+        line = verify_ledger(db, small.pub).line()
         assert line.startswith("FAIL: ") and "\n" not in line, (col, line)
 
 
 def _cells(w: World) -> list[tuple[str, str, int, bytes]]:
     conn = sqlite3.connect(w.db)
     out = [("records", "leaf", s, bytes(v)) for s, v in conn.execute("SELECT seq, leaf FROM records")]
-    out += [("checkpoints", c, s, bytes(v)) for c in ("body", "signature") for s, v in conn.execute(f"SELECT size, {c} FROM checkpoints")]
+    out += [("checkpoints", "note", s, bytes(v)) for s, v in conn.execute("SELECT id, note FROM checkpoints")]
     conn.close()
     return out
 
@@ -106,7 +107,7 @@ def test_any_single_byte_change_in_any_record_or_checkpoint_is_detected(small: W
     new = data.draw(st.integers(0, 255).filter(lambda b: b != value[i]))
     db = tmp_path_factory.mktemp("byte") / "b.db"
     shutil.copy(small.db, db)
-    keycol = "seq" if table == "records" else "size"
+    keycol = "seq" if table == "records" else "id"
     raw_sql(db, f"UPDATE {table} SET {col} = ? WHERE {keycol} = ?", value[:i] + bytes([new]) + value[i + 1 :], key)
-    line = verify_ledger(db, small.pub, small.witness).line()
+    line = small.verify().line() if db == small.db else verify_ledger(db, trust=small.trust()).line()
     assert line.startswith("FAIL: ") and "\n" not in line, (table, col, key, i, line)

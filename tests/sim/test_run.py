@@ -81,7 +81,7 @@ def test_a_ledger_on_request_is_signed_with_a_throwaway_key_named_in_the_report(
     led = s["ledger"]
     assert led["path"] == str(o / "ledger.db") and len(led["keyId"]) == 16
     verified = Ledger(o / "ledger.db", readonly=True).verify(public_key=led["publicKey"], witness=led["witness"])
-    assert verified.ok and "signed checkpoints" in verified.line() and "witnessed up to" in verified.line()
+    assert verified.ok and "signed checkpoints" in verified.line()
     assert f"key id `{led['keyId']}`" in (o / "report.md").read_text() and led["keyId"] in out
     assert not list(o.parent.glob("**/ledger-signing.key"))  # the private half is gone
 

@@ -1,0 +1,139 @@
+"""Independent witnesses (issue 27): two ``mcsched witness`` servers on loopback HTTP, each
+with its own key and 0600 state, cosign only checkpoints consistent with the last one they
+cosigned; ``audit verify --trust`` requires k of n cosignatures."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scheduler.cli import main
+from scheduler.ledger import Ledger
+from scheduler.ledger.signing import load_public_key, log_verifier
+from scheduler.ledger.witness import open_witness, serve
+from tests.builders import a_job, two_clouds
+from tests.ledger.forgery import ORIGIN, World, rehash
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, (out + err).strip()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    w = World(tmp_path, two_clouds(azure_h100=8))
+    w.op(lambda e: e.submit(a_job().named("a").gpus(8).obj()))
+    w.op(lambda e: e.submit(a_job().named("b").gpus(8).obj()))
+    return w
+
+
+@pytest.fixture
+def witnesses(world: World) -> Iterator[list[tuple[str, str, Path]]]:
+    """Two witness servers (url, verifier key, state file), each in its own thread with its own key."""
+    vkey = log_verifier(ORIGIN, load_public_key(world.pub)).vkey()
+    servers, out = [], []
+    for i in (1, 2):
+        state = world.tmp / f"w{i}-state.json"
+        w = open_witness(f"azure.example/w{i}", world.tmp / f"w{i}.key", state, [vkey])
+        server = serve(w, "127.0.0.1", 0)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        out.append((f"http://127.0.0.1:{server.server_address[1]}", w.verifier.vkey(), state))
+    yield out
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def trust(world: World, wits: list[tuple[str, str, Path]], quorum: int) -> Path:
+    path = world.tmp / "trust.toml"
+    keys = ", ".join(f'"{k}"' for _, k, _ in wits)
+    path.write_text(f'log = "{log_verifier(ORIGIN, load_public_key(world.pub)).vkey()}"\nwitnesses = [{keys}]\nquorum = {quorum}\n')
+    return path
+
+
+def test_two_witnesses_cosign_and_verify_requires_the_quorum(world: World, witnesses: list, capsys: pytest.CaptureFixture[str]) -> None:
+    world.close()
+    (u1, _, s1), (u2, _, _) = witnesses
+    code, text = run(capsys, "audit", "verify", "--db", str(world.db), "--trust", str(trust(world, witnesses, 2)))
+    assert code == 1 and "has 0 of the 2 witness cosignatures" in text, text
+    code, text = run(capsys, "audit", "cosign", "--db", str(world.db), "--witness-url", u1)
+    assert code == 0 and "cosigned checkpoint of size" in text, text
+    code, text = run(capsys, "audit", "verify", "--db", str(world.db), "--trust", str(trust(world, witnesses, 2)))
+    assert code == 1 and "has 1 of the 2 witness cosignatures" in text, text
+    code, text = run(capsys, "audit", "verify", "--db", str(world.db), "--trust", str(trust(world, witnesses, 1)))
+    assert code == 0 and "cosigned by 1 of 2 witnesses (quorum 1)" in text, text
+    code, text = run(capsys, "audit", "cosign", "--db", str(world.db), "--witness-url", u1, "--witness-url", u2)
+    assert code == 0, text
+    code, text = run(capsys, "audit", "verify", "--db", str(world.db), "--trust", str(trust(world, witnesses, 2)))
+    assert code == 0 and "cosigned by 2 of 2 witnesses (quorum 2)" in text, text
+    assert stat.S_IMODE(os.stat(s1).st_mode) == 0o600 and stat.S_IMODE(os.stat(world.tmp / "w1.key").st_mode) == 0o600
+
+
+def test_a_witness_follows_the_log_forward_and_refuses_a_fork(world: World, witnesses: list, capsys: pytest.CaptureFixture[str]) -> None:
+    (u1, _, _), _ = witnesses
+    assert run(capsys, "audit", "cosign", "--db", str(world.db), "--witness-url", u1)[0] == 0
+    world.op(lambda e: e.release("a"))  # the log grows: the witness checks consistency from its last size
+    assert run(capsys, "audit", "cosign", "--db", str(world.db), "--witness-url", u1)[0] == 0
+    world.close()
+    rehash(world, lambda r: [x for x in r if x.get("job") != "b"], "real")  # a history rewritten with the real key
+    code, text = run(capsys, "audit", "cosign", "--db", str(world.db), "--witness-url", u1)
+    assert code == 1 and "refused" in text and ("not consistent" in text or "rollback" in text), text
+
+
+def test_a_down_witness_is_one_line_and_the_writer_goes_on(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run(capsys, "audit", "cosign", "--db", str(world.db), "--witness-url", "http://127.0.0.1:9")
+    assert code == 1 and "unreachable" in text and len(text.splitlines()) == 1, text
+    world.op(lambda e: e.release("a"))  # decisions never wait for witnesses
+    world.close()
+    assert Ledger(world.db, readonly=True).checkpoint is not None
+
+
+def test_the_live_writer_is_cosigned_in_the_background_and_a_down_witness_only_adds_lag(tmp_path: Path) -> None:
+    """``Cosigner.notify`` as the ledger's on_checkpoint: decisions never wait; lag is 0 once all witnesses caught up."""
+    import time
+
+    from scheduler.ledger.witness import Cosigner
+    from tests.ledger.forgery import a_witness, in_process
+
+    w = World(tmp_path, two_clouds(azure_h100=8))
+    wits = {"w1": a_witness(tmp_path, "azure.example/w1"), "w2": a_witness(tmp_path, "azure.example/w2")}
+    up = in_process(wits)
+    down = {"on": True}
+
+    def post(url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+        if url == "w2" and down["on"]:
+            from scheduler.errors import LedgerError
+
+            raise LedgerError(f"witness {url}: unreachable (connection refused)")
+        return up(url, body, timeout)
+
+    cos = Cosigner(w.db, ["w1", "w2"], retry=0.05, post=post).start()
+    w.ledger.on_checkpoint = cos.notify
+    for i in range(3):
+        w.op(lambda e, i=i: e.submit(a_job().named(f"j{i}").gpus(1).obj()))  # never blocked by the down witness
+    deadline = time.monotonic() + 10
+    while not any(": cosigned checkpoint" in line for line in cos.last) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cos.lag() > 0 and any("unreachable" in line for line in cos.last), cos.last
+    down["on"] = False
+    cos.notify()
+    while cos.lag() > 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cos.lag() == 0, cos.last
+    cos.stop()
+    trust = w.trust(witnesses=tuple(x.verifier for x in wits.values()), quorum=2)
+    report = w.verify(trust=trust)
+    assert report.ok and "cosigned by 2 of 2" in report.line(), report.line()
+    w.close()
