@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from scheduler.cli.app import app, audit_app, bulk, fail, out
+from scheduler.cli.app import app, audit_app, fail, out
 
 # The ledger (SQLite, cryptography, the invariants) is imported inside each command: this
 # module is imported by every `mcsched` run to register the commands.
@@ -28,7 +28,6 @@ SigningKeyOpt = Annotated[Path | None, typer.Option("--signing-key", help="Ledge
 
 
 @audit_app.command("verify")
-@bulk
 def audit_verify(
     db: DbOpt,
     trust: TrustOpt = None,

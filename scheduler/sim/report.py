@@ -545,8 +545,8 @@ def _footer(summaries: list[dict[str, Any]]) -> list[str]:
     for led in ledgers:
         lines += [
             f"Every decision of {led['policy']} is in the signed ledger `{led['path']}`, signed with a throwaway Ed25519 key "
-            f"(key id `{led['keyId']}`, made for this run, its private half discarded; public key `{led['publicKey']}`, witness "
-            f"`{led['witness']}`): `mcsched audit verify --db {led['path']} --public-key {led['publicKey']} --witness {led['witness']}` "
+            f"(key id `{led['keyId']}`, made for this run, its private half discarded; public key `{led['publicKey']}`): "
+            f"`mcsched audit verify --db {led['path']} --public-key {led['publicKey']}` "
             "re-checks it and the contract (the `cheapest` baseline fails the contract by design).",
             "",
         ]
@@ -587,7 +587,7 @@ def render(
     notes = ["no ledger written (the default; --ledger FILE writes a signed one)"]
     if ledgers:
         notes = [f"ledger {x['path']} (throwaway key {x['keyId']}; verify: mcsched audit verify --db {x['path']} "
-                 f"--public-key {x['publicKey']} --witness {x['witness']})" for x in ledgers]
+                 f"--public-key {x['publicKey']})" for x in ledgers]
     return lines, files, notes
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from scheduler.errors import TraceError
 from scheduler.ledger import Ledger
+from scheduler.ledger.signing import key_id, load_public_key
 from scheduler.loading import load_catalog, load_contract
 from scheduler.paths import default_catalog, default_contract
 from scheduler.sim import capacity as cap
@@ -251,10 +252,10 @@ def _publish(tmp: Path, out: Path) -> None:
     tmp.rmdir()
 
 
-def ledger_paths(path: Path, policy: str, several: bool) -> tuple[Path, Path, Path]:
-    """The ledger, public key and witness files of one policy (``ledger-cheapest.db`` when several run)."""
+def ledger_paths(path: Path, policy: str, several: bool) -> tuple[Path, Path]:
+    """The ledger and public key files of one policy (``ledger-cheapest.db`` when several run)."""
     db = path.with_name(f"{path.stem}-{policy}{path.suffix}") if several else path
-    return db, db.with_name(db.name + ".pub"), db.with_name(db.name + ".witness.jsonl")
+    return db, db.with_name(db.name + ".pub")
 
 
 Moves = list[tuple[Path, Path]]
@@ -274,10 +275,10 @@ def run_policy(
     info: dict[str, str] | None = None
     if ledger_to is not None:
         several = len(p.policies) > 1
-        db, pub, wit = ledger_paths(ledger_to, policy, several)
+        db, pub = ledger_paths(ledger_to, policy, several)
         keys = work / f".key-{policy}"
-        ledger = Ledger(work / db.name, signing_key=keys / "ledger-signing.key", witness=work / wit.name)
-        info = {"policy": policy, "path": str(db), "publicKey": str(pub), "witness": str(wit)}
+        ledger = Ledger(work / db.name, signing_key=keys / "ledger-signing.key")
+        info = {"policy": policy, "path": str(db), "publicKey": str(pub)}
     started = time.perf_counter()
     try:
         sim = Simulation(p.catalog, p.contract, policy, sinks=[ledger] if ledger is not None else [], class_priorities=p.priorities,
@@ -294,10 +295,10 @@ def run_policy(
             ledger.close()
     wall = time.perf_counter() - started
     if ledger is not None and info is not None:
-        info["keyId"] = ledger.checkpoint.key if ledger.checkpoint is not None else ""
-        db, pub, wit = ledger_paths(ledger_to, policy, len(p.policies) > 1)  # type: ignore[arg-type]
+        info["keyId"] = key_id(load_public_key(keys / "ledger-signing.pub"))
+        db, pub = ledger_paths(ledger_to, policy, len(p.policies) > 1)  # type: ignore[arg-type]
         (keys / "ledger-signing.key").unlink()  # the private half: this ledger's signatures are all it was for
-        moves += [(work / db.name, db), (keys / "ledger-signing.pub", pub), (work / wit.name, wit)]
+        moves += [(work / db.name, db), (keys / "ledger-signing.pub", pub)]
     s = summarise(sim, p.gpu_types, p.request.unserved_rate, p.costs)
     s["ledger"] = info
     s["spillRanking"] = spill_ranking(p.contract, policy)

@@ -80,7 +80,7 @@ def test_a_ledger_on_request_is_signed_with_a_throwaway_key_named_in_the_report(
     s = json.loads((o / "summary.json").read_text())
     led = s["ledger"]
     assert led["path"] == str(o / "ledger.db") and len(led["keyId"]) == 16
-    verified = Ledger(o / "ledger.db", readonly=True).verify(public_key=led["publicKey"], witness=led["witness"])
+    verified = Ledger(o / "ledger.db", readonly=True).verify(public_key=led["publicKey"])
     assert verified.ok and "signed checkpoints" in verified.line()
     assert f"key id `{led['keyId']}`" in (o / "report.md").read_text() and led["keyId"] in out
     assert not list(o.parent.glob("**/ledger-signing.key"))  # the private half is gone
@@ -101,7 +101,7 @@ def test_one_command_compares_policies_side_by_side(inputs: dict[str, str], caps
     assert sum(summary["cheapest"]["contractViolations"].values()) > 0 and summary["contract"]["contractViolations"] == {}
     for p in ("contract", "azure-only"):
         db = o / f"ledger-{p}.db"
-        assert Ledger(db, readonly=True).verify(public_key=f"{db}.pub", witness=f"{db}.witness.jsonl").ok
+        assert Ledger(db, readonly=True).verify(public_key=f"{db}.pub").ok
         assert json.loads((o / p / "summary.json").read_text())["policy"] == p
     assert "load x4" in out
     # the chart the command draws with plots on (kept out of this run: plotting is the slow part)
@@ -220,7 +220,7 @@ def test_real_traces_replay_with_priorities_and_a_verifiable_ledger(tmp_path: Pa
     assert s["preemptions"].get("pinned-job", 0) > 0  # priorities make preemption happen in a replay
     assert s["rofr"]["declineAndLapseReasons"] and len(s["jobsPerCloud"]) > 1
     assert s["inputs"]["scenario"][0]["event"] == "azure down"  # combined with any trace (its effect: test_simulator)
-    assert Ledger(tmp_path / "openb.db", readonly=True).verify(public_key=s["ledger"]["publicKey"], witness=s["ledger"]["witness"]).ok
+    assert Ledger(tmp_path / "openb.db", readonly=True).verify(public_key=s["ledger"]["publicKey"]).ok
     api = tmp_path / "api"
     spot = ["--capacity-trace", str(TRACES / "spot-availability"), "--capacity-cloud", "azure", "--spot-share", "0.5"]
     code, _, err = simulate(["--trace", str(TRACES / "azure-llm-inference-2023"), "--format", "azure-llm", "--load", "20", "--out", str(api), "--no-plots", *spot], capsys)
