@@ -23,7 +23,7 @@ NAMESPACE = "mcsched"
 CLUSTER = "mcsched"
 CONFIGMAP = "mcsched-config"
 TOKEN_SECRET = "mcsched-ray-token"
-SIGNING_SECRET = "mcsched-ledger-signing"  # ledger-signing.key + .pub, made by `mcsched audit keygen`
+SIGNING_SECRET = "mcsched-ledger-signing"  # ledger-signing.key, .pub and ledger-mac.key, made by `mcsched audit keygen`
 SIGNING_DIR = "/etc/mcsched/signing"
 SCHEDULER_RESOURCE = "mcsched_scheduler"
 METRICS_PORT = 9464
@@ -67,7 +67,6 @@ SIGNING_MOUNT = {"name": "ledger-signing", "mountPath": SIGNING_DIR, "readOnly":
 LEDGER_ENV = [
     {"name": "MCSCHED_SIGNING_KEY", "value": f"{SIGNING_DIR}/ledger-signing.key"},
     {"name": "MCSCHED_PUBLIC_KEY", "value": f"{SIGNING_DIR}/ledger-signing.pub"},
-    {"name": "MCSCHED_WITNESS", "value": f"{STATE_DIR}/witness.jsonl"},
 ]
 
 
