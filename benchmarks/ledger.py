@@ -40,11 +40,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scheduler.cli.gcpause import no_gc  # noqa: E402
 from scheduler.clock import ManualClock  # noqa: E402
 from scheduler.engine import Engine  # noqa: E402
 from scheduler.errors import AdmissionError  # noqa: E402
 from scheduler.events import Event  # noqa: E402
-from scheduler.gcpause import no_gc  # noqa: E402
 from scheduler.ledger import Ledger, encode, verify_ledger  # noqa: E402
 from scheduler.ledger.store import CHECKPOINT_INTERVAL  # noqa: E402
 from scheduler.loading import load_catalog, load_contract  # noqa: E402

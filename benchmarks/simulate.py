@@ -44,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scheduler.gcpause import no_gc  # noqa: E402
+from scheduler.cli.gcpause import no_gc  # noqa: E402
 from scheduler.ledger import Ledger  # noqa: E402
 from scheduler.loading import load_catalog, load_contract  # noqa: E402
 from scheduler.native import core_build  # noqa: E402

@@ -41,8 +41,8 @@ def simulate_cmd(
     """Replay a trace through the real engine on a simulated clock; write a planner's report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from scheduler.cli.gcpause import no_gc
     from scheduler.errors import TraceError
-    from scheduler.gcpause import no_gc
     from scheduler.sim.run import WhatIf, execute, prepare
     from scheduler.sim.traces import ReadOptions
 
@@ -96,8 +96,8 @@ def sweep_cmd(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from scheduler.cli.gcpause import no_gc
     from scheduler.errors import TraceError
-    from scheduler.gcpause import no_gc
     from scheduler.sim import sweep as sw
     from scheduler.sim.run import WhatIf, prepare
     from scheduler.sim.traces import ReadOptions

@@ -6,8 +6,8 @@ import gc
 
 import pytest
 
+from scheduler.cli.gcpause import no_gc
 from scheduler.errors import AdmissionError
-from scheduler.gcpause import no_gc
 from tests.builders import a_job, recording_engine, two_clouds
 
 
