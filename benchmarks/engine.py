@@ -92,6 +92,7 @@ def run(n: int, seed: int) -> dict[str, float]:
     # a sink that keeps no event alive (a list of events would grow the heap the GC rescans)
     engine.subscribe(lambda ev: note(ev.__class__))
     jobs = admissible(engine, workload(n, rng))
+    c0 = time.process_time()
     t0 = time.perf_counter()
     engine.place_many(jobs)
     t_submit = time.perf_counter() - t0
@@ -102,6 +103,7 @@ def run(n: int, seed: int) -> dict[str, float]:
     for name in running:
         engine.release(name)
     t_release = time.perf_counter() - t1
+    cpu = time.process_time() - c0
     total = t_submit + t_release
     decisions = sum(1 for kind in seen if kind in DECISIONS)
     events = len(seen)
@@ -112,6 +114,7 @@ def run(n: int, seed: int) -> dict[str, float]:
         "events": events,
         "submit_dps": submit_decisions / t_submit,
         "dps": decisions / total,
+        "cpu_dps": decisions / cpu,
         "us_per_decision": total / decisions * 1e6,
         "seconds": total,
         "queued_at_end": len(engine.queue),
@@ -126,7 +129,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     print(f"placement core: {core_build()}; each size: fastest of {args.repeat} runs")
-    print(f"{'backlog':>8} {'pools':>6} {'decisions':>10} {'events':>9} {'submit dec/s':>13} {'overall dec/s':>14} {'us/decision':>12} {'wall s':>7} {'left queued':>12}")
+    print(f"{'backlog':>8} {'pools':>6} {'decisions':>10} {'events':>9} {'submit dec/s':>13} {'overall dec/s':>14} {'CPU dec/s':>10} {'us/decision':>12} {'wall s':>7} {'left queued':>12}")
     for n in args.sizes:
         runs = [run(n, args.seed) for _ in range(max(args.repeat, 1))]
         if len({(x["decisions"], x["events"], x["queued_at_end"]) for x in runs}) != 1:
@@ -135,7 +138,7 @@ def main() -> None:
         rows.append(r)
         print(
             f"{r['backlog']:>8,} {r['pools']:>6} {r['decisions']:>10,} {r['events']:>9,} {r['submit_dps']:>13,.0f} "
-            f"{r['dps']:>14,.0f} {r['us_per_decision']:>12.1f} {r['seconds']:>7.2f} {r['queued_at_end']:>12,}"
+            f"{r['dps']:>14,.0f} {r['cpu_dps']:>10,.0f} {r['us_per_decision']:>12.1f} {r['seconds']:>7.2f} {r['queued_at_end']:>12,}"
         )
     missed = 0
     if len(rows) >= 2:
@@ -147,7 +150,10 @@ def main() -> None:
     if at10k:
         ok = at10k["dps"] >= 50_000
         missed += not ok
-        print(f"decisions/s at 10k backlog: {at10k['dps']:,.0f} (target >= 50,000; aim 100,000){'' if ok else '  MISSED'}")
+        print(
+            f"decisions/s at 10k backlog: {at10k['dps']:,.0f} wall, {at10k['cpu_dps']:,.0f} per CPU-second "
+            f"(target >= 50,000; aim 100,000){'' if ok else '  MISSED'}"
+        )
     if missed:
         print(f"{missed} target(s) missed (on a shared or loaded machine, re-run when it is idle)")
         sys.exit(1)

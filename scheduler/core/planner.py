@@ -61,6 +61,7 @@ class Pass:
         # pass), so a job larger than it cannot start without preempting. Most queue heads of a
         # busy cluster stop here (docs/queueing.md; 2x on benchmarks/engine.py).
         self._most_free: dict[str, int] = {}
+        self._room: dict[tuple[PoolKey, int], int] = {}
 
     def profile(self, pool: Pool, keep: float) -> Profile:
         """The pool's free GPUs over time for a job that must leave ``keep`` of it (API reserve).
@@ -106,29 +107,53 @@ class Pass:
         return bool(self.claims.get(pool.key))
 
     def may_start(self, rec: JobRecord) -> bool:
-        """A necessary condition for an attempt to place ``rec`` now (makes no events): a pool of
-        a cloud that is up has room that no planned start ahead holds, or it may preempt enough
-        movable work. Most queued jobs of a busy cluster fail it: no attempt is made for them."""
+        """A necessary condition for an attempt to place ``rec`` now (makes no events), read off
+        the ROFR gate: a holder pool with room under the job's share that no planned start ahead
+        holds, while the holder answers and its rules take the job; a pool of another cloud that
+        is up, likewise, unless a lapse must queue; or enough movable work to preempt. Most queued
+        jobs of a busy cluster fail it, and get no attempt."""
         state, job = self.state, rec.job
         gpus = job.gpus
         cand = state.candidates(job)
         backends = state.backends
         most = self._most_free.get(job.gpu_type)
         if most is None:
-            pools = state.inventory.by_type.get(job.gpu_type, ())
-            most = self._most_free[job.gpu_type] = max((p.capacity - p.allocated for p in pools if backends[p.cloud].up), default=0)
-        blocked: Blocker | None = None
-        for pool in cand.pools if gpus <= most else ():
-            if pool.capacity - pool.allocated >= gpus and backends[pool.cloud].up:
-                if blocked is None:
-                    blocked = self.blocker(rec)
-                if blocked(pool) is None:
-                    return True
-        if state.preemption and cand.pinned and backends[state.holder].up:
+            typed = state.inventory.by_type.get(job.gpu_type, ())
+            most = self._most_free[job.gpu_type] = max((p.capacity - p.allocated for p in typed if backends[p.cloud].up), default=0)
+        answers = state.holder_responsive()
+        offered = state.gate and cand.holder_skip is None
+        takes = answers and not backends[state.holder].declines(job.gpu_type, gpus)
+        if gpus <= most:
+            blocked: Blocker | None = None
+            for pool in cand.holder_pools if offered and takes else ():
+                keep = state.api_keep(job, pool)
+                if (api_ceiling(pool, keep) if keep > 0.0 else pool.capacity) - pool.allocated >= gpus:
+                    blocked = blocked or self.blocker(rec)
+                    if blocked(pool) is None:
+                        return True
+            spill = not (offered and not answers and state.lapse_queues)
+            for cloud, pools in cand.others if spill else ():
+                if backends[cloud].up:
+                    for pool in pools:
+                        if pool.capacity - pool.allocated >= gpus:
+                            blocked = blocked or self.blocker(rec)
+                            if blocked(pool) is None:
+                                return True
+        if state.preemption and cand.pinned and offered and takes:
             for pool in cand.holder_pools:
-                if pool.capacity >= gpus and pool.capacity - pool.allocated + state.movable_below(pool.key, job.priority) >= gpus:
+                if pool.capacity >= gpus and self._preemptible(pool, job.priority) >= gpus:
                     return True
         return False
+
+    def _preemptible(self, pool: Pool, priority: int) -> int:
+        """Free GPUs plus movable work below ``priority`` on a holder pool, as first read in this
+        pass: an upper bound for the rest of it (a start there takes free GPUs and adds at most as
+        much movable work), so a job it rules out stays ruled out until the next pass."""
+        key = (pool.key, priority)
+        value = self._room.get(key)
+        if value is None:
+            value = self._room[key] = pool.capacity - pool.allocated + self.state.movable_below(pool.key, priority)
+        return value
 
     def plan_pools(self, rec: JobRecord) -> list[tuple[int, Pool]]:
         """Where ``rec`` may be planned: (0, holder pool) while the holder answers and its rules
