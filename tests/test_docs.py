@@ -162,19 +162,25 @@ def test_cluster_shell_blocks_run_as_written_on_a_local_cluster(doc: Path) -> No
 CODE_SPAN = re.compile(r"`([^`\n]+)`")
 REPO_PATH = re.compile(r"^(?:\.\./)?((?:scheduler|deploy|benchmarks|tests|manifests|docs)/[\w./-]*\w)")
 CALL = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*)\(")
+METHOD = re.compile(r"^([A-Z]\w*)\.(\w+)\(")  # Class.method(
 NOT_OURS = ("ray.", "remove_placement_group", "SHA-256", "sha256", "list_placement_groups", "records(", "checkpoints(")  # Ray's API; SQL tables
 
 
-def defined_names() -> set[str]:
+def defined_names() -> tuple[set[str], dict[str, str]]:
+    """Every function and class name in the code, and each class's defining module's text."""
     names: set[str] = set()
+    classes: dict[str, str] = {}
     for folder in ("scheduler", "benchmarks", "tests"):
         for path in (ROOT / folder).rglob("*.py"):
-            names |= set(re.findall(r"^\s*(?:async\s+)?(?:def|class)\s+(\w+)", path.read_text(), re.M))
-    return names
+            text = path.read_text()
+            names |= set(re.findall(r"^\s*(?:async\s+)?(?:def|class)\s+(\w+)", text, re.M))
+            for cls in re.findall(r"^class\s+(\w+)", text, re.M):
+                classes[cls] = classes.get(cls, "") + text
+    return names, classes
 
 
 def test_every_path_function_and_class_the_docs_cite_exists() -> None:
-    names = defined_names()
+    names, classes = defined_names()
     bad: list[str] = []
     for doc in documents():
         in_fence = False
@@ -194,4 +200,7 @@ def test_every_path_function_and_class_the_docs_cite_exists() -> None:
                 call = CALL.match(span)
                 if call and not span.startswith(NOT_OURS) and call.group(1) not in names:
                     bad.append(f"{doc.relative_to(ROOT)}:{n}: `{span}`: no function or class {call.group(1)!r} in the code")
+                method = METHOD.match(span)
+                if method and method.group(1) in classes and not re.search(rf"def {method.group(2)}\b", classes[method.group(1)]):
+                    bad.append(f"{doc.relative_to(ROOT)}:{n}: `{span}`: {method.group(1)} has no method {method.group(2)!r}")
     assert not bad, "\n".join(bad)
