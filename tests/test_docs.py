@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+import tests.shared as shared_data
+
 ROOT = Path(__file__).resolve().parents[1]
 SHELL = {"bash", "sh", "shell", "console"}
 KINDS = ("offline", "slow", "cluster", "validated-by")
@@ -99,10 +101,13 @@ def run_blocks(doc: Path, kinds: set[str], state: Path, timeout: float) -> None:
     chosen = [b for b in blocks(doc) if b.kind in kinds]
     if not chosen:
         pytest.skip(f"{doc.relative_to(ROOT)} has no {'/'.join(sorted(kinds))} shell block")
+    if any("../shared/" in b.text for b in chosen) and not shared_data.SHARED.is_dir():
+        pytest.skip(f"{shared_data.SHARED} {shared_data.ABSENT}")
     parts = ["set -eo pipefail"]
     for b in chosen:
         parts.append(f"echo '::docs-test-block {b.where}' >&2")
-        parts.append(ACTIVATE.sub(": the test runner provides the venv", b.script()))
+        script = ACTIVATE.sub(": the test runner provides the venv", b.script())
+        parts.append(script.replace("../shared/", f"{shared_data.SHARED}/"))  # beside the clone, or where MCSCHED_SHARED_DIR says
     bindir = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items() if k not in RAY_CLIENT_VARS}
     env.update(
