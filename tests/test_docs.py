@@ -99,8 +99,6 @@ def test_every_marker_is_known_and_every_validator_exists() -> None:
 def run_blocks(doc: Path, kinds: set[str], state: Path, timeout: float) -> None:
     """Run ``doc``'s blocks of ``kinds`` in order, in one bash session; fail naming the block."""
     chosen = [b for b in blocks(doc) if b.kind in kinds]
-    if not chosen:
-        pytest.skip(f"{doc.relative_to(ROOT)} has no {'/'.join(sorted(kinds))} shell block")
     if any("../shared/" in b.text for b in chosen) and not shared_data.SHARED.is_dir():
         pytest.skip(f"{shared_data.SHARED} {shared_data.ABSENT}")
     parts = ["set -eo pipefail"]
@@ -131,27 +129,31 @@ def run_blocks(doc: Path, kinds: set[str], state: Path, timeout: float) -> None:
         )
 
 
-DOC_IDS = [str(d.relative_to(ROOT)) for d in documents()]
+def having(kind: str) -> list[Path]:
+    """The documents with at least one block of ``kind`` (each is one test case)."""
+    return sorted({b.doc for b in ALL if b.kind == kind})
 
 
-@pytest.mark.parametrize("doc", documents(), ids=DOC_IDS)
+def ids(docs: list[Path]) -> list[str]:
+    return [str(d.relative_to(ROOT)) for d in docs]
+
+
+@pytest.mark.parametrize("doc", having("offline"), ids=ids(having("offline")))
 def test_offline_shell_blocks_run_as_written(doc: Path, tmp_path: Path) -> None:
     run_blocks(doc, {"offline"}, tmp_path / "state", timeout=300)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("doc", documents(), ids=DOC_IDS)
+@pytest.mark.parametrize("doc", having("slow"), ids=ids(having("slow")))
 def test_slow_shell_blocks_run_as_written(doc: Path, tmp_path: Path) -> None:
     run_blocks(doc, {"slow"}, tmp_path / "state", timeout=900)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("doc", documents(), ids=DOC_IDS)
+@pytest.mark.parametrize("doc", having("cluster"), ids=ids(having("cluster")))
 def test_cluster_shell_blocks_run_as_written_on_a_local_cluster(doc: Path) -> None:
     """The file's offline and cluster blocks in order (cluster blocks may build on offline ones),
     in a short state dir (Ray's socket paths are length-limited); the cluster is stopped after."""
-    if not any(b.kind == "cluster" for b in blocks(doc)):
-        pytest.skip(f"{doc.relative_to(ROOT)} has no cluster shell block")
     state = Path(tempfile.mkdtemp(prefix="mcs-doc-", dir="/tmp"))
     try:
         run_blocks(doc, {"offline", "cluster"}, state, timeout=900)
