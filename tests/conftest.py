@@ -91,7 +91,8 @@ class ServerWatch:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ[SESSION_MARK] = uuid.uuid4().hex
-    if quick_profile(config):
+    xdist_controller = bool(config.getoption("numprocesses", None)) and not hasattr(config, "workerinput")  # runs no test
+    if quick_profile(config) and not xdist_controller:
         config.stash[_WATCH] = ServerWatch(os.environ[SESSION_MARK])
 
 
