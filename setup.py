@@ -64,9 +64,10 @@ class BuildPyWithExamples(build_py):  # type: ignore[misc]  # setuptools ships n
 
     def run(self) -> None:
         super().run()
-        if EXAMPLES.is_dir():  # an sdist or a folder without them builds a package without them
-            target = Path(self.build_lib) / "scheduler" / "examples"
-            shutil.copytree(EXAMPLES, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.md"))
+        if not EXAMPLES.is_dir():  # a package without them fails later, at `mcsched plan`: fail here instead
+            raise SystemExit(f"setup.py: {EXAMPLES} is missing: the package ships it as scheduler/examples")
+        target = Path(self.build_lib) / "scheduler" / "examples"
+        shutil.copytree(EXAMPLES, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.md"))
 
 
 setup(ext_modules=ext_modules(), cmdclass={"build_py": BuildPyWithExamples})

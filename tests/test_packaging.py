@@ -282,3 +282,21 @@ def test_a_plain_install_is_pure_python_with_its_examples(image: Install) -> Non
     assert "scheduler/examples/catalog.yaml" in names and "scheduler/examples/contract.yaml" in names
     r = image.run(str(image.root / "venv-pure" / "bin" / "mcsched"), "--version")
     assert r.stdout.splitlines()[1].startswith("placement core: Python source"), r.stdout
+
+
+@pytest.mark.slow
+def test_a_wheel_built_from_the_sdist_ships_the_examples(tmp_path: Path) -> None:
+    """``python -m build`` goes through the sdist: it must carry what the wheel build reads (MANIFEST.in)."""
+    code = "import sys; sys.path.insert(0, '_build_backend'); import backend; print(backend.build_sdist(sys.argv[1]))"
+    name = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()[-1]
+    import tarfile
+
+    with tarfile.open(tmp_path / name) as sdist:
+        sdist.extractall(tmp_path / "sdist", filter="data")
+    (src,) = (tmp_path / "sdist").iterdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MCSCHED_COMPILE", "PYTHONPATH")}
+    wheel = install_wheel(tmp_path, src, env, "venv")
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "scheduler/examples/catalog.yaml" in names and "scheduler/examples/jobs/mixed.yaml" in names, names
