@@ -287,8 +287,13 @@ def test_a_plain_install_is_pure_python_with_its_examples(image: Install) -> Non
 @pytest.mark.slow
 def test_a_wheel_built_from_the_sdist_ships_the_examples(tmp_path: Path) -> None:
     """``python -m build`` goes through the sdist: it must carry what the wheel build reads (MANIFEST.in)."""
+    checkout = tmp_path / "checkout"  # the tracked files (the build writes its egg-info beside them)
+    for rel in subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines():
+        if (ROOT / rel).is_file():
+            (checkout / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, checkout / rel)
     code = "import sys; sys.path.insert(0, '_build_backend'); import backend; print(backend.build_sdist(sys.argv[1]))"
-    name = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()[-1]
+    name = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=checkout, capture_output=True, text=True, check=True).stdout.split()[-1]
     import tarfile
 
     with tarfile.open(tmp_path / name) as sdist:
