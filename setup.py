@@ -1,68 +1,73 @@
-"""Build hook: compiles mcsched's pure placement core with mypyc when it can.
+"""Build hook: the opt-in compiled build, and the shipped examples as package data.
 
-Everything else about the package is in pyproject.toml. The core (``scheduler.native.CORE_MODULES``)
-is strictly typed Python that mypyc turns into C extensions for about twice the throughput;
-each extension is optional, so a machine without a C compiler installs the same package as
-Python. ``MCSCHED_NATIVE=0`` skips compiling. The build records a digest of the sources it
-compiled, so an edited core is run from its source until the next build (scheduler/native.py).
+Everything else about the package is in pyproject.toml. By default mcsched installs as plain
+Python. ``MCSCHED_COMPILE=1 pip install .`` (or ``pip wheel``) also compiles the pure core
+with mypyc into ordinary extension modules, the way mypy (``MYPY_USE_MYPYC=1``) and black
+(``HATCH_BUILD_HOOKS_ENABLE=1``) ship theirs: the same code, faster, and the build fails
+loudly when it cannot compile, because it was asked to. ``scheduler.build_info`` tells which
+build a process runs.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
+import shutil
 from pathlib import Path
 from typing import Any
 
 from setuptools import setup
-from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
+COMPILE_ENV = "MCSCHED_COMPILE"
+
+#: Compiled with MCSCHED_COMPILE=1: every module of these packages (new files included) ...
+COMPILED_PACKAGES = ("scheduler/core", "scheduler/pipeline")
+#: ... and these modules: the rest of the pure core, and the two that run beside it on every
+#: event of a replay (the contract's checker, the simulation loop). A listed file that is gone
+#: fails the build: edit this list when a module moves.
+COMPILED_MODULES = (
+    "scheduler/engine.py",
+    "scheduler/queue.py",
+    "scheduler/inventory.py",
+    "scheduler/backends.py",
+    "scheduler/clock.py",
+    "scheduler/invariants.py",
+    "scheduler/sim/simulator.py",
+)
+
+#: Shipped inside the package as ``scheduler/examples`` (scheduler.paths.examples_dir): the
+#: default catalog and contract, and the example jobs, so an install outside a checkout finds them.
+EXAMPLES = ROOT / "deploy" / "examples"
 
 
-def _native_module() -> Any:
-    """scheduler/native.py on its own (importing the package would run its import-time selection)."""
-    spec = importlib.util.spec_from_file_location("_mcsched_native", ROOT / "scheduler" / "native.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def compiled_sources() -> list[str]:
+    """The files mypyc compiles, relative to the project root, sorted."""
+    missing = [m for m in COMPILED_MODULES if not (ROOT / m).is_file()]
+    if missing:
+        raise SystemExit(f"setup.py: COMPILED_MODULES names {', '.join(missing)}, which does not exist")
+    found = {str(p.relative_to(ROOT)) for pkg in COMPILED_PACKAGES if (ROOT / pkg).is_dir() for p in (ROOT / pkg).rglob("*.py")}
+    return sorted(found | set(COMPILED_MODULES))
 
 
-NATIVE = _native_module()
-
-
-def native_extensions() -> list[Any]:
-    NATIVE.STAMP.unlink(missing_ok=True)  # written again only once every extension is built (StampedBuildExt)
-    if os.environ.get("MCSCHED_NATIVE", "1") == "0":
+def ext_modules() -> list[Any]:
+    if os.environ.get(COMPILE_ENV, "") != "1":
         return []
-    try:
-        from mypyc.build import mypycify
-    except ImportError:  # built without the build requirements (e.g. --no-build-isolation)
-        return []
-    paths = [str(NATIVE.source_path(m, ROOT).relative_to(ROOT)) for m in NATIVE.CORE_MODULES]
-    try:
-        extensions: list[Any] = mypycify(paths, opt_level="3", group_name="mcsched_core")
-    except (Exception, SystemExit) as exc:  # mypyc's own type check failed: install the source as it is
-        print(f"mcsched: not compiling the placement core ({exc!r}); installing it as Python", file=sys.stderr)
-        return []
-    for extension in extensions:
-        extension.optional = True  # no C compiler: a warning, and the package installs as Python
+    from mypyc.build import mypycify  # a build requirement only when compiling (_build_backend)
+
+    extensions: list[Any] = mypycify(compiled_sources(), opt_level="3", group_name="mcsched_core")
     return extensions
 
 
-class StampedBuildExt(build_ext):  # type: ignore[misc]  # setuptools ships no types
-    """build_ext that records which sources the compiled core was built from, once it all built."""
+class BuildPyWithExamples(build_py):  # type: ignore[misc]  # setuptools ships no types
+    """build_py that also copies ``deploy/examples`` into the package (it lives outside it in the repo)."""
 
     def run(self) -> None:
         super().run()
-        if not self.extensions:
-            return
-        built = [Path(self.get_ext_fullpath(ext.name)) for ext in self.extensions]
-        if all(path.exists() for path in built):
-            stamp_dir = Path(self.get_ext_fullpath("scheduler.engine")).parent
-            (stamp_dir / NATIVE.STAMP.name).write_text(f"{NATIVE.source_digest(ROOT)} mypyc\n")
+        if not EXAMPLES.is_dir():  # a package without them fails later, at `mcsched plan`: fail here instead
+            raise SystemExit(f"setup.py: {EXAMPLES} is missing: the package ships it as scheduler/examples")
+        target = Path(self.build_lib) / "scheduler" / "examples"
+        shutil.copytree(EXAMPLES, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.md"))
 
 
-setup(ext_modules=native_extensions(), cmdclass={"build_ext": StampedBuildExt})
+setup(ext_modules=ext_modules(), cmdclass={"build_py": BuildPyWithExamples})

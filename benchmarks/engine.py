@@ -22,13 +22,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scheduler.build_info import core_build
 from scheduler.clock import ManualClock
 from scheduler.engine import Engine
 from scheduler.errors import AdmissionError
 from scheduler.events import Event, Placed, Queued
 from scheduler.loading import load_catalog, load_contract
 from scheduler.model import Job
-from scheduler.native import core_build
 from scheduler.paths import default_catalog, default_contract
 from scheduler.specs import CloudCatalog
 

@@ -10,10 +10,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from scheduler import native as _native
-
-_native.select()  # the compiled core, unless its sources changed since it was built
-
 if TYPE_CHECKING:
     from scheduler.clock import Clock, ManualClock
     from scheduler.decision import Decision

@@ -9,9 +9,14 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def examples_dir() -> Path:
-    """The shipped examples (``deploy/examples`` of the checkout), overridable for installs."""
+    """The shipped examples: ``$MCSCHED_EXAMPLES``, else the copy an installed package carries
+    (``scheduler/examples``, package data built from ``deploy/examples``), else the checkout's
+    ``deploy/examples`` (a source checkout or an editable install, where they are not copied)."""
     env = os.environ.get("MCSCHED_EXAMPLES")
-    return Path(env) if env else PACKAGE_DIR.parent / "deploy" / "examples"
+    if env:
+        return Path(env)
+    packaged = PACKAGE_DIR / "examples"
+    return packaged if packaged.is_dir() else PACKAGE_DIR.parent / "deploy" / "examples"
 
 
 def default_catalog() -> Path:

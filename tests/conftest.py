@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -37,3 +39,87 @@ def _private_mcsched_home() -> Iterator[None]:
             else:
                 os.environ[k] = v
         shutil.rmtree(home, ignore_errors=True)
+
+
+# --- The quick profile (`pytest -m "not slow"`, `deploy/local/test.sh --quick`) starts no Ray and
+# no Prometheus: a test that does must be marked `slow`. Every process the tests start inherits
+# this session's marker variable; while a quick run lasts, a watcher looks for a Ray GCS server or
+# a Prometheus carrying it (other Ray clusters on the machine do not) and fails the test it caught.
+SESSION_MARK = "MCSCHED_TEST_SESSION"
+SERVERS = {"gcs_server": "Ray", "prometheus": "Prometheus"}
+
+
+def quick_profile(config: pytest.Config) -> bool:
+    return "not slow" in (config.getoption("markexpr", "") or "")
+
+
+class ServerWatch:
+    """Polls (every 0.3 s) for servers started by this test session; records them by test."""
+
+    def __init__(self, mark: str) -> None:
+        self.mark = mark
+        self.current = "(collection)"
+        self.caught: dict[str, set[str]] = {}
+        self.seen: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="quick-profile-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.3):
+            self.poll()
+
+    def poll(self) -> None:
+        import psutil
+
+        for proc in psutil.process_iter(["name", "pid"]):
+            what = SERVERS.get(proc.info["name"] or "")
+            if what is None or proc.info["pid"] in self.seen:
+                continue
+            try:
+                ours = proc.environ().get(SESSION_MARK) == self.mark
+            except psutil.Error:
+                continue
+            if ours:
+                self.seen.add(proc.info["pid"])
+                self.caught.setdefault(self.current, set()).add(what)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ[SESSION_MARK] = uuid.uuid4().hex
+    xdist_controller = bool(config.getoption("numprocesses", None)) and not hasattr(config, "workerinput")  # runs no test
+    if quick_profile(config) and not xdist_controller:
+        config.stash[_WATCH] = ServerWatch(os.environ[SESSION_MARK])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    watch = config.stash.get(_WATCH, None)
+    if watch is not None:
+        watch.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    watch = item.config.stash.get(_WATCH, None)
+    if watch is not None:
+        watch.current = item.nodeid
+    return (yield)
+
+
+@pytest.fixture(autouse=True)
+def _quick_profile_starts_no_servers(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    watch = request.config.stash.get(_WATCH, None)
+    if watch is None:
+        return
+    watch.poll()  # what started since the last tick
+    started = watch.caught.pop(request.node.nodeid, None)
+    if started:
+        pytest.fail(f"{request.node.nodeid} started {' and '.join(sorted(started))} in the quick profile: mark it `slow`", pytrace=False)
+
+
+_WATCH = pytest.StashKey[ServerWatch]()

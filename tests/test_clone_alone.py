@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.shared import ABSENT, ROOT
 
 
@@ -20,6 +22,7 @@ def users_of_shared() -> list[str]:
     )
 
 
+@pytest.mark.slow  # runs part of the suite again in a subprocess
 def test_without_shared_the_tests_that_need_it_skip_with_a_reason_and_the_rest_pass(tmp_path) -> None:
     modules = users_of_shared()
     assert len(modules) >= 4, modules  # manifests (CRDs), faults (spot), sim traces, simulator

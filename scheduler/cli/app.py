@@ -38,7 +38,7 @@ def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version
 
-        from scheduler.native import core_build
+        from scheduler.build_info import core_build
 
         print(f"mcsched {version('mcsched')}")
         print(f"placement core: {core_build()}")
