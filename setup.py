@@ -28,11 +28,9 @@ COMPILED_PACKAGES = ("scheduler/core", "scheduler/pipeline")
 #: fails the build: edit this list when a module moves.
 COMPILED_MODULES = (
     "scheduler/engine.py",
-    "scheduler/queue.py",
     "scheduler/inventory.py",
     "scheduler/backends.py",
     "scheduler/clock.py",
-    "scheduler/invariants.py",
     "scheduler/sim/simulator.py",
 )
 
