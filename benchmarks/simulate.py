@@ -44,8 +44,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scheduler.cli.gcpause import no_gc  # noqa: E402
 from scheduler.build_info import core_build  # noqa: E402
+from scheduler.cli.gcpause import no_gc  # noqa: E402
 from scheduler.ledger import Ledger  # noqa: E402
 from scheduler.loading import load_catalog, load_contract  # noqa: E402
 from scheduler.paths import default_catalog, default_contract, examples_dir  # noqa: E402
