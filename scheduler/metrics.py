@@ -178,6 +178,14 @@ class Metrics:
 
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 _CODE = re.compile(r"^[1-5][0-9][0-9]$")
+#: The gateway's error codes (the ``code`` of its OpenAI error bodies): the ``error`` label's values.
+ERROR_CODES = frozenset({
+    "invalid_json", "unknown_parameter", "missing_field", "invalid_type", "invalid_value", "context_length_exceeded",
+    "request_too_large", "not_found", "model_not_found", "method_not_allowed", "missing_api_key", "invalid_api_key",
+    "rate_limit_exceeded", "keys_unavailable", "no_ready_replica", "replica_failed", "internal_error",
+})  # fmt: skip
+MAX_KEY_LABELS = 20  # key names become label values only while there are few; then "other"
+_KEY = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _MODEL = re.compile(MODEL_PATTERN)
 
 
@@ -195,7 +203,22 @@ class ServeMetrics:
         self.scale_events = Counter(
             "mcsched_serve_scale_events_total", "Replica placements added (up) or released (down) by autoscaling.", ["model", "direction"], registry=r
         )
+        self.errors = Counter(
+            "mcsched_serve_errors_total",
+            "Requests the gateway refused or failed, by HTTP status, OpenAI error code and API key name (none: no valid key).",
+            ["code", "error", "key"],
+            registry=r,
+        )
         self._pools: dict[str, set[tuple[str, str]]] = {}
+        self._keys: set[str] = set()
+
+    def _key(self, name: object) -> str:
+        if not isinstance(name, str) or not (name == "none" or _KEY.match(name)):
+            return "other"
+        if name not in self._keys and len(self._keys) >= MAX_KEY_LABELS:
+            return "other"
+        self._keys.add(name)
+        return name
 
     @staticmethod
     def _model(name: object) -> str | None:
@@ -216,6 +239,12 @@ class ServeMetrics:
         for model, code, n in report.get("requests", []):
             if self._model(model) and isinstance(code, str) and _CODE.match(code) and isinstance(n, int) and n > 0:
                 self.requests.labels(model, code).inc(n)
+        for row in report.get("errors", []):
+            if not (isinstance(row, list | tuple) and len(row) == 4):
+                continue
+            code, error, key, n = row
+            if isinstance(code, str) and _CODE.match(code) and isinstance(n, int) and n > 0:
+                self.errors.labels(code, error if error in ERROR_CODES else "other", self._key(key)).inc(n)
         for model, samples in (report.get("ttft") or {}).items():
             if self._model(model):
                 for v in samples[:10_000]:

@@ -443,6 +443,20 @@ class SchedulerService:
         assert self.metrics is not None
         self.metrics.serve.apply(report)
 
+    async def api_keys(self) -> dict[str, tuple[str, float]]:
+        """The served endpoint's key table (hash -> name, rate) from the key file beside the ledger.
+
+        Read on every call (the gateways ask every few seconds), so ``mcsched api-keys revoke``
+        needs no restart. An unreadable file gives an empty table: every request is refused.
+        """
+        from scheduler.runtime.serve.keys import KeyStore
+
+        try:
+            return KeyStore.in_dir(os.path.dirname(os.path.abspath(self._ledger_path))).table()
+        except MCSchedError as exc:
+            log.error("api keys: %s (refusing every request until fixed)", exc)
+            return {}
+
     async def pid(self) -> int:
         return os.getpid()
 

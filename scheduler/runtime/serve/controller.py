@@ -30,7 +30,7 @@ from scheduler.errors import AdmissionError, MCSchedError
 from scheduler.runtime.actor import get_actor
 from scheduler.runtime.resources import pool_resource
 from scheduler.runtime.serve import app as serve_app
-from scheduler.runtime.serve.control import create_control, find_controls
+from scheduler.runtime.serve.control import create_control
 from scheduler.runtime.serve.naming import Endpoint, replica_app, replica_doc
 from scheduler.runtime.serve.policy import Autoscaler, ScalingPolicy, Step
 
@@ -273,8 +273,7 @@ class Controller:
             except MCSchedError as exc:
                 self.say(f"{rep.name}: {exc}")
         self._report(final=True)
-        if not set(find_controls()) - {self.job}:  # the last served model: nothing left to route to
-            serve_app.delete_gateway()
+        # The gateway stays: with no model left it still answers as OpenAI does (404 model_not_found).
         self.say(f"{self.job}: {reason}; undeployed {self.model} and released {', '.join(released) or 'nothing'}")
 
 
