@@ -97,7 +97,7 @@ def env_cmd(
     state_dir: StateOpt = None,
     unset: Annotated[bool, typer.Option("--unset", help="Print the lines that undo them.")] = False,
 ) -> None:
-    """Print the shell exports for Ray's CLI (RAY_ADDRESS and the token): eval "$(mcsched env)"."""
+    """Print the shell exports for Ray's CLI (RAY_ADDRESS, RAY_API_SERVER_ADDRESS, the token): eval "$(mcsched env)"."""
     from scheduler.errors import RuntimeUnavailable
     from scheduler.runtime.cluster import ClusterInfo, alive
 
@@ -173,7 +173,7 @@ def run_cmd(
 @app.command("submit")
 def submit_cmd(
     files: Annotated[list[Path], typer.Argument(help="Job YAML files; each job becomes one Ray job.")],
-    address: Annotated[str | None, typer.Option("--address", help="Ray Jobs API URL (default: this state dir's cluster, then RAY_ADDRESS).")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="Ray Jobs API URL (default: this state dir's cluster, then RAY_API_SERVER_ADDRESS, then an http RAY_ADDRESS).")] = None,
     clouds: CatalogOpt = None,
     contract: ContractOpt = None,
     state_dir: StateOpt = None,
@@ -189,7 +189,7 @@ def submit_cmd(
         docs = load_jobs(files, catalog, the_contract, loading)
     info = ClusterInfo.load(_state(state_dir))
     local = info if info is not None and alive(info) else None
-    env_url = os.environ.get("RAY_ADDRESS", "")
+    env_url = os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS", "")
     url = address or (local.dashboard_url if local else None) or (env_url if env_url.startswith(("http://", "https://")) else None)
     if url is None:
         raise MCSchedError(no_cluster(_state(state_dir), "run `mcsched up` first or pass --address URL"))

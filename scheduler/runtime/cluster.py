@@ -66,9 +66,11 @@ class ClusterInfo:
     ports: dict[str, int] = field(default_factory=dict)
 
     def client_env(self) -> dict[str, str]:
-        """What a Ray client needs: ``RAY_ADDRESS`` (the Jobs API, as in Ray's docs), the token, and
+        """What Ray's CLI needs, as ``ray start --head`` itself tells its users: ``RAY_ADDRESS`` the
+        GCS address (``ray status``, ``ray list``, ``ray.init``) and ``RAY_API_SERVER_ADDRESS`` the
+        Jobs API (``ray job submit/list/stop/logs`` read it before ``RAY_ADDRESS``); the token; and
         Ray's single-node switch so that ``ray.init`` keeps 127.0.0.1 (see ``loopback_env``)."""
-        env = {"RAY_ADDRESS": self.dashboard_url}
+        env = {"RAY_ADDRESS": self.gcs_address, "RAY_API_SERVER_ADDRESS": self.dashboard_url}
         if self.auth_token_path:
             env.update(auth_env(self.auth_token_path))
         env[SINGLE_NODE_VAR] = "0"
@@ -182,9 +184,9 @@ def make_token(state_dir: Path) -> Path:
 def apply_client_env(info: ClusterInfo) -> None:
     """Make this process a client of the recorded cluster (its token), before it imports ray.
 
-    ``RAY_ADDRESS`` is left alone: mcsched passes the GCS address to ``ray.init`` itself.
+    The addresses are left alone: mcsched passes the GCS address to ``ray.init`` itself.
     """
-    os.environ.update({k: v for k, v in info.client_env().items() if k != "RAY_ADDRESS"})
+    os.environ.update({k: v for k, v in info.client_env().items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")})
 
 
 # ---------------------------------------------------------------------------------- start
@@ -291,6 +293,7 @@ def head_env(state_dir: Path, ports: dict[str, int], auth_token: Path | None) ->
         **loopback_env(ports["autoscaler-metrics"], ports["dashboard-metrics"]),
     }
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_API_SERVER_ADDRESS", None)
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env["MCSCHED_HOME"] = str(state_dir)
     env["MCSCHED_SERVE_PORT"] = str(ports["serve"])  # the jobs of this cluster serve models here
@@ -700,9 +703,9 @@ def down(state_dir: Path) -> DownResult:
 def resolve_address(address: str | None, state_dir: Path) -> str | None:
     """The GCS address to join: --address, then a GCS ``RAY_ADDRESS``, then the state dir's running cluster.
 
-    ``RAY_ADDRESS`` is a GCS address inside Ray jobs, but the Jobs API URL in a shell that ran
-    ``eval "$(mcsched env)"`` (for ``ray job submit``): such a URL is not joinable, so mcsched
-    uses its state dir's cluster then. The state dir's token is applied whenever its cluster
+    ``RAY_ADDRESS`` is a GCS address inside Ray jobs and after ``eval "$(mcsched env)"``; a user
+    may still have set it to a Jobs API URL (as Ray's Jobs docs show): such a URL is not
+    joinable, so mcsched uses its state dir's cluster then. The state dir's token is applied whenever its cluster
     is the one joined, so no exports are needed.
     """
     info = ClusterInfo.load(state_dir)

@@ -32,10 +32,10 @@ from typing import Any
 
 from scheduler.decision import Decision
 from scheduler.errors import AdmissionError
+from scheduler.runtime.states import EXIT_CODES, stop_own_ray_job
 
 POLL_SECONDS = 5.0  # wait_change timeout: also how often a driver renews its lease
 WAIT_SLICE = 0.5  # ray.wait slice, so a SIGTERM is acted on promptly
-EXIT_CODES = {"finished": 0, "failed": 1, "cancelled": 130, "stopped": 143}
 
 
 class Phase(StrEnum):
@@ -251,7 +251,10 @@ def run_job(doc: dict[str, Any], source: str, checkpoint_root: Path, say: Callab
     from scheduler.runtime.actor import get_actor
 
     signals = _Signals()
-    return drive(get_actor(), doc, source, checkpoint_root / doc["metadata"]["name"], say, stop_requested=lambda: signals.raised)
+    code = drive(get_actor(), doc, source, checkpoint_root / doc["metadata"]["name"], say, stop_requested=lambda: signals.raised)
+    if code == EXIT_CODES["cancelled"] and stop_own_ray_job(lambda: signals.raised):  # Ray says STOPPED, as the books say cancelled
+        say(f"{doc['metadata']['name']}: its Ray job is stopped (mcsched cancel)")
+    return code
 
 
 def forget_old_checkpoint(resp: dict[str, Any], name: str, checkpoint_dir: Path) -> None:

@@ -81,7 +81,7 @@ def job_doc(name: str, cls: str = "training", gpus: int = 8, **spec: Any) -> dic
     }
 
 
-CLIENT_VARS = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
+CLIENT_VARS = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
 
 
 def clean_env(state: Path) -> dict[str, str]:

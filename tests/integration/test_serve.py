@@ -1,7 +1,7 @@
 """Served models on a real local Ray cluster with real Ray Serve, deployed through `ray job submit`.
 
 One service for the whole module, in order: it answers from Azure (JSON and streaming),
-shrugs off bad requests, scales 1 -> >=2 under a burst and back after it, preempts
+shrugs off bad requests, refuses callers without a valid API key or over its rate, scales 1 -> >=2 under a burst and back after it, preempts
 priority-0 training to scale up when Azure is full, and `ray job stop` releases it all.
 """
 
@@ -51,9 +51,17 @@ SERVED = {
 }
 
 
-def post(url: str, body: bytes | dict[str, Any], path: str = "/v1/chat/completions") -> tuple[int, dict[str, str], bytes]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, headers={"content-type": "application/json"})
+KEYS: dict[str, str] = {}  # name -> key, made by `mcsched api-keys add` when the service starts
+
+
+def post(
+    url: str, body: bytes | dict[str, Any] | None, path: str = "/v1/chat/completions", key: str | None = "tests", method: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["authorization"] = f"Bearer {KEYS.get(key, key)}"
+    req = urllib.request.Request(url + path, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
@@ -82,6 +90,8 @@ def service(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """The served model's URL and its Ray job id; `ray job stop`ped at the end if a test did not."""
     from ray.job_submission import JobSubmissionClient
 
+    for name, rate in (("tests", "1000"), ("slow", "2")):
+        KEYS[name] = cluster.mcsched("api-keys", "add", name, "--rate", rate).stdout.strip()
     work = tmp_path_factory.mktemp("served")
     (work / "api.yaml").write_text(yaml.safe_dump(SERVED))
     port = free_port()
@@ -107,8 +117,8 @@ def service(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 def test_served_model_answers_json_and_streams_from_azure(cluster: Cluster, service: tuple[str, str]) -> None:
     url, _ = service
-    with urllib.request.urlopen(url + "/v1/models", timeout=30) as r:
-        assert [m["id"] for m in json.loads(r.read())["data"]] == [MODEL]
+    code, _, raw = post(url, None, "/v1/models", method="GET")
+    assert code == 200 and [m["id"] for m in json.loads(raw)["data"]] == [MODEL]
     code, headers, body = post(url, chat(7))
     answer = json.loads(body)
     assert code == 200 and headers["x-mcsched-cloud"] == "azure" and headers["x-mcsched-region"] == "eastus"
@@ -140,6 +150,8 @@ def test_bad_requests_get_4xx_and_the_next_good_request_succeeds(service: tuple[
         ({"model": MODEL, "messages": "hi"}, 400),
         ({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}, 404),
         (b"x" * (2 << 20), 413),
+        (chat(3, max_tokenz=4), 400),  # strict: an unknown field is refused, named
+        (b'{"model":"' + MODEL.encode() + b'","messages":' + b"[" * 1000 + b"]" * 1000 + b"}", 400),  # was a RecursionError 500
     ]
     for body, status in bad:
         code, headers, raw = post(url, body)
@@ -149,6 +161,37 @@ def test_bad_requests_get_4xx_and_the_next_good_request_succeeds(service: tuple[
         assert (headers["x-mcsched-replica"], headers["x-mcsched-cloud"], headers["x-mcsched-region"]) == ("gateway", "none", "none")
     code, headers, _ = post(url, chat(3))
     assert code == 200 and headers["x-mcsched-cloud"] == "azure"
+    code, _, raw = post(url, chat(3), "/v1/embeddings")  # an unknown path: our OpenAI 404, not Serve's text
+    assert code == 404 and json.loads(raw)["error"]["message"] == "Invalid URL (POST /v1/embeddings)"
+
+
+def _metric(cluster: Cluster, prefix: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=10) as r:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in r.read().decode().splitlines() if line.startswith(prefix))
+
+
+def test_api_keys_401_without_or_with_a_wrong_or_revoked_key_429_over_the_rate_and_all_counted(
+    cluster: Cluster, service: tuple[str, str]
+) -> None:
+    url, _ = service
+    for key, expect in ((None, "missing_api_key"), ("mcs-not-a-key", "invalid_api_key")):
+        for path, body in (("/v1/chat/completions", chat(2)), ("/v1/models", None)):
+            code, _, raw = post(url, body, path, key=key, method="GET" if body is None else None)
+            assert code == 401 and json.loads(raw)["error"]["code"] == expect, (path, key, raw[:200])
+    codes = Counter(post(url, chat(1), key="slow")[0] for _ in range(12))  # 2/s, burst 2: most are refused
+    assert codes[429] >= 5 and set(codes) <= {200, 429}, codes
+    code, headers, raw = post(url, chat(1), key="slow")
+    if code == 429:
+        assert int(headers["retry-after"]) >= 1 and json.loads(raw)["error"]["type"] == "requests"
+    # Revoked: refused within the gateway's refresh, with no restart.
+    cluster.mcsched("api-keys", "revoke", "slow")
+    wait_for(lambda: post(url, chat(1), key="slow")[0] == 401, 30, 0.5, "the revoked key to be refused")
+    assert post(url, chat(1))[0] == 200  # the other key still works
+    # Every refusal reaches the exporter, by status, error code and key name (bounded).
+    wait_for(lambda: _metric(cluster, 'mcsched_serve_errors_total{code="429",error="rate_limit_exceeded",key="slow"}') >= 5, 30,
+             what="429s counted")
+    assert _metric(cluster, 'mcsched_serve_errors_total{code="401",error="invalid_api_key",key="none"}') >= 2
+    assert _metric(cluster, 'mcsched_serve_errors_total{code="400",error="invalid_json",key="tests"}') >= 1
 
 
 async def _burst(url: str, concurrency: int, until: Callable[[Counter[str]], bool], at_most: float = 150.0) -> Counter[str]:
@@ -171,7 +214,7 @@ async def _burst(url: str, concurrency: int, until: Callable[[Counter[str]], boo
                 async for _ in resp.content:
                     pass
 
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers={"authorization": f"Bearer {KEYS['tests']}"}) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     return seen
 
@@ -245,6 +288,7 @@ def test_ray_job_stop_undeploys_and_releases_every_replica_and_the_ledger_verifi
 
     wait_for(lambda: not replica_groups(), 60, what="the replicas' placement groups removed")
     assert "released" in client.get_job_logs(sid)
-    assert post(url, chat(1))[0] == 404  # Serve's proxy no longer routes to any model
+    code, _, raw = post(url, chat(1))  # the gateway stays: no model left is OpenAI's 404, not Serve's text
+    assert code == 404 and json.loads(raw)["error"]["code"] == "model_not_found"
     verify = cluster.mcsched("audit", "verify", "--db", str(Path(cluster.state) / "ledger.db"), check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr

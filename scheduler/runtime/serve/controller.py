@@ -33,12 +33,13 @@ from scheduler.runtime.serve import app as serve_app
 from scheduler.runtime.serve.control import create_control
 from scheduler.runtime.serve.naming import Endpoint, replica_app, replica_doc
 from scheduler.runtime.serve.policy import Autoscaler, ScalingPolicy, Step
+from scheduler.runtime.states import EXIT_CODES, stop_own_ray_job
 
 TICK_SECONDS = 0.5
 DRAIN_SECONDS = 30.0
 REPORT_SECONDS = 2.0
 GATEWAY_CHECK_SECONDS = 5.0
-EXIT_STOPPED = 130
+EXIT_STOPPED = EXIT_CODES["stopped"]
 
 
 class Stopped(Exception):
@@ -277,6 +278,16 @@ class Controller:
         self.say(f"{self.job}: {reason}; undeployed {self.model} and released {', '.join(released) or 'nothing'}")
 
 
+def _end_ray_job(reason: str) -> int:
+    """After a cancel, make the Ray job STOPPED as the books say cancelled (runtime/states.py)."""
+    if reason != "cancelled":
+        return EXIT_CODES.get(reason, 0)
+    got: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: got.append(signum))  # Ray's stop: the clean-up is done
+    stop_own_ray_job(lambda: bool(got))
+    return EXIT_CODES["cancelled"]
+
+
 def run_service(doc: dict[str, Any], say: Callable[[str], None] = print) -> int:
     """Serve one model until stopped or cancelled; returns the process exit code."""
     job, model = doc["metadata"]["name"], doc["spec"]["serve"]["model"]
@@ -300,7 +311,7 @@ def run_service(doc: dict[str, Any], say: Callable[[str], None] = print) -> int:
                 reason = None
             if reason is not None:
                 ctl.shutdown(reason)
-                return 0
+                return _end_ray_job(reason)
             time.sleep(TICK_SECONDS / 2 if ctl.deploying() else TICK_SECONDS)  # look closer while a replica starts
     except (Stopped, KeyboardInterrupt):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
