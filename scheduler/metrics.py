@@ -211,6 +211,9 @@ class ServeMetrics:
         )
         self._pools: dict[str, set[tuple[str, str]]] = {}
         self._keys: set[str] = set()
+        # For a restarted exporter (``snapshot``/``restore``): replica counts and every label set seen.
+        self._counts: dict[str, dict[str, Any]] = {}
+        self._seen: dict[str, set[tuple[str, ...]]] = {"requests": set(), "errors": set(), "ttft": set(), "scale": set()}
 
     def _key(self, name: object) -> str:
         if not isinstance(name, str) or not (name == "none" or _KEY.match(name)):
@@ -233,23 +236,64 @@ class ServeMetrics:
             for (cloud, region), n in now.items():
                 self.replicas.labels(model, cloud, region).set(n)
             self._pools[model] = set(now)
+            service = rep.get("service")
+            self._counts[model] = {"service": service if isinstance(service, str) else "", "pools": sorted([c, rg, n] for (c, rg), n in now.items())}
         for model, direction in report.get("scale", []):
             if self._model(model) and direction in ("up", "down"):
                 self.scale_events.labels(model, direction).inc()
+                self._seen["scale"].add((model, direction))
         for model, code, n in report.get("requests", []):
             if self._model(model) and isinstance(code, str) and _CODE.match(code) and isinstance(n, int) and n > 0:
                 self.requests.labels(model, code).inc(n)
+                self._seen["requests"].add((model, code))
         for row in report.get("errors", []):
             if not (isinstance(row, list | tuple) and len(row) == 4):
                 continue
             code, error, key, n = row
             if isinstance(code, str) and _CODE.match(code) and isinstance(n, int) and n > 0:
-                self.errors.labels(code, error if error in ERROR_CODES else "other", self._key(key)).inc(n)
+                labels = (code, error if error in ERROR_CODES else "other", self._key(key))
+                self.errors.labels(*labels).inc(n)
+                self._seen["errors"].add(labels)
         for model, samples in (report.get("ttft") or {}).items():
             if self._model(model):
+                self.ttft.labels(model)
+                self._seen["ttft"].add((model,))
                 for v in samples[:10_000]:
                     if isinstance(v, int | float) and 0 <= v < 86_400:
                         self.ttft.labels(model).observe(v)
+
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a restarted exporter needs to bring every serving series back: the replica
+        counts per model and pool (with the service that owns them) and every label set seen."""
+        return {"replicas": dict(sorted(self._counts.items())), "labels": {k: sorted(map(list, v)) for k, v in self._seen.items()}}
+
+    def restore(self, snap: dict[str, Any], live: Any = lambda service: True) -> None:
+        """Bring the series of ``snapshot`` back after a restart: replica gauges of the services
+        ``live(service)`` says still run, and every counter and histogram series at zero (a
+        counter reset, which Prometheus' ``rate`` and ``increase`` handle), through the same
+        bounded checks as a live report."""
+        for model, entry in (snap.get("replicas") or {}).items():
+            if isinstance(entry, dict) and live(entry.get("service", "")):
+                self.apply({"replicas": {"model": model, "service": entry.get("service"), "pools": entry.get("pools", [])}})
+        labels = snap.get("labels") or {}
+        for model, code in labels.get("requests", []):
+            if self._model(model) and isinstance(code, str) and _CODE.match(code):
+                self.requests.labels(model, code)
+                self._seen["requests"].add((model, code))
+        for code, error, key in labels.get("errors", []):
+            if isinstance(code, str) and _CODE.match(code):
+                restored = (code, error if error in ERROR_CODES else "other", self._key(key))
+                self.errors.labels(*restored)
+                self._seen["errors"].add(restored)
+        for (model,) in labels.get("ttft", []):
+            if self._model(model):
+                self.ttft.labels(model)
+                self._seen["ttft"].add((model,))
+        for model, direction in labels.get("scale", []):
+            if self._model(model) and direction in ("up", "down"):
+                self.scale_events.labels(model, direction)
+                self._seen["scale"].add((model, direction))
 
 
 def read_only(app: Any) -> Any:

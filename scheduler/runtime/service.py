@@ -35,12 +35,15 @@ from scheduler.ledger import Ledger
 from scheduler.metrics import Metrics, serve
 from scheduler.model import Job
 from scheduler.runtime.reconciler import Assignment, EnforcementTimer, Gang, Plan, compare, parse_gang_name
-from scheduler.runtime.serve.naming import replica_index
+from scheduler.runtime.serve.naming import replica_index, service_of_replica
 from scheduler.specs import CloudCatalog, Contract, JobDoc
 from scheduler.wallclock import WallClock
 
 log = logging.getLogger("mcsched.service")
 RECONCILE_SECONDS = 1.0
+#: Beside the ledger: the serving series' last replica counts and label sets (metrics.ServeMetrics.snapshot),
+#: so a restarted actor exports every series at once instead of when each controller next reports.
+SERVE_METRICS_FILE = "serve-metrics.json"
 LEASE_SECONDS = 15.0  # a driver renews its lease at least every POLL_SECONDS (driver.py); 3x slack
 
 
@@ -82,6 +85,7 @@ class SchedulerService:
         # still knows which jobs had a driver; the times restart at recovery (a grace period).
         self.leases: dict[str, float] = {}
         self.last_plan: Plan | None = None
+        self._serve_snapshot: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ start-up / recovery
 
@@ -125,6 +129,7 @@ class SchedulerService:
             engine.announce()
         ledger.flush()
         self.engine, self.ledger, self.metrics = engine, ledger, metrics
+        self._restore_serve_metrics(engine, metrics)
         now = time.time()
         self.leases = {name: now for name in self._load_leases() if _live(engine, name)}
         if self._metrics_port is not None:
@@ -133,6 +138,35 @@ class SchedulerService:
             except OSError as exc:
                 log.warning("metrics port %s unavailable: %s", self._metrics_port, exc)
         return engine
+
+    def _serve_metrics_file(self) -> Path:
+        return Path(os.path.dirname(os.path.abspath(self._ledger_path))) / SERVE_METRICS_FILE
+
+    def _restore_serve_metrics(self, engine: Engine, metrics: Metrics) -> None:
+        """Every serving series back at start-up; replica gauges only for services whose
+        replicas the books still hold placed (a service that ended meanwhile shows none)."""
+        try:
+            snap = json.loads(self._serve_metrics_file().read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("%s unreadable (%s): serving series return as controllers report", self._serve_metrics_file(), exc)
+            return
+        placed = {service_of_replica(name) for name in engine.jobs if engine.status(name).outcome == "placed"}
+        try:
+            metrics.serve.restore(snap, live=lambda service: service in placed)
+        except (TypeError, ValueError, AttributeError) as exc:
+            log.warning("%s: bad entry (%s): serving series return as controllers report", self._serve_metrics_file(), exc)
+        self._serve_snapshot = metrics.serve.snapshot()
+
+    def _save_serve_metrics(self, snap: dict[str, Any]) -> None:
+        path = self._serve_metrics_file()
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(snap))
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("cannot save %s: %s", path, exc)
 
     def _on_event(self, ev: Event) -> None:
         """Live events only (sinks attach after recovery): decision times and ended leases."""
@@ -442,6 +476,10 @@ class SchedulerService:
         self._ensure()
         assert self.metrics is not None
         self.metrics.serve.apply(report)
+        snap = self.metrics.serve.snapshot()
+        if snap != self._serve_snapshot:  # replicas moved or a new label set: rare, so written each time
+            self._save_serve_metrics(snap)
+            self._serve_snapshot = snap
 
     async def api_keys(self) -> dict[str, tuple[str, float]]:
         """The served endpoint's key table (hash -> name, rate) from the key file beside the ledger.

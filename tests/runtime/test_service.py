@@ -199,3 +199,43 @@ def test_a_job_submitted_again_after_it_ended_is_fresh_and_starts_without_the_ol
     assert again["ok"] and again["fresh"] == ["a"]
     forget_old_checkpoint(again, "a", ckpt)
     assert not ckpt.exists()
+
+
+def series(svc: SchedulerService) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every exported sample: (name, labels) -> value."""
+    assert svc.metrics is not None
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in svc.metrics.registry.collect()
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def test_a_restarted_service_exports_every_series_again_serving_ones_included(tmp_path: Path) -> None:
+    """The actor killed and restarted: every series is back at start-up, without waiting for a
+    controller or a gateway to report (mcsched_serve_replicas vanished for ~85 s, some forever)."""
+    first = Svc(tmp_path / "ledger.db", FakeGangs())
+    replica = job_doc("chat-r1", cls="api-serving", gpus=2)
+    replica["metadata"]["labels"] = {"mcsched.io/service": "chat"}
+    assert first("submit", [replica, job_doc("train", gpus=2)])["ok"]
+    first("serve_report", {"replicas": {"model": "tiny", "service": "chat", "pools": [["azure", "eastus", 1]]}, "scale": [["tiny", "up"]]})
+    first("serve_report", {"requests": [["tiny", "200", 5]], "errors": [["401", "invalid_api_key", "none", 2]], "ttft": {"tiny": [0.1]}})
+    before = series(first.svc)
+    assert first.svc.ledger is not None
+    first.svc.ledger.close()  # the actor died
+    assert before[("mcsched_serve_replicas", (("cloud", "azure"), ("model", "tiny"), ("region", "eastus")))] == 1
+    restarted = Svc(tmp_path / "ledger.db", FakeGangs())
+    restarted("ping")
+    after = series(restarted.svc)
+    assert set(before) <= set(after), sorted(set(before) - set(after))
+    for key, value in before.items():  # gauges and the books' series come back with their values
+        if key[0].startswith(("mcsched_serve_replicas", "mcsched_gpus", "mcsched_running_jobs", "mcsched_placements_total")):
+            assert after[key] == value, key
+    # A service that ended while the actor was down shows no replicas after the restart.
+    restarted("release", "chat-r1", "stopped")
+    assert restarted.svc.ledger is not None
+    restarted.svc.ledger.close()
+    again = Svc(tmp_path / "ledger.db", FakeGangs())
+    again("ping")
+    assert ("mcsched_serve_replicas", (("cloud", "azure"), ("model", "tiny"), ("region", "eastus"))) not in series(again.svc)

@@ -38,6 +38,9 @@ from scheduler.runtime.states import EXIT_CODES, stop_own_ray_job
 TICK_SECONDS = 0.5
 DRAIN_SECONDS = 30.0
 REPORT_SECONDS = 2.0
+#: Replica counts are re-sent at least this often even when unchanged, so an exporter that
+#: restarted without them (or missed one) heals within this.
+REPORT_REFRESH_SECONDS = 15.0
 GATEWAY_CHECK_SECONDS = 5.0
 EXIT_STOPPED = EXIT_CODES["stopped"]
 
@@ -102,6 +105,7 @@ class Controller:
         self._published: list[dict[str, Any]] | None = None
         self._reported: dict[tuple[str, str], int] | None = None
         self._next_report = 0.0
+        self._reported_at = 0.0
         self._next_gateway_check = 0.0
 
     # ---------------------------------------------------------------- engine calls
@@ -252,14 +256,18 @@ class Controller:
         for r in self.replicas.values():
             if r.state in ("ready", "draining") and not final and r.cloud and r.region:
                 pools[(r.cloud, r.region)] = pools.get((r.cloud, r.region), 0) + 1
-        if pools == self._reported and not self.scale_events:
+        now = self.clock()
+        if pools == self._reported and not self.scale_events and now - self._reported_at < REPORT_REFRESH_SECONDS:
             return
-        report = {"replicas": {"model": self.model, "pools": [[c, rg, n] for (c, rg), n in pools.items()]}, "scale": self.scale_events}
+        report = {
+            "replicas": {"model": self.model, "service": self.job, "pools": [[c, rg, n] for (c, rg), n in pools.items()]},
+            "scale": self.scale_events,
+        }
         try:
             ray.get(self.scheduler.serve_report.remote(report), timeout=10)
         except (ray.exceptions.RayError, AttributeError):
             return  # metrics are best effort; the ledger holds the record
-        self._reported, self.scale_events = pools, []
+        self._reported, self.scale_events, self._reported_at = pools, [], now
 
     # ---------------------------------------------------------------- the end
 
