@@ -23,7 +23,7 @@ import yaml
 from scheduler.ledger import Ledger
 from scheduler.runtime.cluster import free_port
 from tests.builders import a_catalog, a_contract
-from tests.integration.conftest import Cluster, job_doc, wait_for
+from tests.integration.conftest import NON_LOOPBACK_ALLOWED, Cluster, exposed, job_doc, listening, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -192,6 +192,54 @@ def test_api_keys_401_without_or_with_a_wrong_or_revoked_key_429_over_the_rate_a
              what="429s counted")
     assert _metric(cluster, 'mcsched_serve_errors_total{code="401",error="invalid_api_key",key="none"}') >= 2
     assert _metric(cluster, 'mcsched_serve_errors_total{code="400",error="invalid_json",key="tests"}') >= 1
+
+
+def test_with_serve_running_only_the_stated_sockets_listen_off_loopback(cluster: Cluster, service: tuple[str, str]) -> None:
+    """docs/serving.md states the exposure: with models served, only each Serve replica's
+    inter-deployment gRPC server (one port per replica, Ray binds [::]:0) listens off loopback."""
+    stated, unstated = exposed(cluster.info.temp_dir)
+    assert not unstated, f"listening off loopback and not stated in docs/serving.md: {unstated}"
+    titles = [title for _, _, title in stated]
+    assert any("mcsched-gateway" in t for t in titles) and any("mcsched-chat-r1" in t for t in titles), stated  # measured, not vacuous
+    assert len(titles) == len(set(titles)), f"a replica with more than one off-loopback port: {stated}"
+    assert set(NON_LOOPBACK_ALLOWED) == {"ray::ServeReplica:"}
+    # Serve's HTTP proxy (the endpoint) itself stays on loopback.
+    port = int(service[0].rsplit(":", 1)[1])
+    assert {ip for ip, p, _ in listening(cluster.info.temp_dir) if p == port} == {"127.0.0.1"}
+
+
+def _series(cluster: Cluster) -> set[str]:
+    """Every exported series (name and labels, no value) of mcsched, or an empty set while the exporter is down."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return set()
+    return {line.rsplit(" ", 1)[0] for line in text.splitlines() if line.startswith("mcsched_") and "_created" not in line}
+
+
+def test_every_series_returns_after_the_scheduler_actor_is_killed(cluster: Cluster, service: tuple[str, str]) -> None:
+    url, _ = service
+    wait_for(lambda: any(s.startswith("mcsched_serve_replicas{") for s in _series(cluster)), 30, what="replica gauge exported")
+    before = _series(cluster)
+    replicas = {s for s in before if s.startswith("mcsched_serve_replicas{") and 'model="tiny-llama"' in s}
+    assert replicas and any(s.startswith("mcsched_serve_errors_total{") for s in before)
+    actor, ray = cluster.actor()
+    old_pid = ray.get(actor.pid.remote(), timeout=30)
+    ray.kill(actor, no_restart=False)  # Ray restarts it (max_restarts=-1); it recovers from the ledger
+    killed = time.monotonic()
+    wait_for(lambda: (p := _pid(cluster)) is not None and p != old_pid, 120, 0.5, "the actor restarted")
+    missing = lambda: before - _series(cluster)  # noqa: E731
+    wait_for(lambda: not missing(), 60, 0.5, "every series back")
+    print(f"every series back {time.monotonic() - killed:.1f}s after the kill ({len(before)} series)")
+    assert post(url, chat(2))[0] == 200
+
+
+def _pid(cluster: Cluster) -> int | None:
+    try:
+        return int(cluster.call("pid"))
+    except Exception:
+        return None
 
 
 async def _burst(url: str, concurrency: int, until: Callable[[Counter[str]], bool], at_most: float = 150.0) -> Counter[str]:
