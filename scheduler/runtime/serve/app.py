@@ -157,7 +157,9 @@ class Gateway:
             kind = PATHS.get(path)
             if kind is None and path != "/v1/models":
                 raise ApiError(404, f"Invalid URL ({request.method} {path})", code="not_found")
-            caller = self.guard.check(request.headers.get("authorization")).name
+            who = self.guard.authenticate(request.headers.get("authorization"))
+            caller = who.name
+            self.guard.admit(who)
             if kind is None:  # /v1/models
                 if request.method != "GET":
                     raise ApiError(405, f"{request.method} is not allowed on {path} (use GET)", code="method_not_allowed")

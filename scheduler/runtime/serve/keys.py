@@ -150,14 +150,21 @@ class Guard:
         self.clock = clock
         self.keys: dict[str, tuple[str, float]] | None = None  # None: not loaded yet (refuse all)
         self._buckets: dict[str, _Bucket] = {}
+        self._rates: dict[str, float] = {}
 
     def update(self, table: dict[str, tuple[str, float]]) -> None:
         self.keys = dict(table)
-        names = {name for name, _ in self.keys.values()}
-        self._buckets = {n: b for n, b in self._buckets.items() if n in names}
+        self._rates = {name: rate for name, rate in self.keys.values()}
+        self._buckets = {n: b for n, b in self._buckets.items() if n in self._rates}
 
     def check(self, authorization: str | None) -> Caller:
         """The caller, or ``ApiError`` 401 (no / wrong key), 429 (over its rate), 503 (no table yet)."""
+        caller = self.authenticate(authorization)
+        self.admit(caller)
+        return caller
+
+    def authenticate(self, authorization: str | None) -> Caller:
+        """Whose key this is, or ``ApiError`` 401 (no / wrong key) or 503 (no table yet)."""
         if self.keys is None:
             raise ApiError(503, "the gateway has not loaded its API keys yet; retry shortly", code="keys_unavailable", type_="server_error")
         scheme, _, key = (authorization or "").partition(" ")
@@ -173,9 +180,14 @@ class Guard:
         if found is None:
             shown = key[:6] + "*" * 4 + key[-4:] if len(key) > 12 else "****"
             raise ApiError(401, f"Incorrect API key provided: {shown}.", code="invalid_api_key")
-        name, rate = found
-        self._take(name, rate * self.share)
-        return Caller(name)
+        return Caller(found[0])
+
+    def admit(self, caller: Caller) -> None:
+        """Take one token from the caller's bucket, or ``ApiError`` 429 with ``retry-after``."""
+        rate = self._rates.get(caller.name, 0.0) * self.share
+        if rate <= 0:
+            raise ApiError(401, f"the API key {caller.name!r} was revoked", code="invalid_api_key")
+        self._take(caller.name, rate)
 
     def _take(self, name: str, rate: float) -> None:
         now = self.clock()
