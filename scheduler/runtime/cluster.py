@@ -123,10 +123,26 @@ def port_free(port: int) -> bool:
     return True
 
 
-def free_port_block(size: int, lo: int = 20_000, hi: int = 60_000, avoid: Iterable[int] = ()) -> int:
-    """The first port of ``size`` consecutive free loopback ports (Ray's worker range), none in ``avoid``."""
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for port-0 binds (Linux; the IANA range elsewhere)."""
+    try:
+        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 49152, 65535
+    return lo, hi
+
+
+def free_port_block(size: int, lo: int = 20_000, hi: int | None = None, avoid: Iterable[int] = ()) -> int:
+    """The first port of ``size`` consecutive free loopback ports (Ray's worker range), none in ``avoid``.
+
+    Below the kernel's ephemeral range by default: no port-0 bind (Ray's own picks, any other
+    program's) can then land inside the block after it was chosen.
+    """
     import random
 
+    if hi is None:
+        below = ephemeral_range()[0]
+        hi = below if below - lo > 4 * size else 60_000
     avoided = set(avoid)
     for _ in range(200):
         start = random.randrange(lo, hi - size)
@@ -221,14 +237,13 @@ START_ATTEMPTS = 3
 
 
 def choose_ports(reserved: Iterable[int] = ()) -> tuple[dict[str, int], int]:
-    """Every port a head needs, free and distinct, plus the first of the workers' range.
-
-    Ray's fixed defaults (e.g. 52365, 10001, 44217) clash with a second cluster on the
-    machine, and Ray refuses a port used twice, so the workers' range is chosen first and no
-    other port lands inside it.
+    """The ports Ray cannot choose itself without clashing with a second cluster on the machine
+    (its fixed defaults: 8265, 10001, 52365, 44217, 44227, the workers' 10002-19999), free
+    and distinct, plus the first of the workers' range. The GCS, node manager, object
+    manager, metrics export and agents' ports are left to Ray (``RAY_CHOSEN``) and read back.
     """
     taken = set(reserved)
-    worker_lo = free_port_block(WORKER_PORTS, avoid=taken | {DASHBOARD_PORT})
+    worker_lo = free_port_block(WORKER_PORTS, avoid=taken | {DASHBOARD_PORT, SERVE_PORT})
     taken.update(range(worker_lo, worker_lo + WORKER_PORTS))
 
     def pick() -> int:
@@ -237,9 +252,6 @@ def choose_ports(reserved: Iterable[int] = ()) -> tuple[dict[str, int], int]:
             port = free_port()
         taken.add(port)
         return port
-
-    names = ["gcs", "object-manager", "node-manager", "ray-client-server", "dashboard-agent-listen", "dashboard-agent-grpc",
-             "runtime-env-agent", "metrics-export", "autoscaler-metrics", "dashboard-metrics"]  # fmt: skip
 
     def preferred(port: int) -> int:
         chosen = port if port not in taken and port_free(port) else pick()
@@ -253,7 +265,41 @@ def choose_ports(reserved: Iterable[int] = ()) -> tuple[dict[str, int], int]:
     taken.update(claimed_serve_ports())
     serve = int(serve_env) if serve_env.isdigit() else preferred(SERVE_PORT)
     taken.add(serve)
+    names = ["ray-client-server", "dashboard-agent-listen", "autoscaler-metrics", "dashboard-metrics"]
     return {"dashboard": dashboard, "serve": serve, **{name: pick() for name in names}}, worker_lo
+
+
+#: Ports Ray picks itself (``--port 0`` for the GCS, its own choice when the other flags are
+#: absent), by our name -> the GCS node table's field (``ray.nodes()``) they are read back from.
+RAY_CHOSEN = {
+    "node-manager": "NodeManagerPort",
+    "object-manager": "ObjectManagerPort",
+    "metrics-export": "MetricsExportPort",
+    "dashboard-agent-grpc": "MetricsAgentPort",
+    "runtime-env-agent": "RuntimeEnvAgentPort",
+}
+
+
+def gcs_address(temp_dir: Path) -> str:
+    """The GCS address ``ray start --head --port 0`` chose, from the address file Ray writes
+    into its temp dir (``ray_current_cluster``, what ``ray.init("auto")`` reads)."""
+    try:
+        address = (temp_dir / "ray_current_cluster").read_text().strip()
+    except OSError as exc:
+        raise RuntimeUnavailable(f"ray start wrote no address file in {temp_dir}: {exc.strerror}") from None
+    if not address.rsplit(":", 1)[-1].isdigit():
+        raise RuntimeUnavailable(f"{temp_dir / 'ray_current_cluster'}: not a Ray address: {address!r}")
+    return address
+
+
+def node_ports() -> dict[str, int]:
+    """The ports Ray chose for this (single-node) cluster's head, read from the GCS node table."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+    if not nodes:
+        return {}
+    return {name: int(nodes[0][field]) for name, field in RAY_CHOSEN.items() if nodes[0].get(field)}
 
 
 def claimed_serve_ports() -> set[int]:
@@ -321,16 +367,11 @@ def start_head(
         cmd = [
             ray_bin(), "start", "--head",
             "--node-ip-address", "127.0.0.1",
-            "--port", str(ports["gcs"]),
+            "--port", "0",  # Ray picks the GCS port; read back from its address file
             "--dashboard-host", "127.0.0.1",
             "--dashboard-port", str(ports["dashboard"]),
-            "--object-manager-port", str(ports["object-manager"]),
-            "--node-manager-port", str(ports["node-manager"]),
             "--ray-client-server-port", str(ports["ray-client-server"]),
             "--dashboard-agent-listen-port", str(ports["dashboard-agent-listen"]),
-            "--dashboard-agent-grpc-port", str(ports["dashboard-agent-grpc"]),
-            "--runtime-env-agent-port", str(ports["runtime-env-agent"]),
-            "--metrics-export-port", str(ports["metrics-export"]),
             "--min-worker-port", str(worker_lo),
             "--max-worker-port", str(worker_lo + WORKER_PORTS - 1),
             "--temp-dir", str(temp_dir),
@@ -342,7 +383,8 @@ def start_head(
         ]  # fmt: skip
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if proc.returncode == 0:
-            return f"127.0.0.1:{ports['gcs']}", f"http://127.0.0.1:{ports['dashboard']}", ports
+            gcs = gcs_address(temp_dir)
+            return gcs, f"http://127.0.0.1:{ports['dashboard']}", {**ports, "gcs": int(gcs.rsplit(":", 1)[1])}
         reason = _failure(proc.stderr + "\n" + proc.stdout)
         stop_head(str(temp_dir))  # a half-started head (GCS up, raylet dead) must not linger
         if attempt < START_ATTEMPTS:
@@ -635,6 +677,8 @@ def up(
         ledger = state_dir / "ledger.db"
         log(("recovering" if ledger.exists() else "starting") + " the scheduler actor (detached, restartable) ...")
         connect(gcs)
+        info = dataclasses.replace(info, ports={**info.ports, **node_ports()})  # what Ray chose, for `down` to wait on
+        info.save()
         start_actor(
             catalog.model_dump(mode="json", by_alias=True),
             contract.model_dump(mode="json", by_alias=True),

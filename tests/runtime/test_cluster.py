@@ -16,6 +16,7 @@ from scheduler.runtime.cluster import (
     STATE_FILE,
     ClusterInfo,
     down,
+    ephemeral_range,
     free_port,
     free_port_block,
     port_free,
@@ -118,6 +119,29 @@ def test_ports(tmp_path: Path) -> None:
     assert wait_ports_free([busy], timeout=5) == []
     start = free_port_block(20)
     assert all(port_free(p) for p in range(start, start + 20))
+    # Below the kernel's ephemeral range: no port-0 bind (Ray's own picks) can land in the workers' block.
+    assert start + 20 <= ephemeral_range()[0]
+
+
+def test_only_the_ports_ray_cannot_choose_are_chosen_by_mcsched() -> None:
+    from scheduler.runtime.cluster import RAY_CHOSEN, choose_ports
+
+    ports, worker_lo = choose_ports()
+    assert set(ports) == {"dashboard", "serve", "ray-client-server", "dashboard-agent-listen", "autoscaler-metrics", "dashboard-metrics"}
+    assert not set(ports) & set(RAY_CHOSEN) and "gcs" not in ports  # the GCS port is Ray's (--port 0)
+    assert len(set(ports.values())) == len(ports) and not set(ports.values()) & set(range(worker_lo, worker_lo + 200))
+
+
+def test_the_gcs_address_is_read_from_rays_address_file(tmp_path: Path) -> None:
+    from scheduler.runtime.cluster import gcs_address
+
+    with pytest.raises(RuntimeUnavailable, match="no address file"):
+        gcs_address(tmp_path)
+    (tmp_path / "ray_current_cluster").write_text("127.0.0.1:41234\n")
+    assert gcs_address(tmp_path) == "127.0.0.1:41234"
+    (tmp_path / "ray_current_cluster").write_text("garbage")
+    with pytest.raises(RuntimeUnavailable, match="not a Ray address"):
+        gcs_address(tmp_path)
 
 
 def test_stopping_a_process_that_another_program_has_not_reaped_counts_it_as_stopped() -> None:
