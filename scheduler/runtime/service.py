@@ -34,6 +34,7 @@ from scheduler.events import Dequeued, Event, Placed, Preempted, Released
 from scheduler.ledger import Ledger
 from scheduler.metrics import Metrics, serve
 from scheduler.model import Job
+from scheduler.runtime.driver import DEFAULT_GRACE_SECONDS, grace_seconds
 from scheduler.runtime.reconciler import Assignment, EnforcementTimer, Gang, Plan, compare, parse_gang_name
 from scheduler.runtime.serve.naming import replica_index, service_of_replica
 from scheduler.specs import CloudCatalog, Contract, JobDoc
@@ -86,6 +87,10 @@ class SchedulerService:
         self.leases: dict[str, float] = {}
         self.last_plan: Plan | None = None
         self._serve_snapshot: dict[str, Any] | None = None
+        # Graceful eviction: a driver drains its evicted work for the job's grace period before it
+        # removes the gang; the reconciler leaves such a gang alone meanwhile (``_draining``).
+        self._grace: dict[str, float] = {}
+        self._stale_since: dict[str, float] = {}
 
     # ------------------------------------------------------------------ start-up / recovery
 
@@ -272,12 +277,16 @@ class SchedulerService:
         for key, drift in plan.drift.items():
             self.metrics.drift.labels(*key).set(drift)
         repairs = 0
+        now = time.time()
+        self._stale_since = {g.pg_id: self._stale_since.get(g.pg_id, now) for g in plan.remove}
         for gang in plan.remove:
+            parsed = parse_gang_name(gang.name)
+            if parsed is not None and self._draining(parsed[0], gang.pg_id, now):
+                continue
             if self._gangs is not None:
                 with contextlib.suppress(Exception):  # already gone: nothing to repair
                     self._gangs.remove(gang.pg_id)
             self.metrics.repairs.labels("removed-gang").inc()
-            parsed = parse_gang_name(gang.name)
             if parsed is not None:
                 self._observe(self.timer.stopped(parsed[0], time.time()))
             repairs += 1
@@ -289,6 +298,16 @@ class SchedulerService:
         if plan.end:
             self._commit()
         return repairs
+
+    def _draining(self, job: str, pg_id: str, now: float) -> bool:
+        """Is this stale gang its live driver's to drain? Graceful eviction: the driver tells the
+        work to stop, waits up to the job's grace period, then removes the gang itself. The
+        reconciler removes it only once the driver's lease lapses or the grace period is over,
+        so a dead driver still leaves nothing behind."""
+        renewed = self.leases.get(job)
+        if renewed is None or now - renewed > self._lease_seconds:
+            return False
+        return now - self._stale_since.get(pg_id, now) < self._grace.get(job, DEFAULT_GRACE_SECONDS)
 
     def _observe(self, seen: tuple[str, float] | None) -> None:
         if seen is not None and self.metrics is not None:
@@ -331,8 +350,9 @@ class SchedulerService:
         self._commit(started, len(fresh))
         if driver:
             now = time.time()
-            for job in parsed:
+            for job, doc in zip(parsed, jobs, strict=True):
                 self.leases[job.name] = now
+                self._grace[job.name] = grace_seconds(doc.get("spec") or {})
             self._save_leases()
         await self._notify()
         views = [self._view(j.name) for j in parsed]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -310,6 +311,11 @@ def test_scaling_up_on_a_full_azure_preempts_priority_0_training_which_moves(
         wait_for(lambda: "[filler] resuming from checkpoint at step" in client.get_job_logs(sid), 120, 1.0, "filler resumed on oci")
         log = client.get_job_logs(sid)
         assert "moved filler to oci/us-ashburn-1" in log and f"preempted by {pre[0].by}" in log
+        # Graceful eviction: told to stop, the work checkpointed the step it was on (not only every
+        # 4th) within the grace period, and resumed from exactly there on OCI.
+        told = re.search(r"\[filler\] stop requested: checkpoint saved at step (\d+)", log)
+        assert told and "filler: its work stopped" in log, log[-2000:]
+        assert f"[filler] resuming from checkpoint at step {told[1]}" in log
         assert client.get_job_status(sid) == JobStatus.RUNNING
         resumed_at = log.index("[filler] resuming from checkpoint at step")
         assert " on oci/us-ashburn-1" in log[resumed_at:] and " on azure/" not in log[resumed_at:]

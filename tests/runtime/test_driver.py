@@ -6,6 +6,7 @@ from typing import Any
 
 from scheduler.decision import Decision
 from scheduler.runtime.driver import (
+    DEFAULT_GRACE_SECONDS,
     Changed,
     End,
     Exit,
@@ -22,6 +23,7 @@ from scheduler.runtime.driver import (
     WorkDone,
     WorkFailed,
     WorkStarted,
+    grace_seconds,
 )
 
 
@@ -89,7 +91,19 @@ def test_an_eviction_while_reserving_drops_the_pending_gang() -> None:
     d = JobDriver("train", view(9, 1))
     d.start()
     acts = d.on(Changed(view(17, 2, cloud="oci")))
-    assert Stop() in acts and isinstance(acts[-1], Reserve)
+    assert Stop() in acts and isinstance(acts[-1], Reserve)  # nothing runs yet: nothing to drain
+
+
+def test_an_evicted_running_job_is_stopped_gracefully_a_cancelled_one_at_once() -> None:
+    d = JobDriver("train", view(9, 1))
+    d.start()
+    running(d)
+    assert Stop(graceful=True) in d.on(Changed(view(17, 2, cloud="oci")))
+    c = JobDriver("train", view(9, 1))
+    c.start()
+    running(c)
+    assert Stop(graceful=False) in c.on(Changed(view(15, 1, "cancelled", None)))
+    assert grace_seconds({}) == DEFAULT_GRACE_SECONDS == 30 and grace_seconds({"terminationGracePeriodSeconds": 5}) == 5
 
 
 def test_cancel_by_the_scheduler_stops_the_work_and_exits_non_zero() -> None:

@@ -112,7 +112,7 @@ def test_a_preemption_wakes_the_victims_long_poll_with_its_new_placement(tmp_pat
 def test_reconcile_exports_drift_and_removes_the_stale_gang_of_a_moved_job(tmp_path: Path) -> None:
     gangs = FakeGangs()
     s = Svc(tmp_path / "l.db", gangs)
-    train = s("submit", [job_doc("train", gpus=8)], True)["views"][0]
+    train = s("submit", [job_doc("train", gpus=8, terminationGracePeriodSeconds=0)], True)["views"][0]
     gangs.hold("train", train["attempt"], AZ, 8)
     assert s.reconcile() == 0 and s.svc.last_plan is not None and s.svc.last_plan.at_rest
     s("submit", [job_doc("api", cls="api-serving", gpus=8, priority=100)], True)
@@ -131,6 +131,26 @@ def test_reconcile_exports_drift_and_removes_the_stale_gang_of_a_moved_job(tmp_p
     gangs.hold("api", engine.status("api").attempt, AZ, 8)
     s.reconcile()
     assert s.svc.last_plan is not None and s.svc.last_plan.at_rest
+
+
+def test_an_evicted_gang_is_left_to_its_live_driver_for_the_grace_period_then_removed(tmp_path: Path) -> None:
+    """Graceful eviction: the driver drains the work (checkpoint) before it removes the gang;
+    the reconciler waits the job's grace period, but not for a driver that is gone."""
+    gangs = FakeGangs()
+    s = Svc(tmp_path / "l.db", gangs, lease_seconds=0.5)
+    slow = s("submit", [job_doc("slow", gpus=4, terminationGracePeriodSeconds=0.6)], True)["views"][0]
+    dead = s("submit", [job_doc("dead", gpus=4, terminationGracePeriodSeconds=60)], True)["views"][0]
+    gangs.hold("slow", slow["attempt"], AZ, 4)
+    gangs.hold("dead", dead["attempt"], AZ, 4)
+    s("submit", [job_doc("api", cls="api-serving", gpus=8, priority=100)])  # evicts both from azure (no driver: no lease)
+    assert s.reconcile() == 0 and not gangs.removed  # both drivers are alive: theirs to drain
+    time.sleep(0.55)
+    s.svc.leases["slow"] = time.time()  # slow's driver renews its lease; dead's lapses
+    assert s.reconcile() == 2 and gangs.removed == [f"pg-dead-{dead['attempt']}"]  # its gang removed, the ghost ended
+    assert s("status", "dead")[0]["outcome"] == "stopped" and s("status", "slow")[0]["outcome"] == "placed"
+    time.sleep(0.1)  # slow's grace period (0.6 s) is over: removed even though its driver lives
+    s.svc.leases["slow"] = time.time()
+    assert s.reconcile() == 1 and gangs.removed[-1] == f"pg-slow-{slow['attempt']}"
 
 
 def test_ghosts_after_down_and_up_are_ended_but_an_actor_restart_spares_live_drivers(tmp_path: Path) -> None:
