@@ -90,12 +90,18 @@ class Metrics:
             registry=r,
         )
         self.repairs = Counter(
-            "mcsched_reconciler_repairs_total", "Reconciler repairs (removed-gang, ended-job).", ["action"], registry=r
+            "mcsched_reconciler_repairs_total", "Reconciler repairs (removed-gang, ended-job, removed-foreign).", ["action"], registry=r
         )
         for action in ENFORCEMENT_ACTIONS:
             self.enforcement.labels(action)
-        for action in ("removed-gang", "ended-job"):
+        for action in ("removed-gang", "ended-job", "removed-foreign"):
             self.repairs.labels(action)
+        self.foreign_gpus = Gauge(
+            "mcsched_foreign_gangs_gpus",
+            "GPUs of a pool held by placement groups that mcsched did not create (0 at rest; see foreignGroups).",
+            ["cloud", "region", "gpu_type"],
+            registry=r,
+        )
         self.ended = Counter(
             "mcsched_jobs_ended_total", "Jobs that left for good, by how (finished, failed, stopped, cancelled).", ["class", "reason"], registry=r
         )

@@ -635,6 +635,7 @@ def up(
     state_dir: Path,
     *,
     metrics_port: int | None = None,
+    foreign_groups: str = "report",
     log: Log = print,
 ) -> UpResult:
     """Start the local head and the scheduler actor; a no-op while this state dir's cluster runs.
@@ -684,6 +685,7 @@ def up(
             contract.model_dump(mode="json", by_alias=True),
             str(ledger),
             metrics_port,
+            foreign_groups=foreign_groups,
         )
     except BaseException:
         log("start-up failed; stopping what it started")

@@ -35,7 +35,16 @@ from scheduler.ledger import Ledger
 from scheduler.metrics import Metrics, serve
 from scheduler.model import Job
 from scheduler.runtime.driver import DEFAULT_GRACE_SECONDS, grace_seconds
-from scheduler.runtime.reconciler import Assignment, EnforcementTimer, Gang, Plan, compare, parse_gang_name
+from scheduler.runtime.reconciler import (
+    FOREIGN_POLICIES,
+    Assignment,
+    EnforcementTimer,
+    Gang,
+    Plan,
+    compare,
+    parse_gang_name,
+)
+from scheduler.runtime.resources import pool_resource
 from scheduler.runtime.serve.naming import replica_index, service_of_replica
 from scheduler.specs import CloudCatalog, Contract, JobDoc
 from scheduler.wallclock import WallClock
@@ -55,6 +64,8 @@ class Gangs(Protocol):
 
     def remove(self, pg_id: str) -> None: ...
 
+    def creator(self, pg_id: str) -> str: ...
+
 
 class SchedulerService:
     def __init__(
@@ -66,7 +77,10 @@ class SchedulerService:
         metrics_host: str = "127.0.0.1",
         gangs: Gangs | None = None,
         lease_seconds: float = LEASE_SECONDS,
+        foreign_groups: str = "report",
     ) -> None:
+        if foreign_groups not in FOREIGN_POLICIES:
+            raise AdmissionError(f"foreignGroups: {foreign_groups!r} is not one of {', '.join(FOREIGN_POLICIES)}")
         self._catalog_doc = catalog
         self._contract_doc = contract
         self._ledger_path = ledger_path
@@ -74,6 +88,8 @@ class SchedulerService:
         self._metrics_host = metrics_host
         self._gangs = gangs
         self._lease_seconds = lease_seconds
+        self._foreign_policy = foreign_groups
+        self._foreign: dict[str, str] = {}  # foreign placement group id -> its creator (asked once)
         self.engine: Engine | None = None
         self.ledger: Ledger | None = None
         self.metrics: Metrics | None = None
@@ -290,6 +306,7 @@ class SchedulerService:
             if parsed is not None:
                 self._observe(self.timer.stopped(parsed[0], time.time()))
             repairs += 1
+        repairs += self._foreign_groups(plan, pools)
         for name in plan.end:
             log.warning("%s: its driver and its placement group are gone; ending it as stopped", name)
             self._end(name, "stopped")
@@ -298,6 +315,35 @@ class SchedulerService:
         if plan.end:
             self._commit()
         return repairs
+
+    def _foreign_groups(self, plan: Plan, pools: dict[tuple[str, str, str], int]) -> int:
+        """Placement groups on the pools that mcsched did not create: exported, reported once
+        with their creator, and removed under ``foreignGroups: evict``. Returns the removals."""
+        assert self.metrics is not None
+        by_resource = {pool_resource(*key): key for key in pools}
+        held = dict.fromkeys(pools, 0.0)
+        seen: dict[str, str] = {}
+        removed = 0
+        for g in plan.foreign:
+            creator = self._foreign.get(g.pg_id)
+            if creator is None:
+                creator = self._gangs.creator(g.pg_id) if self._gangs is not None else "unknown"
+                where = ", ".join(f"{amount:g} {resource}" for resource, amount in sorted(g.resources.items()) if resource in by_resource)
+                log.warning("foreign placement group %s (name %r, created by %s) holds %s; policy: %s",
+                            g.pg_id, g.name, creator, where, self._foreign_policy)  # fmt: skip
+            seen[g.pg_id] = creator
+            for resource, amount in g.resources.items():
+                if resource in by_resource:
+                    held[by_resource[resource]] += amount
+            if self._foreign_policy == "evict" and self._gangs is not None:
+                with contextlib.suppress(Exception):  # gone already
+                    self._gangs.remove(g.pg_id)
+                self.metrics.repairs.labels("removed-foreign").inc()
+                removed += 1
+        self._foreign = seen
+        for key, gpus in held.items():
+            self.metrics.foreign_gpus.labels(*key).set(gpus)
+        return removed
 
     def _draining(self, job: str, pg_id: str, now: float) -> bool:
         """Is this stale gang its live driver's to drain? Graceful eviction: the driver tells the
@@ -488,6 +534,11 @@ class SchedulerService:
             "reconciled": True,
             "drift": {"/".join(k): v for k, v in plan.drift.items() if v},
             "at_rest": plan.at_rest,
+            "foreign": [
+                {"id": g.pg_id, "name": g.name, "state": g.state, "creator": self._foreign.get(g.pg_id, "unknown"), "resources": dict(g.resources)}
+                for g in plan.foreign
+            ],
+            "foreignPolicy": self._foreign_policy,
         }
 
     async def serve_report(self, report: dict[str, Any]) -> None:

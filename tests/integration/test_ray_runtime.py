@@ -328,3 +328,24 @@ def test_each_mcsched_state_is_its_ray_job_status(cluster: Cluster, tmp_path: Pa
         "st-queued": ("cancelled", "STOPPED"),
     }
     assert all(RAY_JOB_STATUS[ours] == theirs for ours, theirs in got.values())
+
+
+def test_a_placement_group_made_behind_the_schedulers_back_is_reported_with_its_creator(cluster: Cluster) -> None:
+    """Anyone with the cluster token can call placement_group on a pool's resource: the
+    reconciler reports it (foreignGroups: report, the default) with the Ray job that made it."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    cancel_leftovers(cluster)
+    _, ray = cluster.actor()
+    pg = placement_group([{"mcsched_azure__eastus__H100": 2}], name="behind-its-back")
+    ray.get(pg.ready(), timeout=60)
+    try:
+        drift = wait_for(lambda: (d := cluster.call("drift"))["foreign"] and d, 30, 0.5, "the foreign group reported")
+        (found,) = drift["foreign"]
+        me = ray.get_runtime_context().get_job_id()
+        assert found["id"] == pg.id.hex() and found["name"] == "behind-its-back" and found["creator"] == f"ray job {me}"
+        assert drift["foreignPolicy"] == "report" and not drift["at_rest"]
+        assert usage(cluster, "azure") == 0  # reported, not booked: the books stay the scheduler's
+    finally:
+        remove_placement_group(pg)
+    wait_for(lambda: not cluster.call("drift")["foreign"], 30, 0.5, "the report cleared once it is gone")

@@ -38,9 +38,12 @@ class FakeGangs:
         self.removed.append(pg_id)
         self.pgs.pop(pg_id, None)
 
+    def creator(self, pg_id: str) -> str:
+        return f"ray job 0{len(pg_id)}000000"
+
 
 class Svc:
-    def __init__(self, path: Path, gangs: FakeGangs, lease_seconds: float = 15.0) -> None:
+    def __init__(self, path: Path, gangs: FakeGangs, lease_seconds: float = 15.0, foreign_groups: str = "report") -> None:
         self.gangs = gangs
         self.svc = SchedulerService(
             two_clouds(azure_h100=8).model_dump(mode="json", by_alias=True),
@@ -49,6 +52,7 @@ class Svc:
             metrics_port=None,
             gangs=gangs,
             lease_seconds=lease_seconds,
+            foreign_groups=foreign_groups,
         )
         self.loop = asyncio.new_event_loop()
 
@@ -151,6 +155,32 @@ def test_an_evicted_gang_is_left_to_its_live_driver_for_the_grace_period_then_re
     time.sleep(0.1)  # slow's grace period (0.6 s) is over: removed even though its driver lives
     s.svc.leases["slow"] = time.time()
     assert s.reconcile() == 1 and gangs.removed[-1] == f"pg-slow-{slow['attempt']}"
+
+
+@pytest.mark.parametrize("policy", ["report", "evict"])
+def test_foreign_groups_are_reported_with_their_creator_and_evicted_only_when_told(tmp_path: Path, policy: str) -> None:
+    gangs = FakeGangs()
+    s = Svc(tmp_path / "l.db", gangs, foreign_groups=policy)
+    s("ping")
+    gangs.pgs["pg-foreign"] = Gang("pg-foreign", "", "CREATED", {pool_resource(*AZ): 3.0})
+    assert s.reconcile() == (1 if policy == "evict" else 0)
+    drift = s("drift")
+    assert drift["foreignPolicy"] == policy and [f["creator"] for f in drift["foreign"]] == ["ray job 010000000"]
+    metrics = s.svc.metrics
+    assert metrics is not None
+    assert metrics.registry.get_sample_value("mcsched_foreign_gangs_gpus", {"cloud": "azure", "region": "eastus", "gpu_type": "H100"}) == 3
+    assert (gangs.removed == ["pg-foreign"]) is (policy == "evict")
+    if policy == "evict":
+        assert metrics.registry.get_sample_value("mcsched_reconciler_repairs_total", {"action": "removed-foreign"}) == 1
+        s.reconcile()
+        assert metrics.registry.get_sample_value("mcsched_foreign_gangs_gpus", {"cloud": "azure", "region": "eastus", "gpu_type": "H100"}) == 0
+
+
+def test_an_unknown_foreign_groups_policy_is_refused(tmp_path: Path) -> None:
+    from scheduler.errors import AdmissionError
+
+    with pytest.raises(AdmissionError, match="foreignGroups"):
+        Svc(tmp_path / "l.db", FakeGangs(), foreign_groups="ignore")
 
 
 def test_ghosts_after_down_and_up_are_ended_but_an_actor_restart_spares_live_drivers(tmp_path: Path) -> None:
