@@ -43,8 +43,8 @@ class RayGangs:
         """Who made a placement group: its creator's Ray job id (the state API; asked once per group)."""
         from ray.util.state import get_placement_group
 
-        try:
-            state = get_placement_group(pg_id, timeout=10)
+        try:  # the GCS address explicitly: a worker's default ("auto") would look in /tmp/ray, not this cluster's temp dir
+            state = get_placement_group(pg_id, address=ray.get_runtime_context().gcs_address, timeout=10)
         except Exception as exc:  # the dashboard is busy or down: report it without a creator
             return f"unknown ({type(exc).__name__})"
         return f"ray job {state.creator_job_id}" if state is not None and state.creator_job_id else "unknown"

@@ -318,7 +318,10 @@ def test_each_mcsched_state_is_its_ray_job_status(cluster: Cluster, tmp_path: Pa
     client.stop_job(sids["st-stopped"])
     terminal = ("finished", "failed", "cancelled", "stopped")
     for name in specs:
-        wait_for(lambda n=name: pair(n)[0] in terminal and pair(n)[1] in ("SUCCEEDED", "FAILED", "STOPPED"), 120, what=f"{name} ended")
+        try:
+            wait_for(lambda n=name: pair(n)[0] in terminal and pair(n)[1] in ("SUCCEEDED", "FAILED", "STOPPED"), 120, what=f"{name} ended")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {pair(name)}\n{client.get_job_logs(sids[name])[-3000:]}") from None
     got = {name: pair(name) for name in specs}
     assert got == {
         "st-finished": ("finished", "SUCCEEDED"),
