@@ -350,6 +350,8 @@ class _RayShell:
         if not ready:
             return
         ref = ready[0]
+        if ref is self.work_done and self.work_started is not None:
+            ref = self.work_started  # the start first (a short work can finish before `where` answers): done comes next step
         if ref is self.change:
             try:
                 view = View.from_wire(ray.get(ref))

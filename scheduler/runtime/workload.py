@@ -91,7 +91,9 @@ def _entrypoint(spec: dict[str, Any], placement: dict[str, str], started: Callab
     return {"exit_code": proc.wait()}
 
 
-@ray.remote(num_cpus=0, max_restarts=0, max_concurrency=3)  # type: ignore[call-overload]  # threads: request_stop beside run
+# ``request_stop`` runs in its own concurrency group, beside ``run``; ``where`` and ``run`` stay
+# in the default group, one at a time and in the order the driver called them.
+@ray.remote(num_cpus=0, max_restarts=0, concurrency_groups={"control": 1})  # type: ignore[call-overload]
 class Workload:
     """One placement's work. ``where`` answers as soon as Ray has started the worker."""
 
@@ -115,6 +117,7 @@ class Workload:
         if self._stop.is_set():
             proc.terminate()
 
+    @ray.method(concurrency_group="control")
     def request_stop(self) -> None:
         """Eviction: checkpoint and exit (an entrypoint gets SIGTERM, as a pod does)."""
         self._stop.set()

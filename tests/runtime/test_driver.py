@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from scheduler.decision import Decision
@@ -137,3 +138,55 @@ def test_ray_job_stop_ends_the_job_as_stopped_in_every_phase() -> None:
     q = JobDriver("train", view(8, 1, "queued", None, reason="no-capacity", detail="x"))
     assert kinds(q.start()) == ["Say"] and q.phase is Phase.WAITING
     assert q.on(Signalled())[1] == End(None, "stopped")
+
+
+class _Ref:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class _FakeRay:
+    """Ray as the driver's shell uses it, with refs that are ready only when the test says so."""
+
+    class exceptions:
+        RayError = RuntimeError
+
+    def __init__(self) -> None:
+        self.ready: set[int] = set()
+
+    def wait(self, refs: list[_Ref], num_returns: int, timeout: float) -> tuple[list[_Ref], list[_Ref]]:
+        done = [r for r in refs if id(r) in self.ready][:num_returns]
+        return done, [r for r in refs if r not in done]
+
+    def get(self, ref: _Ref, timeout: float | None = None) -> Any:
+        return ref.value
+
+
+class _Remote:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def remote(self, *args: Any) -> _Ref:
+        return _Ref(self.value)
+
+
+def test_a_short_work_that_finishes_before_its_start_is_seen_still_ends_the_job(tmp_path: Path) -> None:
+    """Ray may answer `run` before `where`: the start is taken first, then the end (else the job hangs)."""
+    from types import SimpleNamespace
+
+    from scheduler.runtime.driver import _RayShell
+
+    core = JobDriver("train", view(9, 1))
+    core.start()
+    core.on(GangReady())
+    actor = SimpleNamespace(wait_change=_Remote({}), report=_Remote(None), end=_Remote({}))
+    shell = _RayShell(actor, core, {"spec": {"class": "training"}}, tmp_path, lambda _text: None)
+    fake = _FakeRay()
+    shell.ray = fake  # type: ignore[assignment]
+    shell.work_started = _Ref({"node_id": "n" * 16, "assigned": {"mcsched_azure__eastus__H100": 16.0}})
+    shell.work_done = _Ref({"exit_code": 0})
+    fake.ready.add(id(shell.work_done))  # the end is ready, the start not yet
+    shell._stop = lambda: None  # type: ignore[method-assign]
+    for _ in range(3):
+        shell.step()
+    assert core.phase is Phase.DONE and core.exit_code == 0
