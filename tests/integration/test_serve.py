@@ -346,3 +346,30 @@ def test_ray_job_stop_undeploys_and_releases_every_replica_and_the_ledger_verifi
     assert code == 404 and json.loads(raw)["error"]["code"] == "model_not_found"
     verify = cluster.mcsched("audit", "verify", "--db", str(Path(cluster.state) / "ledger.db"), check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_mcsched_cancel_of_a_served_model_is_stopped_in_ray_as_cancelled_in_the_books(
+    cluster: Cluster, service: tuple[str, str], tmp_path: Path
+) -> None:
+    """runtime/states.py for a served model: `mcsched cancel` -> books cancelled, Ray job STOPPED
+    (it was SUCCEEDED: the controller exited 0)."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    url, _ = service  # Serve's proxy keeps the port the first model fixed
+    doc = {**SERVED, "metadata": {"name": "chat2"},
+           "spec": {**SERVED["spec"], "serve": {**SERVED["spec"]["serve"], "model": "tiny-2", "replicas": {"min": 1, "max": 1}}}}
+    (tmp_path / "api.yaml").write_text(yaml.safe_dump(doc))
+    client = JobSubmissionClient(cluster.info.dashboard_url)
+    port = url.rsplit(":", 1)[1]
+    sid = client.submit_job(entrypoint="python -m scheduler run api.yaml",
+                            runtime_env={"working_dir": str(tmp_path), "env_vars": {"MCSCHED_SERVE_PORT": port}})
+    try:
+        wait_for(lambda: post(url, {**chat(1), "model": "tiny-2"})[0] == 200, 180, 1.0, "tiny-2 answering")
+        cluster.mcsched("cancel", "chat2")
+        wait_for(lambda: client.get_job_status(sid) in (JobStatus.STOPPED, JobStatus.SUCCEEDED, JobStatus.FAILED), 90, 1.0, "chat2 ended")
+        assert client.get_job_status(sid) == JobStatus.STOPPED, client.get_job_logs(sid)[-2000:]
+        rows = [r for r in cluster.call("status", None) if r["job"].startswith("chat2-r")]
+        assert rows and {r["outcome"] for r in rows} == {"cancelled"}, rows
+        assert post(url, {**chat(1), "model": "tiny-2"})[0] == 404
+    finally:
+        client.stop_job(sid)
