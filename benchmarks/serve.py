@@ -37,6 +37,9 @@ from scheduler.ledger import Ledger  # noqa: E402
 from scheduler.loading import load_catalog, load_contract  # noqa: E402
 from scheduler.paths import default_catalog, default_contract  # noqa: E402
 from scheduler.runtime.cluster import ClusterInfo, down, free_port, up  # noqa: E402
+from scheduler.runtime.serve.keys import KeyStore  # noqa: E402
+
+HEADERS: dict[str, str] = {}  # the API key every request sends (made in main)
 
 
 def served(name: str, model: str, **serve: Any) -> dict[str, Any]:
@@ -54,7 +57,7 @@ async def wait_answering(url: str, model: str, timeout: float = 300) -> None:
     import aiohttp
 
     deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=HEADERS) as session:
         while time.monotonic() < deadline:
             try:
                 body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
@@ -87,7 +90,7 @@ async def closed_loop(url: str, model: str, concurrency: int, seconds: float, ma
                 else:
                     errors += 1
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency), headers=HEADERS) as session:
         t0 = time.monotonic()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
         wall = time.monotonic() - t0
@@ -121,7 +124,7 @@ async def scale_cycle(url: str, model: str, replicas: int, first_seen: dict[str,
                 async for _ in resp.content:
                     pass
 
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=HEADERS) as session:
         tasks: list[asyncio.Task[None]] = []
         deadline = time.monotonic() + timeout
         while len(this_cycle) < replicas and time.monotonic() < deadline:
@@ -170,6 +173,7 @@ def main() -> None:
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="mcsv-", dir="/tmp"))
     os.environ["MCSCHED_HOME"] = str(state)
+    HEADERS["authorization"] = "Bearer " + KeyStore.in_dir(state).add("bench", rate=100_000)  # keys on: every request is checked
     catalog = load_catalog(default_catalog())
     jobs: list[str] = []
     client: Any = None

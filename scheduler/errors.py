@@ -75,6 +75,12 @@ class RuntimeUnavailable(MCSchedError):
     exit_code = 3
 
 
+class ApiKeyError(MCSchedError):
+    """An API key command or the key file is wrong (unknown or duplicate name, unreadable file)."""
+
+    exit_code = 2
+
+
 class TraceError(MCSchedError):
     """A workload or capacity trace cannot be read."""
 

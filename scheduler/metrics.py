@@ -91,12 +91,18 @@ class Metrics:
             registry=r,
         )
         self.repairs = Counter(
-            "mcsched_reconciler_repairs_total", "Reconciler repairs (removed-gang, ended-job).", ["action"], registry=r
+            "mcsched_reconciler_repairs_total", "Reconciler repairs (removed-gang, ended-job, removed-foreign).", ["action"], registry=r
         )
         for action in ENFORCEMENT_ACTIONS:
             self.enforcement.labels(action)
-        for action in ("removed-gang", "ended-job"):
+        for action in ("removed-gang", "ended-job", "removed-foreign"):
             self.repairs.labels(action)
+        self.foreign_gpus = Gauge(
+            "mcsched_foreign_gangs_gpus",
+            "GPUs of a pool held by placement groups that mcsched did not create (0 at rest; see foreignGroups).",
+            ["cloud", "region", "gpu_type"],
+            registry=r,
+        )
         self.ended = Counter(
             "mcsched_jobs_ended_total", "Jobs that left for good, by how (finished, failed, stopped, cancelled).", ["class", "reason"], registry=r
         )
@@ -181,6 +187,14 @@ class Metrics:
 
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 _CODE = re.compile(r"^[1-5][0-9][0-9]$")
+#: The gateway's error codes (the ``code`` of its OpenAI error bodies): the ``error`` label's values.
+ERROR_CODES = frozenset({
+    "invalid_json", "unknown_parameter", "missing_field", "invalid_type", "invalid_value", "context_length_exceeded",
+    "request_too_large", "not_found", "model_not_found", "method_not_allowed", "missing_api_key", "invalid_api_key",
+    "rate_limit_exceeded", "keys_unavailable", "no_ready_replica", "replica_failed", "internal_error",
+})  # fmt: skip
+MAX_KEY_LABELS = 20  # key names become label values only while there are few; then "other"
+_KEY = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _MODEL = re.compile(MODEL_PATTERN)
 
 
@@ -198,7 +212,25 @@ class ServeMetrics:
         self.scale_events = Counter(
             "mcsched_serve_scale_events_total", "Replica placements added (up) or released (down) by autoscaling.", ["model", "direction"], registry=r
         )
+        self.errors = Counter(
+            "mcsched_serve_errors_total",
+            "Requests the gateway refused or failed, by HTTP status, OpenAI error code and API key name (none: no valid key).",
+            ["code", "error", "key"],
+            registry=r,
+        )
         self._pools: dict[str, set[tuple[str, str]]] = {}
+        self._keys: set[str] = set()
+        # For a restarted exporter (``snapshot``/``restore``): replica counts and every label set seen.
+        self._counts: dict[str, dict[str, Any]] = {}
+        self._seen: dict[str, set[tuple[str, ...]]] = {"requests": set(), "errors": set(), "ttft": set(), "scale": set()}
+
+    def _key(self, name: object) -> str:
+        if not isinstance(name, str) or not (name == "none" or _KEY.match(name)):
+            return "other"
+        if name not in self._keys and len(self._keys) >= MAX_KEY_LABELS:
+            return "other"
+        self._keys.add(name)
+        return name
 
     @staticmethod
     def _model(name: object) -> str | None:
@@ -213,17 +245,64 @@ class ServeMetrics:
             for (cloud, region), n in now.items():
                 self.replicas.labels(model, cloud, region).set(n)
             self._pools[model] = set(now)
+            service = rep.get("service")
+            self._counts[model] = {"service": service if isinstance(service, str) else "", "pools": sorted([c, rg, n] for (c, rg), n in now.items())}
         for model, direction in report.get("scale", []):
             if self._model(model) and direction in ("up", "down"):
                 self.scale_events.labels(model, direction).inc()
+                self._seen["scale"].add((model, direction))
         for model, code, n in report.get("requests", []):
             if self._model(model) and isinstance(code, str) and _CODE.match(code) and isinstance(n, int) and n > 0:
                 self.requests.labels(model, code).inc(n)
+                self._seen["requests"].add((model, code))
+        for row in report.get("errors", []):
+            if not (isinstance(row, list | tuple) and len(row) == 4):
+                continue
+            code, error, key, n = row
+            if isinstance(code, str) and _CODE.match(code) and isinstance(n, int) and n > 0:
+                labels = (code, error if error in ERROR_CODES else "other", self._key(key))
+                self.errors.labels(*labels).inc(n)
+                self._seen["errors"].add(labels)
         for model, samples in (report.get("ttft") or {}).items():
             if self._model(model):
+                self.ttft.labels(model)
+                self._seen["ttft"].add((model,))
                 for v in samples[:10_000]:
                     if isinstance(v, int | float) and 0 <= v < 86_400:
                         self.ttft.labels(model).observe(v)
+
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a restarted exporter needs to bring every serving series back: the replica
+        counts per model and pool (with the service that owns them) and every label set seen."""
+        return {"replicas": dict(sorted(self._counts.items())), "labels": {k: sorted(map(list, v)) for k, v in self._seen.items()}}
+
+    def restore(self, snap: dict[str, Any], live: Any = lambda service: True) -> None:
+        """Bring the series of ``snapshot`` back after a restart: replica gauges of the services
+        ``live(service)`` says still run, and every counter and histogram series at zero (a
+        counter reset, which Prometheus' ``rate`` and ``increase`` handle), through the same
+        bounded checks as a live report."""
+        for model, entry in (snap.get("replicas") or {}).items():
+            if isinstance(entry, dict) and live(entry.get("service", "")):
+                self.apply({"replicas": {"model": model, "service": entry.get("service"), "pools": entry.get("pools", [])}})
+        labels = snap.get("labels") or {}
+        for model, code in labels.get("requests", []):
+            if self._model(model) and isinstance(code, str) and _CODE.match(code):
+                self.requests.labels(model, code)
+                self._seen["requests"].add((model, code))
+        for code, error, key in labels.get("errors", []):
+            if isinstance(code, str) and _CODE.match(code):
+                restored = (code, error if error in ERROR_CODES else "other", self._key(key))
+                self.errors.labels(*restored)
+                self._seen["errors"].add(restored)
+        for (model,) in labels.get("ttft", []):
+            if self._model(model):
+                self.ttft.labels(model)
+                self._seen["ttft"].add((model,))
+        for model, direction in labels.get("scale", []):
+            if self._model(model) and direction in ("up", "down"):
+                self.scale_events.labels(model, direction)
+                self._seen["scale"].add((model, direction))
 
 
 def read_only(app: Any) -> Any:

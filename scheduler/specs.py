@@ -253,6 +253,8 @@ class JobSpec(Strict):
     entrypoint: Annotated[str, Field(min_length=1, max_length=8192)] | None = None
     workload: Workload | None = None
     serve: Serve | None = None
+    # Graceful eviction (scheduler/runtime/driver.py): seconds the work gets to checkpoint and exit; default 30.
+    terminationGracePeriodSeconds: Annotated[float, Field(ge=0.0, le=3600.0)] | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -33,6 +34,16 @@ if TYPE_CHECKING:  # the runtime and the spec loader are imported by the command
     from scheduler.runtime.cluster import ClusterInfo
 
 PortOpt = Annotated[int, typer.Option("--metrics-port", min=1, max=65535, help="Scheduler metrics port.")]
+class ForeignGroups(StrEnum):
+    """What the reconciler does with placement groups on the pools that mcsched did not create."""
+
+    REPORT = "report"
+    EVICT = "evict"
+
+
+ForeignOpt = Annotated[
+    ForeignGroups, typer.Option("--foreign-groups", help="Placement groups on the pools that mcsched did not create: report, or evict them.")
+]
 UpPortOpt = Annotated[
     int | None, typer.Option("--metrics-port", min=1, max=65535, help="Scheduler metrics port on 127.0.0.1 [default: 9464 if free, else any free port].")
 ]
@@ -64,13 +75,14 @@ def up_cmd(
     state_dir: StateOpt = None,
     metrics_port: UpPortOpt = None,
     prometheus: Annotated[bool, typer.Option("--prometheus", help="Also start a local Prometheus scraping mcsched.")] = False,
+    foreign_groups: ForeignOpt = ForeignGroups.REPORT,
 ) -> None:
     """Start a local Ray head (loopback only) with every mock cloud, and the scheduler actor."""
     from scheduler.runtime.cluster import up
 
     state = _state(state_dir)
     catalog, the_contract = load_config(clouds, contract)
-    result = up(catalog, the_contract, state, metrics_port=metrics_port, log=lambda m: err.print(m, markup=False))
+    result = up(catalog, the_contract, state, metrics_port=metrics_port, foreign_groups=foreign_groups.value, log=lambda m: err.print(m, markup=False))
     info = result.info
     if not result.started:
         err.print(f"mcsched is already up in {state} (Ray at {info.gcs_address}); `mcsched down` first to restart it", markup=False)
@@ -97,7 +109,7 @@ def env_cmd(
     state_dir: StateOpt = None,
     unset: Annotated[bool, typer.Option("--unset", help="Print the lines that undo them.")] = False,
 ) -> None:
-    """Print the shell exports for Ray's CLI (RAY_ADDRESS and the token): eval "$(mcsched env)"."""
+    """Print the shell exports for Ray's CLI (RAY_ADDRESS, RAY_API_SERVER_ADDRESS, the token): eval "$(mcsched env)"."""
     from scheduler.errors import RuntimeUnavailable
     from scheduler.runtime.cluster import ClusterInfo, alive
 
@@ -123,6 +135,7 @@ def serve_cmd(
     metrics_port: PortOpt = 9464,
     metrics_host: Annotated[str, typer.Option("--metrics-host", help="0.0.0.0 inside a pod.")] = "127.0.0.1",
     supervise: Annotated[bool, typer.Option("--supervise", help="Stay up and re-create the actor if the cluster loses it.")] = False,
+    foreign_groups: ForeignOpt = ForeignGroups.REPORT,
 ) -> None:
     """Start only the scheduler actor against an existing Ray cluster."""
     from scheduler.runtime.actor import ensure_actor
@@ -139,7 +152,8 @@ def serve_cmd(
         state = _state(state_dir)
         state.mkdir(parents=True, exist_ok=True)
         ledger = str(state / "ledger.db")
-    args = (catalog.model_dump(mode="json", by_alias=True), the_contract.model_dump(mode="json", by_alias=True), ledger, metrics_port, metrics_host)
+    args = (catalog.model_dump(mode="json", by_alias=True), the_contract.model_dump(mode="json", by_alias=True), ledger, metrics_port, metrics_host,
+            foreign_groups.value)  # fmt: skip
     connect(address)
     ensure_actor(*args)
     out.print(f"scheduler actor running on {address}; metrics on {metrics_host}:{metrics_port}", markup=False)
@@ -173,7 +187,7 @@ def run_cmd(
 @app.command("submit")
 def submit_cmd(
     files: Annotated[list[Path], typer.Argument(help="Job files (YAML, or JSON Lines: .jsonl, one Job a line); each job becomes one Ray job.")],
-    address: Annotated[str | None, typer.Option("--address", help="Ray Jobs API URL (default: this state dir's cluster, then RAY_ADDRESS).")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="Ray Jobs API URL (default: this state dir's cluster, then RAY_API_SERVER_ADDRESS, then an http RAY_ADDRESS).")] = None,
     clouds: CatalogOpt = None,
     contract: ContractOpt = None,
     state_dir: StateOpt = None,
@@ -189,7 +203,7 @@ def submit_cmd(
         docs = load_jobs(files, catalog, the_contract, loading)
     info = ClusterInfo.load(_state(state_dir))
     local = info if info is not None and alive(info) else None
-    env_url = os.environ.get("RAY_ADDRESS", "")
+    env_url = os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS", "")
     url = address or (local.dashboard_url if local else None) or (env_url if env_url.startswith(("http://", "https://")) else None)
     if url is None:
         raise MCSchedError(no_cluster(_state(state_dir), "run `mcsched up` first or pass --address URL"))

@@ -39,6 +39,16 @@ class RayGangs:
 
         ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
 
+    def creator(self, pg_id: str) -> str:
+        """Who made a placement group: its creator's Ray job id (the state API; asked once per group)."""
+        from ray.util.state import get_placement_group
+
+        try:  # the GCS address explicitly: a worker's default ("auto") would look in /tmp/ray, not this cluster's temp dir
+            state = get_placement_group(pg_id, address=ray.get_runtime_context().gcs_address, timeout=10)
+        except Exception as exc:  # the dashboard is busy or down: report it without a creator
+            return f"unknown ({type(exc).__name__})"
+        return f"ray job {state.creator_job_id}" if state is not None and state.creator_job_id else "unknown"
+
 
 def start_actor(
     catalog: dict[str, Any],
@@ -46,8 +56,13 @@ def start_actor(
     ledger_path: str,
     metrics_port: int | None,
     metrics_host: str = "127.0.0.1",
+    foreign_groups: str = "report",
 ) -> Any:
-    """Create (or find) the scheduler actor; it survives the creating driver and restarts on failure."""
+    """Create (or find) the scheduler actor; it survives the creating driver and restarts on failure.
+
+    ``foreign_groups``: what to do with placement groups on the pools that mcsched did not
+    create (``report`` them, or ``evict`` them); see ``reconciler.py``.
+    """
     cls = ray.remote(SchedulerService)
     # Pin the actor to the node that holds the ledger volume when the cluster marks one.
     on_head = {SCHEDULER_RESOURCE: 0.001} if ray.cluster_resources().get(SCHEDULER_RESOURCE) else {}  # type: ignore[no-untyped-call]
@@ -61,13 +76,18 @@ def start_actor(
         max_task_retries=-1,
         num_cpus=0,
         max_concurrency=1000,
-    ).remote(catalog, contract, ledger_path, metrics_port, metrics_host, RayGangs())
+    ).remote(catalog, contract, ledger_path, metrics_port, metrics_host, RayGangs(), foreign_groups=foreign_groups)
     ray.get(handle.ping.remote())
     return handle
 
 
 def ensure_actor(
-    catalog: dict[str, Any], contract: dict[str, Any], ledger_path: str, metrics_port: int | None, metrics_host: str = "127.0.0.1"
+    catalog: dict[str, Any],
+    contract: dict[str, Any],
+    ledger_path: str,
+    metrics_port: int | None,
+    metrics_host: str = "127.0.0.1",
+    foreign_groups: str = "report",
 ) -> Any:
     """The supervisor's step: find the actor, or create it (pinned to the node holding the ledger)."""
     try:
@@ -75,7 +95,7 @@ def ensure_actor(
         ray.get(handle.ping.remote(), timeout=60)
         return handle
     except ValueError:
-        return start_actor(catalog, contract, ledger_path, metrics_port, metrics_host)
+        return start_actor(catalog, contract, ledger_path, metrics_port, metrics_host, foreign_groups)
 
 
 def supervise(ensure: Callable[[], Any], *, every: float = 15.0, keep_going: Callable[[], bool] = lambda: True) -> None:

@@ -66,9 +66,11 @@ class ClusterInfo:
     ports: dict[str, int] = field(default_factory=dict)
 
     def client_env(self) -> dict[str, str]:
-        """What a Ray client needs: ``RAY_ADDRESS`` (the Jobs API, as in Ray's docs), the token, and
+        """What Ray's CLI needs, as ``ray start --head`` itself tells its users: ``RAY_ADDRESS`` the
+        GCS address (``ray status``, ``ray list``, ``ray.init``) and ``RAY_API_SERVER_ADDRESS`` the
+        Jobs API (``ray job submit/list/stop/logs`` read it before ``RAY_ADDRESS``); the token; and
         Ray's single-node switch so that ``ray.init`` keeps 127.0.0.1 (see ``loopback_env``)."""
-        env = {"RAY_ADDRESS": self.dashboard_url}
+        env = {"RAY_ADDRESS": self.gcs_address, "RAY_API_SERVER_ADDRESS": self.dashboard_url}
         if self.auth_token_path:
             env.update(auth_env(self.auth_token_path))
         env[SINGLE_NODE_VAR] = "0"
@@ -121,10 +123,26 @@ def port_free(port: int) -> bool:
     return True
 
 
-def free_port_block(size: int, lo: int = 20_000, hi: int = 60_000, avoid: Iterable[int] = ()) -> int:
-    """The first port of ``size`` consecutive free loopback ports (Ray's worker range), none in ``avoid``."""
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for port-0 binds (Linux; the IANA range elsewhere)."""
+    try:
+        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 49152, 65535
+    return lo, hi
+
+
+def free_port_block(size: int, lo: int = 20_000, hi: int | None = None, avoid: Iterable[int] = ()) -> int:
+    """The first port of ``size`` consecutive free loopback ports (Ray's worker range), none in ``avoid``.
+
+    Below the kernel's ephemeral range by default: no port-0 bind (Ray's own picks, any other
+    program's) can then land inside the block after it was chosen.
+    """
     import random
 
+    if hi is None:
+        below = ephemeral_range()[0]
+        hi = below if below - lo > 4 * size else 60_000
     avoided = set(avoid)
     for _ in range(200):
         start = random.randrange(lo, hi - size)
@@ -182,9 +200,9 @@ def make_token(state_dir: Path) -> Path:
 def apply_client_env(info: ClusterInfo) -> None:
     """Make this process a client of the recorded cluster (its token), before it imports ray.
 
-    ``RAY_ADDRESS`` is left alone: mcsched passes the GCS address to ``ray.init`` itself.
+    The addresses are left alone: mcsched passes the GCS address to ``ray.init`` itself.
     """
-    os.environ.update({k: v for k, v in info.client_env().items() if k != "RAY_ADDRESS"})
+    os.environ.update({k: v for k, v in info.client_env().items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")})
 
 
 # ---------------------------------------------------------------------------------- start
@@ -219,14 +237,13 @@ START_ATTEMPTS = 3
 
 
 def choose_ports(reserved: Iterable[int] = ()) -> tuple[dict[str, int], int]:
-    """Every port a head needs, free and distinct, plus the first of the workers' range.
-
-    Ray's fixed defaults (e.g. 52365, 10001, 44217) clash with a second cluster on the
-    machine, and Ray refuses a port used twice, so the workers' range is chosen first and no
-    other port lands inside it.
+    """The ports Ray cannot choose itself without clashing with a second cluster on the machine
+    (its fixed defaults: 8265, 10001, 52365, 44217, 44227, the workers' 10002-19999), free
+    and distinct, plus the first of the workers' range. The GCS, node manager, object
+    manager, metrics export and agents' ports are left to Ray (``RAY_CHOSEN``) and read back.
     """
     taken = set(reserved)
-    worker_lo = free_port_block(WORKER_PORTS, avoid=taken | {DASHBOARD_PORT})
+    worker_lo = free_port_block(WORKER_PORTS, avoid=taken | {DASHBOARD_PORT, SERVE_PORT})
     taken.update(range(worker_lo, worker_lo + WORKER_PORTS))
 
     def pick() -> int:
@@ -235,9 +252,6 @@ def choose_ports(reserved: Iterable[int] = ()) -> tuple[dict[str, int], int]:
             port = free_port()
         taken.add(port)
         return port
-
-    names = ["gcs", "object-manager", "node-manager", "ray-client-server", "dashboard-agent-listen", "dashboard-agent-grpc",
-             "runtime-env-agent", "metrics-export", "autoscaler-metrics", "dashboard-metrics"]  # fmt: skip
 
     def preferred(port: int) -> int:
         chosen = port if port not in taken and port_free(port) else pick()
@@ -251,7 +265,41 @@ def choose_ports(reserved: Iterable[int] = ()) -> tuple[dict[str, int], int]:
     taken.update(claimed_serve_ports())
     serve = int(serve_env) if serve_env.isdigit() else preferred(SERVE_PORT)
     taken.add(serve)
+    names = ["ray-client-server", "dashboard-agent-listen", "autoscaler-metrics", "dashboard-metrics"]
     return {"dashboard": dashboard, "serve": serve, **{name: pick() for name in names}}, worker_lo
+
+
+#: Ports Ray picks itself (``--port 0`` for the GCS, its own choice when the other flags are
+#: absent), by our name -> the GCS node table's field (``ray.nodes()``) they are read back from.
+RAY_CHOSEN = {
+    "node-manager": "NodeManagerPort",
+    "object-manager": "ObjectManagerPort",
+    "metrics-export": "MetricsExportPort",
+    "dashboard-agent-grpc": "MetricsAgentPort",
+    "runtime-env-agent": "RuntimeEnvAgentPort",
+}
+
+
+def gcs_address(temp_dir: Path) -> str:
+    """The GCS address ``ray start --head --port 0`` chose, from the address file Ray writes
+    into its temp dir (``ray_current_cluster``, what ``ray.init("auto")`` reads)."""
+    try:
+        address = (temp_dir / "ray_current_cluster").read_text().strip()
+    except OSError as exc:
+        raise RuntimeUnavailable(f"ray start wrote no address file in {temp_dir}: {exc.strerror}") from None
+    if not address.rsplit(":", 1)[-1].isdigit():
+        raise RuntimeUnavailable(f"{temp_dir / 'ray_current_cluster'}: not a Ray address: {address!r}")
+    return address
+
+
+def node_ports() -> dict[str, int]:
+    """The ports Ray chose for this (single-node) cluster's head, read from the GCS node table."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+    if not nodes:
+        return {}
+    return {name: int(nodes[0][field]) for name, field in RAY_CHOSEN.items() if nodes[0].get(field)}
 
 
 def claimed_serve_ports() -> set[int]:
@@ -291,6 +339,7 @@ def head_env(state_dir: Path, ports: dict[str, int], auth_token: Path | None) ->
         **loopback_env(ports["autoscaler-metrics"], ports["dashboard-metrics"]),
     }
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_API_SERVER_ADDRESS", None)
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env["MCSCHED_HOME"] = str(state_dir)
     env["MCSCHED_SERVE_PORT"] = str(ports["serve"])  # the jobs of this cluster serve models here
@@ -318,16 +367,11 @@ def start_head(
         cmd = [
             ray_bin(), "start", "--head",
             "--node-ip-address", "127.0.0.1",
-            "--port", str(ports["gcs"]),
+            "--port", "0",  # Ray picks the GCS port; read back from its address file
             "--dashboard-host", "127.0.0.1",
             "--dashboard-port", str(ports["dashboard"]),
-            "--object-manager-port", str(ports["object-manager"]),
-            "--node-manager-port", str(ports["node-manager"]),
             "--ray-client-server-port", str(ports["ray-client-server"]),
             "--dashboard-agent-listen-port", str(ports["dashboard-agent-listen"]),
-            "--dashboard-agent-grpc-port", str(ports["dashboard-agent-grpc"]),
-            "--runtime-env-agent-port", str(ports["runtime-env-agent"]),
-            "--metrics-export-port", str(ports["metrics-export"]),
             "--min-worker-port", str(worker_lo),
             "--max-worker-port", str(worker_lo + WORKER_PORTS - 1),
             "--temp-dir", str(temp_dir),
@@ -339,7 +383,8 @@ def start_head(
         ]  # fmt: skip
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if proc.returncode == 0:
-            return f"127.0.0.1:{ports['gcs']}", f"http://127.0.0.1:{ports['dashboard']}", ports
+            gcs = gcs_address(temp_dir)
+            return gcs, f"http://127.0.0.1:{ports['dashboard']}", {**ports, "gcs": int(gcs.rsplit(":", 1)[1])}
         reason = _failure(proc.stderr + "\n" + proc.stdout)
         stop_head(str(temp_dir))  # a half-started head (GCS up, raylet dead) must not linger
         if attempt < START_ATTEMPTS:
@@ -590,6 +635,7 @@ def up(
     state_dir: Path,
     *,
     metrics_port: int | None = None,
+    foreign_groups: str = "report",
     log: Log = print,
 ) -> UpResult:
     """Start the local head and the scheduler actor; a no-op while this state dir's cluster runs.
@@ -632,11 +678,14 @@ def up(
         ledger = state_dir / "ledger.db"
         log(("recovering" if ledger.exists() else "starting") + " the scheduler actor (detached, restartable) ...")
         connect(gcs)
+        info = dataclasses.replace(info, ports={**info.ports, **node_ports()})  # what Ray chose, for `down` to wait on
+        info.save()
         start_actor(
             catalog.model_dump(mode="json", by_alias=True),
             contract.model_dump(mode="json", by_alias=True),
             str(ledger),
             metrics_port,
+            foreign_groups=foreign_groups,
         )
     except BaseException:
         log("start-up failed; stopping what it started")
@@ -700,9 +749,9 @@ def down(state_dir: Path) -> DownResult:
 def resolve_address(address: str | None, state_dir: Path) -> str | None:
     """The GCS address to join: --address, then a GCS ``RAY_ADDRESS``, then the state dir's running cluster.
 
-    ``RAY_ADDRESS`` is a GCS address inside Ray jobs, but the Jobs API URL in a shell that ran
-    ``eval "$(mcsched env)"`` (for ``ray job submit``): such a URL is not joinable, so mcsched
-    uses its state dir's cluster then. The state dir's token is applied whenever its cluster
+    ``RAY_ADDRESS`` is a GCS address inside Ray jobs and after ``eval "$(mcsched env)"``; a user
+    may still have set it to a Jobs API URL (as Ray's Jobs docs show): such a URL is not
+    joinable, so mcsched uses its state dir's cluster then. The state dir's token is applied whenever its cluster
     is the one joined, so no exports are needed.
     """
     info = ClusterInfo.load(state_dir)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -32,10 +33,18 @@ from typing import Any
 
 from scheduler.decision import Decision
 from scheduler.errors import AdmissionError
+from scheduler.runtime.states import EXIT_CODES, stop_own_ray_job
 
 POLL_SECONDS = 5.0  # wait_change timeout: also how often a driver renews its lease
+#: An evicted job's work gets this long to checkpoint and exit before it is killed (Kubernetes'
+#: default too); a job sets its own with ``spec.terminationGracePeriodSeconds``.
+DEFAULT_GRACE_SECONDS = 30.0
 WAIT_SLICE = 0.5  # ray.wait slice, so a SIGTERM is acted on promptly
-EXIT_CODES = {"finished": 0, "failed": 1, "cancelled": 130, "stopped": 143}
+
+
+def grace_seconds(spec: dict[str, Any]) -> float:
+    grace = spec.get("terminationGracePeriodSeconds")
+    return DEFAULT_GRACE_SECONDS if grace is None else float(grace)
 
 
 class Phase(StrEnum):
@@ -118,7 +127,13 @@ class Start:
 
 @dataclass(frozen=True, slots=True)
 class Stop:
-    """Kill the workload (if any) and remove the gang (if any)."""
+    """Stop the workload (if any) and remove the gang (if any).
+
+    ``graceful`` (an eviction, as Kubernetes evicts a pod): the work is told to stop and gets
+    the job's grace period to checkpoint before it is killed; otherwise it is killed at once.
+    """
+
+    graceful: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +227,8 @@ class JobDriver:
         # 1. the placement we hold (or reserve) was taken away: stop its work, return its gang
         if held and (d.outcome != "placed" or new.attempt != old.attempt):
             why = f"now {d.outcome}" if d.outcome != "placed" else f"moving to {new.where}"
-            acts += [Say(f"{self.name} evicted from {old.where} ({why}); stopping its work"), Stop(), Report(old.attempt, "stopped")]
+            acts += [Say(f"{self.name} evicted from {old.where} ({why}); stopping its work"), Stop(graceful=self.phase is Phase.RUNNING),
+                     Report(old.attempt, "stopped")]  # fmt: skip
             self.phase = Phase.WAITING
             held = False
         # 2. follow the books
@@ -251,7 +267,10 @@ def run_job(doc: dict[str, Any], source: str, checkpoint_root: Path, say: Callab
     from scheduler.runtime.actor import get_actor
 
     signals = _Signals()
-    return drive(get_actor(), doc, source, checkpoint_root / doc["metadata"]["name"], say, stop_requested=lambda: signals.raised)
+    code = drive(get_actor(), doc, source, checkpoint_root / doc["metadata"]["name"], say, stop_requested=lambda: signals.raised)
+    if code == EXIT_CODES["cancelled"] and stop_own_ray_job(lambda: signals.raised):  # Ray says STOPPED, as the books say cancelled
+        say(f"{doc['metadata']['name']}: its Ray job is stopped (mcsched cancel)")
+    return code
 
 
 def forget_old_checkpoint(resp: dict[str, Any], name: str, checkpoint_dir: Path) -> None:
@@ -331,6 +350,8 @@ class _RayShell:
         if not ready:
             return
         ref = ready[0]
+        if ref is self.work_done and self.work_started is not None:
+            ref = self.work_started  # the start first (a short work can finish before `where` answers): done comes next step
         if ref is self.change:
             try:
                 view = View.from_wire(ray.get(ref))
@@ -380,6 +401,8 @@ class _RayShell:
             elif isinstance(act, Start):
                 self._start(act.view)
             elif isinstance(act, Stop):
+                if act.graceful:
+                    self._drain()
                 self._stop()
             elif isinstance(act, Report):
                 self.actor.report.remote(self.core.name, act.attempt, act.phase)
@@ -416,6 +439,23 @@ class _RayShell:
         ).remote()
         self.work_started = self.work.where.remote()
         self.work_done = self.work.run.remote(self.spec, {"cloud": d.cloud, "region": d.region}, str(self.checkpoint_dir))
+
+    def _drain(self) -> None:
+        """Tell the work to stop and wait up to the grace period for it to checkpoint and exit
+        (its gang is held meanwhile: whoever takes the capacity waits for the checkpoint)."""
+        if self.work is None or self.work_done is None:
+            return
+        grace = grace_seconds(self.spec)
+        started = time.monotonic()
+        with contextlib.suppress(Exception):  # already dead: nothing to drain
+            self.work.request_stop.remote()
+            done, _ = self.ray.wait([self.work_done], timeout=grace)
+            took = time.monotonic() - started
+            if done:
+                self.say(f"{self.core.name}: its work stopped {took:.1f}s after being told (grace period {grace:g}s)")
+            else:
+                self.say(f"{self.core.name}: grace period of {grace:g}s over; killing its work")
+        self.work_done = None  # its answer is the drain's, not a completion of the job
 
     def _stop(self) -> None:
         from ray.util.placement_group import remove_placement_group

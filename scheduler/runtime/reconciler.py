@@ -13,8 +13,14 @@ Repairs are deliberately narrow:
   (evicted, moved, ended) is removed: Ray then kills whatever still runs inside it;
 - a job whose driver stopped renewing its lease *and* whose gang is gone is ended as
   ``stopped`` (running: released; queued: dequeued), so no ghost holds or waits for capacity.
-Gangs mcsched did not name are counted (they hold real resources) but never touched, and a
-job without a lease (placed through the actor API with no driver) is never ended here.
+A job without a lease (placed through the actor API with no driver) is never ended here.
+
+Foreign gangs - placement groups on a pool's resources that mcsched did not create (someone
+holding the cluster token called ``placement_group`` directly) - hold real capacity behind
+the books' back: they are counted in the drift and listed in ``Plan.foreign``; the service
+reports them (with their creator) and, when the operator chose ``foreignGroups: evict``,
+removes them. Serve's own groups for mcsched's replicas (``SERVE_REPLICA::mcsched-...``)
+are mcsched's, not foreign.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from dataclasses import dataclass, field
 from scheduler.runtime.resources import pool_resource
 
 GANG_PREFIX = "mcsched:"
+#: Placement groups Ray Serve makes for mcsched's replica applications (``mcsched-<job>-r<k>``).
+SERVE_GANG_PREFIX = "SERVE_REPLICA::mcsched-"
+FOREIGN_POLICIES = ("report", "evict")
 HOLDING_STATES = frozenset({"CREATED"})  # a gang holds its resources only once created
 LIVE_STATES = frozenset({"CREATED", "PENDING", "RESCHEDULING"})
 
@@ -70,10 +79,11 @@ class Plan:
     remove: tuple[Gang, ...] = ()  # mcsched gangs of a placement the books no longer have
     end: tuple[str, ...] = ()  # leased jobs whose driver and gang are both gone
     held: dict[PoolKey, int] = field(default_factory=dict)
+    foreign: tuple[Gang, ...] = ()  # live gangs on pool resources that mcsched did not create
 
     @property
     def at_rest(self) -> bool:
-        return not self.remove and not self.end and not any(self.drift.values())
+        return not self.remove and not self.end and not self.foreign and not any(self.drift.values())
 
 
 def compare(
@@ -90,7 +100,8 @@ def compare(
     2. drift: books' allocation minus actual, for every pool (0 at rest);
     3. stale gangs: an mcsched gang whose (job, attempt) is not a current placement;
     4. ghosts: a leased job whose lease expired (no driver renewed it within ``grace``) and
-       whose current placement has no live gang.
+       whose current placement has no live gang;
+    5. foreign gangs: live gangs on a pool's resource that are neither mcsched's nor Serve's for mcsched.
     """
     gangs = list(gangs)
     by_resource = {pool_resource(*key): key for key in pools}
@@ -128,7 +139,13 @@ def compare(
         and (a := current.get(job)) is not None
         and (a.state == "queued" or (a.job, a.attempt) not in live)
     ]
-    return Plan(drift, tuple(remove), tuple(sorted(end)), held)
+    # 5. foreign gangs
+    foreign = tuple(
+        g for g in gangs
+        if g.state in LIVE_STATES and parse_gang_name(g.name) is None and not g.name.startswith(SERVE_GANG_PREFIX)
+        and any(resource in by_resource for resource in g.resources)
+    )  # fmt: skip
+    return Plan(drift, tuple(remove), tuple(sorted(end)), held, foreign=foreign)
 
 
 class EnforcementTimer:

@@ -34,13 +34,26 @@ from scheduler.events import Dequeued, Event, Placed, Preempted, Released
 from scheduler.ledger import Ledger
 from scheduler.metrics import Metrics, serve
 from scheduler.model import Job
-from scheduler.runtime.reconciler import Assignment, EnforcementTimer, Gang, Plan, compare, parse_gang_name
-from scheduler.runtime.serve.naming import replica_index
+from scheduler.runtime.driver import DEFAULT_GRACE_SECONDS, grace_seconds
+from scheduler.runtime.reconciler import (
+    FOREIGN_POLICIES,
+    Assignment,
+    EnforcementTimer,
+    Gang,
+    Plan,
+    compare,
+    parse_gang_name,
+)
+from scheduler.runtime.resources import pool_resource
+from scheduler.runtime.serve.naming import replica_index, service_of_replica
 from scheduler.specs import CloudCatalog, Contract, JobDoc
 from scheduler.wallclock import WallClock
 
 log = logging.getLogger("mcsched.service")
 RECONCILE_SECONDS = 1.0
+#: Beside the ledger: the serving series' last replica counts and label sets (metrics.ServeMetrics.snapshot),
+#: so a restarted actor exports every series at once instead of when each controller next reports.
+SERVE_METRICS_FILE = "serve-metrics.json"
 LEASE_SECONDS = 15.0  # a driver renews its lease at least every POLL_SECONDS (driver.py); 3x slack
 
 
@@ -50,6 +63,8 @@ class Gangs(Protocol):
     def read(self) -> list[Gang]: ...
 
     def remove(self, pg_id: str) -> None: ...
+
+    def creator(self, pg_id: str) -> str: ...
 
 
 class SchedulerService:
@@ -62,7 +77,10 @@ class SchedulerService:
         metrics_host: str = "127.0.0.1",
         gangs: Gangs | None = None,
         lease_seconds: float = LEASE_SECONDS,
+        foreign_groups: str = "report",
     ) -> None:
+        if foreign_groups not in FOREIGN_POLICIES:
+            raise AdmissionError(f"foreignGroups: {foreign_groups!r} is not one of {', '.join(FOREIGN_POLICIES)}")
         self._catalog_doc = catalog
         self._contract_doc = contract
         self._ledger_path = ledger_path
@@ -70,6 +88,8 @@ class SchedulerService:
         self._metrics_host = metrics_host
         self._gangs = gangs
         self._lease_seconds = lease_seconds
+        self._foreign_policy = foreign_groups
+        self._foreign: dict[str, str] = {}  # foreign placement group id -> its creator (asked once)
         self.engine: Engine | None = None
         self.ledger: Ledger | None = None
         self.metrics: Metrics | None = None
@@ -82,6 +102,11 @@ class SchedulerService:
         # still knows which jobs had a driver; the times restart at recovery (a grace period).
         self.leases: dict[str, float] = {}
         self.last_plan: Plan | None = None
+        self._serve_snapshot: dict[str, Any] | None = None
+        # Graceful eviction: a driver drains its evicted work for the job's grace period before it
+        # removes the gang; the reconciler leaves such a gang alone meanwhile (``_draining``).
+        self._grace: dict[str, float] = {}
+        self._stale_since: dict[str, float] = {}
 
     # ------------------------------------------------------------------ start-up / recovery
 
@@ -125,6 +150,7 @@ class SchedulerService:
             engine.announce()
         ledger.flush()
         self.engine, self.ledger, self.metrics = engine, ledger, metrics
+        self._restore_serve_metrics(engine, metrics)
         now = time.time()
         self.leases = {name: now for name in self._load_leases() if _live(engine, name)}
         if self._metrics_port is not None:
@@ -133,6 +159,35 @@ class SchedulerService:
             except OSError as exc:
                 log.warning("metrics port %s unavailable: %s", self._metrics_port, exc)
         return engine
+
+    def _serve_metrics_file(self) -> Path:
+        return Path(os.path.dirname(os.path.abspath(self._ledger_path))) / SERVE_METRICS_FILE
+
+    def _restore_serve_metrics(self, engine: Engine, metrics: Metrics) -> None:
+        """Every serving series back at start-up; replica gauges only for services whose
+        replicas the books still hold placed (a service that ended meanwhile shows none)."""
+        try:
+            snap = json.loads(self._serve_metrics_file().read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("%s unreadable (%s): serving series return as controllers report", self._serve_metrics_file(), exc)
+            return
+        placed = {service_of_replica(name) for name in engine.jobs if engine.status(name).outcome == "placed"}
+        try:
+            metrics.serve.restore(snap, live=lambda service: service in placed)
+        except (TypeError, ValueError, AttributeError) as exc:
+            log.warning("%s: bad entry (%s): serving series return as controllers report", self._serve_metrics_file(), exc)
+        self._serve_snapshot = metrics.serve.snapshot()
+
+    def _save_serve_metrics(self, snap: dict[str, Any]) -> None:
+        path = self._serve_metrics_file()
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(snap))
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("cannot save %s: %s", path, exc)
 
     def _on_event(self, ev: Event) -> None:
         """Live events only (sinks attach after recovery): decision times and ended leases."""
@@ -238,15 +293,20 @@ class SchedulerService:
         for key, drift in plan.drift.items():
             self.metrics.drift.labels(*key).set(drift)
         repairs = 0
+        now = time.time()
+        self._stale_since = {g.pg_id: self._stale_since.get(g.pg_id, now) for g in plan.remove}
         for gang in plan.remove:
+            parsed = parse_gang_name(gang.name)
+            if parsed is not None and self._draining(parsed[0], gang.pg_id, now):
+                continue
             if self._gangs is not None:
                 with contextlib.suppress(Exception):  # already gone: nothing to repair
                     self._gangs.remove(gang.pg_id)
             self.metrics.repairs.labels("removed-gang").inc()
-            parsed = parse_gang_name(gang.name)
             if parsed is not None:
                 self._observe(self.timer.stopped(parsed[0], time.time()))
             repairs += 1
+        repairs += self._foreign_groups(plan, pools)
         for name in plan.end:
             log.warning("%s: its driver and its placement group are gone; ending it as stopped", name)
             self._end(name, "stopped")
@@ -255,6 +315,45 @@ class SchedulerService:
         if plan.end:
             self._commit()
         return repairs
+
+    def _foreign_groups(self, plan: Plan, pools: dict[tuple[str, str, str], int]) -> int:
+        """Placement groups on the pools that mcsched did not create: exported, reported once
+        with their creator, and removed under ``foreignGroups: evict``. Returns the removals."""
+        assert self.metrics is not None
+        by_resource = {pool_resource(*key): key for key in pools}
+        held = dict.fromkeys(pools, 0.0)
+        seen: dict[str, str] = {}
+        removed = 0
+        for g in plan.foreign:
+            creator = self._foreign.get(g.pg_id)
+            if creator is None:
+                creator = self._gangs.creator(g.pg_id) if self._gangs is not None else "unknown"
+                where = ", ".join(f"{amount:g} {resource}" for resource, amount in sorted(g.resources.items()) if resource in by_resource)
+                log.warning("foreign placement group %s (name %r, created by %s) holds %s; policy: %s",
+                            g.pg_id, g.name, creator, where, self._foreign_policy)  # fmt: skip
+            seen[g.pg_id] = creator
+            for resource, amount in g.resources.items():
+                if resource in by_resource:
+                    held[by_resource[resource]] += amount
+            if self._foreign_policy == "evict" and self._gangs is not None:
+                with contextlib.suppress(Exception):  # gone already
+                    self._gangs.remove(g.pg_id)
+                self.metrics.repairs.labels("removed-foreign").inc()
+                removed += 1
+        self._foreign = seen
+        for key, gpus in held.items():
+            self.metrics.foreign_gpus.labels(*key).set(gpus)
+        return removed
+
+    def _draining(self, job: str, pg_id: str, now: float) -> bool:
+        """Is this stale gang its live driver's to drain? Graceful eviction: the driver tells the
+        work to stop, waits up to the job's grace period, then removes the gang itself. The
+        reconciler removes it only once the driver's lease lapses or the grace period is over,
+        so a dead driver still leaves nothing behind."""
+        renewed = self.leases.get(job)
+        if renewed is None or now - renewed > self._lease_seconds:
+            return False
+        return now - self._stale_since.get(pg_id, now) < self._grace.get(job, DEFAULT_GRACE_SECONDS)
 
     def _observe(self, seen: tuple[str, float] | None) -> None:
         if seen is not None and self.metrics is not None:
@@ -297,8 +396,9 @@ class SchedulerService:
         self._commit(started, len(fresh))
         if driver:
             now = time.time()
-            for job in parsed:
+            for job, doc in zip(parsed, jobs, strict=True):
                 self.leases[job.name] = now
+                self._grace[job.name] = grace_seconds(doc.get("spec") or {})
             self._save_leases()
         await self._notify()
         views = [self._view(j.name) for j in parsed]
@@ -434,6 +534,11 @@ class SchedulerService:
             "reconciled": True,
             "drift": {"/".join(k): v for k, v in plan.drift.items() if v},
             "at_rest": plan.at_rest,
+            "foreign": [
+                {"id": g.pg_id, "name": g.name, "state": g.state, "creator": self._foreign.get(g.pg_id, "unknown"), "resources": dict(g.resources)}
+                for g in plan.foreign
+            ],
+            "foreignPolicy": self._foreign_policy,
         }
 
     async def serve_report(self, report: dict[str, Any]) -> None:
@@ -442,6 +547,24 @@ class SchedulerService:
         self._ensure()
         assert self.metrics is not None
         self.metrics.serve.apply(report)
+        snap = self.metrics.serve.snapshot()
+        if snap != self._serve_snapshot:  # replicas moved or a new label set: rare, so written each time
+            self._save_serve_metrics(snap)
+            self._serve_snapshot = snap
+
+    async def api_keys(self) -> dict[str, tuple[str, float]]:
+        """The served endpoint's key table (hash -> name, rate) from the key file beside the ledger.
+
+        Read on every call (the gateways ask every few seconds), so ``mcsched api-keys revoke``
+        needs no restart. An unreadable file gives an empty table: every request is refused.
+        """
+        from scheduler.runtime.serve.keys import KeyStore
+
+        try:
+            return KeyStore.in_dir(os.path.dirname(os.path.abspath(self._ledger_path))).table()
+        except MCSchedError as exc:
+            log.error("api keys: %s (refusing every request until fixed)", exc)
+            return {}
 
     async def pid(self) -> int:
         return os.getpid()

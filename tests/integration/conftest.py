@@ -81,13 +81,19 @@ def job_doc(name: str, cls: str = "training", gpus: int = 8, **spec: Any) -> dic
     }
 
 
-CLIENT_VARS = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
+CLIENT_VARS = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
 
 
 def clean_env(state: Path) -> dict[str, str]:
-    """A user's environment for this state dir: no Ray client variables from elsewhere."""
+    """A user's environment for this state dir: no Ray client variables from elsewhere.
+
+    ``PYTHONPATH`` is this checkout: every process of the cluster inherits it from ``mcsched up``,
+    so job drivers, Serve replicas and the actor run the code under test, not whichever
+    ``scheduler`` the venv has installed (an editable install may point at another checkout).
+    """
     env = {k: v for k, v in os.environ.items() if k not in CLIENT_VARS}
     env.update({"MCSCHED_HOME": str(state), "RAY_USAGE_STATS_ENABLED": "0", "COLUMNS": "200"})
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -118,6 +124,34 @@ def start_cluster(catalog: dict[str, Any] = SMALL_CATALOG, contract: dict[str, A
         stop_cluster(c, check=False)  # the start's own failure is the one to report
         raise
     return c
+
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+#: Listening sockets allowed off loopback, by process title prefix -> why that is safe. This is the
+#: list docs/serving.md ("Exposure") states; the socket tests compare what they measure with it.
+NON_LOOPBACK_ALLOWED: dict[str, str] = {
+    "ray::ServeReplica:": "each Serve replica's inter-deployment gRPC server: Ray 2.60 binds it on [::]:<ephemeral> "
+    "with no setting (serve/_private/replica.py); Ray's token interceptor guards it; the NetworkPolicy admits only Ray pods",
+}
+
+
+def listening(temp_dir: str) -> list[tuple[str, int, str]]:
+    """(address, port, process title) of every listening socket of the cluster's processes."""
+    found = []
+    for proc in cluster_processes(temp_dir):
+        try:
+            title = " ".join(proc.cmdline()) or proc.name()
+            found += [(c.laddr.ip, c.laddr.port, title) for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:
+            continue
+    return found
+
+
+def exposed(temp_dir: str) -> tuple[list[tuple[str, int, str]], list[tuple[str, int, str]]]:
+    """(stated, unstated): the off-loopback listening sockets, split by NON_LOOPBACK_ALLOWED."""
+    off = [s for s in listening(temp_dir) if s[0] not in LOOPBACK]
+    stated = [s for s in off if s[2].startswith(tuple(NON_LOOPBACK_ALLOWED))]
+    return stated, [s for s in off if s not in stated]
 
 
 def running(pid: int) -> bool:

@@ -20,15 +20,21 @@ import pytest
 import yaml
 
 from scheduler.runtime.cluster import ClusterInfo, cluster_processes, free_port, port_free, ray_bin, stop_head
-from tests.integration.conftest import ROOT, Cluster, clean_env, job_doc, start_cluster, stop_cluster, wait_for
+from tests.integration.conftest import (
+    LOOPBACK,
+    ROOT,
+    Cluster,
+    clean_env,
+    exposed,
+    job_doc,
+    listening,
+    start_cluster,
+    stop_cluster,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
-LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
-#: Listening sockets allowed off loopback, by process name -> why that is safe. The README's
-#: security section is this list; today it is empty (Ray's single-node switch keeps every
-#: component on 127.0.0.1).
-NON_LOOPBACK_ALLOWED: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +50,6 @@ def pair() -> Iterator[tuple[Cluster, Cluster]]:
     finally:
         stop_cluster(a)
         stop_cluster(b)
-
-
-def listening(temp_dir: str) -> list[tuple[str, int, str]]:
-    """(address, port, process name) of every listening socket of the cluster's processes."""
-    found = []
-    for proc in cluster_processes(temp_dir):
-        try:
-            name = proc.name()
-            found += [(c.laddr.ip, c.laddr.port, name) for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
-        except psutil.Error:
-            continue
-    return found
 
 
 def bare_submit(c: Cluster, work: Path) -> subprocess.Popen[str]:
@@ -105,8 +99,8 @@ def test_every_listening_socket_is_on_loopback(pair: tuple[Cluster, Cluster]) ->
         sockets = listening(c.info.temp_dir)
         ports = {port for _, port, _ in sockets}
         assert {c.info.ports["gcs"], c.info.ports["dashboard"], c.metrics_port} <= ports, sockets
-        exposed = [s for s in sockets if s[0] not in LOOPBACK and s[2] not in NON_LOOPBACK_ALLOWED]
-        assert not exposed, f"listening off loopback: {exposed}"
+        stated, unstated = exposed(c.info.temp_dir)
+        assert not unstated and not stated, f"listening off loopback with no model served: {stated + unstated}"
     assert pair[0].info.dashboard_url != pair[1].info.dashboard_url  # 8265 at most once
 
 

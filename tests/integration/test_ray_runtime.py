@@ -255,3 +255,100 @@ def test_local_prometheus_scrapes_the_live_scheduler(cluster: Cluster) -> None:
 
     wait_for(scraped, 60, 1.0, "Prometheus scraped the scheduler")
     os.kill(info.prometheus_pid, 0)  # alive now; the fixture's teardown asserts `mcsched down` stopped it
+
+
+def test_after_mcsched_env_rays_own_commands_reach_this_cluster(cluster: Cluster, tmp_path: Path) -> None:
+    """`eval "$(mcsched env)"`, then Ray's CLI as its docs show it: status, list nodes, job submit/list/logs/stop."""
+    from tests.integration.conftest import clean_env
+
+    cancel_leftovers(cluster)
+    work = write_job(tmp_path / "cli", job_doc("ray-cli", gpus=2, workload={"steps": 600, "stepSeconds": 0.1}))
+    env = {k: v for k, v in clean_env(cluster.state).items() if not k.startswith("RAY_ENABLE")}
+    env["PATH"] = f"{Path(os.sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+
+    def shell(cmd: str, timeout: float = 180) -> str:
+        r = subprocess.run(["bash", "-c", f'eval "$(python -m scheduler env)" && {cmd}'], env=env, capture_output=True, text=True,
+                           timeout=timeout, cwd=work)
+        assert r.returncode == 0, f"{cmd} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
+        return r.stdout + r.stderr
+
+    status = shell("ray status")
+    assert "mcsched_azure__eastus__H100" in status and "Node status" in status  # this cluster's pools, via the GCS
+    nodes = shell("ray list nodes --format json")
+    assert json.loads(nodes[nodes.index("["):nodes.rindex("]") + 1])[0]["state"] == "ALIVE"
+    submitted = shell("ray job submit --no-wait --submission-id ray-cli-1 --working-dir . -- python -m scheduler run job.yaml")
+    assert "ray-cli-1" in submitted
+    wait_for(lambda: job_status(cluster, "ray-cli").get("outcome") == "placed", 90, what="ray-cli placed")
+    assert "ray-cli-1" in shell("ray job list")
+    wait_for(lambda: "placed ray-cli on azure/eastus" in shell("ray job logs ray-cli-1"), 60, what="its logs")
+    shell("ray job stop ray-cli-1")
+    wait_for(lambda: job_status(cluster, "ray-cli").get("outcome") == "stopped", 60, what="ray-cli stopped in the books")
+    wait_for(lambda: "was stopped" in shell("ray job status ray-cli-1"), 60, what="Ray to say STOPPED")
+
+
+def test_each_mcsched_state_is_its_ray_job_status(cluster: Cluster, tmp_path: Path) -> None:
+    """The state table of runtime/states.py, pair by pair, on real Ray jobs."""
+    from ray.job_submission import JobSubmissionClient
+
+    from scheduler.runtime.states import RAY_JOB_STATUS
+
+    cancel_leftovers(cluster)
+    client = JobSubmissionClient(cluster.info.dashboard_url)
+    specs = {
+        "st-finished": {"steps": 2, "stepSeconds": 0.01},
+        "st-failed": {"steps": 5, "stepSeconds": 0.01, "failAtStep": 2},
+        "st-cancelled": {"steps": 600, "stepSeconds": 0.1},
+        "st-stopped": {"steps": 600, "stepSeconds": 0.1},
+        "st-queued": {"steps": 600, "stepSeconds": 0.1},  # azure's 8 GPUs are taken: an api-serving job waits
+    }
+    sids = {}
+    for name, workload in specs.items():
+        doc = job_doc(name, cls="api-serving" if name == "st-queued" else "training", gpus=8 if name == "st-queued" else 2, workload=workload)
+        sids[name] = client.submit_job(entrypoint="python -m scheduler run job.yaml", runtime_env={"working_dir": str(write_job(tmp_path / name, doc))})
+
+    def pair(name: str) -> tuple[str, str]:
+        return job_status(cluster, name).get("outcome", ""), str(client.get_job_status(sids[name]).value)
+
+    for name in ("st-cancelled", "st-stopped"):
+        wait_for(lambda n=name: pair(n)[0] == "placed", 120, what=f"{name} placed")
+    wait_for(lambda: pair("st-queued")[0] == "queued", 60, what="st-queued queued")
+    assert pair("st-cancelled")[1] == RAY_JOB_STATUS["placed"] and pair("st-queued")[1] == RAY_JOB_STATUS["queued"]
+    cluster.mcsched("cancel", "st-queued")  # first: freed capacity would place it
+    assert cluster.mcsched("cancel", "st-cancelled").stdout.strip() == "st-cancelled: cancelled"
+    client.stop_job(sids["st-stopped"])
+    terminal = ("finished", "failed", "cancelled", "stopped")
+    for name in specs:
+        try:
+            wait_for(lambda n=name: pair(n)[0] in terminal and pair(n)[1] in ("SUCCEEDED", "FAILED", "STOPPED"), 120, what=f"{name} ended")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {pair(name)}\n{client.get_job_logs(sids[name])[-3000:]}") from None
+    got = {name: pair(name) for name in specs}
+    assert got == {
+        "st-finished": ("finished", "SUCCEEDED"),
+        "st-failed": ("failed", "FAILED"),
+        "st-cancelled": ("cancelled", "STOPPED"),
+        "st-stopped": ("stopped", "STOPPED"),
+        "st-queued": ("cancelled", "STOPPED"),
+    }
+    assert all(RAY_JOB_STATUS[ours] == theirs for ours, theirs in got.values())
+
+
+def test_a_placement_group_made_behind_the_schedulers_back_is_reported_with_its_creator(cluster: Cluster) -> None:
+    """Anyone with the cluster token can call placement_group on a pool's resource: the
+    reconciler reports it (foreignGroups: report, the default) with the Ray job that made it."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    cancel_leftovers(cluster)
+    _, ray = cluster.actor()
+    pg = placement_group([{"mcsched_azure__eastus__H100": 2}], name="behind-its-back")
+    ray.get(pg.ready(), timeout=60)
+    try:
+        drift = wait_for(lambda: (d := cluster.call("drift"))["foreign"] and d, 30, 0.5, "the foreign group reported")
+        (found,) = drift["foreign"]
+        me = ray.get_runtime_context().get_job_id()
+        assert found["id"] == pg.id.hex() and found["name"] == "behind-its-back" and found["creator"] == f"ray job {me}"
+        assert drift["foreignPolicy"] == "report" and not drift["at_rest"]
+        assert usage(cluster, "azure") == 0  # reported, not booked: the books stay the scheduler's
+    finally:
+        remove_placement_group(pg)
+    wait_for(lambda: not cluster.call("drift")["foreign"], 30, 0.5, "the report cleared once it is gone")

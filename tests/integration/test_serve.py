@@ -1,7 +1,7 @@
 """Served models on a real local Ray cluster with real Ray Serve, deployed through `ray job submit`.
 
 One service for the whole module, in order: it answers from Azure (JSON and streaming),
-shrugs off bad requests, scales 1 -> >=2 under a burst and back after it, preempts
+shrugs off bad requests, refuses callers without a valid API key or over its rate, scales 1 -> >=2 under a burst and back after it, preempts
 priority-0 training to scale up when Azure is full, and `ray job stop` releases it all.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +24,7 @@ import yaml
 from scheduler.ledger import Ledger
 from scheduler.runtime.cluster import free_port
 from tests.builders import a_catalog, a_contract
-from tests.integration.conftest import Cluster, job_doc, wait_for
+from tests.integration.conftest import NON_LOOPBACK_ALLOWED, Cluster, exposed, job_doc, listening, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -51,9 +52,17 @@ SERVED = {
 }
 
 
-def post(url: str, body: bytes | dict[str, Any], path: str = "/v1/chat/completions") -> tuple[int, dict[str, str], bytes]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, headers={"content-type": "application/json"})
+KEYS: dict[str, str] = {}  # name -> key, made by `mcsched api-keys add` when the service starts
+
+
+def post(
+    url: str, body: bytes | dict[str, Any] | None, path: str = "/v1/chat/completions", key: str | None = "tests", method: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["authorization"] = f"Bearer {KEYS.get(key, key)}"
+    req = urllib.request.Request(url + path, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
@@ -82,6 +91,8 @@ def service(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """The served model's URL and its Ray job id; `ray job stop`ped at the end if a test did not."""
     from ray.job_submission import JobSubmissionClient
 
+    for name, rate in (("tests", "1000"), ("slow", "2")):
+        KEYS[name] = cluster.mcsched("api-keys", "add", name, "--rate", rate).stdout.strip()
     work = tmp_path_factory.mktemp("served")
     (work / "api.yaml").write_text(yaml.safe_dump(SERVED))
     port = free_port()
@@ -107,8 +118,8 @@ def service(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 def test_served_model_answers_json_and_streams_from_azure(cluster: Cluster, service: tuple[str, str]) -> None:
     url, _ = service
-    with urllib.request.urlopen(url + "/v1/models", timeout=30) as r:
-        assert [m["id"] for m in json.loads(r.read())["data"]] == [MODEL]
+    code, _, raw = post(url, None, "/v1/models", method="GET")
+    assert code == 200 and [m["id"] for m in json.loads(raw)["data"]] == [MODEL]
     code, headers, body = post(url, chat(7))
     answer = json.loads(body)
     assert code == 200 and headers["x-mcsched-cloud"] == "azure" and headers["x-mcsched-region"] == "eastus"
@@ -140,6 +151,8 @@ def test_bad_requests_get_4xx_and_the_next_good_request_succeeds(service: tuple[
         ({"model": MODEL, "messages": "hi"}, 400),
         ({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}, 404),
         (b"x" * (2 << 20), 413),
+        (chat(3, max_tokenz=4), 400),  # strict: an unknown field is refused, named
+        (b'{"model":"' + MODEL.encode() + b'","messages":' + b"[" * 1000 + b"]" * 1000 + b"}", 400),  # was a RecursionError 500
     ]
     for body, status in bad:
         code, headers, raw = post(url, body)
@@ -149,6 +162,85 @@ def test_bad_requests_get_4xx_and_the_next_good_request_succeeds(service: tuple[
         assert (headers["x-mcsched-replica"], headers["x-mcsched-cloud"], headers["x-mcsched-region"]) == ("gateway", "none", "none")
     code, headers, _ = post(url, chat(3))
     assert code == 200 and headers["x-mcsched-cloud"] == "azure"
+    code, _, raw = post(url, chat(3), "/v1/embeddings")  # an unknown path: our OpenAI 404, not Serve's text
+    assert code == 404 and json.loads(raw)["error"]["message"] == "Invalid URL (POST /v1/embeddings)"
+
+
+def _metric(cluster: Cluster, prefix: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=10) as r:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in r.read().decode().splitlines() if line.startswith(prefix))
+
+
+def test_api_keys_401_without_or_with_a_wrong_or_revoked_key_429_over_the_rate_and_all_counted(
+    cluster: Cluster, service: tuple[str, str]
+) -> None:
+    url, _ = service
+    for key, expect in ((None, "missing_api_key"), ("mcs-not-a-key", "invalid_api_key")):
+        for path, body in (("/v1/chat/completions", chat(2)), ("/v1/models", None)):
+            code, _, raw = post(url, body, path, key=key, method="GET" if body is None else None)
+            assert code == 401 and json.loads(raw)["error"]["code"] == expect, (path, key, raw[:200])
+    codes = Counter(post(url, chat(1), key="slow")[0] for _ in range(12))  # 2/s, burst 2: most are refused
+    assert codes[429] >= 5 and set(codes) <= {200, 429}, codes
+    code, headers, raw = post(url, chat(1), key="slow")
+    if code == 429:
+        assert int(headers["retry-after"]) >= 1 and json.loads(raw)["error"]["type"] == "requests"
+    # Revoked: refused within the gateway's refresh, with no restart.
+    cluster.mcsched("api-keys", "revoke", "slow")
+    wait_for(lambda: post(url, chat(1), key="slow")[0] == 401, 30, 0.5, "the revoked key to be refused")
+    assert post(url, chat(1))[0] == 200  # the other key still works
+    # Every refusal reaches the exporter, by status, error code and key name (bounded).
+    wait_for(lambda: _metric(cluster, 'mcsched_serve_errors_total{code="429",error="rate_limit_exceeded",key="slow"}') >= 5, 30,
+             what="429s counted")
+    assert _metric(cluster, 'mcsched_serve_errors_total{code="401",error="invalid_api_key",key="none"}') >= 2
+    assert _metric(cluster, 'mcsched_serve_errors_total{code="400",error="invalid_json",key="tests"}') >= 1
+
+
+def test_with_serve_running_only_the_stated_sockets_listen_off_loopback(cluster: Cluster, service: tuple[str, str]) -> None:
+    """docs/serving.md states the exposure: with models served, only each Serve replica's
+    inter-deployment gRPC server (one port per replica, Ray binds [::]:0) listens off loopback."""
+    stated, unstated = exposed(cluster.info.temp_dir)
+    assert not unstated, f"listening off loopback and not stated in docs/serving.md: {unstated}"
+    titles = [title for _, _, title in stated]
+    assert any("mcsched-gateway" in t for t in titles) and any("mcsched-chat-r1" in t for t in titles), stated  # measured, not vacuous
+    assert len(titles) == len(set(titles)), f"a replica with more than one off-loopback port: {stated}"
+    assert set(NON_LOOPBACK_ALLOWED) == {"ray::ServeReplica:"}
+    # Serve's HTTP proxy (the endpoint) itself stays on loopback.
+    port = int(service[0].rsplit(":", 1)[1])
+    assert {ip for ip, p, _ in listening(cluster.info.temp_dir) if p == port} == {"127.0.0.1"}
+
+
+def _series(cluster: Cluster) -> set[str]:
+    """Every exported series (name and labels, no value) of mcsched, or an empty set while the exporter is down."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return set()
+    return {line.rsplit(" ", 1)[0] for line in text.splitlines() if line.startswith("mcsched_") and "_created" not in line}
+
+
+def test_every_series_returns_after_the_scheduler_actor_is_killed(cluster: Cluster, service: tuple[str, str]) -> None:
+    url, _ = service
+    wait_for(lambda: any(s.startswith("mcsched_serve_replicas{") for s in _series(cluster)), 30, what="replica gauge exported")
+    before = _series(cluster)
+    replicas = {s for s in before if s.startswith("mcsched_serve_replicas{") and 'model="tiny-llama"' in s}
+    assert replicas and any(s.startswith("mcsched_serve_errors_total{") for s in before)
+    actor, ray = cluster.actor()
+    old_pid = ray.get(actor.pid.remote(), timeout=30)
+    ray.kill(actor, no_restart=False)  # Ray restarts it (max_restarts=-1); it recovers from the ledger
+    killed = time.monotonic()
+    wait_for(lambda: (p := _pid(cluster)) is not None and p != old_pid, 120, 0.5, "the actor restarted")
+    missing = lambda: before - _series(cluster)  # noqa: E731
+    wait_for(lambda: not missing(), 60, 0.5, "every series back")
+    print(f"every series back {time.monotonic() - killed:.1f}s after the kill ({len(before)} series)")
+    assert post(url, chat(2))[0] == 200
+
+
+def _pid(cluster: Cluster) -> int | None:
+    try:
+        return int(cluster.call("pid"))
+    except Exception:
+        return None
 
 
 async def _burst(url: str, concurrency: int, until: Callable[[Counter[str]], bool], at_most: float = 150.0) -> Counter[str]:
@@ -171,7 +263,7 @@ async def _burst(url: str, concurrency: int, until: Callable[[Counter[str]], boo
                 async for _ in resp.content:
                     pass
 
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers={"authorization": f"Bearer {KEYS['tests']}"}) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     return seen
 
@@ -219,6 +311,11 @@ def test_scaling_up_on_a_full_azure_preempts_priority_0_training_which_moves(
         wait_for(lambda: "[filler] resuming from checkpoint at step" in client.get_job_logs(sid), 120, 1.0, "filler resumed on oci")
         log = client.get_job_logs(sid)
         assert "moved filler to oci/us-ashburn-1" in log and f"preempted by {pre[0].by}" in log
+        # Graceful eviction: told to stop, the work checkpointed the step it was on (not only every
+        # 4th) within the grace period, and resumed from exactly there on OCI.
+        told = re.search(r"\[filler\] stop requested: checkpoint saved at step (\d+)", log)
+        assert told and "filler: its work stopped" in log, log[-2000:]
+        assert f"[filler] resuming from checkpoint at step {told[1]}" in log
         assert client.get_job_status(sid) == JobStatus.RUNNING
         resumed_at = log.index("[filler] resuming from checkpoint at step")
         assert " on oci/us-ashburn-1" in log[resumed_at:] and " on azure/" not in log[resumed_at:]
@@ -245,6 +342,34 @@ def test_ray_job_stop_undeploys_and_releases_every_replica_and_the_ledger_verifi
 
     wait_for(lambda: not replica_groups(), 60, what="the replicas' placement groups removed")
     assert "released" in client.get_job_logs(sid)
-    assert post(url, chat(1))[0] == 404  # Serve's proxy no longer routes to any model
+    code, _, raw = post(url, chat(1))  # the gateway stays: no model left is OpenAI's 404, not Serve's text
+    assert code == 404 and json.loads(raw)["error"]["code"] == "model_not_found"
     verify = cluster.mcsched("audit", "verify", "--db", str(Path(cluster.state) / "ledger.db"), check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_mcsched_cancel_of_a_served_model_is_stopped_in_ray_as_cancelled_in_the_books(
+    cluster: Cluster, service: tuple[str, str], tmp_path: Path
+) -> None:
+    """runtime/states.py for a served model: `mcsched cancel` -> books cancelled, Ray job STOPPED
+    (it was SUCCEEDED: the controller exited 0)."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    url, _ = service  # Serve's proxy keeps the port the first model fixed
+    doc = {**SERVED, "metadata": {"name": "chat2"},
+           "spec": {**SERVED["spec"], "serve": {**SERVED["spec"]["serve"], "model": "tiny-2", "replicas": {"min": 1, "max": 1}}}}
+    (tmp_path / "api.yaml").write_text(yaml.safe_dump(doc))
+    client = JobSubmissionClient(cluster.info.dashboard_url)
+    port = url.rsplit(":", 1)[1]
+    sid = client.submit_job(entrypoint="python -m scheduler run api.yaml",
+                            runtime_env={"working_dir": str(tmp_path), "env_vars": {"MCSCHED_SERVE_PORT": port}})
+    try:
+        wait_for(lambda: post(url, {**chat(1), "model": "tiny-2"})[0] == 200, 180, 1.0, "tiny-2 answering")
+        cluster.mcsched("cancel", "chat2")
+        wait_for(lambda: client.get_job_status(sid) in (JobStatus.STOPPED, JobStatus.SUCCEEDED, JobStatus.FAILED), 90, 1.0, "chat2 ended")
+        assert client.get_job_status(sid) == JobStatus.STOPPED, client.get_job_logs(sid)[-2000:]
+        rows = [r for r in cluster.call("status", None) if r["job"].startswith("chat2-r")]
+        assert rows and {r["outcome"] for r in rows} == {"cancelled"}, rows
+        assert post(url, {**chat(1), "model": "tiny-2"})[0] == 404
+    finally:
+        client.stop_job(sid)

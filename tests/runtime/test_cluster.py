@@ -16,6 +16,7 @@ from scheduler.runtime.cluster import (
     STATE_FILE,
     ClusterInfo,
     down,
+    ephemeral_range,
     free_port,
     free_port_block,
     port_free,
@@ -53,10 +54,11 @@ def test_cluster_json_round_trips_and_old_files_still_load(tmp_path: Path) -> No
 def test_exports_follow_rays_conventions_and_survive_eval(tmp_path: Path) -> None:
     state = tmp_path / "my state"  # a space: the lines must still eval
     info = info_for(state, 1234)
-    assert info.export_lines()[0] == "export RAY_ADDRESS=http://127.0.0.1:8265"
-    script = "\n".join(info.export_lines()) + '\necho "$RAY_ADDRESS|$RAY_AUTH_MODE|$RAY_AUTH_TOKEN_PATH"'
+    # As `ray start --head` tells its users: RAY_ADDRESS the GCS (`ray status`), RAY_API_SERVER_ADDRESS the Jobs API.
+    assert info.export_lines()[:2] == ["export RAY_ADDRESS=127.0.0.1:1234", "export RAY_API_SERVER_ADDRESS=http://127.0.0.1:8265"]
+    script = "\n".join(info.export_lines()) + '\necho "$RAY_ADDRESS|$RAY_API_SERVER_ADDRESS|$RAY_AUTH_MODE|$RAY_AUTH_TOKEN_PATH"'
     r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
-    assert r.stdout.strip() == f"http://127.0.0.1:8265|token|{state}/auth_token"
+    assert r.stdout.strip() == f"127.0.0.1:1234|http://127.0.0.1:8265|token|{state}/auth_token"
 
 
 def test_down_on_a_stale_state_dir_cleans_it_with_a_clear_message(tmp_path: Path) -> None:
@@ -93,7 +95,7 @@ def test_which_cluster_mcsched_joins(tmp_path: Path, monkeypatch: pytest.MonkeyP
         import os
 
         assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / "auth_token")
-        # After `eval "$(mcsched env)"`: RAY_ADDRESS is the Jobs API URL, not joinable; the state dir wins.
+        # RAY_ADDRESS set to a Jobs API URL (as Ray's Jobs docs show): not joinable; the state dir wins.
         monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
         assert resolve_address(None, tmp_path) == f"127.0.0.1:{port}"
         assert resolve_address("http://127.0.0.1:8265", tmp_path) == f"127.0.0.1:{port}"  # its own dashboard
@@ -117,6 +119,29 @@ def test_ports(tmp_path: Path) -> None:
     assert wait_ports_free([busy], timeout=5) == []
     start = free_port_block(20)
     assert all(port_free(p) for p in range(start, start + 20))
+    # Below the kernel's ephemeral range: no port-0 bind (Ray's own picks) can land in the workers' block.
+    assert start + 20 <= ephemeral_range()[0]
+
+
+def test_only_the_ports_ray_cannot_choose_are_chosen_by_mcsched() -> None:
+    from scheduler.runtime.cluster import RAY_CHOSEN, choose_ports
+
+    ports, worker_lo = choose_ports()
+    assert set(ports) == {"dashboard", "serve", "ray-client-server", "dashboard-agent-listen", "autoscaler-metrics", "dashboard-metrics"}
+    assert not set(ports) & set(RAY_CHOSEN) and "gcs" not in ports  # the GCS port is Ray's (--port 0)
+    assert len(set(ports.values())) == len(ports) and not set(ports.values()) & set(range(worker_lo, worker_lo + 200))
+
+
+def test_the_gcs_address_is_read_from_rays_address_file(tmp_path: Path) -> None:
+    from scheduler.runtime.cluster import gcs_address
+
+    with pytest.raises(RuntimeUnavailable, match="no address file"):
+        gcs_address(tmp_path)
+    (tmp_path / "ray_current_cluster").write_text("127.0.0.1:41234\n")
+    assert gcs_address(tmp_path) == "127.0.0.1:41234"
+    (tmp_path / "ray_current_cluster").write_text("garbage")
+    with pytest.raises(RuntimeUnavailable, match="not a Ray address"):
+        gcs_address(tmp_path)
 
 
 def test_stopping_a_process_that_another_program_has_not_reaped_counts_it_as_stopped() -> None:
@@ -207,10 +232,11 @@ def test_the_clusters_processes_use_its_state_dir(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setenv("MCSCHED_HOME", str(tmp_path / "elsewhere"))
     monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:8265")
     ports = {"autoscaler-metrics": 40001, "dashboard-metrics": 40002, "serve": 8000}
     env = head_env(tmp_path / "a", ports, None)
     assert env["MCSCHED_HOME"] == str(tmp_path / "a")
-    assert env["MCSCHED_SERVE_PORT"] == "8000" and "RAY_ADDRESS" not in env
+    assert env["MCSCHED_SERVE_PORT"] == "8000" and "RAY_ADDRESS" not in env and "RAY_API_SERVER_ADDRESS" not in env
 
 
 @pytest.mark.parametrize("command", [["list"], ["status", "some-job"], ["cancel", "some-job"], ["fault", "oci", "--down"]])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from scheduler.decision import Decision
 from scheduler.runtime.driver import (
+    DEFAULT_GRACE_SECONDS,
     Changed,
     End,
     Exit,
@@ -22,6 +24,7 @@ from scheduler.runtime.driver import (
     WorkDone,
     WorkFailed,
     WorkStarted,
+    grace_seconds,
 )
 
 
@@ -89,7 +92,19 @@ def test_an_eviction_while_reserving_drops_the_pending_gang() -> None:
     d = JobDriver("train", view(9, 1))
     d.start()
     acts = d.on(Changed(view(17, 2, cloud="oci")))
-    assert Stop() in acts and isinstance(acts[-1], Reserve)
+    assert Stop() in acts and isinstance(acts[-1], Reserve)  # nothing runs yet: nothing to drain
+
+
+def test_an_evicted_running_job_is_stopped_gracefully_a_cancelled_one_at_once() -> None:
+    d = JobDriver("train", view(9, 1))
+    d.start()
+    running(d)
+    assert Stop(graceful=True) in d.on(Changed(view(17, 2, cloud="oci")))
+    c = JobDriver("train", view(9, 1))
+    c.start()
+    running(c)
+    assert Stop(graceful=False) in c.on(Changed(view(15, 1, "cancelled", None)))
+    assert grace_seconds({}) == DEFAULT_GRACE_SECONDS == 30 and grace_seconds({"terminationGracePeriodSeconds": 5}) == 5
 
 
 def test_cancel_by_the_scheduler_stops_the_work_and_exits_non_zero() -> None:
@@ -123,3 +138,55 @@ def test_ray_job_stop_ends_the_job_as_stopped_in_every_phase() -> None:
     q = JobDriver("train", view(8, 1, "queued", None, reason="no-capacity", detail="x"))
     assert kinds(q.start()) == ["Say"] and q.phase is Phase.WAITING
     assert q.on(Signalled())[1] == End(None, "stopped")
+
+
+class _Ref:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class _FakeRay:
+    """Ray as the driver's shell uses it, with refs that are ready only when the test says so."""
+
+    class exceptions:
+        RayError = RuntimeError
+
+    def __init__(self) -> None:
+        self.ready: set[int] = set()
+
+    def wait(self, refs: list[_Ref], num_returns: int, timeout: float) -> tuple[list[_Ref], list[_Ref]]:
+        done = [r for r in refs if id(r) in self.ready][:num_returns]
+        return done, [r for r in refs if r not in done]
+
+    def get(self, ref: _Ref, timeout: float | None = None) -> Any:
+        return ref.value
+
+
+class _Remote:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def remote(self, *args: Any) -> _Ref:
+        return _Ref(self.value)
+
+
+def test_a_short_work_that_finishes_before_its_start_is_seen_still_ends_the_job(tmp_path: Path) -> None:
+    """Ray may answer `run` before `where`: the start is taken first, then the end (else the job hangs)."""
+    from types import SimpleNamespace
+
+    from scheduler.runtime.driver import _RayShell
+
+    core = JobDriver("train", view(9, 1))
+    core.start()
+    core.on(GangReady())
+    actor = SimpleNamespace(wait_change=_Remote({}), report=_Remote(None), end=_Remote({}))
+    shell = _RayShell(actor, core, {"spec": {"class": "training"}}, tmp_path, lambda _text: None)
+    fake = _FakeRay()
+    shell.ray = fake  # type: ignore[assignment]
+    shell.work_started = _Ref({"node_id": "n" * 16, "assigned": {"mcsched_azure__eastus__H100": 16.0}})
+    shell.work_done = _Ref({"exit_code": 0})
+    fake.ready.add(id(shell.work_done))  # the end is ready, the start not yet
+    shell._stop = lambda: None  # type: ignore[method-assign]
+    for _ in range(3):
+        shell.step()
+    assert core.phase is Phase.DONE and core.exit_code == 0

@@ -85,3 +85,14 @@ def test_enforcement_timer_pairs_decisions_with_what_ray_did() -> None:
     t.placed("train", 3, "after-decline", at=20.0)
     t.ended("train")
     assert t.running("train", 3, 21.0) is None
+
+
+def test_groups_on_a_pool_that_mcsched_did_not_create_are_foreign_serves_for_our_replicas_are_not() -> None:
+    foreign = Gang("pg-x", "", "CREATED", {pool_resource(*AZ): 4.0})
+    named = Gang("pg-y", "my-experiment", "PENDING", {pool_resource(*OCI): 2.0})
+    replica = Gang("pg-s", "SERVE_REPLICA::mcsched-chat-r1#abc", "CREATED", {pool_resource(*AZ): 2.0})
+    cpu_only = Gang("pg-c", "", "CREATED", {"CPU": 1.0})
+    gone = Gang("pg-r", "", "REMOVED", {pool_resource(*AZ): 8.0})
+    plan = compare({AZ: 2, OCI: 0}, [], [foreign, named, replica, cpu_only, gone], {}, now=1.0, grace=15.0)
+    assert {g.pg_id for g in plan.foreign} == {"pg-x", "pg-y"} and not plan.at_rest
+    assert plan.drift[AZ] == 2 - 6  # they hold real capacity: counted in the drift too

@@ -38,9 +38,12 @@ class FakeGangs:
         self.removed.append(pg_id)
         self.pgs.pop(pg_id, None)
 
+    def creator(self, pg_id: str) -> str:
+        return f"ray job 0{len(pg_id)}000000"
+
 
 class Svc:
-    def __init__(self, path: Path, gangs: FakeGangs, lease_seconds: float = 15.0) -> None:
+    def __init__(self, path: Path, gangs: FakeGangs, lease_seconds: float = 15.0, foreign_groups: str = "report") -> None:
         self.gangs = gangs
         self.svc = SchedulerService(
             two_clouds(azure_h100=8).model_dump(mode="json", by_alias=True),
@@ -49,6 +52,7 @@ class Svc:
             metrics_port=None,
             gangs=gangs,
             lease_seconds=lease_seconds,
+            foreign_groups=foreign_groups,
         )
         self.loop = asyncio.new_event_loop()
 
@@ -112,7 +116,7 @@ def test_a_preemption_wakes_the_victims_long_poll_with_its_new_placement(tmp_pat
 def test_reconcile_exports_drift_and_removes_the_stale_gang_of_a_moved_job(tmp_path: Path) -> None:
     gangs = FakeGangs()
     s = Svc(tmp_path / "l.db", gangs)
-    train = s("submit", [job_doc("train", gpus=8)], True)["views"][0]
+    train = s("submit", [job_doc("train", gpus=8, terminationGracePeriodSeconds=0)], True)["views"][0]
     gangs.hold("train", train["attempt"], AZ, 8)
     assert s.reconcile() == 0 and s.svc.last_plan is not None and s.svc.last_plan.at_rest
     s("submit", [job_doc("api", cls="api-serving", gpus=8, priority=100)], True)
@@ -131,6 +135,52 @@ def test_reconcile_exports_drift_and_removes_the_stale_gang_of_a_moved_job(tmp_p
     gangs.hold("api", engine.status("api").attempt, AZ, 8)
     s.reconcile()
     assert s.svc.last_plan is not None and s.svc.last_plan.at_rest
+
+
+def test_an_evicted_gang_is_left_to_its_live_driver_for_the_grace_period_then_removed(tmp_path: Path) -> None:
+    """Graceful eviction: the driver drains the work (checkpoint) before it removes the gang;
+    the reconciler waits the job's grace period, but not for a driver that is gone."""
+    gangs = FakeGangs()
+    s = Svc(tmp_path / "l.db", gangs, lease_seconds=0.5)
+    slow = s("submit", [job_doc("slow", gpus=4, terminationGracePeriodSeconds=0.6)], True)["views"][0]
+    dead = s("submit", [job_doc("dead", gpus=4, terminationGracePeriodSeconds=60)], True)["views"][0]
+    gangs.hold("slow", slow["attempt"], AZ, 4)
+    gangs.hold("dead", dead["attempt"], AZ, 4)
+    s("submit", [job_doc("api", cls="api-serving", gpus=8, priority=100)])  # evicts both from azure (no driver: no lease)
+    assert s.reconcile() == 0 and not gangs.removed  # both drivers are alive: theirs to drain
+    time.sleep(0.55)
+    s.svc.leases["slow"] = time.time()  # slow's driver renews its lease; dead's lapses
+    assert s.reconcile() == 2 and gangs.removed == [f"pg-dead-{dead['attempt']}"]  # its gang removed, the ghost ended
+    assert s("status", "dead")[0]["outcome"] == "stopped" and s("status", "slow")[0]["outcome"] == "placed"
+    time.sleep(0.1)  # slow's grace period (0.6 s) is over: removed even though its driver lives
+    s.svc.leases["slow"] = time.time()
+    assert s.reconcile() == 1 and gangs.removed[-1] == f"pg-slow-{slow['attempt']}"
+
+
+@pytest.mark.parametrize("policy", ["report", "evict"])
+def test_foreign_groups_are_reported_with_their_creator_and_evicted_only_when_told(tmp_path: Path, policy: str) -> None:
+    gangs = FakeGangs()
+    s = Svc(tmp_path / "l.db", gangs, foreign_groups=policy)
+    s("ping")
+    gangs.pgs["pg-foreign"] = Gang("pg-foreign", "", "CREATED", {pool_resource(*AZ): 3.0})
+    assert s.reconcile() == (1 if policy == "evict" else 0)
+    drift = s("drift")
+    assert drift["foreignPolicy"] == policy and [f["creator"] for f in drift["foreign"]] == ["ray job 010000000"]
+    metrics = s.svc.metrics
+    assert metrics is not None
+    assert metrics.registry.get_sample_value("mcsched_foreign_gangs_gpus", {"cloud": "azure", "region": "eastus", "gpu_type": "H100"}) == 3
+    assert (gangs.removed == ["pg-foreign"]) is (policy == "evict")
+    if policy == "evict":
+        assert metrics.registry.get_sample_value("mcsched_reconciler_repairs_total", {"action": "removed-foreign"}) == 1
+        s.reconcile()
+        assert metrics.registry.get_sample_value("mcsched_foreign_gangs_gpus", {"cloud": "azure", "region": "eastus", "gpu_type": "H100"}) == 0
+
+
+def test_an_unknown_foreign_groups_policy_is_refused(tmp_path: Path) -> None:
+    from scheduler.errors import AdmissionError
+
+    with pytest.raises(AdmissionError, match="foreignGroups"):
+        Svc(tmp_path / "l.db", FakeGangs(), foreign_groups="ignore")
 
 
 def test_ghosts_after_down_and_up_are_ended_but_an_actor_restart_spares_live_drivers(tmp_path: Path) -> None:
@@ -199,3 +249,43 @@ def test_a_job_submitted_again_after_it_ended_is_fresh_and_starts_without_the_ol
     assert again["ok"] and again["fresh"] == ["a"]
     forget_old_checkpoint(again, "a", ckpt)
     assert not ckpt.exists()
+
+
+def series(svc: SchedulerService) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every exported sample: (name, labels) -> value."""
+    assert svc.metrics is not None
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in svc.metrics.registry.collect()
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def test_a_restarted_service_exports_every_series_again_serving_ones_included(tmp_path: Path) -> None:
+    """The actor killed and restarted: every series is back at start-up, without waiting for a
+    controller or a gateway to report (mcsched_serve_replicas vanished for ~85 s, some forever)."""
+    first = Svc(tmp_path / "ledger.db", FakeGangs())
+    replica = job_doc("chat-r1", cls="api-serving", gpus=2)
+    replica["metadata"]["labels"] = {"mcsched.io/service": "chat"}
+    assert first("submit", [replica, job_doc("train", gpus=2)])["ok"]
+    first("serve_report", {"replicas": {"model": "tiny", "service": "chat", "pools": [["azure", "eastus", 1]]}, "scale": [["tiny", "up"]]})
+    first("serve_report", {"requests": [["tiny", "200", 5]], "errors": [["401", "invalid_api_key", "none", 2]], "ttft": {"tiny": [0.1]}})
+    before = series(first.svc)
+    assert first.svc.ledger is not None
+    first.svc.ledger.close()  # the actor died
+    assert before[("mcsched_serve_replicas", (("cloud", "azure"), ("model", "tiny"), ("region", "eastus")))] == 1
+    restarted = Svc(tmp_path / "ledger.db", FakeGangs())
+    restarted("ping")
+    after = series(restarted.svc)
+    assert set(before) <= set(after), sorted(set(before) - set(after))
+    for key, value in before.items():  # gauges and the books' series come back with their values
+        if key[0].startswith(("mcsched_serve_replicas", "mcsched_gpus", "mcsched_running_jobs", "mcsched_placements_total")):
+            assert after[key] == value, key
+    # A service that ended while the actor was down shows no replicas after the restart.
+    restarted("release", "chat-r1", "stopped")
+    assert restarted.svc.ledger is not None
+    restarted.svc.ledger.close()
+    again = Svc(tmp_path / "ledger.db", FakeGangs())
+    again("ping")
+    assert ("mcsched_serve_replicas", (("cloud", "azure"), ("model", "tiny"), ("region", "eastus"))) not in series(again.svc)

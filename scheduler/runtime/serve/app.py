@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 
 from scheduler.runtime.resources import bundles
 from scheduler.runtime.serve.control import find_controls
+from scheduler.runtime.serve.keys import Guard
 from scheduler.runtime.serve.naming import (
     GATEWAY_APP,
     GATEWAY_DEPLOYMENT,
@@ -51,9 +52,12 @@ log = logging.getLogger("mcsched.serve")
 SYNC_SECONDS = 0.5
 SWEEP_SECONDS = 5.0
 REPORT_SECONDS = 2.0
+KEY_REFRESH_SECONDS = 2.0  # a revoked key stops working within this
+GATEWAY_REPLICAS = 1  # each replica enforces 1/GATEWAY_REPLICAS of a key's rate
 MAX_TTFT_SAMPLES = 5000
 QUIET = {"enable_access_log": False, "log_level": "WARNING"}
 NO_MODEL = "none"  # the model label of requests that name no served model
+NO_KEY = "none"  # the key label of requests refused before a key was recognised
 # What the gateway answers itself (bad requests, /v1/models): no replica, so no cloud ran it.
 GATEWAY_HEADERS = {"x-mcsched-cloud": "none", "x-mcsched-region": "none", "x-mcsched-replica": "gateway"}
 PATHS: dict[str, Kind] = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
@@ -134,41 +138,54 @@ class Gateway:
         self.requests: Counter[tuple[str, str]] = Counter()
         self.ttft: dict[str, list[float]] = {}
         self.handles: dict[str, Any] = {}
+        self.errors: Counter[tuple[str, str, str]] = Counter()  # (status, error code, key name)
+        self.guard = Guard(share=1.0 / GATEWAY_REPLICAS)
         self._turn = 0
         self._tasks = [asyncio.get_running_loop().create_task(self._loop())]
 
     # ---------------------------------------------------------------- HTTP
 
     async def __call__(self, request: HttpRequest) -> Response:
-        path = request.url.path.rstrip("/") or "/"
-        if path == "/v1/models":
-            if request.method != "GET":
-                return self._error(ApiError(405, f"{request.method} is not allowed on {path} (use GET)", code="method_not_allowed"))
-            served = sorted((s.model, s.job) for s in self.services.values() if s.routes)
-            return JSONResponse(models_body(served, int(time.time())), headers=GATEWAY_HEADERS)
-        kind = PATHS.get(path)
-        if kind is None:
+        """Route one HTTP request; every refusal is an OpenAI error body, counted by status and code."""
+        label, caller = NO_MODEL, NO_KEY  # bounded: only a served model's / a key's name becomes a label value
+        try:
+            path = request.url.path.rstrip("/") or "/"
             if path in ("/", "/healthz"):
                 return PlainTextResponse(
                     "mcsched gateway: POST /v1/chat/completions, POST /v1/completions, GET /v1/models\n", headers=GATEWAY_HEADERS
                 )
-            return self._error(ApiError(404, f"unknown path {path}", code="not_found"))
-        if request.method != "POST":
-            return self._error(ApiError(405, f"{request.method} is not allowed on {path} (use POST)", code="method_not_allowed"))
-        label = NO_MODEL  # bounded: only a served model's name becomes a label value
-        try:
+            kind = PATHS.get(path)
+            if kind is None and path != "/v1/models":
+                raise ApiError(404, f"Invalid URL ({request.method} {path})", code="not_found")
+            who = self.guard.authenticate(request.headers.get("authorization"))
+            caller = who.name
+            self.guard.admit(who)
+            if kind is None:  # /v1/models
+                if request.method != "GET":
+                    raise ApiError(405, f"{request.method} is not allowed on {path} (use GET)", code="method_not_allowed")
+                served = sorted((s.model, s.job) for s in self.services.values() if s.routes)
+                return JSONResponse(models_body(served, int(time.time())), headers=GATEWAY_HEADERS)
+            if request.method != "POST":
+                raise ApiError(405, f"{request.method} is not allowed on {path} (use POST)", code="method_not_allowed")
             req = parse_request(kind, await _read_capped(request))
             service = next((s for s in self.services.values() if s.model == req.model and s.routes), None)
             if service is None:
-                raise ApiError(404, f"The model `{req.model}` does not exist", param="model", code="model_not_found")
+                raise ApiError(404, f"The model `{req.model}` does not exist or you do not have access to it.", param="model", code="model_not_found")
             label = service.model
             route = self._pick(service)
             if route is None:
                 raise ApiError(503, f"no replica of `{req.model}` is ready yet; retry shortly", code="no_ready_replica")
         except ApiError as exc:
-            self.requests[(label, str(exc.status))] += 1
-            return self._error(exc)
+            return self._refuse(exc, label, caller)
+        except Exception as exc:  # a bug here must still answer as OpenAI does, and be counted
+            log.exception("gateway failed on a request")
+            return self._refuse(ApiError(500, f"internal error: {type(exc).__name__}", code="internal_error"), label, caller)
         return await self._forward(service.model, route, req)
+
+    def _refuse(self, exc: ApiError, model: str, key: str, headers: dict[str, str] | None = None) -> Response:
+        self.requests[(model, str(exc.status))] += 1
+        self.errors[(str(exc.status), exc.code or "other", key)] += 1
+        return self._error(exc, headers)
 
     async def _forward(self, model: str, route: Route, req: Request) -> Response:
         headers = {"x-mcsched-cloud": route.cloud, "x-mcsched-region": route.region, "x-mcsched-replica": route.name}
@@ -178,8 +195,8 @@ class Gateway:
             try:
                 body, ttft = await route.handle.complete.remote(req.to_dict())
             except Exception as exc:  # the replica died or was removed under us
-                self.requests[(model, "502")] += 1
-                return self._error(ApiError(502, f"replica {route.name} failed: {type(exc).__name__}", code="replica_failed"), headers)
+                failed = ApiError(502, f"replica {route.name} failed: {type(exc).__name__}", code="replica_failed")
+                return self._refuse(failed, model, NO_KEY, headers)
             finally:
                 self.ongoing[route.name] -= 1
             self._observe(model, "200", ttft)
@@ -196,6 +213,7 @@ class Gateway:
                     yield piece
             except Exception as exc:
                 code = "502"
+                self.errors[(code, "replica_failed", NO_KEY)] += 1
                 yield sse(ApiError(502, f"replica {route.name} failed: {type(exc).__name__}", code="replica_failed").body())
                 yield DONE
             finally:
@@ -223,14 +241,14 @@ class Gateway:
 
     @staticmethod
     def _error(exc: ApiError, headers: dict[str, str] | None = None) -> Response:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=headers or GATEWAY_HEADERS)
+        return JSONResponse(exc.body(), status_code=exc.status, headers={**(headers or GATEWAY_HEADERS), **exc.headers})
 
     # ---------------------------------------------------------------- control loop
 
     async def _loop(self) -> None:
         """Sync routes every SYNC_SECONDS; sweep orphans and report metrics less often."""
-        due = {self._sync: 0.0, self._sweep: 0.0, self._report: 0.0}
-        every = {self._sync: SYNC_SECONDS, self._sweep: SWEEP_SECONDS, self._report: REPORT_SECONDS}
+        due = {self._keys: 0.0, self._sync: 0.0, self._sweep: 0.0, self._report: 0.0}
+        every = {self._keys: KEY_REFRESH_SECONDS, self._sync: SYNC_SECONDS, self._sweep: SWEEP_SECONDS, self._report: REPORT_SECONDS}
         while True:
             for step, at in due.items():
                 now = time.monotonic()
@@ -277,15 +295,26 @@ class Gateway:
         live = {r.app for svc in self.services.values() for r in svc.routes.values()}
         self.handles = {app: h for app, h in self.handles.items() if app in live}
 
+    async def _keys(self) -> None:
+        """The key table (hashes, names, rates) from the scheduler actor, which reads the key file."""
+        from scheduler.runtime.actor import get_actor
+
+        table = await get_actor().api_keys.remote()
+        self.guard.update({h: (str(name), float(rate)) for h, (name, rate) in table.items()})
+
     async def _sweep(self) -> None:
         await asyncio.to_thread(sweep_orphans)
 
     async def _report(self) -> None:
         """Request counts and TTFT samples to the scheduler's exporter (one Prometheus target)."""
-        if not self.requests and not self.ttft:
+        if not self.requests and not self.ttft and not self.errors:
             return
-        report = {"requests": [[m, c, n] for (m, c), n in self.requests.items()], "ttft": self.ttft}
-        self.requests, self.ttft = Counter(), {}
+        report = {
+            "requests": [[m, c, n] for (m, c), n in self.requests.items()],
+            "errors": [[status, code, key, n] for (status, code, key), n in self.errors.items()],
+            "ttft": self.ttft,
+        }
+        self.requests, self.ttft, self.errors = Counter(), {}, Counter()
         from scheduler.runtime.actor import get_actor
 
         await get_actor().serve_report.remote(report)
@@ -376,10 +405,6 @@ def ensure_gateway() -> None:
         name=GATEWAY_DEPLOYMENT, num_replicas=1, max_ongoing_requests=4096, ray_actor_options={"num_cpus": 0}, logging_config=QUIET
     )(Gateway)
     serve.run_many([serve.RunTarget(gateway.bind(), name=GATEWAY_APP, route_prefix="/")], wait_for_applications_running=False)
-
-
-def delete_gateway() -> None:
-    serve.delete(GATEWAY_APP, _blocking=False)
 
 
 def deploy_replica(app: str, info: dict[str, Any], gpus: int) -> None:

@@ -30,15 +30,19 @@ from scheduler.errors import AdmissionError, MCSchedError
 from scheduler.runtime.actor import get_actor
 from scheduler.runtime.resources import pool_resource
 from scheduler.runtime.serve import app as serve_app
-from scheduler.runtime.serve.control import create_control, find_controls
+from scheduler.runtime.serve.control import create_control
 from scheduler.runtime.serve.naming import Endpoint, replica_app, replica_doc
 from scheduler.runtime.serve.policy import Autoscaler, ScalingPolicy, Step
+from scheduler.runtime.states import EXIT_CODES, stop_own_ray_job
 
 TICK_SECONDS = 0.5
 DRAIN_SECONDS = 30.0
 REPORT_SECONDS = 2.0
+#: Replica counts are re-sent at least this often even when unchanged, so an exporter that
+#: restarted without them (or missed one) heals within this.
+REPORT_REFRESH_SECONDS = 15.0
 GATEWAY_CHECK_SECONDS = 5.0
-EXIT_STOPPED = 130
+EXIT_STOPPED = EXIT_CODES["stopped"]
 
 
 class Stopped(Exception):
@@ -101,6 +105,7 @@ class Controller:
         self._published: list[dict[str, Any]] | None = None
         self._reported: dict[tuple[str, str], int] | None = None
         self._next_report = 0.0
+        self._reported_at = 0.0
         self._next_gateway_check = 0.0
 
     # ---------------------------------------------------------------- engine calls
@@ -251,14 +256,18 @@ class Controller:
         for r in self.replicas.values():
             if r.state in ("ready", "draining") and not final and r.cloud and r.region:
                 pools[(r.cloud, r.region)] = pools.get((r.cloud, r.region), 0) + 1
-        if pools == self._reported and not self.scale_events:
+        now = self.clock()
+        if pools == self._reported and not self.scale_events and now - self._reported_at < REPORT_REFRESH_SECONDS:
             return
-        report = {"replicas": {"model": self.model, "pools": [[c, rg, n] for (c, rg), n in pools.items()]}, "scale": self.scale_events}
+        report = {
+            "replicas": {"model": self.model, "service": self.job, "pools": [[c, rg, n] for (c, rg), n in pools.items()]},
+            "scale": self.scale_events,
+        }
         try:
             ray.get(self.scheduler.serve_report.remote(report), timeout=10)
         except (ray.exceptions.RayError, AttributeError):
             return  # metrics are best effort; the ledger holds the record
-        self._reported, self.scale_events = pools, []
+        self._reported, self.scale_events, self._reported_at = pools, [], now
 
     # ---------------------------------------------------------------- the end
 
@@ -273,9 +282,18 @@ class Controller:
             except MCSchedError as exc:
                 self.say(f"{rep.name}: {exc}")
         self._report(final=True)
-        if not set(find_controls()) - {self.job}:  # the last served model: nothing left to route to
-            serve_app.delete_gateway()
+        # The gateway stays: with no model left it still answers as OpenAI does (404 model_not_found).
         self.say(f"{self.job}: {reason}; undeployed {self.model} and released {', '.join(released) or 'nothing'}")
+
+
+def _end_ray_job(reason: str) -> int:
+    """After a cancel, make the Ray job STOPPED as the books say cancelled (runtime/states.py)."""
+    if reason != "cancelled":
+        return EXIT_CODES.get(reason, 0)
+    got: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: got.append(signum))  # Ray's stop: the clean-up is done
+    stop_own_ray_job(lambda: bool(got))
+    return EXIT_CODES["cancelled"]
 
 
 def run_service(doc: dict[str, Any], say: Callable[[str], None] = print) -> int:
@@ -301,7 +319,7 @@ def run_service(doc: dict[str, Any], say: Callable[[str], None] = print) -> int:
                 reason = None
             if reason is not None:
                 ctl.shutdown(reason)
-                return 0
+                return _end_ray_job(reason)
             time.sleep(TICK_SECONDS / 2 if ctl.deploying() else TICK_SECONDS)  # look closer while a replica starts
     except (Stopped, KeyboardInterrupt):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short

@@ -114,6 +114,7 @@ class Report:
     outcomes: list[Outcome] = field(default_factory=list)
     wall_seconds: float = 0.0
     late_starts: int = 0
+    api_key: str | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
         ok = [o for o in self.outcomes if o.code == 200 and not o.error]
@@ -200,12 +201,20 @@ async def _one(session: Any, base: str, model: str, req: TraceRequest, prompts: 
         return Outcome(0, error=type(exc).__name__)
 
 
-async def discover_model(base: str) -> str:
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+async def discover_model(base: str, api_key: str | None = None) -> str:
     """The one served model (``GET /v1/models``), so a user need not type its name."""
     import aiohttp
 
     try:
-        async with aiohttp.ClientSession() as session, session.get(f"{base}/v1/models", timeout=aiohttp.ClientTimeout(total=10)) as resp:
+        async with aiohttp.ClientSession(headers=auth_headers(api_key)) as session, session.get(
+            f"{base}/v1/models", timeout=aiohttp.ClientTimeout(total=10)
+        ) as resp:
+            if resp.status != 200:
+                raise MCSchedError(f"{base}/v1/models answered {resp.status}: {(await resp.text())[:200]} (pass --api-key or set OPENAI_API_KEY)")
             models = [m["id"] for m in (await resp.json())["data"]]
     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
         raise MCSchedError(f"cannot list models at {base}/v1/models: {type(exc).__name__}: {exc}") from None
@@ -250,7 +259,7 @@ async def replay(
 
     connector = aiohttp.TCPConnector(limit=max_concurrency)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=DRAIN_SECONDS)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=auth_headers(report.api_key)) as session:
         tasks = [asyncio.create_task(fire(r, session)) for r in due]
         _done, unfinished = await asyncio.wait(tasks, timeout=duration + DRAIN_SECONDS) if tasks else (set(), set())
         for task in unfinished:

@@ -3,8 +3,10 @@
 The gateway parses and checks every request here before any replica sees it, so a bad
 request costs one 4xx answer and nothing else: the body is capped, the JSON must parse,
 fields must have the right types (no silent coercion of ``"10"`` into ``10``) and
-``max_tokens`` must be sane. Unknown fields are ignored, as OpenAI-compatible servers do
-for options they do not implement.
+``max_tokens`` must be sane. The schema is strict as OpenAI's own API is: an unknown field
+is refused with 400 (``Unrecognized request argument supplied: x``), naming it, so a typo
+never silently changes what is generated. The JSON parser (pydantic-core's) bounds the
+nesting depth, so a body nested thousands deep is a 400, not a ``RecursionError``.
 
 The mock model is deterministic: the same model and prompt always produce the same text.
 It streams one token every ``1 / tokensPerSecond`` seconds after a prefill of
@@ -48,8 +50,18 @@ VOCAB = tuple(_WORDS.split(" "))
 class ApiError(Exception):
     """An OpenAI-style error answer: status, message and the offending parameter."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None, type_: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type_: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
+        self.headers = headers or {}
         self.status = status
         self.message = message
         self.param = param
@@ -63,28 +75,28 @@ class ApiError(Exception):
 # --------------------------------------------------------------------------- requests
 
 
-class _Lenient(BaseModel):
-    """Right types required (strict), unknown options ignored (OpenAI clients send many)."""
+class _Strict(BaseModel):
+    """Right types required (strict) and no field the schema does not name (as OpenAI's API)."""
 
-    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class TextPart(_Lenient):
+class TextPart(_Strict):
     type: Literal["text"]
     text: Annotated[str, Field(max_length=MAX_BODY_BYTES)]
 
 
-class Message(_Lenient):
+class Message(_Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
 
 
-class StreamOptions(_Lenient):
+class StreamOptions(_Strict):
     include_usage: bool = False
 
 
-class _Common(_Lenient):
+class _Common(_Strict):
     model: Annotated[str, Field(min_length=1, max_length=256)]
     max_tokens: int | None = None
     stream: bool = False
@@ -94,7 +106,10 @@ class _Common(_Lenient):
     n: int | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
-    user: str | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
+    # Accepted so that OpenAI clients' common options work; the mock model does not use them.
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
 
 
 class ChatRequest(_Common):
@@ -152,24 +167,32 @@ def _param(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(x) for x in loc if isinstance(x, int) or not _UNION_TAGS.search(x)) or "body"
 
 
+def _api_error(exc: ValidationError) -> ApiError:
+    """pydantic's first complaint as OpenAI words it (its codes: invalid_json, unknown_parameter, ...)."""
+    first = exc.errors(include_url=False)[0]
+    kind, loc = first["type"], tuple(first["loc"])
+    if kind == "json_invalid":  # also a body nested deeper than the parser's recursion limit
+        reason = str(first.get("ctx", {}).get("error", first["msg"]))
+        return ApiError(400, f"the body is not valid JSON: {reason}", code="invalid_json")
+    if kind == "model_type" and not loc:
+        return ApiError(400, f"the body must be a JSON object, got {type(first['input']).__name__}", code="invalid_json")
+    param = _param(loc)
+    if kind == "extra_forbidden":
+        return ApiError(400, f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter")
+    if kind == "missing":
+        return ApiError(400, f"{param}: required field is missing", param=param, code="missing_field")
+    return ApiError(400, f"{param}: {first['msg']}", param=param, code="invalid_type")
+
+
 def parse_request(kind: Kind, body: bytes) -> Request:
     """Bytes off the wire -> a checked ``Request``, or ``ApiError`` (always 4xx)."""
     if len(body) > MAX_BODY_BYTES:
         raise ApiError(413, f"request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}", code="request_too_large")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, f"the body must be a JSON object, got {type(data).__name__}", code="invalid_json")
     model_cls: type[_Common] = ChatRequest if kind == "chat" else CompletionRequest
     try:
-        parsed = model_cls.model_validate(data)
+        parsed = model_cls.model_validate_json(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        param = _param(tuple(first["loc"]))
-        msg = "required field is missing" if first["type"] == "missing" else first["msg"]
-        raise ApiError(400, f"{param}: {msg}", param=param, code="invalid_type" if first["type"] != "missing" else "missing_field") from None
+        raise _api_error(exc) from None
     max_tokens = parsed.max_tokens
     if isinstance(parsed, ChatRequest) and parsed.max_completion_tokens is not None:
         max_tokens = parsed.max_completion_tokens

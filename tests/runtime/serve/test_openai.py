@@ -50,6 +50,16 @@ def chat(**body: object) -> bytes:
         ("completion", json.dumps({"model": "m"}).encode(), 400, "prompt"),
         ("completion", json.dumps({"model": "m", "prompt": ["a", "b"]}).encode(), 400, "prompt"),
         ("completion", b"x" * (MAX_BODY_BYTES + 1), 413, None),
+        # strict, as OpenAI's API: an unknown field or a typo is refused and named
+        ("chat", chat(max_tokenz=5), 400, "max_tokenz"),
+        ("chat", json.dumps({"model": "m", "messages": [{"role": "user", "content": "x", "colour": 1}]}).encode(), 400, "messages.0.colour"),
+        ("chat", chat(stream_options={"include_usage": True, "extra": 1}), 400, "stream_options.extra"),
+        ("chat", chat(stop=[1, 2]), 400, "stop"),
+        ("chat", chat(user="u" * 257), 400, "user"),
+        # depth: nested ~1,000 and ~100,000 deep, inside a known field and an unknown one
+        ("chat", b'{"model":"m","messages":' + b"[" * 1000 + b"]" * 1000 + b"}", 400, None),
+        ("chat", b'{"model":"m","x":' + b'{"a":' * 100_000 + b"1" + b"}" * 100_000 + b"}", 400, None),
+        ("completion", b"[" * 5000 + b"]" * 5000, 400, None),
     ],
 )
 def test_bad_requests_are_4xx_with_an_openai_error_body(kind: str, body: bytes, status: int, param: str | None) -> None:
@@ -60,8 +70,21 @@ def test_bad_requests_are_4xx_with_an_openai_error_body(kind: str, body: bytes, 
     assert set(err) == {"message", "type", "param", "code"} and err["type"] == "invalid_request_error" and err["message"]
 
 
-def test_good_requests_parse_and_unknown_options_are_ignored() -> None:
-    req = parse_request("chat", chat(max_tokens=7, stream=True, stream_options={"include_usage": True}, frequency_penalty=0.5))
+def test_a_deeply_nested_body_is_an_openai_400_not_a_recursion_error() -> None:
+    with pytest.raises(ApiError) as exc:
+        parse_request("chat", b'{"model":"m","messages":[{"role":"user","content":' + b"[" * 1000 + b"]" * 1000 + b"}]}")
+    assert exc.value.status == 400 and exc.value.code == "invalid_json" and "recursion" in exc.value.message
+
+
+def test_an_unknown_field_is_named_as_openai_names_it() -> None:
+    with pytest.raises(ApiError) as exc:
+        parse_request("chat", chat(max_tokenz=5))
+    assert exc.value.message == "Unrecognized request argument supplied: max_tokenz" and exc.value.code == "unknown_parameter"
+
+
+def test_good_requests_parse_with_the_options_openai_clients_send() -> None:
+    req = parse_request("chat", chat(max_tokens=7, stream=True, stream_options={"include_usage": True}, frequency_penalty=0.5,
+                                     presence_penalty=0, temperature=1, top_p=1, seed=3, user="me"))
     assert (req.kind, req.model, req.max_tokens, req.stream, req.include_usage) == ("chat", "m", 7, True, True)
     assert req.prompt == "user: Hello there, world!" and req.prompt_tokens == count_tokens(req.prompt) == 7
     parts = json.dumps({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "a b"}]}]}).encode()
