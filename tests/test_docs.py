@@ -170,7 +170,7 @@ CODE_SPAN = re.compile(r"`([^`\n]+)`")
 REPO_PATH = re.compile(r"^(?:\.\./)?((?:scheduler|deploy|benchmarks|tests|manifests|docs)/[\w./-]*\w)")
 CALL = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*)\(")
 METHOD = re.compile(r"^([A-Z]\w*)\.(\w+)\(")  # Class.method(
-NOT_OURS = ("ray.", "remove_placement_group", "SHA-256", "sha256", "list_placement_groups", "records(", "checkpoints(")  # Ray's API; SQL tables
+NOT_OURS = ("ray.", "remove_placement_group", "add_port_to_grpc_server", "rate()", "increase()", "SHA-256", "sha256", "list_placement_groups", "records(", "checkpoints(")  # Ray's and PromQL's API; SQL tables
 
 
 def defined_names() -> tuple[set[str], dict[str, str]]:
