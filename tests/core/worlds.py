@@ -65,8 +65,17 @@ def a_world_contract(rng: random.Random) -> Contract:
     )
 
 
-def a_world_job(rng: random.Random, name: str, catalog: CloudCatalog) -> Job:
+def a_world_job(rng: random.Random, name: str, catalog: CloudCatalog, contended: bool = False) -> Job:
     regions = [r.name for b in catalog.spec.backends for r in b.regions]
+    if contended:  # few shapes, many durations: long jobs held back by planned starts, short ones of the same shape backfilling
+        return Job(
+            name=name,
+            cls=rng.choice(["training", "training", "api-serving"]),
+            gpus=rng.choice([4, 8, 16]),
+            gpu_type="H100",
+            priority=rng.choice([0, 0, 1, 5]),
+            duration_hours=rng.choice([0.05, 0.25, 1.0, 4.0]),
+        )
     return Job(
         name=name,
         cls=rng.choice(["training", "training", "inference", "api-serving"]),
@@ -96,12 +105,13 @@ def a_world(seed: int, length: int = 40) -> World:
     rng = random.Random(seed)
     catalog = a_world_catalog(rng)
     world = World(seed, catalog, a_world_contract(rng))
+    contended = rng.random() < 0.4
     clouds = [b.name for b in catalog.spec.backends]
     pools = [(b.name, r.name, t, n) for b in catalog.spec.backends for r in b.regions for t, n in r.gpus.items()]
     for i in range(length):
         x = rng.random()
         if x < 0.45:
-            world.requests.append(("submit", a_world_job(rng, f"j{i % 30}", catalog)))  # names come back: reuse after an end
+            world.requests.append(("submit", a_world_job(rng, f"j{i % 30}", catalog, contended)))  # names come back: reuse after an end
         elif x < 0.65:
             world.requests.append(("end", (rng.randrange(10**6), rng.choice(END_REASONS), rng.random() < 0.3)))
         elif x < 0.72:
