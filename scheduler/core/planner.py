@@ -11,11 +11,10 @@ One *pass* covers the waiting jobs of one GPU type at one instant (docs/queueing
    ``depth`` jobs of its GPU type hold one (Slurm's ``bf_max_job_test``);
 4. a preemption changes what is free, so the pass starts over (victims are evicted jobs now).
 
-A job of one shape (class, GPU type, gang size, constraints) that finds no room under its
-share anywhere, nothing to preempt and no planned start makes every later job of that shape,
-whatever its duration, fail the same way in the same pass (capacity only shrinks and planned
-starts only accumulate within a pass), so the walk skips them; tests/reference.py visits
-every job one by one and the differential test holds the two to the same event stream.
+Jobs of one shape that cannot start or be planned make every later job of that shape fail
+the same way in the same pass (capacity only shrinks and planned starts only accumulate
+within a pass), so the walk skips them; tests/reference.py visits every job one by one and
+the differential test holds the two to the same event stream.
 """
 
 from __future__ import annotations
@@ -44,17 +43,8 @@ Replan = Callable[[State, Emit, float, set[str], int], None]
 class Visit(Enum):
     STARTED = 0
     PLANNED = 1
-    HELD = 2  # neither started nor planned, but a shorter job of its shape might backfill
-    STUCK = 3  # no room at all and no planned start: later jobs of its shape cannot do better this pass
-    RESTART = 4  # it preempted: what is free changed, walk again
-
-
-class Chance(Enum):
-    """What an attempt for a queued job could find now (``Pass.chance``)."""
-
-    MAY = 0  # room that no planned start ahead holds, or movable work to preempt
-    HELD = 1  # room only where planned starts ahead hold it
-    NONE = 2  # no room under its share anywhere, and nothing to preempt
+    STUCK = 2  # neither started nor planned: later jobs of its shape cannot do better this pass
+    RESTART = 3  # it preempted: what is free changed, walk again
 
 
 class Pass:
@@ -116,13 +106,12 @@ class Pass:
     def held(self, pool: Pool) -> bool:
         return bool(self.claims.get(pool.key))
 
-    def chance(self, rec: JobRecord) -> Chance:
+    def may_start(self, rec: JobRecord) -> bool:
         """A necessary condition for an attempt to place ``rec`` now (makes no events), read off
         the ROFR gate: a holder pool with room under the job's share that no planned start ahead
         holds, while the holder answers and its rules take the job; a pool of another cloud that
         is up, likewise, unless a lapse must queue; or enough movable work to preempt. Most queued
-        jobs of a busy cluster have none, and get no attempt. Whether there is room at all does
-        not depend on the job's duration or (for preemption, beyond less) on a lower priority."""
+        jobs of a busy cluster fail it, and get no attempt."""
         state, job = self.state, rec.job
         gpus = job.gpus
         cand = state.candidates(job)
@@ -134,7 +123,6 @@ class Pass:
         answers = state.holder_responsive()
         offered = state.gate and cand.holder_skip is None
         takes = answers and not backends[state.holder].declines(job.gpu_type, gpus)
-        held = False
         if gpus <= most:
             blocked: Blocker | None = None
             for pool in cand.holder_pools if offered and takes else ():
@@ -142,8 +130,7 @@ class Pass:
                 if (api_ceiling(pool, keep) if keep > 0.0 else pool.capacity) - pool.allocated >= gpus:
                     blocked = blocked or self.blocker(rec)
                     if blocked(pool) is None:
-                        return Chance.MAY
-                    held = True
+                        return True
             spill = not (offered and not answers and state.lapse_queues)
             for cloud, pools in cand.others if spill else ():
                 if backends[cloud].up:
@@ -151,13 +138,12 @@ class Pass:
                         if pool.capacity - pool.allocated >= gpus:
                             blocked = blocked or self.blocker(rec)
                             if blocked(pool) is None:
-                                return Chance.MAY
-                            held = True
+                                return True
         if state.preemption and cand.pinned and offered and takes:
             for pool in cand.holder_pools:
                 if pool.capacity >= gpus and self._preemptible(pool, job.priority) >= gpus:
-                    return Chance.MAY
-        return Chance.HELD if held else Chance.NONE
+                    return True
+        return False
 
     def _preemptible(self, pool: Pool, priority: int) -> int:
         """Free GPUs plus movable work below ``priority`` on a holder pool, as first read in this
@@ -243,8 +229,7 @@ def walk(state: State, emit: Emit, now: float, gpu_type: str, depth: int) -> boo
 
 def _visit(p: Pass, rec: JobRecord, emit: Emit) -> Visit:
     state = p.state
-    chance: Chance | None = None
-    if rec.state is JobState.PENDING or (rec.state is JobState.QUEUED and (chance := p.chance(rec)) is Chance.MAY):
+    if rec.state is JobState.PENDING or (rec.state is JobState.QUEUED and p.may_start(rec)):
         fresh = rec.state is JobState.PENDING
         attempt = decide(state, rec, p.now, p.blocker(rec), p.held)
         if attempt.placed or fresh:
@@ -256,15 +241,12 @@ def _visit(p: Pass, rec: JobRecord, emit: Emit) -> Visit:
             return Visit.STUCK
         if attempt.placed:
             return Visit.STARTED
-        chance = None
     plan = p.plan(rec)
     recorded = rec.planned
     if plan is None:
         if recorded is not None:
             emit(ReservationCleared(p.now, rec.job.name, recorded[0].cloud, recorded[0].region, recorded[0].gpu_type))
-        if chance is None:
-            chance = p.chance(rec)
-        return Visit.STUCK if chance is Chance.NONE else Visit.HELD
+        return Visit.STUCK
     pool, start = plan
     if recorded is None or recorded[0] is not pool or recorded[1] != start:
         emit(Reserved(p.now, rec.job.name, pool.cloud, pool.region, pool.gpu_type, start))

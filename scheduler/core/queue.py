@@ -1,10 +1,9 @@
 """The queue: every job waiting for a placement, in queue order, grouped for the planner.
 
 Queue order is priority (high first), then submission order, then name: ``OrderKey``.
-Jobs of one *shape* (class, GPU type, gang size, constraints) ask the same capacity
-questions, but for their own durations, so the planner walks shapes, not jobs: when a job of a
-shape finds no room at all (whatever the planned starts) and no planned start, no later job
-of that shape, whatever its duration, can do better in the same pass.
+Jobs of one *shape* (class, GPU type, gang size, duration, constraints) are interchangeable
+for every capacity question, so the planner walks shapes, not jobs: when the first job of a
+shape can neither start nor be planned, no later one of that shape can in the same pass.
 """
 
 from __future__ import annotations

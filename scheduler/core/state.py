@@ -75,7 +75,7 @@ class JobRecord:
     def __init__(self, job: Job, seq: int, now: float) -> None:
         self.job = job
         self.seq = seq
-        self.shape: Hashable = job.signature  # see JobQueue
+        self.shape: Hashable = (*job.signature, job.duration_hours)  # see JobQueue
         self.state = JobState.PENDING
         self.attempt = 0
         self.pool: Pool | None = None  # where it runs now
