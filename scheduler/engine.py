@@ -180,18 +180,20 @@ class Engine:
         self._settle((job.gpu_type,))
 
     def place_many(self, jobs: Iterable[Job]) -> list[Decision]:
-        """Batch submission; validates the whole batch first so a bad job changes nothing."""
-        batch = self._validated(jobs)
-        decisions: list[Decision] = []
-        for job in batch:
-            self._post(job)
-            decisions.append(self.status(job.name))
-        return decisions
+        """Batch submission, one request: the whole batch is validated first (a bad job changes
+        nothing), every job arrives at this instant, then one re-plan places them in queue order
+        (docs/queueing.md, "Batches")."""
+        batch = self.post_many(jobs)
+        return [self.status(job.name) for job in batch]
 
-    def post_many(self, jobs: Iterable[Job]) -> None:
-        """``place_many`` without a Decision per job."""
-        for job in self._validated(jobs):
-            self._post(job)
+    def post_many(self, jobs: Iterable[Job]) -> list[Job]:
+        """``place_many`` without a Decision per job; returns the batch."""
+        batch = self._validated(jobs)
+        now = self.clock.now()
+        for job in batch:
+            self._emit(Submitted(now, job.name, job.cls, job.gpus, job.gpu_type, job.priority, job.to_dict()))
+        self._settle({job.gpu_type for job in batch})
+        return batch
 
     def _validated(self, jobs: Iterable[Job]) -> list[Job]:
         batch: list[Job] = []

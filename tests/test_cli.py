@@ -94,9 +94,10 @@ def test_plan_match_mode_and_table_output(capsys) -> None:
     assert "azure/westeurope" in line and "accepted (matched)" in line
 
 
-def test_plan_shows_where_each_job_ends_up_with_its_history(tmp_path: Path, capsys) -> None:
-    # The API job, submitted second, preempts the training job submitted first: the plan shows the
-    # training job where it finally runs, not where it was placed at its own submission.
+def test_plan_places_a_file_in_queue_order_and_shows_each_jobs_history(tmp_path: Path, capsys) -> None:
+    # One file is one batch: its jobs arrive together and are placed in queue order
+    # (docs/queueing.md, "Batches"), so the API job (priority 100) takes Azure's JP pool first,
+    # without preempting the training job listed before it, which goes to another cloud.
     jobs = tmp_path / "jobs.yaml"
     jobs.write_text(
         "apiVersion: mcsched.io/v1\nkind: Job\nmetadata: {name: train}\n"
@@ -107,11 +108,11 @@ def test_plan_shows_where_each_job_ends_up_with_its_history(tmp_path: Path, caps
     code, out, err = run(["plan", str(jobs), "-o", "json", "--explain"], capsys)
     assert code == 0, err
     rows = {r["job"]: r for r in json.loads(out)}
-    assert (rows["api"]["cloud"], rows["api"]["via"]) == ("azure", "preemption")
+    assert (rows["api"]["cloud"], rows["api"]["via"]) == ("azure", "rofr-accepted")
     train = rows["train"]
     assert train["cloud"] != "azure" and train["outcome"] == "placed"
-    assert [h["what"] for h in train["history"]] == ["placed", "evicted", "placed"]
-    assert train["history"][1]["detail"] == "preempted by api"
+    assert [h["what"] for h in train["history"]] == ["placed"]
+    assert train["rofr"]["answer"] == "declined"  # offered to Azure first all the same
 
 
 def test_plan_writes_a_ledger_that_verifies(tmp_path: Path, capsys) -> None:
