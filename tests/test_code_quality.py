@@ -51,3 +51,16 @@ def test_every_import_is_declared_and_every_dependency_used() -> None:
 def test_installed_dependencies_are_consistent() -> None:
     r = subprocess.run([sys.executable, "-m", "pip", "check"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_collecting_the_tests_imports_no_ray() -> None:
+    """Ray reads its authentication settings once, when first imported: a test module that imports
+    it at collection freezes token mode off for the whole run, and every later test that joins
+    a token-protected cluster fails (seen only in a full run, never one file at a time)."""
+    code = (
+        "import sys, pytest\n"
+        "rc = pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', 'tests'])\n"
+        "print('RAY-IMPORTED' if 'ray' in sys.modules else 'RAY-NOT-IMPORTED', rc)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "RAY-NOT-IMPORTED 0" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
