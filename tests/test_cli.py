@@ -10,21 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.cli import main
 from scheduler.paths import default_catalog, default_contract, examples_dir
 from tests.bad_inputs import CASES, BadCase
+from tests.cli_runner import run
 
 MIXED = examples_dir() / "jobs" / "mixed.yaml"
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def test_validate_accepts_the_shipped_examples(capsys) -> None:

@@ -10,23 +10,15 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from scheduler.cli import main
 from scheduler.decision import Decision
 from scheduler.paths import examples_dir
 from scheduler.render import decisions_json, decisions_ndjson
+from tests.cli_runner import run
 
 MIXED = examples_dir() / "jobs" / "mixed.yaml"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def _finite(x: object) -> object:

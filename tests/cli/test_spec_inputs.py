@@ -13,18 +13,11 @@ import yaml
 import scheduler.cli as cli
 from scheduler.cli import main
 from scheduler.paths import examples_dir
+from tests.cli_runner import run
 
 MIXED = examples_dir() / "jobs" / "mixed.yaml"
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def as_jsonl(tmp_path: Path, source: Path = MIXED) -> Path:

@@ -12,24 +12,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scheduler.cli import main
 from scheduler.errors import LedgerError
 from scheduler.ledger.proofs import load_proof, prove
 from scheduler.paths import examples_dir
 from tests.builders import a_job, two_clouds
+from tests.cli_runner import run_joined as run
 from tests.ledger.forgery import World
 
 JOB = str(examples_dir() / "job.yaml")
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, (out + err).strip()
 
 
 @pytest.fixture(scope="module")

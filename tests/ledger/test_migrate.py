@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.cli import main
 from scheduler.clock import ManualClock
 from scheduler.engine import Engine
 from scheduler.events import Event
@@ -19,6 +18,7 @@ from scheduler.ledger.records import encode
 from scheduler.ledger.signing import generate_key, key_id, load_public_key, log_verifier
 from scheduler.ledger.verify import verify_ledger
 from tests.builders import a_contract, a_job, two_clouds
+from tests.cli_runner import run_joined as run
 
 V2_SCHEMA = """
 CREATE TABLE records (seq INTEGER PRIMARY KEY, leaf BLOB NOT NULL);
@@ -54,14 +54,6 @@ def v2_ledger(tmp: Path, unsigned_tail: bool = False) -> Path:
     return db
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, (out + err).strip()
 
 
 def test_a_v2_ledger_is_refused_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

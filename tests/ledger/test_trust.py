@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.cli import main
 from scheduler.ledger.signing import generate_key, load_public_key, log_verifier
 from scheduler.ledger.trust import doc_hash
 from tests.builders import a_contract, a_job, two_clouds
+from tests.cli_runner import run_joined as run
 from tests.ledger.forgery import ORIGIN, World, canonical, last_checkpoint, raw_sql, rehash
 
 
@@ -36,14 +36,6 @@ def trust_file(w: World, *, origin: str = ORIGIN, pub: Path | None = None, extra
     return path
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, (out + err).strip()
 
 
 def verify(capsys: pytest.CaptureFixture[str], w: World, *extra: str) -> tuple[int, str]:

@@ -12,22 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.cli import main
 from scheduler.ledger import Ledger
 from scheduler.ledger.signing import load_public_key, log_verifier
 from scheduler.ledger.witness import open_witness, serve
 from tests.builders import a_job, two_clouds
+from tests.cli_runner import run_joined as run
 from tests.ledger.forgery import ORIGIN, World, rehash
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, (out + err).strip()
 
 
 @pytest.fixture
