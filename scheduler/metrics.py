@@ -26,7 +26,7 @@ from scheduler.events import (
     Submitted,
 )
 from scheduler.invariants import RULES, InvariantChecker
-from scheduler.plan_metrics import PlanMetrics
+from scheduler.metrics_plans import PlanMetrics
 from scheduler.specs import MODEL_PATTERN
 
 DECISION_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)

@@ -186,7 +186,7 @@ def test_the_state_after_every_request_is_a_fixpoint() -> None:
 def test_idle_for_plan_and_slips_are_metrics_that_agree_with_the_engine() -> None:
     from prometheus_client import CollectorRegistry
 
-    from scheduler.plan_metrics import PlanMetrics
+    from scheduler.metrics_plans import PlanMetrics
 
     catalog = a_catalog().cloud("azure", {"eastus": {"H100": 16}}, price=3.4).obj()
     engine, _events, clock = recording_engine(catalog)
