@@ -22,6 +22,7 @@ from scheduler.decision import Decision
 from scheduler.errors import AdmissionError, UnknownJobError
 from scheduler.events import (
     BackendChanged,
+    Bound,
     CapacityChanged,
     Configured,
     Dequeued,
@@ -34,6 +35,7 @@ from scheduler.events import (
 )
 from scheduler.inventory import Inventory, PoolUsage
 from scheduler.model import Job
+from scheduler.pipeline.admit import Candidates
 from scheduler.pipeline.outcomes import TERMINAL_STATES, EndReason, EvictReason, JobState
 from scheduler.pipeline.policy import Policy
 from scheduler.pipeline.preempt import choose_victims
@@ -143,18 +145,18 @@ class Engine:
             if unknown:
                 raise AdmissionError(f"{job.name}: unknown cloud {unknown[0]!r}")
         cand = state.candidates(job)  # raises for a job no allowed cloud can ever host
-        self._check_fits_catalog(job, cand.holder_pools, any(pools for _, pools in cand.others))
+        self._check_fits_catalog(job, cand)
 
-    def _check_fits_catalog(self, job: Job, holder_pools: Iterable[object], elsewhere: bool) -> None:
+    def _check_fits_catalog(self, job: Job, cand: Candidates) -> None:
         """A job must fit some allowed pool at the catalog's size, after the holder's API-serving
         reserve (a job that never fits would queue forever)."""
-        if elsewhere:
+        if any(pools for _, pools in cand.others):
             return
         keep = 0.0 if job.cls == API_CLASS else self.state.backends[self.state.holder].api_reserve
         if keep <= 0.0:
             return
         best = None
-        for pool in self.state.candidates(job).holder_pools:
+        for pool in cand.holder_pools:
             room = int(pool.ceiling * (1.0 - keep))
             if best is None or room > best[0]:
                 best = (room, pool)
@@ -238,8 +240,6 @@ class Engine:
 
     def bind(self, name: str, ref: str, attempt: int | None = None) -> None:
         """A runtime holds the gang of this placement (``attempt``); a stale attempt is refused."""
-        from scheduler.events import Bound
-
         rec = self._record(name)
         if rec.state is not JobState.RUNNING:
             raise AdmissionError(f"job {name!r} is not placed ({rec.state})")
