@@ -170,6 +170,8 @@ def _preempt_for(
         need = job.gpus - (pool.capacity - pool.allocated)
         if keep > 0.0:
             need = max(need, pool.allocated + job.gpus - api_ceiling(pool, keep))
+        if need > 0 and state.movable_below(pool.key, job.priority) < need:
+            continue  # the eligible work here is too small: what choose_victims would find, read off the counts
         victims = choose_victims(state.running[pool.key].values(), need, eligible)
         if not victims:
             continue
