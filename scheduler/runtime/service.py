@@ -159,7 +159,12 @@ class SchedulerService:
 
         # The signing and MAC keys beside the ledger (its state dir) unless MCSCHED_SIGNING_KEY says otherwise.
         try:
-            ledger = Ledger(self._ledger_path, home=os.path.dirname(os.path.abspath(self._ledger_path)), on_checkpoint=on_checkpoint)
+            ledger = Ledger(
+                self._ledger_path,
+                home=os.path.dirname(os.path.abspath(self._ledger_path)),
+                on_checkpoint=on_checkpoint,
+                on_leaves=cosigner.add_leaves if cosigner is not None else None,  # the writer's hashes, not hashed twice
+            )
         except Quarantine as q:
             # Never restore from, nor sign, records this writer cannot vouch for: stay up without an
             # engine, export their count (the alert), answer every request with the one line.
