@@ -18,6 +18,8 @@ import yaml
 from scheduler.runtime.cluster import ClusterInfo, free_port
 from tests.integration.conftest import CONTRACT, ROOT, SMALL_CATALOG, Cluster, clean_env, job_doc, stop_cluster, wait_for
 
+pytestmark = pytest.mark.slow
+
 ORIGIN = "test.example/live-ledger"
 
 

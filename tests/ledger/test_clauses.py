@@ -141,7 +141,7 @@ def feed(checker: ClauseChecker, events: list[Any]) -> None:
         checker.check(ev.kind, ev)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(
     data=st.data(),
     catalog=catalogs(),
