@@ -331,6 +331,7 @@ class Cosigner:
         if self._conn is None:
             self._conn = sqlite3.connect(str(self.db), isolation_level=None, timeout=self.timeout, check_same_thread=False)
             self._conn.text_factory = bytes
+            self._conn.execute("PRAGMA synchronous=NORMAL")  # as the writer: WAL, no fsync per stored cosignature
         self.last = submit(self.db, self.urls, self.timeout, self._post, self._tree, self._conn)
         self._drain()  # what the database filled may be followed by queued hashes
         if all(": cosigned checkpoint" in line for line in self.last) and (self._waiting_since or 0) <= started:
