@@ -91,8 +91,10 @@ def audit_check_proof(
     from scheduler.ledger.trust import load_trust
 
     doc = load_proof(proof)
+    pinned = None
     if trust is not None:
-        log = load_trust(trust).log
+        pinned = load_trust(trust)
+        log = pinned.log
     else:
         origin = ""
         try:
@@ -108,7 +110,7 @@ def audit_check_proof(
             raise LedgerError(f"{held}: cannot read ({exc.strerror})") from None
         except CheckpointFormatError as exc:
             raise fail(f"{held}: not a signed checkpoint ({exc})", 2) from None
-    result = check_proof(doc, log, held_cp)
+    result = check_proof(doc, log, held_cp, pinned)
     if not result.ok:
         raise fail(f"{proof}: {result.line}", 1)
     out.print(result.line + ("" if trust is not None else " (origin NOT pinned: pass --trust)"), markup=False)
