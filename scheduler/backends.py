@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from scheduler.specs import HolderRules
 
 
@@ -10,7 +12,9 @@ class BackendState:
 
     __slots__ = (
         "api_reserve",
+        "decline_fraction",
         "decline_gpu_types",
+        "discretion",
         "extra_latency_seconds",
         "latency_seconds",
         "max_gang_gpus",
@@ -36,6 +40,11 @@ class BackendState:
         self.max_gang_gpus = rules.maxGangGpus
         self.api_reserve = rules.reserveForApiServingFraction
         self.price_floors = dict(rules.priceFloorUsdPerGpuHour)
+        # ``declineFraction``: one draw per offer it could accept, from a generator seeded by
+        # ``declineSeed``; the engine is deterministic, so the same inputs and seed decline the
+        # same offers (a draw per offer, not per job: a declined job gets a fresh one next time)
+        self.decline_fraction = rules.declineFraction
+        self.discretion = random.Random(rules.declineSeed).random
 
     def declines(self, gpu_type: str, gpus: int) -> bool:
         """Whether the holder's rules refuse this GPU type or gang size whatever is free."""

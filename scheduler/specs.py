@@ -60,6 +60,12 @@ class HolderRules(Strict):
     priceFloorUsdPerGpuHour: dict[GpuType, Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)
     declineGpuTypes: list[GpuType] = Field(default_factory=list)
     maxGangGpus: Annotated[int, Field(ge=1, le=MAX_GANG_GPUS)] | None = None
+    # A holder that turns down work it could take (a mock backend's behaviour, and the simulator's
+    # decline-rate knob): this share of the offers it would accept is declined ``at-discretion``.
+    # Which ones is a pure function of (declineSeed, job, time of the offer) (``pipeline.discretion``),
+    # so a replay is deterministic by seed and an auditor can re-derive every such decline.
+    declineFraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    declineSeed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
 
 
 class Faults(Strict):

@@ -98,6 +98,9 @@ def holder_answer(
             return HolderAnswer(Answer.DECLINED, DeclineReason.RESERVED_FOR_QUEUED_JOB, response)
         # the busy holder's answer, the hottest: built without the NamedTuple's Python-level __new__
         return _new(HolderAnswer, (Answer.DECLINED, DeclineReason.NO_CAPACITY, response, None, 0.0))
+    fraction = holder.decline_fraction
+    if fraction and holder.discretion() < fraction:  # room, but it turns this offer down (holderRules.declineFraction)
+        return HolderAnswer(Answer.DECLINED, DeclineReason.AT_DISCRETION, response)
     price = chosen.price
     if match_mode and competing is not None:
         if competing.start_seconds < holder.startup_seconds:

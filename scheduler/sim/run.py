@@ -30,7 +30,7 @@ from scheduler.paths import default_catalog, default_contract
 from scheduler.sim import capacity as cap
 from scheduler.sim.costs import CostModel, committed_gpus, load_costs
 from scheduler.sim.costs import describe as describe_costs
-from scheduler.sim.policies import POLICIES, parse_policies, spill_ranking
+from scheduler.sim.policies import POLICIES, parse_policies, spill_ranking, with_holder_declines
 from scheduler.sim.report import RunView, render
 from scheduler.sim.scenario import Action, load_scenario
 from scheduler.sim.simulator import DEFAULT_CLASS_PRIORITIES, Simulation
@@ -67,6 +67,8 @@ class WhatIf:
     unserved_rate: float | None = None  # USD per unserved GPU-hour; None: the holder's on-demand price
     ledger: Path | None = None  # None: no ledger (a replay's default)
     costs: Path | None = None  # a cost model (committed, on-demand, spot); None: the catalog's on-demand prices
+    holder_decline_rate: float = 0.0  # share of the offers it has room for that the holder declines at discretion
+    seed: int = 0  # the draws of those declines
 
 
 @dataclass
@@ -150,6 +152,14 @@ def prepare(req: WhatIf) -> Prepared:
     contract = load_contract(req.contract or default_contract(), catalog)
     rules: list[Rule] = []
     catalog, scale_rules = cap.scale_catalog(catalog, cap.parse_scale(req.scale_capacity, catalog))
+    if not (0.0 <= req.holder_decline_rate <= 1.0):
+        raise TraceError(f"--holder-decline-rate: {req.holder_decline_rate:g}: must be a share between 0 and 1")
+    if not 0 <= req.seed < 2**63:
+        raise TraceError(f"--seed: {req.seed}: must be a whole number >= 0")
+    if req.holder_decline_rate > 0:
+        catalog = with_holder_declines(catalog, contract.holder, req.holder_decline_rate, req.seed)
+        rules.append(Rule(f"holder declines {req.holder_decline_rate:.0%} of the offers it has room for (--holder-decline-rate, seed {req.seed})",
+                          "declined at-discretion: movable work spills to the next cloud, pinned work (api-serving) waits for the next offer"))
     trace = read_trace(req.trace, req.fmt, req.read)
     if not trace.jobs:
         raise TraceError(f"{req.trace}: no jobs to replay ({trace.stats.rows:,} rows read)")

@@ -36,6 +36,7 @@ from scheduler.errors import AdmissionError
 from scheduler.events import Answered, CapacityChanged, Dequeued, Event, Placed, Preempted, Queued, Released
 from scheduler.invariants import InvariantChecker
 from scheduler.model import Job
+from scheduler.sim.checker import DiscretionChecker
 from scheduler.sim.policies import build_engine, catalog_for
 from scheduler.sim.scenario import Action
 from scheduler.sim.traces import TraceJob
@@ -466,6 +467,9 @@ class Simulation:
             check,
             dict(committed or {}),
         )
+        holder_backend = catalog.backend(contract.holder)
+        if holder_backend is not None and holder_backend.holderRules.declineFraction > 0:
+            self.rec.checker = DiscretionChecker()  # the holder's declines at discretion are not false answers
         for sink in sinks:
             self.engine.subscribe(sink)
         # the recorder, and the contract's checker on the same stream (violations are a what-if's result too)
