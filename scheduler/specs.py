@@ -82,9 +82,22 @@ class Backend(Strict):
     startupSeconds: Annotated[float, Field(ge=0.0, le=86_400.0)] = 0.0
     up: bool = True
     prices: dict[GpuType, Annotated[float, Field(gt=0.0, le=1000.0)]]
+    # USD per GPU-hour bought as spot (the simulator's cost model, ``--costs`` ``spotShare``); the
+    # catalog is the one source of every rate a cloud sells at, on demand or spot
+    spotPrices: dict[GpuType, Annotated[float, Field(gt=0.0, le=1000.0)]] = Field(default_factory=dict)
     regions: Annotated[list[Region], Field(min_length=1)]
     holderRules: HolderRules = Field(default_factory=HolderRules)
     faults: Faults = Field(default_factory=Faults)
+
+    @field_validator("spotPrices")
+    @classmethod
+    def _spot_has_on_demand(cls, spot: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        prices = info.data.get("prices")
+        if isinstance(prices, dict):
+            missing = sorted(set(spot) - set(prices))
+            if missing:
+                raise ValueError(f"GPU type {missing[0]!r} has a spot price but no on-demand price in prices")
+        return spot
 
     @model_validator(mode="after")
     def _consistent(self) -> Backend:

@@ -229,7 +229,7 @@ def prepare(req: WhatIf) -> Prepared:
     costs = None
     if req.costs is not None:
         costs = load_costs(req.costs, catalog)
-        rules.append(Rule(describe_costs(costs, req.costs), "committed GPUs are paid for the whole horizon, used or not; usage above them at the on-demand or spot rate"))
+        rules.append(Rule(describe_costs(costs, req.costs, catalog), "committed GPUs are paid for the whole horizon, used or not; usage above them at the on-demand or spot rate"))
     return Prepared(req, catalog, contract, trace, policies, priorities, priorities_from, changes, driven, actions, rules, name, horizon, costs)
 
 
