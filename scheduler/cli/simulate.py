@@ -36,7 +36,7 @@ def simulate_cmd(
     horizon: Annotated[float | None, typer.Option("--horizon", help="Stop the run at this many simulated seconds (default: last arrival + longest job); jobs not started by then are unserved.")] = None,
     unserved_rate: Annotated[float | None, typer.Option("--unserved-rate", help="USD per unserved GPU-hour (default: the holder's on-demand price of its GPU type).")] = None,
     costs: Annotated[Path | None, typer.Option("--costs", help="Cost model YAML: per cloud committed GPUs (term, rate, paid used or not), on-demand and spot rates, start-up billing (default: the catalog's on-demand prices).")] = None,
-    ledger: Annotated[Path | None, typer.Option("--ledger", help="Write a signed ledger of every decision to FILE (default: none), signed with a throwaway key.")] = None,
+    ledger: Annotated[Path | None, typer.Option("--ledger", help="Write a signed ledger of every decision to FILE (default: none), signed with a throwaway key; FILE.zst: compact (zstd, ~10x smaller), read as is by mcsched audit verify/export/prove.")] = None,
     holder_decline_rate: Annotated[float, typer.Option("--holder-decline-rate", help="Share (0..1) of the offers it has room for that the ROFR holder declines at discretion (default 0: it takes every job it fits).")] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the holder's declines (same seed, same declines).")] = 0,
 ) -> None:

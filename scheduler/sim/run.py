@@ -24,6 +24,7 @@ from typing import Any
 
 from scheduler.errors import TraceError
 from scheduler.ledger import Ledger
+from scheduler.ledger.compact import SUFFIX, seal, wants_compact
 from scheduler.ledger.signing import key_id, load_public_key
 from scheduler.loading import load_catalog, load_contract
 from scheduler.paths import default_catalog, default_contract
@@ -263,8 +264,10 @@ def _publish(tmp: Path, out: Path) -> None:
 
 
 def ledger_paths(path: Path, policy: str, several: bool) -> tuple[Path, Path]:
-    """The ledger and public key files of one policy (``ledger-cheapest.db`` when several run)."""
-    db = path.with_name(f"{path.stem}-{policy}{path.suffix}") if several else path
+    """The ledger and public key files of one policy (``ledger-cheapest.db``, ``ledger-cheapest.db.zst`` when several run)."""
+    sealed = SUFFIX if wants_compact(path) else ""
+    base = Path(str(path).removesuffix(sealed))
+    db = base.with_name(f"{base.stem}-{policy}{base.suffix}{sealed}") if several else path
     return db, db.with_name(db.name + ".pub")
 
 
@@ -287,7 +290,7 @@ def run_policy(
         several = len(p.policies) > 1
         db, pub = ledger_paths(ledger_to, policy, several)
         keys = work / f".key-{policy}"
-        ledger = Ledger(work / db.name, signing_key=keys / "ledger-signing.key")
+        ledger = Ledger(work / db.name.removesuffix(SUFFIX), signing_key=keys / "ledger-signing.key")
         info = {"policy": policy, "path": str(db), "publicKey": str(pub)}
     started = time.perf_counter()
     try:
@@ -308,6 +311,10 @@ def run_policy(
         info["keyId"] = key_id(load_public_key(keys / "ledger-signing.pub"))
         db, pub = ledger_paths(ledger_to, policy, len(p.policies) > 1)  # type: ignore[arg-type]
         (keys / "ledger-signing.key").unlink()  # the private half: this ledger's signatures are all it was for
+        if wants_compact(db):  # FILE.zst: sealed into one zstd frame (~10x smaller), read as is by mcsched audit
+            plain = work / db.name.removesuffix(SUFFIX)
+            seal(plain, work / db.name)
+            plain.unlink()
         moves += [(work / db.name, db), (keys / "ledger-signing.pub", pub)]
     s = summarise(sim, p.gpu_types, p.request.unserved_rate, p.costs)
     s["ledger"] = info
