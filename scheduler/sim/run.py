@@ -329,6 +329,11 @@ def run_policy(
         "scenario": [{"at": a.at, "event": a.label} for a in p.actions],
     }
     warnings = []
+    if info is not None and p.request.holder_decline_rate > 0:
+        warnings.append(
+            f"the ledger {info['path']} records the holder's declines at discretion (--holder-decline-rate): the simulator's checker accepts "
+            "them, but mcsched audit verify does not know them yet and reports each as a holder-answer violation"
+        )
     for cloud in p.driven_clouds:
         if not s["jobsPerCloud"].get(cloud):
             warnings.append(

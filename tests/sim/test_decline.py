@@ -142,3 +142,12 @@ def test_the_cli_takes_a_decline_rate_and_refuses_a_bad_one(tmp_path: Path, caps
         assert "holder declines 25% of the offers it has room for" in (tmp_path / name / "report.md").read_text()
     assert runs[0]["rofr"] == runs[1]["rofr"] and runs[0]["rofr"]["declineAndLapseReasons"].get("declined: at-discretion", 0) > 0
     assert sum(runs[0]["contractViolations"].values()) == 0
+
+
+def test_a_ledger_with_declines_at_discretion_says_what_audit_verify_will_make_of_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text("t,n,d\n" + "".join(f"{i * 30},2,600\n" for i in range(100)))
+    code, text = run_joined(capsys, "simulate", "--trace", str(trace), "--format", "csv", "--columns", "arrival=t,gpus=n,duration=d", "--no-plots",
+                            "--out", str(tmp_path / "o"), "--holder-decline-rate", "0.5", "--ledger", str(tmp_path / "l.db.zst"))
+    assert code == 0, text
+    assert "warning: the ledger" in text and "holder-answer violation" in text
