@@ -79,7 +79,7 @@ def decide(
                 competing.pool.cloud if competing else None,
             )
         )
-        ans = holder_answer(job, state.backends[holder], cand.holder_pools, state.window, competing, state.match_mode, blocked)
+        ans = holder_answer(job, state.backends[holder], cand.holder_pools, state.window, competing, state.match_mode, blocked, now)
         events.append(Answered(now, name, attempt, holder, ans.answer, ans.reason, ans.response_seconds))
         if ans.answer == Answer.ACCEPTED and ans.pool is not None:
             not_used = (*dropped, *cand.excluded) if quotes is not None else cand.accepted_not_used

@@ -63,8 +63,10 @@ def holder_answer(
     competing: Quote | None,
     match_mode: bool,
     blocked: Blocker,
+    at: float = 0.0,
 ) -> HolderAnswer:
-    """Evaluate one offer on the holder's own terms (and, in match mode, against ``competing``)."""
+    """Evaluate one offer on the holder's own terms (and, in match mode, against ``competing``).
+    ``at``, the offer's time, is what a decline at discretion is drawn on (with the job)."""
     if not holder.up:
         return HolderAnswer(Answer.LAPSED, LapseReason.BACKEND_DOWN, window_seconds)
     response = holder.response_seconds
@@ -94,8 +96,9 @@ def holder_answer(
             return HolderAnswer(Answer.DECLINED, DeclineReason.RESERVED_FOR_API_SERVING, response)
         if reserved:
             return HolderAnswer(Answer.DECLINED, DeclineReason.RESERVED_FOR_QUEUED_JOB, response)
-        # the busy holder's answer, the hottest: built without the NamedTuple's Python-level __new__
         return HolderAnswer(Answer.DECLINED, DeclineReason.NO_CAPACITY, response, None, 0.0)
+    if holder.decline_fraction and holder.at_discretion(job.name, at):  # room, but it turns this offer down
+        return HolderAnswer(Answer.DECLINED, DeclineReason.AT_DISCRETION, response)
     price = chosen.price
     if match_mode and competing is not None:
         if competing.start_seconds < holder.startup_seconds:
