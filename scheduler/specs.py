@@ -7,7 +7,6 @@ who holds the right of first refusal.
 from __future__ import annotations
 
 import hashlib
-
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
