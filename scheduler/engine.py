@@ -319,7 +319,7 @@ class Engine:
         return explain.decision(self.state, self._record(name))
 
     def decisions(self) -> list[Decision]:
-        return [explain.decision(self.state, r) for r in self.state.jobs.values()]
+        return explain.decisions(self.state, self.state.jobs.values())
 
     def version(self, name: str) -> int:
         return self._record(name).version

@@ -188,6 +188,13 @@ class JobRules:
         return hit
 
 
+def verdict_key(
+    cls: str, gpu_type: str, gpus: int, jurisdiction: str | None, clouds: Sequence[str] | None, regions: Sequence[str] | None
+) -> tuple[Any, ...]:
+    """What every rule of ``check_job`` reads of a job without ``serve``: equal keys, equal verdicts."""
+    return (cls, gpu_type, gpus, jurisdiction, tuple(clouds or ()), tuple(regions or ()))
+
+
 def check_job(
     job: JobDoc, catalog: CloudCatalog, contract: Contract, doc: Document, rules: JobRules | None = None
 ) -> list[SpecError]:
@@ -195,9 +202,7 @@ def check_job(
     r = rules or JobRules(catalog, contract)
     s = job.spec
     # Every rule below reads only these fields (and, for a served model, its serve block and name).
-    verdict = (
-        (s.class_, s.gpuType, s.gpus, s.jurisdiction, tuple(s.clouds or ()), tuple(s.regions or ())) if s.serve is None else None
-    )
+    verdict = verdict_key(s.class_, s.gpuType, s.gpus, s.jurisdiction, s.clouds, s.regions) if s.serve is None else None
     if verdict is not None and verdict in r.clean:
         return []
     errors: list[SpecError] = []

@@ -7,7 +7,7 @@ JSON), unlike the standard library's ``NaN``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -22,14 +22,33 @@ _encode = msgspec.json.Encoder().encode
 
 def decisions_json(decisions: Sequence[Decision], explain: bool = False) -> str:
     """A JSON array with one decision (``Decision.to_dict``) per line: greppable, and one ``json.loads`` away."""
-    if not decisions:
-        return "[]"
-    return (b"[\n  " + b",\n  ".join([_encode(d.to_dict(explain)) for d in decisions]) + b"\n]").decode()
+    return b"".join(json_chunks(decisions, explain)).decode()
 
 
 def decisions_ndjson(decisions: Sequence[Decision], explain: bool = False) -> str:
     """NDJSON (JSON Lines): one decision object per line, nothing around them (empty for no decisions)."""
-    return b"".join([_encode(d.to_dict(explain)) + b"\n" for d in decisions]).decode()
+    return b"".join(ndjson_chunks(decisions, explain)).decode()
+
+
+# The chunks go to the binary stream as they come (``cli.app.print_decisions``): a 100k-job
+# plan prints 60 MB, which joined, decoded and encoded again for the text stream made three
+# more copies (190 MB of the peak, and with the memo in ``explain.decisions`` 11% of the CPU).
+def json_chunks(decisions: Sequence[Decision], explain: bool = False) -> Iterator[bytes]:
+    """``decisions_json`` as UTF-8 bytes, one decision at a time."""
+    if not decisions:
+        yield b"[]"
+        return
+    sep = b"[\n  "
+    for d in decisions:
+        yield sep + _encode(d.to_dict(explain))
+        sep = b",\n  "
+    yield b"\n]"
+
+
+def ndjson_chunks(decisions: Sequence[Decision], explain: bool = False) -> Iterator[bytes]:
+    """``decisions_ndjson`` as UTF-8 bytes, one decision at a time."""
+    for d in decisions:
+        yield _encode(d.to_dict(explain)) + b"\n"
 
 
 def decisions_table(decisions: Sequence[Decision], explain: bool = False, title: str | None = None) -> Table:

@@ -7,6 +7,7 @@ Command modules register on ``app``; ``scheduler.cli.main`` runs it and turns ev
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -123,11 +124,17 @@ def print_decisions(decisions: Sequence[Decision], output: OutputFormat, explain
 
         out.print(decisions_table(decisions, explain, title=title))
         return
-    from scheduler.render import decisions_json, decisions_ndjson
+    from scheduler.render import json_chunks, ndjson_chunks
 
-    text = decisions_json(decisions, explain) + "\n" if output is OutputFormat.JSON else decisions_ndjson(decisions, explain)
-    sys.stdout.write(text)
+    chunks = itertools.chain(json_chunks(decisions, explain), [b"\n"]) if output is OutputFormat.JSON else ndjson_chunks(decisions, explain)
+    binary = getattr(sys.stdout, "buffer", None)  # a text stream without one (a StringIO) gets text
     sys.stdout.flush()
+    if binary is None:
+        sys.stdout.write(b"".join(chunks).decode())
+        sys.stdout.flush()
+        return
+    binary.writelines(chunks)
+    binary.flush()
 
 
 #: A command that finds more spec errors than this prints this many and a count (a 50 MB file

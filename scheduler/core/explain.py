@@ -6,6 +6,9 @@ evicted from OCI shows as queued with its current reason and planned start, not 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from scheduler.core.state import JobRecord, State
 from scheduler.decision import Decision
 from scheduler.pipeline.outcomes import TERMINAL_STATES, JobState
@@ -31,7 +34,18 @@ def waiting_for(state: State, rec: JobRecord) -> str:
     return "no planned start: beyond the planning depth (it starts by backfill or when jobs ahead start)"
 
 
-def decision(state: State, rec: JobRecord) -> Decision:
+def decisions(state: State, records: Iterable[JobRecord]) -> list[Decision]:
+    """The views of many jobs at one moment. A queued job without a planned start waits for
+    the same thing as every such job of its signature (its pools, their capacity, the clouds
+    up), so that answer is found once per signature: it scanned the job's pools for each of
+    the 99k queued jobs of a 100k-job plan."""
+    unplanned: dict[tuple[Any, ...], str] = {}
+    return [decision(state, rec, unplanned) for rec in records]
+
+
+def decision(state: State, rec: JobRecord, unplanned: dict[tuple[Any, ...], str] | None = None) -> Decision:
+    """One job's view; ``unplanned`` memoizes ``waiting_for`` of unplanned jobs by signature
+    (only while the state does not change: see ``decisions``)."""
     job = rec.job
     st = rec.state
     queued = st is JobState.QUEUED or st is JobState.PENDING
@@ -60,5 +74,15 @@ def decision(state: State, rec: JobRecord) -> Decision:
         rec.version,
         tuple(rec.history),
         planned,
-        waiting_for(state, rec) if queued else None,
+        (_waiting(state, rec, unplanned) if unplanned is not None else waiting_for(state, rec)) if queued else None,
     )
+
+
+def _waiting(state: State, rec: JobRecord, unplanned: dict[tuple[Any, ...], str]) -> str:
+    if rec.planned is not None:
+        return waiting_for(state, rec)
+    sig = rec.job.signature
+    why = unplanned.get(sig)
+    if why is None:
+        why = unplanned[sig] = waiting_for(state, rec)
+    return why

@@ -60,6 +60,11 @@ def test_a_key_given_twice_is_refused_as_in_yaml() -> None:
     # colons inside strings are not keys: a line with them and no duplicate loads
     (doc,) = parse_json_lines(b'{"kind": "Job", "spec": {"entrypoint": "python -c \'a: 1\'", "serve": {"model": "org/m:v1"}}}\n', "j.jsonl")
     assert doc.data["spec"]["serve"]["model"] == "org/m:v1"
+    # a duplicate deep in a list, and one on a line with escapes (which could hide a colon), are found too
+    assert refused(b'{"kind": "Job", "spec": {"regions": [{"a": 1, "a": 2}]}}\n') == "j.jsonl:1: invalid JSON: duplicate key 'a'"
+    assert refused(b'{"kind": "Job", "x": "a\\u003a", "x": 1}\n') == "j.jsonl:1: invalid JSON: duplicate key 'x'"
+    (doc,) = parse_json_lines(b'{"kind": "Job", "x": "a\\u003a\\"b"}\n', "j.jsonl")
+    assert doc.data["x"] == 'a:"b'
 
 
 def test_validation_errors_name_the_line_and_field(tmp_path: Path) -> None:
