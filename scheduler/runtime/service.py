@@ -46,6 +46,7 @@ from scheduler.runtime.reconciler import (
 )
 from scheduler.runtime.resources import pool_resource
 from scheduler.runtime.serve.naming import replica_index, service_of_replica
+from scheduler.runtime.serve.owner import Owner, Runner
 from scheduler.specs import CloudCatalog, Contract, JobDoc
 from scheduler.wallclock import WallClock
 
@@ -78,6 +79,7 @@ class SchedulerService:
         gangs: Gangs | None = None,
         lease_seconds: float = LEASE_SECONDS,
         foreign_groups: str = "report",
+        serve_runner: Runner | None = None,
     ) -> None:
         if foreign_groups not in FOREIGN_POLICIES:
             raise AdmissionError(f"foreignGroups: {foreign_groups!r} is not one of {', '.join(FOREIGN_POLICIES)}")
@@ -107,6 +109,9 @@ class SchedulerService:
         # removes the gang; the reconciler leaves such a gang alone meanwhile (``_draining``).
         self._grace: dict[str, float] = {}
         self._stale_since: dict[str, float] = {}
+        # Served models: this actor runs their controllers (serve/owner.py); None until first use.
+        self._serve_runner = serve_runner
+        self._owner: Owner | None = None
 
     # ------------------------------------------------------------------ start-up / recovery
 
@@ -117,7 +122,20 @@ class SchedulerService:
         with contextlib.suppress(RuntimeError):  # called outside an event loop (tests): no loop to run in
             asyncio.get_running_loop()
             self._start_reconciler()  # whichever call reaches a (re)started actor first
+        resumed = self._serving().resume()  # the served models this actor owned before a restart
+        if resumed:
+            log.warning("resuming served models after a restart: %s", ", ".join(resumed))
         return engine
+
+    def _serving(self) -> Owner:
+        if self._owner is None:
+            runner = self._serve_runner
+            if runner is None:  # the real one needs Ray and Serve: imported only when serving
+                from scheduler.runtime.serve.controller import own_service
+
+                runner = own_service
+            self._owner = Owner(os.path.dirname(os.path.abspath(self._ledger_path)), runner)
+        return self._owner
 
     def _recover(self) -> Engine:
         catalog = CloudCatalog.model_validate(self._catalog_doc)
@@ -552,6 +570,43 @@ class SchedulerService:
             self._save_serve_metrics(snap)
             self._serve_snapshot = snap
 
+    async def serve_start(self, doc: dict[str, Any], host: str, port: int) -> dict[str, Any]:
+        """Own a served model (``spec.serve``): this actor runs its controller until it is stopped
+        or cancelled, across its callers' exits and its own restarts. ``started`` is False when
+        it is served already (the caller then follows it)."""
+        self._ensure()
+        try:
+            checked = JobDoc.model_validate(doc)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            return {"ok": False, "error": f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", "started": False}
+        if checked.spec.serve is None:
+            return {"ok": False, "error": "spec.serve: required to serve a model", "started": False}
+        started = self._serving().start(doc, (host, int(port)))
+        return {"ok": True, "error": None, "started": started}
+
+    async def serve_follow(self, job: str, since: int = 0, wait: float = 0.0) -> dict[str, Any]:
+        """A served model's controller lines from ``since`` on (long-poll up to ``wait`` s for new
+        ones) and its end reason once it ended; ``known`` False if this actor never served it."""
+        self._ensure()
+        owner = self._serving()
+        deadline = time.monotonic() + wait
+        got = owner.follow(job, since)
+        while got["known"] and not got["lines"] and got["ended"] is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            got = owner.follow(job, since)
+        return got
+
+    async def serve_stop(self, job: str, reason: str = "stopped") -> bool:
+        """Undeploy a served model and release its replicas (its controller does it next step)."""
+        self._ensure()
+        return self._serving().stop(job, reason)
+
+    async def serving(self) -> dict[str, str]:
+        """The served models this actor owns: job -> serving / stopping / how it ended."""
+        self._ensure()
+        return self._serving().serving()
+
     async def api_keys(self) -> dict[str, tuple[str, float]]:
         """The served endpoint's key table (hash -> name, rate) from the key file beside the ledger.
 
@@ -560,6 +615,7 @@ class SchedulerService:
         """
         from scheduler.runtime.serve.keys import KeyStore
 
+        self._ensure()  # the gateways call this every few seconds: a restarted actor recovers (and resumes serving) at once
         try:
             return KeyStore.in_dir(os.path.dirname(os.path.abspath(self._ledger_path))).table()
         except MCSchedError as exc:
