@@ -129,12 +129,7 @@ class SchedulerService:
 
     def _serving(self) -> Owner:
         if self._owner is None:
-            runner = self._serve_runner
-            if runner is None:  # the real one needs Ray and Serve: imported only when serving
-                from scheduler.runtime.serve.controller import own_service
-
-                runner = own_service
-            self._owner = Owner(os.path.dirname(os.path.abspath(self._ledger_path)), runner)
+            self._owner = Owner(os.path.dirname(os.path.abspath(self._ledger_path)), self._serve_runner or _own_service)
         return self._owner
 
     def _recover(self) -> Engine:
@@ -579,11 +574,12 @@ class SchedulerService:
             checked = JobDoc.model_validate(doc)
         except ValidationError as exc:
             first = exc.errors()[0]
-            return {"ok": False, "error": f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", "started": False}
+            return {"ok": False, "error": f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", "started": False, "log": None}
         if checked.spec.serve is None:
-            return {"ok": False, "error": "spec.serve: required to serve a model", "started": False}
-        started = self._serving().start(doc, (host, int(port)))
-        return {"ok": True, "error": None, "started": started}
+            return {"ok": False, "error": "spec.serve: required to serve a model", "started": False, "log": None}
+        owner = self._serving()
+        started = owner.start(doc, (host, int(port)))
+        return {"ok": True, "error": None, "started": started, "log": owner.log_id}
 
     async def serve_follow(self, job: str, since: int = 0, wait: float = 0.0) -> dict[str, Any]:
         """A served model's controller lines from ``since`` on (long-poll up to ``wait`` s for new
@@ -629,6 +625,15 @@ class SchedulerService:
         self._ensure()
         assert self.ledger is not None
         return self.ledger.verify().line()
+
+
+def _own_service(doc: dict[str, Any], endpoint: tuple[str, int], say: Callable[[str], None], *,
+                 resume: bool, stop: Callable[[], str | None]) -> str:
+    """The real controller (serve/controller.py): it needs Ray and Serve, so they are imported
+    only once a model is served, never by an actor (or a soak) that serves none."""
+    from scheduler.runtime.serve.controller import own_service
+
+    return own_service(doc, endpoint, say, resume=resume, stop=stop)
 
 
 def _live(engine: Engine, name: str) -> bool:

@@ -51,14 +51,6 @@ GATEWAY_CHECK_SECONDS = 5.0
 EXIT_STOPPED = EXIT_CODES["stopped"]
 
 
-class Stopped(Exception):
-    """SIGTERM from ``ray job stop``."""
-
-
-def _on_sigterm(_signum: int, _frame: Any) -> None:
-    raise Stopped()
-
-
 @dataclass
 class Replica:
     """One replica as the controller tracks it."""
@@ -358,8 +350,8 @@ def own_service(
         reason = stop()
         try:
             reason = reason or ctl.step()
-        except (ray.exceptions.RayError, MCSchedError, TimeoutError) as exc:  # a hiccup: the next step retries
-            say(f"control step failed, retrying: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        except Exception as exc:  # a hiccup (Ray, Serve, the engine): the next step retries; a dead loop would strand the replicas
+            say(f"control step failed, retrying: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         if reason is not None:
             ctl.shutdown(reason)
             close_control(job)
@@ -367,7 +359,7 @@ def own_service(
         time.sleep(TICK_SECONDS / 2 if ctl.deploying() else TICK_SECONDS)  # look closer while a replica starts
 
 
-FOLLOW_SECONDS = 5.0
+FOLLOW_SECONDS = 0.5  # the long-poll: also how soon a SIGTERM is acted on
 STOP_FOLLOW_SECONDS = 2.5  # `ray job stop` kills the driver ~3 s after SIGTERM; the actor finishes the stop anyway
 
 
@@ -386,25 +378,44 @@ def follow_service(doc: dict[str, Any], say: Callable[[str], None] = print) -> i
         raise AdmissionError(f"{job}: {resp['error']}")
     if not resp["started"]:
         say(f"{job} is already served by the scheduler actor: following it (this driver's exit changes nothing for clients)")
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    # The signal only sets a flag: raised from inside ray.get (the follow call), an exception
+    # can surface as Ray's SystemError instead; the long-poll is short so the flag is seen at once.
+    signalled: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: signalled.append(signum))
     since = 0
+    log_id: list[str | None] = [resp.get("log")]
 
     def follow(wait: float) -> str | None:
         nonlocal since
-        got = ray.get(scheduler.serve_follow.remote(job, since, wait), timeout=wait + 60)
+        try:
+            got = ray.get(scheduler.serve_follow.remote(job, since, wait), timeout=wait + 60)
+        except ray.exceptions.RayError:  # the actor is restarting: it resumes the service; follow it again
+            time.sleep(min(1.0, wait))
+            return None
+        if got.get("log") != log_id[0]:  # a restarted actor numbers its lines afresh
+            log_id[0], since = got.get("log"), 0
+            return None
         for line in got["lines"]:
             say(line)
         since = got["next"]
         return got["ended"] if got["known"] else "stopped"
 
-    try:
-        while (reason := follow(FOLLOW_SECONDS)) is None:
-            pass
-        return _end_ray_job(reason)
-    except (Stopped, KeyboardInterrupt):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the hand-over short
-        ray.get(scheduler.serve_stop.remote(job, "stopped"), timeout=30)
-        deadline = time.monotonic() + STOP_FOLLOW_SECONDS
-        while time.monotonic() < deadline and follow(min(0.5, max(0.0, deadline - time.monotonic()))) is None:
-            pass
-        return EXIT_STOPPED
+    while not signalled:
+        reason = follow(FOLLOW_SECONDS)
+        if reason is not None:
+            return _end_ray_job(reason)
+    # `ray job stop` (SIGTERM) or Ctrl-C: the actor undeploys. The stop is recorded in its
+    # serving.json, so it completes even if Ray kills this process in the meantime.
+    deadline = time.monotonic() + STOP_FOLLOW_SECONDS
+    while True:
+        try:
+            ray.get(scheduler.serve_stop.remote(job, "stopped"), timeout=10)
+            break
+        except ray.exceptions.RayError:
+            if time.monotonic() > deadline + 10:
+                raise
+            time.sleep(0.5)
+    while time.monotonic() < deadline and follow(min(0.5, max(0.0, deadline - time.monotonic()))) is None:
+        pass
+    return EXIT_STOPPED

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ class Owner:
         self._runner = runner
         self._lock = threading.Lock()
         self._owned: dict[str, Owned] = {}
+        self.log_id = uuid.uuid4().hex  # this owner's line numbering: a follower of a restarted actor starts again at 0
 
     # ------------------------------------------------------------------ the file
 
@@ -132,9 +134,9 @@ class Owner:
         with self._lock:
             owned = self._owned.get(job)
             if owned is None:
-                return {"known": False, "lines": [], "next": since, "ended": None}
+                return {"known": False, "lines": [], "next": since, "ended": None, "log": self.log_id}
             return {"known": True, "lines": [text for n, text in owned.lines if n >= since],
-                    "next": owned.next_line, "ended": owned.ended}
+                    "next": owned.next_line, "ended": owned.ended, "log": self.log_id}
 
     def serving(self) -> dict[str, str]:
         """job -> ``serving`` / ``stopping`` / how it ended."""

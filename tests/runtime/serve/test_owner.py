@@ -66,7 +66,8 @@ def until_ended(svc: SchedulerService, loop: asyncio.AbstractEventLoop, job: str
 def test_a_served_model_runs_in_the_actor_until_stopped_and_a_second_start_only_follows(tmp_path: Path) -> None:
     runner = FakeController()
     svc, loop = service(tmp_path, runner)
-    assert loop.run_until_complete(svc.serve_start(SERVED, "127.0.0.1", 8123)) == {"ok": True, "error": None, "started": True}
+    first = loop.run_until_complete(svc.serve_start(SERVED, "127.0.0.1", 8123))
+    assert first["ok"] and first["started"] is True and first["log"] == svc._serving().log_id
     assert runner.running.wait(5)
     # The caller is gone (nothing holds the start call): the service still runs in the actor.
     assert loop.run_until_complete(svc.serving()) == {"chat": "serving"}
@@ -116,6 +117,6 @@ def test_a_start_without_spec_serve_is_refused_with_its_field(tmp_path: Path) ->
     svc, loop = service(tmp_path, FakeController())
     plain = {**SERVED, "spec": {k: v for k, v in SERVED["spec"].items() if k != "serve"} | {"gpus": 2}}
     got = loop.run_until_complete(svc.serve_start(plain, "127.0.0.1", 8000))
-    assert got == {"ok": False, "error": "spec.serve: required to serve a model", "started": False}
+    assert got == {"ok": False, "error": "spec.serve: required to serve a model", "started": False, "log": None}
     bad = {**SERVED, "spec": {**SERVED["spec"], "serve": {**SERVED["spec"]["serve"], "gpusPerReplica": "two"}}}
     assert loop.run_until_complete(svc.serve_start(bad, "127.0.0.1", 8000))["error"].startswith("spec.serve.gpusPerReplica")
