@@ -28,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scheduler.gctune import tune_gc  # noqa: E402
 from scheduler.loading import load_catalog, load_contract  # noqa: E402
 from scheduler.paths import default_catalog, default_contract  # noqa: E402
 from scheduler.runtime.service import SchedulerService  # noqa: E402
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--pending", type=int, default=100_000, help="keep submitting until this many jobs are pending")
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
+    tune_gc()  # the actor's process settings (runtime/actor.py's SchedulerActor), as the service runs there
     rng = random.Random(args.seed)
     catalog = load_catalog(default_catalog())
     contract = load_contract(default_contract(), catalog)

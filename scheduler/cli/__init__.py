@@ -9,7 +9,6 @@ register on the shared ``app``.
 from __future__ import annotations
 
 import copy
-import gc
 import importlib
 import sys
 from types import ModuleType
@@ -21,6 +20,7 @@ from typer.main import get_command_name
 from scheduler.cli import audit, offline, runtime, serve, simulate  # noqa: F401  (register commands)
 from scheduler.cli.app import app, err, print_spec_errors
 from scheduler.errors import MCSchedError, SpecError, SpecErrors
+from scheduler.gctune import GC_THRESHOLDS, tune_gc  # noqa: F401  (the process's collector settings; see gctune.py)
 
 __all__ = ["app", "main"]
 
@@ -66,29 +66,12 @@ def app_for(args: list[str]) -> typer.Typer:
     return slim
 
 
-#: The collector's thresholds for an ``mcsched`` process (see ``tune_gc``).
-GC_THRESHOLDS = (100_000, 50, 100)
-
-
-def tune_gc() -> None:
-    """Set the collector up for a short-lived process that builds 100k-job lists.
-
-    Loading and planning a large file allocates millions of long-lived, acyclic objects
-    (documents, models, jobs); with the default thresholds every 700 allocations start a
-    young collection and the heap's growth starts a dozen full ones, about 40% of a 100k-job
-    ``plan`` (``benchmarks/cli.py``). Freezing what start-up imported and raising the
-    thresholds keeps the collector on, for the cycles it exists for, at a fraction of that.
-    This is the process's choice, so it is made here, in the entry point, never in a library.
-    """
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the app and turns known errors into one-line messages.
 
     Called without ``argv`` (the ``mcsched`` script, ``python -m scheduler``), it owns the
-    process and tunes its collector; a caller that passes ``argv`` (tests) keeps its own.
+    process and tunes its collector (``scheduler/gctune.py``: 100k-job lists are ~40% collector
+    time with the defaults); a caller that passes ``argv`` (tests) keeps its own.
     """
     click_exc = _click_exceptions()
     if argv is None:
