@@ -77,6 +77,7 @@ def run(args: argparse.Namespace, rng: random.Random, catalog: Any, contract: An
     window = 10_000
     submitted = finished = cancelled = 0
     t_window, cpu_window = time.perf_counter(), time.process_time()
+    t_start, cpu_start = t_window, cpu_window
     decisions_at_window = 0
     rates: list[float] = []
     cpu_rates: list[float] = []
@@ -107,6 +108,9 @@ def run(args: argparse.Namespace, rng: random.Random, catalog: Any, contract: An
             counts = engine.counts()
             print(f"{submitted:>10,} {counts.get('queued', 0):>8,} {counts.get('running', 0):>8,} {finished:>9,} {cancelled:>9,} "
                   f"{rate:>11,.0f} {cpu_rate:>10,.0f} {rss_mb():>12.0f}")
+    wall, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
+    print(f"whole run: {counting['n']:,} decisions in {cpu:.1f} s CPU / {wall:.1f} s wall = {counting['n'] / cpu:,.0f} decisions/s (cpu), "
+          f"{counting['n'] / wall:,.0f} (wall); ledger and metrics on (issue #28's goal: 12,000/s)")
     rss_before_verify = rss_mb()
     pending = engine.counts().get("queued", 0)
     report = svc.ledger.verify() if svc.ledger else None
