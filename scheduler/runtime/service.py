@@ -23,17 +23,13 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
 from scheduler.decision import Decision
-from scheduler.engine import Engine
 from scheduler.errors import AdmissionError, MCSchedError
 from scheduler.events import Dequeued, Event, Placed, Preempted, Released
-from scheduler.ledger import Ledger
-from scheduler.metrics import Metrics, serve
-from scheduler.model import Job
 from scheduler.runtime.driver import DEFAULT_GRACE_SECONDS, grace_seconds
 from scheduler.runtime.reconciler import (
     FOREIGN_POLICIES,
@@ -48,7 +44,12 @@ from scheduler.runtime.resources import pool_resource
 from scheduler.runtime.serve.naming import replica_index, service_of_replica
 from scheduler.runtime.serve.owner import Owner, Runner
 from scheduler.specs import CloudCatalog, Contract, JobDoc
-from scheduler.wallclock import WallClock
+
+if TYPE_CHECKING:  # imported where used: every Ray job driver imports this module (Ray loads the actor's
+    # class to call it) and needs none of the engine, the ledger (cryptography) or prometheus
+    from scheduler.engine import Engine
+    from scheduler.ledger import Ledger
+    from scheduler.metrics import Metrics
 
 log = logging.getLogger("mcsched.service")
 RECONCILE_SECONDS = 1.0
@@ -133,6 +134,11 @@ class SchedulerService:
         return self._owner
 
     def _recover(self) -> Engine:
+        from scheduler.engine import Engine
+        from scheduler.ledger import Ledger
+        from scheduler.metrics import Metrics, serve
+        from scheduler.wallclock import WallClock
+
         catalog = CloudCatalog.model_validate(self._catalog_doc)
         contract = Contract.model_validate(self._contract_doc)
         metrics = Metrics()
@@ -385,6 +391,8 @@ class SchedulerService:
         ``driver=True``: the caller will run these jobs and renew their leases (``wait_change``);
         a job whose driver stops calling and whose gang is gone is ended as ``stopped``.
         """
+        from scheduler.model import Job
+
         engine = self._ensure()
         self._start_reconciler()
         try:
