@@ -123,12 +123,12 @@ class SchedulerService:
         with contextlib.suppress(RuntimeError):  # called outside an event loop (tests): no loop to run in
             asyncio.get_running_loop()
             self._start_reconciler()  # whichever call reaches a (re)started actor first
-        resumed = self._serving().resume()  # the served models this actor owned before a restart
+        resumed = self._served_models().resume()  # the served models this actor owned before a restart
         if resumed:
             log.warning("resuming served models after a restart: %s", ", ".join(resumed))
         return engine
 
-    def _serving(self) -> Owner:
+    def _served_models(self) -> Owner:
         if self._owner is None:
             self._owner = Owner(os.path.dirname(os.path.abspath(self._ledger_path)), self._serve_runner or _own_service)
         return self._owner
@@ -585,7 +585,7 @@ class SchedulerService:
             return {"ok": False, "error": f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", "started": False, "log": None}
         if checked.spec.serve is None:
             return {"ok": False, "error": "spec.serve: required to serve a model", "started": False, "log": None}
-        owner = self._serving()
+        owner = self._served_models()
         started = owner.start(doc, (host, int(port)))
         return {"ok": True, "error": None, "started": started, "log": owner.log_id}
 
@@ -593,7 +593,7 @@ class SchedulerService:
         """A served model's controller lines from ``since`` on (long-poll up to ``wait`` s for new
         ones) and its end reason once it ended; ``known`` False if this actor never served it."""
         self._ensure()
-        owner = self._serving()
+        owner = self._served_models()
         deadline = time.monotonic() + wait
         got = owner.follow(job, since)
         while got["known"] and not got["lines"] and got["ended"] is None and time.monotonic() < deadline:
@@ -604,12 +604,12 @@ class SchedulerService:
     async def serve_stop(self, job: str, reason: str = "stopped") -> bool:
         """Undeploy a served model and release its replicas (its controller does it next step)."""
         self._ensure()
-        return self._serving().stop(job, reason)
+        return self._served_models().stop(job, reason)
 
     async def serving(self) -> dict[str, str]:
         """The served models this actor owns: job -> serving / stopping / how it ended."""
         self._ensure()
-        return self._serving().serving()
+        return self._served_models().serving()
 
     async def api_keys(self) -> dict[str, tuple[str, float]]:
         """The served endpoint's key table (hash -> name, rate) from the key file beside the ledger.

@@ -67,7 +67,7 @@ def test_a_served_model_runs_in_the_actor_until_stopped_and_a_second_start_only_
     runner = FakeController()
     svc, loop = service(tmp_path, runner)
     first = loop.run_until_complete(svc.serve_start(SERVED, "127.0.0.1", 8123))
-    assert first["ok"] and first["started"] is True and first["log"] == svc._serving().log_id
+    assert first["ok"] and first["started"] is True and first["log"] == svc._served_models().log_id
     assert runner.running.wait(5)
     # The caller is gone (nothing holds the start call): the service still runs in the actor.
     assert loop.run_until_complete(svc.serving()) == {"chat": "serving"}
