@@ -10,7 +10,7 @@
    (deploy/examples/sim/catalog-azure-tight.yaml) at the trace's load and at x4.
 4. The same synthetic jobs written to a CSV and replayed through the command a planner runs
    (``mcsched simulate``, plots on), once without a ledger (the default) and once with
-   ``--ledger``: wall time, the process's CPU time and peak memory. Goals on 2 cores: < 45 s
+   ``--ledger FILE.zst`` (compact): wall time, the process's CPU time, peak memory and the ledger's size. Goals on 2 cores: < 45 s
    without, < 60 s with the ledger.
 5. ``mcsched sweep`` on openb over the tight catalog: 5 committed-GPU values x 5 seeds in
    2 processes, with its wall time.
@@ -212,7 +212,8 @@ def cli_replay(n: int) -> None:
         with trace.open("w") as fh:
             fh.write("name,arrival,gpus,duration,class\n")
             fh.writelines(f"{j.name},{j.arrival:.3f},{j.gpus},{j.duration:.3f},{j.cls}\n" for j in synthetic(n))
-        for label, extra, goal in (("no ledger (default)", [], 45.0), ("--ledger", ["--ledger", str(tmp / "ledger.db")], 60.0)):
+        ledger = tmp / "ledger.db.zst"  # compact: sealed into one zstd frame at the end
+        for label, extra, goal in (("no ledger (default)", [], 45.0), ("--ledger FILE.zst", ["--ledger", str(ledger)], 60.0)):
             argv = ["--trace", str(trace), "--format", "csv", "--out", str(tmp / "out"), *extra]
             started = time.perf_counter()
             done = subprocess.run([sys.executable, "-c", _CLI, "simulate", *argv], cwd=ROOT, capture_output=True, text=True,
@@ -220,7 +221,8 @@ def cli_replay(n: int) -> None:
             wall = time.perf_counter() - started
             usage = next((line.split() for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_MB")), ["", "?", "", "?"])
             rss, cpu = usage[1], usage[3]
-            size = f", ledger {(tmp / 'ledger.db').stat().st_size / 1e6:,.0f} MB" if extra and (tmp / "ledger.db").exists() else ""
+            size = (f", ledger {ledger.stat().st_size / 1e6:,.1f} MB compact (~{ledger.stat().st_size / 1e6 * 1e6 / n:,.0f} MB per 1M jobs)"
+                    if extra and ledger.exists() else "")
             status = "" if done.returncode == 0 else f" FAILED (exit {done.returncode}: {done.stderr.strip().splitlines()[-2:]})"
             cpu_ok = flag(float(cpu) < goal) if cpu != "?" else "?"
             print(f"4. CLI replay of {n:,} jobs, {label}: {wall:.1f} s wall, {cpu} s CPU (load average {os.getloadavg()[0]:.1f} on "

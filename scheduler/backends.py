@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scheduler.specs import HolderRules
+from scheduler.specs import HolderRules, declines_at_discretion
 
 
 class BackendState:
@@ -10,7 +10,9 @@ class BackendState:
 
     __slots__ = (
         "api_reserve",
+        "decline_fraction",
         "decline_gpu_types",
+        "decline_seed",
         "extra_latency_seconds",
         "latency_seconds",
         "max_gang_gpus",
@@ -36,10 +38,16 @@ class BackendState:
         self.max_gang_gpus = rules.maxGangGpus
         self.api_reserve = rules.reserveForApiServingFraction
         self.price_floors = dict(rules.priceFloorUsdPerGpuHour)
+        self.decline_fraction = rules.declineFraction
+        self.decline_seed = rules.declineSeed
 
     def declines(self, gpu_type: str, gpus: int) -> bool:
         """Whether the holder's rules refuse this GPU type or gang size whatever is free."""
         return gpu_type in self.decline_gpu_types or (self.max_gang_gpus is not None and gpus > self.max_gang_gpus)
+
+    def at_discretion(self, job: str, at: float) -> bool:
+        """Whether the holder turns down this offer it has room for (``holderRules.declineFraction``)."""
+        return declines_at_discretion(self.decline_fraction, self.decline_seed, job, at)
 
     @property
     def response_seconds(self) -> float:

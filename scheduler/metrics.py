@@ -77,6 +77,7 @@ class Metrics:
         self.ledger_checkpoint_time = Gauge(
             "mcsched_ledger_checkpoint_timestamp_seconds", "Time of the audit ledger's latest signed checkpoint.", registry=r
         )
+        self.ledger = LedgerMetrics(r)
         # Runtime enforcement (runtime/reconciler.py): books versus Ray, and how fast Ray follows.
         self.drift = Gauge(
             "mcsched_books_drift_gpus",
@@ -214,6 +215,36 @@ class Metrics:
             per = seconds / count
             for _ in range(count):
                 self.decision_seconds.observe(per)
+
+
+class LedgerMetrics:
+    """The evidence's health: witness cosigning and records the writer cannot vouch for.
+
+    ``witness_lag`` is read at scrape time from the service's cosigner (how long the newest
+    signed checkpoint has waited for every witness); ``unauthenticated`` counts records after
+    the last checkpoint without this writer's MAC (quarantined until ``mcsched audit adopt``
+    or ``truncate``; the alert ``MCSchedLedgerUnauthenticatedRecords`` watches it).
+    """
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.witnesses = Gauge(
+            "mcsched_ledger_witnesses", "Witnesses the live service submits each signed checkpoint to (0: checkpoints are not cosigned).", registry=r
+        )
+        self.witness_lag = Gauge(
+            "mcsched_ledger_witness_lag_seconds",
+            "How long the newest signed checkpoint has waited for all witnesses' cosignatures (0: caught up, or no witness).",
+            registry=r,
+        )
+        self.unauthenticated = Gauge(
+            "mcsched_ledger_unauthenticated_records",
+            "Ledger records after the last checkpoint without the writer's MAC: quarantined (not signed, not restored) until adopted or truncated.",
+            registry=r,
+        )
+
+    def watch_witnesses(self, count: int, lag: Callable[[], float]) -> None:
+        """Export the cosigner's lag, read at each scrape (no polling thread)."""
+        self.witnesses.set(count)
+        self.witness_lag.set_function(lag)
 
 
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)

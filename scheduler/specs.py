@@ -6,6 +6,7 @@ who holds the right of first refusal.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -60,6 +61,24 @@ class HolderRules(Strict):
     priceFloorUsdPerGpuHour: dict[GpuType, Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)
     declineGpuTypes: list[GpuType] = Field(default_factory=list)
     maxGangGpus: Annotated[int, Field(ge=1, le=MAX_GANG_GPUS)] | None = None
+    # A holder that turns down work it could take (a mock backend's behaviour, and the simulator's
+    # decline-rate knob): this share of the offers it would accept is declined ``at-discretion``.
+    # Which ones is a pure function of (declineSeed, job, time) (``declines_at_discretion``),
+    # so a replay is deterministic by seed and an auditor re-derives every such decline.
+    declineFraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    declineSeed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+
+
+def declines_at_discretion(fraction: float, seed: int, job: str, at: float) -> bool:
+    """Whether a holder with ``declineFraction`` = ``fraction`` turns down this offer it has room
+    for: a draw that is a pure function of (``declineSeed``, job, time of the offer). No
+    generator state, so the engine live, restored or replayed, its reference planner and the
+    ledger's checker all get the same answer; a declined job gets a fresh draw when it is
+    offered again later (a re-offer at the same instant would be the same offer)."""
+    if fraction <= 0.0:
+        return False
+    digest = hashlib.blake2b(f"{seed}:{job}:{at!r}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64 < fraction
 
 
 class Faults(Strict):
@@ -76,9 +95,22 @@ class Backend(Strict):
     startupSeconds: Annotated[float, Field(ge=0.0, le=86_400.0)] = 0.0
     up: bool = True
     prices: dict[GpuType, Annotated[float, Field(gt=0.0, le=1000.0)]]
+    # USD per GPU-hour bought as spot (the simulator's cost model, ``--costs`` ``spotShare``); the
+    # catalog is the one source of every rate a cloud sells at, on demand or spot
+    spotPrices: dict[GpuType, Annotated[float, Field(gt=0.0, le=1000.0)]] = Field(default_factory=dict)
     regions: Annotated[list[Region], Field(min_length=1)]
     holderRules: HolderRules = Field(default_factory=HolderRules)
     faults: Faults = Field(default_factory=Faults)
+
+    @field_validator("spotPrices")
+    @classmethod
+    def _spot_has_on_demand(cls, spot: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        prices = info.data.get("prices")
+        if isinstance(prices, dict):
+            missing = sorted(set(spot) - set(prices))
+            if missing:
+                raise ValueError(f"GPU type {missing[0]!r} has a spot price but no on-demand price in prices")
+        return spot
 
     @model_validator(mode="after")
     def _consistent(self) -> Backend:

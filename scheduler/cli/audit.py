@@ -17,7 +17,7 @@ from scheduler.cli.app import app, audit_app, fail, out
 witness_app = typer.Typer(help="Run a witness that cosigns a ledger's checkpoints (the holder's side).", no_args_is_help=True)
 app.add_typer(witness_app, name="witness")
 
-DbOpt = Annotated[Path, typer.Option("--db", help="Ledger SQLite file.")]
+DbOpt = Annotated[Path, typer.Option("--db", help="Ledger SQLite file (verify, prove and export also read a sealed FILE.zst).")]
 TrustOpt = Annotated[
     Path | None, typer.Option("--trust", help="Trust file (TOML): the log's origin and key, witnesses and quorum, pinned contracts and catalogs.")
 ]
@@ -39,6 +39,7 @@ def audit_verify(
     witness: Annotated[Path | None, typer.Option("--witness", help="Replaced by witness cosignatures checked with --trust.", hidden=True)] = None,
 ) -> None:
     """Exit 0 when every checkpoint, the operator actions, the cosignatures and the contract hold; 1 naming the first bad record."""
+    from scheduler.ledger.compact import readable
     from scheduler.ledger.signing import default_public_key_path
     from scheduler.ledger.trust import load_trust
     from scheduler.ledger.verify import verify_ledger
@@ -49,7 +50,8 @@ def audit_verify(
     if trust is not None and public_key is not None:
         raise fail("audit verify: pass --trust or --public-key, not both (the trust file names the key)", 2)
     pinned = load_trust(trust) if trust is not None else None
-    report = verify_ledger(db, public_key or default_public_key_path(), trust=pinned, allow_unsigned_tail=allow_unsigned_tail)
+    with readable(db) as path:  # a sealed (FILE.zst) ledger is read from a decompressed copy
+        report = verify_ledger(path, public_key or default_public_key_path(), trust=pinned, allow_unsigned_tail=allow_unsigned_tail)
     if not report.ok:
         raise fail(f"{db}: {report.line()}", 1)
     out.print(f"{db}: {report.line()}", markup=False)
@@ -64,9 +66,11 @@ def audit_prove(
     ] = None,
 ) -> None:
     """Print JOB's records with Merkle inclusion proofs against the latest signed checkpoint (JSON)."""
+    from scheduler.ledger.compact import readable
     from scheduler.ledger.proofs import prove
 
-    print(json.dumps(prove(db, job, since), indent=1))
+    with readable(db) as path:
+        print(json.dumps(prove(path, job, since), indent=1))
 
 
 @audit_app.command("check-proof")
@@ -91,8 +95,10 @@ def audit_check_proof(
     from scheduler.ledger.trust import load_trust
 
     doc = load_proof(proof)
+    pinned = None
     if trust is not None:
-        log = load_trust(trust).log
+        pinned = load_trust(trust)
+        log = pinned.log
     else:
         origin = ""
         try:
@@ -108,7 +114,7 @@ def audit_check_proof(
             raise LedgerError(f"{held}: cannot read ({exc.strerror})") from None
         except CheckpointFormatError as exc:
             raise fail(f"{held}: not a signed checkpoint ({exc})", 2) from None
-    result = check_proof(doc, log, held_cp)
+    result = check_proof(doc, log, held_cp, pinned)
     if not result.ok:
         raise fail(f"{proof}: {result.line}", 1)
     out.print(result.line + ("" if trust is not None else " (origin NOT pinned: pass --trust)"), markup=False)
@@ -117,11 +123,13 @@ def audit_check_proof(
 @audit_app.command("export")
 def audit_export(db: DbOpt) -> None:
     """Print every record as one JSON line (seq, at, kind and the event's fields), exactly as hashed."""
+    from scheduler.ledger.compact import readable
     from scheduler.ledger.export import export_lines
 
     write = sys.stdout.buffer.write
-    for line in export_lines(db):
-        write(line + b"\n")
+    with readable(db) as path:
+        for line in export_lines(path):
+            write(line + b"\n")
     sys.stdout.flush()
 
 

@@ -44,6 +44,13 @@ class ForeignGroups(StrEnum):
 ForeignOpt = Annotated[
     ForeignGroups, typer.Option("--foreign-groups", help="Placement groups on the pools that mcsched did not create: report, or evict them.")
 ]
+WitnessOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--witness-url",
+        help="A witness's base URL the scheduler submits each signed checkpoint to (repeat for several) [default: $MCSCHED_WITNESS_URLS, else none].",
+    ),
+]
 UpPortOpt = Annotated[
     int | None, typer.Option("--metrics-port", min=1, max=65535, help="Scheduler metrics port on 127.0.0.1 [default: 9464 if free, else any free port].")
 ]
@@ -76,13 +83,14 @@ def up_cmd(
     metrics_port: UpPortOpt = None,
     prometheus: Annotated[bool, typer.Option("--prometheus", help="Also start a local Prometheus scraping mcsched.")] = False,
     foreign_groups: ForeignOpt = ForeignGroups.REPORT,
+    witness_url: WitnessOpt = None,
 ) -> None:
     """Start a local Ray head (loopback only) with every mock cloud, and the scheduler actor."""
     from scheduler.runtime.cluster import up
 
     state = _state(state_dir)
     catalog, the_contract = load_config(clouds, contract)
-    result = up(catalog, the_contract, state, metrics_port=metrics_port, foreign_groups=foreign_groups.value, log=lambda m: err.print(m, markup=False))
+    result = up(catalog, the_contract, state, metrics_port=metrics_port, foreign_groups=foreign_groups.value, witnesses=witness_url, log=lambda m: err.print(m, markup=False))
     info = result.info
     if not result.started:
         err.print(f"mcsched is already up in {state} (Ray at {info.gcs_address}); `mcsched down` first to restart it", markup=False)
@@ -136,6 +144,7 @@ def serve_cmd(
     metrics_host: Annotated[str, typer.Option("--metrics-host", help="0.0.0.0 inside a pod.")] = "127.0.0.1",
     supervise: Annotated[bool, typer.Option("--supervise", help="Stay up and re-create the actor if the cluster loses it.")] = False,
     foreign_groups: ForeignOpt = ForeignGroups.REPORT,
+    witness_url: WitnessOpt = None,
 ) -> None:
     """Start only the scheduler actor against an existing Ray cluster."""
     from scheduler.runtime.actor import ensure_actor
@@ -153,7 +162,7 @@ def serve_cmd(
         state.mkdir(parents=True, exist_ok=True)
         ledger = str(state / "ledger.db")
     args = (catalog.model_dump(mode="json", by_alias=True), the_contract.model_dump(mode="json", by_alias=True), ledger, metrics_port, metrics_host,
-            foreign_groups.value)  # fmt: skip
+            foreign_groups.value, witness_url)  # fmt: skip
     connect(address)
     ensure_actor(*args)
     out.print(f"scheduler actor running on {address}; metrics on {metrics_host}:{metrics_port}", markup=False)

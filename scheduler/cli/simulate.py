@@ -36,7 +36,9 @@ def simulate_cmd(
     horizon: Annotated[float | None, typer.Option("--horizon", help="Stop the run at this many simulated seconds (default: last arrival + longest job); jobs not started by then are unserved.")] = None,
     unserved_rate: Annotated[float | None, typer.Option("--unserved-rate", help="USD per unserved GPU-hour (default: the holder's on-demand price of its GPU type).")] = None,
     costs: Annotated[Path | None, typer.Option("--costs", help="Cost model YAML: per cloud committed GPUs (term, rate, paid used or not), on-demand and spot rates, start-up billing (default: the catalog's on-demand prices).")] = None,
-    ledger: Annotated[Path | None, typer.Option("--ledger", help="Write a signed ledger of every decision to FILE (default: none), signed with a throwaway key.")] = None,
+    ledger: Annotated[Path | None, typer.Option("--ledger", help="Write a signed ledger of every decision to FILE (default: none), signed with a throwaway key; FILE.zst: compact (zstd, ~10x smaller), read as is by mcsched audit verify/export/prove.")] = None,
+    holder_decline_rate: Annotated[float, typer.Option("--holder-decline-rate", help="Share (0..1) of the offers it has room for that the ROFR holder declines at discretion (default 0: it takes every job it fits).")] = 0.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the holder's declines (same seed, same declines).")] = 0,
 ) -> None:
     """Replay a trace through the real engine on a simulated clock; write a planner's report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -55,7 +57,7 @@ def simulate_cmd(
         trace=trace, fmt=fmt, out=out_dir, clouds=clouds, contract=contract, policy=policy, read=read,
         class_priorities=class_priorities, scale_capacity=scale_capacity, scenario=scenario, plots=with_plots,
         capacity_trace=capacity_trace, capacity_cloud=capacity_cloud, capacity_map=capacity_map, spot_share=spot_share,
-        horizon=horizon, unserved_rate=unserved_rate, ledger=ledger, costs=costs,
+        horizon=horizon, unserved_rate=unserved_rate, ledger=ledger, costs=costs, holder_decline_rate=holder_decline_rate, seed=seed,
     )
     prepared = prepare(request)
     total = len(prepared.trace.jobs) * len(prepared.policies)
@@ -75,7 +77,7 @@ def sweep_cmd(
     trace: Annotated[Path, typer.Option("--trace", help="Workload trace (as for simulate).")],
     fmt: Annotated[str, typer.Option("--format", help="alibaba-openb | azure-llm | csv | jsonl")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output directory (sweep.csv, sweep.png, report.md).")],
-    vary: Annotated[list[str], typer.Option("--vary", help="KNOB=v1,v2,... once or twice; knobs: holder-share, rofr-window, load, committed, reserve.")],
+    vary: Annotated[list[str], typer.Option("--vary", help="KNOB=v1,v2,... once or twice; knobs: holder-share, rofr-window, load, committed, reserve, decline-rate.")],
     clouds: CatalogOpt = None,
     contract: ContractOpt = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Replays per point: seed 0 is the trace, the others bootstrap resamples of its jobs.")] = 5,
@@ -88,6 +90,7 @@ def sweep_cmd(
     horizon: Annotated[float | None, typer.Option("--horizon", help="Simulated seconds (default: each run's last arrival + longest job).")] = None,
     unserved_rate: Annotated[float | None, typer.Option("--unserved-rate", help="USD per unserved GPU-hour.")] = None,
     with_plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw sweep.png.")] = True,
+    holder_decline_rate: Annotated[float, typer.Option("--holder-decline-rate", help="Share of the offers it has room for that the holder declines (unless varied); each seed draws its own declines.")] = 0.0,
 ) -> None:
     """Vary one or two knobs over several seeds in parallel processes; one CSV of every run, plots with 95% bands."""
     import shutil
@@ -110,7 +113,7 @@ def sweep_cmd(
         raise TraceError("--workers: must be >= 1")
     read = ReadOptions(columns=columns, class_map=class_map, gpu_map=gpu_map)
     request = WhatIf(trace=trace, fmt=fmt, out=out_dir, clouds=clouds, contract=contract, read=read, scale_capacity=scale_capacity,
-                     plots=with_plots, horizon=horizon, unserved_rate=unserved_rate, costs=costs)
+                     plots=with_plots, horizon=horizon, unserved_rate=unserved_rate, costs=costs, holder_decline_rate=holder_decline_rate)
     prepared = prepare(request)
     sw.check_knobs(prepared, knobs)
     total = seeds

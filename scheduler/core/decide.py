@@ -79,7 +79,7 @@ def decide(
                 competing.pool.cloud if competing else None,
             )
         )
-        ans = holder_answer(job, state.backends[holder], cand.holder_pools, state.window, competing, state.match_mode, blocked)
+        ans = holder_answer(job, state.backends[holder], cand.holder_pools, state.window, competing, state.match_mode, blocked, now)
         events.append(Answered(now, name, attempt, holder, ans.answer, ans.reason, ans.response_seconds))
         if ans.answer == Answer.ACCEPTED and ans.pool is not None:
             not_used = (*dropped, *cand.excluded) if quotes is not None else cand.accepted_not_used
@@ -170,6 +170,8 @@ def _preempt_for(
         need = job.gpus - (pool.capacity - pool.allocated)
         if keep > 0.0:
             need = max(need, pool.allocated + job.gpus - api_ceiling(pool, keep))
+        if need > 0 and state.movable_below(pool.key, job.priority) < need:
+            continue  # the eligible work here is too small: what choose_victims would find, read off the counts
         victims = choose_victims(state.running[pool.key].values(), need, eligible)
         if not victims:
             continue

@@ -20,11 +20,12 @@ the differential test holds the two to the same event stream.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from enum import Enum
 
 from scheduler.core.decide import decide, never_blocked
 from scheduler.core.profile import Claim, Profile, expected_end
+from scheduler.core.recall import Entry, Note, WalkRecord
 from scheduler.core.state import JobRecord, PoolKey, State
 from scheduler.events import Event, ReservationCleared, Reserved
 from scheduler.inventory import Pool
@@ -50,18 +51,33 @@ class Visit(Enum):
 class Pass:
     """What one walk knows besides the state: the planned starts made so far, per pool."""
 
-    def __init__(self, state: State, now: float, depth: int) -> None:
+    def __init__(self, state: State, now: float, depth: int, gpu_type: str) -> None:
         self.state = state
         self.now = now
         self.depth = depth
-        self.claims: dict[PoolKey, list[tuple[Claim, float]]] = {}  # per pool, in the order made: (claim, its job's API keep)
+        versions = {p.key: state.pool_version[p.key] for p in state.inventory.by_type.get(gpu_type, ())}
+        context = (now, state.terms_version, depth)
+        last = state.walks.get(gpu_type)
+        # The last pass's notes hold at this instant under these terms (scheduler/core/recall.py);
+        # ``changed``: the type's pools whose work or size changed since that pass began, and
+        # later those changed by starts in this pass; ``in_sync``: every planned start made so far
+        # is the last pass's, in order.
+        self.last: WalkRecord | None = last if last is not None and last.context == context else None
+        self.changed: set[PoolKey] = (
+            set() if self.last is None else {k for k, v in versions.items() if self.last.versions.get(k) != v}
+        )
+        self.in_sync = self.last is not None
+        self.record = state.walks[gpu_type] = WalkRecord(context, versions)
+        self.claims: dict[PoolKey, list[Claim]] = {}  # per pool, in the order made
+        self.keeps: dict[PoolKey, list[float]] = {}  # per pool, each claim's job's API keep there
         self.count = 0  # planned starts made in this pass
-        # The most GPUs free in one pool of a cloud that is up, per GPU type, as the pass began:
-        # an upper bound for the whole pass (starts only take GPUs; a preemption restarts the
-        # pass), so a job larger than it cannot start without preempting. Most queue heads of a
-        # busy cluster stop here (docs/queueing.md; 2x on benchmarks/engine.py).
-        self._most_free: dict[str, int] = {}
+        # Pools of a GPU type with a free GPU on a cloud that is up, as the pass began: a superset
+        # for the whole pass (starts only take GPUs; a preemption restarts the pass), so
+        # ``may_start`` looks at these few instead of every candidate pool. Most queue heads of a
+        # busy cluster see none that fits (docs/queueing.md; 2x on benchmarks/engine.py).
+        self._with_room: dict[str, dict[PoolKey, Pool]] = {}
         self._room: dict[tuple[PoolKey, int], int] = {}
+        self._plan_pools: dict[int, list[tuple[int, Pool, float]]] = {}
 
     def profile(self, pool: Pool, keep: float) -> Profile:
         """The pool's free GPUs over time for a job that must leave ``keep`` of it (API reserve).
@@ -95,9 +111,9 @@ class Pass:
             claims = self.claims.get(pool.key)
             if not claims or self.profile(pool, state.api_keep(job, pool)).free_now < job.gpus:
                 return None  # nothing planned here, or it does not fit at all: not the planned starts' doing
-            for i, (claim, keep) in enumerate(claims):
+            for i, (claim, keep) in enumerate(zip(claims, self.keeps[pool.key], strict=True)):
                 with_it = self.profile(pool, keep).with_running(end, job.gpus)
-                if not with_it.fits([c for c, _ in claims[:i]], claim.gpus, claim.start, claim.end - claim.start):
+                if not with_it.fits(claims[:i], claim.gpus, claim.start, claim.end - claim.start):
                     return f"reserved: {pool.region} planned for {claim.job} from t={claim.start:.0f}s"
             return None
 
@@ -106,41 +122,48 @@ class Pass:
     def held(self, pool: Pool) -> bool:
         return bool(self.claims.get(pool.key))
 
-    def may_start(self, rec: JobRecord) -> bool:
+    def may_start(self, rec: JobRecord, only: Set[PoolKey] | None = None) -> bool:
         """A necessary condition for an attempt to place ``rec`` now (makes no events), read off
         the ROFR gate: a holder pool with room under the job's share that no planned start ahead
         holds, while the holder answers and its rules take the job; a pool of another cloud that
         is up, likewise, unless a lapse must queue; or enough movable work to preempt. Most queued
-        jobs of a busy cluster fail it, and get no attempt."""
+        jobs of a busy cluster fail it, and get no attempt. ``only``: look at these pools alone
+        (the rest are known to fail it, from the last pass's note)."""
         state, job = self.state, rec.job
         gpus = job.gpus
         cand = state.candidates(job)
-        backends = state.backends
-        most = self._most_free.get(job.gpu_type)
-        if most is None:
-            typed = state.inventory.by_type.get(job.gpu_type, ())
-            most = self._most_free[job.gpu_type] = max((p.capacity - p.allocated for p in typed if backends[p.cloud].up), default=0)
         answers = state.holder_responsive()
         offered = state.gate and cand.holder_skip is None
-        takes = answers and not backends[state.holder].declines(job.gpu_type, gpus)
-        if gpus <= most:
-            blocked: Blocker | None = None
-            for pool in cand.holder_pools if offered and takes else ():
+        takes = answers and not state.backends[state.holder].declines(job.gpu_type, gpus)
+        to_holder = offered and takes
+        spill = not (offered and not answers and state.lapse_queues)
+        with_room = self._with_room.get(job.gpu_type)
+        if with_room is None:
+            backends = state.backends
+            typed = state.inventory.by_type.get(job.gpu_type, ())
+            with_room = self._with_room[job.gpu_type] = {
+                p.key: p for p in typed if p.capacity > p.allocated and backends[p.cloud].up
+            }
+        blocked: Blocker | None = None
+        for pool in with_room.values() if only is None else [with_room[k] for k in only if k in with_room]:
+            if pool.key in cand.holder_keys:
+                if not to_holder:
+                    continue
                 keep = state.api_keep(job, pool)
-                if (api_ceiling(pool, keep) if keep > 0.0 else pool.capacity) - pool.allocated >= gpus:
-                    blocked = blocked or self.blocker(rec)
-                    if blocked(pool) is None:
-                        return True
-            spill = not (offered and not answers and state.lapse_queues)
-            for cloud, pools in cand.others if spill else ():
-                if backends[cloud].up:
-                    for pool in pools:
-                        if pool.capacity - pool.allocated >= gpus:
-                            blocked = blocked or self.blocker(rec)
-                            if blocked(pool) is None:
-                                return True
-        if state.preemption and cand.pinned and offered and takes:
-            for pool in cand.holder_pools:
+                room = (api_ceiling(pool, keep) if keep > 0.0 else pool.capacity) - pool.allocated
+            elif pool.key in cand.pool_keys:
+                if not spill:
+                    continue
+                room = pool.capacity - pool.allocated
+            else:
+                continue
+            if room >= gpus:
+                blocked = blocked or self.blocker(rec)
+                if blocked(pool) is None:
+                    return True
+        if state.preemption and cand.pinned and to_holder:
+            pools = state.inventory.pools
+            for pool in cand.holder_pools if only is None else [pools[k] for k in only if k in cand.holder_keys]:
                 if pool.capacity >= gpus and self._preemptible(pool, job.priority) >= gpus:
                     return True
         return False
@@ -155,39 +178,74 @@ class Pass:
             value = self._room[key] = pool.capacity - pool.allocated + self.state.movable_below(pool.key, priority)
         return value
 
-    def plan_pools(self, rec: JobRecord) -> list[tuple[int, Pool]]:
-        """Where ``rec`` may be planned: (0, holder pool) while the holder answers and its rules
-        allow the job, then (1, pool) of every other allowed cloud that is up."""
+    def plan_pools(self, rec: JobRecord) -> list[tuple[int, Pool, float]]:
+        """Where ``rec`` may be planned, with its API keep there: (0, holder pool) while the holder
+        answers and its rules allow the job, then (1, pool) of every other allowed cloud that is
+        up. The same for every job of a signature within a pass (backends do not change in one)."""
         state, job = self.state, rec.job
         cand = state.candidates(job)
-        out: list[tuple[int, Pool]] = []
+        out = self._plan_pools.get(id(cand))
+        if out is not None:
+            return out
+        out = []
         if state.gate and cand.holder_skip is None:
             if not state.holder_responsive():
                 if state.lapse_queues or not cand.others:
-                    return []  # it waits for the holder to answer again
+                    self._plan_pools[id(cand)] = out
+                    return out  # it waits for the holder to answer again
             elif not state.backends[state.holder].declines(job.gpu_type, job.gpus):
-                out.extend((0, p) for p in cand.holder_pools)
-        out.extend((1, p) for cloud, pools in cand.others if state.backends[cloud].up for p in pools)
+                out.extend((0, p, state.api_keep(job, p)) for p in cand.holder_pools)
+        out.extend((1, p, 0.0) for cloud, pools in cand.others if state.backends[cloud].up for p in pools)
+        self._plan_pools[id(cand)] = out
         return out
 
-    def plan(self, rec: JobRecord) -> tuple[Pool, float] | None:
-        """The earliest start of ``rec`` (ties: the holder, then catalog order), or None."""
-        if self.count >= self.depth:
+    def starts(self, rec: JobRecord, only: Set[PoolKey] | None = None) -> list[Entry]:
+        """Where ``rec`` could start earliest on each pool it may be planned on (``only``: these)."""
+        gpus, duration, now = rec.job.gpus, rec.duration, self.now
+        out: list[Entry] = []
+        for rank, pool, keep in self.plan_pools(rec):
+            if only is not None and pool.key not in only:
+                continue
+            start = self.profile(pool, keep).earliest_start(self.claims.get(pool.key, ()), gpus, duration, now)
+            if start is not None:
+                out.append((start, rank, pool.order, pool, keep))
+        return out
+
+    def claim(self, rec: JobRecord, entries: list[Entry] | None) -> tuple[Pool, float] | None:
+        """Plan ``rec`` at the best of ``entries`` (earliest; ties: the holder, then catalog order)."""
+        if not entries:
             return None
-        job, state = rec.job, self.state
-        best: tuple[float, int, int] | None = None
-        where: Pool | None = None
-        for rank, pool in self.plan_pools(rec):
-            prof = self.profile(pool, state.api_keep(job, pool))
-            start = prof.earliest_start([c for c, _ in self.claims.get(pool.key, ())], job.gpus, rec.duration, self.now)
-            if start is not None and (best is None or (start, rank, pool.order) < best):
-                best, where = (start, rank, pool.order), pool
-        if best is None or where is None:
-            return None
-        claim = Claim(best[0], best[0] + rec.duration, job.gpus, job.name)
-        self.claims.setdefault(where.key, []).append((claim, state.api_keep(job, where)))
+        start, _, _, pool, keep = min(entries)  # pool orders differ, so pools are never compared
+        name = rec.job.name
+        self.claims.setdefault(pool.key, []).append(Claim(start, start + rec.duration, rec.job.gpus, name))
+        self.keeps.setdefault(pool.key, []).append(keep)
+        made = (name, pool.key, start)
+        if self.in_sync and (self.last is None or len(self.last.plans) <= self.count or self.last.plans[self.count] != made):
+            self.in_sync = False
+        self.record.plans.append(made)
         self.count += 1
-        return where, best[0]
+        return pool, start
+
+    def recalled(self, rec: JobRecord) -> Note | None:
+        """This visit's note, made from the last pass's note of ``rec`` and a fresh look at its
+        changed pools, when that note holds (scheduler/core/recall.py) and no changed pool may
+        let it start; None when the visit must be made in full."""
+        if not self.in_sync or self.last is None:
+            return None
+        note = self.last.notes.get(rec.job.name)
+        if note is None or note.ahead != self.count:
+            return None
+        changed = self.changed.intersection(self.state.candidates(rec.job).pool_keys)
+        if not changed:
+            return note
+        if self.may_start(rec, changed):
+            return None
+        if note.entries is None:
+            return note
+        return Note(self.count, [e for e in note.entries if e[3].key not in changed] + self.starts(rec, changed))
+
+
+PLANNED, PENDING = -1, -2  # heap entries of these streams, beside the shapes (0, 1, ...)
 
 
 def settle(state: State, emit: Emit, now: float, gpu_types: set[str], depth: int) -> None:
@@ -199,16 +257,19 @@ def settle(state: State, emit: Emit, now: float, gpu_types: set[str], depth: int
 
 def walk(state: State, emit: Emit, now: float, gpu_type: str, depth: int) -> bool:
     """One pass over the waiting jobs of ``gpu_type``; True when a preemption calls for another."""
-    p = Pass(state, now, depth)
+    p = Pass(state, now, depth, gpu_type)
     # The queue's own lists, not copies (a copy per pass costs the whole backlog): within a pass
     # a list only loses the job being visited (it starts, or a reloaded contract refuses it),
     # and anything that adds to the queue (an eviction) ends the pass.
     shapes = list(state.queue.shapes(gpu_type).values())
     heap: list[tuple[tuple[int, int, str], int, int]] = [(keys[0], i, 0) for i, keys in enumerate(shapes)]
-    # jobs visited whatever their shape does: each needs its attempt, or has a planned start to revise
-    for rec in (*state.pending.values(), *state.planned.values()):
-        if rec.job.gpu_type == gpu_type:
-            heap.append((rec.key, -1, 0))
+    # jobs visited whatever their shape does: each needs its attempt, or has a planned start to
+    # revise. The pending ones (a whole batch) come as one sorted stream, so the heap stays as
+    # small as the number of shapes (a heap of a 100k batch cost a quarter of ``mcsched plan``).
+    heap.extend((rec.key, PLANNED, 0) for rec in state.planned.values() if rec.job.gpu_type == gpu_type)
+    pending = sorted(rec.key for rec in state.pending.values() if rec.job.gpu_type == gpu_type)
+    if pending:
+        heap.append((pending[0], PENDING, 0))
     heapq.heapify(heap)
     outcome: dict[str, Visit] = {}
     while heap:
@@ -219,7 +280,10 @@ def walk(state: State, emit: Emit, now: float, gpu_type: str, depth: int) -> boo
             visit = outcome[name] = _visit(p, state.jobs[name], emit)
             if visit is Visit.RESTART:
                 return True
-        if shape >= 0 and visit is not Visit.STUCK:
+        if shape == PENDING:
+            if pos + 1 < len(pending):
+                heapq.heappush(heap, (pending[pos + 1], PENDING, pos + 1))
+        elif shape >= 0 and visit is not Visit.STUCK:
             keys = shapes[shape]
             nxt = pos + 1 if pos < len(keys) and keys[pos] == key else pos  # the visited job may have left its list
             if nxt < len(keys):
@@ -229,19 +293,30 @@ def walk(state: State, emit: Emit, now: float, gpu_type: str, depth: int) -> boo
 
 def _visit(p: Pass, rec: JobRecord, emit: Emit) -> Visit:
     state = p.state
-    if rec.state is JobState.PENDING or (rec.state is JobState.QUEUED and p.may_start(rec)):
-        fresh = rec.state is JobState.PENDING
-        attempt = decide(state, rec, p.now, p.blocker(rec), p.held)
-        if attempt.placed or fresh:
-            for ev in attempt.events:
-                emit(ev)
-        if attempt.preempted:
-            return Visit.RESTART
-        if rec.state in TERMINAL_STATES:  # refused by a reloaded contract: so is every job of its shape
-            return Visit.STUCK
-        if attempt.placed:
-            return Visit.STARTED
-    plan = p.plan(rec)
+    note = p.recalled(rec) if rec.state is JobState.QUEUED else None
+    if note is None:
+        if rec.state is JobState.PENDING or (rec.state is JobState.QUEUED and p.may_start(rec)):
+            fresh = rec.state is JobState.PENDING
+            attempt = decide(state, rec, p.now, p.blocker(rec), p.held)
+            if attempt.placed or fresh:
+                for ev in attempt.events:
+                    emit(ev)
+            if attempt.preempted:
+                return Visit.RESTART
+            if rec.state in TERMINAL_STATES:  # refused by a reloaded contract: so is every job of its shape
+                return Visit.STUCK
+            if attempt.placed:
+                assert rec.pool is not None
+                p.changed.add(rec.pool.key)
+                return Visit.STARTED
+            entries = p.starts(rec) if p.count < p.depth else None  # an attempt was made: no note
+        else:
+            entries = p.starts(rec) if p.count < p.depth else None
+            p.record.notes[rec.job.name] = Note(p.count, entries)
+    else:
+        entries = note.entries
+        p.record.notes[rec.job.name] = note
+    plan = p.claim(rec, entries) if p.count < p.depth else None
     recorded = rec.planned
     if plan is None:
         if recorded is not None:

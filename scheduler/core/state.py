@@ -146,6 +146,10 @@ class State:
         # Not state: the planner's memo of pool profiles, each valid for the pool version and
         # time it was built at (scheduler/core/planner.py, ``Pass.profile``).
         self.profile_memo: dict[tuple[PoolKey, float], tuple[int, float, Any]] = {}
+        # ... and its notes of the last pass over each GPU type (scheduler/core/recall.py), valid
+        # while the terms (contract and backends, counted by ``terms_version``) and time stay.
+        self.walks: dict[str, Any] = {}
+        self.terms_version = 0
         self._seq = 0
         self._given_policy = policy
         self._candidates: dict[Hashable, Candidates] = {}
@@ -176,6 +180,7 @@ class State:
         rofr = contract.spec.rofr
         if rofr.holder not in self.backends:
             raise AdmissionError(f"contract holder {rofr.holder!r} is not in the catalog")
+        self.terms_version += 1
         self.contract = contract
         self.policy = self._given_policy or Policy.from_contract(contract)
         self.holder = rofr.holder
@@ -307,6 +312,7 @@ class State:
 
     def _on_backend_changed(self, ev: BackendChanged) -> None:
         b = self.backends[ev.cloud]
+        self.terms_version += 1
         b.up = ev.up
         b.extra_latency_seconds = max(ev.latency_seconds - b.latency_seconds, 0.0)
 

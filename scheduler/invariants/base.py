@@ -284,6 +284,8 @@ class CheckerBase:
                 rules.maxGangGpus,
                 rules.reserveForApiServingFraction,
                 dict(rules.priceFloorUsdPerGpuHour),
+                rules.declineFraction,
+                rules.declineSeed,
             )
             pools = self.by_cloud.setdefault(b.name, [])
             for r in b.regions:

@@ -75,6 +75,8 @@ class _Backend:
     max_gang: int | None
     api_fraction: float
     floors: dict[str, float]
+    decline_fraction: float = 0.0  # holderRules.declineFraction / declineSeed: declines at discretion
+    decline_seed: int = 0
 
 
 @dataclass(slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from scheduler.invariants.base import CheckerBase
 from scheduler.invariants.model import _NO_COMPETITOR, _UNSET, TOLERANCE, Rec, _Bad, _evidence, _Job, _PoolState, _unknown
+from scheduler.specs import declines_at_discretion
 
 
 class RofrRules(CheckerBase):
@@ -51,6 +52,8 @@ class RofrRules(CheckerBase):
             if reserved:
                 return "declined", "reserved-for-queued-job", "the free pools were reserved"
             return "declined", "no-capacity", "no holder pool had room"
+        if declines_at_discretion(hb.decline_fraction, hb.decline_seed, job.name, now):
+            return "declined", "at-discretion", f"declineFraction {hb.decline_fraction:g}: this offer's draw declines it"
         if self.mode == "match":
             c_price, c_cloud = job.competing
             if c_price is not None:

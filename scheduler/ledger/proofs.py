@@ -14,15 +14,20 @@ import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import LedgerError
 from scheduler.ledger import note
 from scheduler.ledger.actions import parse_action
+from scheduler.ledger.clauses import ClauseChecker, ClauseViolation
 from scheduler.ledger.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from scheduler.ledger.records import MalformedRecord, decode
 from scheduler.ledger.signing import Checkpoint, CheckpointFormatError, parse_checkpoint
 from scheduler.ledger.verify import connect_readonly
+
+if TYPE_CHECKING:
+    from scheduler.ledger.trust import Trust
 
 FORMAT = "mcsched-proof/v2"
 MAX_PROOF = 64 << 20  # bytes: a proof is a few records and paths; anything larger is refused unread
@@ -104,14 +109,15 @@ class ProofResult:
     line: str
 
 
-def check_proof(doc: Any, log: note.Verifier, held: Checkpoint | None = None) -> ProofResult:
+def check_proof(doc: Any, log: note.Verifier, held: Checkpoint | None = None, pins: Trust | None = None) -> ProofResult:
     """Check a proof document with nothing but the log's verifier key (origin + public key, from the trust file).
 
     ``held``: a checkpoint the auditor already holds (not from the proof); the proof must
-    then carry a consistency proof from exactly that checkpoint.
+    then carry a consistency proof from exactly that checkpoint. ``pins``: the trust file,
+    whose contracts and catalogs (when it pins them) the proof's configuration must be.
     """
     try:
-        return ProofResult(True, "OK: " + _check(doc, log, held))
+        return ProofResult(True, "OK: " + _check(doc, log, held, pins))
     except _ProofError as exc:
         return ProofResult(False, f"FAIL: {exc}")
 
@@ -120,7 +126,7 @@ class _ProofError(Exception):
     pass
 
 
-def _check(doc: Any, log: note.Verifier, held: Checkpoint | None) -> str:
+def _check(doc: Any, log: note.Verifier, held: Checkpoint | None, pins: Trust | None = None) -> str:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise _ProofError(f"not an {FORMAT} document")
     job, cp_doc, items = doc.get("job"), doc.get("checkpoint"), doc.get("records")
@@ -180,7 +186,28 @@ def _check(doc: Any, log: note.Verifier, held: Checkpoint | None) -> str:
             raise _ProofError(f"record {seq}: time runs backwards ({rec['at']} after {at})")
         at = rec["at"]
         recs.append(rec)
-    return f"{job}: {len(recs)} records included in the checkpoint of size {cp.size} (origin {cp.origin}){extends}; " + _story(job, recs)
+    story = _story(job, recs)  # the ROFR order and the pins first: a breach of them is named as such
+    _clauses(recs, pins)
+    return f"{job}: {len(recs)} records included in the checkpoint of size {cp.size} (origin {cp.origin}){extends}; " + story
+
+
+def _clauses(recs: list[dict[str, Any]], pins: Trust | None) -> None:
+    """The configuration pinned by the trust file, and the contract's clauses (``clauses.py``) for this job's attempts."""
+    checker = ClauseChecker()
+    for rec in recs:
+        kind = rec["kind"]
+        if pins is not None and kind in CONFIG_KINDS:
+            why = pins.pinned("contract", rec.get("contract"), rec["at"])
+            if why is None and kind == "configured":
+                why = pins.pinned("catalog", rec.get("catalog"), rec["at"])
+            if why is not None:
+                raise _ProofError(f"record {rec['seq']}: trust: {why}")
+        try:
+            checker.check(kind, SimpleNamespace(**rec))
+        except ClauseViolation as v:
+            raise _ProofError(f"record {rec['seq']}: {v.rule}: {v.message}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _ProofError(f"record {rec['seq']}: {kind} cannot be checked ({type(exc).__name__}: {exc})") from None
 
 
 def _story(job: str, recs: list[dict[str, Any]]) -> str:

@@ -72,6 +72,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_INTERVAL = 1.0  # seconds: the maximum merge delay (every committed record is signed within it)
 MAX_UNSIGNED = 1000  # records: a checkpoint at least every 1,000 records, whatever the clock says
 BATCH = 4096  # records per fetch and per bulk hash
+IDLE_EXIT = 60.0  # seconds without a commit after which the idle signer's thread ends
 ORIGIN_ENV = "MCSCHED_LEDGER_ORIGIN"
 
 SCHEMA = """
@@ -144,7 +145,10 @@ class Ledger:
     (created 0600 on first use; the record MAC key ``ledger-mac.key`` beside it) and
     ``home`` replaces ``$MCSCHED_HOME``; ``origin`` names a new ledger (default
     ``$MCSCHED_LEDGER_ORIGIN`` or a random one); ``on_checkpoint`` is called after each
-    checkpoint (metrics, witness submission).
+    checkpoint (metrics, witness submission); ``on_leaves(start, hashes)`` with the leaf
+    hashes of leaves ``start``, ``start + 1``, ... as they are computed (the witness
+    cosigner's tree, so it does not hash the log again), and ``(start, [])`` when a failed
+    commit takes back the leaves from ``start``.
 
     ``checkpoint_interval`` is the maximum merge delay: a flush signs when that many seconds
     have passed since the last checkpoint or ``max_unsigned`` records are unsigned, an idle
@@ -160,6 +164,7 @@ class Ledger:
         readonly: bool = False,
         signing_key: str | Path | None = None,
         on_checkpoint: Callable[[Checkpoint], None] | None = None,
+        on_leaves: Callable[[int, list[bytes]], None] | None = None,
         home: str | Path | None = None,
         origin: str | None = None,
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
@@ -170,6 +175,7 @@ class Ledger:
         self.path = Path(path)
         self.readonly = readonly
         self.on_checkpoint = on_checkpoint
+        self.on_leaves = on_leaves
         self.key_path = Path(signing_key) if signing_key is not None else default_key_path(home)
         self.checkpoint_interval = checkpoint_interval
         self.max_unsigned = max_unsigned
@@ -184,8 +190,10 @@ class Ledger:
         self._unhashed: list[bytes] = []  # committed leaves not yet in _tree (hashed in bulk at the next checkpoint)
         self._last_at = 0.0  # `at` of the last committed record: the next checkpoint's time
         self._signed_at = float("-inf")  # monotonic time of the last checkpoint: the first flush signs
-        self._lock = threading.RLock()  # flush/close and the idle timer's checkpoint
-        self._timer: threading.Timer | None = None
+        self._lock = threading.RLock()  # flush/close and the idle signer's checkpoint
+        self._idle = threading.Condition(self._lock)  # wakes the idle signer
+        self._due: float | None = None  # when (time.monotonic) the idle signer signs, if nothing else does first
+        self._idler: threading.Thread | None = None
         self._closed = False
         self.checkpoint: Checkpoint | None = None
         self.checkpoint_id = 0
@@ -412,7 +420,10 @@ class Ledger:
     def _hash_pending(self) -> None:
         if self._unhashed:
             sha = hashlib.sha256  # RFC 9162 leaf hashes (merkle.leaf_hash), inlined: one call per record saved
-            self._tree.extend([sha(b"\x00" + x).digest() for x in self._unhashed])
+            hashes = [sha(b"\x00" + x).digest() for x in self._unhashed]
+            if self.on_leaves is not None:
+                self.on_leaves(self._tree.size, hashes)
+            self._tree.extend(hashes)
             self._unhashed.clear()
 
     def _extensions(self) -> tuple[str, ...]:
@@ -443,29 +454,43 @@ class Ledger:
         """A committed checkpoint: remember it, tell the metrics (and whoever submits it to witnesses)."""
         self.checkpoint, self.checkpoint_id = cp, cp_id
         self._signed_at = self._monotonic()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._due = None  # the idle signer goes back to waiting (it is not woken for this)
         if self.on_checkpoint is not None:
             self.on_checkpoint(cp)
 
     def _arm(self) -> None:
-        """An unsigned commit: make sure a checkpoint follows within the interval even if nothing else is written."""
-        if self._timer is None and self.checkpoint_interval > 0:
-            delay = max(0.0, self._signed_at + self.checkpoint_interval - self._monotonic())
-            self._timer = threading.Timer(min(delay, self.checkpoint_interval), self._on_timer)
-            self._timer.daemon = True
-            self._timer.start()
+        """An unsigned commit: make sure a checkpoint follows within the interval even if nothing else is written.
 
-    def _on_timer(self) -> None:
+        One idle-signer thread per writer, started on first need, waits on a condition for
+        the deadline (a thread per checkpoint, as ``threading.Timer`` made, cost a thread
+        start every second of a busy writer's life).
+        """
+        if self._due is None and self.checkpoint_interval > 0:
+            delay = max(0.0, self._signed_at + self.checkpoint_interval - self._monotonic())
+            self._due = time.monotonic() + min(delay, self.checkpoint_interval)
+            if self._idler is None:
+                self._idler = threading.Thread(target=self._idle_signer, name="mcsched-ledger-signer", daemon=True)
+                self._idler.start()
+            else:
+                self._idle.notify()
+
+    def _idle_signer(self) -> None:
         with self._lock:
-            self._timer = None
-            if self._closed:
-                return
-            try:
-                self.sign()
-            except LedgerError as exc:  # the next flush or close() signs again
-                log.warning("%s", exc)
+            while not self._closed:
+                due = self._due
+                if due is None:
+                    if not self._idle.wait(IDLE_EXIT) and self._due is None:  # a quiet writer: end (``_arm`` starts another)
+                        self._idler = None
+                        return
+                    continue
+                if due > time.monotonic():
+                    self._idle.wait(due - time.monotonic())
+                    continue
+                self._due = None
+                try:
+                    self.sign()
+                except LedgerError as exc:  # the next flush or close() signs again
+                    log.warning("%s", exc)
 
     @property
     def unsigned(self) -> int:
@@ -489,6 +514,8 @@ class Ledger:
             return
         self._tree = CompactRange()  # the failed leaves were hashed in: rebuild from the store
         self._unhashed.clear()
+        if self.on_leaves is not None:
+            self.on_leaves(size, [])
         cur = self.conn.execute("SELECT leaf FROM records WHERE seq <= ? ORDER BY seq", (size,))
         while batch := cur.fetchmany(BATCH):
             self._tree.extend([leaf_hash(bytes(leaf)) for (leaf,) in batch])
@@ -615,9 +642,8 @@ class Ledger:
                     self.sign()
             finally:
                 self._closed = True
-                if self._timer is not None:
-                    self._timer.cancel()
-                    self._timer = None
+                self._due = None
+                self._idle.notify_all()  # the idle signer sees ``_closed`` and ends
                 self.conn.close()
 
     @property

@@ -31,6 +31,7 @@ from scheduler.errors import LedgerError
 from scheduler.invariants import InvariantChecker
 from scheduler.ledger import note
 from scheduler.ledger.actions import Action, ActionFormatError, parse_action
+from scheduler.ledger.clauses import ClauseChecker, ClauseViolation
 from scheduler.ledger.merkle import CompactRange
 from scheduler.ledger.records import DECODER, JOB_KINDS, KIND_OF
 from scheduler.ledger.signing import (
@@ -277,6 +278,7 @@ def _verify(conn: sqlite3.Connection, trust: Trust, checker: InvariantChecker, c
     checked = 0  # records decoded and checked so far
     n = 0  # records read so far
     pins = trust if trust.contracts is not None or trust.catalogs is not None else None
+    clauses = ClauseChecker()  # spill ranking and prices, beside the invariant checker's rules
     chain: dict[str, int] = {}  # job -> seq of its last record: the next one must name it as ``prev``
     clock = [float("-inf")]  # the last record's time: time never runs backwards
     cur = conn.execute("SELECT seq, leaf FROM records ORDER BY seq")
@@ -306,7 +308,7 @@ def _verify(conn: sqlite3.Connection, trust: Trust, checker: InvariantChecker, c
                 where = f"records {first}..{size}" if first != size else f"record {size}"
                 raise _Fail(first, f"{where} do not match the signed checkpoint of size {size} (altered, inserted, deleted or reordered)")
             count[0] = size
-            checked = _check(checked, pending, checker, last, chain, clock, pins)
+            checked = _check(checked, pending, checker, last, chain, clock, pins, clauses)
         if not allow_unsigned_tail and n + m > last:  # every checkpoint up to here verified: what follows is unsigned
             total = n + m + sum(1 for _ in cur)
             raise _Fail(
@@ -319,11 +321,11 @@ def _verify(conn: sqlite3.Connection, trust: Trust, checker: InvariantChecker, c
         n += m
         count[0] = n
         if len(pending) >= HOLD_BACK:  # a huge operation (or an unsigned tail): bounded memory
-            checked = _check(checked, pending, checker, last, chain, clock, pins)
+            checked = _check(checked, pending, checker, last, chain, clock, pins, clauses)
     if n < last:
         raise _Fail(n + 1, f"missing: the signed checkpoint covers {last} records, the ledger has {n} (truncated)")
     if pending:  # the unsigned tail (records after the last checkpoint)
-        checked = _check(checked, pending, checker, last, chain, clock, pins)
+        checked = _check(checked, pending, checker, last, chain, clock, pins, clauses)
     for v in checker.finish(n):
         raise _Fail(v.seq, f"{v.rule}: {v.message}", v.rule)
     witnessed = "no witness required"
@@ -348,13 +350,21 @@ def _verify(conn: sqlite3.Connection, trust: Trust, checker: InvariantChecker, c
 
 
 def _check(
-    checked: int, pending: list[bytes], checker: InvariantChecker, last: int, chain: dict[str, int], clock: list[float], pins: Trust | None = None
+    checked: int,
+    pending: list[bytes],
+    checker: InvariantChecker,
+    last: int,
+    chain: dict[str, int],
+    clock: list[float],
+    pins: Trust | None,
+    clauses: ClauseChecker,
 ) -> int:
     """Decode and check ``pending`` (records ``checked + 1``...) in order; empties it and returns the new count."""
     decode = DECODER.decode
     kind_of = KIND_OF
     job_kinds = JOB_KINDS
     check = checker.check
+    clause = clauses.check
     seq = checked
     kind = "record"
     for leaf in pending:
@@ -379,6 +389,10 @@ def _check(
                 if why is not None:
                     raise _Fail(seq, f"trust: {why}", "trust")
             v = check(seq, kind, rec)
+            if v is None:
+                clause(kind, rec)
+        except ClauseViolation as bad:
+            raise _Fail(seq, f"{bad.rule}: {bad.message}" + _unsigned(seq, last), bad.rule) from None
         except msgspec.DecodeError as exc:
             raise _Fail(seq, f"malformed record: {exc}" + _unsigned(seq, last)) from None
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as exc:

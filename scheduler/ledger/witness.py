@@ -26,6 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -195,17 +196,27 @@ def _post(url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
 Post = Callable[[str, bytes, float], tuple[int, bytes]]
 
 
-def submit(db: Path, urls: list[str], timeout: float = 5.0, post: Post = _post, tree: MerkleTree | None = None) -> list[str]:
+def submit(
+    db: Path,
+    urls: list[str],
+    timeout: float = 5.0,
+    post: Post = _post,
+    tree: MerkleTree | None = None,
+    conn: sqlite3.Connection | None = None,
+) -> list[str]:
     """Ask each witness to cosign the ledger's latest checkpoint; store the lines; one status line per witness.
 
     ``post(url, body, timeout) -> (status, reply)`` is the transport (HTTP; tests pass an
     in-process witness). ``tree``: leaf hashes kept from an earlier call (``Cosigner``),
-    extended with the records since; its complete subtrees stay cached, so a proof costs
-    O(log^2 n) hashes instead of rehashing the log.
+    extended with the records since (read and hashed here only where the caller has not
+    supplied them); its complete subtrees stay cached, so a proof costs O(log^2 n) hashes
+    instead of rehashing the log. ``conn``: a connection to reuse (left open).
     """
     tree = tree if tree is not None else MerkleTree([])
-    conn = sqlite3.connect(str(db), isolation_level=None, timeout=timeout)
-    conn.text_factory = bytes
+    own = conn is None
+    if conn is None:
+        conn = sqlite3.connect(str(db), isolation_level=None, timeout=timeout)
+        conn.text_factory = bytes
     try:
         row = conn.execute("SELECT id, note FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
         if row is None:
@@ -241,7 +252,8 @@ def submit(db: Path, urls: list[str], timeout: float = 5.0, post: Post = _post, 
     except (sqlite3.Error, CheckpointFormatError) as exc:
         raise LedgerError(f"{db}: cannot read the checkpoint to cosign ({exc})") from None
     finally:
-        conn.close()
+        if own:
+            conn.close()
 
 
 class Cosigner:
@@ -250,7 +262,10 @@ class Cosigner:
     Pass ``notify`` as (part of) the ledger's ``on_checkpoint``: it only wakes the thread,
     so a slow or down witness delays cosigning, never a decision. ``lag()`` is how long
     the newest checkpoint has waited for all witnesses (0 when they are all caught up):
-    the witness-lag metric.
+    the witness-lag metric. Pass ``add_leaves`` as the ledger's ``on_leaves``: the writer
+    hands over the leaf hashes it computed anyway, so the cosigner neither re-reads nor
+    re-hashes the records (a queue the thread drains: the writer never waits); whatever
+    it was not handed (records written before it listened) it reads from the database.
     """
 
     def __init__(
@@ -261,6 +276,8 @@ class Cosigner:
         self._tree = MerkleTree([])
         self._wake, self._stop = threading.Event(), threading.Event()
         self._waiting_since: float | None = None
+        self._fresh: deque[tuple[int, list[bytes]]] = deque()  # (first index, leaf hashes) from the writer
+        self._conn: sqlite3.Connection | None = None  # the thread's own, kept between rounds
         self.last: list[str] = []
         self._thread = threading.Thread(target=self._loop, name="mcsched-cosigner", daemon=True)
 
@@ -271,12 +288,37 @@ class Cosigner:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=self.timeout + 1)
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.timeout + 1)
+        if self._conn is not None and not self._thread.is_alive():
+            self._conn.close()
+            self._conn = None
 
     def notify(self, _cp: object = None) -> None:
         if self._waiting_since is None:
             self._waiting_since = self._clock()
         self._wake.set()
+
+    def add_leaves(self, start: int, hashes: list[bytes]) -> None:
+        """The writer's leaf hashes for leaves ``start``, ``start + 1``, ...; none: the writer rolled back to ``start``."""
+        self._fresh.append((start, hashes))
+
+    def _drain(self) -> None:
+        """Extend the tree with the writer's hashes that continue it (a gap is left to the database)."""
+        fresh = self._fresh
+        while fresh:
+            start, hashes = fresh[0]
+            if not hashes:  # a failed commit: the hashes after ``start`` were never committed
+                fresh.popleft()
+                if start < len(self._tree):
+                    self._tree = MerkleTree(self._tree.leaves[:start])
+                continue
+            have = len(self._tree)
+            if start > have:
+                return
+            fresh.popleft()
+            if start + len(hashes) > have:
+                self._tree.leaves.extend(hashes[have - start :])
 
     def lag(self) -> float:
         since = self._waiting_since
@@ -285,7 +327,13 @@ class Cosigner:
     def round(self) -> list[str]:
         """One submission of the latest checkpoint to every witness (what the thread runs)."""
         started = self._clock()
-        self.last = submit(self.db, self.urls, self.timeout, self._post, self._tree)
+        self._drain()
+        if self._conn is None:
+            self._conn = sqlite3.connect(str(self.db), isolation_level=None, timeout=self.timeout, check_same_thread=False)
+            self._conn.text_factory = bytes
+            self._conn.execute("PRAGMA synchronous=NORMAL")  # as the writer: WAL, no fsync per stored cosignature
+        self.last = submit(self.db, self.urls, self.timeout, self._post, self._tree, self._conn)
+        self._drain()  # what the database filled may be followed by queued hashes
         if all(": cosigned checkpoint" in line for line in self.last) and (self._waiting_since or 0) <= started:
             self._waiting_since = None
         return self.last

@@ -35,6 +35,7 @@ class Candidates:
     pinned: bool
     pool_keys: frozenset[tuple[str, str, str]] = frozenset()  # every pool above: is a freed pool of use to this job?
     pools: tuple[Pool, ...] = ()  # every pool above, holder's first
+    holder_keys: frozenset[tuple[str, str, str]] = frozenset()  # the keys of ``holder_pools``
     # what a placement the holder accepted did not use: every other cloud, not asked, and ``excluded``
     # (built once here: the most common explanation of all, the same for every job of a signature)
     accepted_not_used: tuple[tuple[str, str], ...] = ()
@@ -114,6 +115,7 @@ def admit(
         pinned,
         frozenset(p.key for p in every),
         every,
+        frozenset(p.key for p in holder_pools),
         not_asked + tuple(excluded),
     )
 

@@ -9,7 +9,7 @@ the contract and re-derived by the ledger's checker (README, "Audit").
 from __future__ import annotations
 
 from enum import Enum
-from typing import Final, NamedTuple
+from typing import NamedTuple
 
 from scheduler.backends import BackendState
 from scheduler.inventory import Pool
@@ -17,8 +17,6 @@ from scheduler.model import Job
 from scheduler.pipeline.outcomes import AcceptReason, Answer, DeclineReason, LapseReason
 from scheduler.pipeline.quote import Blocker, Quote
 from scheduler.specs import API_CLASS
-
-_new: Final = tuple.__new__  # builds a NamedTuple from all its fields, without its Python-level __new__
 
 
 class HolderAnswer(NamedTuple):
@@ -65,8 +63,10 @@ def holder_answer(
     competing: Quote | None,
     match_mode: bool,
     blocked: Blocker,
+    at: float = 0.0,
 ) -> HolderAnswer:
-    """Evaluate one offer on the holder's own terms (and, in match mode, against ``competing``)."""
+    """Evaluate one offer on the holder's own terms (and, in match mode, against ``competing``).
+    ``at``, the offer's time, is what a decline at discretion is drawn on (with the job)."""
     if not holder.up:
         return HolderAnswer(Answer.LAPSED, LapseReason.BACKEND_DOWN, window_seconds)
     response = holder.response_seconds
@@ -96,8 +96,9 @@ def holder_answer(
             return HolderAnswer(Answer.DECLINED, DeclineReason.RESERVED_FOR_API_SERVING, response)
         if reserved:
             return HolderAnswer(Answer.DECLINED, DeclineReason.RESERVED_FOR_QUEUED_JOB, response)
-        # the busy holder's answer, the hottest: built without the NamedTuple's Python-level __new__
-        return _new(HolderAnswer, (Answer.DECLINED, DeclineReason.NO_CAPACITY, response, None, 0.0))
+        return HolderAnswer(Answer.DECLINED, DeclineReason.NO_CAPACITY, response, None, 0.0)
+    if holder.decline_fraction and holder.at_discretion(job.name, at):  # room, but it turns this offer down
+        return HolderAnswer(Answer.DECLINED, DeclineReason.AT_DISCRETION, response)
     price = chosen.price
     if match_mode and competing is not None:
         if competing.start_seconds < holder.startup_seconds:
@@ -107,4 +108,4 @@ def holder_answer(
             if competing.price < floor:
                 return HolderAnswer(Answer.DECLINED, DeclineReason.BELOW_PRICE_FLOOR, response)
             return HolderAnswer(Answer.ACCEPTED, AcceptReason.MATCHED, response, chosen, competing.price)
-    return _new(HolderAnswer, (Answer.ACCEPTED, AcceptReason.ACCEPTED, response, chosen, price))
+    return HolderAnswer(Answer.ACCEPTED, AcceptReason.ACCEPTED, response, chosen, price)

@@ -32,6 +32,7 @@ class DeclineReason(StrEnum):
     GANG_TOO_LARGE = "gang-too-large"
     BELOW_PRICE_FLOOR = "below-price-floor"
     CANNOT_MATCH_START = "cannot-match-start"
+    AT_DISCRETION = "at-discretion"  # it could take the job, but declines this share of offers (holderRules.declineFraction)
 
 
 class LapseReason(StrEnum):

@@ -8,13 +8,12 @@ queued job; a cloud that cannot says why.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Final, NamedTuple
+from typing import NamedTuple
 
 from scheduler.backends import BackendState
 from scheduler.inventory import Pool
 
 Blocker = Callable[[Pool], str | None]
-_new: Final = tuple.__new__
 
 
 class Quote(NamedTuple):
@@ -53,8 +52,7 @@ def collect_quotes(
             if free >= gpus:
                 why = blocked(pool)
                 if why is None:
-                    # Quote(...) without the NamedTuple's Python-level __new__ (one per cloud and attempt)
-                    quotes.append(_new(Quote, (pool, pool.price, backend.startup_seconds, locality.get(pool.region, 0))))
+                    quotes.append(Quote(pool, pool.price, backend.startup_seconds, locality.get(pool.region, 0)))
                     break
                 held = held or why
             elif free > best_free:

@@ -67,11 +67,14 @@ def start_actor(
     metrics_port: int | None,
     metrics_host: str = "127.0.0.1",
     foreign_groups: str = "report",
+    witnesses: list[str] | None = None,
 ) -> Any:
     """Create (or find) the scheduler actor; it survives the creating driver and restarts on failure.
 
     ``foreign_groups``: what to do with placement groups on the pools that mcsched did not
-    create (``report`` them, or ``evict`` them); see ``reconciler.py``.
+    create (``report`` them, or ``evict`` them); see ``reconciler.py``. ``witnesses``: the
+    base URLs the actor submits each signed checkpoint to (None: ``$MCSCHED_WITNESS_URLS``
+    in the actor's process; empty: not cosigned).
     """
     cls = ray.remote(SchedulerActor)
     # Pin the actor to the node that holds the ledger volume when the cluster marks one.
@@ -86,7 +89,7 @@ def start_actor(
         max_task_retries=-1,
         num_cpus=0,
         max_concurrency=1000,
-    ).remote(catalog, contract, ledger_path, metrics_port, metrics_host, RayGangs(), foreign_groups=foreign_groups)
+    ).remote(catalog, contract, ledger_path, metrics_port, metrics_host, RayGangs(), foreign_groups=foreign_groups, witnesses=witnesses)
     ray.get(handle.ping.remote())
     return handle
 
@@ -98,6 +101,7 @@ def ensure_actor(
     metrics_port: int | None,
     metrics_host: str = "127.0.0.1",
     foreign_groups: str = "report",
+    witnesses: list[str] | None = None,
 ) -> Any:
     """The supervisor's step: find the actor, or create it (pinned to the node holding the ledger)."""
     try:
@@ -105,7 +109,7 @@ def ensure_actor(
         ray.get(handle.ping.remote(), timeout=60)
         return handle
     except ValueError:
-        return start_actor(catalog, contract, ledger_path, metrics_port, metrics_host, foreign_groups)
+        return start_actor(catalog, contract, ledger_path, metrics_port, metrics_host, foreign_groups, witnesses)
 
 
 def supervise(ensure: Callable[[], Any], *, every: float = 15.0, keep_going: Callable[[], bool] = lambda: True) -> None:

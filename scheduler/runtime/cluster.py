@@ -636,6 +636,7 @@ def up(
     *,
     metrics_port: int | None = None,
     foreign_groups: str = "report",
+    witnesses: list[str] | None = None,
     log: Log = print,
 ) -> UpResult:
     """Start the local head and the scheduler actor; a no-op while this state dir's cluster runs.
@@ -686,6 +687,7 @@ def up(
             str(ledger),
             metrics_port,
             foreign_groups=foreign_groups,
+            witnesses=witnesses,
         )
     except BaseException:
         log("start-up failed; stopping what it started")

@@ -49,6 +49,9 @@ if TYPE_CHECKING:  # imported where used: every Ray job driver imports this modu
     # class to call it) and needs none of the engine, the ledger (cryptography) or prometheus
     from scheduler.engine import Engine
     from scheduler.ledger import Ledger
+    from scheduler.ledger.signing import Checkpoint
+    from scheduler.ledger.store import Quarantine
+    from scheduler.ledger.witness import Cosigner
     from scheduler.metrics import Metrics
 
 log = logging.getLogger("mcsched.service")
@@ -57,6 +60,19 @@ RECONCILE_SECONDS = 1.0
 #: so a restarted actor exports every series at once instead of when each controller next reports.
 SERVE_METRICS_FILE = "serve-metrics.json"
 LEASE_SECONDS = 15.0  # a driver renews its lease at least every POLL_SECONDS (driver.py); 3x slack
+#: The witnesses the live service submits each signed checkpoint to, when not passed explicitly:
+#: base URLs separated by commas or spaces. Unset or empty: checkpoints are signed, not cosigned.
+WITNESS_ENV = "MCSCHED_WITNESS_URLS"
+#: While the ledger is quarantined, a request re-opens it at most this often (an operator's
+#: ``mcsched audit adopt`` / ``truncate`` is picked up without restarting the actor).
+QUARANTINE_RECHECK_SECONDS = 2.0
+
+
+def witness_urls(configured: list[str] | None) -> list[str]:
+    """``configured``, else ``$MCSCHED_WITNESS_URLS`` (split on commas and spaces), else none."""
+    if configured is not None:
+        return [u for u in configured if u]
+    return os.environ.get(WITNESS_ENV, "").replace(",", " ").split()
 
 
 class Gangs(Protocol):
@@ -80,6 +96,7 @@ class SchedulerService:
         gangs: Gangs | None = None,
         lease_seconds: float = LEASE_SECONDS,
         foreign_groups: str = "report",
+        witnesses: list[str] | None = None,
         serve_runner: Runner | None = None,
     ) -> None:
         if foreign_groups not in FOREIGN_POLICIES:
@@ -93,6 +110,11 @@ class SchedulerService:
         self._lease_seconds = lease_seconds
         self._foreign_policy = foreign_groups
         self._foreign: dict[str, str] = {}  # foreign placement group id -> its creator (asked once)
+        self._witnesses = witnesses  # None: $MCSCHED_WITNESS_URLS, read in the actor's own process
+        self.cosigner: Cosigner | None = None
+        self.quarantine: Quarantine | None = None  # records the writer cannot vouch for: no decisions until resolved
+        self._quarantine_checked = 0.0
+        self._serving = False
         self.engine: Engine | None = None
         self.ledger: Ledger | None = None
         self.metrics: Metrics | None = None
@@ -119,6 +141,8 @@ class SchedulerService:
     def _ensure(self) -> Engine:
         if self.engine is not None:
             return self.engine
+        if self.quarantine is not None and time.monotonic() - self._quarantine_checked < QUARANTINE_RECHECK_SECONDS:
+            raise self.quarantine
         engine = self._recover()
         with contextlib.suppress(RuntimeError):  # called outside an event loop (tests): no loop to run in
             asyncio.get_running_loop()
@@ -136,20 +160,51 @@ class SchedulerService:
     def _recover(self) -> Engine:
         from scheduler.engine import Engine
         from scheduler.ledger import Ledger
-        from scheduler.metrics import Metrics, serve
+        from scheduler.ledger.store import Quarantine
+        from scheduler.ledger.witness import Cosigner
+        from scheduler.metrics import Metrics
         from scheduler.wallclock import WallClock
 
         catalog = CloudCatalog.model_validate(self._catalog_doc)
         contract = Contract.model_validate(self._contract_doc)
-        metrics = Metrics()
-        # Key and witness beside the ledger (its state dir) unless MCSCHED_SIGNING_KEY/_WITNESS say otherwise.
-        ledger = Ledger(
-            self._ledger_path,
-            home=os.path.dirname(os.path.abspath(self._ledger_path)),
-            on_checkpoint=lambda cp: metrics.observe_checkpoint(cp.size, cp.time),
-        )
+        # One registry for the actor's life: a quarantined start serves it before any event is fed.
+        metrics = self.metrics if self.metrics is not None else Metrics()
+        self.metrics = metrics
+        urls = witness_urls(self._witnesses)
+        cosigner = Cosigner(Path(self._ledger_path), urls) if urls else None
+
+        def on_checkpoint(cp: Checkpoint) -> None:
+            metrics.observe_checkpoint(cp.size, cp.time)
+            if cosigner is not None:
+                cosigner.notify()  # wakes its thread: a slow or down witness never delays a decision
+
+        # The signing and MAC keys beside the ledger (its state dir) unless MCSCHED_SIGNING_KEY says otherwise.
+        try:
+            ledger = Ledger(
+                self._ledger_path,
+                home=os.path.dirname(os.path.abspath(self._ledger_path)),
+                on_checkpoint=on_checkpoint,
+                on_leaves=cosigner.add_leaves if cosigner is not None else None,  # the writer's hashes, not hashed twice
+            )
+        except Quarantine as q:
+            # Never restore from, nor sign, records this writer cannot vouch for: stay up without an
+            # engine, export their count (the alert), answer every request with the one line.
+            self.quarantine, self._quarantine_checked = q, time.monotonic()
+            metrics.ledger.unauthenticated.set(q.last - q.first + 1)
+            log.error("%s", q)
+            self._serve_metrics(metrics)
+            raise
+        self.quarantine = None
+        metrics.ledger.unauthenticated.set(0)
         if ledger.checkpoint is not None:
             metrics.observe_checkpoint(ledger.checkpoint.size, ledger.checkpoint.time)
+        if cosigner is not None:
+            self.cosigner = cosigner.start()
+            cosigner.notify()  # the latest checkpoint (signed before this start, perhaps never cosigned)
+            metrics.ledger.watch_witnesses(len(urls), cosigner.lag)
+        else:
+            metrics.ledger.watch_witnesses(0, lambda: 0.0)
+            log.warning("no witness configured (%s): the ledger's checkpoints are signed but not cosigned", WITNESS_ENV)
         recorded = list(ledger.events())
         self.recovered_events = len(recorded)
         sinks: list[Callable[[Event], None]] = [ledger, metrics, self._on_event]
@@ -172,12 +227,18 @@ class SchedulerService:
         self._restore_serve_metrics(engine, metrics)
         now = time.time()
         self.leases = {name: now for name in self._load_leases() if _live(engine, name)}
-        if self._metrics_port is not None:
+        self._serve_metrics(metrics)
+        return engine
+
+    def _serve_metrics(self, metrics: Metrics) -> None:
+        from scheduler.metrics import serve
+
+        if self._metrics_port is not None and not self._serving:
             try:
                 serve(metrics, self._metrics_port, self._metrics_host)
+                self._serving = True
             except OSError as exc:
                 log.warning("metrics port %s unavailable: %s", self._metrics_port, exc)
-        return engine
 
     def _serve_metrics_file(self) -> Path:
         return Path(os.path.dirname(os.path.abspath(self._ledger_path))) / SERVE_METRICS_FILE
@@ -381,9 +442,16 @@ class SchedulerService:
     # ------------------------------------------------------------------ API (batched)
 
     async def ping(self) -> dict[str, Any]:
-        engine = self._ensure()
+        """Alive, and what it holds. A quarantined ledger answers too (``quarantined``: the one line),
+        so the actor stays up, its metric and alert report it, and every other call refuses with that line."""
+        from scheduler.ledger.store import Quarantine
+
+        try:
+            engine = self._ensure()
+        except Quarantine as q:
+            return {"holder": None, "jobs": 0, "recovered_events": 0, "quarantined": str(q)}
         self._start_reconciler()
-        return {"holder": engine.holder, "jobs": len(engine.jobs), "recovered_events": self.recovered_events}
+        return {"holder": engine.holder, "jobs": len(engine.jobs), "recovered_events": self.recovered_events, "quarantined": None}
 
     async def submit(self, jobs: list[dict[str, Any]], driver: bool = False) -> dict[str, Any]:
         """Validate and place a batch; all-or-nothing on bad input; idempotent on retries.

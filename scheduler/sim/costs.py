@@ -7,8 +7,10 @@ Per cloud and GPU type, a cost model gives:
   horizon costs 30 days of it). Usage up to the commitment costs nothing more; the part of
   the commitment left idle is reported as *idle committed cost*.
 - **on-demand** rate (default: the catalog's price) for usage above the commitment.
-- **spot** rate and the share of above-commitment usage bought as spot (``spotShare``);
-  spot *availability* is the capacity trace's job (``--capacity-trace``, ``--spot-share``).
+- **spot**: the share of above-commitment usage bought as spot (``spotShare``), at the
+  catalog's spot price (``spec.backends[].spotPrices``: the catalog is the one source of a
+  cloud's rates); spot *availability* is the capacity trace's job (``--capacity-trace``,
+  ``--spot-share``). A GPU type without a spot price in the catalog is bought on demand.
 - **start-up billing**: ``billStartup: false`` takes each placement's start-up GPU-seconds
   off the usage billed above the commitment (clouds that bill from the first useful second).
 
@@ -43,7 +45,6 @@ class Commitment(Strict):
 class CloudCosts(Strict):
     committed: dict[GpuType, Commitment] = Field(default_factory=dict)
     onDemandUsdPerGpuHour: dict[GpuType, Usd] = Field(default_factory=dict)
-    spotUsdPerGpuHour: dict[GpuType, Usd] = Field(default_factory=dict)
     spotShare: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     billStartup: bool = True
 
@@ -60,6 +61,11 @@ def load_costs(path: Path, catalog: CloudCatalog) -> CostModel:
         raise TraceError(f"--costs: {path}: cannot read ({exc.strerror})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise TraceError(f"--costs: {path}: not YAML ({str(exc).splitlines()[0]})") from None
+    if isinstance(raw, dict) and isinstance(raw.get("clouds"), dict):
+        for cloud, c in raw["clouds"].items():
+            if isinstance(c, dict) and "spotUsdPerGpuHour" in c:
+                where = _catalog_field(catalog, str(cloud), "spotPrices")
+                raise TraceError(f"--costs: {path}: clouds.{cloud}.spotUsdPerGpuHour: spot prices are the catalog's now: set {where}")
     try:
         model = CostModel.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
@@ -76,16 +82,23 @@ def load_costs(path: Path, catalog: CloudCatalog) -> CostModel:
         for r in backend.regions:
             for t, n in r.gpus.items():
                 have[t] += n
-        for field_name in ("committed", "onDemandUsdPerGpuHour", "spotUsdPerGpuHour"):
+        for field_name in ("committed", "onDemandUsdPerGpuHour"):
             for t in getattr(costs, field_name):
                 if t not in have:
                     raise TraceError(f"--costs: {path}: clouds.{cloud}.{field_name}.{t}: {cloud} has no {t} pools (it has {', '.join(sorted(have))})")
         for t, c in costs.committed.items():
             if c.gpus > have[t]:
                 raise TraceError(f"--costs: {path}: clouds.{cloud}.committed.{t}.gpus: {c.gpus:,} committed but the catalog has {have[t]:,} {t} on {cloud}")
-        if costs.spotShare > 0 and not costs.spotUsdPerGpuHour:
-            raise TraceError(f"--costs: {path}: clouds.{cloud}.spotShare: {costs.spotShare:g} of the usage as spot needs spotUsdPerGpuHour")
+        if costs.spotShare > 0 and not backend.spotPrices:
+            raise TraceError(f"--costs: {path}: clouds.{cloud}.spotShare: {costs.spotShare:g} of the usage as spot needs spot prices: "
+                             f"the catalog ({catalog.metadata.name}) has none in {_catalog_field(catalog, cloud, 'spotPrices')}")
     return model
+
+
+def _catalog_field(catalog: CloudCatalog, cloud: str, field_name: str) -> str:
+    """Where a cloud's field is in the catalog, as its error messages name it (``spec.backends[1].spotPrices``)."""
+    index = next((i for i, b in enumerate(catalog.spec.backends) if b.name == cloud), None)
+    return f"spec.backends[{index}].{field_name} ({cloud})" if index is not None else f"spec.backends[].{field_name} of {cloud}"
 
 
 def committed_gpus(model: CostModel | None) -> dict[tuple[str, str], int]:
@@ -121,7 +134,7 @@ def bill(model: CostModel | None, catalog: CloudCatalog, usage: dict[tuple[str, 
         backend = catalog.backend(cloud)
         list_price = backend.prices.get(gpu_type, 0.0) if backend is not None else 0.0
         on_demand_rate = costs.onDemandUsdPerGpuHour.get(gpu_type, list_price)
-        spot_rate = costs.spotUsdPerGpuHour.get(gpu_type, on_demand_rate)
+        spot_rate = backend.spotPrices.get(gpu_type, on_demand_rate) if backend is not None else on_demand_rate
         above = u.above_commit_gpu_seconds
         startup = u.startup_gpu_seconds
         if not costs.billStartup:
@@ -145,13 +158,15 @@ def bill(model: CostModel | None, catalog: CloudCatalog, usage: dict[tuple[str, 
     return {"perCloud": clouds, **total, "from": "--costs" if model.clouds else "the catalog's on-demand prices (no --costs)"}
 
 
-def describe(model: CostModel, path: Path) -> str:
-    """One line for the report's inputs: every commitment and rate the file sets."""
+def describe(model: CostModel, path: Path, catalog: CloudCatalog) -> str:
+    """One line for the report's inputs: every commitment and rate the file sets (spot prices: the catalog's)."""
     parts = []
     for cloud, c in model.clouds.items():
         bits = [f"{t} {x.gpus:,} committed at ${x.usdPerGpuHour:g}/GPU-h ({x.termDays:g}-day term)" for t, x in c.committed.items()]
         bits += [f"{t} on demand ${r:g}" for t, r in c.onDemandUsdPerGpuHour.items()]
-        bits += [f"{t} spot ${r:g} for {c.spotShare:.0%} of the usage above the commitment" for t, r in c.spotUsdPerGpuHour.items()]
+        backend = catalog.backend(cloud)
+        if c.spotShare > 0 and backend is not None:
+            bits += [f"{t} spot ${r:g} (the catalog's) for {c.spotShare:.0%} of the usage above the commitment" for t, r in backend.spotPrices.items()]
         if not c.billStartup:
             bits.append("start-up not billed")
         parts.append(f"{cloud}: {', '.join(bits) or 'catalog prices'}")

@@ -61,6 +61,19 @@ def catalog_for(name: str, catalog: CloudCatalog, contract: Contract) -> CloudCa
     return catalog.model_copy(update={"spec": catalog.spec.model_copy(update={"backends": backends})})
 
 
+def with_holder_declines(catalog: CloudCatalog, holder: str, fraction: float, seed: int) -> CloudCatalog:
+    """The catalog with the holder declining ``fraction`` of the offers it has room for (``--holder-decline-rate``),
+    drawn from ``seed``: its ``holderRules.declineFraction`` and ``declineSeed``, so the ledger's configured record says so."""
+    if not 0.0 <= fraction <= 1.0:
+        raise TraceError(f"--holder-decline-rate: {fraction:g}: must be a share between 0 and 1")
+    backends = [
+        b.model_copy(update={"holderRules": b.holderRules.model_copy(update={"declineFraction": fraction, "declineSeed": seed})})
+        if b.name == holder else b
+        for b in catalog.spec.backends
+    ]
+    return catalog.model_copy(update={"spec": catalog.spec.model_copy(update={"backends": backends})})
+
+
 def build_engine(catalog: CloudCatalog, contract: Contract, clock: Clock, policy: str) -> Engine:
     """The engine for ``policy`` (``catalog`` already the policy's: see ``catalog_for``)."""
     return Engine(catalog, contract, clock, policy=policy_for(policy, contract))

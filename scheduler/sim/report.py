@@ -541,7 +541,7 @@ def _footer(summaries: list[dict[str, Any]]) -> list[str]:
     lines = ["The full figures are in [summary.json](summary.json).", ""]
     ledgers = [x["ledger"] for x in summaries if x.get("ledger")]
     if not ledgers:
-        return [*lines, "No ledger was written (the default for a replay; `--ledger FILE` writes a signed one).", ""]
+        return [*lines, "No ledger was written (the default for a replay; `--ledger FILE` writes a signed one, `--ledger FILE.zst` a compact one).", ""]
     for led in ledgers:
         lines += [
             f"Every decision of {led['policy']} is in the signed ledger `{led['path']}`, signed with a throwaway Ed25519 key "
@@ -584,7 +584,7 @@ def render(
         lines = [report[0].removeprefix("# ")]
         lines += [f"{n}: {headline(s)}; {summary_line(s)}" for n, s in summaries.items()]
     ledgers = [s["ledger"] for s in summaries.values() if s.get("ledger")]
-    notes = ["no ledger written (the default; --ledger FILE writes a signed one)"]
+    notes = ["no ledger written (the default; --ledger FILE writes a signed one, FILE.zst a compact one)"]
     if ledgers:
         notes = [f"ledger {x['path']} (throwaway key {x['keyId']}; verify: mcsched audit verify --db {x['path']} "
                  f"--public-key {x['publicKey']})" for x in ledgers]

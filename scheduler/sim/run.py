@@ -24,13 +24,14 @@ from typing import Any
 
 from scheduler.errors import TraceError
 from scheduler.ledger import Ledger
+from scheduler.ledger.compact import SUFFIX, seal, wants_compact
 from scheduler.ledger.signing import key_id, load_public_key
 from scheduler.loading import load_catalog, load_contract
 from scheduler.paths import default_catalog, default_contract
 from scheduler.sim import capacity as cap
 from scheduler.sim.costs import CostModel, committed_gpus, load_costs
 from scheduler.sim.costs import describe as describe_costs
-from scheduler.sim.policies import POLICIES, parse_policies, spill_ranking
+from scheduler.sim.policies import POLICIES, parse_policies, spill_ranking, with_holder_declines
 from scheduler.sim.report import RunView, render
 from scheduler.sim.scenario import Action, load_scenario
 from scheduler.sim.simulator import DEFAULT_CLASS_PRIORITIES, Simulation
@@ -67,6 +68,8 @@ class WhatIf:
     unserved_rate: float | None = None  # USD per unserved GPU-hour; None: the holder's on-demand price
     ledger: Path | None = None  # None: no ledger (a replay's default)
     costs: Path | None = None  # a cost model (committed, on-demand, spot); None: the catalog's on-demand prices
+    holder_decline_rate: float = 0.0  # share of the offers it has room for that the holder declines at discretion
+    seed: int = 0  # the draws of those declines
 
 
 @dataclass
@@ -150,6 +153,14 @@ def prepare(req: WhatIf) -> Prepared:
     contract = load_contract(req.contract or default_contract(), catalog)
     rules: list[Rule] = []
     catalog, scale_rules = cap.scale_catalog(catalog, cap.parse_scale(req.scale_capacity, catalog))
+    if not (0.0 <= req.holder_decline_rate <= 1.0):
+        raise TraceError(f"--holder-decline-rate: {req.holder_decline_rate:g}: must be a share between 0 and 1")
+    if not 0 <= req.seed < 2**63:
+        raise TraceError(f"--seed: {req.seed}: must be a whole number >= 0")
+    if req.holder_decline_rate > 0:
+        catalog = with_holder_declines(catalog, contract.holder, req.holder_decline_rate, req.seed)
+        rules.append(Rule(f"holder declines {req.holder_decline_rate:.0%} of the offers it has room for (--holder-decline-rate, seed {req.seed})",
+                          "declined at-discretion: movable work spills to the next cloud, pinned work (api-serving) waits for the next offer"))
     trace = read_trace(req.trace, req.fmt, req.read)
     if not trace.jobs:
         raise TraceError(f"{req.trace}: no jobs to replay ({trace.stats.rows:,} rows read)")
@@ -219,7 +230,7 @@ def prepare(req: WhatIf) -> Prepared:
     costs = None
     if req.costs is not None:
         costs = load_costs(req.costs, catalog)
-        rules.append(Rule(describe_costs(costs, req.costs), "committed GPUs are paid for the whole horizon, used or not; usage above them at the on-demand or spot rate"))
+        rules.append(Rule(describe_costs(costs, req.costs, catalog), "committed GPUs are paid for the whole horizon, used or not; usage above them at the on-demand or spot rate"))
     return Prepared(req, catalog, contract, trace, policies, priorities, priorities_from, changes, driven, actions, rules, name, horizon, costs)
 
 
@@ -253,8 +264,10 @@ def _publish(tmp: Path, out: Path) -> None:
 
 
 def ledger_paths(path: Path, policy: str, several: bool) -> tuple[Path, Path]:
-    """The ledger and public key files of one policy (``ledger-cheapest.db`` when several run)."""
-    db = path.with_name(f"{path.stem}-{policy}{path.suffix}") if several else path
+    """The ledger and public key files of one policy (``ledger-cheapest.db``, ``ledger-cheapest.db.zst`` when several run)."""
+    sealed = SUFFIX if wants_compact(path) else ""
+    base = Path(str(path).removesuffix(sealed))
+    db = base.with_name(f"{base.stem}-{policy}{base.suffix}{sealed}") if several else path
     return db, db.with_name(db.name + ".pub")
 
 
@@ -277,7 +290,7 @@ def run_policy(
         several = len(p.policies) > 1
         db, pub = ledger_paths(ledger_to, policy, several)
         keys = work / f".key-{policy}"
-        ledger = Ledger(work / db.name, signing_key=keys / "ledger-signing.key")
+        ledger = Ledger(work / db.name.removesuffix(SUFFIX), signing_key=keys / "ledger-signing.key")
         info = {"policy": policy, "path": str(db), "publicKey": str(pub)}
     started = time.perf_counter()
     try:
@@ -298,6 +311,10 @@ def run_policy(
         info["keyId"] = key_id(load_public_key(keys / "ledger-signing.pub"))
         db, pub = ledger_paths(ledger_to, policy, len(p.policies) > 1)  # type: ignore[arg-type]
         (keys / "ledger-signing.key").unlink()  # the private half: this ledger's signatures are all it was for
+        if wants_compact(db):  # FILE.zst: sealed into one zstd frame (~10x smaller), read as is by mcsched audit
+            plain = work / db.name.removesuffix(SUFFIX)
+            seal(plain, work / db.name)
+            plain.unlink()
         moves += [(work / db.name, db), (keys / "ledger-signing.pub", pub)]
     s = summarise(sim, p.gpu_types, p.request.unserved_rate, p.costs)
     s["ledger"] = info

@@ -12,7 +12,9 @@ Knobs (``--vary KNOB=v1,v2,...``, once or twice):
 - ``load``: the offered load factor (arrivals compressed);
 - ``committed``: GPUs the holder commits to (its rate and term from the ``--costs`` file's
   commitment on the holder, which must be there);
-- ``reserve``: the share of each holder pool kept for api-serving (``holderRules.reserveForApiServingFraction``).
+- ``reserve``: the share of each holder pool kept for api-serving (``holderRules.reserveForApiServingFraction``);
+- ``decline-rate``: the share of the offers it has room for that the holder declines at discretion
+  (``--holder-decline-rate``); each seed draws its own declines (the seed is the draws' seed too).
 
 Every run is a ``Simulation`` summarised by ``summarise`` (the same figures as ``mcsched
 simulate``); one row per run goes to ``sweep.csv``.
@@ -37,12 +39,13 @@ from typing import Any
 from scheduler.errors import TraceError
 from scheduler.sim import capacity as cap
 from scheduler.sim.costs import Commitment, CostModel, committed_gpus
+from scheduler.sim.policies import with_holder_declines
 from scheduler.sim.run import Prepared, default_horizon_of
 from scheduler.sim.simulator import Simulation
 from scheduler.sim.summary import summarise
 from scheduler.sim.traces import ReadStats, Trace, TraceJob
 
-KNOBS = ("holder-share", "rofr-window", "load", "committed", "reserve")
+KNOBS = ("holder-share", "rofr-window", "load", "committed", "reserve", "decline-rate")
 #: (column, what it is); the figures a planner compares across the sweep
 METRICS = (
     ("api_p99_first_wait_h", "api-serving p99 first wait (h; censored as lower bounds)"),
@@ -85,6 +88,8 @@ def parse_vary(specs: list[str]) -> list[Knob]:
             raise TraceError(f"--vary: {spec}: {name} must be > 0")
         if name == "reserve" and any(v >= 1 for v in values):
             raise TraceError(f"--vary: {spec}: reserve is a share below 1")
+        if name == "decline-rate" and any(v > 1 for v in values):
+            raise TraceError(f"--vary: {spec}: decline-rate is a share from 0 to 1")
         knobs.append(Knob(name, values))
     if len(knobs) == 2 and knobs[0].name == knobs[1].name:
         raise TraceError(f"--vary: {knobs[0].name} given twice")
@@ -115,10 +120,13 @@ def resample(jobs: list[TraceJob], seed: int) -> list[TraceJob]:
     return drawn
 
 
-def _apply(p: Prepared, values: dict[str, float]) -> tuple[Any, Any, list[TraceJob], CostModel | None]:
-    """The catalog, contract, jobs and cost model of one point of the sweep."""
+def _apply(p: Prepared, values: dict[str, float], seed: int = 0) -> tuple[Any, Any, list[TraceJob], CostModel | None]:
+    """The catalog, contract, jobs and cost model of one point of the sweep (``seed``: its holder's decline draws)."""
     catalog, contract, jobs, costs = p.catalog, p.contract, p.trace.jobs, p.costs
     holder = contract.holder
+    backend = catalog.backend(holder)
+    if backend is not None and backend.holderRules.declineFraction > 0:  # --holder-decline-rate: each seed draws its own
+        catalog = with_holder_declines(catalog, holder, backend.holderRules.declineFraction, seed)
     for name, v in values.items():
         if name == "holder-share":
             catalog, _ = cap.scale_catalog(catalog, {(holder, None, None): v})
@@ -133,6 +141,8 @@ def _apply(p: Prepared, values: dict[str, float]) -> tuple[Any, Any, list[TraceJ
                 for b in catalog.spec.backends
             ]
             catalog = catalog.model_copy(update={"spec": catalog.spec.model_copy(update={"backends": backends})})
+        elif name == "decline-rate":
+            catalog = with_holder_declines(catalog, holder, v, seed)
         elif name == "committed":
             assert costs is not None
             cloud = costs.clouds[holder]
@@ -156,7 +166,7 @@ def run_point(values: dict[str, float], seed: int, policy: str = "contract") -> 
     p = _BASE
     assert p is not None, "run_point runs in a worker started with _init"
     started = time.perf_counter()
-    catalog, contract, jobs, costs = _apply(p, values)
+    catalog, contract, jobs, costs = _apply(p, values, seed)
     jobs = resample(jobs, seed)
     sim = Simulation(catalog, contract, policy, class_priorities=p.priorities, committed=committed_gpus(costs))
     sim.add_jobs(jobs)

@@ -44,6 +44,8 @@ def a_world_catalog(rng: random.Random) -> CloudCatalog:
                     "priceFloorUsdPerGpuHour": {"H100": rng.choice([0.0, 2.5])},
                     "declineGpuTypes": rng.choice([[], [], ["H200"]]),
                     **({"maxGangGpus": 8} if rng.random() < 0.2 else {}),
+                    # a holder that declines a share of the offers it has room for (at discretion)
+                    **({"declineFraction": rng.choice([0.2, 0.5]), "declineSeed": rng.randrange(100)} if rng.random() < 0.15 else {}),
                 },
             }
         )

@@ -40,11 +40,10 @@ def busy_world(tmp: Path, jobs: int = 4) -> World:
 
 
 def crash(w: World) -> None:
-    """The process dies: no close(), nothing more signed (the timer dies with it)."""
-    timer = w.ledger._timer
-    if timer is not None:
-        timer.cancel()
-    w.ledger._closed = True
+    """The process dies: no close(), nothing more signed (the idle signer dies with it)."""
+    with w.ledger._lock:
+        w.ledger._closed, w.ledger._due = True, None
+        w.ledger._idle.notify_all()
     w.ledger.conn.close()
 
 
@@ -68,7 +67,7 @@ def test_a_flush_signs_only_when_the_interval_has_passed(tmp_path: Path) -> None
     mono[0] = 10.0
     ledger.flush()  # due: the checkpoint rides in the same transaction and covers every record
     assert checkpoint_sizes(ledger.path) == [1, len(ledger)] and ledger.unsigned == 0
-    assert ledger._timer is None
+    assert ledger._due is None  # nothing left for the idle signer
     ledger.close()
     assert verify_ledger(tmp_path / "l.db", tmp_path / "k.pub").ok
 

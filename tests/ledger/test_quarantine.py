@@ -33,9 +33,9 @@ def crashed(tmp: Path, jobs: int = 4) -> World:
     w.op(lambda e: e.submit(a_job().named("late").gpus(8).obj()))
     w.op(lambda e: e.release("j0"))
     assert w.ledger.unsigned > 0
-    if w.ledger._timer is not None:
-        w.ledger._timer.cancel()
-    w.ledger._closed = True
+    with w.ledger._lock:  # the process dies: the idle signer with it
+        w.ledger._closed, w.ledger._due = True, None
+        w.ledger._idle.notify_all()
     w.ledger.conn.close()
     return w
 

@@ -127,3 +127,25 @@ def test_the_live_writer_is_cosigned_in_the_background_and_a_down_witness_only_a
     report = w.verify(trust=trust)
     assert report.ok and "cosigned by 2 of 2" in report.line(), report.line()
     w.close()
+
+
+def test_the_cosigner_takes_the_writers_leaf_hashes_and_forgets_a_failed_commits(tmp_path: Path) -> None:
+    """``on_leaves``: the writer hands over the hashes it computed (the cosigner reads only what it missed)."""
+    from scheduler.ledger.witness import Cosigner
+    from tests.ledger.forgery import a_witness, in_process
+
+    w = World(tmp_path, two_clouds(azure_h100=8))  # records written before the cosigner listened: read from the database
+    wits = {"w1": a_witness(tmp_path, "azure.example/w1")}
+    cos = Cosigner(w.db, ["w1"], post=in_process(wits))
+    w.ledger.on_leaves = cos.add_leaves
+    w.op(lambda e: e.submit(a_job().named("a").gpus(8).obj()))
+    assert cos.round() == [f"witness w1: cosigned checkpoint of size {len(w.ledger)}"]
+    size = len(w.ledger)
+    cos.add_leaves(size, [b"\x07" * 32] * 3)  # a commit hashed, then failed and taken back by the writer
+    cos.add_leaves(size, [])
+    w.op(lambda e: e.submit(a_job().named("b").gpus(8).obj()))
+    cos._drain()
+    assert len(cos._tree) == len(w.ledger)  # complete from the writer's hashes alone: nothing to read or rehash
+    assert cos.round() == [f"witness w1: cosigned checkpoint of size {len(w.ledger)}"]  # consistent: the witness agrees
+    cos.stop()
+    w.close()
