@@ -24,7 +24,7 @@ LOAD_MAX_AGE_SECONDS = 5.0
 
 
 class ServiceControl:
-    """Plain class; ``create_control`` applies Ray (async: a gateway's sync long-polls)."""
+    """Plain class; ``open_control`` applies Ray (async: a gateway's sync long-polls)."""
 
     def __init__(self, job: str, model: str) -> None:
         self._table: dict[str, Any] = {"job": job, "model": model, "replicas": [], "stopping": False, "version": 0}
