@@ -8,6 +8,10 @@
    print the ratio of median wall times. Targets: >= 5,000 decisions/s; ratio <= 1.10.
 
     python benchmarks/ray_e2e.py [--jobs 5000] [--batch 500] [--repeats 3] [--steps 150 --step-seconds 0.2]   (a 30 s job)
+
+``--baseline REV`` first runs the same benchmark of git revision REV (exported with ``git
+archive``, its own cluster started from that tree and stopped again), then this tree's: the
+before and after figures of one run, on the same machine a few minutes apart.
 """
 
 from __future__ import annotations
@@ -117,7 +121,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--step-seconds", type=float, default=0.2)
+    parser.add_argument("--baseline", metavar="REV", help="first run this benchmark as of git revision REV, for before/after figures")
     args = parser.parse_args()
+    if args.baseline:
+        baseline(args)
+    # The cluster's processes (the actor, every job's driver and workload) run this tree's code,
+    # not whatever `scheduler` the environment has installed.
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    print(f"== this tree ({ROOT})", flush=True)
     state = Path(tempfile.mkdtemp(prefix="mcsb-", dir="/tmp"))
     os.environ["MCSCHED_HOME"] = str(state)
     catalog = load_catalog(default_catalog())
@@ -130,6 +141,22 @@ def main() -> None:
     finally:
         down(state)  # leaves the cluster first, so no raylet-death noise reaches this process
         shutil.rmtree(state, ignore_errors=True)  # Ray's session logs and the ledger: hundreds of MB
+
+
+def baseline(args: argparse.Namespace) -> None:
+    import subprocess
+
+    work = Path(tempfile.mkdtemp(prefix="mcsb-base-"))
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+        print(f"== baseline {args.baseline} (exported to {work})", flush=True)
+        flags = ["--jobs", str(args.jobs), "--batch", str(args.batch), "--repeats", str(args.repeats),
+                 "--steps", str(args.steps), "--step-seconds", str(args.step_seconds)]
+        env = {**os.environ, "PYTHONPATH": str(work)}
+        subprocess.run([sys.executable, str(work / "benchmarks" / "ray_e2e.py"), *flags], cwd=work, env=env, check=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

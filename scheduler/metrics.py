@@ -115,53 +115,83 @@ class Metrics:
         self._price: dict[str, float] = {}
         self._rate: dict[str, float] = {}
         self._seq = 0
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # One handler per event type (a dict lookup instead of a chain of isinstance checks).
+        self._handlers: dict[type[Event], Callable[[Any], None]] = {
+            Submitted: self._on_submitted, Answered: self._on_answered, Placed: self._on_placed, Queued: self._on_queued,
+            Preempted: self._on_ended, Released: self._on_ended, Dequeued: self._on_dequeued,
+            BackendChanged: self._on_backend, CapacityChanged: self._on_capacity, Configured: self._configure,
+        }
+        self._dispatch: dict[type[Event], Callable[[Any], None] | None] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: ``labels()`` validates and locks on every
+        call, most of this sink's cost at the soak's ~70k events per 10k jobs."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def __call__(self, ev: Event) -> None:
         self._seq += 1
         self.plans(ev)
         for v in self.checker.feed(ev, self._seq):
-            self.violations.labels(v.rule).inc()
+            self._child(self.violations, v.rule).inc()
         if isinstance(ev, Placed | Queued | Dequeued):  # the job left the queue (or re-queues below with a new reason)
             prev = self._queued.pop(ev.job, None)
             if prev is not None:
-                self.pending.labels(*prev).dec()
-        if isinstance(ev, Submitted):
-            self.submitted.labels(ev.cls).inc()
-        elif isinstance(ev, Answered):
-            self.offers.labels(ev.holder, ev.answer, ev.reason or "none").inc()
-            if ev.answer != "not-offered":
-                self.answer_seconds.observe(ev.response_seconds)
-        elif isinstance(ev, Placed):
-            self.placements.labels(ev.cloud, ev.region, ev.gpu_type, ev.cls, ev.via).inc()
-            self.gpus.labels(ev.cloud, ev.region, ev.gpu_type, "allocated").inc(ev.gpus)
-            self.queue_wait.labels(ev.cls).observe(max(ev.waited_seconds, 0.0))
-            self.running_jobs.labels(ev.cloud, ev.cls).inc()
-            self._rate_add(ev.cloud, ev.price * ev.gpus)
-            self._price[ev.job] = ev.price * ev.gpus
-        elif isinstance(ev, Queued):
-            self._queued[ev.job] = (ev.cls, ev.reason)
-            self.pending.labels(ev.cls, ev.reason).inc()
-        elif isinstance(ev, Preempted | Released):
-            self.gpus.labels(ev.cloud, ev.region, ev.gpu_type, "allocated").dec(ev.gpus)
-            self.cost.labels(ev.cloud).inc(max(ev.cost_usd, 0.0))
-            self.running_jobs.labels(ev.cloud, ev.cls).dec()
-            self._rate_add(ev.cloud, -self._price.pop(ev.job, 0.0))
-            if isinstance(ev, Preempted):
-                self.preemptions.labels(ev.reason).inc()
-            else:
-                self.ended.labels(ev.cls, ev.reason).inc()
-        elif isinstance(ev, Dequeued):
-            self.ended.labels(ev.cls, ev.reason).inc()
-        elif isinstance(ev, BackendChanged):
-            self.backend_up.labels(ev.cloud).set(1 if ev.up else 0)
-        elif isinstance(ev, CapacityChanged):
-            self.gpus.labels(ev.cloud, ev.region, ev.gpu_type, "capacity").set(ev.capacity)
-        elif isinstance(ev, Configured):
-            self._configure(ev)
+                self._child(self.pending, *prev).dec()
+        kind = type(ev)
+        try:
+            handle = self._dispatch[kind]
+        except KeyError:  # first event of its type: its handler by class (a subclass is handled as its base)
+            handle = self._dispatch[kind] = next((self._handlers[c] for c in kind.__mro__ if c in self._handlers), None)
+        if handle is not None:
+            handle(ev)
+
+    def _on_submitted(self, ev: Submitted) -> None:
+        self._child(self.submitted, ev.cls).inc()
+
+    def _on_answered(self, ev: Answered) -> None:
+        self._child(self.offers, ev.holder, ev.answer, ev.reason or "none").inc()
+        if ev.answer != "not-offered":
+            self.answer_seconds.observe(ev.response_seconds)
+
+    def _on_placed(self, ev: Placed) -> None:
+        self._child(self.placements, ev.cloud, ev.region, ev.gpu_type, ev.cls, ev.via).inc()
+        self._child(self.gpus, ev.cloud, ev.region, ev.gpu_type, "allocated").inc(ev.gpus)
+        self._child(self.queue_wait, ev.cls).observe(max(ev.waited_seconds, 0.0))
+        self._child(self.running_jobs, ev.cloud, ev.cls).inc()
+        self._rate_add(ev.cloud, ev.price * ev.gpus)
+        self._price[ev.job] = ev.price * ev.gpus
+
+    def _on_queued(self, ev: Queued) -> None:
+        self._queued[ev.job] = (ev.cls, ev.reason)
+        self._child(self.pending, ev.cls, ev.reason).inc()
+
+    def _on_ended(self, ev: Preempted | Released) -> None:
+        self._child(self.gpus, ev.cloud, ev.region, ev.gpu_type, "allocated").dec(ev.gpus)
+        self._child(self.cost, ev.cloud).inc(max(ev.cost_usd, 0.0))
+        self._child(self.running_jobs, ev.cloud, ev.cls).dec()
+        self._rate_add(ev.cloud, -self._price.pop(ev.job, 0.0))
+        if isinstance(ev, Preempted):
+            self._child(self.preemptions, ev.reason).inc()
+        else:
+            self._child(self.ended, ev.cls, ev.reason).inc()
+
+    def _on_dequeued(self, ev: Dequeued) -> None:
+        self._child(self.ended, ev.cls, ev.reason).inc()
+
+    def _on_backend(self, ev: BackendChanged) -> None:
+        self._child(self.backend_up, ev.cloud).set(1 if ev.up else 0)
+
+    def _on_capacity(self, ev: CapacityChanged) -> None:
+        self._child(self.gpus, ev.cloud, ev.region, ev.gpu_type, "capacity").set(ev.capacity)
 
     def _rate_add(self, cloud: str, delta: float) -> None:
         self._rate[cloud] = max(self._rate.get(cloud, 0.0) + delta, 0.0)
-        self.cost_rate.labels(cloud).set(self._rate[cloud])
+        self._child(self.cost_rate, cloud).set(self._rate[cloud])
 
     def _configure(self, ev: Configured) -> None:
         self.window_seconds.set(ev.contract["spec"]["rofr"]["windowSeconds"])

@@ -8,6 +8,8 @@ that ends in time), so "idle while jobs wait" is told apart from "idle on purpos
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from scheduler.events import (
@@ -46,6 +48,7 @@ class PlanMetrics:
         self._capacity: dict[Pool, int] = {}
         self._allocated: dict[Pool, int] = {}
         self._held: dict[Pool, int] = {}  # GPUs of the planned starts per pool
+        self._idle: dict[Pool, Any] = {}  # the gauge's child per pool
 
     def __call__(self, ev: Event) -> None:
         touched: Pool | None = None
@@ -96,4 +99,7 @@ class PlanMetrics:
 
     def _set(self, pool: Pool) -> None:
         free = self._capacity.get(pool, 0) - self._allocated.get(pool, 0)
-        self.idle.labels(*pool).set(max(min(free, self._held.get(pool, 0)), 0))
+        child = self._idle.get(pool)
+        if child is None:  # labels() validates and locks on every call: once per pool
+            child = self._idle[pool] = self.idle.labels(*pool)
+        child.set(max(min(free, self._held.get(pool, 0)), 0))

@@ -8,10 +8,12 @@ register on the shared ``app``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import gc
 import importlib
+import os
 import sys
+import time
 from types import ModuleType
 from typing import Any
 
@@ -21,8 +23,9 @@ from typer.main import get_command_name
 from scheduler.cli import audit, offline, runtime, serve, simulate  # noqa: F401  (register commands)
 from scheduler.cli.app import app, err, print_spec_errors
 from scheduler.errors import MCSchedError, SpecError, SpecErrors
+from scheduler.gctune import GC_THRESHOLDS, tune_gc  # re-exported: benchmarks/engine.py sets its process up the same way
 
-__all__ = ["app", "main"]
+__all__ = ["GC_THRESHOLDS", "app", "main", "tune_gc"]
 
 
 def _click_exceptions() -> ModuleType:
@@ -66,29 +69,12 @@ def app_for(args: list[str]) -> typer.Typer:
     return slim
 
 
-#: The collector's thresholds for an ``mcsched`` process (see ``tune_gc``).
-GC_THRESHOLDS = (100_000, 50, 100)
-
-
-def tune_gc() -> None:
-    """Set the collector up for a short-lived process that builds 100k-job lists.
-
-    Loading and planning a large file allocates millions of long-lived, acyclic objects
-    (documents, models, jobs); with the default thresholds every 700 allocations start a
-    young collection and the heap's growth starts a dozen full ones, about 40% of a 100k-job
-    ``plan`` (``benchmarks/cli.py``). Freezing what start-up imported and raising the
-    thresholds keeps the collector on, for the cycles it exists for, at a fraction of that.
-    This is the process's choice, so it is made here, in the entry point, never in a library.
-    """
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the app and turns known errors into one-line messages.
 
     Called without ``argv`` (the ``mcsched`` script, ``python -m scheduler``), it owns the
-    process and tunes its collector; a caller that passes ``argv`` (tests) keeps its own.
+    process and tunes its collector (``scheduler/gctune.py``: 100k-job lists are ~40% collector
+    time with the defaults); a caller that passes ``argv`` (tests) keeps its own.
     """
     click_exc = _click_exceptions()
     if argv is None:
@@ -96,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
         rc = app_for(args)(args=args, standalone_mode=False, prog_name="mcsched")
+        if argv is None and args[:1] == ["run"] and isinstance(rc, int):  # the Ray job driver's end (typer returns its Exit code)
+            exit_driver(rc)
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except SpecErrors as exc:  # thousands of them: the first few and a count
@@ -119,3 +107,23 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except (typer.Exit, getattr(click_exc, "Exit", typer.Exit)) as exc:
         sys.exit(exc.exit_code)
+
+
+DRIVER_LOG_DRAIN_SECONDS = 0.4
+
+
+def exit_driver(code: int) -> None:
+    """End the Ray job driver (``mcsched run``) now that its job has ended and the scheduler has
+    acknowledged it: flush the output and leave without ``ray.shutdown`` and interpreter teardown.
+
+    Those take ~1 s per job (a tenth of a 10 s job; benchmarks/ray_e2e.py) and do nothing Ray does
+    not do anyway when a driver's process ends, however it ends (``ray job stop`` may kill it):
+    the raylet ends its Ray job, its workers and its placement groups. The exit code is the job's.
+    It waits ``DRIVER_LOG_DRAIN_SECONDS`` first: the workload's last lines reach this driver's
+    output (the Ray job's log) through Ray's log monitor, which polls every 0.1 s.
+    """
+    time.sleep(DRIVER_LOG_DRAIN_SECONDS)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

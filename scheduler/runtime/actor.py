@@ -9,6 +9,7 @@ from typing import Any
 import ray
 
 from scheduler.errors import RuntimeUnavailable
+from scheduler.gctune import tune_gc
 from scheduler.runtime.reconciler import Gang
 from scheduler.runtime.service import SchedulerService
 
@@ -50,6 +51,15 @@ class RayGangs:
         return f"ray job {state.creator_job_id}" if state is not None and state.creator_job_id else "unknown"
 
 
+class SchedulerActor(SchedulerService):
+    """The actor's process entry: the service, in a Ray worker process that runs nothing else,
+    with the collector settings of an mcsched process (``scheduler/gctune.py``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        tune_gc()
+        super().__init__(*args, **kwargs)
+
+
 def start_actor(
     catalog: dict[str, Any],
     contract: dict[str, Any],
@@ -66,7 +76,7 @@ def start_actor(
     base URLs the actor submits each signed checkpoint to (None: ``$MCSCHED_WITNESS_URLS``
     in the actor's process; empty: not cosigned).
     """
-    cls = ray.remote(SchedulerService)
+    cls = ray.remote(SchedulerActor)
     # Pin the actor to the node that holds the ledger volume when the cluster marks one.
     on_head = {SCHEDULER_RESOURCE: 0.001} if ray.cluster_resources().get(SCHEDULER_RESOURCE) else {}  # type: ignore[no-untyped-call]
     handle: Any = cls.options(

@@ -260,10 +260,13 @@ class _Signals:
 
 def run_job(doc: dict[str, Any], source: str, checkpoint_root: Path, say: Callable[[str], None] = print) -> int:
     """The driver process: drive one job until it ends; ``ray job stop`` (SIGTERM) ends it as stopped."""
-    if doc["spec"].get("serve") is not None:  # a served model: replicas placed and scaled by the serve controller
-        from scheduler.runtime.serve.controller import run_service
+    if doc["spec"].get("serve") is not None:  # a served model: the scheduler actor owns it; this driver follows
+        from scheduler.runtime.serve.controller import follow_service
 
-        return run_service(doc, say)
+        return follow_service(doc, say)
+    from scheduler.runtime.workload import prestart
+
+    prestart.remote()  # first: Ray starts a worker for the Workload while the placement is decided
     from scheduler.runtime.actor import get_actor
 
     signals = _Signals()

@@ -23,20 +23,13 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
 from scheduler.decision import Decision
-from scheduler.engine import Engine
 from scheduler.errors import AdmissionError, MCSchedError
 from scheduler.events import Dequeued, Event, Placed, Preempted, Released
-from scheduler.ledger import Ledger
-from scheduler.ledger.signing import Checkpoint
-from scheduler.ledger.store import Quarantine
-from scheduler.ledger.witness import Cosigner
-from scheduler.metrics import Metrics, serve
-from scheduler.model import Job
 from scheduler.runtime.driver import DEFAULT_GRACE_SECONDS, grace_seconds
 from scheduler.runtime.reconciler import (
     FOREIGN_POLICIES,
@@ -49,8 +42,17 @@ from scheduler.runtime.reconciler import (
 )
 from scheduler.runtime.resources import pool_resource
 from scheduler.runtime.serve.naming import replica_index, service_of_replica
+from scheduler.runtime.serve.owner import Owner, Runner
 from scheduler.specs import CloudCatalog, Contract, JobDoc
-from scheduler.wallclock import WallClock
+
+if TYPE_CHECKING:  # imported where used: every Ray job driver imports this module (Ray loads the actor's
+    # class to call it) and needs none of the engine, the ledger (cryptography) or prometheus
+    from scheduler.engine import Engine
+    from scheduler.ledger import Ledger
+    from scheduler.ledger.signing import Checkpoint
+    from scheduler.ledger.store import Quarantine
+    from scheduler.ledger.witness import Cosigner
+    from scheduler.metrics import Metrics
 
 log = logging.getLogger("mcsched.service")
 RECONCILE_SECONDS = 1.0
@@ -95,6 +97,7 @@ class SchedulerService:
         lease_seconds: float = LEASE_SECONDS,
         foreign_groups: str = "report",
         witnesses: list[str] | None = None,
+        serve_runner: Runner | None = None,
     ) -> None:
         if foreign_groups not in FOREIGN_POLICIES:
             raise AdmissionError(f"foreignGroups: {foreign_groups!r} is not one of {', '.join(FOREIGN_POLICIES)}")
@@ -129,6 +132,9 @@ class SchedulerService:
         # removes the gang; the reconciler leaves such a gang alone meanwhile (``_draining``).
         self._grace: dict[str, float] = {}
         self._stale_since: dict[str, float] = {}
+        # Served models: this actor runs their controllers (serve/owner.py); None until first use.
+        self._serve_runner = serve_runner
+        self._owner: Owner | None = None
 
     # ------------------------------------------------------------------ start-up / recovery
 
@@ -141,9 +147,24 @@ class SchedulerService:
         with contextlib.suppress(RuntimeError):  # called outside an event loop (tests): no loop to run in
             asyncio.get_running_loop()
             self._start_reconciler()  # whichever call reaches a (re)started actor first
+        resumed = self._served_models().resume()  # the served models this actor owned before a restart
+        if resumed:
+            log.warning("resuming served models after a restart: %s", ", ".join(resumed))
         return engine
 
+    def _served_models(self) -> Owner:
+        if self._owner is None:
+            self._owner = Owner(os.path.dirname(os.path.abspath(self._ledger_path)), self._serve_runner or _own_service)
+        return self._owner
+
     def _recover(self) -> Engine:
+        from scheduler.engine import Engine
+        from scheduler.ledger import Ledger
+        from scheduler.ledger.store import Quarantine
+        from scheduler.ledger.witness import Cosigner
+        from scheduler.metrics import Metrics
+        from scheduler.wallclock import WallClock
+
         catalog = CloudCatalog.model_validate(self._catalog_doc)
         contract = Contract.model_validate(self._contract_doc)
         # One registry for the actor's life: a quarantined start serves it before any event is fed.
@@ -210,6 +231,8 @@ class SchedulerService:
         return engine
 
     def _serve_metrics(self, metrics: Metrics) -> None:
+        from scheduler.metrics import serve
+
         if self._metrics_port is not None and not self._serving:
             try:
                 serve(metrics, self._metrics_port, self._metrics_host)
@@ -421,6 +444,8 @@ class SchedulerService:
     async def ping(self) -> dict[str, Any]:
         """Alive, and what it holds. A quarantined ledger answers too (``quarantined``: the one line),
         so the actor stays up, its metric and alert report it, and every other call refuses with that line."""
+        from scheduler.ledger.store import Quarantine
+
         try:
             engine = self._ensure()
         except Quarantine as q:
@@ -434,6 +459,8 @@ class SchedulerService:
         ``driver=True``: the caller will run these jobs and renew their leases (``wait_change``);
         a job whose driver stops calling and whose gang is gone is ended as ``stopped``.
         """
+        from scheduler.model import Job
+
         engine = self._ensure()
         self._start_reconciler()
         try:
@@ -614,6 +641,44 @@ class SchedulerService:
             self._save_serve_metrics(snap)
             self._serve_snapshot = snap
 
+    async def serve_start(self, doc: dict[str, Any], host: str, port: int) -> dict[str, Any]:
+        """Own a served model (``spec.serve``): this actor runs its controller until it is stopped
+        or cancelled, across its callers' exits and its own restarts. ``started`` is False when
+        it is served already (the caller then follows it)."""
+        self._ensure()
+        try:
+            checked = JobDoc.model_validate(doc)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            return {"ok": False, "error": f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", "started": False, "log": None}
+        if checked.spec.serve is None:
+            return {"ok": False, "error": "spec.serve: required to serve a model", "started": False, "log": None}
+        owner = self._served_models()
+        started = owner.start(doc, (host, int(port)))
+        return {"ok": True, "error": None, "started": started, "log": owner.log_id}
+
+    async def serve_follow(self, job: str, since: int = 0, wait: float = 0.0) -> dict[str, Any]:
+        """A served model's controller lines from ``since`` on (long-poll up to ``wait`` s for new
+        ones) and its end reason once it ended; ``known`` False if this actor never served it."""
+        self._ensure()
+        owner = self._served_models()
+        deadline = time.monotonic() + wait
+        got = owner.follow(job, since)
+        while got["known"] and not got["lines"] and got["ended"] is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            got = owner.follow(job, since)
+        return got
+
+    async def serve_stop(self, job: str, reason: str = "stopped") -> bool:
+        """Undeploy a served model and release its replicas (its controller does it next step)."""
+        self._ensure()
+        return self._served_models().stop(job, reason)
+
+    async def serving(self) -> dict[str, str]:
+        """The served models this actor owns: job -> serving / stopping / how it ended."""
+        self._ensure()
+        return self._served_models().serving()
+
     async def api_keys(self) -> dict[str, tuple[str, float]]:
         """The served endpoint's key table (hash -> name, rate) from the key file beside the ledger.
 
@@ -622,6 +687,7 @@ class SchedulerService:
         """
         from scheduler.runtime.serve.keys import KeyStore
 
+        self._ensure()  # the gateways call this every few seconds: a restarted actor recovers (and resumes serving) at once
         try:
             return KeyStore.in_dir(os.path.dirname(os.path.abspath(self._ledger_path))).table()
         except MCSchedError as exc:
@@ -635,6 +701,15 @@ class SchedulerService:
         self._ensure()
         assert self.ledger is not None
         return self.ledger.verify().line()
+
+
+def _own_service(doc: dict[str, Any], endpoint: tuple[str, int], say: Callable[[str], None], *,
+                 resume: bool, stop: Callable[[], str | None]) -> str:
+    """The real controller (serve/controller.py): it needs Ray and Serve, so they are imported
+    only once a model is served, never by an actor (or a soak) that serves none."""
+    from scheduler.runtime.serve.controller import own_service
+
+    return own_service(doc, endpoint, say, resume=resume, stop=stop)
 
 
 def _live(engine: Engine, name: str) -> bool:

@@ -49,6 +49,14 @@ def _entrypoint(spec: dict[str, Any], placement: dict[str, str], started: Callab
     return {"exit_code": proc.wait()}
 
 
+@ray.remote(num_cpus=0)
+def prestart() -> None:
+    """Nothing: sent by a driver as soon as it joins the cluster, so that Ray starts this Ray
+    job's worker processes while the driver asks for its placement and reserves its gang. The
+    job's ``Workload`` actor then starts in an idle worker (~0.1 s) instead of a new process
+    (~1 s, most of the fixed cost of a short job; benchmarks/ray_e2e.py)."""
+
+
 # ``request_stop`` runs in its own concurrency group, beside ``run``; ``where`` and ``run`` stay
 # in the default group, one at a time and in the order the driver called them.
 @ray.remote(num_cpus=0, max_restarts=0, concurrency_groups={"control": 1})  # type: ignore[call-overload]

@@ -97,3 +97,14 @@ def test_the_lazy_console_knows_a_terminal_as_rich_does(env: dict[str, str], mon
         monkeypatch.setenv(var, value)
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     assert LazyConsole(stderr=True).is_terminal == Console(stderr=True).is_terminal
+
+
+def test_a_ray_job_driver_loads_the_actor_class_without_the_engine_ledger_or_metrics() -> None:
+    """Ray loads the scheduler actor's class in every process that calls it (each `mcsched run`
+    driver, for the methods' signatures); that costs the driver's start-up only what it uses."""
+    probe = "import json, sys; import scheduler.runtime.actor; print(json.dumps(sorted(sys.modules)))"
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    modules = set(json.loads(r.stdout.splitlines()[-1]))
+    heavy = ("scheduler.engine", "scheduler.core", "scheduler.ledger", "scheduler.metrics", "prometheus_client", "cryptography", "sqlite3")
+    assert not [name for name in heavy if loaded(modules, name)]

@@ -11,15 +11,17 @@ How the pieces fit (one Ray cluster, any number of served models):
 - **One gateway.** The ``mcsched-gateway`` Serve application (route ``/``) speaks the
   OpenAI HTTP API, routes by ``model`` to the least-busy ready replica and counts the
   requests each replica has in flight. It is the only ingress, so its counts are exact.
-- **The controller is the driver.** ``python -m scheduler run api.yaml`` (the Ray job) runs
-  :mod:`scheduler.runtime.serve.controller`: it places ``replicas.min`` replicas, watches the
-  gateway's in-flight counts, asks the engine for one more placement to scale up and releases
-  one after a cool-down to scale down. Serve's own autoscaler is never used: it would place
-  replicas without asking the scheduler.
-- **A mailbox that dies with the driver.** The controller owns a small named actor
-  (:mod:`scheduler.runtime.serve.control`); the gateway syncs with it. If the driver dies
-  (``ray job stop`` past its grace period, a crash), the actor dies with it and the gateway
-  deletes that service's replica applications and releases their capacity.
+- **The scheduler actor owns the service** (``owner.py``). ``python -m scheduler run
+  api.yaml`` (the Ray job) hands the document to the actor and follows it; the actor runs
+  :mod:`scheduler.runtime.serve.controller` in a thread: it places ``replicas.min`` replicas,
+  watches the gateway's in-flight counts, asks the engine for one more placement to scale up
+  and releases one after a cool-down to scale down. Serve's own autoscaler is never used: it
+  would place replicas without asking the scheduler. The actor keeps its services in
+  ``serving.json``: the driver's death changes nothing, and a restarted actor resumes them.
+- **A detached mailbox per service.** The controller publishes its routes to a small named,
+  detached actor (:mod:`scheduler.runtime.serve.control`) that the gateway syncs with; it
+  outlives an actor restart (the gateway keeps routing) and is removed when the service ends.
+  The gateway deletes replica applications whose mailbox is gone and releases their capacity.
 
 Modules without Ray (``naming``, ``policy``, ``openai``) are importable anywhere, e.g.
 by the offline planner.

@@ -1,10 +1,12 @@
-"""The controller's mailbox: a small named actor owned by the service's driver.
+"""The controller's mailbox: a small named, detached actor per served model.
 
-A Ray job driver cannot be called, so the controller publishes its routing table here and
-the gateway syncs with it (pushing the requests it has in flight per replica, pulling the
-table). Being a non-detached actor, it dies with the driver: the gateway takes a vanished
-mailbox as the signal to undeploy that service and release its replicas, so a driver
-killed past ``ray job stop``'s grace period still leaves nothing behind.
+The controller (a thread of the scheduler actor, see ``owner.py``) publishes its routing
+table here and the gateway syncs with it (pushing the requests it has in flight per
+replica, pulling the table). The mailbox is detached so that it outlives both the driver
+that asked for the service and a restart of the scheduler actor: the gateway keeps routing
+with the last table meanwhile. Only the controller's shutdown removes it
+(``close_control``); the gateway takes a vanished mailbox as the signal to undeploy that
+service and release its replicas (``app.sweep_orphans``).
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ from typing import Any
 
 import ray
 
-from scheduler.errors import AdmissionError
 from scheduler.runtime.serve.naming import CONTROL_PREFIX, NAMESPACE, control_name
 
 LOAD_MAX_AGE_SECONDS = 5.0
 
 
 class ServiceControl:
-    """Plain class; ``create_control`` applies Ray (async: a gateway's sync long-polls)."""
+    """Plain class; ``open_control`` applies Ray (async: a gateway's sync long-polls)."""
 
     def __init__(self, job: str, model: str) -> None:
         self._table: dict[str, Any] = {"job": job, "model": model, "replicas": [], "stopping": False, "version": 0}
@@ -69,17 +70,41 @@ class ServiceControl:
         return self._stop
 
 
-def create_control(job: str, model: str) -> Any:
-    """The mailbox for ``job``; refuses a second live controller of the same service."""
+def open_control(job: str, model: str, *, adopt: bool) -> Any:
+    """The mailbox for ``job``, detached. ``adopt``: a resumed controller keeps the one that
+    routed while it was away (its table and any stop request); a new service starts clean."""
     try:
-        ray.get_actor(control_name(job), namespace=NAMESPACE)
+        old = ray.get_actor(control_name(job), namespace=NAMESPACE)
     except ValueError:
-        pass
-    else:
-        raise AdmissionError(f"{job} is already being served by another driver (stop it first: `ray job stop` or `mcsched cancel {job}`)")
-    handle: Any = ray.remote(ServiceControl).options(name=control_name(job), namespace=NAMESPACE, num_cpus=0, max_restarts=0).remote(job, model)
-    ray.get(handle.stop_reason.remote())  # created and answering
+        old = None
+    if old is not None and adopt:
+        ray.get(old.stop_reason.remote(), timeout=30)  # answering
+        return old
+    if old is not None:  # left by a service that ended without its clean-up
+        ray.kill(old)
+        _wait_gone(job)
+    handle: Any = ray.remote(ServiceControl).options(
+        name=control_name(job), namespace=NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0, max_restarts=0
+    ).remote(job, model)
+    ray.get(handle.stop_reason.remote(), timeout=30)  # created and answering
     return handle
+
+
+def close_control(job: str) -> None:
+    """Remove ``job``'s mailbox: the service has ended (called after its replicas are released)."""
+    with contextlib.suppress(ValueError):
+        ray.kill(ray.get_actor(control_name(job), namespace=NAMESPACE))
+        _wait_gone(job)
+
+
+def _wait_gone(job: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(control_name(job), namespace=NAMESPACE)
+        except ValueError:
+            return
+        time.sleep(0.1)
 
 
 def find_controls() -> dict[str, Any]:

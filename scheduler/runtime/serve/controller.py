@@ -1,7 +1,11 @@
-"""The serving controller: the Ray job driver of an api-serving Job with ``spec.serve``.
+"""The serving controller of an api-serving Job with ``spec.serve``, run by the scheduler actor.
 
-It is the only thing that adds or removes replicas, and it does both through the
-scheduler actor, so every replica is a recorded placement on the holder:
+``own_service`` is the body of the thread the scheduler actor runs for each served model
+(``owner.py``); ``follow_service`` is what the Ray job driver (``python -m scheduler run
+api.yaml``) does: hand the service to the actor and print its lines until it ends.
+
+The controller is the only thing that adds or removes replicas, and it does both through
+the scheduler actor, so every replica is a recorded placement on the holder:
 
 - a replica is asked for (``submit``), waits in mcsched's queue if the holder is full
   (or the engine preempts movable work for it), and only once placed is deployed as a
@@ -9,8 +13,10 @@ scheduler actor, so every replica is a recorded placement on the holder:
   answers;
 - scaling down drains a replica (no new requests), releases its placement to the queue
   and deletes its application;
-- ``ray job stop`` (SIGTERM), Ctrl-C and ``mcsched cancel JOB`` undeploy everything and
-  release every placement.
+- ``ray job stop`` (SIGTERM to the driver), Ctrl-C and ``mcsched cancel JOB`` undeploy
+  everything and release every placement; the driver's death (``kill -9``) does not;
+- a restarted scheduler actor resumes the controller, which adopts the replicas the books
+  hold placed and the Serve applications already running (``Controller.adopt``).
 """
 
 from __future__ import annotations
@@ -30,8 +36,8 @@ from scheduler.errors import AdmissionError, MCSchedError
 from scheduler.runtime.actor import get_actor
 from scheduler.runtime.resources import pool_resource
 from scheduler.runtime.serve import app as serve_app
-from scheduler.runtime.serve.control import create_control
-from scheduler.runtime.serve.naming import Endpoint, replica_app, replica_doc
+from scheduler.runtime.serve.control import close_control, open_control
+from scheduler.runtime.serve.naming import Endpoint, replica_app, replica_doc, replica_index
 from scheduler.runtime.serve.policy import Autoscaler, ScalingPolicy, Step
 from scheduler.runtime.states import EXIT_CODES, stop_own_ray_job
 
@@ -43,14 +49,6 @@ REPORT_SECONDS = 2.0
 REPORT_REFRESH_SECONDS = 15.0
 GATEWAY_CHECK_SECONDS = 5.0
 EXIT_STOPPED = EXIT_CODES["stopped"]
-
-
-class Stopped(Exception):
-    """SIGTERM from ``ray job stop``."""
-
-
-def _on_sigterm(_signum: int, _frame: Any) -> None:
-    raise Stopped()
 
 
 @dataclass
@@ -158,6 +156,36 @@ class Controller:
 
     def start(self) -> None:
         self._ask(self.autoscaler.policy.min_replicas)
+        self._publish()
+
+    def adopt(self) -> None:
+        """A resumed controller (the scheduler actor restarted): take over the replicas the
+        books hold, keep the Serve applications that still run, redeploy the missing ones.
+
+        Ready replicas are marked ready before the first publish, so the gateway's routes
+        never lose them; below ``replicas.min`` the next steps ask for more as usual.
+        """
+        rows = [Decision.from_dict(r) for r in self._call("status", self.job)]
+        apps = serve_app.app_statuses()
+        for d in sorted(rows, key=lambda d: replica_index(d.job, self.job) or 0):
+            k = replica_index(d.job, self.job)
+            if k is None or d.outcome not in ("placed", "queued"):
+                continue
+            self.next_k = max(self.next_k, k + 1)
+            rep = self.replicas[d.job] = Replica(d.job, "queued", reason=d.reason)
+            if d.outcome == "queued":
+                continue
+            status = apps.get(rep.app)
+            if status in (None, "DELETING", "DEPLOY_FAILED", "UNHEALTHY"):
+                self.say(f"{rep.name}: its Serve application is {status or 'gone'}; redeploying on {d.cloud}/{d.region}")
+                self._placed(rep, d)
+                continue
+            rep.state, rep.cloud, rep.region, rep.gpu_type, rep.placed_at = "deploying", d.cloud, d.region, d.gpu_type, self.clock()
+            self._check_deploy(rep, status)
+        self.say(f"{self.job}: resumed by the scheduler actor with {len(self.replicas)} replica(s): "
+                 + (", ".join(f"{r.name} {r.state}" for r in self.replicas.values()) or "none"))
+        if len(self.replicas) < self.autoscaler.policy.min_replicas:
+            self._ask(self.autoscaler.policy.min_replicas - len(self.replicas))
         self._publish()
 
     def step(self) -> str | None:
@@ -296,32 +324,98 @@ def _end_ray_job(reason: str) -> int:
     return EXIT_CODES["cancelled"]
 
 
-def run_service(doc: dict[str, Any], say: Callable[[str], None] = print) -> int:
-    """Serve one model until stopped or cancelled; returns the process exit code."""
+def own_service(
+    doc: dict[str, Any], endpoint: tuple[str, int], say: Callable[[str], None], *, resume: bool, stop: Callable[[], str | None]
+) -> str:
+    """Serve one model until stopped or cancelled (the scheduler actor's thread, ``owner.Runner``).
+
+    ``resume``: the actor restarted and finds this service in its file: adopt what runs.
+    ``stop()``: a stop asked through the actor (the following driver got ``ray job stop``).
+    Returns the end reason (``stopped``, ``cancelled``); the replicas are released and the
+    mailbox removed by then.
+    """
     job, model = doc["metadata"]["name"], doc["spec"]["serve"]["model"]
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # Serve's per-call INFO lines would drown ours
-    scheduler = get_actor()
-    url = serve_app.start_serve(Endpoint.from_env())
-    control = create_control(job, model)
+    scheduler = get_actor()  # this very actor, through Ray: the same validated, recorded calls as any client
+    url = serve_app.start_serve(Endpoint(*endpoint))
+    control = open_control(job, model, adopt=resume)
     serve_app.ensure_gateway()
     ctl = Controller(doc, scheduler, control, say)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
+    if resume:
+        ctl.adopt()
+    else:
         say(f"serving {model} for {job} at {url}/v1 (OpenAI API; replicas {ctl.autoscaler.policy.min_replicas}-{ctl.autoscaler.policy.max_replicas})")
         ctl.start()
-        while True:
-            try:
-                reason = ctl.step()
-            except Stopped:
+    while True:
+        reason = stop()
+        try:
+            reason = reason or ctl.step()
+        except Exception as exc:  # a hiccup (Ray, Serve, the engine): the next step retries; a dead loop would strand the replicas
+            say(f"control step failed, retrying: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        if reason is not None:
+            ctl.shutdown(reason)
+            close_control(job)
+            return reason
+        time.sleep(TICK_SECONDS / 2 if ctl.deploying() else TICK_SECONDS)  # look closer while a replica starts
+
+
+FOLLOW_SECONDS = 0.5  # the long-poll: also how soon a SIGTERM is acted on
+STOP_FOLLOW_SECONDS = 2.5  # `ray job stop` kills the driver ~3 s after SIGTERM; the actor finishes the stop anyway
+
+
+def follow_service(doc: dict[str, Any], say: Callable[[str], None] = print) -> int:
+    """The Ray job driver of a served model: hand it to the scheduler actor, print its lines.
+
+    The actor owns the service: this process dying changes nothing for clients. SIGTERM
+    (``ray job stop``) or Ctrl-C asks the actor to stop it; ``mcsched cancel`` ends it too,
+    and this Ray job then ends STOPPED as the books say cancelled (runtime/states.py).
+    """
+    job = doc["metadata"]["name"]
+    scheduler = get_actor()
+    endpoint = Endpoint.from_env()
+    resp = ray.get(scheduler.serve_start.remote(doc, endpoint.host, endpoint.port), timeout=60)
+    if not resp["ok"]:
+        raise AdmissionError(f"{job}: {resp['error']}")
+    if not resp["started"]:
+        say(f"{job} is already served by the scheduler actor: following it (this driver's exit changes nothing for clients)")
+    # The signal only sets a flag: raised from inside ray.get (the follow call), an exception
+    # can surface as Ray's SystemError instead; the long-poll is short so the flag is seen at once.
+    signalled: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: signalled.append(signum))
+    since = 0
+    log_id: list[str | None] = [resp.get("log")]
+
+    def follow(wait: float) -> str | None:
+        nonlocal since
+        try:
+            got = ray.get(scheduler.serve_follow.remote(job, since, wait), timeout=wait + 60)
+        except ray.exceptions.RayError:  # the actor is restarting: it resumes the service; follow it again
+            time.sleep(min(1.0, wait))
+            return None
+        if got.get("log") != log_id[0]:  # a restarted actor numbers its lines afresh
+            log_id[0], since = got.get("log"), 0
+            return None
+        for line in got["lines"]:
+            say(line)
+        since = got["next"]
+        return got["ended"] if got["known"] else "stopped"
+
+    while not signalled:
+        reason = follow(FOLLOW_SECONDS)
+        if reason is not None:
+            return _end_ray_job(reason)
+    # `ray job stop` (SIGTERM) or Ctrl-C: the actor undeploys. The stop is recorded in its
+    # serving.json, so it completes even if Ray kills this process in the meantime.
+    deadline = time.monotonic() + STOP_FOLLOW_SECONDS
+    while True:
+        try:
+            ray.get(scheduler.serve_stop.remote(job, "stopped"), timeout=10)
+            break
+        except ray.exceptions.RayError:
+            if time.monotonic() > deadline + 10:
                 raise
-            except (ray.exceptions.RayError, MCSchedError, TimeoutError) as exc:  # a hiccup: the next step retries
-                say(f"control step failed, retrying: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-                reason = None
-            if reason is not None:
-                ctl.shutdown(reason)
-                return _end_ray_job(reason)
-            time.sleep(TICK_SECONDS / 2 if ctl.deploying() else TICK_SECONDS)  # look closer while a replica starts
-    except (Stopped, KeyboardInterrupt):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
-        ctl.shutdown("stopped")
-        return EXIT_STOPPED
+            time.sleep(0.5)
+    while time.monotonic() < deadline and follow(min(0.5, max(0.0, deadline - time.monotonic()))) is None:
+        pass
+    return EXIT_STOPPED
