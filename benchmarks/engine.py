@@ -23,11 +23,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scheduler.build_info import core_build
-from scheduler.cli import tune_gc
 from scheduler.clock import ManualClock
 from scheduler.engine import Engine
 from scheduler.errors import AdmissionError
 from scheduler.events import Event, Placed, Queued
+from scheduler.gctune import tune_gc
 from scheduler.loading import load_catalog, load_contract
 from scheduler.model import Job
 from scheduler.paths import default_catalog, default_contract
@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=3, help="runs per size; the fastest is reported (default 3)")
     args = parser.parse_args()
-    tune_gc()  # the collector set up as the ``mcsched`` entry point sets it (scheduler/cli/__init__.py)
+    tune_gc()  # the collector set up as the mcsched processes set it (scheduler/gctune.py)
     rows = []
     print(f"placement core: {core_build()}; collector tuned as in mcsched; each size: fastest of {args.repeat} runs")
     print(f"{'backlog':>8} {'pools':>6} {'decisions':>10} {'events':>9} {'submit dec/s':>13} {'overall dec/s':>14} {'CPU dec/s':>10} {'us/decision':>12} {'wall s':>7} {'left queued':>12}")

@@ -23,9 +23,9 @@ from typer.main import get_command_name
 from scheduler.cli import audit, offline, runtime, serve, simulate  # noqa: F401  (register commands)
 from scheduler.cli.app import app, err, print_spec_errors
 from scheduler.errors import MCSchedError, SpecError, SpecErrors
-from scheduler.gctune import GC_THRESHOLDS, tune_gc  # re-exported: benchmarks/engine.py sets its process up the same way
+from scheduler.gctune import tune_gc
 
-__all__ = ["GC_THRESHOLDS", "app", "main", "tune_gc"]
+__all__ = ["app", "main"]
 
 
 def _click_exceptions() -> ModuleType:
