@@ -9,6 +9,7 @@ from typing import Any
 import ray
 
 from scheduler.errors import RuntimeUnavailable
+from scheduler.runtime.nodewatch import RayNode
 from scheduler.runtime.reconciler import Gang
 from scheduler.runtime.service import SchedulerService
 
@@ -50,6 +51,16 @@ class RayGangs:
         return f"ray job {state.creator_job_id}" if state is not None and state.creator_job_id else "unknown"
 
 
+class RayNodes:
+    """The GCS node table (``ray.nodes()``: one GCS read), alive and dead nodes with labels and total resources."""
+
+    def read(self) -> list[RayNode]:
+        return [
+            RayNode(str(n.get("NodeID", "")), bool(n.get("Alive")), dict(n.get("Labels") or {}), dict(n.get("Resources") or {}))
+            for n in ray.nodes()  # type: ignore[no-untyped-call]
+        ]
+
+
 def start_actor(
     catalog: dict[str, Any],
     contract: dict[str, Any],
@@ -76,7 +87,7 @@ def start_actor(
         max_task_retries=-1,
         num_cpus=0,
         max_concurrency=1000,
-    ).remote(catalog, contract, ledger_path, metrics_port, metrics_host, RayGangs(), foreign_groups=foreign_groups)
+    ).remote(catalog, contract, ledger_path, metrics_port, metrics_host, RayGangs(), foreign_groups=foreign_groups, nodes=RayNodes())
     ray.get(handle.ping.remote())
     return handle
 
