@@ -99,6 +99,7 @@ class SchedulerService:
         self._metrics_host = metrics_host
         self._gangs = gangs
         self._nodes = nodes
+        self._clock = WallClock()
         self.last_node_plan: NodePlan | None = None
         self._lease_seconds = lease_seconds
         self._foreign_policy = foreign_groups
@@ -155,9 +156,9 @@ class SchedulerService:
             if configured is not None:
                 catalog = CloudCatalog.model_validate(configured.catalog)
                 contract = Contract.model_validate(configured.contract)
-            engine = Engine.restore(catalog, contract, WallClock(), recorded, sinks)
+            engine = Engine.restore(catalog, contract, self._clock, recorded, sinks)
         else:
-            engine = Engine(catalog, contract, WallClock())
+            engine = Engine(catalog, contract, self._clock)
             for sink in sinks:
                 engine.subscribe(sink)
             engine.announce()
@@ -294,6 +295,16 @@ class SchedulerService:
                 self.metrics.nodes.labels(cloud, state).set(plan.nodes.get((cloud, state), 0))
         for key, drift in plan.drift.items():
             self.metrics.node_drift.labels(*key).set(drift)
+        with self._clock.held():  # one instant per tick's repairs (WallClock.held says why)
+            repairs = self._repair_nodes(engine, plan, pools)
+        if repairs:
+            self._commit()
+            for key in plan.capacity:  # repaired: Ray and the books agree now
+                self.metrics.node_drift.labels(*key).set(0)
+        return repairs
+
+    def _repair_nodes(self, engine: Engine, plan: NodePlan, pools: dict[tuple[str, str, str], PoolBooks]) -> int:
+        assert self.metrics is not None
         repairs = 0
         for cloud, up in sorted(plan.up.items()):
             if not up:
@@ -312,10 +323,6 @@ class SchedulerService:
                 engine.set_backend(cloud, up=True)
                 self.metrics.repairs.labels("backend-up").inc()
                 repairs += 1
-        if repairs:
-            self._commit()
-            for key in plan.capacity:  # repaired: Ray and the books agree now
-                self.metrics.node_drift.labels(*key).set(0)
         return repairs
 
     # ------------------------------------------------------------------ the books' side of a job
@@ -588,7 +595,8 @@ class SchedulerService:
 
     async def capacity(self, cloud: str, region: str, gpu_type: str, capacity: int) -> None:
         engine = self._ensure()
-        engine.set_capacity(cloud, region, gpu_type, capacity)
+        with self._clock.held():  # see WallClock.held
+            engine.set_capacity(cloud, region, gpu_type, capacity)
         self._commit()
         await self._notify()
 

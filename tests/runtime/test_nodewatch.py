@@ -147,3 +147,16 @@ def test_a_lost_node_moves_its_job_to_the_holder_when_the_holder_accepts(tmp_pat
     evs: list[Any] = [e for e in Ledger(tmp_path / "l.db", readonly=True).events() if getattr(e, "job", None) == "eight"]
     last = [e for e in evs if e.kind == "placed"][-1]
     assert any(e.kind == "answered" and e.attempt == last.attempt and e.holder == "azure" and e.answer == "accepted" for e in evs)
+
+
+def test_a_lost_node_records_its_evictions_in_time_order_and_the_ledger_verifies(tmp_path: Path) -> None:
+    """Engine.set_capacity reads the clock again for each eviction it emits before its own
+    record; the service holds one instant per repair so the ledger never runs backwards."""
+    nodes = FakeNodes(node("az", AZ, 16), node("oc", OCI, 24), node("aw", AWS, 24))
+    svc, call = service(tmp_path / "l.db", nodes)
+    call("submit", [job_doc("api", cls="api-serving", gpus=8), job_doc("small", gpus=8)])
+    nodes.kill("az")
+    svc.reconcile_nodes(nodes.read())
+    times = [e.at for e in Ledger(tmp_path / "l.db", readonly=True).events()]
+    assert times == sorted(times)
+    assert call("verify").startswith("OK"), call("verify")
