@@ -59,16 +59,17 @@ def pct(xs: list[float], p: float) -> float:
 
 
 def kills(rounds: int) -> None:
-    from scheduler.runtime.actor import get_actor
-    from scheduler.runtime.cluster import start_cloud_nodes
-    from scheduler.runtime.driver import Report, drive
-    from scheduler.runtime.workers import kill_node
-
     cat = catalog(_backend("azure", "eastus", 8, 3.4), _backend("oci", "us-ashburn-1", 16, 2.9), _backend("aws", "us-east-1", 16, 3.1))
     state = Path(tempfile.mkdtemp(prefix="mcn-bench-", dir="/tmp"))
     started = time.monotonic()
     info = up(CloudCatalog.model_validate(cat), Contract.model_validate(CONTRACT), state, metrics_port=free_port(), log=lambda m: None).info
     print(f"cluster up (head + 3 nodes) in {time.monotonic() - started:.1f} s")
+    # Ray only now: it reads its token settings once, at import, and `up` has just set them.
+    from scheduler.runtime.actor import get_actor
+    from scheduler.runtime.cluster import start_cloud_nodes
+    from scheduler.runtime.driver import Report, drive
+    from scheduler.runtime.workers import kill_node
+
     running: list[tuple[float, str]] = []  # (when, attempt) of every "running" report
     lines: list[str] = []
 
