@@ -101,7 +101,11 @@ def kills(rounds: int) -> None:
             while len(running) == seen and time.monotonic() - t0 < 120:
                 time.sleep(0.05)
             if len(running) == seen:
-                raise SystemExit(f"round {i + 1}: the job did not run again within 120 s:\n" + "\n".join(lines[-10:]))
+                table = [(n["NodeName"], n["Alive"], n.get("DeathReasonMessage", "")) for n in ray.nodes() if n["NodeName"].startswith("mcsched-")]
+                raise SystemExit(
+                    f"round {i + 1}: the job did not run again within 120 s:\n" + "\n".join(lines[-10:])
+                    + f"\nscheduler's view: {ray.get(actor.nodes.remote())}\nGCS node table: {table}"
+                )
             took = running[-1][0] - t0
             now = ray.get(actor.status.remote("victim"))[0]["cloud"]
             times.append(took)
