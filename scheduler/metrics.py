@@ -37,6 +37,10 @@ ENFORCEMENT_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120)
 ENFORCEMENT_ACTIONS = ("victim-stopped", "preemptor-reserved", "preemptor-running", "moved-reserved", "moved-running")
 
 
+#: Repairs made from the GCS node table (runtime/nodewatch.py).
+NODE_REPAIRS = ("node-capacity", "backend-down", "backend-up")
+
+
 class Metrics:
     """An event sink that keeps every mcsched_* series up to date."""
 
@@ -93,12 +97,23 @@ class Metrics:
             registry=r,
         )
         self.repairs = Counter(
-            "mcsched_reconciler_repairs_total", "Reconciler repairs (removed-gang, ended-job, removed-foreign).", ["action"], registry=r
+            "mcsched_reconciler_repairs_total",
+            "Reconciler repairs (removed-gang, ended-job, removed-foreign; node-capacity, backend-down, backend-up from Ray's nodes).",
+            ["action"],
+            registry=r,
         )
         for action in ENFORCEMENT_ACTIONS:
             self.enforcement.labels(action)
-        for action in ("removed-gang", "ended-job", "removed-foreign"):
+        for action in ("removed-gang", "ended-job", "removed-foreign", *NODE_REPAIRS):
             self.repairs.labels(action)
+        # Clouds as Ray nodes (runtime/nodewatch.py): the books' capacity against the live nodes'.
+        self.node_drift = Gauge(
+            "mcsched_node_capacity_drift_gpus",
+            "Books' capacity minus what the cloud's live Ray nodes advertise, per pool (0 at rest).",
+            ["cloud", "region", "gpu_type"],
+            registry=r,
+        )
+        self.nodes = Gauge("mcsched_nodes", "Ray worker nodes per cloud by state (alive, dead).", ["cloud", "state"], registry=r)
         self.foreign_gpus = Gauge(
             "mcsched_foreign_gangs_gpus",
             "GPUs of a pool held by placement groups that mcsched did not create (0 at rest; see foreignGroups).",

@@ -51,6 +51,20 @@ WitnessOpt = Annotated[
         help="A witness's base URL the scheduler submits each signed checkpoint to (repeat for several) [default: $MCSCHED_WITNESS_URLS, else none].",
     ),
 ]
+
+
+class NodeLayout(StrEnum):
+    """How the clouds map to Ray worker nodes (``scheduler/runtime/nodes.py``)."""
+
+    CLOUD = "cloud"
+    REGION = "region"
+    SINGLE = "single"
+
+
+LayoutOpt = Annotated[
+    NodeLayout,
+    typer.Option("--nodes", help="Worker nodes: one per cloud, one per cloud x region, or none (the head carries every cloud)."),
+]
 UpPortOpt = Annotated[
     int | None, typer.Option("--metrics-port", min=1, max=65535, help="Scheduler metrics port on 127.0.0.1 [default: 9464 if free, else any free port].")
 ]
@@ -84,13 +98,18 @@ def up_cmd(
     prometheus: Annotated[bool, typer.Option("--prometheus", help="Also start a local Prometheus scraping mcsched.")] = False,
     foreign_groups: ForeignOpt = ForeignGroups.REPORT,
     witness_url: WitnessOpt = None,
+    nodes: LayoutOpt = NodeLayout.CLOUD,
 ) -> None:
-    """Start a local Ray head (loopback only) with every mock cloud, and the scheduler actor."""
+    """Start a local Ray head (loopback only), a labelled Ray worker node per mock cloud, and the scheduler actor."""
     from scheduler.runtime.cluster import up
+    from scheduler.runtime.nodes import Layout
 
     state = _state(state_dir)
     catalog, the_contract = load_config(clouds, contract)
-    result = up(catalog, the_contract, state, metrics_port=metrics_port, foreign_groups=foreign_groups.value, witnesses=witness_url, log=lambda m: err.print(m, markup=False))
+    result = up(
+        catalog, the_contract, state, metrics_port=metrics_port, foreign_groups=foreign_groups.value, witnesses=witness_url,
+        log=lambda m: err.print(m, markup=False), layout=Layout(nodes.value),
+    )  # fmt: skip
     info = result.info
     if not result.started:
         err.print(f"mcsched is already up in {state} (Ray at {info.gcs_address}); `mcsched down` first to restart it", markup=False)
@@ -281,6 +300,68 @@ def fault_cmd(
     if down is None and latency is None:
         raise fail("fault: say what to change: --down, --up and/or --extra-latency SECONDS")
     _connect(address, state_dir)
-    _call("fault", cloud, None if down is None else not down, latency)
+    info = _own_nodes(address, state_dir)
+    if down is not None and info is not None:
+        _node_fault(info, cloud, down)
+    elif down is not None:  # a cluster without mcsched's worker nodes: the books' outage, as before
+        _call("fault", cloud, not down, None)
+    if latency is not None:
+        _call("fault", cloud, None, latency)
     parts = ([] if down is None else ["down" if down else "up"]) + ([] if latency is None else [f"+{latency:g}s latency"])
     out.print(f"{cloud}: {', '.join(parts)}", markup=False)
+
+
+#: How long ``fault``/``drain`` wait for the scheduler to see what happened to the nodes.
+NODE_WAIT_SECONDS = 60.0
+
+
+def _own_nodes(address: str | None, state_dir: Path | None) -> ClusterInfo | None:
+    """The state dir's cluster record when it is the cluster joined and has worker nodes of its own."""
+    from scheduler.runtime.cluster import ClusterInfo, alive, resolve_address
+
+    state = _state(state_dir)
+    info = ClusterInfo.load(state)
+    if info is None or not info.nodes or not alive(info):
+        return None
+    resolved = resolve_address(address, state)
+    return info if resolved is None or resolved.removeprefix("ray://") == info.gcs_address else None
+
+
+def _node_fault(info: ClusterInfo, cloud: str, down: bool) -> None:
+    """A real outage: stop the cloud's worker nodes (``--down``) or start them (``--up``), then
+    wait until the scheduler, reading Ray's node table, has marked the cloud accordingly."""
+    import time
+
+    from scheduler.runtime.cluster import start_cloud_nodes, stop_cloud_nodes
+    from scheduler.specs import CloudCatalog
+
+    seen = _call("nodes")
+    assert isinstance(seen, dict)
+    if cloud not in seen["up"]:
+        raise fail(f"fault: unknown cloud {cloud!r}")
+    if down:
+        stop_cloud_nodes(info, cloud)
+    else:
+        start_cloud_nodes(info, CloudCatalog.model_validate(_call("catalog")), cloud)
+    deadline = time.monotonic() + NODE_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        now = _call("nodes")
+        assert isinstance(now, dict)
+        if now["up"][cloud] is not down and not any(k.startswith(f"{cloud}/") for k in now["drift"]):
+            return
+        time.sleep(0.5)
+    raise fail(f"fault: the scheduler did not see {cloud} {'down' if down else 'up'} within {NODE_WAIT_SECONDS:g}s")
+
+
+@app.command("drain")
+def drain_cmd(
+    cloud: str,
+    undo: Annotated[bool, typer.Option("--undo", help="Lift the cordon.")] = False,
+    address: AddressOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Cordon a cloud: no new placements on it; its running work finishes where it runs."""
+    _connect(address, state_dir)
+    names = _call("cordon", cloud, not undo)
+    assert isinstance(names, list)
+    out.print(f"{cloud}: {'cordoned' if not undo else 'open'} (cordoned: {', '.join(names) or 'none'})", markup=False)

@@ -3,8 +3,9 @@
 Kustomize refuses files outside a kustomization's root, so the catalog, contract, alert
 rules and dashboard are rendered into ``manifests/base/generated/`` by
 ``mcsched manifests`` and a test fails when the committed copies drift from the sources.
-The RayCluster's worker groups (one per cloud, advertising that cloud's pools as Ray
-resources) are derived from the catalog the same way.
+The RayCluster's worker groups are the catalog's node types (``runtime/nodes.py``: one per
+cloud, with its Ray node labels and its pools as Ray resources), the same node types
+``mcsched up`` starts locally, so both clusters have one shape.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from scheduler.runtime.resources import CLOUD_LABEL, cloud_resources
+from scheduler.runtime.nodes import node_types
+from scheduler.runtime.resources import CLOUD_LABEL
 from scheduler.specs import CloudCatalog
 
 IMAGE = "ghcr.io/mcsched/mcsched:0.1.0"
@@ -109,19 +111,19 @@ def raycluster(catalog: CloudCatalog) -> dict[str, Any]:
         "volumeMounts": [TMP_MOUNT, SIGNING_MOUNT],
     }
     workers = []
-    for backend in catalog.spec.backends:
-        res = {k: str(int(v)) for k, v in cloud_resources(catalog, backend.name).items()}
+    for nt in node_types(catalog):
+        res = {k: str(int(v)) for k, v in nt.resources.items()}
         workers.append(
             {
-                "groupName": backend.name,
+                "groupName": nt.name,
                 "replicas": 1,
                 "minReplicas": 1,
                 "maxReplicas": 1,
                 "rayStartParams": {"num-cpus": "1", "metrics-export-port": str(RAY_METRICS_PORT)},
                 "resources": res,
-                "labels": {CLOUD_LABEL: backend.name},
+                "labels": {CLOUD_LABEL: nt.cloud, **nt.labels},
                 "template": {
-                    "metadata": {"labels": {CLOUD_LABEL: backend.name, "app.kubernetes.io/component": "ray-worker"}},
+                    "metadata": {"labels": {CLOUD_LABEL: nt.cloud, "app.kubernetes.io/component": "ray-worker"}},
                     "spec": {
                         "serviceAccountName": "mcsched",
                         "automountServiceAccountToken": False,

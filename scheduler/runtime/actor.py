@@ -10,6 +10,7 @@ import ray
 
 from scheduler.errors import RuntimeUnavailable
 from scheduler.gctune import tune_gc
+from scheduler.runtime.nodewatch import RayNode
 from scheduler.runtime.reconciler import Gang
 from scheduler.runtime.service import SchedulerService
 
@@ -60,6 +61,16 @@ class SchedulerActor(SchedulerService):
         super().__init__(*args, **kwargs)
 
 
+class RayNodes:
+    """The GCS node table (``ray.nodes()``: one GCS read), alive and dead nodes with labels and total resources."""
+
+    def read(self) -> list[RayNode]:
+        return [
+            RayNode(str(n.get("NodeID", "")), bool(n.get("Alive")), dict(n.get("Labels") or {}), dict(n.get("Resources") or {}))
+            for n in ray.nodes()  # type: ignore[no-untyped-call]
+        ]
+
+
 def start_actor(
     catalog: dict[str, Any],
     contract: dict[str, Any],
@@ -89,7 +100,7 @@ def start_actor(
         max_task_retries=-1,
         num_cpus=0,
         max_concurrency=1000,
-    ).remote(catalog, contract, ledger_path, metrics_port, metrics_host, RayGangs(), foreign_groups=foreign_groups, witnesses=witnesses)
+    ).remote(catalog, contract, ledger_path, metrics_port, metrics_host, RayGangs(), foreign_groups=foreign_groups, witnesses=witnesses, nodes=RayNodes())
     ray.get(handle.ping.remote())
     return handle
 

@@ -1,4 +1,4 @@
-"""The embedded default: a local Ray head carrying every mock cloud, plus the scheduler actor.
+"""The embedded default: a local Ray head, one Ray worker node per mock cloud, and the scheduler actor.
 
 A state directory owns one cluster. ``up`` starts a Ray head whose every port is chosen free
 (so it coexists with any other Ray cluster on the machine, including another ``mcsched up``
@@ -6,6 +6,10 @@ with a different state directory), binds it to 127.0.0.1 wherever Ray allows it,
 token authentication and records what it started in ``cluster.json``. ``down`` stops only
 that cluster's processes (found by its Ray temp directory, never by name) and returns when
 they are gone and their ports are free.
+
+The cluster has the deployed shape (``nodes.py``): the head carries the scheduler actor, the
+Jobs API and Serve's HTTP proxy; each cloud is a labelled worker node (``workers.py``)
+advertising that cloud's GPU pools, so a cloud lost is a node lost, which Ray sees first.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import RuntimeUnavailable
+from scheduler.runtime.nodes import Layout, NodeType, node_types
 from scheduler.runtime.resources import cloud_resources
+from scheduler.runtime.workers import WorkerNode, start_node, stop_node, wait_joined
 from scheduler.specs import CloudCatalog, Contract
 
 STATE_FILE = "cluster.json"
@@ -47,6 +53,19 @@ STOP_GRACE_SECONDS = 3.0
 #: Ray's single-node switch (see ``loopback_env``).
 SINGLE_NODE_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
+#: The GCS's health check of every raylet (Ray's defaults: every 3 s, 10 s deadline, dead after
+#: 5 misses, about 15-25 s). Here: every 2 s, a 3 s deadline, dead after 4 misses in a row, so a
+#: killed node is seen dead about 8-11 s after it went away. Tighter would be quicker but on this
+#: loaded 2-core host a raylet whose only I/O thread is starved for a few seconds must not be
+#: declared dead (a false death evicts its work): this setting needs 8 s of total silence.
+#: A node stopped gracefully (``fault --down``) unregisters and is dead at once.
+HEALTH_CHECK = {
+    "RAY_health_check_period_ms": "2000",
+    "RAY_health_check_timeout_ms": "3000",
+    "RAY_health_check_failure_threshold": "4",
+    "RAY_health_check_initial_delay_ms": "2000",
+}
+
 Log = Callable[[str], None]
 
 
@@ -64,6 +83,13 @@ class ClusterInfo:
     auth_token_path: str | None = None
     #: Every port the cluster listens on by name, so ``down`` can wait until they are free.
     ports: dict[str, int] = field(default_factory=dict)
+    #: ``nodes.Layout``: how the clouds map to worker nodes.
+    layout: str = Layout.SINGLE.value
+    #: The worker nodes this cluster started (``workers.WorkerNode.to_dict``), with their handles.
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+
+    def worker_nodes(self) -> list[WorkerNode]:
+        return [WorkerNode.from_dict(n) for n in self.nodes]
 
     def client_env(self) -> dict[str, str]:
         """What Ray's CLI needs, as ``ray start --head`` itself tells its users: ``RAY_ADDRESS`` the
@@ -231,6 +257,11 @@ def loopback_env(autoscaler_metrics_port: int, dashboard_metrics_port: int) -> d
     }
 
 
+#: Worker nodes started at once. Each is ~5 processes, three of them Python importing Ray; all
+#: six of the default catalog at once on a loaded 2-core host starved one past the fixed 30 s
+#: ``ray start`` gives a raylet to register. Waves of this many join reliably.
+NODE_WAVE = 3
+
 #: ``ray start`` gives its processes a fixed 30 s to come up; on a saturated machine that can
 #: fail and succeed on the next try.
 START_ATTEMPTS = 3
@@ -293,10 +324,13 @@ def gcs_address(temp_dir: Path) -> str:
 
 
 def node_ports() -> dict[str, int]:
-    """The ports Ray chose for this (single-node) cluster's head, read from the GCS node table."""
+    """The ports Ray chose for this cluster's head, read from the GCS node table."""
     import ray
 
-    nodes = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+    from scheduler.runtime.workers import NODE_PREFIX
+
+    # the head: the worker nodes (named mcsched-<node>) have ports of their own
+    nodes = [n for n in ray.nodes() if n.get("Alive") and not str(n.get("NodeName", "")).startswith(NODE_PREFIX)]  # type: ignore[no-untyped-call]
     if not nodes:
         return {}
     return {name: int(nodes[0][field]) for name, field in RAY_CHOSEN.items() if nodes[0].get(field)}
@@ -343,6 +377,8 @@ def head_env(state_dir: Path, ports: dict[str, int], auth_token: Path | None) ->
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env["MCSCHED_HOME"] = str(state_dir)
     env["MCSCHED_SERVE_PORT"] = str(ports["serve"])  # the jobs of this cluster serve models here
+    for key, value in HEALTH_CHECK.items():
+        env.setdefault(key, value)
     if auth_token is not None:
         env.update(auth_env(auth_token))
     return env
@@ -357,8 +393,13 @@ def start_head(
     auth_token: Path | None = None,
     reserved: Iterable[int] = (),
     log: Log = print,
+    pools_on_head: bool = False,
 ) -> tuple[str, str, dict[str, int]]:
-    """``ray start --head`` on loopback advertising every cloud's pools; returns (gcs, dashboard, ports)."""
+    """``ray start --head`` on loopback; returns (gcs, dashboard, ports).
+
+    The head advertises the clouds' pools itself only when ``pools_on_head`` (``Layout.SINGLE``);
+    otherwise the worker nodes do and the head carries the scheduler's resource alone.
+    """
     temp_dir = state_dir / "ray"
     temp_dir.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, START_ATTEMPTS + 1):
@@ -377,7 +418,7 @@ def start_head(
             "--temp-dir", str(temp_dir),
             "--num-cpus", str(num_cpus),
             "--object-store-memory", str(object_store_mb * 1024 * 1024),
-            "--resources", json.dumps({**cloud_resources(catalog), "mcsched_scheduler": 1}),
+            "--resources", json.dumps({**(cloud_resources(catalog) if pools_on_head else {}), "mcsched_scheduler": 1}),
             "--disable-usage-stats",
             "--include-dashboard", "true",
         ]  # fmt: skip
@@ -428,6 +469,7 @@ def cluster_processes(temp_dir: str) -> list[Any]:
             or bool(ray_dir and ray_dir in text)
             or "/site-packages/ray/" in text  # Ray of another environment (a second clone's .venv)
             or " -m ray." in f" {text}"
+            or " -m scheduler.runtime.raystart " in f" {text} "  # a worker node's `ray start` (workers.py)
         )
 
     def belongs(proc: Any, cmdline: list[str]) -> bool:
@@ -638,8 +680,10 @@ def up(
     foreign_groups: str = "report",
     witnesses: list[str] | None = None,
     log: Log = print,
+    layout: Layout = Layout.CLOUD,
 ) -> UpResult:
-    """Start the local head and the scheduler actor; a no-op while this state dir's cluster runs.
+    """Start the local head, a worker node per cloud (``layout``) and the scheduler actor; a no-op
+    while this state dir's cluster runs.
 
     The scheduler actor recovers from the state dir's ledger, so ``down`` then ``up`` carries
     on with the same jobs. A failed start stops what it started and removes ``cluster.json``.
@@ -666,13 +710,28 @@ def up(
     os.environ[SINGLE_NODE_VAR] = "0"  # this process joins the loopback-only head below
     log("starting a local Ray head (loopback only, token auth " + ("on" if token else "unsupported by this Ray") + ") ...")
     try:
-        gcs, dash, ports = start_head(catalog, state_dir, auth_token=token, reserved=[metrics_port], log=log)
+        gcs, dash, ports = start_head(
+            catalog, state_dir, auth_token=token, reserved=[metrics_port], log=log, pools_on_head=layout is Layout.SINGLE
+        )
         info = ClusterInfo(
             gcs, dash, f"http://127.0.0.1:{metrics_port}/metrics", str(state_dir), str(state_dir / "ray"),
             auth_token_path=str(token) if token else None,
-            ports={**ports, "metrics": metrics_port},
+            ports={**ports, "metrics": metrics_port}, layout=layout.value,
         )  # fmt: skip
         info.save()
+        # Clouds the catalog marks down start with no nodes (`mcsched fault CLOUD --up` starts them).
+        types = node_types(catalog, layout, clouds=[b.name for b in catalog.spec.backends if b.up])
+        if types:
+            log(f"starting {len(types)} worker node(s): {', '.join(t.name for t in types)} ...")
+        taken = {*ports.values(), metrics_port}
+
+        def launch(t: NodeType) -> WorkerNode:
+            return start_node(t, gcs, state_dir / "ray", head_env(state_dir, ports, token), state_dir / "nodes", taken)
+
+        # The first wave starts now, beside the Jobs API's start; the rest after it joined (below).
+        started = [launch(t) for t in types[:NODE_WAVE]]
+        info = dataclasses.replace(info, nodes=[n.to_dict() for n in started])
+        info.save()  # the handles first: a failed join still leaves them for `down`
         wait_jobs_api(dash)
         from scheduler.runtime.actor import start_actor  # imports ray: only now that auth is in the env
 
@@ -680,6 +739,13 @@ def up(
         log(("recovering" if ledger.exists() else "starting") + " the scheduler actor (detached, restartable) ...")
         connect(gcs)
         info = dataclasses.replace(info, ports={**info.ports, **node_ports()})  # what Ray chose, for `down` to wait on
+        joined = wait_joined(started, restart=lambda n: launch(n.node_type()))
+        for i in range(NODE_WAVE, len(types), NODE_WAVE):
+            wave = [launch(t) for t in types[i : i + NODE_WAVE]]
+            info = dataclasses.replace(info, nodes=[n.to_dict() for n in joined + wave])
+            info.save()
+            joined += wait_joined(wave, restart=lambda n: launch(n.node_type()))
+        info = dataclasses.replace(info, nodes=[n.to_dict() for n in joined])
         info.save()
         start_actor(
             catalog.model_dump(mode="json", by_alias=True),
@@ -696,6 +762,44 @@ def up(
         (state_dir / STATE_FILE).unlink(missing_ok=True)
         raise
     return UpResult(info, started=True)
+
+
+def start_cloud_nodes(info: ClusterInfo, catalog: CloudCatalog, cloud: str) -> ClusterInfo:
+    """``fault CLOUD --up``: start the cloud's worker nodes that are not running; the new record.
+
+    The recorded nodes of the cloud come back as they were (same name, labels, resources); a
+    cloud that never had one (down in the catalog at ``up``) gets the catalog's node types. The
+    caller has joined the cluster (the wait reads the GCS node table).
+    """
+    temp = info.temp_dir
+    token = Path(info.auth_token_path) if info.auth_token_path else None
+    recorded = [n for n in info.worker_nodes() if n.cloud == cloud]
+    others = [n for n in info.worker_nodes() if n.cloud != cloud]
+    types = [n.node_type() for n in recorded] or node_types(catalog, Layout(info.layout), clouds=[cloud])
+    running = [n for n in recorded if owned(n, temp)]
+    names = {n.name for n in running}
+    env = head_env(Path(info.state_dir), info.ports, token)
+    taken = set(info.ports.values())
+    fresh = [start_node(t, info.gcs_address, Path(temp), env, Path(info.state_dir) / "nodes", taken) for t in types if t.name not in names]
+    new = dataclasses.replace(info, nodes=[n.to_dict() for n in others + running + fresh])
+    new.save()  # the handles first: a failed join still leaves them for `down`
+    def again(n: WorkerNode) -> WorkerNode:
+        return start_node(n.node_type(), info.gcs_address, Path(temp), env, Path(info.state_dir) / "nodes", taken)
+
+    new = dataclasses.replace(info, nodes=[n.to_dict() for n in others + running + wait_joined(fresh, restart=again)])
+    new.save()
+    return new
+
+
+def stop_cloud_nodes(info: ClusterInfo, cloud: str) -> int:
+    """``fault CLOUD --down``: stop the cloud's worker nodes (a real outage); processes stopped."""
+    return sum(stop_node(n, info.temp_dir) for n in info.worker_nodes() if n.cloud == cloud)
+
+
+def owned(node: WorkerNode, temp_dir: str) -> bool:
+    from scheduler.runtime.workers import owned_process
+
+    return owned_process(node, temp_dir) is not None
 
 
 def _disconnect() -> None:

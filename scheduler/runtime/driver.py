@@ -40,6 +40,10 @@ POLL_SECONDS = 5.0  # wait_change timeout: also how often a driver renews its le
 #: default too); a job sets its own with ``spec.terminationGracePeriodSeconds``.
 DEFAULT_GRACE_SECONDS = 30.0
 WAIT_SLICE = 0.5  # ray.wait slice, so a SIGTERM is acted on promptly
+#: How long a driver whose workload died (no error of its own) waits for the books to move the
+#: job: the GCS sees a killed node dead within ~11 s (cluster.HEALTH_CHECK), the scheduler on its
+#: next reconcile tick; with slack for a loaded machine.
+NODE_LOSS_SECONDS = 30.0
 
 
 def grace_seconds(spec: dict[str, Any]) -> float:
@@ -385,8 +389,19 @@ class _RayShell:
 
     def _work_error(self, exc: Exception) -> list[Event]:
         """A workload error is a failure only if the books still have this placement:
-        otherwise the work was killed because the job was evicted (by us or the reconciler)."""
-        fresh = View.from_wire(self.ray.get(self.actor.wait_change.remote(self.core.name, self.core.view.version, 0.0), timeout=120))
+        otherwise the work was killed because the job was evicted (by us or the reconciler).
+
+        A workload that died without an error of its own (its process or its whole node is
+        gone) may be the first sign of a lost node, which the scheduler sees only after the
+        GCS's health check: the books are given ``NODE_LOSS_SECONDS`` to move the job before
+        the death counts as the job's failure.
+        """
+        ray = self.ray
+        system = isinstance(exc, ray.exceptions.RayActorError) and not isinstance(exc, ray.exceptions.RayTaskError)
+        wait = NODE_LOSS_SECONDS if system else 0.0
+        if system:
+            self.say(f"{self.core.name}: its work on {self.core.view.where} died; waiting up to {wait:g}s for the scheduler")
+        fresh = View.from_wire(ray.get(self.actor.wait_change.remote(self.core.name, self.core.view.version, wait), timeout=wait + 120))
         if fresh.version != self.core.view.version:
             return [Changed(fresh)]
         cause = getattr(exc, "cause", None)

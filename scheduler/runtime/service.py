@@ -31,6 +31,7 @@ from scheduler.decision import Decision
 from scheduler.errors import AdmissionError, MCSchedError
 from scheduler.events import Dequeued, Event, Placed, Preempted, Released
 from scheduler.runtime.driver import DEFAULT_GRACE_SECONDS, grace_seconds
+from scheduler.runtime.nodewatch import NodePlan, PoolBooks, RayNode, plan_nodes
 from scheduler.runtime.reconciler import (
     FOREIGN_POLICIES,
     Assignment,
@@ -44,6 +45,7 @@ from scheduler.runtime.resources import pool_resource
 from scheduler.runtime.serve.naming import replica_index, service_of_replica
 from scheduler.runtime.serve.owner import Owner, Runner
 from scheduler.specs import CloudCatalog, Contract, JobDoc
+from scheduler.wallclock import WallClock
 
 if TYPE_CHECKING:  # imported where used: every Ray job driver imports this module (Ray loads the actor's
     # class to call it) and needs none of the engine, the ledger (cryptography) or prometheus
@@ -85,6 +87,15 @@ class Gangs(Protocol):
     def creator(self, pg_id: str) -> str: ...
 
 
+class Nodes(Protocol):
+    """The GCS node table (``actor.RayNodes``; tests pass a fake)."""
+
+    def read(self) -> list[RayNode]: ...
+
+
+CORDON_FILE = "cordoned.json"
+
+
 class SchedulerService:
     def __init__(
         self,
@@ -98,6 +109,7 @@ class SchedulerService:
         foreign_groups: str = "report",
         witnesses: list[str] | None = None,
         serve_runner: Runner | None = None,
+        nodes: Nodes | None = None,
     ) -> None:
         if foreign_groups not in FOREIGN_POLICIES:
             raise AdmissionError(f"foreignGroups: {foreign_groups!r} is not one of {', '.join(FOREIGN_POLICIES)}")
@@ -107,6 +119,9 @@ class SchedulerService:
         self._metrics_port = metrics_port
         self._metrics_host = metrics_host
         self._gangs = gangs
+        self._nodes = nodes
+        self._clock = WallClock()
+        self.last_node_plan: NodePlan | None = None
         self._lease_seconds = lease_seconds
         self._foreign_policy = foreign_groups
         self._foreign: dict[str, str] = {}  # foreign placement group id -> its creator (asked once)
@@ -163,7 +178,6 @@ class SchedulerService:
         from scheduler.ledger.store import Quarantine
         from scheduler.ledger.witness import Cosigner
         from scheduler.metrics import Metrics
-        from scheduler.wallclock import WallClock
 
         catalog = CloudCatalog.model_validate(self._catalog_doc)
         contract = Contract.model_validate(self._contract_doc)
@@ -216,9 +230,9 @@ class SchedulerService:
             if configured is not None:
                 catalog = CloudCatalog.model_validate(configured.catalog)
                 contract = Contract.model_validate(configured.contract)
-            engine = Engine.restore(catalog, contract, WallClock(), recorded, sinks)
+            engine = Engine.restore(catalog, contract, self._clock, recorded, sinks)
         else:
-            engine = Engine(catalog, contract, WallClock())
+            engine = Engine(catalog, contract, self._clock)
             for sink in sinks:
                 engine.subscribe(sink)
             engine.announce()
@@ -313,19 +327,83 @@ class SchedulerService:
             self._changed.notify_all()
 
     def _start_reconciler(self) -> None:
-        if self._reconciler is None and self._gangs is not None:
+        if self._reconciler is None and (self._gangs is not None or self._nodes is not None):
             self._reconciler = asyncio.get_running_loop().create_task(self._reconcile_loop())
 
     async def _reconcile_loop(self) -> None:
-        assert self._gangs is not None
         while True:
             await asyncio.sleep(RECONCILE_SECONDS)
             try:
-                gangs = await asyncio.to_thread(self._gangs.read)
-                if self.reconcile(gangs):
+                repaired = 0
+                if self._nodes is not None:  # nodes first: a lost node's work is evicted before its gangs are judged
+                    repaired += self.reconcile_nodes(await asyncio.to_thread(self._nodes.read))
+                if self._gangs is not None:
+                    repaired += self.reconcile(await asyncio.to_thread(self._gangs.read))
+                if repaired:
                     await self._notify()
             except Exception:  # a failed step must not stop the loop
                 log.exception("reconcile step failed")
+
+    # ------------------------------------------------------------------ clouds as Ray nodes
+
+    def _cordon_file(self) -> Path:
+        return Path(os.path.dirname(os.path.abspath(self._ledger_path))) / CORDON_FILE
+
+    def cordoned(self) -> set[str]:
+        try:
+            names = json.loads(self._cordon_file().read_text())
+        except (OSError, ValueError):
+            return set()
+        return {n for n in names if isinstance(n, str)}
+
+    def reconcile_nodes(self, nodes: list[RayNode]) -> int:
+        """One tick against the GCS node table (``nodewatch.plan_nodes``): export the node counts
+        and the capacity drift, and bring the books to what the live nodes advertise. Returns the
+        repairs made. Order: clouds going down first, then capacities, then clouds coming up."""
+        engine = self._ensure()
+        assert self.metrics is not None
+        inventory = engine.inventory
+        pools = {
+            (u.cloud, u.region, u.gpu_type): PoolBooks(u.capacity, inventory.pools[(u.cloud, u.region, u.gpu_type)].ceiling, u.allocated)
+            for u in engine.usage()
+        }
+        backends_up = {name: b.up for name, b in engine.backends.items()}
+        plan = plan_nodes(pools, backends_up, nodes, self.cordoned())
+        self.last_node_plan = plan
+        for cloud in plan.managed:
+            for state in ("alive", "dead"):
+                self.metrics.nodes.labels(cloud, state).set(plan.nodes.get((cloud, state), 0))
+        for key, drift in plan.drift.items():
+            self.metrics.node_drift.labels(*key).set(drift)
+        with self._clock.held():  # one instant per tick's repairs (WallClock.held says why)
+            repairs = self._repair_nodes(engine, plan, pools)
+        if repairs:
+            self._commit()
+            for key in plan.capacity:  # repaired: Ray and the books agree now
+                self.metrics.node_drift.labels(*key).set(0)
+        return repairs
+
+    def _repair_nodes(self, engine: Engine, plan: NodePlan, pools: dict[tuple[str, str, str], PoolBooks]) -> int:
+        assert self.metrics is not None
+        repairs = 0
+        for cloud, up in sorted(plan.up.items()):
+            if not up:
+                log.warning("drift: %s has no live Ray node; the books mark it down", cloud)
+                engine.set_backend(cloud, up=False)
+                self.metrics.repairs.labels("backend-down").inc()
+                repairs += 1
+        for key, capacity in sorted(plan.capacity.items()):
+            log.warning("drift: %s has %d GPUs in the books, %d on its live Ray nodes; repaired", "/".join(key), pools[key].capacity, capacity)
+            engine.set_capacity(*key, capacity)
+            self.metrics.repairs.labels("node-capacity").inc()
+            repairs += 1
+        for cloud, up in sorted(plan.up.items()):
+            if up:
+                log.warning("%s has a live Ray node again; the books mark it up", cloud)
+                engine.set_backend(cloud, up=True)
+                self.metrics.repairs.labels("backend-up").inc()
+                repairs += 1
+        return repairs
 
     # ------------------------------------------------------------------ the books' side of a job
 
@@ -606,9 +684,42 @@ class SchedulerService:
 
     async def capacity(self, cloud: str, region: str, gpu_type: str, capacity: int) -> None:
         engine = self._ensure()
-        engine.set_capacity(cloud, region, gpu_type, capacity)
+        with self._clock.held():  # see WallClock.held
+            engine.set_capacity(cloud, region, gpu_type, capacity)
         self._commit()
         await self._notify()
+
+    async def catalog(self) -> dict[str, Any]:
+        """The catalog the scheduler runs with (the ledger's, after a recovery)."""
+        return self._ensure().catalog.model_dump(mode="json", by_alias=True)
+
+    async def nodes(self) -> dict[str, Any]:
+        """The clouds as Ray nodes, as the last reconcile saw them: up state, node counts, drift, cordons."""
+        engine = self._ensure()
+        plan = self.last_node_plan
+        return {
+            "reconciled": plan is not None,
+            "managed": sorted(plan.managed) if plan else [],
+            "up": {name: b.up for name, b in engine.backends.items()},
+            "nodes": {f"{c}/{s}": n for (c, s), n in plan.nodes.items()} if plan else {},
+            "drift": {"/".join(k): v for k, v in plan.drift.items() if v} if plan else {},
+            "at_rest": plan.at_rest if plan else False,
+            "cordoned": sorted(self.cordoned()),
+        }
+
+    async def cordon(self, cloud: str, on: bool = True) -> list[str]:
+        """``mcsched drain CLOUD``: no new placements there (``--undo`` lifts it); running work stays."""
+        engine = self._ensure()
+        if cloud not in engine.backends:
+            raise AdmissionError(f"unknown cloud {cloud!r}")
+        names = self.cordoned() | {cloud} if on else self.cordoned() - {cloud}
+        tmp = self._cordon_file().with_suffix(".tmp")
+        tmp.write_text(json.dumps(sorted(names)))
+        os.replace(tmp, self._cordon_file())
+        if self._nodes is not None:
+            self.reconcile_nodes(await asyncio.to_thread(self._nodes.read))
+        await self._notify()
+        return sorted(names)
 
     async def usage(self) -> list[dict[str, Any]]:
         engine = self._ensure()

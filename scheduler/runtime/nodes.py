@@ -1,0 +1,94 @@
+"""Each mock cloud as a group of Ray worker nodes, derived from the catalog (pure: no Ray).
+
+The catalog is the one source of the cluster's shape. A *node type* is one kind of Ray
+worker node: the cloud (and, in the ``region`` layout, the region) it stands for, the Ray
+node labels it carries (``cloud``, ``jurisdiction`` and ``region`` where the node holds
+exactly one) and that cloud's GPU pools as custom resources with the catalog's counts
+(``resources.pool_resource``). ``mcsched up`` starts one worker node per node type on this
+machine (``workers.py``) and ``mcsched manifests`` renders one KubeRay worker group per node
+type (``kube/render.py``), so the local cluster and the deployed one have the same shape; a
+test checks that both agree with this module.
+
+A placed job's placement group asks for its pool's resource, which only its cloud's nodes
+advertise: Ray itself can then run the work nowhere else.
+
+``Layout``:
+- ``cloud`` (default): one worker node per cloud, carrying every pool of the cloud;
+- ``region``: one worker node per cloud x region;
+- ``single``: no worker nodes, the head carries every pool (the shape before issue #25, kept
+  for a machine too small for several nodes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from scheduler.runtime.resources import pool_resource
+from scheduler.specs import Backend, CloudCatalog, Region
+
+#: The Ray node labels mcsched sets (Ray 2.60: ``ray start --labels k=v,...``, ``label_selector``).
+CLOUD = "cloud"
+REGION = "region"
+JURISDICTION = "jurisdiction"
+
+
+class Layout(StrEnum):
+    CLOUD = "cloud"
+    REGION = "region"
+    SINGLE = "single"
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """One kind of worker node: ``name`` is unique in the cluster (``oci``, ``oci-us-ashburn-1``)."""
+
+    name: str
+    cloud: str
+    labels: Mapping[str, str]
+    resources: Mapping[str, float] = field(default_factory=dict)
+
+    def labels_arg(self) -> str:
+        """``ray start --labels`` in Ray's ``k=v,k=v`` form (sorted: the same text every time)."""
+        return ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
+
+
+def _labels(backend: Backend, regions: list[Region]) -> dict[str, str]:
+    labels = {CLOUD: backend.name}
+    jurisdictions = {r.jurisdiction for r in regions}
+    if len(jurisdictions) == 1:
+        labels[JURISDICTION] = jurisdictions.pop()
+    if len(regions) == 1:
+        labels[REGION] = regions[0].name
+    return labels
+
+
+def _resources(backend: Backend, regions: Iterable[Region]) -> dict[str, float]:
+    return {
+        pool_resource(backend.name, r.name, gpu_type): float(count)
+        for r in regions
+        for gpu_type, count in r.gpus.items()
+        if count > 0
+    }
+
+
+def node_types(catalog: CloudCatalog, layout: Layout = Layout.CLOUD, clouds: Iterable[str] | None = None) -> list[NodeType]:
+    """The worker node types of ``catalog`` in ``layout`` (catalog order), optionally only of ``clouds``."""
+    if layout is Layout.SINGLE:
+        return []
+    wanted = None if clouds is None else set(clouds)
+    out: list[NodeType] = []
+    for b in catalog.spec.backends:
+        if wanted is not None and b.name not in wanted:
+            continue
+        groups = [[r] for r in b.regions] if layout is Layout.REGION else [list(b.regions)]
+        for regions in groups:
+            name = b.name if layout is Layout.CLOUD else f"{b.name}-{regions[0].name.lower()}"
+            out.append(NodeType(name, b.name, _labels(b, regions), _resources(b, regions)))
+    return out
+
+
+def cloud_of(labels: Mapping[str, str]) -> str | None:
+    """The cloud a Ray node stands for, from its labels (None: not one of mcsched's cloud nodes)."""
+    return labels.get(CLOUD) or None
