@@ -261,7 +261,7 @@ class Engine:
             # holder is never moved off it by the scheduler on its own.
             for pool in self.state.inventory.by_cloud[cloud]:
                 for victim in sorted(self.state.running[pool.key].values(), key=lambda r: r.key):
-                    self._evict(victim, EvictReason.BACKEND_DOWN)
+                    self._evict(victim, EvictReason.BACKEND_DOWN, now)
         self._settle(self._waiting_types())
 
     def set_capacity(self, cloud: str, region: str, gpu_type: str, capacity: int) -> None:
@@ -273,12 +273,14 @@ class Engine:
             raise AdmissionError("capacity must be >= 0")
         now = self.clock.now()
         for victim in choose_victims(self.state.running[pool.key].values(), pool.allocated - capacity) or []:
-            self._evict(victim, EvictReason.CAPACITY_LOST)
+            self._evict(victim, EvictReason.CAPACITY_LOST, now)
         self._emit(CapacityChanged(now, cloud, region, gpu_type, capacity))
         self._settle((gpu_type,))
 
-    def _evict(self, rec: JobRecord, reason: EvictReason) -> None:
-        pool, job, now = rec.pool, rec.job, self.clock.now()
+    def _evict(self, rec: JobRecord, reason: EvictReason, now: float) -> None:
+        """Evict at the request's instant: every record a request makes carries one time (a clock
+        read per eviction put a shrink's evictions after its capacity record on a wall clock)."""
+        pool, job = rec.pool, rec.job
         assert pool is not None
         cost = rec.price * job.gpus * max(now - rec.placed_at, 0.0) / 3600.0
         self._emit(Preempted(now, job.name, job.cls, pool.cloud, pool.region, pool.gpu_type, job.gpus, reason, None, cost))

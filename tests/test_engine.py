@@ -229,3 +229,38 @@ def test_restore_finishes_attempts_a_crash_cut_short() -> None:
     )
     assert restored.status("x").outcome == "placed"
     assert [e.kind for e in recorded] == ["offered", "answered", "placed"]
+
+
+class TickingClock:
+    """A wall clock as the live service sees it: every read is a little later."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+@pytest.mark.parametrize("fault", ["shrink", "outage"])
+def test_a_fault_stamps_its_evictions_at_its_own_instant_and_time_never_runs_backwards(fault: str) -> None:
+    """On a clock that moves at every read, a shrink's or an outage's evictions carry the request's
+    time (a later read put them after the capacity record, and the ledger's time ran backwards)."""
+    catalog = a_catalog().cloud("azure", {"eastus": {"H100": 8}}, price=3.4).cloud("oci", {"us-ashburn-1": {"H100": 8}}, price=2.9).obj()
+    engine = Engine(catalog, a_contract(), TickingClock())
+    events: list = []
+    engine.subscribe(events.append)
+    engine.announce()
+    for i in range(4):
+        engine.submit(a_job().named(f"t{i}").gpus(4).obj())
+    assert any(isinstance(e, Placed) and e.cloud == "oci" for e in events)
+    start = len(events)
+    if fault == "shrink":
+        engine.set_capacity("oci", "us-ashburn-1", "H100", 0)
+    else:
+        engine.set_backend("oci", up=False)
+    request = events[start:]
+    evicted = [e for e in request if isinstance(e, Preempted)]
+    assert evicted and {e.at for e in evicted} == {request[0].at}
+    times = [e.at for e in events]
+    assert times == sorted(times), times
