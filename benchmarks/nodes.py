@@ -101,7 +101,8 @@ def kills(rounds: int) -> None:
             while len(running) == seen and time.monotonic() - t0 < 120:
                 time.sleep(0.05)
             if len(running) == seen:
-                table = [(n["NodeName"], n["Alive"], n.get("DeathReasonMessage", "")) for n in ray.nodes() if n["NodeName"].startswith("mcsched-")]
+                nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+                table = [(n["NodeName"], n["Alive"], n.get("DeathReasonMessage", "")) for n in nodes if n["NodeName"].startswith("mcsched-")]
                 raise SystemExit(
                     f"round {i + 1}: the job did not run again within 120 s:\n" + "\n".join(lines[-10:])
                     + f"\nscheduler's view: {ray.get(actor.nodes.remote())}\nGCS node table: {table}"

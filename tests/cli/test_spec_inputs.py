@@ -12,6 +12,7 @@ import yaml
 
 import scheduler.cli as cli
 from scheduler.cli import main
+from scheduler.gctune import GC_THRESHOLDS
 from scheduler.paths import examples_dir
 from tests.cli_runner import run
 
@@ -114,7 +115,7 @@ def test_the_process_entry_point_tunes_the_collector(monkeypatch: pytest.MonkeyP
     before = gc.get_threshold()
     try:
         cli.tune_gc()
-        assert gc.get_threshold() == cli.GC_THRESHOLDS and gc.get_freeze_count() > 0
+        assert gc.get_threshold() == GC_THRESHOLDS and gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
