@@ -16,20 +16,13 @@ import pytest
 
 from scheduler.runtime.resources import pool_resource
 from scheduler.runtime.workers import kill_node
-from tests.builders import a_catalog, a_contract
+from tests.builders import a_contract
 from tests.integration.conftest import Cluster, exposed, job_doc, wait_for
-from tests.integration.test_enforcement import client, events, logs, metric, submit, wait_final, wait_log
+from tests.integration.test_enforcement import CATALOG, client, events, logs, metric, submit, wait_final, wait_log
 
 pytestmark = pytest.mark.slow
 
-CLUSTER_CATALOG = (
-    a_catalog()
-    .cloud("azure", {"eastus": {"H100": 16}}, price=3.4, latency=1)
-    .cloud("oci", {"us-ashburn-1": {"H100": 24}}, price=2.9, latency=1)
-    .cloud("aws", {"us-east-1": {"H100": 24}}, price=3.1, latency=1)
-    .obj()
-    .model_dump(mode="json", by_alias=True)
-)
+CLUSTER_CATALOG = CATALOG  # the enforcement tests' small profile: the holder and two clouds
 CLUSTER_CONTRACT = a_contract(preemption=True).model_dump(mode="json", by_alias=True)
 LONG = {"steps": 400, "stepSeconds": 0.25, "checkpointEvery": 4}
 
