@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -384,6 +385,24 @@ def head_env(state_dir: Path, ports: dict[str, int], auth_token: Path | None) ->
     return env
 
 
+#: The longest Ray temp dir that leaves room for a node's sockets: a worker node's plasma socket
+#: is ``TEMP/w-NODE/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store``, about 67 bytes
+#: plus the node's name past TEMP, and a Unix socket's path is at most 107 bytes.
+RAY_TEMP_MAX = 24
+
+
+def ray_temp_dir(state_dir: Path) -> Path:
+    """The Ray temp dir of the cluster kept in ``state_dir``: ``STATE/ray`` while it is short
+    enough for Ray's socket paths, else a short folder named for the state dir under /tmp (as
+    Ray's own default, /tmp/ray). A function of the state dir alone, so ``up``, ``down`` and a
+    later ``up`` find the same one."""
+    inside = state_dir / "ray"
+    if len(str(inside)) <= RAY_TEMP_MAX:
+        return inside
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
+    return Path("/tmp") / f"mcsched-{digest}"
+
+
 def start_head(
     catalog: CloudCatalog,
     state_dir: Path,
@@ -400,8 +419,8 @@ def start_head(
     The head advertises the clouds' pools itself only when ``pools_on_head`` (``Layout.SINGLE``);
     otherwise the worker nodes do and the head carries the scheduler's resource alone.
     """
-    temp_dir = state_dir / "ray"
-    temp_dir.mkdir(parents=True, exist_ok=True)
+    temp_dir = ray_temp_dir(state_dir)
+    temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     for attempt in range(1, START_ATTEMPTS + 1):
         ports, worker_lo = choose_ports(reserved)  # fresh each try: another program may have taken one
         env = head_env(state_dir, ports, auth_token)
@@ -695,9 +714,9 @@ def up(
             return UpResult(existing, started=False)
         log(f"{state_dir}: its cluster is gone (stale state); cleaning up first")
         down(state_dir)
-    elif cluster_processes(str(state_dir / "ray")):
+    elif cluster_processes(str(ray_temp_dir(state_dir))):
         log(f"{state_dir}: stopping leftover Ray processes of an earlier run")
-        stop_head(str(state_dir / "ray"))
+        stop_head(str(ray_temp_dir(state_dir)))
     if metrics_port is None:  # the documented default when free, like the dashboard's 8265
         metrics_port = DEFAULT_METRICS_PORT if port_free(DEFAULT_METRICS_PORT) else free_port()
         if metrics_port != DEFAULT_METRICS_PORT:
@@ -714,7 +733,7 @@ def up(
             catalog, state_dir, auth_token=token, reserved=[metrics_port], log=log, pools_on_head=layout is Layout.SINGLE
         )
         info = ClusterInfo(
-            gcs, dash, f"http://127.0.0.1:{metrics_port}/metrics", str(state_dir), str(state_dir / "ray"),
+            gcs, dash, f"http://127.0.0.1:{metrics_port}/metrics", str(state_dir), str(ray_temp_dir(state_dir)),
             auth_token_path=str(token) if token else None,
             ports={**ports, "metrics": metrics_port}, layout=layout.value,
         )  # fmt: skip
@@ -726,7 +745,7 @@ def up(
         taken = {*ports.values(), metrics_port}
 
         def launch(t: NodeType) -> WorkerNode:
-            return start_node(t, gcs, state_dir / "ray", head_env(state_dir, ports, token), state_dir / "nodes", taken)
+            return start_node(t, gcs, ray_temp_dir(state_dir), head_env(state_dir, ports, token), state_dir / "nodes", taken)
 
         # The first wave starts now, beside the Jobs API's start; the rest after it joined (below).
         started = [launch(t) for t in types[:NODE_WAVE]]
@@ -758,7 +777,7 @@ def up(
     except BaseException:
         log("start-up failed; stopping what it started")
         _disconnect()
-        stop_head(str(state_dir / "ray"))
+        stop_head(str(ray_temp_dir(state_dir)))
         (state_dir / STATE_FILE).unlink(missing_ok=True)
         raise
     return UpResult(info, started=True)
@@ -833,7 +852,7 @@ class DownResult:
 def down(state_dir: Path) -> DownResult:
     """Stop this state dir's cluster and local Prometheus; return once they are gone and their ports free."""
     info = ClusterInfo.load(state_dir)
-    temp_dir = info.temp_dir if info else str(state_dir / "ray")
+    temp_dir = info.temp_dir if info else str(ray_temp_dir(state_dir))
     running = info is not None and alive(info)
     _disconnect()
     try:

@@ -286,3 +286,23 @@ def test_a_serve_port_another_running_cluster_was_given_is_not_given_again(
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize("home", ["/root", "/tmp/pytest-of-someone/pytest-1234/test_a_long_name0/home", "/tmp/newcomer.LqPLZ6/home"])
+def test_the_ray_temp_dir_leaves_room_for_every_node_socket(home: str) -> None:
+    """A Unix socket's path is at most 107 bytes: a worker node's plasma socket under a long home
+    failed to bind, and `mcsched up` with it (a newcomer's HOME under /tmp did this)."""
+    from scheduler.loading import load_catalog
+    from scheduler.paths import default_catalog
+    from scheduler.runtime.cluster import ray_temp_dir
+    from scheduler.runtime.nodes import node_types
+
+    state = Path(home) / ".mcsched"
+    temp = ray_temp_dir(state)
+    assert temp == ray_temp_dir(Path(home) / ".mcsched")  # up, down and the next up agree
+    session = "session_2026-12-07_00-55-41_964764_4194304"  # the longest: a 7-digit pid
+    longest = max(len(t.name) for t in node_types(load_catalog(default_catalog())))
+    socket_path = f"{temp}/w-{'x' * longest}/{session}/sockets/plasma_store"
+    assert len(socket_path) <= 107, socket_path
+    if len(str(state / "ray")) <= 24:
+        assert temp == state / "ray"  # a short state dir keeps Ray's files inside it
