@@ -20,7 +20,9 @@ import pytest
 
 from scheduler.ledger import Ledger
 from scheduler.runtime.cluster import free_port
+from scheduler.runtime.nodewatch import RayNode
 from scheduler.runtime.promlocal import start_prometheus
+from scheduler.runtime.resources import pool_resource
 from scheduler.runtime.service import SchedulerService
 from tests.builders import a_catalog, a_contract
 from tests.integration.conftest import ROOT, job_doc, wait_for
@@ -37,6 +39,15 @@ CATALOG = (
     .model_dump(mode="json", by_alias=True)
 )
 CONTRACT = a_contract(preemption=True).model_dump(mode="json", by_alias=True)
+
+
+def catalog_nodes() -> list[RayNode]:
+    """One live labelled Ray node per cloud, advertising its pools at the catalog's counts."""
+    return [
+        RayNode(f"node-{b['name']}", True, {"cloud": b["name"]},
+                {pool_resource(b["name"], r["name"], gpu_type): float(n) for r in b["regions"] for gpu_type, n in r["gpus"].items()})
+        for b in CATALOG["spec"]["backends"]
+    ]  # fmt: skip
 
 
 def query(prom: str, expr: str) -> list[dict[str, Any]]:
@@ -68,6 +79,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Driver, st
     drive = Driver(svc)
     mixed_workload(drive)
     svc.reconcile([])  # no Ray here: nothing runs, so every booked GPU is drift
+    svc.reconcile_nodes(catalog_nodes())  # the GCS node table as `mcsched up` makes it: a live node per cloud
     proc, url = start_prometheus(tmp / "prom", f"127.0.0.1:{port}", interval="1s")
     try:
         wait_for(lambda: _up(url), 60, 0.5, "first scrape")
