@@ -71,11 +71,6 @@ class Pass:
         self.claims: dict[PoolKey, list[Claim]] = {}  # per pool, in the order made
         self.keeps: dict[PoolKey, list[float]] = {}  # per pool, each claim's job's API keep there
         self.count = 0  # planned starts made in this pass
-        # Pools of a GPU type with a free GPU on a cloud that is up, as the pass began: a superset
-        # for the whole pass (starts only take GPUs; a preemption restarts the pass), so
-        # ``may_start`` looks at these few instead of every candidate pool. Most queue heads of a
-        # busy cluster see none that fits (docs/queueing.md; 2x on benchmarks/engine.py).
-        self._with_room: dict[str, dict[PoolKey, Pool]] = {}
         self._room: dict[tuple[PoolKey, int], int] = {}
         self._plan_pools: dict[int, list[tuple[int, Pool, float]]] = {}
 
@@ -137,26 +132,17 @@ class Pass:
         takes = answers and not state.backends[state.holder].declines(job.gpu_type, gpus)
         to_holder = offered and takes
         spill = not (offered and not answers and state.lapse_queues)
-        with_room = self._with_room.get(job.gpu_type)
-        if with_room is None:
-            backends = state.backends
-            typed = state.inventory.by_type.get(job.gpu_type, ())
-            with_room = self._with_room[job.gpu_type] = {
-                p.key: p for p in typed if p.capacity > p.allocated and backends[p.cloud].up
-            }
         blocked: Blocker | None = None
-        for pool in with_room.values() if only is None else [with_room[k] for k in only if k in with_room]:
+        for pool in cand.pools if only is None else [state.inventory.pools[k] for k in only]:
             if pool.key in cand.holder_keys:
                 if not to_holder:
                     continue
                 keep = state.api_keep(job, pool)
                 room = (api_ceiling(pool, keep) if keep > 0.0 else pool.capacity) - pool.allocated
-            elif pool.key in cand.pool_keys:
-                if not spill:
+            else:
+                if not spill or not state.backends[pool.cloud].up:
                     continue
                 room = pool.capacity - pool.allocated
-            else:
-                continue
             if room >= gpus:
                 blocked = blocked or self.blocker(rec)
                 if blocked(pool) is None:
