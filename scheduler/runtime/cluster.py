@@ -868,6 +868,10 @@ def down(state_dir: Path) -> DownResult:
                 f"the cluster of {state_dir} stopped but port(s) {', '.join(map(str, busy))} are still in use by another program"
             )
         (state_dir / STATE_FILE).unlink(missing_ok=True)
+    if Path(temp_dir) != state_dir / "ray" and Path(temp_dir) == ray_temp_dir(state_dir):
+        # the short folder under /tmp stood in for STATE/ray (``ray_temp_dir``): it is this
+        # cluster's alone and goes with it, as STATE/ray would go with the state dir
+        shutil.rmtree(temp_dir, ignore_errors=True)
     return DownResult(info is not None, running, stopped)
 
 

@@ -306,3 +306,16 @@ def test_the_ray_temp_dir_leaves_room_for_every_node_socket(home: str) -> None:
     assert len(socket_path) <= 107, socket_path
     if len(str(state / "ray")) <= 24:
         assert temp == state / "ray"  # a short state dir keeps Ray's files inside it
+
+
+def test_down_removes_the_short_ray_folder_that_stood_in_for_the_state_dirs(tmp_path: Path) -> None:
+    """A long state dir's Ray files live under /tmp (``ray_temp_dir``); ``down`` leaves nothing there."""
+    from scheduler.runtime.cluster import ray_temp_dir
+
+    state = tmp_path / ("a-long-state-dir-name-" * 3)
+    state.mkdir()
+    temp = ray_temp_dir(state)
+    assert temp != state / "ray"
+    (temp / "session_x").mkdir(parents=True)
+    down(state)
+    assert not temp.exists()
