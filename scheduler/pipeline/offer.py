@@ -63,7 +63,7 @@ def holder_answer(
     competing: Quote | None,
     match_mode: bool,
     blocked: Blocker,
-    at: float = 0.0,
+    at: float,
 ) -> HolderAnswer:
     """Evaluate one offer on the holder's own terms (and, in match mode, against ``competing``).
     ``at``, the offer's time, is what a decline at discretion is drawn on (with the job)."""
