@@ -13,6 +13,7 @@ from typing import Any
 
 from scheduler.backends import BackendState
 from scheduler.core.queue import JobQueue, OrderKey
+from scheduler.core.recall import WalkRecord
 from scheduler.decision import HistoryEntry
 from scheduler.errors import AdmissionError
 from scheduler.events import (
@@ -148,7 +149,7 @@ class State:
         self.profile_memo: dict[tuple[PoolKey, float], tuple[int, float, Any]] = {}
         # ... and its notes of the last pass over each GPU type (scheduler/core/recall.py), valid
         # while the terms (contract and backends, counted by ``terms_version``) and time stay.
-        self.walks: dict[str, Any] = {}
+        self.walks: dict[str, WalkRecord] = {}
         self.terms_version = 0
         self._seq = 0
         self._given_policy = policy
