@@ -30,6 +30,7 @@ from scheduler.events import (
     EventSink,
     Preempted,
     Reconfigured,
+    RUNTIME_KINDS,
     Released,
     Submitted,
 )
@@ -109,6 +110,13 @@ class Engine:
         self.state.apply(event)
         for sink in self._sinks:
             sink(event)
+
+    def record(self, event: Event) -> None:
+        """Record a runtime event (``events.RUNTIME_KINDS``: capacity blocks bought, joined,
+        released) in the one stream, so the ledger and metrics see it; it changes no books."""
+        if event.kind not in RUNTIME_KINDS:
+            raise AdmissionError(f"{event.kind} is the engine's own event, not the runtime's")
+        self._emit(event)
 
     def configured_event(self) -> Configured:
         return Configured(

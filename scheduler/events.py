@@ -203,6 +203,55 @@ class ReservationCleared(Event, frozen=True):
     gpu_type: str
 
 
+class BlockPurchased(Event, frozen=True):
+    """A capacity block bought for a queued job (docs/nodes.md "Buying capacity"): a Ray worker
+    node ``node`` of ``gpus`` GPUs of the pool is being started. The quote it was bought on:
+    ``price`` USD/GPU-h from ``start_seconds`` (the cloud's startup + the block's provisioning
+    seconds); ``ready_at`` is when the node is expected to have joined. ``for_job`` is not
+    ``job``: this is the cluster's record, not a step of the job's own chain."""
+
+    kind: ClassVar[str] = "block-purchased"
+    node: str
+    cloud: str
+    region: str
+    gpu_type: str
+    gpus: int
+    for_job: str
+    price: float
+    start_seconds: float
+    ready_at: float
+
+
+class BlockJoined(Event, frozen=True):
+    """A bought block's node joined the cluster (alive in the GCS node table) after
+    ``provisioning_seconds``; its capacity reaches the books through the node reconciler."""
+
+    kind: ClassVar[str] = "block-joined"
+    node: str
+    cloud: str
+    region: str
+    gpu_type: str
+    gpus: int
+    provisioning_seconds: float
+
+
+class BlockReleased(Event, frozen=True):
+    """A bought block's node is stopped: ``idle`` (no work on it for the block's idle timeout) or
+    ``failed`` (it never joined)."""
+
+    kind: ClassVar[str] = "block-released"
+    node: str
+    cloud: str
+    region: str
+    gpu_type: str
+    gpus: int
+    reason: str
+
+
+#: Events the runtime records (``Engine.record``), never the engine's own decisions: a world of
+#: the engine alone never produces them.
+RUNTIME_KINDS = frozenset({BlockPurchased.kind, BlockJoined.kind, BlockReleased.kind})
+
 EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in Event.__subclasses__()}
 _TUPLE_FIELDS = {"quotes", "dropped", "not_used"}
 

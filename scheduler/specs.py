@@ -48,10 +48,49 @@ class Metadata(Strict):
 # --------------------------------------------------------------------------- catalog
 
 
+MAX_BLOCKS = 64
+
+
+class CapacityBlocks(Strict):
+    """A pool bought in blocks (issue #25, docs/nodes.md "Buying capacity"): one Ray worker node each.
+
+    The pool's count in ``gpus`` stays the most it can ever have (every block bought), so
+    admission is unchanged; its capacity at any time is what its live nodes advertise. The
+    cloud's own node carries ``initial`` blocks; each block bought beyond is a node of its own,
+    started when queued work needs it and stopped after ``idleReleaseSeconds`` without work.
+    """
+
+    gpus: Annotated[int, Field(ge=1, le=MAX_POOL_GPUS)]  # GPUs of one block (one node)
+    initial: Annotated[int, Field(ge=0, le=MAX_BLOCKS)] = 1  # blocks held from `mcsched up` on, never released
+    max: Annotated[int, Field(ge=1, le=MAX_BLOCKS)]  # blocks with everything bought: max x gpus = the pool's count
+    provisioningSeconds: Annotated[float, Field(ge=0.0, le=86_400.0)] = 20.0  # quoted: purchase -> node joined
+    idleReleaseSeconds: Annotated[float, Field(ge=0.0, le=86_400.0)] = 300.0  # a bought node without work this long is stopped
+
+    @model_validator(mode="after")
+    def _initial_within(self) -> CapacityBlocks:
+        if self.initial > self.max:
+            raise ValueError(f"initial ({self.initial}) must be <= max ({self.max})")
+        return self
+
+
 class Region(Strict):
     name: RegionName
     jurisdiction: Jurisdiction
     gpus: dict[GpuType, Annotated[int, Field(ge=0, le=MAX_POOL_GPUS)]]
+    # Pools bought in capacity blocks (GPU type -> blocks); a pool not named here is all there from the start.
+    blocks: dict[GpuType, CapacityBlocks] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _blocks_match_pools(self) -> Region:
+        for gpu_type, b in self.blocks.items():
+            if gpu_type not in self.gpus:
+                raise ValueError(f"blocks.{gpu_type}: no {gpu_type} pool in gpus")
+            if b.gpus * b.max != self.gpus[gpu_type]:
+                raise ValueError(
+                    f"blocks.{gpu_type}: max x gpus ({b.max} x {b.gpus} = {b.gpus * b.max}) must equal the pool's count "
+                    f"gpus.{gpu_type} ({self.gpus[gpu_type]}), its size with every block bought"
+                )
+        return self
 
 
 class HolderRules(Strict):

@@ -19,6 +19,9 @@ from scheduler.errors import AdmissionError
 from scheduler.events import (
     Answered,
     BackendChanged,
+    BlockJoined,
+    BlockPurchased,
+    BlockReleased,
     Bound,
     CapacityChanged,
     Configured,
@@ -171,6 +174,10 @@ class State:
             CapacityChanged: self._on_capacity_changed,
             Reserved: self._on_reserved,
             ReservationCleared: self._on_reservation_cleared,
+            # the runtime's capacity blocks (Engine.record): the capacity itself arrives as capacity-changed
+            BlockPurchased: lambda ev: None,
+            BlockJoined: lambda ev: None,
+            BlockReleased: lambda ev: None,
         }
         self.configure(contract)
 

@@ -12,6 +12,7 @@ are plain dicts (decoded JSON or ``Event.to_record()``), state is a few dicts an
 
 from __future__ import annotations
 
+from scheduler.events import RUNTIME_KINDS
 from scheduler.invariants.eviction import EvictionRules
 from scheduler.invariants.model import RULES, Violation
 from scheduler.invariants.placement import PlacementRules
@@ -43,3 +44,7 @@ InvariantChecker.HANDLERS = {
     "reserved": InvariantChecker._on_reserved,
     "reservation-cleared": InvariantChecker._on_reservation_cleared,
 }
+# The runtime's capacity-block records (events.RUNTIME_KINDS) bind no rule: a pool's capacity
+# changes only through its capacity-changed record, which the rules above check.
+for _kind in RUNTIME_KINDS:
+    InvariantChecker.HANDLERS[_kind] = lambda self, rec: None

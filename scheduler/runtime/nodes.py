@@ -32,6 +32,8 @@ from scheduler.specs import Backend, CloudCatalog, Region
 CLOUD = "cloud"
 REGION = "region"
 JURISDICTION = "jurisdiction"
+#: The label of a capacity-block node (one block bought beyond the initial ones): its node type's name.
+BLOCK = "block"
 
 
 class Layout(StrEnum):
@@ -65,12 +67,15 @@ def _labels(backend: Backend, regions: list[Region]) -> dict[str, str]:
 
 
 def _resources(backend: Backend, regions: Iterable[Region]) -> dict[str, float]:
-    return {
-        pool_resource(backend.name, r.name, gpu_type): float(count)
-        for r in regions
-        for gpu_type, count in r.gpus.items()
-        if count > 0
-    }
+    """A pool bought in blocks (``Region.blocks``) is on the cloud's node with its initial blocks only."""
+    out: dict[str, float] = {}
+    for r in regions:
+        for gpu_type, count in r.gpus.items():
+            blocks = r.blocks.get(gpu_type)
+            held = count if blocks is None else blocks.initial * blocks.gpus
+            if held > 0:
+                out[pool_resource(backend.name, r.name, gpu_type)] = float(held)
+    return out
 
 
 def node_types(catalog: CloudCatalog, layout: Layout = Layout.CLOUD, clouds: Iterable[str] | None = None) -> list[NodeType]:
@@ -87,6 +92,23 @@ def node_types(catalog: CloudCatalog, layout: Layout = Layout.CLOUD, clouds: Ite
             name = b.name if layout is Layout.CLOUD else f"{b.name}-{regions[0].name.lower()}"
             out.append(NodeType(name, b.name, _labels(b, regions), _resources(b, regions)))
     return out
+
+
+def block_key(cloud: str, region: str, gpu_type: str) -> str:
+    """The DNS-style stem of a pool's block nodes' names (``oci-us-ashburn-1-h100``)."""
+    return "-".join(part.lower().replace("_", "-").replace(".", "-") for part in (cloud, region, gpu_type))
+
+
+def block_node_type(catalog: CloudCatalog, cloud: str, region: str, gpu_type: str, index: int) -> NodeType:
+    """The ``index``-th block node of a pool bought in blocks: its cloud's labels (one region, so
+    ``region`` and ``jurisdiction`` too), ``block=<its name>``, and one block of the pool's GPUs."""
+    backend = catalog.backend(cloud)
+    assert backend is not None, cloud
+    reg = next(r for r in backend.regions if r.name == region)
+    blocks = reg.blocks[gpu_type]
+    name = f"{block_key(cloud, region, gpu_type)}-b{index}"
+    labels = {**_labels(backend, [reg]), BLOCK: name}
+    return NodeType(name, cloud, labels, {pool_resource(cloud, region, gpu_type): float(blocks.gpus)})
 
 
 def cloud_of(labels: Mapping[str, str]) -> str | None:
