@@ -21,6 +21,7 @@ from scheduler.core.state import END_STATE, JobRecord, PoolKey, State
 from scheduler.decision import Decision
 from scheduler.errors import AdmissionError, UnknownJobError
 from scheduler.events import (
+    RUNTIME_KINDS,
     BackendChanged,
     Bound,
     CapacityChanged,
@@ -30,7 +31,6 @@ from scheduler.events import (
     EventSink,
     Preempted,
     Reconfigured,
-    RUNTIME_KINDS,
     Released,
     Submitted,
 )

@@ -16,6 +16,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 from scheduler.events import (
     Answered,
     BackendChanged,
+    BlockJoined,
+    BlockPurchased,
+    BlockReleased,
     CapacityChanged,
     Configured,
     Dequeued,
@@ -34,6 +37,7 @@ DECISION_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 
 WAIT_BUCKETS = (0.1, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600)
 ANSWER_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 45, 60, 120, 300)
 ENFORCEMENT_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120)
+PROVISIONING_BUCKETS = (1, 2, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300)
 ENFORCEMENT_ACTIONS = ("victim-stopped", "preemptor-reserved", "preemptor-running", "moved-reserved", "moved-running")
 
 
@@ -113,7 +117,22 @@ class Metrics:
             ["cloud", "region", "gpu_type"],
             registry=r,
         )
-        self.nodes = Gauge("mcsched_nodes", "Ray worker nodes per cloud by state (alive, dead).", ["cloud", "state"], registry=r)
+        self.nodes = Gauge(
+            "mcsched_nodes",
+            "Ray worker nodes per cloud by state: alive, dead (GCS node table); provisioning (bought blocks not joined yet), "
+            "released (bought blocks stopped since the scheduler started).",
+            ["cloud", "state"],
+            registry=r,
+        )
+        # Capacity blocks (scheduler/provision.py): purchase -> node joined, from the block-joined events.
+        self.node_provisioning = Histogram(
+            "mcsched_node_provisioning_seconds", "A bought capacity block's node: purchase to joined.", ["cloud"],
+            buckets=PROVISIONING_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.blocks = Counter(
+            "mcsched_capacity_blocks_total", "Capacity blocks by what happened (purchased, joined, released-idle, released-failed, released-lost).",
+            ["cloud", "what"], registry=r,
+        )  # fmt: skip
         self.foreign_gpus = Gauge(
             "mcsched_foreign_gangs_gpus",
             "GPUs of a pool held by placement groups that mcsched did not create (0 at rest; see foreignGroups).",
@@ -136,6 +155,7 @@ class Metrics:
             Submitted: self._on_submitted, Answered: self._on_answered, Placed: self._on_placed, Queued: self._on_queued,
             Preempted: self._on_ended, Released: self._on_ended, Dequeued: self._on_dequeued,
             BackendChanged: self._on_backend, CapacityChanged: self._on_capacity, Configured: self._configure,
+            BlockPurchased: self._on_block, BlockJoined: self._on_block, BlockReleased: self._on_block,
         }
         self._dispatch: dict[type[Event], Callable[[Any], None] | None] = {}
 
@@ -164,6 +184,15 @@ class Metrics:
             handle = self._dispatch[kind] = next((self._handlers[c] for c in kind.__mro__ if c in self._handlers), None)
         if handle is not None:
             handle(ev)
+
+    def _on_block(self, ev: BlockPurchased | BlockJoined | BlockReleased) -> None:
+        if isinstance(ev, BlockJoined):
+            self._child(self.node_provisioning, ev.cloud).observe(max(ev.provisioning_seconds, 0.0))
+            self._child(self.blocks, ev.cloud, "joined").inc()
+        elif isinstance(ev, BlockReleased):
+            self._child(self.blocks, ev.cloud, f"released-{ev.reason}").inc()
+        else:
+            self._child(self.blocks, ev.cloud, "purchased").inc()
 
     def _on_submitted(self, ev: Submitted) -> None:
         self._child(self.submitted, ev.cls).inc()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -11,6 +13,7 @@ import ray
 from scheduler.errors import RuntimeUnavailable
 from scheduler.gctune import tune_gc
 from scheduler.runtime.nodewatch import RayNode
+from scheduler.runtime.provisioner import LocalBlocks
 from scheduler.runtime.reconciler import Gang
 from scheduler.runtime.service import SchedulerService
 
@@ -71,6 +74,19 @@ class RayNodes:
         ]
 
 
+def local_blocks(ledger_path: str) -> LocalBlocks | None:
+    """The block nodes' starter when the ledger's state dir holds a local cluster with worker nodes
+    (``mcsched up``); None elsewhere (a Kubernetes or user cluster: no capacity is bought)."""
+    from scheduler.runtime.cluster import ClusterInfo
+    from scheduler.runtime.nodes import Layout
+
+    state_dir = os.path.dirname(os.path.abspath(ledger_path))
+    info = ClusterInfo.load(Path(state_dir))
+    if info is None or info.layout == Layout.SINGLE.value:
+        return None
+    return LocalBlocks(state_dir)
+
+
 def start_actor(
     catalog: dict[str, Any],
     contract: dict[str, Any],
@@ -88,6 +104,7 @@ def start_actor(
     in the actor's process; empty: not cosigned).
     """
     cls = ray.remote(SchedulerActor)
+    blocks = local_blocks(ledger_path)
     # Pin the actor to the node that holds the ledger volume when the cluster marks one.
     on_head = {SCHEDULER_RESOURCE: 0.001} if ray.cluster_resources().get(SCHEDULER_RESOURCE) else {}  # type: ignore[no-untyped-call]
     handle: Any = cls.options(
@@ -100,7 +117,7 @@ def start_actor(
         max_task_retries=-1,
         num_cpus=0,
         max_concurrency=1000,
-    ).remote(catalog, contract, ledger_path, metrics_port, metrics_host, RayGangs(), foreign_groups=foreign_groups, witnesses=witnesses, nodes=RayNodes())
+    ).remote(catalog, contract, ledger_path, metrics_port, metrics_host, RayGangs(), foreign_groups=foreign_groups, witnesses=witnesses, nodes=RayNodes(), blocks=blocks)
     ray.get(handle.ping.remote())
     return handle
 

@@ -811,8 +811,10 @@ def start_cloud_nodes(info: ClusterInfo, catalog: CloudCatalog, cloud: str) -> C
 
 
 def stop_cloud_nodes(info: ClusterInfo, cloud: str) -> int:
-    """``fault CLOUD --down``: stop the cloud's worker nodes (a real outage); processes stopped."""
-    return sum(stop_node(n, info.temp_dir) for n in info.worker_nodes() if n.cloud == cloud)
+    """``fault CLOUD --down``: stop the cloud's worker nodes, its bought capacity blocks too (a real outage); processes stopped."""
+    from scheduler.runtime.provisioner import block_nodes
+
+    return sum(stop_node(n, info.temp_dir) for n in [*info.worker_nodes(), *block_nodes(info.state_dir)] if n.cloud == cloud)
 
 
 def owned(node: WorkerNode, temp_dir: str) -> bool:

@@ -94,21 +94,15 @@ def node_types(catalog: CloudCatalog, layout: Layout = Layout.CLOUD, clouds: Ite
     return out
 
 
-def block_key(cloud: str, region: str, gpu_type: str) -> str:
-    """The DNS-style stem of a pool's block nodes' names (``oci-us-ashburn-1-h100``)."""
-    return "-".join(part.lower().replace("_", "-").replace(".", "-") for part in (cloud, region, gpu_type))
-
-
-def block_node_type(catalog: CloudCatalog, cloud: str, region: str, gpu_type: str, index: int) -> NodeType:
-    """The ``index``-th block node of a pool bought in blocks: its cloud's labels (one region, so
-    ``region`` and ``jurisdiction`` too), ``block=<its name>``, and one block of the pool's GPUs."""
+def block_node_type(catalog: CloudCatalog, cloud: str, region: str, gpu_type: str, name: str) -> NodeType:
+    """A bought block's node ``name`` of a pool bought in blocks (``Region.blocks``): its cloud's
+    labels (one region, so ``region`` and ``jurisdiction`` too), ``block=<name>``, and one
+    block of the pool's GPUs."""
     backend = catalog.backend(cloud)
     assert backend is not None, cloud
     reg = next(r for r in backend.regions if r.name == region)
-    blocks = reg.blocks[gpu_type]
-    name = f"{block_key(cloud, region, gpu_type)}-b{index}"
     labels = {**_labels(backend, [reg]), BLOCK: name}
-    return NodeType(name, cloud, labels, {pool_resource(cloud, region, gpu_type): float(blocks.gpus)})
+    return NodeType(name, cloud, labels, {pool_resource(cloud, region, gpu_type): float(reg.blocks[gpu_type].gpus)})
 
 
 def cloud_of(labels: Mapping[str, str]) -> str | None:

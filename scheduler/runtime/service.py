@@ -32,6 +32,7 @@ from scheduler.errors import AdmissionError, MCSchedError
 from scheduler.events import Dequeued, Event, Placed, Preempted, Released
 from scheduler.runtime.driver import DEFAULT_GRACE_SECONDS, grace_seconds
 from scheduler.runtime.nodewatch import NodePlan, PoolBooks, RayNode, plan_nodes
+from scheduler.runtime.provisioner import BlockNodes, Provisioner
 from scheduler.runtime.reconciler import (
     FOREIGN_POLICIES,
     Assignment,
@@ -110,6 +111,7 @@ class SchedulerService:
         witnesses: list[str] | None = None,
         serve_runner: Runner | None = None,
         nodes: Nodes | None = None,
+        blocks: BlockNodes | None = None,
     ) -> None:
         if foreign_groups not in FOREIGN_POLICIES:
             raise AdmissionError(f"foreignGroups: {foreign_groups!r} is not one of {', '.join(FOREIGN_POLICIES)}")
@@ -120,6 +122,8 @@ class SchedulerService:
         self._metrics_host = metrics_host
         self._gangs = gangs
         self._nodes = nodes
+        # Capacity blocks (runtime/provisioner.py): bought and released by the reconcile loop.
+        self.provisioner = Provisioner(blocks, os.path.dirname(os.path.abspath(ledger_path))) if blocks is not None else None
         self._clock = WallClock()
         self.last_node_plan: NodePlan | None = None
         self._lease_seconds = lease_seconds
@@ -336,7 +340,9 @@ class SchedulerService:
             try:
                 repaired = 0
                 if self._nodes is not None:  # nodes first: a lost node's work is evicted before its gangs are judged
-                    repaired += self.reconcile_nodes(await asyncio.to_thread(self._nodes.read))
+                    table = await asyncio.to_thread(self._nodes.read)
+                    repaired += await self.provision(table)  # a joined block is recorded before the capacity it brings
+                    repaired += self.reconcile_nodes(table)
                 if self._gangs is not None:
                     repaired += self.reconcile(await asyncio.to_thread(self._gangs.read))
                 if repaired:
@@ -405,12 +411,52 @@ class SchedulerService:
                 repairs += 1
         return repairs
 
+    async def provision(self, nodes: list[RayNode]) -> int:
+        """One tick of capacity blocks (``runtime/provisioner.py``): record the bought nodes that
+        joined, failed or were lost, stop idle ones, buy blocks for queued jobs. Returns the
+        changes made. Starting and stopping nodes runs off the event loop; the events are
+        recorded after, at one instant (``WallClock.held``)."""
+        prov = self.provisioner
+        plan = self.last_node_plan
+        if prov is None or plan is None:
+            return 0
+        engine = self._ensure()
+        assert self.metrics is not None
+        busy = await asyncio.to_thread(prov.nodes.busy_nodes)
+        step = prov.plan(engine, nodes, busy, plan.managed, self._clock.now())
+        for b, reason in step.gone:
+            log.warning("capacity block %s (%s/%s/%s, %d GPUs) %s", b.name, b.cloud, b.region, b.gpu_type, b.gpus,
+                        {"idle": "idle: released", "failed": "never joined: stopped", "lost": "lost"}[reason])  # fmt: skip
+            await asyncio.to_thread(prov.nodes.stop, b.name)
+        started: dict[str, bool] = {}
+        for b, node_type in step.bought:
+            log.warning("buying a capacity block of %s/%s/%s for %s: node %s, %d GPUs, quoted ready in %.0f s",
+                        b.cloud, b.region, b.gpu_type, b.job, b.name, b.gpus, b.ready_at - b.bought_at)  # fmt: skip
+            try:
+                await asyncio.to_thread(prov.nodes.start, node_type)
+                started[b.name] = True
+            except Exception:  # a node that cannot start is not bought; the next tick may try again
+                log.exception("capacity block %s did not start", b.name)
+        prov.done(step, started)
+        step.bought = [x for x in step.bought if started.get(x[0].name)]
+        for cloud in plan.managed:
+            self.metrics.nodes.labels(cloud, "provisioning").set(len(prov.in_flight(cloud)))
+            self.metrics.nodes.labels(cloud, "released").set(prov.released.get(cloud, 0))
+        if step.empty:
+            return 0
+        with self._clock.held() as at:
+            for ev in step.events(at):
+                engine.record(ev)
+        self._commit()
+        await self._notify()
+        return len(step.joined) + len(step.gone) + len(step.bought)
+
     # ------------------------------------------------------------------ the books' side of a job
 
     def _view(self, name: str) -> dict[str, Any]:
         """What a driver sees: the decision, its placement attempt and the assignment version."""
         d = self._ensure().status(name)
-        return {"version": d.version, "attempt": d.attempt, "decision": d.to_dict(True)}
+        return {"version": d.version, "attempt": d.attempt, "decision": self._buying(d.to_dict(True))}
 
     def _end(self, name: str, reason: str) -> Decision | None:
         """End a running or queued job for good; None if it has already ended.
@@ -672,9 +718,18 @@ class SchedulerService:
             if name not in engine.jobs:
                 replicas = sorted((k, n) for n in engine.jobs if (k := replica_index(n, name)) is not None)
                 if replicas:
-                    return [engine.status(n).to_dict(True) for _, n in replicas]
-            return [engine.status(name).to_dict(True)]
-        return [d.to_dict(True) for d in engine.decisions()]
+                    return [self._buying(engine.status(n).to_dict(True)) for _, n in replicas]
+            return [self._buying(engine.status(name).to_dict(True))]
+        return [self._buying(d.to_dict(True)) for d in engine.decisions()]
+
+    def _buying(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A queued job a capacity block is being bought for says so (``waiting``: what it waits for now)."""
+        if self.provisioner is not None and row.get("outcome") == "queued":
+            line = self.provisioner.buying(row["job"], self._clock.now())
+            if line is not None:
+                row["waiting"] = line if not row.get("waiting") else f"{line}; {row['waiting']}"
+                row.setdefault("plannedStart", None)
+        return row
 
     async def fault(self, cloud: str, up: bool | None = None, extra_latency_seconds: float | None = None) -> None:
         engine = self._ensure()
