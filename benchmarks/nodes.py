@@ -11,11 +11,15 @@ Three parts, each printing its figures (pick with --only):
   thread. Goal: p99 <= 20 s over 20 kills.
 - ``reconcile``: one reconciler pass (placement groups and node table) over 1,000 placed jobs,
   without Ray (the service's own step with fake Ray reads). Goal: < 1 s.
+- ``scaleup``: scale-up request -> job running (capacity blocks, docs/nodes.md "Buying
+  capacity"): a job bigger than every pool's capacity makes the scheduler buy a block node;
+  timed from submission to the job's work running on it, over N rounds (the idle block is
+  released between rounds). Goal: p99 <= 20 s.
 - ``up``: `mcsched up` of the default catalog (head + six cloud nodes): wall time, and the RSS
   of the cluster's processes once up (a sum over processes, so shared pages count more than
   once: an upper bound). Goal: <= 45 s, <= 6 GB.
 
-    python benchmarks/nodes.py [--only kills|reconcile|up] [--kills 20]
+    python benchmarks/nodes.py [--only kills|reconcile|up|scaleup] [--kills 20] [--scaleups 10]
 """
 
 from __future__ import annotations
@@ -131,6 +135,75 @@ def kills(rounds: int) -> None:
         shutil.rmtree(state, ignore_errors=True)
 
 
+def scaleup(rounds: int) -> None:
+    """Scale-up request -> job running: OCI's pool is one 16-GPU capacity block, none held at `up`
+    (the holder and AWS have 8 GPUs each). Each round submits a 16-GPU job (the real driver, in a
+    thread): the scheduler buys the block, the block's node joins, the job is placed through the
+    ROFR gate and Ray starts its work. Timed from the submission to the driver's "running" report.
+    The job then ends, and the round waits until the idle block is released (1 s timeout) and
+    OCI is back to 0 GPUs, so every round buys a new node."""
+    oci = _backend("oci", "us-ashburn-1", 16, 2.9)
+    oci["regions"][0]["blocks"] = {"H100": {"gpus": 16, "initial": 0, "max": 1, "provisioningSeconds": 15, "idleReleaseSeconds": 1}}
+    cat = catalog(_backend("azure", "eastus", 8, 3.4), oci, _backend("aws", "us-east-1", 8, 3.1))
+    state = Path(tempfile.mkdtemp(prefix="mcb-bench-", dir="/tmp"))
+    started = time.monotonic()
+    up(CloudCatalog.model_validate(cat), Contract.model_validate(CONTRACT), state, metrics_port=free_port(), log=lambda m: None)
+    print(f"cluster up (head + 3 nodes, OCI with no block) in {time.monotonic() - started:.1f} s")
+    import ray
+
+    from scheduler.runtime.actor import get_actor
+    from scheduler.runtime.driver import Report, drive
+
+    actor = get_actor()
+    times: list[float] = []
+    joins: list[float] = []
+
+    def oci_gpus() -> int:
+        return next(int(u["capacity"]) for u in ray.get(actor.usage.remote()) if u["cloud"] == "oci")
+
+    try:
+        deadline = time.monotonic() + 60
+        while oci_gpus() != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for i in range(rounds):
+            running: list[float] = []
+            lines: list[str] = []
+
+            def observe(act: Any, running: list[float] = running) -> None:
+                if isinstance(act, Report) and act.phase == "running":
+                    running.append(time.monotonic())
+
+            name = f"grow-{i}"
+            doc: dict[str, Any] = {"apiVersion": "mcsched.io/v1", "kind": "Job", "metadata": {"name": name},
+                   "spec": {"class": "training", "gpus": 16, "gpuType": "H100",
+                            "workload": {"steps": 2, "stepSeconds": 0.1, "checkpointEvery": 1}}}  # fmt: skip
+            t0 = time.monotonic()
+            thread = threading.Thread(target=drive, args=(actor, doc, "bench", state / "ckpt", lines.append), kwargs={"observe": observe}, daemon=True)
+            thread.start()
+            while not running and time.monotonic() - t0 < 120:
+                time.sleep(0.05)
+            if not running:
+                raise SystemExit(f"round {i + 1}: the job did not run within 120 s:\n" + "\n".join(lines[-10:]))
+            times.append(running[0] - t0)
+            thread.join(120)
+            from scheduler.events import BlockJoined
+            from scheduler.ledger import Ledger
+
+            evs = [e for e in Ledger(state / "ledger.db", readonly=True).events() if isinstance(e, BlockJoined)]
+            joins.append(evs[-1].provisioning_seconds if evs else float("nan"))
+            print(f"round {i + 1:2d}: submitted -> running on {ray.get(actor.status.remote(name))[0]['cloud']} "
+                  f"after {times[-1]:5.1f} s (block node joined {joins[-1]:4.1f} s after its purchase)", flush=True)  # fmt: skip
+            deadline = time.monotonic() + 60
+            while oci_gpus() != 0 and time.monotonic() < deadline:  # the idle block released
+                time.sleep(0.2)
+        print(f"scale-up request -> job running: n={len(times)} p50={statistics.median(times):.1f} s "
+              f"p99={pct(times, 99):.1f} s max={max(times):.1f} s (goal p99 <= 20 s); "
+              f"purchase -> node joined p50={statistics.median(joins):.1f} s max={max(joins):.1f} s")  # fmt: skip
+    finally:
+        down(state)
+        shutil.rmtree(state, ignore_errors=True)
+
+
 def ray_drift() -> str:
     try:
         import ray
@@ -210,8 +283,9 @@ def up_cost() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--only", choices=["kills", "reconcile", "up"])
+    ap.add_argument("--only", choices=["kills", "reconcile", "up", "scaleup"])
     ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--scaleups", type=int, default=10)
     args = ap.parse_args()
     print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     if args.only in (None, "reconcile"):
@@ -220,6 +294,8 @@ def main() -> None:
         up_cost()
     if args.only in (None, "kills"):
         kills(args.kills)
+    if args.only in (None, "scaleup"):
+        scaleup(args.scaleups)
 
 
 if __name__ == "__main__":
