@@ -120,6 +120,7 @@ class Provisioner:
     def __init__(self, nodes: BlockNodes, home: str) -> None:
         self.nodes = nodes
         self._file = Path(home) / BLOCKS_FILE
+        self.serial = 0  # block nodes ever bought here: names are never reused (see ``_name``)
         self.blocks: dict[str, Block] = self._load()
         self.idle_since: dict[str, float] = {}
         self.released: dict[str, int] = {}  # cloud -> bought nodes stopped since this actor started
@@ -129,7 +130,8 @@ class Provisioner:
     def _load(self) -> dict[str, Block]:
         try:
             raw = json.loads(self._file.read_text())
-            return {b["name"]: Block(**b) for b in raw}
+            self.serial = int(raw["serial"])
+            return {b["name"]: Block(**b) for b in raw["blocks"]}
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -138,7 +140,7 @@ class Provisioner:
 
     def _save(self) -> None:
         tmp = self._file.with_suffix(".tmp")
-        tmp.write_text(json.dumps([asdict(b) for b in self.blocks.values()], indent=1))
+        tmp.write_text(json.dumps({"serial": self.serial, "blocks": [asdict(b) for b in self.blocks.values()]}, indent=1))
         os.replace(tmp, self._file)
 
     def in_flight(self, cloud: str | None = None) -> list[Block]:
@@ -153,26 +155,29 @@ class Provisioner:
         return Purchase(job, b.key, len(mine), b.gpus, b.price, b.start_seconds, b.ready_at).text(now)
 
     def _name(self, cloud: str) -> str:
-        """A short node name (Ray's socket paths under the node's temp dir leave ~13 characters)."""
-        n = 1
-        while True:
-            name = f"{cloud}-b{n}" if len(cloud) <= 10 else f"blk-{n}"
-            if name not in self.blocks:
-                return name
-            n += 1
+        """A new node name, never one used before: the GCS keeps a released node's row (dead) under
+        its labels, which must not be taken for the new node's. Short: Ray's socket paths under the
+        node's temp dir (``cluster.RAY_TEMP_MAX``) leave about 16 characters for it."""
+        self.serial += 1
+        name = f"{cloud}-b{self.serial}"
+        return name if len(name) <= 16 else f"blk-{self.serial}"
 
     # ------------------------------------------------------------------ one tick
 
     def plan(self, engine: Engine, nodes: Iterable[RayNode], busy: set[str], managed: Iterable[str], now: float) -> Step:
         """What this tick changes (numbered as in the module's docstring)."""
         step = Step()
-        by_block = {n.labels.get(BLOCK): n for n in nodes if n.labels.get(BLOCK)}
+        by_block: dict[str, RayNode] = {}
+        for n in nodes:  # the alive row of a name first (a name is never reused, but be sure)
+            name = n.labels.get(BLOCK)
+            if name and (name not in by_block or n.alive):
+                by_block[name] = n
         for b in list(self.blocks.values()):
             row = by_block.get(b.name)
             if b.joined_at is None:
                 if row is not None and row.alive:
                     step.joined.append((b, row.node_id, now - b.bought_at))
-                elif (row is not None and not row.alive) or not self.nodes.running(b.name) or now - b.bought_at > JOIN_TIMEOUT:
+                elif not self.nodes.running(b.name) or now - b.bought_at > JOIN_TIMEOUT:
                     step.gone.append((b, "failed"))
             elif row is None or not row.alive:
                 step.gone.append((b, "lost"))

@@ -159,6 +159,15 @@ def test_an_idle_block_is_released_but_never_one_with_work_and_the_ledger_stays_
     assert call("verify").startswith("OK: ")  # `mcsched audit verify` on this ledger
     assert svc.metrics is not None
     assert svc.metrics.registry.get_sample_value("mcsched_nodes", {"cloud": "azure", "state": "released"}) == 1
+    # bought again: a new node name (the GCS keeps the released node's dead row under its old labels)
+    call("submit", [job_doc("again", cls="api-serving", gpus=8)])
+    tick(svc, fake, call)
+    assert list(fake.starting) == ["azure-b2"]
+    tick(svc, fake, call)
+    assert list(fake.starting) == ["azure-b2"] and fake.stopped == ["azure-b1"]  # not taken for failed
+    fake.join()
+    tick(svc, fake, call)
+    assert call("status", "again")[0]["outcome"] == "placed"
 
 
 def test_a_catalog_pool_bought_in_blocks_puts_only_its_initial_blocks_on_the_clouds_node() -> None:
