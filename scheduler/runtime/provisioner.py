@@ -164,8 +164,12 @@ class Provisioner:
 
     # ------------------------------------------------------------------ one tick
 
-    def plan(self, engine: Engine, nodes: Iterable[RayNode], busy: set[str], managed: Iterable[str], now: float) -> Step:
-        """What this tick changes (numbered as in the module's docstring)."""
+    def plan(
+        self, engine: Engine, nodes: Iterable[RayNode], busy: set[str], managed: Iterable[str], now: float, cordoned: Iterable[str] = ()
+    ) -> Step:
+        """What this tick changes (numbered as in the module's docstring). Nothing is bought on a
+        cloud that is down or cordoned (``mcsched drain``)."""
+        closed = set(cordoned)
         step = Step()
         by_block: dict[str, RayNode] = {}
         for n in nodes:  # the alive row of a name first (a name is never reused, but be sure)
@@ -187,7 +191,8 @@ class Provisioner:
         if not groups:
             return step
         pools = {
-            (u.cloud, u.region, u.gpu_type): PoolNow(u.capacity, u.allocated, engine.backends[u.cloud].up) for u in engine.usage()
+            (u.cloud, u.region, u.gpu_type): PoolNow(u.capacity, u.allocated, engine.backends[u.cloud].up and u.cloud not in closed)
+            for u in engine.usage()
         }
         live = [b for b in self.blocks.values() if b.name not in gone and b.joined_at is not None and b.key in groups]
         bought = [BoughtNode(b.name, b.key, b.gpus, b.node_id in busy) for b in live]

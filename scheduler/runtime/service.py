@@ -423,7 +423,7 @@ class SchedulerService:
         engine = self._ensure()
         assert self.metrics is not None
         busy = await asyncio.to_thread(prov.nodes.busy_nodes)
-        step = prov.plan(engine, nodes, busy, plan.managed, self._clock.now())
+        step = prov.plan(engine, nodes, busy, plan.managed, self._clock.now(), self.cordoned())
         for b, reason in step.gone:
             log.warning("capacity block %s (%s/%s/%s, %d GPUs) %s", b.name, b.cloud, b.region, b.gpu_type, b.gpus,
                         {"idle": "idle: released", "failed": "never joined: stopped", "lost": "lost"}[reason])  # fmt: skip
