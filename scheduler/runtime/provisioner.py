@@ -262,7 +262,7 @@ class LocalBlocks:
 
     def __init__(self, state_dir: str) -> None:
         self.state_dir = state_dir
-        self._handles: dict[str, Any] = {}
+        self._raylet_seen: set[str] = set()  # block nodes whose raylet was running at some check
 
     def _info(self) -> Any:
         from scheduler.runtime.cluster import ClusterInfo
@@ -310,11 +310,20 @@ class LocalBlocks:
             self._record(recorded)
 
     def running(self, name: str) -> bool:
-        from scheduler.runtime.workers import owned_process
+        """Its ``ray start`` runs and its raylet, once seen, still does. A raylet that crashed while
+        starting (a port race on a loaded host) leaves ``ray start`` waiting ~30 s for it to
+        register; seen gone, the node is failed now and another block can be bought at once."""
+        from scheduler.runtime.workers import owned_process, raylet_of
 
         node = self._recorded().get(name)
         with contextlib.suppress(FileNotFoundError):
-            return node is not None and owned_process(node, self._info().temp_dir) is not None
+            temp_dir = self._info().temp_dir
+            if node is None or owned_process(node, temp_dir) is None:
+                return False
+            if raylet_of(node, temp_dir) is not None:
+                self._raylet_seen.add(name)
+                return True
+            return name not in self._raylet_seen
         return False
 
     def busy_nodes(self) -> set[str]:
