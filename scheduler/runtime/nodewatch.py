@@ -13,7 +13,7 @@ each cloud's up state) with the GCS node table and says what to change:
 4. repairs: a pool whose books differ from Ray gets Ray's capacity (``Engine.set_capacity``:
    a shrink evicts the pool's work, which is placed again through the ROFR gate, the holder
    first); a cloud with no alive node is down, one with any alive node is up
-   (``Engine.set_backend``). Cordoned clouds (``mcsched drain``) keep at most what is allocated.
+   (``Engine.set_backend``). A cordon (``mcsched drain``) is the engine's own, not a capacity.
 
 The order of repairs matters and is the caller's (``SchedulerService._apply_nodes``): a cloud
 going down is marked down *before* its pools shrink (so evicted work is not offered back to
