@@ -55,19 +55,19 @@ class Pass:
         self.state = state
         self.now = now
         self.depth = depth
-        versions = {p.key: state.pool_version[p.key] for p in state.inventory.by_type.get(gpu_type, ())}
         context = (now, state.terms_version, depth)
         last = state.walks.get(gpu_type)
         # The last pass's notes hold at this instant under these terms (scheduler/core/recall.py);
-        # ``changed``: the type's pools whose work or size changed since that pass began, and
-        # later those changed by starts in this pass; ``in_sync``: every planned start made so far
-        # is the last pass's, in order.
+        # ``changed``: the type's pools whose work or size changed since that pass began (the
+        # state's log of them, emptied here so that it says the same to the next pass), and later
+        # those changed by starts in this pass; ``in_sync``: every planned start made so far is
+        # the last pass's, in order.
         self.last: WalkRecord | None = last if last is not None and last.context == context else None
-        self.changed: set[PoolKey] = (
-            set() if self.last is None else {k for k, v in versions.items() if self.last.versions.get(k) != v}
-        )
+        log = state.changed_pools[gpu_type]
+        self.changed: set[PoolKey] = set() if self.last is None else set(log)
+        log.clear()
         self.in_sync = self.last is not None
-        self.record = state.walks[gpu_type] = WalkRecord(context, versions)
+        self.record = state.walks[gpu_type] = WalkRecord(context)
         self.claims: dict[PoolKey, list[Claim]] = {}  # per pool, in the order made
         self.keeps: dict[PoolKey, list[float]] = {}  # per pool, each claim's job's API keep there
         self.count = 0  # planned starts made in this pass
@@ -140,7 +140,7 @@ class Pass:
                 keep = state.api_keep(job, pool)
                 room = (api_ceiling(pool, keep) if keep > 0.0 else pool.capacity) - pool.allocated
             else:
-                if not spill or not state.backends[pool.cloud].up:
+                if not spill or not state.backends[pool.cloud].accepting:
                     continue
                 room = pool.capacity - pool.allocated
             if room >= gpus:
@@ -181,7 +181,7 @@ class Pass:
                     return out  # it waits for the holder to answer again
             elif not state.backends[state.holder].declines(job.gpu_type, job.gpus):
                 out.extend((0, p, state.api_keep(job, p)) for p in cand.holder_pools)
-        out.extend((1, p, 0.0) for cloud, pools in cand.others if state.backends[cloud].up for p in pools)
+        out.extend((1, p, 0.0) for cloud, pools in cand.others if state.backends[cloud].accepting for p in pools)
         self._plan_pools[id(cand)] = out
         return out
 
@@ -243,6 +243,12 @@ def settle(state: State, emit: Emit, now: float, gpu_types: set[str], depth: int
 
 def walk(state: State, emit: Emit, now: float, gpu_type: str, depth: int) -> bool:
     """One pass over the waiting jobs of ``gpu_type``; True when a preemption calls for another."""
+    if not state.queue.shapes(gpu_type):
+        # Nothing waits: the pass would visit no one and emit nothing, and leave no notes. Most
+        # passes of a replay below saturation are such (scheduler/core/recall.py: what this pays).
+        state.walks.pop(gpu_type, None)
+        state.changed_pools[gpu_type].clear()
+        return False
     p = Pass(state, now, depth, gpu_type)
     # The queue's own lists, not copies (a copy per pass costs the whole backlog): within a pass
     # a list only loses the job being visited (it starts, or a reloaded contract refuses it),

@@ -25,6 +25,7 @@ from scheduler.events import (
     Bound,
     CapacityChanged,
     Configured,
+    Cordoned,
     Dequeued,
     Event,
     Offered,
@@ -125,6 +126,8 @@ def eviction_text(reason: str, by: str | None) -> str:
         return f"preempted by {by}"
     if reason == EvictReason.BACKEND_DOWN:
         return "its cloud went down"
+    if reason == EvictReason.DRAINED:
+        return "its cloud was drained"
     return "capacity lost"
 
 
@@ -147,6 +150,9 @@ class State:
         # and a version bumped by every change to the pool's work or size (what a profile is of)
         self.movable_gpus: dict[PoolKey, dict[int, int]] = {k: {} for k in self.inventory.pools}
         self.pool_version: dict[PoolKey, int] = dict.fromkeys(self.inventory.pools, 0)
+        # ... and, per GPU type, the pools changed since the last pass over it began (the
+        # planner empties it as a pass begins: scheduler/core/recall.py)
+        self.changed_pools: dict[str, list[PoolKey]] = {t: [] for t in self.inventory.by_type}
         # Not state: the planner's memo of pool profiles, each valid for the pool version and
         # time it was built at (scheduler/core/planner.py, ``Pass.profile``).
         self.profile_memo: dict[tuple[PoolKey, float], tuple[int, float, Any]] = {}
@@ -172,6 +178,7 @@ class State:
             Bound: self._on_bound,
             BackendChanged: self._on_backend_changed,
             CapacityChanged: self._on_capacity_changed,
+            Cordoned: self._on_cordoned,
             Reserved: self._on_reserved,
             ReservationCleared: self._on_reservation_cleared,
             # the runtime's capacity blocks (Engine.record): the capacity itself arrives as capacity-changed
@@ -273,7 +280,7 @@ class State:
         rec.binding = None
         self.running[pool.key][ev.job] = rec
         self._count_movable(pool.key, rec, +1)
-        self.pool_version[pool.key] += 1
+        self._touch(pool.key)
         self.pending.pop(ev.job, None)
         self.queue.remove(ev.job)
         rec.note(ev.at, "placed", pool, ev.via)
@@ -288,7 +295,7 @@ class State:
         pool.release(gpus)
         del self.running[pool.key][rec.job.name]
         self._count_movable(pool.key, rec, -1)
-        self.pool_version[pool.key] += 1
+        self._touch(pool.key)
         rec.pool = None
         rec.binding = None
         return pool
@@ -324,10 +331,18 @@ class State:
         b.up = ev.up
         b.extra_latency_seconds = max(ev.latency_seconds - b.latency_seconds, 0.0)
 
+    def _on_cordoned(self, ev: Cordoned) -> None:
+        self.backends[ev.cloud].cordoned = ev.on
+        self.terms_version += 1
+
     def _on_capacity_changed(self, ev: CapacityChanged) -> None:
         key = (ev.cloud, ev.region, ev.gpu_type)
         self.inventory.pools[key].capacity = ev.capacity
+        self._touch(key)
+
+    def _touch(self, key: PoolKey) -> None:
         self.pool_version[key] += 1
+        self.changed_pools[key[2]].append(key)
 
     def _on_reserved(self, ev: Reserved) -> None:
         rec = self.jobs[ev.job]

@@ -13,7 +13,7 @@ each cloud's up state) with the GCS node table and says what to change:
 4. repairs: a pool whose books differ from Ray gets Ray's capacity (``Engine.set_capacity``:
    a shrink evicts the pool's work, which is placed again through the ROFR gate, the holder
    first); a cloud with no alive node is down, one with any alive node is up
-   (``Engine.set_backend``). Cordoned clouds (``mcsched drain``) keep at most what is allocated.
+   (``Engine.set_backend``). A cordon (``mcsched drain``) is the engine's own, not a capacity.
 
 The order of repairs matters and is the caller's (``SchedulerService._apply_nodes``): a cloud
 going down is marked down *before* its pools shrink (so evicted work is not offered back to
@@ -68,11 +68,9 @@ def plan_nodes(
     pools: Mapping[PoolKey, PoolBooks],
     backends_up: Mapping[str, bool],
     nodes: Iterable[RayNode],
-    cordoned: Iterable[str] = (),
 ) -> NodePlan:
     """Numbered as in the module's docstring."""
     nodes = list(nodes)
-    cordon = set(cordoned)
     # 1. managed clouds, and the node counts by state
     counts: dict[tuple[str, str], int] = {}  # (cloud, alive|dead)
     managed: set[str] = set()
@@ -101,8 +99,6 @@ def plan_nodes(
     for key, amount in ray_capacity.items():
         books = pools[key]
         target = min(int(amount), books.ceiling)
-        if key[0] in cordon:
-            target = min(target, books.allocated)
         # 3. drift
         drift[key] = books.capacity - target
         # 4. repairs
