@@ -416,6 +416,8 @@ class SchedulerService:
             return 0
         engine = self._ensure()
         assert self.metrics is not None
+        if not prov.blocks and not any(r.blocks for b in engine.catalog.spec.backends for r in b.regions):
+            return 0  # nothing bought in blocks (the default catalog): not even the placement-group read
         busy = await asyncio.to_thread(prov.nodes.busy_nodes)
         step = prov.plan(engine, nodes, busy, plan.managed, self._clock.now(), self.cordoned())
         for b, reason in step.gone:
