@@ -67,7 +67,7 @@ def pools_here() -> bool:
     a worker prestarted on the head would never host the job's work (it would only take CPU
     from the worker Ray starts for it on the cloud's node)."""
     here = ray.get_runtime_context().get_node_id()
-    return any(n["NodeID"] == here and any(is_pool_resource(k) for k in n["Resources"]) for n in ray.nodes())
+    return any(n["NodeID"] == here and any(is_pool_resource(k) for k in n["Resources"]) for n in ray.nodes())  # type: ignore[no-untyped-call]
 
 
 # ``request_stop`` runs in its own concurrency group, beside ``run``; ``where`` and ``run`` stay
