@@ -10,6 +10,7 @@ class BackendState:
 
     __slots__ = (
         "api_reserve",
+        "cordoned",
         "decline_fraction",
         "decline_gpu_types",
         "decline_seed",
@@ -28,6 +29,7 @@ class BackendState:
     ) -> None:
         self.name = name
         self.up = up
+        self.cordoned = False  # closed to new placements; its running work stays (``Cordoned``)
         self.latency_seconds = latency_seconds
         self.extra_latency_seconds = extra
         self.startup_seconds = startup_seconds
@@ -42,8 +44,13 @@ class BackendState:
         self.decline_seed = rules.declineSeed
 
     def declines(self, gpu_type: str, gpus: int) -> bool:
-        """Whether the holder's rules refuse this GPU type or gang size whatever is free."""
-        return gpu_type in self.decline_gpu_types or (self.max_gang_gpus is not None and gpus > self.max_gang_gpus)
+        """Whether the holder refuses this GPU type or gang size whatever is free (its rules, or a cordon)."""
+        return self.cordoned or gpu_type in self.decline_gpu_types or (self.max_gang_gpus is not None and gpus > self.max_gang_gpus)
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new work may be placed here: up and not cordoned."""
+        return self.up and not self.cordoned
 
     def at_discretion(self, job: str, at: float) -> bool:
         """Whether the holder turns down this offer it has room for (``holderRules.declineFraction``)."""

@@ -25,6 +25,7 @@ from scheduler.events import (
     Bound,
     CapacityChanged,
     Configured,
+    Cordoned,
     Dequeued,
     Event,
     EventSink,
@@ -263,6 +264,29 @@ class Engine:
                 for victim in sorted(self.state.running[pool.key].values(), key=lambda r: r.key):
                     self._evict(victim, EvictReason.BACKEND_DOWN, now)
         self._settle(self._waiting_types())
+
+    def drain(self, cloud: str, *, on: bool = True, move: bool = False) -> list[str]:
+        """Cordon ``cloud`` (``on``) or open it again: a cordoned cloud gets no new placements or
+        planned starts (the holder, cordoned, declines every offer: ``cordoned``). Its running
+        work finishes where it runs, or with ``move`` the movable part is evicted now and placed
+        again through the ROFR gate; pinned work stays (docs/queueing.md, "Drain").
+        Returns the jobs moved."""
+        backend = self.state.backends.get(cloud)
+        if backend is None:
+            raise AdmissionError(f"unknown cloud {cloud!r}")
+        if move and not on:
+            raise AdmissionError("--move drains a cloud: it cannot be combined with opening one")
+        now = self.clock.now()
+        self._emit(Cordoned(now, cloud, on))
+        moved: list[str] = []
+        if move:
+            for pool in self.state.inventory.by_cloud[cloud]:
+                for victim in sorted(self.state.running[pool.key].values(), key=lambda r: r.key):
+                    if self.state.movable(victim):
+                        self._evict(victim, EvictReason.DRAINED, now)
+                        moved.append(victim.job.name)
+        self._settle(self._waiting_types())
+        return moved
 
     def set_capacity(self, cloud: str, region: str, gpu_type: str, capacity: int) -> None:
         """Capacity that comes and goes (spot): a shrink evicts in the shared eviction order."""

@@ -169,6 +169,17 @@ class BackendChanged(Event, frozen=True):
     latency_seconds: float
 
 
+class Cordoned(Event, frozen=True):
+    """A cloud is closed to new placements (``on``) or opened again (docs/queueing.md, "Drain").
+
+    Running work there stays unless the drain moves it: those moves are ``preempted`` records
+    with reason ``drained`` right after this one."""
+
+    kind: ClassVar[str] = "cordoned"
+    cloud: str
+    on: bool
+
+
 class CapacityChanged(Event, frozen=True):
     kind: ClassVar[str] = "capacity-changed"
     cloud: str

@@ -18,6 +18,7 @@ from scheduler.events import (
     BackendChanged,
     CapacityChanged,
     Configured,
+    Cordoned,
     Dequeued,
     Event,
     Placed,
@@ -74,6 +75,9 @@ class Metrics:
             "mcsched_contract_violations_total", "Contract invariant breaches seen on the live stream (must stay 0).", ["rule"], registry=r
         )
         self.backend_up = Gauge("mcsched_backend_up", "1 when the mock backend is up.", ["cloud"], registry=r)
+        self.backend_cordoned = Gauge(
+            "mcsched_backend_cordoned", "1 while the cloud is cordoned (mcsched drain): no new placements.", ["cloud"], registry=r
+        )
         self.running_jobs = Gauge("mcsched_running_jobs", "Placed jobs by cloud and class.", ["cloud", "class"], registry=r)
         for rule in RULES:
             self.violations.labels(rule)
@@ -136,6 +140,7 @@ class Metrics:
             Submitted: self._on_submitted, Answered: self._on_answered, Placed: self._on_placed, Queued: self._on_queued,
             Preempted: self._on_ended, Released: self._on_ended, Dequeued: self._on_dequeued,
             BackendChanged: self._on_backend, CapacityChanged: self._on_capacity, Configured: self._configure,
+            Cordoned: self._on_cordoned,
         }
         self._dispatch: dict[type[Event], Callable[[Any], None] | None] = {}
 
@@ -198,6 +203,9 @@ class Metrics:
     def _on_dequeued(self, ev: Dequeued) -> None:
         self._child(self.ended, ev.cls, ev.reason).inc()
 
+    def _on_cordoned(self, ev: Cordoned) -> None:
+        self._child(self.backend_cordoned, ev.cloud).set(1 if ev.on else 0)
+
     def _on_backend(self, ev: BackendChanged) -> None:
         self._child(self.backend_up, ev.cloud).set(1 if ev.up else 0)
 
@@ -212,6 +220,7 @@ class Metrics:
         self.window_seconds.set(ev.contract["spec"]["rofr"]["windowSeconds"])
         for b in ev.catalog["spec"]["backends"]:
             self.backend_up.labels(b["name"]).set(1 if b.get("up", True) else 0)
+            self.backend_cordoned.labels(b["name"]).set(0)
             self.cost_rate.labels(b["name"]).set(0)
             self.cost.labels(b["name"])
             for r in b["regions"]:

@@ -132,8 +132,8 @@ def blocker(state: State, rec: JobRecord, plans: list[Plan], now: float) -> Call
 
 
 def plan_pools(state: State, rec: JobRecord) -> list[tuple[int, Pool]]:
-    """The holder's pools first while it answers in time and its rules take the job, then every
-    other allowed cloud that is up; nothing at all while the job must wait for the holder."""
+    """The holder's pools first while it answers in time and its rules take the job (and it is not
+    cordoned), then every other allowed cloud that is up and not cordoned; nothing at all while the job must wait for the holder."""
     job = rec.job
     cand = state.candidates(job)
     holder = state.backends[state.holder]
@@ -142,8 +142,10 @@ def plan_pools(state: State, rec: JobRecord) -> list[tuple[int, Pool]]:
         answers = holder.up and holder.response_seconds <= state.window
         if not answers and (state.lapse_queues or not cand.others):
             return []
-        rules_decline = job.gpu_type in holder.decline_gpu_types or (holder.max_gang_gpus is not None and job.gpus > holder.max_gang_gpus)
+        rules_decline = (
+            holder.cordoned or job.gpu_type in holder.decline_gpu_types or (holder.max_gang_gpus is not None and job.gpus > holder.max_gang_gpus)
+        )
         if answers and not rules_decline:
             out += [(0, p) for p in cand.holder_pools]
-    out += [(1, p) for cloud, pools in cand.others if state.backends[cloud].up for p in pools]
+    out += [(1, p) for cloud, pools in cand.others if state.backends[cloud].accepting for p in pools]
     return out

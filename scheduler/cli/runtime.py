@@ -357,11 +357,19 @@ def _node_fault(info: ClusterInfo, cloud: str, down: bool) -> None:
 def drain_cmd(
     cloud: str,
     undo: Annotated[bool, typer.Option("--undo", help="Lift the cordon.")] = False,
+    move: Annotated[
+        bool, typer.Option("--move", help="Also move its movable work now (placed again through the ROFR gate); pinned work stays.")
+    ] = False,
     address: AddressOpt = None,
     state_dir: StateOpt = None,
 ) -> None:
-    """Cordon a cloud: no new placements on it; its running work finishes where it runs."""
+    """Cordon a cloud: no new placements on it; its running work finishes where it runs (or moves, with --move)."""
+    if move and undo:
+        raise fail("drain: --move and --undo cannot be combined (--move drains, --undo opens)")
     _connect(address, state_dir)
-    names = _call("cordon", cloud, not undo)
-    assert isinstance(names, list)
+    result = _call("cordon", cloud, not undo, move)
+    assert isinstance(result, dict)
+    names, moved = result["cordoned"], result["moved"]
     out.print(f"{cloud}: {'cordoned' if not undo else 'open'} (cordoned: {', '.join(names) or 'none'})", markup=False)
+    if moved:
+        out.print(f"moved {len(moved)} job(s): {', '.join(moved)}", markup=False)

@@ -26,10 +26,12 @@ def waiting_for(state: State, rec: JobRecord) -> str:
     job = rec.job
     cand = state.candidates(job)
     down = sorted({p.cloud for p in cand.pools if not state.backends[p.cloud].up})
+    cordoned = sorted({p.cloud for p in cand.pools if state.backends[p.cloud].up and state.backends[p.cloud].cordoned})
     shrunk = [p for p in cand.pools if p.capacity < p.ceiling and p.capacity < job.gpus]
-    if shrunk or down:
+    if shrunk or down or cordoned:
         parts = [f"{p.cloud}/{p.region} has {p.capacity} of {p.ceiling} {p.gpu_type}" for p in shrunk[:3]]
         parts += [f"{c} is down" for c in down]
+        parts += [f"{c} is cordoned" for c in cordoned]
         return "waiting for capacity to return: " + "; ".join(parts)
     return "no planned start: beyond the planning depth (it starts by backfill or when jobs ahead start)"
 

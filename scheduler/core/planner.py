@@ -140,7 +140,7 @@ class Pass:
                 keep = state.api_keep(job, pool)
                 room = (api_ceiling(pool, keep) if keep > 0.0 else pool.capacity) - pool.allocated
             else:
-                if not spill or not state.backends[pool.cloud].up:
+                if not spill or not state.backends[pool.cloud].accepting:
                     continue
                 room = pool.capacity - pool.allocated
             if room >= gpus:
@@ -181,7 +181,7 @@ class Pass:
                     return out  # it waits for the holder to answer again
             elif not state.backends[state.holder].declines(job.gpu_type, job.gpus):
                 out.extend((0, p, state.api_keep(job, p)) for p in cand.holder_pools)
-        out.extend((1, p, 0.0) for cloud, pools in cand.others if state.backends[cloud].up for p in pools)
+        out.extend((1, p, 0.0) for cloud, pools in cand.others if state.backends[cloud].accepting for p in pools)
         self._plan_pools[id(cand)] = out
         return out
 

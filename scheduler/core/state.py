@@ -22,6 +22,7 @@ from scheduler.events import (
     Bound,
     CapacityChanged,
     Configured,
+    Cordoned,
     Dequeued,
     Event,
     Offered,
@@ -122,6 +123,8 @@ def eviction_text(reason: str, by: str | None) -> str:
         return f"preempted by {by}"
     if reason == EvictReason.BACKEND_DOWN:
         return "its cloud went down"
+    if reason == EvictReason.DRAINED:
+        return "its cloud was drained"
     return "capacity lost"
 
 
@@ -169,6 +172,7 @@ class State:
             Bound: self._on_bound,
             BackendChanged: self._on_backend_changed,
             CapacityChanged: self._on_capacity_changed,
+            Cordoned: self._on_cordoned,
             Reserved: self._on_reserved,
             ReservationCleared: self._on_reservation_cleared,
         }
@@ -316,6 +320,10 @@ class State:
         self.terms_version += 1
         b.up = ev.up
         b.extra_latency_seconds = max(ev.latency_seconds - b.latency_seconds, 0.0)
+
+    def _on_cordoned(self, ev: Cordoned) -> None:
+        self.backends[ev.cloud].cordoned = ev.on
+        self.terms_version += 1
 
     def _on_capacity_changed(self, ev: CapacityChanged) -> None:
         key = (ev.cloud, ev.region, ev.gpu_type)

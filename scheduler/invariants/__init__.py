@@ -40,6 +40,7 @@ InvariantChecker.HANDLERS = {
     "bound": InvariantChecker._on_bound,
     "backend-changed": InvariantChecker._on_backend_changed,
     "capacity-changed": InvariantChecker._on_capacity_changed,
+    "cordoned": InvariantChecker._on_cordoned,
     "reserved": InvariantChecker._on_reserved,
     "reservation-cleared": InvariantChecker._on_reservation_cleared,
 }

@@ -1,5 +1,5 @@
-"""Rule 7: evictions only for a pinned job on the holder, an outage elsewhere, or lost
-capacity; backends and pools change as recorded."""
+"""Rule 7: evictions only for a pinned job on the holder, an outage elsewhere, lost capacity,
+or a drain that moves movable work off a cordoned cloud; backends and pools change as recorded."""
 
 from __future__ import annotations
 
@@ -40,6 +40,12 @@ class EvictionRules(CheckerBase):
             if self.backends.get(cloud) is None or self.backends[cloud].up:
                 raise _Bad("eviction", f"{job.name} evicted for backend-down while {cloud} was up")
             self._leave(job, rec, "evicted")
+        elif reason == "drained":
+            if self.backends.get(cloud) is None or not self.backends[cloud].cordoned:
+                raise _Bad("eviction", f"{job.name} evicted for a drain while {cloud} was not cordoned")
+            if job.cls in self.pins:
+                raise _Bad("eviction", f"pinned {job.cls} job {job.name} moved by a drain of {cloud}")
+            self._leave(job, rec, "evicted")
         elif reason == "capacity-lost":
             key = (cloud, rec.region, rec.gpu_type)
             before = self._shrinking[1] if self._shrinking is not None else self.pools[key].allocated if key in self.pools else 0
@@ -57,6 +63,12 @@ class EvictionRules(CheckerBase):
         if b is None:
             raise _Bad("configuration", f"backend-changed for unknown cloud {rec.cloud!r}")
         b.up, b.response = rec.up, rec.latency_seconds
+
+    def _on_cordoned(self, rec: Rec) -> None:
+        b = self.backends.get(rec.cloud)
+        if b is None:
+            raise _Bad("configuration", f"cordoned for unknown cloud {rec.cloud!r}")
+        b.cordoned = rec.on
 
     def _on_capacity_changed(self, rec: Rec) -> None:
         key = (rec.cloud, rec.region, rec.gpu_type)

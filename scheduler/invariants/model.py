@@ -77,6 +77,7 @@ class _Backend:
     floors: dict[str, float]
     decline_fraction: float = 0.0  # holderRules.declineFraction / declineSeed: declines at discretion
     decline_seed: int = 0
+    cordoned: bool = False  # closed to new placements by a ``cordoned`` record (``mcsched drain``)
 
 
 @dataclass(slots=True)

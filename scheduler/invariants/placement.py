@@ -62,6 +62,8 @@ class PlacementRules(CheckerBase):
             raise _Bad("placement-mismatch", f"{job.name} placed in {pool.jurisdiction}, its jurisdiction is {job.jurisdiction}")
         if not self.backends[cloud].up:
             raise _Bad("placement-mismatch", f"{job.name} placed on {cloud} while it was down")
+        if self.backends[cloud].cordoned:
+            raise _Bad("placement-mismatch", f"{job.name} placed on {cloud} while it was cordoned")
         if pool.allocated + job.gpus > pool.capacity:
             raise _Bad("over-commit", f"{_fmt(key)} would hold {pool.allocated + job.gpus} GPUs of {pool.capacity}")
         pool.allocated += job.gpus

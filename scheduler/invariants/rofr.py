@@ -20,6 +20,8 @@ class RofrRules(CheckerBase):
             return "lapsed", "backend-down", f"{hb.name} was down"
         if hb.response > self.window:
             return "lapsed", "no-answer-within-window", f"{hb.name} answers in {hb.response:g}s > {self.window:g}s window"
+        if hb.cordoned:
+            return "declined", "cordoned", f"{hb.name} was cordoned"
         if job.gpu_type in hb.decline_types:
             return "declined", "gpu-type-not-offered", f"{hb.name} declines {job.gpu_type}"
         if hb.max_gang is not None and job.gpus > hb.max_gang:

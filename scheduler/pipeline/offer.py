@@ -72,6 +72,8 @@ def holder_answer(
     response = holder.response_seconds
     if response > window_seconds:
         return HolderAnswer(Answer.LAPSED, LapseReason.NO_ANSWER_WITHIN_WINDOW, window_seconds)
+    if holder.cordoned:
+        return HolderAnswer(Answer.DECLINED, DeclineReason.CORDONED, response)
     if job.gpu_type in holder.decline_gpu_types:
         return HolderAnswer(Answer.DECLINED, DeclineReason.GPU_TYPE_NOT_OFFERED, response)
     if holder.max_gang_gpus is not None and job.gpus > holder.max_gang_gpus:

@@ -32,6 +32,7 @@ class DeclineReason(StrEnum):
     GANG_TOO_LARGE = "gang-too-large"
     BELOW_PRICE_FLOOR = "below-price-floor"
     CANNOT_MATCH_START = "cannot-match-start"
+    CORDONED = "cordoned"  # the operator closed the holder to new placements (``mcsched drain``)
     AT_DISCRETION = "at-discretion"  # it could take the job, but declines this share of offers (holderRules.declineFraction)
 
 
@@ -72,6 +73,7 @@ class EvictReason(StrEnum):
     PINNED_JOB = "pinned-job"  # preempted for a pinned (api-serving) job on the holder
     BACKEND_DOWN = "backend-down"  # a non-holder outage
     CAPACITY_LOST = "capacity-lost"  # the pool shrank (spot)
+    DRAINED = "drained"  # its cloud was drained with the move policy (``mcsched drain CLOUD --move``)
 
 
 class EndReason(StrEnum):

@@ -45,6 +45,9 @@ def collect_quotes(
         if not backend.up:
             dropped.append((cloud, "backend-down"))
             continue
+        if backend.cordoned:
+            dropped.append((cloud, "cordoned"))
+            continue
         best_free = 0
         held: str | None = None
         for pool in pools:

@@ -68,11 +68,9 @@ def plan_nodes(
     pools: Mapping[PoolKey, PoolBooks],
     backends_up: Mapping[str, bool],
     nodes: Iterable[RayNode],
-    cordoned: Iterable[str] = (),
 ) -> NodePlan:
     """Numbered as in the module's docstring."""
     nodes = list(nodes)
-    cordon = set(cordoned)
     # 1. managed clouds, and the node counts by state
     counts: dict[tuple[str, str], int] = {}  # (cloud, alive|dead)
     managed: set[str] = set()
@@ -101,8 +99,6 @@ def plan_nodes(
     for key, amount in ray_capacity.items():
         books = pools[key]
         target = min(int(amount), books.ceiling)
-        if key[0] in cordon:
-            target = min(target, books.allocated)
         # 3. drift
         drift[key] = books.capacity - target
         # 4. repairs

@@ -346,15 +346,9 @@ class SchedulerService:
 
     # ------------------------------------------------------------------ clouds as Ray nodes
 
-    def _cordon_file(self) -> Path:
-        return Path(os.path.dirname(os.path.abspath(self._ledger_path))) / CORDON_FILE
-
     def cordoned(self) -> set[str]:
-        try:
-            names = json.loads(self._cordon_file().read_text())
-        except (OSError, ValueError):
-            return set()
-        return {n for n in names if isinstance(n, str)}
+        """Clouds closed to new placements: the engine's cordons (kept in the ledger, so a restart keeps them)."""
+        return {name for name, b in self._ensure().backends.items() if b.cordoned}
 
     def reconcile_nodes(self, nodes: list[RayNode]) -> int:
         """One tick against the GCS node table (``nodewatch.plan_nodes``): export the node counts
@@ -368,7 +362,7 @@ class SchedulerService:
             for u in engine.usage()
         }
         backends_up = {name: b.up for name, b in engine.backends.items()}
-        plan = plan_nodes(pools, backends_up, nodes, self.cordoned())
+        plan = plan_nodes(pools, backends_up, nodes)
         self.last_node_plan = plan
         for cloud in plan.managed:
             for state in ("alive", "dead"):
@@ -707,19 +701,14 @@ class SchedulerService:
             "cordoned": sorted(self.cordoned()),
         }
 
-    async def cordon(self, cloud: str, on: bool = True) -> list[str]:
-        """``mcsched drain CLOUD``: no new placements there (``--undo`` lifts it); running work stays."""
+    async def cordon(self, cloud: str, on: bool = True, move: bool = False) -> dict[str, list[str]]:
+        """``mcsched drain CLOUD``: no new placements there (``--undo`` lifts it); running work
+        stays, or with ``move`` the movable part is placed again through the ROFR gate
+        (``Engine.drain``). Returns the cordoned clouds and the jobs moved."""
         engine = self._ensure()
-        if cloud not in engine.backends:
-            raise AdmissionError(f"unknown cloud {cloud!r}")
-        names = self.cordoned() | {cloud} if on else self.cordoned() - {cloud}
-        tmp = self._cordon_file().with_suffix(".tmp")
-        tmp.write_text(json.dumps(sorted(names)))
-        os.replace(tmp, self._cordon_file())
-        if self._nodes is not None:
-            self.reconcile_nodes(await asyncio.to_thread(self._nodes.read))
+        moved = engine.drain(cloud, on=on, move=move)
         await self._notify()
-        return sorted(names)
+        return {"cordoned": sorted(self.cordoned()), "moved": moved}
 
     async def usage(self) -> list[dict[str, Any]]:
         engine = self._ensure()

@@ -121,8 +121,10 @@ def a_world(seed: int, length: int = 40) -> World:
         elif x < 0.79:
             cloud, region, sku, full = rng.choice(pools)
             world.requests.append(("capacity", ((cloud, region, sku), rng.choice([0, full // 2, full, full]))))
-        elif x < 0.81:
+        elif x < 0.805:
             world.requests.append(("reconfigure", a_world_contract(rng)))
+        elif x < 0.82:  # cordon (sometimes moving the movable work away), or open again
+            world.requests.append(("drain", (rng.choice(clouds), rng.random() < 0.6, rng.random() < 0.4)))
         elif x < 0.88:
             world.requests.append(("restore", None))
         else:
@@ -172,6 +174,10 @@ def run_world(
             (cloud, region, sku), cap = arg
             engine.set_capacity(cloud, region, sku, cap)
             types = {sku}
+        elif op == "drain":
+            cloud, on, move = arg
+            types = set(engine.queue.gpu_types()) | {r.job.gpu_type for r in engine.jobs.values() if r.pool is not None and r.pool.cloud == cloud}
+            engine.drain(cloud, on=on, move=move and on)
         elif op == "reconfigure":
             types = set(engine.queue.gpu_types())
             engine.reconfigure(arg, "test reload")

@@ -97,7 +97,7 @@ def clean_env(state: Path) -> dict[str, str]:
     return env
 
 
-def start_cluster(catalog: dict[str, Any] = SMALL_CATALOG, contract: dict[str, Any] = CONTRACT) -> Cluster:
+def start_cluster(catalog: dict[str, Any] = SMALL_CATALOG, contract: dict[str, Any] = CONTRACT, up_args: tuple[str, ...] = ()) -> Cluster:
     """`mcsched up` in a fresh state dir (short: Ray's socket paths are length-limited), free ports."""
     if shutil.which(ray_bin()) is None and not Path(ray_bin()).exists():
         pytest.skip("ray is not installed")
@@ -114,6 +114,7 @@ def start_cluster(catalog: dict[str, Any] = SMALL_CATALOG, contract: dict[str, A
             str(state / "contract.yaml"),
             "--metrics-port",
             str(c.metrics_port),
+            *up_args,
             timeout=600,
         )
         info = ClusterInfo.load(state)
@@ -185,10 +186,13 @@ def stop_cluster(c: Cluster, *, check: bool = True) -> None:
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """One cluster per test module, which this process joins too (``Cluster.actor``).
 
-    A test module may set CLUSTER_CATALOG / CLUSTER_CONTRACT (dicts) for its own world.
+    A test module may set CLUSTER_CATALOG / CLUSTER_CONTRACT (dicts) for its own world, and
+    CLUSTER_UP_ARGS (more `mcsched up` options, e.g. ``("--nodes", "region")``).
     """
     c = start_cluster(
-        getattr(request.module, "CLUSTER_CATALOG", SMALL_CATALOG), getattr(request.module, "CLUSTER_CONTRACT", CONTRACT)
+        getattr(request.module, "CLUSTER_CATALOG", SMALL_CATALOG),
+        getattr(request.module, "CLUSTER_CONTRACT", CONTRACT),
+        tuple(getattr(request.module, "CLUSTER_UP_ARGS", ())),
     )
     saved = {k: os.environ.get(k) for k in c.info.client_env()}
     os.environ.update(c.info.client_env())

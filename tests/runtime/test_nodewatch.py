@@ -38,9 +38,8 @@ def test_plan_follows_live_nodes_and_leaves_unmanaged_clouds_alone() -> None:
     assert half.capacity == {AZ: 8} and half.up == {}
     back = plan_nodes({OCI: PoolBooks(0, 24)}, {"oci": False}, [node("o2", OCI, 24)])
     assert back.capacity == {OCI: 24} and back.up == {"oci": True}
-    # never above the catalog; a cordoned cloud keeps at most what is allocated
+    # never above the catalog
     assert plan_nodes({OCI: PoolBooks(24, 24)}, {"oci": True}, [node("o", OCI, 99)]).at_rest
-    assert plan_nodes({OCI: PoolBooks(24, 24, allocated=8)}, {"oci": True}, [node("o", OCI, 24)], cordoned=["oci"]).capacity == {OCI: 8}
 
 
 class FakeNodes:
@@ -127,12 +126,14 @@ def test_drain_cordons_a_cloud_new_work_goes_elsewhere_and_undo_reopens_it(tmp_p
     _, call = service(tmp_path / "l.db", nodes)
     call("submit", [job_doc("fill", gpus=16), job_doc("first", gpus=17)])  # Azure full; 7 GPUs free on OCI
     assert where(call, "fill") == ("placed", "azure") and where(call, "first") == ("placed", "oci")
-    assert call("cordon", "oci", True) == ["oci"]
+    assert call("cordon", "oci", True) == {"cordoned": ["oci"], "moved": []}
     call("submit", [job_doc("second", gpus=4)])
     assert where(call, "first") == ("placed", "oci")  # running work stays
     assert where(call, "second") == ("placed", "aws")  # OCI is cheaper and has room, but cordoned
-    assert call("cordon", "oci", False) == []
+    assert call("cordon", "oci", False) == {"cordoned": [], "moved": []}
     assert {u["cloud"]: u["capacity"] for u in call("usage")}["oci"] == 24
+    assert call("cordon", "aws", True, True) == {"cordoned": ["aws"], "moved": ["second"]}  # --move
+    assert where(call, "second") == ("placed", "oci")
 
 
 def test_a_lost_node_moves_its_job_to_the_holder_when_the_holder_accepts(tmp_path: Path) -> None:
