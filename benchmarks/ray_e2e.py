@@ -11,7 +11,7 @@
 
     python benchmarks/ray_e2e.py [--jobs 5000] [--batch 500] [--repeats 5] [--steps 50 --step-seconds 0.2]
 
-``--jobs 0`` skips the batched part. ``--baseline REV`` adds a third arm, interleaved with
+``--jobs 0`` skips the batched part, ``--repeats 0`` the overhead. ``--baseline REV`` adds a third arm, interleaved with
 the other two on the same cluster: the job through the driver of git revision REV (exported
 with ``git archive``; the job's ``runtime_env`` puts that tree first on ``PYTHONPATH``, so its
 driver and workload run REV's code against this tree's scheduler actor). Interleaving keeps
@@ -157,7 +157,8 @@ def main() -> None:
         info = up(catalog, load_contract(default_contract(), catalog), state, metrics_port=free_port(), log=lambda m: print(m, file=sys.stderr)).info
         if args.jobs > 0:
             batched(info, args.jobs, args.batch)
-        overhead(info, args.repeats, args.steps, args.step_seconds, (args.baseline, old) if old is not None else None)
+        if args.repeats > 0:
+            overhead(info, args.repeats, args.steps, args.step_seconds, (args.baseline, old) if old is not None else None)
     finally:
         down(state)  # leaves the cluster first, so no raylet-death noise reaches this process
         shutil.rmtree(state, ignore_errors=True)  # Ray's session logs and the ledger: hundreds of MB
