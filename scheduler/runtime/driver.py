@@ -268,9 +268,10 @@ def run_job(doc: dict[str, Any], source: str, checkpoint_root: Path, say: Callab
         from scheduler.runtime.serve.controller import follow_service
 
         return follow_service(doc, say)
-    from scheduler.runtime.workload import prestart
+    from scheduler.runtime.workload import pools_here, prestart
 
-    prestart.remote()  # first: Ray starts a worker for the Workload while the placement is decided
+    if pools_here():  # first: Ray starts a worker for the Workload while the placement is decided
+        prestart.remote()
     from scheduler.runtime.actor import get_actor
 
     signals = _Signals()

@@ -19,6 +19,11 @@ def pool_resource(cloud: str, region: str, gpu_type: str) -> str:
     return PREFIX + re.sub(r"[^A-Za-z0-9]", "_", f"{cloud}__{region}__{gpu_type}")
 
 
+def is_pool_resource(name: str) -> bool:
+    """A pool's resource (``pool_resource``), not another of mcsched's (the head's ``mcsched_scheduler``)."""
+    return name.startswith(PREFIX) and "__" in name
+
+
 def cloud_resources(catalog: CloudCatalog, cloud: str | None = None) -> dict[str, float]:
     """Ray resources a node (or worker group) advertises for one cloud, or for all."""
     out: dict[str, float] = {}

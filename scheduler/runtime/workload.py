@@ -24,6 +24,7 @@ from typing import Any
 
 import ray
 
+from scheduler.runtime.resources import is_pool_resource
 from scheduler.runtime.steps import simulate_steps
 
 
@@ -54,7 +55,19 @@ def prestart() -> None:
     """Nothing: sent by a driver as soon as it joins the cluster, so that Ray starts this Ray
     job's worker processes while the driver asks for its placement and reserves its gang. The
     job's ``Workload`` actor then starts in an idle worker (~0.1 s) instead of a new process
-    (~1 s, most of the fixed cost of a short job; benchmarks/ray_e2e.py)."""
+    (~1 s, most of the fixed cost of a short job; benchmarks/ray_e2e.py).
+
+    Ray runs it on the driver's own node (a task that needs no resource stays local), so it
+    helps only where that node carries the pools (``pools_here``)."""
+
+
+def pools_here() -> bool:
+    """Whether this process's Ray node advertises an mcsched pool: the head of the ``single``
+    layout does; in the ``cloud`` and ``region`` layouts only the clouds' worker nodes do, and
+    a worker prestarted on the head would never host the job's work (it would only take CPU
+    from the worker Ray starts for it on the cloud's node)."""
+    here = ray.get_runtime_context().get_node_id()
+    return any(n["NodeID"] == here and any(is_pool_resource(k) for k in n["Resources"]) for n in ray.nodes())  # type: ignore[no-untyped-call]
 
 
 # ``request_stop`` runs in its own concurrency group, beside ``run``; ``where`` and ``run`` stay

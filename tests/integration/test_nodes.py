@@ -169,3 +169,17 @@ def test_drain_cordons_a_cloud_in_the_books(cluster: Cluster, tmp_path: Path) ->
     assert "placed after-drain on aws/us-east-1" in r.stdout  # OCI is cheaper but cordoned
     assert "oci: open" in c.mcsched("drain", "oci", "--undo").stdout
     wait_for(lambda: {u["cloud"]: u["capacity"] for u in c.call("usage")}["oci"] == 24, 30, 0.5, "OCI open again")
+
+
+def test_a_driver_on_the_head_prestarts_no_worker_there_but_one_on_a_clouds_node_would(cluster: Cluster) -> None:
+    """The head of the cloud layout carries no pool: a worker prestarted there could never host
+    a job's work (it would only take CPU from the one Ray starts on the cloud's node)."""
+    from scheduler.runtime.workload import pools_here
+
+    c = cluster
+    _, ray = c.actor()  # this test process is a driver on the head, as `ray job submit`'s are
+    assert not pools_here()
+    pool = pool_resource("oci", "us-ashburn-1", "H100")
+    assert pool in next(n for n in ray_nodes(c) if n["Alive"] and n["Labels"].get("cloud") == "oci")["Resources"]
+    on_oci = ray.remote(num_cpus=0, resources={pool: 0.001})(pools_here)
+    assert ray.get(on_oci.remote(), timeout=120)
