@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import TraceError
-from scheduler.ledger import Ledger
-from scheduler.ledger.compact import SUFFIX, seal, wants_compact
+from scheduler.ledger.background import BackgroundLedger
+from scheduler.ledger.compact import SUFFIX, wants_compact
 from scheduler.ledger.signing import key_id, load_public_key
 from scheduler.loading import load_catalog, load_contract
 from scheduler.paths import default_catalog, default_contract
@@ -39,7 +39,7 @@ from scheduler.sim.summary import fmt_span, summarise
 from scheduler.sim.traces import CLASSES, ReadOptions, Rule, Trace, parse_map, read_spot_dir, read_trace
 from scheduler.specs import CloudCatalog, Contract
 
-LEDGER_BATCH = 65_536  # simulation events between two ledger writes (one transaction each)
+LEDGER_BATCH = 8192  # simulation events per batch sent to the ledger's writer (one transaction each there)
 OUTPUT_FILES = ("summary.json", "report.md", "ledger.db", "ledger.db-wal", "ledger.db-shm", "comparison.png",
                 "utilisation.png", "queue.png", "classes.png", "cost.png", "rofr.png")
 
@@ -284,17 +284,19 @@ def run_policy(
     private half is deleted with ``work``, so the key signs this ledger and nothing else.
     """
     moves: Moves = []
-    ledger: Ledger | None = None
+    ledger: BackgroundLedger | None = None
     info: dict[str, str] | None = None
     if ledger_to is not None:
         several = len(p.policies) > 1
         db, pub = ledger_paths(ledger_to, policy, several)
         keys = work / f".key-{policy}"
-        ledger = Ledger(work / db.name.removesuffix(SUFFIX), signing_key=keys / "ledger-signing.key")
+        # written by a child process beside the replay; FILE.zst: sealed there into one zstd frame (~10x smaller), read as is by mcsched audit
+        ledger = BackgroundLedger(work / db.name.removesuffix(SUFFIX), signing_key=keys / "ledger-signing.key",
+                                  seal_to=work / db.name if wants_compact(db) else None)
         info = {"policy": policy, "path": str(db), "publicKey": str(pub)}
     started = time.perf_counter()
     try:
-        sim = Simulation(p.catalog, p.contract, policy, sinks=[ledger] if ledger is not None else [], class_priorities=p.priorities,
+        sim = Simulation(p.catalog, p.contract, policy, sinks=[ledger.sink] if ledger is not None else [], class_priorities=p.priorities,
                          committed=committed_gpus(p.costs))
         sim.add_jobs(p.trace.jobs)
         sim.add_capacity(p.capacity_changes)
@@ -302,21 +304,19 @@ def run_policy(
         sim.run(samples=p.request.samples, progress=progress, flush=ledger.flush if ledger is not None else None, horizon=p.horizon,
                 flush_every=LEDGER_BATCH)
         if ledger is not None:
-            ledger.flush()
-    finally:
+            ledger.end()  # the writer signs, closes and seals while the summary is computed below
+    except BaseException:
         if ledger is not None:
-            ledger.close()
+            ledger.abort()
+        raise
     wall = time.perf_counter() - started
+    s = summarise(sim, p.gpu_types, p.request.unserved_rate, p.costs)
     if ledger is not None and info is not None:
+        ledger.wait()
         info["keyId"] = key_id(load_public_key(keys / "ledger-signing.pub"))
         db, pub = ledger_paths(ledger_to, policy, len(p.policies) > 1)  # type: ignore[arg-type]
         (keys / "ledger-signing.key").unlink()  # the private half: this ledger's signatures are all it was for
-        if wants_compact(db):  # FILE.zst: sealed into one zstd frame (~10x smaller), read as is by mcsched audit
-            plain = work / db.name.removesuffix(SUFFIX)
-            seal(plain, work / db.name)
-            plain.unlink()
         moves += [(work / db.name, db), (keys / "ledger-signing.pub", pub)]
-    s = summarise(sim, p.gpu_types, p.request.unserved_rate, p.costs)
     s["ledger"] = info
     s["spillRanking"] = spill_ranking(p.contract, policy)
     s["classPrioritiesFrom"] = p.priorities_from
