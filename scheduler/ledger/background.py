@@ -1,20 +1,21 @@
-"""A ledger written by a child process, for a replay: the simulation never waits for the ledger.
+"""A replay's ledger and contract checker, run by a child process beside the replay.
 
 Why: on a replay the ledger's work (canonical JSON, leaf hashes, the Merkle tree, SQLite
-inserts, the final zstd seal) is about as much CPU as the engine's, and one Python process
-does one at a time. Here the replay hands each batch of events to a forked writer as one
-MessagePack message (msgspec, in C: a few hundred nanoseconds per event) and goes on; the
-writer decodes them into the same event types and feeds the ordinary ``Ledger``, so the
-records, MACs, checkpoints and signatures are the ones the in-process writer makes, byte
-for byte, and ``mcsched audit verify`` reads the result unchanged. On two cores the replay
-and its ledger run side by side.
+inserts, the final zstd seal) is about as much CPU as the engine's, and the contract
+checker a sixth of it, and one Python process does one thing at a time. Here the replay
+hands each batch of events to a forked worker as one MessagePack message (msgspec, in C:
+a few hundred nanoseconds per event) and goes on. The worker decodes them into the same
+event types and feeds the ordinary ``Ledger`` (so the records, MACs, checkpoints and
+signatures are the ones the in-process writer makes, byte for byte, and ``mcsched audit
+verify`` reads the result unchanged) and the ordinary ``InvariantChecker`` (the same
+violations, returned by ``wait``). On two cores the replay and its worker run side by side.
 
-It is for a run that writes a fresh ledger and nothing else (``mcsched simulate --ledger``):
-the writer owns the file and the keys, the parent only sends events. Errors in the writer
-(a full disk, a key it cannot create) come back as a ``LedgerError`` from the next
-``flush``, from ``end`` or from ``wait``. The child uses the ``fork`` start method (the
-replay's imports and data are already in memory); the child's CPU time is the parent's
-``RUSAGE_CHILDREN`` once ``wait`` returns.
+It is for a run that writes a fresh ledger and nothing else (``mcsched simulate``): the
+worker owns the file and the keys, the parent only sends events. Errors in the worker (a
+full disk, a key it cannot create) come back as a ``LedgerError`` from the next ``flush``,
+or from ``wait``. The child uses the ``fork`` start method (the replay's imports and data
+are already in memory); its CPU time is the parent's ``RUSAGE_CHILDREN`` once ``wait``
+returns.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import pickle
 import signal
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -38,47 +41,45 @@ _ENCODER = msgspec.msgpack.Encoder()
 
 
 class BackgroundLedger:
-    """``Ledger(path, signing_key=key)`` in a child process; ``sink`` is the engine's event sink.
+    """A child process that writes ``Ledger(path, signing_key=key)`` and/or runs the contract's checker.
 
-    ``seal_to``: once every record is written and signed, the writer seals the ledger into
-    that ``.zst`` file (``compact.seal``) and removes the plain one, so the compression runs
-    beside the parent's summary too.
+    ``sink`` is the engine's event sink; ``flush`` sends the batch. ``path=None``: no
+    ledger, only the checker. ``seal_to``: once every record is written and signed, the
+    worker seals the ledger into that ``.zst`` file (``compact.seal``) and removes the plain
+    one, so the compression runs beside the parent's summary too. ``check``: the worker runs
+    an ``InvariantChecker`` on the stream; ``wait`` returns its violations (None without).
     """
 
-    def __init__(self, path: Path, *, signing_key: Path, seal_to: Path | None = None) -> None:
+    def __init__(self, path: Path | None, *, signing_key: Path | None = None, seal_to: Path | None = None, check: bool = False) -> None:
         if len(_TYPES) > 255:
             raise LedgerError("too many event types for a one-byte tag")  # pragma: no cover - a guard for the wire format
         ctx = multiprocessing.get_context("fork")
         events_r, self._events = ctx.Pipe(duplex=False)
         self._results, results_w = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=_writer, args=(path, signing_key, seal_to, events_r, results_w),
-                                 name="mcsched-ledger-writer", daemon=True)
+        self._proc = ctx.Process(target=_worker, args=(path, signing_key, seal_to, check, events_r, results_w),
+                                 name="mcsched-replay-worker", daemon=True)
         self._proc.start()
         events_r.close()
         results_w.close()
         self._buffer: list[Event] = []
         self.sink = self._buffer.append  # the engine calls this for every event: a C call, nothing else
         self._ended = False
-        self._answer: str | None = None
-        self._expect("ready")
-
-    def _expect(self, what: str) -> None:
-        """The writer's next answer must be ``what``; anything else is its error, raised here."""
+        self._answer: tuple[str, Any] | None = None
         answer = self._receive()
-        if answer != what:
+        if answer[0] != "ready":
             self._proc.join()
-            raise LedgerError(answer)
+            raise LedgerError(answer[1])
 
-    def _receive(self) -> str:
+    def _receive(self) -> tuple[str, Any]:
         try:
-            answer = self._results.recv_bytes().decode()
+            answer: tuple[str, Any] = pickle.loads(self._results.recv_bytes())
         except (EOFError, OSError):
             self._proc.join()
-            answer = f"the ledger writer stopped (exit code {self._proc.exitcode})"
+            answer = ("error", f"the replay's ledger/checker worker stopped (exit code {self._proc.exitcode})")
         return answer
 
     def flush(self) -> int:
-        """Send the buffered events to the writer (one message); returns how many."""
+        """Send the buffered events to the worker (one message); returns how many."""
         buf = self._buffer
         if not buf:
             return 0
@@ -87,76 +88,96 @@ class BackgroundLedger:
         try:
             self._events.send_bytes(tags)
             self._events.send_bytes(payload)
-        except OSError:  # the writer is gone: its error says why
+        except OSError:  # the worker is gone: its error says why
             self._proc.join()
-            raise LedgerError(self._receive()) from None
+            raise LedgerError(self._receive()[1]) from None
         n = len(buf)
         buf.clear()
         return n
 
     def end(self) -> None:
-        """Send what is left and tell the writer to sign, close (and seal); ``wait`` for it to finish."""
+        """Send what is left and tell the worker to finish (sign, close, seal); ``wait`` for it."""
         if self._ended:
             return
         self.flush()
         self._ended = True
-        with contextlib.suppress(OSError):  # the writer is gone: ``wait`` reports why
+        with contextlib.suppress(OSError):  # the worker is gone: ``wait`` reports why
             self._events.send_bytes(b"")
         self._events.close()
 
-    def wait(self) -> None:
-        """Wait for the writer; raises its error, if any."""
+    def wait(self) -> list[Any] | None:
+        """Wait for the worker; returns the checker's violations (None if it ran none), raises the worker's error."""
         self.end()
         if self._answer is None:
             self._answer = self._receive()
             self._proc.join()
             self._results.close()
-        if self._answer != "done":
-            raise LedgerError(self._answer)
+        kind, value = self._answer
+        if kind != "done":
+            raise LedgerError(value)
+        return value  # type: ignore[no-any-return]
 
     def abort(self) -> None:
-        """Stop the writer without finishing (an interrupted run: its files are thrown away)."""
+        """Stop the worker without finishing (an interrupted run: its files are thrown away)."""
         if self._proc.is_alive():
             self._proc.terminate()
         self._proc.join()
-        self._answer = self._answer or "aborted"
+        self._answer = self._answer or ("error", "the replay's ledger/checker worker was aborted")
 
 
-def _writer(path: Path, key: Path, seal_to: Path | None, events: Connection, results: Connection) -> None:
-    """The child: open the ledger, write every batch it is sent, then close (and seal) it; answers on ``results``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it aborts this writer)
+def _worker(path: Path | None, key: Path | None, seal_to: Path | None, check: bool, events: Connection, results: Connection) -> None:
+    """The child: open the ledger, feed it and the checker every batch, then close (and seal); answers on ``results``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it aborts this worker)
+    from scheduler.invariants import InvariantChecker
     from scheduler.ledger.compact import seal
     from scheduler.ledger.store import Ledger
 
+    def answer(kind: str, value: Any) -> None:
+        results.send_bytes(pickle.dumps((kind, value)))
+
     decoders = [msgspec.msgpack.Decoder(cls) for cls in _TYPES]
     split = msgspec.msgpack.Decoder(list[msgspec.Raw])
+    ledger: Ledger | None = None
     try:
-        ledger = Ledger(path, signing_key=key)
+        if path is not None:
+            ledger = Ledger(path, signing_key=key)
     except Exception as exc:  # any failure: reported to the parent as one line
-        results.send_bytes(_line(exc).encode())
+        answer("error", _line(exc))
         return
-    results.send_bytes(b"ready")
+    checker = InvariantChecker() if check else None
+    watch = checker.watch() if checker is not None else None
+    count = 0
+    answer("ready", None)
     try:
         while True:
             tags = events.recv_bytes()
             if not tags:
                 break
             raws = split.decode(events.recv_bytes())
+            count += len(tags)
             for tag, raw in zip(tags, raws, strict=True):
-                ledger(decoders[tag].decode(raw))
-            ledger.flush()
-        ledger.close()
-        if seal_to is not None:
-            seal(path, seal_to)
-            os.unlink(path)
+                ev = decoders[tag].decode(raw)
+                if ledger is not None:
+                    ledger(ev)
+                if watch is not None:
+                    watch(ev)
+            if ledger is not None:
+                ledger.flush()
+        if checker is not None:
+            checker.finish(count + 1)  # as the in-process replay's: one past the last event
+        if ledger is not None and path is not None:
+            ledger.close()
+            if seal_to is not None:
+                seal(path, seal_to)
+                os.unlink(path)
     except Exception as exc:  # reported to the parent as one line, which raises it
-        results.send_bytes(_line(exc).encode())
+        answer("error", _line(exc))
         return
-    results.send_bytes(b"done")
+    answer("done", checker.violations if checker is not None else None)
 
 
 def _line(exc: BaseException) -> str:
-    """One line for the parent's ``LedgerError``: the writer's own message, or the exception and where it happened."""
+    """One line for the parent's ``LedgerError``: the worker's own message, or the exception and where it happened."""
     if isinstance(exc, LedgerError):
         return str(exc)
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None

@@ -39,7 +39,7 @@ from scheduler.sim.summary import fmt_span, summarise
 from scheduler.sim.traces import CLASSES, ReadOptions, Rule, Trace, parse_map, read_spot_dir, read_trace
 from scheduler.specs import CloudCatalog, Contract
 
-LEDGER_BATCH = 8192  # simulation events per batch sent to the ledger's writer (one transaction each there)
+LEDGER_BATCH = 8192  # simulation events per batch sent to the worker (the ledger: one transaction each)
 OUTPUT_FILES = ("summary.json", "report.md", "ledger.db", "ledger.db-wal", "ledger.db-shm", "comparison.png",
                 "utilisation.png", "queue.png", "classes.png", "cost.png", "rofr.png")
 
@@ -284,37 +284,36 @@ def run_policy(
     private half is deleted with ``work``, so the key signs this ledger and nothing else.
     """
     moves: Moves = []
-    ledger: BackgroundLedger | None = None
     info: dict[str, str] | None = None
+    plain: Path | None = None
+    sealed: Path | None = None
+    keys = work / f".key-{policy}"
     if ledger_to is not None:
-        several = len(p.policies) > 1
-        db, pub = ledger_paths(ledger_to, policy, several)
-        keys = work / f".key-{policy}"
-        # written by a child process beside the replay; FILE.zst: sealed there into one zstd frame (~10x smaller), read as is by mcsched audit
-        ledger = BackgroundLedger(work / db.name.removesuffix(SUFFIX), signing_key=keys / "ledger-signing.key",
-                                  seal_to=work / db.name if wants_compact(db) else None)
+        db, pub = ledger_paths(ledger_to, policy, len(p.policies) > 1)
+        plain = work / db.name.removesuffix(SUFFIX)
+        sealed = work / db.name if wants_compact(db) else None  # FILE.zst: one zstd frame (~10x smaller), read as is by mcsched audit
         info = {"policy": policy, "path": str(db), "publicKey": str(pub)}
+    # the ledger (when asked for) and the contract's checker run in a worker process beside the replay
+    worker = BackgroundLedger(plain, signing_key=keys / "ledger-signing.key", seal_to=sealed, check=True)
     started = time.perf_counter()
     try:
-        sim = Simulation(p.catalog, p.contract, policy, sinks=[ledger.sink] if ledger is not None else [], class_priorities=p.priorities,
-                         committed=committed_gpus(p.costs))
+        sim = Simulation(p.catalog, p.contract, policy, sinks=[worker.sink], class_priorities=p.priorities,
+                         committed=committed_gpus(p.costs), check=False)
         sim.add_jobs(p.trace.jobs)
         sim.add_capacity(p.capacity_changes)
         sim.add_scenario(p.actions)
-        sim.run(samples=p.request.samples, progress=progress, flush=ledger.flush if ledger is not None else None, horizon=p.horizon,
-                flush_every=LEDGER_BATCH)
-        if ledger is not None:
-            ledger.end()  # the writer signs, closes and seals while the summary is computed below
+        sim.run(samples=p.request.samples, progress=progress, flush=worker.flush, horizon=p.horizon, flush_every=LEDGER_BATCH)
+        worker.end()  # the worker finishes the checks and signs, closes and seals the ledger while the summary's figures are computed
     except BaseException:
-        if ledger is not None:
-            ledger.abort()
+        worker.abort()
         raise
     wall = time.perf_counter() - started
+    violations = worker.wait()
+    sim.adopt_checks(violations or [])
     s = summarise(sim, p.gpu_types, p.request.unserved_rate, p.costs)
-    if ledger is not None and info is not None:
-        ledger.wait()
+    if ledger_to is not None and info is not None:
         info["keyId"] = key_id(load_public_key(keys / "ledger-signing.pub"))
-        db, pub = ledger_paths(ledger_to, policy, len(p.policies) > 1)  # type: ignore[arg-type]
+        db, pub = ledger_paths(ledger_to, policy, len(p.policies) > 1)
         (keys / "ledger-signing.key").unlink()  # the private half: this ledger's signatures are all it was for
         moves += [(work / db.name, db), (keys / "ledger-signing.pub", pub)]
     s["ledger"] = info

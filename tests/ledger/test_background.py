@@ -83,3 +83,23 @@ def test_abort_stops_the_writer(tmp_path: Path) -> None:
     led.abort()
     with pytest.raises(LedgerError, match="aborted"):
         led.wait()
+
+
+def test_the_worker_checks_the_stream_as_the_in_process_checker_does(tmp_path: Path) -> None:
+    """``cheapest`` breaks the contract's rules all the time: the worker's violations are the in-process checker's, in order
+    (worded as ``audit verify`` words them: a value as recorded, ``'policy-ignores-contract'``, not the engine's enum member)."""
+    catalog = load_catalog(default_catalog())
+    contract = load_contract(default_contract(), catalog)
+    worker = BackgroundLedger(None, check=True)
+    sim = Simulation(catalog, contract, "cheapest", sinks=[worker.sink])  # check=True: the in-process checker too
+    classes = ("api-serving", "inference", "training")
+    sim.add_jobs(TraceJob(f"j{i}", i * 5.0, 1 + i % 8, 900.0 + i, classes[i % 3]) for i in range(300))
+    sim.run(flush=worker.flush, flush_every=50)
+    worker.end()
+    theirs = worker.wait()
+    mine = sim.rec.checker.violations
+    assert theirs is not None and len(mine) > 50
+    assert [(v.seq, v.rule, v.job) for v in theirs] == [(v.seq, v.rule, v.job) for v in mine]
+    other = Simulation(catalog, contract, "cheapest", check=False)
+    other.adopt_checks(theirs)
+    assert other.rec.check and other.rec.checker.violations == theirs
