@@ -10,9 +10,9 @@
    (deploy/examples/sim/catalog-azure-tight.yaml) at the trace's load and at x4.
 4. The same synthetic jobs written to a CSV and replayed through the command a planner runs
    (``mcsched simulate``, plots on), once without a ledger (the default) and once with
-   ``--ledger FILE.zst`` (compact, written by a child process beside the replay): wall time, the CPU time of the
-   process and of the ledger's writer, peak memory and the ledger's size. Goals on 2 cores: < 45 s without, < 60 s
-   with the ledger (CPU judged on the longer of the two processes, which run side by side).
+   ``--ledger FILE.zst`` (compact): wall time, the CPU time of the replay's process and of its worker process (the
+   contract checker, and the ledger's writer), peak memory and the ledger's size. Goals on 2 cores: < 45 s without,
+   < 60 s with the ledger (CPU judged on the longer of the two processes, which run side by side).
 5. ``mcsched sweep`` on openb over the tight catalog: 5 committed-GPU values x 5 seeds in
    2 processes, with its wall time.
 
@@ -227,13 +227,12 @@ def cli_replay(n: int) -> None:
             size = (f", ledger {ledger.stat().st_size / 1e6:,.1f} MB compact (~{ledger.stat().st_size / 1e6 * 1e6 / n:,.0f} MB per 1M jobs)"
                     if extra and ledger.exists() else "")
             status = "" if done.returncode == 0 else f" FAILED (exit {done.returncode}: {done.stderr.strip().splitlines()[-2:]})"
-            # with a ledger, a writer process runs beside the replay: on 2 cores the longer of the two is the critical path
+            # the checker (and the ledger) run in a worker process beside the replay: on 2 cores the longer of the two is the critical path
             critical = max(float(cpu), float(child_cpu)) if "?" not in (cpu, child_cpu) else None
             cpu_ok = flag(critical < goal) if critical is not None else "?"
-            writer = f" + {child_cpu} s in the ledger's writer process (peak RSS {child_rss} MB)" if extra else ""
-            print(f"4. CLI replay of {n:,} jobs, {label}: {wall:.1f} s wall, {cpu} s CPU{writer} (load average {os.getloadavg()[0]:.1f} on "
-                  f"{os.cpu_count()} cores), peak RSS {rss} MB{size} [< {goal:g} s: wall {flag(wall < goal)}, "
-                  f"CPU{' of the longer process' if extra else ''} {cpu_ok}]{status}")
+            print(f"4. CLI replay of {n:,} jobs, {label}: {wall:.1f} s wall, {cpu} s CPU + {child_cpu} s in the worker process "
+                  f"(checker{' and ledger' if extra else ''}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), "
+                  f"peak RSS {rss} MB (worker {child_rss} MB){size} [< {goal:g} s: wall {flag(wall < goal)}, CPU of the longer process {cpu_ok}]{status}")
             for line in done.stdout.splitlines()[-4:]:
                 print(f"   {line}")
     finally:
