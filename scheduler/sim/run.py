@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import TraceError
-from scheduler.ledger.background import BackgroundLedger
 from scheduler.ledger.compact import SUFFIX, wants_compact
 from scheduler.ledger.signing import key_id, load_public_key
 from scheduler.loading import load_catalog, load_contract
@@ -37,6 +36,7 @@ from scheduler.sim.scenario import Action, load_scenario
 from scheduler.sim.simulator import DEFAULT_CLASS_PRIORITIES, Simulation
 from scheduler.sim.summary import fmt_span, summarise
 from scheduler.sim.traces import CLASSES, ReadOptions, Rule, Trace, parse_map, read_spot_dir, read_trace
+from scheduler.sim.worker import ReplayWorker
 from scheduler.specs import CloudCatalog, Contract
 
 LEDGER_BATCH = 8192  # simulation events per batch sent to the worker (the ledger: one transaction each)
@@ -294,7 +294,7 @@ def run_policy(
         sealed = work / db.name if wants_compact(db) else None  # FILE.zst: one zstd frame (~10x smaller), read as is by mcsched audit
         info = {"policy": policy, "path": str(db), "publicKey": str(pub)}
     # the ledger (when asked for) and the contract's checker run in a worker process beside the replay
-    worker = BackgroundLedger(plain, signing_key=keys / "ledger-signing.key", seal_to=sealed, check=True)
+    worker = ReplayWorker(plain, signing_key=keys / "ledger-signing.key", seal_to=sealed, check=True)
     started = time.perf_counter()
     try:
         sim = Simulation(p.catalog, p.contract, policy, sinks=[worker.sink], class_priorities=p.priorities,

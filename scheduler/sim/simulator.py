@@ -482,7 +482,7 @@ class Simulation:
 
     def adopt_checks(self, violations: list[Violation]) -> None:
         """The contract checker's verdicts on this run's event stream, from a checker that watched it
-        elsewhere (``mcsched simulate`` runs it in a worker process, ``ledger.background``); built with ``check=False``."""
+        elsewhere (``mcsched simulate`` runs it in a worker process, ``sim.worker``); built with ``check=False``."""
         self.rec.check = True
         self.rec.checker.violations[:] = violations
 

@@ -1,5 +1,5 @@
-"""A ledger written by a child process (a replay's ``--ledger``) holds the very records the
-in-process writer would, verifies, seals, and reports the writer's errors as one line."""
+"""The replay's worker process (``mcsched simulate``): its ledger holds the very records the
+in-process writer would, verifies and seals; its checker finds what the in-process one finds; its errors are one line."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 
 from scheduler.errors import LedgerError
 from scheduler.ledger import Ledger
-from scheduler.ledger.background import BackgroundLedger
 from scheduler.ledger.compact import is_sealed, readable
 from scheduler.loading import load_catalog, load_contract
 from scheduler.paths import default_catalog, default_contract
 from scheduler.sim.simulator import Simulation
 from scheduler.sim.traces import TraceJob
+from scheduler.sim.worker import ReplayWorker
 
 
 def _leaves(db: Path) -> list[tuple[int, bytes]]:
@@ -38,9 +38,9 @@ def _replay(sinks: list[object], flush: object) -> None:
 
 
 @pytest.mark.parametrize("sealed", [False, True])
-def test_the_background_writer_writes_the_records_the_in_process_one_writes(tmp_path: Path, sealed: bool) -> None:
+def test_the_worker_writes_the_records_the_in_process_one_writes(tmp_path: Path, sealed: bool) -> None:
     here = Ledger(tmp_path / "here.db", signing_key=tmp_path / "k1" / "ledger-signing.key")
-    there = BackgroundLedger(tmp_path / "there.db", signing_key=tmp_path / "k2" / "ledger-signing.key",
+    there = ReplayWorker(tmp_path / "there.db", signing_key=tmp_path / "k2" / "ledger-signing.key",
                              seal_to=tmp_path / "there.db.zst" if sealed else None)
 
     def flush() -> None:
@@ -65,12 +65,12 @@ def test_a_writer_that_cannot_open_the_ledger_is_one_ledger_error(tmp_path: Path
     bad = tmp_path / "not-a-ledger.db"
     bad.write_bytes(b"this is not SQLite" * 100)
     with pytest.raises(LedgerError, match=r"not-a-ledger\.db") as err:
-        BackgroundLedger(bad, signing_key=tmp_path / "k" / "ledger-signing.key")
+        ReplayWorker(bad, signing_key=tmp_path / "k" / "ledger-signing.key")
     assert "\n" not in str(err.value)
 
 
 def test_a_writer_that_fails_midway_is_reported_at_the_next_call(tmp_path: Path) -> None:
-    led = BackgroundLedger(tmp_path / "l.db", signing_key=tmp_path / "k" / "ledger-signing.key",
+    led = ReplayWorker(tmp_path / "l.db", signing_key=tmp_path / "k" / "ledger-signing.key",
                            seal_to=tmp_path / "missing-dir" / "l.db.zst")  # sealing fails: no such folder
     _replay([led.sink], led.flush)
     led.end()
@@ -79,7 +79,7 @@ def test_a_writer_that_fails_midway_is_reported_at_the_next_call(tmp_path: Path)
 
 
 def test_abort_stops_the_writer(tmp_path: Path) -> None:
-    led = BackgroundLedger(tmp_path / "l.db", signing_key=tmp_path / "k" / "ledger-signing.key")
+    led = ReplayWorker(tmp_path / "l.db", signing_key=tmp_path / "k" / "ledger-signing.key")
     led.abort()
     with pytest.raises(LedgerError, match="aborted"):
         led.wait()
@@ -90,7 +90,7 @@ def test_the_worker_checks_the_stream_as_the_in_process_checker_does(tmp_path: P
     (worded as ``audit verify`` words them: a value as recorded, ``'policy-ignores-contract'``, not the engine's enum member)."""
     catalog = load_catalog(default_catalog())
     contract = load_contract(default_contract(), catalog)
-    worker = BackgroundLedger(None, check=True)
+    worker = ReplayWorker(None, check=True)
     sim = Simulation(catalog, contract, "cheapest", sinks=[worker.sink])  # check=True: the in-process checker too
     classes = ("api-serving", "inference", "training")
     sim.add_jobs(TraceJob(f"j{i}", i * 5.0, 1 + i % 8, 900.0 + i, classes[i % 3]) for i in range(300))

@@ -40,7 +40,7 @@ _INDEX: dict[type[Event], int] = {cls: i for i, cls in enumerate(_TYPES)}
 _ENCODER = msgspec.msgpack.Encoder()
 
 
-class BackgroundLedger:
+class ReplayWorker:
     """A child process that writes ``Ledger(path, signing_key=key)`` and/or runs the contract's checker.
 
     ``sink`` is the engine's event sink; ``flush`` sends the batch. ``path=None``: no
