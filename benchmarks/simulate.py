@@ -10,8 +10,9 @@
    (deploy/examples/sim/catalog-azure-tight.yaml) at the trace's load and at x4.
 4. The same synthetic jobs written to a CSV and replayed through the command a planner runs
    (``mcsched simulate``, plots on), once without a ledger (the default) and once with
-   ``--ledger FILE.zst`` (compact): wall time, the process's CPU time, peak memory and the ledger's size. Goals on 2 cores: < 45 s
-   without, < 60 s with the ledger.
+   ``--ledger FILE.zst`` (compact): wall time, the CPU time of the replay's process and of its worker process (the
+   contract checker, and the ledger's writer), peak memory and the ledger's size. Goals on 2 cores: < 45 s without,
+   < 60 s with the ledger (CPU judged on the longer of the two processes, which run side by side).
 5. ``mcsched sweep`` on openb over the tight catalog: 5 committed-GPU values x 5 seeds in
    2 processes, with its wall time.
 
@@ -200,7 +201,9 @@ try:
     main(sys.argv[1:])
 finally:
     r = resource.getrusage(resource.RUSAGE_SELF)
-    print(f"PEAK_RSS_MB {r.ru_maxrss / 1024:.0f} CPU_S {r.ru_utime + r.ru_stime:.1f}", file=sys.stderr)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)  # the ledger's writer process (waited for by then)
+    print(f"PEAK_RSS_MB {r.ru_maxrss / 1024:.0f} CPU_S {r.ru_utime + r.ru_stime:.1f} CHILD_CPU_S {c.ru_utime + c.ru_stime:.1f} "
+          f"CHILD_PEAK_RSS_MB {c.ru_maxrss / 1024:.0f}", file=sys.stderr)
 """
 
 
@@ -219,14 +222,17 @@ def cli_replay(n: int) -> None:
             done = subprocess.run([sys.executable, "-c", _CLI, "simulate", *argv], cwd=ROOT, capture_output=True, text=True,
                                   env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
             wall = time.perf_counter() - started
-            usage = next((line.split() for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_MB")), ["", "?", "", "?"])
-            rss, cpu = usage[1], usage[3]
+            usage = next((line.split() for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_MB")), ["", "?", "", "?", "", "?", "", "?"])
+            rss, cpu, child_cpu, child_rss = usage[1], usage[3], usage[5], usage[7]
             size = (f", ledger {ledger.stat().st_size / 1e6:,.1f} MB compact (~{ledger.stat().st_size / 1e6 * 1e6 / n:,.0f} MB per 1M jobs)"
                     if extra and ledger.exists() else "")
             status = "" if done.returncode == 0 else f" FAILED (exit {done.returncode}: {done.stderr.strip().splitlines()[-2:]})"
-            cpu_ok = flag(float(cpu) < goal) if cpu != "?" else "?"
-            print(f"4. CLI replay of {n:,} jobs, {label}: {wall:.1f} s wall, {cpu} s CPU (load average {os.getloadavg()[0]:.1f} on "
-                  f"{os.cpu_count()} cores), peak RSS {rss} MB{size} [< {goal:g} s: wall {flag(wall < goal)}, CPU {cpu_ok}]{status}")
+            # the checker (and the ledger) run in a worker process beside the replay: on 2 cores the longer of the two is the critical path
+            critical = max(float(cpu), float(child_cpu)) if "?" not in (cpu, child_cpu) else None
+            cpu_ok = flag(critical < goal) if critical is not None else "?"
+            print(f"4. CLI replay of {n:,} jobs, {label}: {wall:.1f} s wall, {cpu} s CPU + {child_cpu} s in the worker process "
+                  f"(checker{' and ledger' if extra else ''}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), "
+                  f"peak RSS {rss} MB (worker {child_rss} MB){size} [< {goal:g} s: wall {flag(wall < goal)}, CPU of the longer process {cpu_ok}]{status}")
             for line in done.stdout.splitlines()[-4:]:
                 print(f"   {line}")
     finally:

@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import TraceError
-from scheduler.ledger import Ledger
-from scheduler.ledger.compact import SUFFIX, seal, wants_compact
+from scheduler.ledger.compact import SUFFIX, wants_compact
 from scheduler.ledger.signing import key_id, load_public_key
 from scheduler.loading import load_catalog, load_contract
 from scheduler.paths import default_catalog, default_contract
@@ -37,9 +36,10 @@ from scheduler.sim.scenario import Action, load_scenario
 from scheduler.sim.simulator import DEFAULT_CLASS_PRIORITIES, Simulation
 from scheduler.sim.summary import fmt_span, summarise
 from scheduler.sim.traces import CLASSES, ReadOptions, Rule, Trace, parse_map, read_spot_dir, read_trace
+from scheduler.sim.worker import ReplayWorker
 from scheduler.specs import CloudCatalog, Contract
 
-LEDGER_BATCH = 65_536  # simulation events between two ledger writes (one transaction each)
+LEDGER_BATCH = 8192  # simulation events per batch sent to the worker (the ledger: one transaction each)
 OUTPUT_FILES = ("summary.json", "report.md", "ledger.db", "ledger.db-wal", "ledger.db-shm", "comparison.png",
                 "utilisation.png", "queue.png", "classes.png", "cost.png", "rofr.png")
 
@@ -284,39 +284,38 @@ def run_policy(
     private half is deleted with ``work``, so the key signs this ledger and nothing else.
     """
     moves: Moves = []
-    ledger: Ledger | None = None
     info: dict[str, str] | None = None
+    plain: Path | None = None
+    sealed: Path | None = None
+    keys = work / f".key-{policy}"
     if ledger_to is not None:
-        several = len(p.policies) > 1
-        db, pub = ledger_paths(ledger_to, policy, several)
-        keys = work / f".key-{policy}"
-        ledger = Ledger(work / db.name.removesuffix(SUFFIX), signing_key=keys / "ledger-signing.key")
+        db, pub = ledger_paths(ledger_to, policy, len(p.policies) > 1)
+        plain = work / db.name.removesuffix(SUFFIX)
+        sealed = work / db.name if wants_compact(db) else None  # FILE.zst: one zstd frame (~10x smaller), read as is by mcsched audit
         info = {"policy": policy, "path": str(db), "publicKey": str(pub)}
+    # the ledger (when asked for) and the contract's checker run in a worker process beside the replay
+    worker = ReplayWorker(plain, signing_key=keys / "ledger-signing.key", seal_to=sealed, check=True)
     started = time.perf_counter()
     try:
-        sim = Simulation(p.catalog, p.contract, policy, sinks=[ledger] if ledger is not None else [], class_priorities=p.priorities,
-                         committed=committed_gpus(p.costs))
+        sim = Simulation(p.catalog, p.contract, policy, sinks=[worker.sink], class_priorities=p.priorities,
+                         committed=committed_gpus(p.costs), check=False)
         sim.add_jobs(p.trace.jobs)
         sim.add_capacity(p.capacity_changes)
         sim.add_scenario(p.actions)
-        sim.run(samples=p.request.samples, progress=progress, flush=ledger.flush if ledger is not None else None, horizon=p.horizon,
-                flush_every=LEDGER_BATCH)
-        if ledger is not None:
-            ledger.flush()
-    finally:
-        if ledger is not None:
-            ledger.close()
+        sim.run(samples=p.request.samples, progress=progress, flush=worker.flush, horizon=p.horizon, flush_every=LEDGER_BATCH)
+        worker.end()  # the worker finishes the checks and signs, closes and seals the ledger while the summary's figures are computed
+    except BaseException:
+        worker.abort()
+        raise
     wall = time.perf_counter() - started
-    if ledger is not None and info is not None:
-        info["keyId"] = key_id(load_public_key(keys / "ledger-signing.pub"))
-        db, pub = ledger_paths(ledger_to, policy, len(p.policies) > 1)  # type: ignore[arg-type]
-        (keys / "ledger-signing.key").unlink()  # the private half: this ledger's signatures are all it was for
-        if wants_compact(db):  # FILE.zst: sealed into one zstd frame (~10x smaller), read as is by mcsched audit
-            plain = work / db.name.removesuffix(SUFFIX)
-            seal(plain, work / db.name)
-            plain.unlink()
-        moves += [(work / db.name, db), (keys / "ledger-signing.pub", pub)]
+    violations = worker.wait()
+    sim.adopt_checks(violations or [])
     s = summarise(sim, p.gpu_types, p.request.unserved_rate, p.costs)
+    if ledger_to is not None and info is not None:
+        info["keyId"] = key_id(load_public_key(keys / "ledger-signing.pub"))
+        db, pub = ledger_paths(ledger_to, policy, len(p.policies) > 1)
+        (keys / "ledger-signing.key").unlink()  # the private half: this ledger's signatures are all it was for
+        moves += [(work / db.name, db), (keys / "ledger-signing.pub", pub)]
     s["ledger"] = info
     s["spillRanking"] = spill_ranking(p.contract, policy)
     s["classPrioritiesFrom"] = p.priorities_from

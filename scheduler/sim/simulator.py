@@ -34,7 +34,7 @@ from typing import Any
 from scheduler.clock import ManualClock
 from scheduler.errors import AdmissionError
 from scheduler.events import Answered, CapacityChanged, Dequeued, Event, Placed, Preempted, Queued, Released
-from scheduler.invariants import InvariantChecker
+from scheduler.invariants import InvariantChecker, Violation
 from scheduler.model import Job
 from scheduler.sim.policies import build_engine, catalog_for
 from scheduler.sim.scenario import Action
@@ -479,6 +479,12 @@ class Simulation:
         self.end = 0.0
         self.stop: float = math.inf  # the horizon this run stopped at (inf: at its last event)
         self.after_horizon = 0  # arrivals after the horizon, never submitted
+
+    def adopt_checks(self, violations: list[Violation]) -> None:
+        """The contract checker's verdicts on this run's event stream, from a checker that watched it
+        elsewhere (``mcsched simulate`` runs it in a worker process, ``sim.worker``); built with ``check=False``."""
+        self.rec.check = True
+        self.rec.checker.violations[:] = violations
 
     def _push(self, t: float, kind: int, data: Any) -> None:
         heapq.heappush(self.heap, (t, kind, next(self._seq), data))
