@@ -124,36 +124,3 @@ def test_every_event_shape_is_written_as_canonical_json(ev: Event, prev: int | N
     price) and still look at a scalar that holds a float where an int is declared."""
     rec = {**ev.to_record(), "kind": ev.kind, "seq": 9, **({} if prev is None else {"prev": prev})}
     assert encode(9, ev, prev) == json.dumps(rec, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-
-
-def _plain_reference(value: object) -> bool:
-    """The plain form of ``records._plain`` (a float check on every number, recursively), to compare its fast loop with."""
-    if type(value) is float:
-        return value == 0.0 or 1e-4 <= abs(value) < 1e16
-    if type(value) is dict:
-        return all(_plain_reference(v) for v in value.values())
-    if type(value) in (list, tuple):
-        return all(_plain_reference(v) for v in value)  # type: ignore[attr-defined]
-    return isinstance(value, str) or type(value) in (int, bool) or value is None
-
-
-class _F(float):
-    """A float subclass: neither the fast loop nor the reference takes it for a plain float."""
-
-
-_ANY_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4) | st.floats().map(_F),
-    lambda inner: st.lists(inner, max_size=4) | st.lists(inner, max_size=3).map(tuple) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
-    max_leaves=16,
-)
-
-
-@settings(max_examples=500, deadline=None)
-@example(value={"d": 1e-5})
-@example(value=[float("nan")])
-@example(value={"x": {"y": (1.0, float("inf"))}})
-@given(value=_ANY_JSON)
-def test_the_plain_check_of_nested_values_agrees_with_its_plain_form(value: object) -> None:
-    from scheduler.ledger.records import _plain
-
-    assert _plain(value) == _plain_reference(value)
