@@ -20,10 +20,11 @@ import pytest
 
 from scheduler.ledger import Ledger
 from scheduler.runtime.cluster import free_port
+from scheduler.runtime.nodes import NodeType, node_types
 from scheduler.runtime.nodewatch import RayNode
 from scheduler.runtime.promlocal import start_prometheus
-from scheduler.runtime.resources import pool_resource
 from scheduler.runtime.service import SchedulerService
+from scheduler.specs import CloudCatalog
 from tests.builders import a_catalog, a_contract
 from tests.integration.conftest import ROOT, job_doc, wait_for
 
@@ -35,19 +36,48 @@ CATALOG = (
     .cloud("azure", {"eastus": {"H100": 32}}, price=3.4, latency=2, rules={"reserveForApiServingFraction": 0.25})
     .cloud("oci", {"us-ashburn-1": {"H100": 64}}, price=2.9, latency=3, startup=60)
     .cloud("coreweave", {"US-EAST-04": {"H100": 16}}, price=2.7, latency=1, startup=90)
+    .cloud("aws", {"us-east-1": {"H100": 24}}, price=3.9, latency=1)
     .obj()
     .model_dump(mode="json", by_alias=True)
 )
+# AWS's pool is bought in capacity blocks (docs/nodes.md, "Buying capacity"): one of three from the start
+CATALOG["spec"]["backends"][3]["regions"][0]["blocks"] = {
+    "H100": {"gpus": 8, "initial": 1, "max": 3, "provisioningSeconds": 20, "idleReleaseSeconds": 0}
+}
 CONTRACT = a_contract(preemption=True).model_dump(mode="json", by_alias=True)
 
 
 def catalog_nodes() -> list[RayNode]:
-    """One live labelled Ray node per cloud, advertising its pools at the catalog's counts."""
-    return [
-        RayNode(f"node-{b['name']}", True, {"cloud": b["name"]},
-                {pool_resource(b["name"], r["name"], gpu_type): float(n) for r in b["regions"] for gpu_type, n in r["gpus"].items()})
-        for b in CATALOG["spec"]["backends"]
-    ]  # fmt: skip
+    """One live labelled Ray node per cloud, as `mcsched up` starts them (a pool bought in blocks: its initial ones)."""
+    return [RayNode(f"node-{t.name}", True, dict(t.labels), dict(t.resources)) for t in node_types(CloudCatalog.model_validate(CATALOG))]
+
+
+class BlockNodes:
+    """The GCS node table beside the catalog's nodes, and the block nodes' starter (no Ray in
+    this module: a started block node joins when ``join`` is called)."""
+
+    def __init__(self) -> None:
+        self.rows = catalog_nodes()
+        self.started: list[NodeType] = []
+
+    def read(self) -> list[RayNode]:
+        return list(self.rows)
+
+    def join(self) -> None:
+        self.rows += [RayNode(f"node-{t.name}", True, dict(t.labels), dict(t.resources)) for t in self.started]
+        self.started = []
+
+    def start(self, node: NodeType) -> None:
+        self.started.append(node)
+
+    def stop(self, name: str) -> None:
+        self.rows = [r for r in self.rows if r.labels.get("block") != name]
+
+    def running(self, name: str) -> bool:
+        return any(t.name == name for t in self.started) or any(r.labels.get("block") == name for r in self.rows)
+
+    def busy_nodes(self) -> set[str]:
+        return set()
 
 
 def query(prom: str, expr: str) -> list[dict[str, Any]]:
@@ -75,11 +105,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Driver, st
         pytest.skip("Debian's prometheus is not installed (.ci/run installs it)")
     tmp = tmp_path_factory.mktemp("obs")
     port = free_port()
-    svc = SchedulerService(CATALOG, CONTRACT, str(tmp / "ledger.db"), port, "127.0.0.1")
+    nodes = BlockNodes()
+    svc = SchedulerService(CATALOG, CONTRACT, str(tmp / "ledger.db"), port, "127.0.0.1", blocks=nodes)
     drive = Driver(svc)
+    svc.reconcile_nodes(nodes.read())  # the GCS node table as `mcsched up` makes it: a live node per cloud
     mixed_workload(drive)
     svc.reconcile([])  # no Ray here: nothing runs, so every booked GPU is drift
-    svc.reconcile_nodes(catalog_nodes())  # the GCS node table as `mcsched up` makes it: a live node per cloud
     proc, url = start_prometheus(tmp / "prom", f"127.0.0.1:{port}", interval="1s")
     try:
         wait_for(lambda: _up(url), 60, 0.5, "first scrape")
@@ -88,6 +119,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Driver, st
             drive("submit", [job_doc(f"late-{i}", gpus=2, cls="inference")])
             drive("serve_report", serve_report(i))
             time.sleep(1)
+        buy_and_release_a_block(drive, svc, nodes)
         yield drive, url, tmp / "ledger.db", port
     finally:
         proc.terminate()
@@ -110,6 +142,21 @@ def serve_report(i: int) -> dict[str, Any]:
         "requests": [["llama", "200", 5 + i], ["none", "400", 1]],
         "ttft": {"llama": [0.1 * (1 + i), 0.3]},
     }
+
+
+def buy_and_release_a_block(drive: Driver, svc: SchedulerService, nodes: BlockNodes) -> None:
+    """A job bigger than AWS's initial block buys what it needs, runs once the nodes joined,
+    ends, and the idle block is released: each step an event and a metric (the block panels)."""
+    drive("submit", [job_doc("on-aws", gpus=16, clouds=["azure", "aws"])])
+    assert drive("provision", nodes.read()) >= 1  # bought (one or two blocks: the late jobs may hold some of the first)
+    nodes.join()
+    drive("provision", nodes.read())  # joined
+    svc.reconcile_nodes(nodes.read())  # the pool's capacity follows the node table: the job is placed
+    assert drive("status", "on-aws")[0]["cloud"] == "aws"
+    drive("release", "on-aws", "finished")
+    drive("provision", nodes.read())  # idle: released
+    svc.reconcile_nodes(nodes.read())
+    time.sleep(2)  # scraped
 
 
 def mixed_workload(drive: Driver) -> None:
