@@ -268,9 +268,8 @@ class Engine:
         if not new_up and cloud != self.holder:
             # Work on a lost non-holder cloud is re-placed through the ROFR again; work on the
             # holder is never moved off it by the scheduler on its own.
-            for pool in self.state.inventory.by_cloud[cloud]:
-                for victim in sorted(self.state.running[pool.key].values(), key=lambda r: r.key):
-                    self._evict(victim, EvictReason.BACKEND_DOWN, now)
+            for victim in self._running_on(cloud):
+                self._evict(victim, EvictReason.BACKEND_DOWN, now)
         self._settle(self._waiting_types())
 
     def drain(self, cloud: str, *, on: bool = True, move: bool = False) -> list[str]:
@@ -288,11 +287,10 @@ class Engine:
         self._emit(Cordoned(now, cloud, on))
         moved: list[str] = []
         if move:
-            for pool in self.state.inventory.by_cloud[cloud]:
-                for victim in sorted(self.state.running[pool.key].values(), key=lambda r: r.key):
-                    if self.state.movable(victim):
-                        self._evict(victim, EvictReason.DRAINED, now)
-                        moved.append(victim.job.name)
+            for victim in self._running_on(cloud):
+                if self.state.movable(victim):
+                    self._evict(victim, EvictReason.DRAINED, now)
+                    moved.append(victim.job.name)
         self._settle(self._waiting_types())
         return moved
 
@@ -308,6 +306,15 @@ class Engine:
             self._evict(victim, EvictReason.CAPACITY_LOST, now)
         self._emit(CapacityChanged(now, cloud, region, gpu_type, capacity))
         self._settle((gpu_type,))
+
+    def _running_on(self, cloud: str) -> list[JobRecord]:
+        """The cloud's running work, pool by pool in catalog order, each pool's in queue order:
+        the order an outage or a drain evicts it in."""
+        return [
+            r
+            for pool in self.state.inventory.by_cloud[cloud]
+            for r in sorted(self.state.running[pool.key].values(), key=lambda r: r.key)
+        ]
 
     def _evict(self, rec: JobRecord, reason: EvictReason, now: float) -> None:
         """Evict at the request's instant: every record a request makes carries one time (a clock
