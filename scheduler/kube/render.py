@@ -129,7 +129,7 @@ def raycluster(catalog: CloudCatalog) -> dict[str, Any]:
         "securityContext": _security(),
         "volumeMounts": [TMP_MOUNT, {"name": "state", "mountPath": STATE_DIR}, SIGNING_MOUNT],
     }
-    serve_container = {
+    serve_container: dict[str, Any] = {
         "name": "mcsched-serve",
         "image": IMAGE,
         "imagePullPolicy": "IfNotPresent",
