@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -167,12 +167,17 @@ class KubeBlocks:
     """Block nodes as pods of a KubeRay RayCluster's block groups (``provisioner.BlockNodes``, and
     ``provisioner.NamesNodes``: it says which Ray node is which bought block)."""
 
-    def __init__(self, catalog: CloudCatalog, cluster: str, namespace: str, api: Any | None = None) -> None:
+    def __init__(
+        self, catalog: CloudCatalog, cluster: str, namespace: str, api: Any | None = None, busy: Callable[[], set[str]] = busy_nodes
+    ) -> None:
+        """``api``: a ``CustomObjectsApi`` (None: made in the actor, in-cluster); ``busy``: the Ray
+        node ids with work on them (Ray's placement groups; tests pass their own)."""
         self.cluster = cluster
         self.namespace = namespace
         self.groups = {g.key: GroupInfo(g.name, g.initial, g.max) for g in block_groups(catalog)}
         self._by_resource = {r: g.name for g in block_groups(catalog) for r in g.node.resources}
         self._api = api
+        self._busy = busy
         self._group_of: dict[str, str] = {}  # block name -> group name
         self._pods: dict[str, str] = {}  # block name -> pod name (from the last node table)
 
@@ -224,7 +229,7 @@ class KubeBlocks:
         return name in self._group_of
 
     def busy_nodes(self) -> set[str]:
-        return busy_nodes()
+        return self._busy()
 
     # ------------------------------------------------------------------ the two API calls
 

@@ -133,6 +133,7 @@ class FakeOperator:
         self.pods: dict[str, tuple[str, str]] = {}  # pod name -> (group, node id), alive ones
         self.rows: list[RayNode] = []
         self.deleted: list[str] = []
+        self.busy: set[str] = set()  # Ray node ids holding a placement group's bundle
         self.sync()
 
     def _add(self, group: dict[str, Any]) -> None:
@@ -164,6 +165,9 @@ class FakeOperator:
 
     def read(self) -> list[RayNode]:
         return list(self.rows)
+
+    def busy_nodes(self) -> set[str]:
+        return set(self.busy)
 
     def pod_of(self, group: str, *, newest: bool = True) -> str:
         pods = sorted(p for p, (g, _) in self.pods.items() if g == group)

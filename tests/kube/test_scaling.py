@@ -189,7 +189,7 @@ def test_nodes_of_a_block_group_are_attributed_to_bought_blocks_beyond_the_initi
 
 def service(path: Path, server: FakeApiServer, catalog: CloudCatalog, operator: FakeOperator) -> tuple[SchedulerService, Any]:
     svc = SchedulerService(blocks_catalog(), contract(), str(path), metrics_port=None, nodes=operator,
-                           blocks=KubeBlocks(catalog, "mcsched", "mcsched", api=server.api()))  # fmt: skip
+                           blocks=KubeBlocks(catalog, "mcsched", "mcsched", api=server.api(), busy=operator.busy_nodes))  # fmt: skip
     loop = asyncio.new_event_loop()
 
     def call(method: str, *args: Any) -> Any:
@@ -233,7 +233,11 @@ def test_a_queued_job_buys_a_pod_of_the_holders_block_group_runs_on_it_and_its_p
     tick(svc, operator, call)
     d = call("status", "big")[0]
     assert (d["outcome"], d["cloud"], d["via"]) == ("placed", "azure", "rofr-accepted")
+    operator.busy = {operator.pods[bought_pod][1]}  # Ray has the job's bundle on the bought pod's node
     call("release", "big")
+    tick(svc, operator, call)
+    assert len(server.patches) == 1  # never released with work on it
+    operator.busy = set()
     tick(svc, operator, call)  # idle timeout 0: released at once
     assert server.patches[-1] == (JSON_PATCH, [
         {"op": "test", "path": "/metadata/resourceVersion", "value": "2"},
