@@ -5,7 +5,13 @@ rules and dashboard are rendered into ``manifests/base/generated/`` by
 ``mcsched manifests`` and a test fails when the committed copies drift from the sources.
 The RayCluster's worker groups are the catalog's node types (``runtime/nodes.py``: one per
 cloud, with its Ray node labels and its pools as Ray resources), the same node types
-``mcsched up`` starts locally, so both clusters have one shape.
+``mcsched up`` starts locally, so both clusters have one shape. A pool bought in blocks
+(``Region.blocks``) is a worker group of its own (``runtime/nodes.block_groups``: one pod =
+one block, ``minReplicas`` = ``replicas`` = the initial blocks, ``maxReplicas`` = ``max``),
+scaled by the scheduler (``kube/scaling.py``); the cloud's own group keeps the rest. The
+default catalog buys nothing, so ``manifests/base`` has no such group; each example catalog
+in ``EXAMPLES`` is rendered into ``manifests/examples/<name>/generated/`` (its RayCluster,
+ConfigMap and the Role that lets the scheduler patch its RayCluster), an overlay of the base.
 """
 
 from __future__ import annotations
