@@ -28,7 +28,8 @@ node cannot carry ``block=<its name>`` as a local one does; every pod of a block
 beyond the group's ``initial`` ones. The pods of a group are alike, so which of them stands
 for the initial blocks does not matter. A node's pod is its ``NodeManagerHostname`` in Ray's
 node table: a pod's hostname is its name (the block groups set no ``hostname`` and one host
-per pod). A block that never joined has no known pod: its release lowers ``replicas`` alone
+per pod). A block whose node has not joined ``JOIN_TIMEOUT`` (600 s) after its purchase has
+failed; it has no known pod: its release lowers ``replicas`` alone
 and the operator picks the pod.
 
 Selected when the scheduler runs in a KubeRay cluster (``in_kuberay``): the sidecar's
@@ -55,6 +56,9 @@ from scheduler.specs import CloudCatalog
 log = logging.getLogger("mcsched.kube.scaling")
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayclusters"
 JSON_PATCH = "application/json-patch+json"
+#: A bought pod's Ray node not joined this long after the purchase has failed: the pod may wait for
+#: a GPU node (a cluster autoscaler adds one in minutes) and pull the image (a local node: 120 s).
+JOIN_TIMEOUT = 600.0
 #: Tries of one read-and-patch when the RayCluster changed in between (409/422 from the test op).
 ATTEMPTS = 3
 PoolKey = tuple[str, str, str]
@@ -178,6 +182,7 @@ class KubeBlocks:
         self._by_resource = {r: g.name for g in block_groups(catalog) for r in g.node.resources}
         self._api = api
         self._busy = busy
+        self.join_timeout = JOIN_TIMEOUT
         self._group_of: dict[str, str] = {}  # block name -> group name
         self._pods: dict[str, str] = {}  # block name -> pod name (from the last node table)
 

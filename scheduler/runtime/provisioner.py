@@ -76,7 +76,11 @@ class NamesNodes(Protocol):
     """A provider that does not choose its nodes' names (KubeRay's pods carry their group's
     ``block`` label): it says which Ray node is which bought block. ``identify`` returns the node
     table with ``block=<block name>`` on each node that stands for a bought block and no ``block``
-    label elsewhere: the table a local cluster's nodes give as they are (``plan``)."""
+    label elsewhere: the table a local cluster's nodes give as they are (``plan``). Its nodes
+    may take longer to join (a pod waits to be scheduled and pulls its image): ``join_timeout``
+    replaces ``JOIN_TIMEOUT``."""
+
+    join_timeout: float
 
     def identify(self, nodes: list[RayNode], blocks: Sequence[Block]) -> list[RayNode]: ...
 
@@ -184,8 +188,10 @@ class Provisioner:
         cloud that is down or cordoned (``mcsched drain``)."""
         closed = set(cordoned)
         step = Step()
+        join_timeout = JOIN_TIMEOUT
         if isinstance(self.nodes, NamesNodes):
             nodes = self.nodes.identify(list(nodes), list(self.blocks.values()))
+            join_timeout = self.nodes.join_timeout
         by_block: dict[str, RayNode] = {}
         for n in nodes:  # the alive row of a name first (a name is never reused, but be sure)
             name = n.labels.get(BLOCK)
@@ -196,7 +202,7 @@ class Provisioner:
             if b.joined_at is None:
                 if row is not None and row.alive:
                     step.joined.append((b, row.node_id, now - b.bought_at))
-                elif not self.nodes.running(b.name) or now - b.bought_at > JOIN_TIMEOUT:
+                elif not self.nodes.running(b.name) or now - b.bought_at > join_timeout:
                     step.gone.append((b, "failed"))
             elif row is None or not row.alive:
                 step.gone.append((b, "lost"))

@@ -254,3 +254,32 @@ def test_a_queued_job_buys_a_pod_of_the_holders_block_group_runs_on_it_and_its_p
     released = next(e for e in evs if e.kind == "block-released")
     assert (released.node, released.reason) == ("azure-b1", "idle")
     assert call("verify").startswith("OK: ")
+
+
+def test_a_pod_that_never_joins_fails_after_the_kuberay_join_timeout_and_only_replicas_is_lowered(
+    tmp_path: Path, cluster: tuple[FakeApiServer, CloudCatalog]
+) -> None:
+    from scheduler.kube.scaling import JOIN_TIMEOUT
+    from scheduler.runtime.provisioner import JOIN_TIMEOUT as LOCAL_JOIN_TIMEOUT
+
+    server, catalog = cluster
+    operator = FakeOperator(server)
+    svc, call = service(tmp_path / "l.db", server, catalog, operator)
+    call("ping")
+    tick(svc, operator, call)
+    call("submit", [job_doc("big", gpus=16)])
+    tick(svc, operator, call)  # bought; the operator never makes the pod (no GPU node to schedule it on)
+    prov, engine = svc.provisioner, svc.engine
+    assert prov is not None and engine is not None
+    b = prov.blocks["azure-b1"]
+    managed = {"azure", "oci", "aws"}
+    assert LOCAL_JOIN_TIMEOUT < JOIN_TIMEOUT
+    assert prov.plan(engine, operator.read(), set(), managed, b.bought_at + LOCAL_JOIN_TIMEOUT + 1).gone == []  # a pod takes longer
+    step = prov.plan(engine, operator.read(), set(), managed, b.bought_at + JOIN_TIMEOUT + 1)
+    assert step.gone == [(b, "failed")]
+    prov.nodes.stop(b.name)
+    i = index(server, AZ_GROUP)
+    assert server.patches[-1] == (JSON_PATCH, [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "2"},
+        {"op": "add", "path": f"/spec/workerGroupSpecs/{i}/replicas", "value": 1},
+    ])  # fmt: skip
