@@ -257,8 +257,10 @@ class KubeBlocks:
                 if exc.status in (409, 422) and attempt < ATTEMPTS:
                     continue  # changed since read: the test op failed
                 raise ScalingError(f"{where}: {exc.status} {exc.reason}") from None
-            except (OSError, ValueError) as exc:  # connection refused, TLS, a bad answer
-                raise ScalingError(f"{where}: {exc}") from None
+            except ScalingError:
+                raise
+            except Exception as exc:  # connection refused, TLS, a bad answer: urllib3's errors and others alike
+                raise ScalingError(f"{where}: {type(exc).__name__}: {exc}") from None
         raise AssertionError("unreachable")
 
 

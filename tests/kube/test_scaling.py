@@ -115,6 +115,12 @@ def test_an_unreachable_or_wrong_cluster_is_a_scaling_error_not_a_traceback(clus
     node = block_node_type(catalog, "oci", "us-ashburn-1", "H100", "oci-b1")
     with pytest.raises(ScalingError, match="404"):
         KubeBlocks(catalog, "other", "mcsched", api=server.api()).start(node)
+    from kubernetes import client
+
+    closed = client.CustomObjectsApi(client.ApiClient(client.Configuration(host="http://127.0.0.1:9")))  # discard port: refused
+    closed.api_client.configuration.retries = 0
+    with pytest.raises(ScalingError, match="RayCluster mcsched/mcsched: MaxRetryError"):
+        KubeBlocks(catalog, "mcsched", "mcsched", api=closed).start(node)
     rc = server.rc
     rc["spec"]["workerGroupSpecs"] = [g for g in rc["spec"]["workerGroupSpecs"] if g["groupName"] != OCI_GROUP]
     with pytest.raises(ScalingError, match="no worker group 'oci-us-ashburn-1-h100-blocks'"):
