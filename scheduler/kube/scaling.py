@@ -70,9 +70,10 @@ class ScalingError(MCSchedError):
 
 @dataclass(frozen=True)
 class GroupInfo:
+    """A block group as ``attribute`` needs it: its name (its pods' ``block`` label) and initial pods."""
+
     name: str
     initial: int
-    max: int
 
 
 def attribute(nodes: Iterable[RayNode], blocks: Iterable[Block], groups: Mapping[PoolKey, GroupInfo]) -> tuple[list[RayNode], dict[str, str]]:
@@ -178,7 +179,7 @@ class KubeBlocks:
         node ids with work on them (Ray's placement groups; tests pass their own)."""
         self.cluster = cluster
         self.namespace = namespace
-        self.groups = {g.key: GroupInfo(g.name, g.initial, g.max) for g in block_groups(catalog)}
+        self.groups = {g.key: GroupInfo(g.name, g.initial) for g in block_groups(catalog)}
         self._by_resource = {r: g.name for g in block_groups(catalog) for r in g.node.resources}
         self._api = api
         self._busy = busy

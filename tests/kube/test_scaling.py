@@ -173,7 +173,7 @@ def row(node_id: str, group: str, alive: bool = True, pod: str = "") -> RayNode:
 def test_nodes_of_a_block_group_are_attributed_to_bought_blocks_beyond_the_initial_ones() -> None:
     from scheduler.kube.scaling import GroupInfo
 
-    groups = {("oci", "r", "H100"): GroupInfo("g", 1, 3)}
+    groups = {("oci", "r", "H100"): GroupInfo("g", 1)}
     joined = Block("oci-b1", "oci", "r", "H100", 8, "j", 0.0, 20.0, 1.0, 1.0, joined_at=3.0, node_id="n5")
     waiting = Block("oci-b2", "oci", "r", "H100", 8, "k", 10.0, 30.0, 1.0, 1.0)
     other = RayNode("x", True, {"cloud": "aws"}, {}, "aws-pod")
