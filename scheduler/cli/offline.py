@@ -146,8 +146,9 @@ def planned_jobs(doc: JobDoc) -> list[Job]:
 
 
 @app.command("manifests")
-def manifests_cmd(check: Annotated[bool, typer.Option("--check", help="Exit 1 if manifests/base/generated is stale.")] = False) -> None:
-    """Render manifests/base/generated/ from deploy/ (catalog, contract, rules, dashboard)."""
+def manifests_cmd(check: Annotated[bool, typer.Option("--check", help="Exit 1 if a generated manifest is stale.")] = False) -> None:
+    """Render manifests/base/generated/ from deploy/ (catalog, contract, rules, dashboard), and each
+    example's generated/ (manifests/examples/blocks: a worker group per pool bought in blocks)."""
     from scheduler.kube.render import stale, write
     from scheduler.paths import PACKAGE_DIR
 
@@ -155,8 +156,8 @@ def manifests_cmd(check: Annotated[bool, typer.Option("--check", help="Exit 1 if
     if check:
         bad = stale(repo)
         if bad:
-            raise fail(f"manifests/base/generated is stale: {', '.join(bad)} (run `mcsched manifests`)", 1)
-        out.print("manifests/base/generated is up to date", markup=False)
+            raise fail(f"generated manifests are stale: {', '.join(bad)} (run `mcsched manifests`)", 1)
+        out.print("generated manifests are up to date", markup=False)
         return
     for path in write(repo):
         out.print(f"wrote {path.relative_to(repo)}", markup=False)

@@ -13,7 +13,7 @@ import ray
 from scheduler.errors import RuntimeUnavailable
 from scheduler.gctune import tune_gc
 from scheduler.runtime.nodewatch import RayNode
-from scheduler.runtime.provisioner import LocalBlocks
+from scheduler.runtime.provisioner import BlockNodes, LocalBlocks
 from scheduler.runtime.reconciler import Gang
 from scheduler.runtime.service import SchedulerService
 
@@ -69,14 +69,20 @@ class RayNodes:
 
     def read(self) -> list[RayNode]:
         return [
-            RayNode(str(n.get("NodeID", "")), bool(n.get("Alive")), dict(n.get("Labels") or {}), dict(n.get("Resources") or {}))
+            RayNode(
+                str(n.get("NodeID", "")),
+                bool(n.get("Alive")),
+                dict(n.get("Labels") or {}),
+                dict(n.get("Resources") or {}),
+                str(n.get("NodeManagerHostname") or ""),
+            )
             for n in ray.nodes()  # type: ignore[no-untyped-call]
         ]
 
 
 def local_blocks(ledger_path: str) -> LocalBlocks | None:
     """The block nodes' starter when the ledger's state dir holds a local cluster with worker nodes
-    (``mcsched up``); None elsewhere (a Kubernetes or user cluster: no capacity is bought)."""
+    (``mcsched up``); None elsewhere."""
     from scheduler.runtime.cluster import ClusterInfo
     from scheduler.runtime.nodes import Layout
 
@@ -85,6 +91,19 @@ def local_blocks(ledger_path: str) -> LocalBlocks | None:
     if info is None or info.layout == Layout.SINGLE.value:
         return None
     return LocalBlocks(state_dir)
+
+
+def block_provider(ledger_path: str, catalog: dict[str, Any]) -> BlockNodes | None:
+    """Who buys capacity blocks: a local cluster's own nodes (``mcsched up``), else a KubeRay
+    RayCluster the scheduler runs in (``kube/scaling.py``), else nobody (your own Ray cluster:
+    nothing is bought)."""
+    local = local_blocks(ledger_path)
+    if local is not None:
+        return local
+    from scheduler.kube.scaling import in_kuberay, kube_blocks
+    from scheduler.specs import CloudCatalog
+
+    return kube_blocks(CloudCatalog.model_validate(catalog)) if in_kuberay() else None
 
 
 def start_actor(
@@ -104,7 +123,7 @@ def start_actor(
     in the actor's process; empty: not cosigned).
     """
     cls = ray.remote(SchedulerActor)
-    blocks = local_blocks(ledger_path)
+    blocks = block_provider(ledger_path, catalog)
     # Pin the actor to the node that holds the ledger volume when the cluster marks one.
     on_head = {SCHEDULER_RESOURCE: 0.001} if ray.cluster_resources().get(SCHEDULER_RESOURCE) else {}  # type: ignore[no-untyped-call]
     handle: Any = cls.options(

@@ -21,6 +21,7 @@ advertise: Ray itself can then run the work nowhere else.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -66,20 +67,24 @@ def _labels(backend: Backend, regions: list[Region]) -> dict[str, str]:
     return labels
 
 
-def _resources(backend: Backend, regions: Iterable[Region]) -> dict[str, float]:
-    """A pool bought in blocks (``Region.blocks``) is on the cloud's node with its initial blocks only."""
+def _resources(backend: Backend, regions: Iterable[Region], blocks_apart: bool = False) -> dict[str, float]:
+    """A pool bought in blocks (``Region.blocks``) is on the cloud's node with its initial blocks
+    only, or not at all with ``blocks_apart`` (on KubeRay its blocks are a worker group of their own)."""
     out: dict[str, float] = {}
     for r in regions:
         for gpu_type, count in r.gpus.items():
             blocks = r.blocks.get(gpu_type)
-            held = count if blocks is None else blocks.initial * blocks.gpus
+            held = count if blocks is None else 0 if blocks_apart else blocks.initial * blocks.gpus
             if held > 0:
                 out[pool_resource(backend.name, r.name, gpu_type)] = float(held)
     return out
 
 
-def node_types(catalog: CloudCatalog, layout: Layout = Layout.CLOUD, clouds: Iterable[str] | None = None) -> list[NodeType]:
-    """The worker node types of ``catalog`` in ``layout`` (catalog order), optionally only of ``clouds``."""
+def node_types(
+    catalog: CloudCatalog, layout: Layout = Layout.CLOUD, clouds: Iterable[str] | None = None, blocks_apart: bool = False
+) -> list[NodeType]:
+    """The worker node types of ``catalog`` in ``layout`` (catalog order), optionally only of ``clouds``.
+    ``blocks_apart``: the pools bought in blocks are left to their ``block_groups`` (KubeRay)."""
     if layout is Layout.SINGLE:
         return []
     wanted = None if clouds is None else set(clouds)
@@ -90,7 +95,7 @@ def node_types(catalog: CloudCatalog, layout: Layout = Layout.CLOUD, clouds: Ite
         groups = [[r] for r in b.regions] if layout is Layout.REGION else [list(b.regions)]
         for regions in groups:
             name = b.name if layout is Layout.CLOUD else f"{b.name}-{regions[0].name.lower()}"
-            out.append(NodeType(name, b.name, _labels(b, regions), _resources(b, regions)))
+            out.append(NodeType(name, b.name, _labels(b, regions), _resources(b, regions, blocks_apart)))
     return out
 
 
@@ -103,6 +108,37 @@ def block_node_type(catalog: CloudCatalog, cloud: str, region: str, gpu_type: st
     reg = next(r for r in backend.regions if r.name == region)
     labels = {**_labels(backend, [reg]), BLOCK: name}
     return NodeType(name, cloud, labels, {pool_resource(cloud, region, gpu_type): float(reg.blocks[gpu_type].gpus)})
+
+
+@dataclass(frozen=True)
+class BlockGroup:
+    """A pool bought in blocks as a group of identical nodes, one block each (a KubeRay worker
+    group: ``initial`` pods from the start, at most ``max``). Its nodes carry the cloud's labels
+    for the pool's region and ``block=<group name>``: on KubeRay a pod's name is not ours to
+    choose, so the group's label is what says a node is one of this pool's blocks."""
+
+    name: str
+    key: tuple[str, str, str]  # (cloud, region, gpu_type)
+    node: NodeType  # one block's node (its name is the group's)
+    initial: int
+    max: int
+
+
+def group_name(cloud: str, region: str, gpu_type: str) -> str:
+    """A growable pool's group name: a DNS label (KubeRay names the group's pods after it)."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{cloud}-{region}-{gpu_type}-blocks".lower()).strip("-")[:63].strip("-")
+
+
+def block_groups(catalog: CloudCatalog) -> list[BlockGroup]:
+    """The pools bought in blocks (catalog order), each as its group of block nodes."""
+    out: list[BlockGroup] = []
+    for b in catalog.spec.backends:
+        for r in b.regions:
+            for gpu_type, spec in r.blocks.items():
+                name = group_name(b.name, r.name, gpu_type)
+                node = block_node_type(catalog, b.name, r.name, gpu_type, name)
+                out.append(BlockGroup(name, (b.name, r.name, gpu_type), node, spec.initial, spec.max))
+    return out
 
 
 def cloud_of(labels: Mapping[str, str]) -> str | None:

@@ -34,12 +34,14 @@ PoolKey = tuple[str, str, str]  # (cloud, region, gpu_type)
 
 @dataclass(frozen=True, slots=True)
 class RayNode:
-    """One row of the GCS node table (``ray.nodes()``): its total resources, not what is free."""
+    """One row of the GCS node table (``ray.nodes()``): its total resources, not what is free,
+    and its host's name (on KubeRay, its pod's name)."""
 
     node_id: str
     alive: bool
     labels: Mapping[str, str]
     resources: Mapping[str, float]
+    hostname: str = ""
 
 
 @dataclass(frozen=True, slots=True)

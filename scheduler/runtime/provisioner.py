@@ -20,8 +20,9 @@ the head's monitor process, where mcsched's loopback switch, explicit ports and 
 dirs (``workers.py``: what makes nodes start reliably on this shared host) are not ours to
 set, and a request for resources cannot say *which* pool's block the ROFR gate chose. The
 decision is the scheduler's (holder first, pins, quotes with provisioning time); the node is
-started the way every other node of the cluster is. On Kubernetes the same decision would
-scale a KubeRay worker group (not built: ``docs/nodes.md``).
+started the way every other node of the cluster is. On KubeRay the same decisions scale the
+pool's worker group (``kube/scaling.py``: ``KubeBlocks``, a ``BlockNodes`` that is also a
+``NamesNodes``, since KubeRay names the pods).
 
 The bought nodes are kept in ``blocks.json`` beside the ledger (name, pool, GPUs, when
 bought), so a restarted actor still knows them; ``mcsched fault CLOUD --down`` and ``mcsched
@@ -34,10 +35,10 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from scheduler.events import BlockJoined, BlockPurchased, BlockReleased, Event
 from scheduler.pipeline.outcomes import DeclineReason, JobState
@@ -57,7 +58,9 @@ STATIC_DECLINES = frozenset({DeclineReason.GPU_TYPE_NOT_OFFERED, DeclineReason.G
 
 
 class BlockNodes(Protocol):
-    """Starting and stopping block nodes (``LocalBlocks``; tests of the service pass a fake)."""
+    """Starting and stopping block nodes (``LocalBlocks``, ``kube.scaling.KubeBlocks``; tests of
+    the service pass a fake). ``start`` buys one block (``node`` names it, with its labels and one
+    block of the pool as resources), ``stop`` releases bought block ``name``."""
 
     def start(self, node: NodeType) -> None: ...
 
@@ -66,6 +69,20 @@ class BlockNodes(Protocol):
     def running(self, name: str) -> bool: ...
 
     def busy_nodes(self) -> set[str]: ...
+
+
+@runtime_checkable
+class NamesNodes(Protocol):
+    """A provider that does not choose its nodes' names (KubeRay's pods carry their group's
+    ``block`` label): it says which Ray node is which bought block. ``identify`` returns the node
+    table with ``block=<block name>`` on each node that stands for a bought block and no ``block``
+    label elsewhere: the table a local cluster's nodes give as they are (``plan``). Its nodes
+    may take longer to join (a pod waits to be scheduled and pulls its image): ``join_timeout``
+    replaces ``JOIN_TIMEOUT``."""
+
+    join_timeout: float
+
+    def identify(self, nodes: list[RayNode], blocks: Sequence[Block]) -> list[RayNode]: ...
 
 
 @dataclass
@@ -171,6 +188,10 @@ class Provisioner:
         cloud that is down or cordoned (``mcsched drain``)."""
         closed = set(cordoned)
         step = Step()
+        join_timeout = JOIN_TIMEOUT
+        if isinstance(self.nodes, NamesNodes):
+            nodes = self.nodes.identify(list(nodes), list(self.blocks.values()))
+            join_timeout = self.nodes.join_timeout
         by_block: dict[str, RayNode] = {}
         for n in nodes:  # the alive row of a name first (a name is never reused, but be sure)
             name = n.labels.get(BLOCK)
@@ -181,7 +202,7 @@ class Provisioner:
             if b.joined_at is None:
                 if row is not None and row.alive:
                     step.joined.append((b, row.node_id, now - b.bought_at))
-                elif not self.nodes.running(b.name) or now - b.bought_at > JOIN_TIMEOUT:
+                elif not self.nodes.running(b.name) or now - b.bought_at > join_timeout:
                     step.gone.append((b, "failed"))
             elif row is None or not row.alive:
                 step.gone.append((b, "lost"))
@@ -327,14 +348,18 @@ class LocalBlocks:
         return False
 
     def busy_nodes(self) -> set[str]:
-        """Ray node ids that hold a bundle of a live placement group (one GCS read)."""
-        import ray
+        return busy_nodes()
 
-        busy: set[str] = set()
-        for info in ray.util.placement_group_table().values():
-            if info.get("state") in ("CREATED", "RESCHEDULING", "PENDING"):
-                busy.update(str(n) for n in (info.get("bundles_to_node_id") or {}).values() if n)
-        return busy
+
+def busy_nodes() -> set[str]:
+    """Ray node ids that hold a bundle of a live placement group (one GCS read)."""
+    import ray
+
+    busy: set[str] = set()
+    for info in ray.util.placement_group_table().values():
+        if info.get("state") in ("CREATED", "RESCHEDULING", "PENDING"):
+            busy.update(str(n) for n in (info.get("bundles_to_node_id") or {}).values() if n)
+    return busy
 
 
 #: The block nodes' process handles (``workers.WorkerNode``), beside ``cluster.json``: ``fault --down`` stops them too.

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CRDS = shared("schemas", "crds")
 needs_crds = needs_shared("schemas", "crds")
 OVERLAYS = ["dev", "production"]
+EXAMPLES = ["examples/blocks"]  # manifests/examples/<name>: the base with a catalog of its own
 KUBE_VERSIONS = ["1.30.0", "1.33.0"]
 CRD_FILES = {
     ("ray.io", "RayCluster"): "ray.io_rayclusters.yaml",
@@ -44,7 +45,8 @@ def kubectl() -> str:
 
 @cache
 def rendered(overlay: str) -> tuple[dict[str, Any], ...]:
-    r = subprocess.run([kubectl(), "kustomize", str(ROOT / "manifests" / "overlays" / overlay)], capture_output=True, text=True, timeout=120)
+    where = ROOT / "manifests" / (overlay if "/" in overlay else f"overlays/{overlay}")
+    r = subprocess.run([kubectl(), "kustomize", str(where)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return tuple(d for d in yaml.safe_load_all(r.stdout) if d)
 
@@ -80,7 +82,7 @@ def crd_schema(group: str, kind: str, version: str) -> dict[str, Any]:
     return strict(ver["schema"]["openAPIV3Schema"])
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", OVERLAYS + EXAMPLES)
 def test_kustomize_renders_every_overlay(overlay: str) -> None:
     kinds = sorted(d["kind"] for d in rendered(overlay))
     for needed in ["Namespace", "ServiceAccount", "Role", "RoleBinding", "RayCluster", "Service", "NetworkPolicy",
@@ -90,7 +92,7 @@ def test_kustomize_renders_every_overlay(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", OVERLAYS + EXAMPLES)
 def test_builtin_objects_validate_strictly(overlay: str, version: str) -> None:
     for doc in rendered(overlay):
         if "." in doc["apiVersion"].split("/")[0] and not doc["apiVersion"].startswith(("rbac.authorization.k8s.io", "networking.k8s.io")):
@@ -99,7 +101,7 @@ def test_builtin_objects_validate_strictly(overlay: str, version: str) -> None:
 
 
 @needs_crds
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", OVERLAYS + EXAMPLES)
 def test_custom_resources_validate_against_the_crds(overlay: str) -> None:
     seen = set()
     for doc in rendered(overlay):
@@ -196,3 +198,62 @@ def test_the_served_models_api_is_exposed_by_a_service_and_the_network_policy(ov
     policy = by_kind(overlay, "NetworkPolicy")[0]
     admitted = [r for r in policy["spec"]["ingress"] if any(p["port"] == port for p in r.get("ports", []))]
     assert admitted and all("namespaceSelector" in f for r in admitted for f in r["from"])
+
+
+# ---------------------------------------------------------------------------------- buying capacity on KubeRay
+
+
+def test_the_blocks_example_follows_its_catalog_and_may_scale_its_raycluster() -> None:
+    from scheduler.kube.render import raycluster
+
+    catalog_path = ROOT / "deploy" / "examples" / "blocks" / "catalog.yaml"
+    rc = by_kind("examples/blocks", "RayCluster")[0]
+    assert rc["spec"]["workerGroupSpecs"] == raycluster(load_catalog(catalog_path))["spec"]["workerGroupSpecs"]
+    base = by_kind("dev", "RayCluster")[0]
+    assert rc["spec"]["headGroupSpec"]["rayStartParams"] == base["spec"]["headGroupSpec"]["rayStartParams"]
+    cfg = next(c for c in by_kind("examples/blocks", "ConfigMap") if c["metadata"]["name"] == "mcsched-config")
+    assert cfg["data"]["catalog.yaml"] == catalog_path.read_text()
+    roles = {r["metadata"]["name"]: r["rules"] for r in by_kind("examples/blocks", "Role")}
+    assert roles["mcsched-scale"] == [{"apiGroups": ["ray.io"], "resources": ["rayclusters"], "resourceNames": [rc["metadata"]["name"]], "verbs": ["get", "patch"]}]
+    assert roles["mcsched-scheduler"] == by_kind("dev", "Role")[0]["rules"]  # the base Role is unchanged
+    binding = next(b for b in by_kind("examples/blocks", "RoleBinding") if b["metadata"]["name"] == "mcsched-scale")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mcsched", "namespace": "mcsched"}]
+
+
+def kubectl_patch(obj: dict[str, Any], ops: list[dict[str, Any]], tmp: Path) -> dict[str, Any]:
+    """``kubectl patch --local``: the API server's own JSON Patch implementation, offline."""
+    path = tmp / "rc.json"
+    path.write_text(json.dumps(obj))
+    r = subprocess.run([kubectl(), "patch", "--local", "-f", str(path), "--type", "json", "-p", json.dumps(ops), "-o", "json"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return dict(json.loads(r.stdout))
+
+
+@needs_crds
+def test_the_scaling_patches_apply_to_the_rendered_raycluster_and_it_still_validates(tmp_path: Path) -> None:
+    """The provider's bodies (``kube/scaling.py``), applied by kubectl's JSON Patch as the API server would."""
+    from scheduler.kube.scaling import buy_patch, release_patch
+
+    rc = copy.deepcopy(by_kind("examples/blocks", "RayCluster")[0])
+    rc["metadata"]["resourceVersion"] = "41"
+    schema = jsonschema.Draft7Validator(crd_schema("ray.io", "RayCluster", "v1"))
+    group = "oci-us-ashburn-1-h100-blocks"
+    i = [g["groupName"] for g in rc["spec"]["workerGroupSpecs"]].index(group)
+    bought = kubectl_patch(rc, buy_patch(rc, group), tmp_path)
+    schema.validate(bought)
+    assert bought["spec"]["workerGroupSpecs"][i]["replicas"] == 2
+    bought["metadata"]["resourceVersion"] = "42"
+    released = kubectl_patch(bought, release_patch(bought, group, "mcsched-oci-us-ashburn-1-h100-blocks-worker-x7k2p") or [], tmp_path)
+    schema.validate(released)
+    g = released["spec"]["workerGroupSpecs"][i]
+    assert g["replicas"] == 1 and g["scaleStrategy"] == {"workersToDelete": ["mcsched-oci-us-ashburn-1-h100-blocks-worker-x7k2p"]}
+    others = [x for k, x in enumerate(released["spec"]["workerGroupSpecs"]) if k != i]
+    assert others == [x for k, x in enumerate(rc["spec"]["workerGroupSpecs"]) if k != i]  # nothing else touched
+    # a patch made from a stale read is refused (the resourceVersion test), not applied
+    stale_ops = buy_patch(rc, group)  # made from version 41; the object is at 42 now
+    path = tmp_path / "rc.json"
+    path.write_text(json.dumps(released))
+    r = subprocess.run([kubectl(), "patch", "--local", "-f", str(path), "--type", "json", "-p", json.dumps(stale_ops), "-o", "json"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode != 0 and "test" in r.stderr
