@@ -60,9 +60,14 @@ def _reason(err: dict[str, Any]) -> str:
 def validate_document(doc: Document) -> Loaded:
     """Validate one document (YAML or JSON Lines) against the model its ``kind`` names."""
     data = doc.data
+    if data is None:
+        raise SpecError(doc.file, "empty document (a spec is a mapping with apiVersion, kind, metadata and spec)", line=doc.line)
     if not isinstance(data, dict):
-        raise SpecError(doc.file, f"expected a mapping with apiVersion/kind, got {type(data).__name__}", line=doc.line)
+        shape = {list: "a list", str: "a string"}.get(type(data), f"a {type(data).__name__}")
+        raise SpecError(doc.file, f"expected a mapping with apiVersion, kind, metadata and spec, got {shape}", line=doc.line)
     kind = data.get("kind")
+    if kind is None:
+        raise FieldError(doc, ("kind",), f"required field is missing (one of {', '.join(SPEC_KINDS)})", "kind")
     if not isinstance(kind, str) or kind not in SPEC_KINDS:
         raise FieldError(doc, ("kind",), f"unknown kind {kind!r} (expected one of {', '.join(SPEC_KINDS)})", "kind")
     try:
@@ -232,7 +237,9 @@ def check_job(
     gang = s.serve.gpusPerReplica if s.serve is not None else s.gpus
     hosts = [cloud for cloud, most in per_cloud.items() if most >= gang]
     if best == 0:
-        err(("spec",), f"no allowed cloud/region offers {s.gpuType} under these constraints (clouds {', '.join(allowed)})")
+        given = [f"{name} {value}" for name, value in (("jurisdiction", s.jurisdiction), ("regions", ",".join(s.regions or [])), ("clouds", ",".join(s.clouds or []))) if value]
+        limits = f" with {'; '.join(given)}" if given else ""
+        err(("spec",), f"no allowed cloud/region offers {s.gpuType}{limits} (clouds allowed for {s.class_}: {', '.join(allowed)})")
     elif s.serve is not None and s.serve.gpusPerReplica > best:  # each replica is its own placement
         err(("spec", "serve", "gpusPerReplica"), f"{s.serve.gpusPerReplica} GPUs can never fit: the largest allowed {s.gpuType} pool has {best}")
     elif s.serve is None and s.gpus > best:

@@ -51,6 +51,10 @@ class Metadata(Strict):
 MAX_BLOCKS = 64
 
 
+#: GPUs of one placement-group bundle: a gang runs as bundles of this size (runtime/resources.py).
+BUNDLE_GPUS = 8
+
+
 class CapacityBlocks(Strict):
     """A pool bought in blocks (issue #25, docs/nodes.md "Buying capacity"): one Ray worker node each.
 
@@ -68,6 +72,11 @@ class CapacityBlocks(Strict):
 
     @model_validator(mode="after")
     def _initial_within(self) -> CapacityBlocks:
+        if self.gpus % BUNDLE_GPUS:
+            raise ValueError(
+                f"gpus ({self.gpus}) must be a multiple of {BUNDLE_GPUS}: a gang runs as {BUNDLE_GPUS}-GPU bundles, one node each, "
+                "so a smaller or uneven block node could never hold a bundle"
+            )
         if self.initial > self.max:
             raise ValueError(f"initial ({self.initial}) must be <= max ({self.max})")
         return self

@@ -161,7 +161,7 @@ def _cases() -> list[BadCase]:
         job(
             "missing-" + ".".join(path),
             _y(_without(_job(), *path)),
-            "required field is missing" if path != ("kind",) else "unknown kind",
+            "required field is missing",
         )
     for v, why in [
         ("x" * 300, "at most 63"),
@@ -228,6 +228,9 @@ def _cases() -> list[BadCase]:
     cat("no-regions", _set(catalog, ("spec", "backends", 3, "regions"), []), "at least 1")
     cat("jurisdiction-lower", _set(catalog, ("spec", "backends", 3, "regions", 0, "jurisdiction"), "us"), "upper-case jurisdiction code")
     cat("two-catalogs", _y(catalog, catalog), "expected exactly one CloudCatalog")
+    blocks = ("spec", "backends", 0, "regions", 0, "blocks")  # eastus: 512 H100, 288 GB200
+    cat("block-not-a-bundle-multiple", _set(catalog, blocks, {"GB200": {"gpus": 12, "max": 24}}), "must be a multiple of 8")
+    cat("blocks-short-of-the-pool", _set(catalog, blocks, {"H100": {"gpus": 8, "max": 3}}), "must equal the pool's count")
     cat("not-yaml", b"{{{", "invalid YAML")
 
     # --- contracts

@@ -49,6 +49,11 @@ def audit_verify(
         raise fail("audit verify: --witness FILE is gone: list witness keys and a quorum in a trust file and pass --trust FILE (see docs/audit.md)", 2)
     if trust is not None and public_key is not None:
         raise fail("audit verify: pass --trust or --public-key, not both (the trust file names the key)", 2)
+    # Inputs that are not there are usage errors (2), not bad evidence (1): a typo must not look like tampering.
+    if not db.is_file():
+        raise fail(f"audit verify: --db {db}: no such file", 2)
+    if public_key is not None and not public_key.is_file():
+        raise fail(f"audit verify: --public-key {public_key}: no such file", 2)
     pinned = load_trust(trust) if trust is not None else None
     with readable(db) as path:  # a sealed (FILE.zst) ledger is read from a decompressed copy
         report = verify_ledger(path, public_key or default_public_key_path(), trust=pinned, allow_unsigned_tail=allow_unsigned_tail)

@@ -40,7 +40,12 @@ def validate(
     clouds: CatalogOpt = None,
     contract: ContractOpt = None,
 ) -> None:
-    """Check spec files; print one line per problem as file:line: field: why."""
+    """Check spec files; print one line per problem as file:line: field: why.
+
+    Jobs and contracts are checked against one catalog: ``--clouds`` when given, else the first
+    CloudCatalog among the files, else the shipped example; jobs against one contract, chosen
+    the same way (``--contract``). The ``ok`` line names both. Every catalog and contract among
+    the files is itself checked either way."""
     from scheduler.loading import check_contract, check_jobs, load_catalog, load_contract, load_files
     from scheduler.specs import CloudCatalog, Contract, JobDoc
 
@@ -48,16 +53,29 @@ def validate(
         loaded, errors = load_files(files, progress)
     catalogs = [x for x in loaded if isinstance(x.model, CloudCatalog)]
     contracts = [x for x in loaded if isinstance(x.model, Contract)]
-    catalog: CloudCatalog | None = None
+    jobs = [x for x in loaded if isinstance(x.model, JobDoc)]
+    used = ""
     try:
-        catalog = catalogs[0].model if catalogs else load_catalog(clouds or default_catalog())  # type: ignore[assignment]
+        if clouds is not None or not catalogs:
+            catalog = load_catalog(clouds or default_catalog())
+            catalog_from = str(clouds) if clouds is not None else "the shipped example catalog"
+        else:
+            catalog, catalog_from = catalogs[0].model, str(catalogs[0].doc.file)  # type: ignore[assignment]
         assert isinstance(catalog, CloudCatalog)
         for item in contracts:
             assert isinstance(item.model, Contract)
             errors.extend(check_contract(item.model, catalog, item.doc))
-        the_contract = contracts[0].model if contracts else load_contract(contract or default_contract(), catalog)
+        if contract is not None or not contracts:
+            the_contract = load_contract(contract or default_contract(), catalog)
+            contract_from = str(contract) if contract is not None else "the shipped example contract"
+        else:
+            the_contract, contract_from = contracts[0].model, str(contracts[0].doc.file)  # type: ignore[assignment]
         assert isinstance(the_contract, Contract)
-        errors.extend(check_jobs([x for x in loaded if isinstance(x.model, JobDoc)], catalog, the_contract)[1])
+        errors.extend(check_jobs(jobs, catalog, the_contract)[1])
+        if jobs:
+            used = f" (jobs checked against {catalog_from} and {contract_from})"
+        elif contracts:
+            used = f" (contracts checked against {catalog_from})"
     except SpecErrors as exc:
         errors.extend(exc.errors)
     except SpecError as exc:
@@ -65,7 +83,7 @@ def validate(
     if errors:
         print_spec_errors(errors)
         raise typer.Exit(2)
-    out.print(f"ok: {len(loaded)} document(s) in {len(files)} file(s)", markup=False)
+    out.print(f"ok: {len(loaded)} document(s) in {len(files)} file(s){used}", markup=False)
 
 
 @app.command()

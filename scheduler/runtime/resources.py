@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from scheduler.specs import CloudCatalog
+from scheduler.specs import BUNDLE_GPUS, CloudCatalog
 
 PREFIX = "mcsched_"
 CLOUD_LABEL = "mcsched.io/cloud"
@@ -37,7 +37,7 @@ def cloud_resources(catalog: CloudCatalog, cloud: str | None = None) -> dict[str
     return out
 
 
-def bundles(resource: str, gpus: int, per_bundle: int = 8) -> list[dict[str, float]]:
+def bundles(resource: str, gpus: int, per_bundle: int = BUNDLE_GPUS) -> list[dict[str, float]]:
     """A gang as node-sized bundles (8 GPUs each, like a DGX/HGX node)."""
     full, rest = divmod(gpus, per_bundle)
     out = [{resource: float(per_bundle)} for _ in range(full)]

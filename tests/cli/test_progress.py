@@ -40,4 +40,4 @@ def test_small_work_and_pipes_stay_quiet(tmp_path: Path, monkeypatch: pytest.Mon
     # A real process whose stderr is a pipe: only the result line, no bar, no control codes.
     big = many_jobs(tmp_path / "big.yaml", 12_000)
     r = subprocess.run([sys.executable, "-m", "scheduler", "validate", str(big)], capture_output=True, text=True)
-    assert r.returncode == 0 and r.stdout.strip() == "ok: 12000 document(s) in 1 file(s)" and r.stderr == ""
+    assert r.returncode == 0 and r.stdout.strip() == "ok: 12000 document(s) in 1 file(s) (jobs checked against the shipped example catalog and the shipped example contract)" and r.stderr == ""

@@ -119,3 +119,29 @@ def test_the_process_entry_point_tunes_the_collector(monkeypatch: pytest.MonkeyP
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_validate_checks_jobs_against_the_catalog_given_by_clouds_and_says_which(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--clouds`` wins over a catalog among the files (it used to be ignored silently), and the
+    ``ok`` line names the catalog and contract the jobs were checked against."""
+    blocks, shipped, jp = examples_dir() / "blocks" / "catalog.yaml", examples_dir() / "catalog.yaml", examples_dir() / "lifecycle" / "train.yaml"
+    code, out, err = run(["validate", "--clouds", str(blocks), str(shipped), str(jp)], capsys)
+    assert code == 2 and err.strip() == f"{jp}:8: spec: no allowed cloud/region offers H100 with jurisdiction JP (clouds allowed for training: aws, azure, oci)"
+    code, out, err = run(["validate", str(shipped), str(jp)], capsys)
+    assert code == 0 and out.strip() == f"ok: 2 document(s) in 2 file(s) (jobs checked against {shipped} and the shipped example contract)"
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("---\n---\n", "empty document (a spec is a mapping with apiVersion, kind, metadata and spec)"),
+        ("apiVersion: mcsched.io/v1\nmetadata: {name: x}\n", "kind: required field is missing (one of CloudCatalog, Contract, Job, Scenario)"),
+        ("- a\n- b\n", "expected a mapping with apiVersion, kind, metadata and spec, got a list"),
+    ],
+    ids=["empty", "no-kind", "list"],
+)
+def test_a_document_that_is_not_a_spec_says_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, says: str) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    code, out, err = run(["validate", str(path)], capsys)
+    assert code == 2 and says in err and "NoneType" not in err and "kind None" not in err, err

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +80,35 @@ def test_version() -> None:
     r = subprocess.run([sys.executable, "-m", "scheduler", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("mcsched ")
     assert r.stdout.splitlines()[1] == f"placement core: {core_build()}", r.stdout
+
+
+def _commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every visible command path under a click group (typer may vendor its own click: duck-typed)."""
+    out: list[tuple[str, ...]] = []
+    for name, cmd in sorted(group.commands.items()):
+        if cmd.hidden:
+            continue
+        out.append((*prefix, name))
+        if getattr(cmd, "commands", None):
+            out.extend(_commands(cmd, (*prefix, name)))
+    return out
+
+
+def test_every_help_shows_flags_as_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    """A flag (``--explain``, ``--help``) takes no value, and its help must not show one: typer
+    0.29 prints ``<bool>`` beside every flag, and a user who types ``--explain true`` gets a
+    confusing error (pyproject pins typer below it)."""
+    import typer
+
+    from scheduler.cli.app import app
+
+    commands = _commands(typer.main.get_command(app))
+    assert len(commands) > 20
+    for argv in commands:
+        try:
+            main([*argv, "--help"])
+        except SystemExit as done:
+            assert not done.code, argv
+        text = capsys.readouterr().out
+        assert "--help" in text, argv
+        assert "<bool>" not in text, f"mcsched {' '.join(argv)} --help shows a value for a flag:\n{text}"

@@ -141,6 +141,15 @@ def test_a_public_key_of_the_wrong_type_is_one_line(made: World, tmp_path: Path,
     assert "Ed25519" in text, text
 
 
+@pytest.mark.parametrize("missing", ["db", "public-key"])
+def test_a_missing_input_file_is_a_usage_error_not_bad_evidence(made: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], missing: str) -> None:
+    """Exit 1 means the evidence is bad; a typo in a path is exit 2 (docs/audit.md), naming the option."""
+    db = tmp_path / "typo.db" if missing == "db" else made.db
+    pub = tmp_path / "typo.pub" if missing == "public-key" else made.pub
+    code, text = run(capsys, "audit", "verify", "--db", str(db), "--public-key", str(pub))
+    assert code == 2 and text == f"audit verify: --{missing} {tmp_path}/typo.{'db' if missing == 'db' else 'pub'}: no such file", (code, text)
+
+
 def test_a_bad_record_mac_key_is_one_line(made: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = tmp_path / "ledger-signing.key"
     key.write_bytes(made.key.read_bytes())
