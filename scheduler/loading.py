@@ -139,7 +139,9 @@ def check_contract(contract: Contract, catalog: CloudCatalog, doc: Document) -> 
     holder = contract.spec.rofr.holder
     if holder not in known:
         errors.append(FieldError(doc, ("spec", "rofr", "holder"), f"unknown holder {holder!r} (catalog has {', '.join(known)})", "spec.rofr.holder"))
-    for cls, clouds in contract.spec.pins.items():
+    raw = doc.data.get("spec") if isinstance(doc.data, dict) else None
+    written = isinstance(raw, dict) and "pins" in raw  # pins not written derive from the holder: its error is the one to report
+    for cls, clouds in contract.spec.pins.items() if written else ():
         for i, cloud in enumerate(clouds):
             if cloud not in known:
                 errors.append(

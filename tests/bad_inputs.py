@@ -240,6 +240,8 @@ def _cases() -> list[BadCase]:
         cases.append(BadCase(f"contract-{id}", "contract", _y(doc) if not isinstance(doc, bytes) else doc, expect))
 
     con("unknown-holder", _set(_set(contract, ("spec", "rofr", "holder"), "ibm"), ("spec", "pins", "api-serving"), ["ibm"]), "unknown holder")
+    # without written pins, they derive from the holder: its typo is one error, not two (no "unknown cloud" in a pin never written)
+    con("holder-typo-pins-derived", _without(_set(contract, ("spec", "rofr", "holder"), "azur"), "spec", "pins"), "unknown holder 'azur'")
     con("holder-null", _set(contract, ("spec", "rofr", "holder"), None), "spec.rofr.holder")
     con("holder-empty", _set(contract, ("spec", "rofr", "holder"), ""), "spec.rofr.holder")
     con("window-zero", _set(contract, ("spec", "rofr", "windowSeconds"), 0), "greater than 0")

@@ -145,3 +145,18 @@ def test_a_document_that_is_not_a_spec_says_what_is_missing(tmp_path: Path, caps
     path.write_text(text)
     code, out, err = run(["validate", str(path)], capsys)
     assert code == 2 and says in err and "NoneType" not in err and "kind None" not in err, err
+
+
+def test_a_misspelt_holder_is_one_error_when_the_pins_are_derived_from_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Pins not written in the contract derive from the holder: its typo must not also be
+    reported as an unknown cloud in a pin the user never wrote."""
+    from scheduler.paths import default_contract
+
+    doc = yaml.safe_load(default_contract().read_text())
+    doc["spec"]["rofr"]["holder"] = "azur"
+    doc["spec"].pop("pins", None)
+    path = tmp_path / "contract.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    code, out, err = run(["validate", str(path)], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "spec.rofr.holder: unknown holder 'azur'" in lines[0], err
