@@ -23,9 +23,9 @@ COMPILE_ENV = "MCSCHED_COMPILE"
 
 #: Compiled with MCSCHED_COMPILE=1: every module of these packages (new files included) ...
 COMPILED_PACKAGES = ("scheduler/core", "scheduler/pipeline")
-#: ... and these modules: the rest of the pure core, and the two that run beside it on every
-#: event of a replay (the contract's checker, the simulation loop). A listed file that is gone
-#: fails the build: edit this list when a module moves.
+#: ... and these modules: the rest of the pure core, and the simulation loop that runs beside
+#: it on every event of a replay (the contract's checker, rule mixins, runs as Python). A listed
+#: file that is gone fails the build: edit this list when a module moves.
 COMPILED_MODULES = (
     "scheduler/engine.py",
     "scheduler/inventory.py",

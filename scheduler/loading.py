@@ -63,7 +63,7 @@ def validate_document(doc: Document) -> Loaded:
     if data is None:
         raise SpecError(doc.file, "empty document (a spec is a mapping with apiVersion, kind, metadata and spec)", line=doc.line)
     if not isinstance(data, dict):
-        shape = {list: "a list", str: "a string"}.get(type(data), f"a {type(data).__name__}")
+        shape = "a list" if isinstance(data, list) else "a string" if isinstance(data, str) else f"a {type(data).__name__}"
         raise SpecError(doc.file, f"expected a mapping with apiVersion, kind, metadata and spec, got {shape}", line=doc.line)
     kind = data.get("kind")
     if kind is None:

@@ -76,9 +76,14 @@ TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
 # The ledger's Ed25519 key from a Secret (read-only); the witness log on the state volume.
 SIGNING_VOLUME = {"name": "ledger-signing", "secret": {"secretName": SIGNING_SECRET, "defaultMode": 0o440}}
 SIGNING_MOUNT = {"name": "ledger-signing", "mountPath": SIGNING_DIR, "readOnly": True}
+# The log's origin (what auditors pin in their trust file) and the witnesses that cosign its
+# checkpoints, from optional keys of the same Secret: without them the ledger gets a random
+# origin on first write and is not cosigned (docs/kubernetes.md, docs/audit.md).
 LEDGER_ENV = [
     {"name": "MCSCHED_SIGNING_KEY", "value": f"{SIGNING_DIR}/ledger-signing.key"},
     {"name": "MCSCHED_PUBLIC_KEY", "value": f"{SIGNING_DIR}/ledger-signing.pub"},
+    {"name": "MCSCHED_LEDGER_ORIGIN", "valueFrom": {"secretKeyRef": {"name": SIGNING_SECRET, "key": "origin", "optional": True}}},
+    {"name": "MCSCHED_WITNESS_URLS", "valueFrom": {"secretKeyRef": {"name": SIGNING_SECRET, "key": "witness-urls", "optional": True}}},
 ]
 
 

@@ -3,7 +3,7 @@
 A gate with a timeout (Pending -> Accepted | Declined | Lapsed), not a branch in a scorer:
 the holder answers on its own rules, and an answer that would arrive after the contract's
 response window is a lapse whatever it would have said. The order of the checks is part of
-the contract and re-derived by the ledger's checker (README, "Audit").
+the contract and re-derived by the ledger's checker (docs/audit.md).
 """
 
 from __future__ import annotations

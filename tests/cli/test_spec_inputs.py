@@ -143,7 +143,7 @@ def test_validate_checks_jobs_against_the_catalog_given_by_clouds_and_says_which
 def test_a_document_that_is_not_a_spec_says_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, says: str) -> None:
     path = tmp_path / "x.yaml"
     path.write_text(text)
-    code, out, err = run(["validate", str(path)], capsys)
+    code, _out, err = run(["validate", str(path)], capsys)
     assert code == 2 and says in err and "NoneType" not in err and "kind None" not in err, err
 
 
@@ -157,6 +157,6 @@ def test_a_misspelt_holder_is_one_error_when_the_pins_are_derived_from_it(tmp_pa
     doc["spec"].pop("pins", None)
     path = tmp_path / "contract.yaml"
     path.write_text(yaml.safe_dump(doc))
-    code, out, err = run(["validate", str(path)], capsys)
+    code, _out, err = run(["validate", str(path)], capsys)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "spec.rofr.holder: unknown holder 'azur'" in lines[0], err

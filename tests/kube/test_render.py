@@ -65,3 +65,19 @@ def test_the_blocks_example_grants_get_and_patch_on_its_raycluster_only() -> Non
     assert role["rules"] == [{"apiGroups": ["ray.io"], "resources": ["rayclusters"], "resourceNames": ["mcsched"], "verbs": ["get", "patch"]}]
     assert binding["roleRef"]["name"] == role["metadata"]["name"] and binding["subjects"][0]["name"] == "mcsched"
     assert set(render_example(ROOT, "blocks")) == {"raycluster.yaml", "config.yaml", "rbac.yaml"}
+
+
+def test_the_ledger_origin_and_witnesses_come_from_optional_keys_of_the_signing_secret() -> None:
+    """Auditors pin the log's origin in their trust file, so a deployment must be able to name it
+    (else the ledger picks a random one on first write); the actor runs in the head container,
+    the supervisor in the sidecar: both get it."""
+    from scheduler.kube.render import SIGNING_SECRET
+    from scheduler.ledger.store import ORIGIN_ENV
+    from scheduler.runtime.service import WITNESS_ENV
+
+    containers = raycluster(load_catalog(default_catalog()))["spec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["ray-head", "mcsched-serve"]
+    for container in containers:
+        env = {e["name"]: e for e in container["env"]}
+        for name, key in ((ORIGIN_ENV, "origin"), (WITNESS_ENV, "witness-urls")):
+            assert env[name]["valueFrom"] == {"secretKeyRef": {"name": SIGNING_SECRET, "key": key, "optional": True}}, (container["name"], name)
