@@ -42,10 +42,8 @@ def validate(
 ) -> None:
     """Check spec files; print one line per problem as file:line: field: why.
 
-    Jobs and contracts are checked against one catalog: ``--clouds`` when given, else the first
-    CloudCatalog among the files, else the shipped example; jobs against one contract, chosen
-    the same way (``--contract``). The ``ok`` line names both. Every catalog and contract among
-    the files is itself checked either way."""
+    Jobs and contracts are checked against one catalog: --clouds when given, else the first CloudCatalog among the files, else the shipped example; jobs against one contract, chosen the same way (--contract). The ok line names both. Every catalog and contract among the files is itself checked either way.
+    """
     from scheduler.loading import check_contract, check_jobs, load_catalog, load_contract, load_files
     from scheduler.specs import CloudCatalog, Contract, JobDoc
 
