@@ -155,7 +155,7 @@ def test_each_event_type_is_written_as_canonical_json_with_and_without_prev(kind
 
     cls = EVENT_TYPES[kind]
     hints = typing.get_type_hints(cls)
-    ev = cls(**{name: _sample(hints[name]) for name in event_fields(cls)})
+    ev = cls(**{name: _sample(hints[name]) for name in event_fields(cls)})  # type: ignore[arg-type]
     for prev in (None, 0, 41):
         rec = {**ev.to_record(), "kind": kind, "seq": 42, **({} if prev is None else {"prev": prev})}
         assert encode(42, ev, prev) == json.dumps(rec, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
