@@ -156,13 +156,18 @@ def _worker(path: Path | None, key: Path | None, seal_to: Path | None, check: bo
                 break
             raws = split.decode(events.recv_bytes())
             count += len(tags)
-            # one comprehension and one map over the batch, not a loop making three calls per event
+            if ledger is None:  # each event checked and dropped at once: the batch is never held in memory
+                if watch is not None:
+                    for tag, raw in zip(tags, raws, strict=True):
+                        watch(decoders[tag].decode(raw))
+                continue
+            # the ledger holds the batch until its flush anyway: one comprehension and one map over it,
+            # not a loop making three calls per event
             batch = [decoders[tag].decode(raw) for tag, raw in zip(tags, raws, strict=True)]
             if watch is not None:
                 deque(map(watch, batch), maxlen=0)
-            if ledger is not None:
-                ledger.extend(batch)
-                ledger.flush()
+            ledger.extend(batch)
+            ledger.flush()
         if checker is not None:
             checker.finish(count + 1)  # as the in-process replay's: one past the last event
         if ledger is not None and path is not None:
