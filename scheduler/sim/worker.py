@@ -26,7 +26,6 @@ import os
 import pickle
 import signal
 import traceback
-from collections import deque
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -156,18 +155,19 @@ def _worker(path: Path | None, key: Path | None, seal_to: Path | None, check: bo
                 break
             raws = split.decode(events.recv_bytes())
             count += len(tags)
-            if ledger is None:  # each event checked and dropped at once: the batch is never held in memory
+            # each event decoded, kept for the ledger (an append in C, not the ledger's Python ``__call__``)
+            # and checked while it is fresh in the cache; without a ledger nothing holds the batch
+            batch: list[Event] = []
+            add = batch.append if ledger is not None else None
+            for tag, raw in zip(tags, raws, strict=True):
+                ev = decoders[tag].decode(raw)
+                if add is not None:
+                    add(ev)
                 if watch is not None:
-                    for tag, raw in zip(tags, raws, strict=True):
-                        watch(decoders[tag].decode(raw))
-                continue
-            # the ledger holds the batch until its flush anyway: one comprehension and one map over it,
-            # not a loop making three calls per event
-            batch = [decoders[tag].decode(raw) for tag, raw in zip(tags, raws, strict=True)]
-            if watch is not None:
-                deque(map(watch, batch), maxlen=0)
-            ledger.extend(batch)
-            ledger.flush()
+                    watch(ev)
+            if ledger is not None:
+                ledger.extend(batch)
+                ledger.flush()
         if checker is not None:
             checker.finish(count + 1)  # as the in-process replay's: one past the last event
         if ledger is not None and path is not None:
