@@ -50,21 +50,27 @@ class PlanMetrics:
         self._allocated: dict[Pool, int] = {}
         self._held: dict[Pool, int] = {}  # GPUs of the planned starts per pool
         self._idle: dict[Pool, Any] = {}  # the gauge's child per pool
-
-    def __call__(self, ev: Event) -> None:
-        handle = self.handler(type(ev))
-        if handle is not None:
-            handle(ev)
-
-    def handler(self, kind: type[Event]) -> Callable[[Any], None] | None:
-        """What this sink does with events of class ``kind`` (None: nothing), found once per class by
-        the caller (``Metrics``), so the events it ignores cost no call at all."""
-        table: dict[type[Event], Callable[[Any], None]] = {
+        self._table: dict[type[Event], Callable[[Any], None]] = {
             Configured: self._on_configured, Submitted: self._on_submitted, Reserved: self._on_reserved,
             ReservationCleared: self._on_cleared, Dequeued: self._on_cleared, Placed: self._on_placed,
             Preempted: self._on_ended, Released: self._on_ended, CapacityChanged: self._on_capacity,
         }
-        return next((table[c] for c in kind.__mro__ if c in table), None)
+        self._dispatch: dict[type[Event], Callable[[Any], None] | None] = {}
+
+    def __call__(self, ev: Event) -> None:
+        kind = type(ev)
+        try:
+            handle = self._dispatch[kind]
+        except KeyError:
+            handle = self._dispatch[kind] = self.handler(kind)
+        if handle is not None:
+            handle(ev)
+
+    def handler(self, kind: type[Event]) -> Callable[[Any], None] | None:
+        """What this sink does with events of class ``kind`` (None: nothing; a subclass is handled
+        as its base), for a caller that looks it up once per class (``Metrics``): the events this
+        sink ignores then cost no call at all, where a chain of ``isinstance`` tests ran for each."""
+        return next((self._table[c] for c in kind.__mro__ if c in self._table), None)
 
     def _on_configured(self, ev: Configured) -> None:
         for b in ev.catalog["spec"]["backends"]:
