@@ -149,7 +149,7 @@ class Metrics:
         self.serve = ServeMetrics(r)
         self.plans = PlanMetrics(r)  # planned-start slips, GPUs idle for a plan
         self.checker = InvariantChecker()
-        self._queued: dict[str, tuple[str, str]] = {}
+        self._queued: dict[str, Any] = {}  # queued job -> its mcsched_pending_jobs child (class, reason)
         self._price: dict[str, float] = {}
         self._rate: dict[str, float] = {}
         self._seq = 0
@@ -162,7 +162,7 @@ class Metrics:
             Cordoned: self._on_cordoned,
             BlockPurchased: self._on_block, BlockJoined: self._on_block, BlockReleased: self._on_block,
         }
-        self._dispatch: dict[type[Event], Callable[[Any], None] | None] = {}
+        self._dispatch: dict[type[Event], tuple[Callable[[Any], None] | None, Callable[[Any], None] | None]] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once: ``labels()`` validates and locks on every
@@ -174,21 +174,29 @@ class Metrics:
         return child
 
     def __call__(self, ev: Event) -> None:
+        # One lookup of the event's class finds both its handler here and the plan metrics' one,
+        # and the checker is asked directly (``check``, not ``feed``'s list): three to five Python
+        # calls per event fewer than asking each sink in turn.
         self._seq += 1
-        self.plans(ev)
-        for v in self.checker.feed(ev, self._seq):
-            self._child(self.violations, v.rule).inc()
-        if isinstance(ev, Placed | Queued | Dequeued):  # the job left the queue (or re-queues below with a new reason)
-            prev = self._queued.pop(ev.job, None)
-            if prev is not None:
-                self._child(self.pending, *prev).dec()
         kind = type(ev)
         try:
-            handle = self._dispatch[kind]
-        except KeyError:  # first event of its type: its handler by class (a subclass is handled as its base)
-            handle = self._dispatch[kind] = next((self._handlers[c] for c in kind.__mro__ if c in self._handlers), None)
+            handle, plan = self._dispatch[kind]
+        except KeyError:  # first event of its type: its handlers by class (a subclass is handled as its base)
+            handle, plan = self._dispatch[kind] = (
+                next((self._handlers[c] for c in kind.__mro__ if c in self._handlers), None), self.plans.handler(kind))
+        if plan is not None:
+            plan(ev)
+        v = self.checker.check(self._seq, ev.kind, ev)
+        if v is not None:
+            self._child(self.violations, v.rule).inc()
         if handle is not None:
             handle(ev)
+
+    def _left_queue(self, job: str) -> None:
+        """The job left the queue (placed, dequeued, or re-queued with a new reason): its pending series goes down."""
+        child = self._queued.pop(job, None)
+        if child is not None:
+            child.dec()
 
     def _on_block(self, ev: BlockPurchased | BlockJoined | BlockReleased) -> None:
         if isinstance(ev, BlockJoined):
@@ -208,6 +216,7 @@ class Metrics:
             self.answer_seconds.observe(ev.response_seconds)
 
     def _on_placed(self, ev: Placed) -> None:
+        self._left_queue(ev.job)
         self._child(self.placements, ev.cloud, ev.region, ev.gpu_type, ev.cls, ev.via).inc()
         self._child(self.gpus, ev.cloud, ev.region, ev.gpu_type, "allocated").inc(ev.gpus)
         self._child(self.queue_wait, ev.cls).observe(max(ev.waited_seconds, 0.0))
@@ -216,8 +225,10 @@ class Metrics:
         self._price[ev.job] = ev.price * ev.gpus
 
     def _on_queued(self, ev: Queued) -> None:
-        self._queued[ev.job] = (ev.cls, ev.reason)
-        self._child(self.pending, ev.cls, ev.reason).inc()
+        self._left_queue(ev.job)
+        # the series' child itself, shared by every job with this class and reason: no tuple per queued job
+        child = self._queued[ev.job] = self._child(self.pending, ev.cls, ev.reason)
+        child.inc()
 
     def _on_ended(self, ev: Preempted | Released) -> None:
         self._child(self.gpus, ev.cloud, ev.region, ev.gpu_type, "allocated").dec(ev.gpus)
@@ -230,6 +241,7 @@ class Metrics:
             self._child(self.ended, ev.cls, ev.reason).inc()
 
     def _on_dequeued(self, ev: Dequeued) -> None:
+        self._left_queue(ev.job)
         self._child(self.ended, ev.cls, ev.reason).inc()
 
     def _on_cordoned(self, ev: Cordoned) -> None:

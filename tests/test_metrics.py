@@ -143,3 +143,32 @@ def test_the_endpoint_serves_scrapes_and_refuses_writes() -> None:
             assert exc.code == 405
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         assert 'mcsched_backend_up{cloud="azure"} 1.0' in r.read().decode()
+
+
+def test_a_queued_job_moves_between_pending_series_and_leaves_them_once() -> None:
+    """The sink remembers each queued job's series: a re-queue for another reason moves it, a
+    placement or a dequeue takes it out, and an event of a subclass counts as its base's."""
+    from scheduler.events import Dequeued, Placed, Queued, Submitted
+
+    class LatePlaced(Placed, frozen=True):
+        pass
+
+    engine, _, _ = recording_engine(two_clouds())
+    m = Metrics()
+    m(engine.configured_event())
+    for name in ("a", "b"):
+        m(Submitted(0.0, name, "training", 8, "H100", 0, a_job().named(name).obj().to_dict()))
+        m(Queued(0.0, name, 1, "training", "no-capacity", "H100 0/8 free"))
+    pending = {"class": "training", "reason": "no-capacity"}
+    assert value(m, "mcsched_pending_jobs", **pending) == 2
+    m(Queued(1.0, "a", 2, "training", "behind-plan", "a planned start holds the pool"))
+    assert value(m, "mcsched_pending_jobs", **pending) == 1
+    assert value(m, "mcsched_pending_jobs", **{"class": "training", "reason": "behind-plan"}) == 1
+    m(LatePlaced(2.0, "a", 2, "training", "oci", "us-ashburn-1", "H100", 8, 2.9, "after-decline", 2.0))
+    m(Dequeued(3.0, "b", "training", "cancelled"))
+    m(Dequeued(3.0, "b", "training", "cancelled"))  # a second leave changes nothing
+    assert value(m, "mcsched_pending_jobs", **pending) == 0
+    assert value(m, "mcsched_pending_jobs", **{"class": "training", "reason": "behind-plan"}) == 0
+    assert value(m, "mcsched_running_jobs", cloud="oci", **{"class": "training"}) == 1
+    assert value(m, "mcsched_jobs_ended_total", **{"class": "training", "reason": "cancelled"}) == 2
+    assert value(m, "mcsched_gpus_idle_for_plan", cloud="oci", region="us-ashburn-1", gpu_type="H100") == 0

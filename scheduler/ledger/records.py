@@ -18,7 +18,7 @@ import json
 import types
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import msgspec.structs
@@ -39,37 +39,74 @@ def encode(seq: int, event: Event, prev: int | None = None) -> bytes:
     its first), so the records of one job form a chain: a proof that leaves one out fails.
     """
     kind = type(event)
-    rec = msgspec.structs.asdict(event) if kind.to_record is Event.to_record else event.to_record()  # the same dict, built in C
+    try:
+        plan = _PLANS[kind]
+    except KeyError:
+        plan = _PLANS[kind] = _plan(kind)
+    if plan is not None:
+        # The record as a Struct of the event's fields plus ``seq`` (and ``prev``), tagged with its
+        # kind: msgspec writes it in sorted key order straight from the struct, with no dict built per
+        # record (encoding, a quarter to a third of the ledger writer's CPU, is about 20% cheaper this way).
+        vals = astuple(event)
+        for i in plan.scalars:  # inline: _plain_float on every scalar field
+            v = vals[i]
+            if type(v) is float and not (v == 0.0 or 1e-4 <= abs(v) < 1e16):
+                break
+        else:
+            for i, check in plan.nested:
+                if not check(vals[i]):
+                    break
+            else:
+                try:
+                    if prev is None:
+                        leaf = _CANONICAL.encode(plan.bare(*vals, seq))
+                    else:
+                        leaf = _CANONICAL.encode(plan.chained(*vals, seq, prev))
+                except TypeError:  # a type msgspec does not write (a str subclass that is not an enum): json's way below
+                    leaf = b"\x80"
+                # msgspec writes these bytes exactly as json.dumps does, several times faster, except
+                # json escapes non-ASCII and DEL as \uXXXX where msgspec writes them raw
+                if leaf.isascii() and b"\x7f" not in leaf:
+                    return leaf
+    rec = event.to_record()
     rec["kind"] = event.kind
     rec["seq"] = seq
     if prev is not None:
         rec["prev"] = prev
-    checks = _CHECKS.get(kind)
-    if checks is None:
-        checks = _CHECKS[kind] = _field_checks(kind)
-    scalars, nested = checks
-    for name in scalars:  # inline: _plain_float on every scalar field
-        v = rec[name]
-        if type(v) is float and not (v == 0.0 or 1e-4 <= abs(v) < 1e16):
-            break
-    else:
-        for name, check in nested:
-            if not check(rec[name]):
-                break
-        else:
-            # msgspec writes these bytes exactly as json.dumps does, several times faster (the soak's hot path)
-            try:
-                leaf = _CANONICAL.encode(rec)
-            except TypeError:  # a type msgspec does not write (a str subclass that is not an enum): json's way below
-                leaf = b"\x80"
-            if leaf.isascii() and b"\x7f" not in leaf:  # json escapes non-ASCII and DEL as \uXXXX; msgspec writes them raw
-                return leaf
     return json.dumps(rec, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 _CANONICAL = msgspec.json.Encoder(order="sorted")
-#: Per event type: its scalar fields (checked inline) and its other fields with their checks.
-_CHECKS: dict[type[Any], tuple[tuple[str, ...], tuple[tuple[str, Callable[[Any], bool]], ...]]] = {}
+astuple = msgspec.structs.astuple
+
+
+class _Plan(NamedTuple):
+    """How ``encode`` writes one event type: its record structs (without and with ``prev``) and the
+    positions of its fields to check (scalars inline, the others with their schema's check)."""
+
+    bare: type[msgspec.Struct]
+    chained: type[msgspec.Struct]
+    scalars: tuple[int, ...]
+    nested: tuple[tuple[int, Callable[[Any], bool]], ...]
+
+
+#: Per event type: its ``_Plan``, or None where only json's way is exact (a ``to_record`` of its own).
+_PLANS: dict[type[Any], _Plan | None] = {}
+
+
+def _plan(cls: type[Any]) -> _Plan | None:
+    fields = event_fields(cls)
+    if cls.to_record is not Event.to_record or {"kind", "seq", "prev"} & set(fields):
+        return None
+    index = {name: i for i, name in enumerate(fields)}
+    scalars, nested = _field_checks(cls)
+    fields_any = [(name, Any) for name in fields]
+
+    def struct(extra: list[tuple[str, Any]]) -> type[msgspec.Struct]:
+        return msgspec.defstruct(f"{cls.__name__}Leaf", fields_any + extra, tag_field="kind", tag=cls.kind, gc=False)
+
+    return _Plan(struct([("seq", Any)]), struct([("seq", Any), ("prev", Any)]),
+                 tuple(index[n] for n in scalars), tuple((index[n], check) for n, check in nested))
 
 
 def _plain_float(value: Any) -> bool:
@@ -84,10 +121,19 @@ def _plain(value: Any) -> bool:
     if type(value) is float:
         return _plain_float(value)
     if type(value) is dict:
-        return all(_plain(v) for v in value.values())
-    if type(value) in (list, tuple):
-        return all(_plain(v) for v in value)
-    return isinstance(value, str) or type(value) in (int, bool) or value is None  # str: StrEnum members too (both write the value)
+        value = value.values()
+    elif type(value) not in (list, tuple):
+        return isinstance(value, str) or type(value) in (int, bool) or value is None  # str: StrEnum members too (both write the value)
+    for v in value:  # a loop, not all(genexpr): a job's spec is looked at on every submission
+        t = type(v)
+        if t is str or t is int or t is bool or v is None:
+            continue
+        if t is float:
+            if not (v == 0.0 or 1e-4 <= abs(v) < 1e16):
+                return False
+        elif not _plain(v):
+            return False
+    return True
 
 
 def _checker(hint: Any) -> Callable[[Any], bool] | None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime
 import getpass
 import hashlib
+import itertools
 import logging
 import os
 import sqlite3
@@ -155,6 +156,12 @@ class Ledger:
     writer signs from a timer, and ``close()`` always signs; ``0`` signs every flush.
     ``monotonic`` is the clock it is measured on. ``operator=True`` opens a ledger with
     quarantined records for ``adopt`` / ``truncate`` instead of refusing it.
+
+    ``durable=False`` is for a ledger that nobody reads until ``close()`` and that is
+    thrown away if its writer dies (a replay's, ``sim/worker.py``): SQLite keeps its
+    rollback journal in memory and never syncs, so each page is written once (WAL writes
+    it twice) and a crash can leave a corrupt file. The records, MACs and checkpoints are
+    the same bytes either way.
     """
 
     def __init__(
@@ -171,6 +178,7 @@ class Ledger:
         max_unsigned: int = MAX_UNSIGNED,
         monotonic: Callable[[], float] = time.monotonic,
         operator: bool = False,
+        durable: bool = True,
     ) -> None:
         self.path = Path(path)
         self.readonly = readonly
@@ -220,8 +228,12 @@ class Ledger:
                 raise LedgerError(
                     f"{self.path}: a v2 ledger (home-made checkpoints, no record MACs); verify it with mcsched before v3 and start a new ledger"
                 )
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
+            if durable:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+            else:  # each page written once, never synced: a crash loses the file, which nobody reads before close()
+                self.conn.execute("PRAGMA journal_mode=MEMORY")
+                self.conn.execute("PRAGMA synchronous=OFF")
             self.conn.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             self.conn.close()
@@ -362,6 +374,10 @@ class Ledger:
     def __call__(self, event: Event) -> None:
         self._buffer.append(event)
 
+    def extend(self, events: list[Event]) -> None:
+        """Buffer a batch of events, as calling the sink on each of them does (one call, not one per event)."""
+        self._buffer.extend(events)
+
     def _writable(self) -> None:
         if self.readonly:
             raise LedgerError(f"{self.path}: opened read-only")
@@ -380,21 +396,25 @@ class Ledger:
             if self._macer is None or self._macer_for != (self._mac_key, self.origin):
                 self._macer, self._macer_for = RecordMac(self._mac_key, self.origin), (self._mac_key, self.origin)
             last_of: dict[str, int] = {}  # this transaction's links (applied once it commits)
-            chain = self._last_of
-            leaves = []
+            chain_get, link_get, job_events, enc = self._last_of.get, last_of.get, JOB_EVENTS, encode
+            leaves: list[bytes] = []
+            add = leaves.append
             for seq, event in enumerate(self._buffer, size + 1):
-                job = event.job if type(event) in JOB_EVENTS else None  # type: ignore[attr-defined]
-                if job is None:
-                    leaves.append(encode(seq, event))
-                    continue
-                leaves.append(encode(seq, event, last_of.get(job, chain.get(job, 0))))
-                last_of[job] = seq
-            rows: list[tuple[int, bytes, bytes | None]] = [(seq, leaf, None) for seq, leaf in enumerate(leaves, size + 1)]
-            rows[-1] = (rows[-1][0], rows[-1][1], self._macer(leaves))  # one MAC per transaction, on its last record
+                if type(event) in job_events:
+                    job = event.job  # type: ignore[attr-defined]
+                    if job is not None:
+                        add(enc(seq, event, link_get(job) or chain_get(job, 0)))
+                        last_of[job] = seq
+                        continue
+                add(enc(seq, event))
+            n = len(leaves)
+            # (seq, leaf, mac) rows zipped in C, the MAC on the last one only: no tuple built per record in Python
+            rows = zip(range(size + 1, size + n + 1), leaves, itertools.chain(itertools.repeat(None, n - 1), (self._macer(leaves),)), strict=True)
+            chain = self._last_of
             self._unhashed.extend(leaves)
             last_at = self._buffer[-1].at
             cp = None
-            unsigned = size + len(rows) - (self.checkpoint.size if self.checkpoint else 0)
+            unsigned = size + n - (self.checkpoint.size if self.checkpoint else 0)
             if self._monotonic() - self._signed_at >= self.checkpoint_interval or unsigned >= self.max_unsigned:
                 cp = self._next_checkpoint(last_at)
             try:

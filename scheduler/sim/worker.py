@@ -140,7 +140,7 @@ def _worker(path: Path | None, key: Path | None, seal_to: Path | None, check: bo
     ledger: Ledger | None = None
     try:
         if path is not None:
-            ledger = Ledger(path, signing_key=key)
+            ledger = Ledger(path, signing_key=key, durable=False)  # a fresh file, discarded if this run fails
     except Exception as exc:  # any failure: reported to the parent as one line
         answer("error", _line(exc))
         return
@@ -155,13 +155,18 @@ def _worker(path: Path | None, key: Path | None, seal_to: Path | None, check: bo
                 break
             raws = split.decode(events.recv_bytes())
             count += len(tags)
+            # each event decoded, kept for the ledger (an append in C, not the ledger's Python ``__call__``)
+            # and checked while it is fresh in the cache; without a ledger nothing holds the batch
+            batch: list[Event] = []
+            add = batch.append if ledger is not None else None
             for tag, raw in zip(tags, raws, strict=True):
                 ev = decoders[tag].decode(raw)
-                if ledger is not None:
-                    ledger(ev)
+                if add is not None:
+                    add(ev)
                 if watch is not None:
                     watch(ev)
             if ledger is not None:
+                ledger.extend(batch)
                 ledger.flush()
         if checker is not None:
             checker.finish(count + 1)  # as the in-process replay's: one past the last event
