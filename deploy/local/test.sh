@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # README command 2: install, then run the whole test suite (slow Ray/Prometheus tests and the
-# compiled-wheel build included): `bash deploy/local/test.sh [pytest args]`.
+# compiled-wheel build included): `bash deploy/local/test.sh [pytest args]` (with arguments:
+# one pytest run with them).
 # `--quick` first runs the quick profile instead: `pytest -m "not slow"`, no Ray, no Prometheus,
 # no wheel builds (a test that starts Ray or Prometheus there fails: tests/conftest.py).
 set -euo pipefail
@@ -16,4 +17,15 @@ if [ "${1:-}" = "--quick" ]; then
   shift
   exec .venv/bin/python -m pytest -m "not slow" -n 2 "$@"
 fi
-exec .venv/bin/python -m pytest "$@"
+if [ "$#" -gt 0 ]; then
+  exec .venv/bin/python -m pytest "$@"
+fi
+# The whole suite in two runs: the tests that start nothing (the quick profile) on both cores,
+# then the slow ones (Ray, Prometheus, wheel builds) one at a time, as they share the machine's
+# ports and cores. Both always run; the exit code is the first run's failure, else the second's.
+quick=0
+.venv/bin/python -m pytest -m "not slow" -n 2 || quick=$?
+slow=0
+.venv/bin/python -m pytest -m slow || slow=$?
+if [ "$quick" -ne 0 ]; then exit "$quick"; fi
+exit "$slow"
