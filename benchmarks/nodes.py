@@ -210,8 +210,14 @@ def ray_drift() -> str:
 
         from scheduler.runtime.actor import get_actor
 
-        nodes = ray.get(get_actor().nodes.remote())
-        return f"node drift {nodes['drift'] or 0}, managed {nodes['managed']}"
+        # The last node plan is the one that repaired the books, so its drift is the repair itself:
+        # wait a few reconcile periods for a plan at rest before reporting.
+        deadline = time.monotonic() + 15
+        while True:
+            nodes = ray.get(get_actor().nodes.remote())
+            if not nodes["drift"] or time.monotonic() > deadline:
+                return f"node drift {nodes['drift'] or 0}, managed {nodes['managed']}"
+            time.sleep(0.5)
     except Exception as exc:
         return f"unknown ({exc})"
 
