@@ -211,14 +211,20 @@ def tick(svc: SchedulerService, operator: FakeOperator, call: Any) -> int:
     return changed
 
 
-def test_a_queued_job_buys_a_pod_of_the_holders_block_group_runs_on_it_and_its_pod_is_released(
-    tmp_path: Path, cluster: tuple[FakeApiServer, CloudCatalog]
-) -> None:
-    server, catalog = cluster
+def started_with_initial_pods(tmp_path: Path, server: FakeApiServer, catalog: CloudCatalog) -> tuple[FakeOperator, SchedulerService, Any]:
+    """A scheduler on the fake cluster after its first tick: each group's initial pod has joined."""
     operator = FakeOperator(server)
     svc, call = service(tmp_path / "l.db", server, catalog, operator)
     call("ping")
     tick(svc, operator, call)
+    return operator, svc, call
+
+
+def test_a_queued_job_buys_a_pod_of_the_holders_block_group_runs_on_it_and_its_pod_is_released(
+    tmp_path: Path, cluster: tuple[FakeApiServer, CloudCatalog]
+) -> None:
+    server, catalog = cluster
+    operator, svc, call = started_with_initial_pods(tmp_path, server, catalog)
     assert {u["cloud"]: u["capacity"] for u in call("usage")} == {"azure": 8, "oci": 8, "aws": 8}  # the initial pods
     initial_azure_pod = operator.pod_of(AZ_GROUP)
     call("submit", [job_doc("big", gpus=16)])
@@ -269,10 +275,7 @@ def test_a_pod_that_never_joins_fails_after_the_kuberay_join_timeout_and_only_re
     from scheduler.runtime.provisioner import JOIN_TIMEOUT as LOCAL_JOIN_TIMEOUT
 
     server, catalog = cluster
-    operator = FakeOperator(server)
-    svc, call = service(tmp_path / "l.db", server, catalog, operator)
-    call("ping")
-    tick(svc, operator, call)
+    operator, svc, call = started_with_initial_pods(tmp_path, server, catalog)
     call("submit", [job_doc("big", gpus=16)])
     tick(svc, operator, call)  # bought; the operator never makes the pod (no GPU node to schedule it on)
     prov, engine = svc.provisioner, svc.engine
