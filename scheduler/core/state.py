@@ -9,7 +9,7 @@ to emit lives elsewhere (``decide``, ``planner``); nothing here chooses anything
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, TypeVar
 
 from scheduler.backends import BackendState
 from scheduler.core.queue import JobQueue, OrderKey
@@ -131,6 +131,35 @@ def eviction_text(reason: str, by: str | None) -> str:
     return "capacity lost"
 
 
+T = TypeVar("T", bound=Hashable)
+
+
+class SharedValues:
+    """One copy of each equal explanation the books keep (a queued job's detail and the clouds
+    it could not use, a placed job's losing quotes, the holder's answer).
+
+    A long queue is mostly jobs waiting for the same reasons: the soak's 100k queued jobs held
+    136 distinct explanations, about 1 KB of strings and tuples per job when each kept its own
+    copy. Equal values share one object here, so the soak's scheduler stays under 300 MB
+    (benchmarks/soak.py; tests/core/test_state_memory.py). The table is cleared when it reaches
+    ``limit`` entries, so varied explanations cannot grow it without bound (sharing restarts)."""
+
+    __slots__ = ("_values", "limit")
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._values: dict[Any, Any] = {}
+        self.limit = limit
+
+    def share(self, value: T) -> T:
+        values = self._values
+        kept: T | None = values.get(value)
+        if kept is None:
+            if len(values) >= self.limit:
+                values.clear()
+            values[value] = kept = value
+        return kept
+
+
 class State:
     """Jobs, pools, backends, queue and contract terms, changed only by ``apply``."""
 
@@ -161,6 +190,7 @@ class State:
         self.walks: dict[str, WalkRecord] = {}
         self.terms_version = 0
         self._seq = 0
+        self._texts = SharedValues()
         self._given_policy = policy
         self._candidates: dict[Hashable, Candidates] = {}
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
@@ -265,7 +295,7 @@ class State:
     def _on_answered(self, ev: Answered) -> None:
         rec = self.jobs[ev.job]
         rec.attempt = ev.attempt
-        rec.rofr = (ev.answer, ev.reason)
+        rec.rofr = self._texts.share((ev.answer, ev.reason))
 
     def _on_placed(self, ev: Placed) -> None:
         rec = self.jobs[ev.job]
@@ -276,7 +306,7 @@ class State:
         rec.price, rec.placed_at, rec.via, rec.attempt = ev.price, ev.at, ev.via, ev.attempt
         rec.ends_at = ev.at + rec.duration
         rec.reason = rec.detail = ""
-        rec.dropped = ev.not_used
+        rec.dropped = self._texts.share(ev.not_used)
         rec.binding = None
         self.running[pool.key][ev.job] = rec
         self._count_movable(pool.key, rec, +1)
@@ -287,7 +317,9 @@ class State:
 
     def _on_queued(self, ev: Queued) -> None:
         rec = self.jobs[ev.job]
-        rec.state, rec.reason, rec.detail, rec.attempt, rec.dropped = JobState.QUEUED, ev.reason, ev.detail, ev.attempt, ev.not_used
+        texts = self._texts
+        rec.state, rec.reason, rec.attempt = JobState.QUEUED, ev.reason, ev.attempt
+        rec.detail, rec.dropped = texts.share(ev.detail), texts.share(ev.not_used)
         self.pending.pop(ev.job, None)
 
     def _free(self, rec: JobRecord, cloud: str, region: str, gpu_type: str, gpus: int) -> Pool:
