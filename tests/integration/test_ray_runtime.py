@@ -275,7 +275,9 @@ def test_after_mcsched_env_rays_own_commands_reach_this_cluster(cluster: Cluster
     status = shell("ray status")
     assert "mcsched_azure__eastus__H100" in status and "Node status" in status  # this cluster's pools, via the GCS
     nodes = shell("ray list nodes --format json")
-    assert json.loads(nodes[nodes.index("["):nodes.rindex("]") + 1])[0]["state"] == "ALIVE"
+    listed = json.loads(nodes[nodes.index("["):nodes.rindex("]") + 1])
+    # this cluster's head, alive (a worker node that died earlier stays listed as DEAD, in any position)
+    assert [n["state"] for n in listed if n["is_head_node"]] == ["ALIVE"], listed
     submitted = shell("ray job submit --no-wait --submission-id ray-cli-1 --working-dir . -- python -m scheduler run job.yaml")
     assert "ray-cli-1" in submitted
     wait_for(lambda: job_status(cluster, "ray-cli").get("outcome") == "placed", 90, what="ray-cli placed")
