@@ -49,8 +49,16 @@ SESSION_MARK = "MCSCHED_TEST_SESSION"
 SERVERS = {"gcs_server": "Ray", "prometheus": "Prometheus"}
 
 
-def quick_profile(config: pytest.Config) -> bool:
-    return "not slow" in (config.getoption("markexpr", "") or "")
+def server_free_marker(config: pytest.Config) -> str | None:
+    """The marker a test that starts a server must carry in this run, when the run is one that
+    starts none: ``slow`` in the quick profile (-m "not slow"), ``serial`` in the full run's
+    first part (-m "not serial", on both cores); None when servers are allowed."""
+    expr = config.getoption("markexpr", "") or ""
+    if "not slow" in expr:
+        return "slow"
+    if "not serial" in expr:
+        return "serial"
+    return None
 
 
 class ServerWatch:
@@ -92,7 +100,7 @@ class ServerWatch:
 def pytest_configure(config: pytest.Config) -> None:
     os.environ[SESSION_MARK] = uuid.uuid4().hex
     xdist_controller = bool(config.getoption("numprocesses", None)) and not hasattr(config, "workerinput")  # runs no test
-    if quick_profile(config) and not xdist_controller:
+    if server_free_marker(config) is not None and not xdist_controller:
         config.stash[_WATCH] = ServerWatch(os.environ[SESSION_MARK])
 
 
@@ -119,7 +127,9 @@ def _quick_profile_starts_no_servers(request: pytest.FixtureRequest) -> Iterator
     watch.poll()  # what started since the last tick
     started = watch.caught.pop(request.node.nodeid, None)
     if started:
-        pytest.fail(f"{request.node.nodeid} started {' and '.join(sorted(started))} in the quick profile: mark it `slow`", pytrace=False)
+        marker = server_free_marker(request.config)
+        run = "the quick profile" if marker == "slow" else "a run of the tests that start no server"
+        pytest.fail(f"{request.node.nodeid} started {' and '.join(sorted(started))} in {run}: mark it `{marker}`", pytrace=False)
 
 
 _WATCH = pytest.StashKey[ServerWatch]()

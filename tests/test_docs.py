@@ -150,6 +150,7 @@ def test_slow_shell_blocks_run_as_written(doc: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 @pytest.mark.parametrize("doc", having("cluster"), ids=ids(having("cluster")))
 def test_cluster_shell_blocks_run_as_written_on_a_local_cluster(doc: Path) -> None:
     """The file's offline and cluster blocks in order (cluster blocks may build on offline ones),

@@ -21,6 +21,15 @@ from scheduler.runtime.cluster import ClusterInfo, cluster_processes, exited, fr
 from tests.builders import a_catalog, a_contract
 
 ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every slow test here starts Ray or Prometheus: the full run runs it one at a time (``serial``)."""
+    for item in items:
+        if item.path.is_relative_to(HERE) and item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.serial)
 
 SMALL_CATALOG = (
     a_catalog()
