@@ -317,9 +317,8 @@ class State:
 
     def _on_queued(self, ev: Queued) -> None:
         rec = self.jobs[ev.job]
-        texts = self._texts
         rec.state, rec.reason, rec.attempt = JobState.QUEUED, ev.reason, ev.attempt
-        rec.detail, rec.dropped = texts.share(ev.detail), texts.share(ev.not_used)
+        rec.detail, rec.dropped = self._texts.share(ev.detail), self._texts.share(ev.not_used)
         self.pending.pop(ev.job, None)
 
     def _free(self, rec: JobRecord, cloud: str, region: str, gpu_type: str, gpus: int) -> Pool:
