@@ -49,16 +49,18 @@ SESSION_MARK = "MCSCHED_TEST_SESSION"
 SERVERS = {"gcs_server": "Ray", "prometheus": "Prometheus"}
 
 
-def server_free_marker(config: pytest.Config) -> str | None:
-    """The marker a test that starts a server must carry in this run, when the run is one that
-    starts none: ``slow`` in the quick profile (-m "not slow"), ``serial`` in the full run's
-    first part (-m "not serial", on both cores); None when servers are allowed."""
+#: The runs that start no server, by the marker expression that selects them: (the marker a
+#: test that starts one must carry, what the failure calls the run).
+SERVER_FREE_RUNS = {
+    "not slow": ("slow", "the quick profile"),
+    "not serial": ("serial", "a run of the tests that start no server"),  # the full run's first part, on both cores
+}
+
+
+def server_free_run(config: pytest.Config) -> tuple[str, str] | None:
+    """This run's entry of ``SERVER_FREE_RUNS``; None when servers are allowed."""
     expr = config.getoption("markexpr", "") or ""
-    if "not slow" in expr:
-        return "slow"
-    if "not serial" in expr:
-        return "serial"
-    return None
+    return next((run for selects, run in SERVER_FREE_RUNS.items() if selects in expr), None)
 
 
 class ServerWatch:
@@ -100,7 +102,7 @@ class ServerWatch:
 def pytest_configure(config: pytest.Config) -> None:
     os.environ[SESSION_MARK] = uuid.uuid4().hex
     xdist_controller = bool(config.getoption("numprocesses", None)) and not hasattr(config, "workerinput")  # runs no test
-    if server_free_marker(config) is not None and not xdist_controller:
+    if server_free_run(config) is not None and not xdist_controller:
         config.stash[_WATCH] = ServerWatch(os.environ[SESSION_MARK])
 
 
@@ -119,7 +121,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 
 @pytest.fixture(autouse=True)
-def _quick_profile_starts_no_servers(request: pytest.FixtureRequest) -> Iterator[None]:
+def _server_free_runs_start_no_servers(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     watch = request.config.stash.get(_WATCH, None)
     if watch is None:
@@ -127,8 +129,9 @@ def _quick_profile_starts_no_servers(request: pytest.FixtureRequest) -> Iterator
     watch.poll()  # what started since the last tick
     started = watch.caught.pop(request.node.nodeid, None)
     if started:
-        marker = server_free_marker(request.config)
-        run = "the quick profile" if marker == "slow" else "a run of the tests that start no server"
+        found = server_free_run(request.config)
+        assert found is not None  # the watch runs only in such a run
+        marker, run = found
         pytest.fail(f"{request.node.nodeid} started {' and '.join(sorted(started))} in {run}: mark it `{marker}`", pytrace=False)
 
 
