@@ -6,8 +6,9 @@
 2. The engine's shortcuts (skipping queue buckets that no longer fit, incremental
    reservations) are only shortcuts: with them off, the same operations emit the same events.
 3. Priority holds: no job is placed on a holder pool while a queued job of higher priority
-   (or equal priority, submitted earlier) could have started there, unless that job was
-   held back by a reservation for an even better job (and could not backfill).
+   (or equal priority, submitted earlier) could have started there, unless starting it would
+   have run into the planned start of an even better job there (it could not backfill). A
+   planned start is a job's: several jobs can hold one on the same pool.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from scheduler.events import (
     BackendChanged,
     CapacityChanged,
     Configured,
+    Dequeued,
     Event,
     Placed,
     Preempted,
@@ -118,7 +120,8 @@ class World:
     jurisdiction: dict[tuple[str, str], str] = field(default_factory=dict)
     up: dict[str, bool] = field(default_factory=dict)
     latency: dict[str, float] = field(default_factory=dict)
-    reserved: dict[tuple[str, str, str], tuple[str, float]] = field(default_factory=dict)
+    # A planned start belongs to a job (a job has at most one; several jobs can plan on one pool).
+    planned: dict[str, tuple[tuple[str, str, str], float]] = field(default_factory=dict)
     spec: dict[str, dict[str, Any]] = field(default_factory=dict)
     seq: dict[str, int] = field(default_factory=dict)
 
@@ -142,6 +145,7 @@ class World:
             self.seq[ev.job] = len(self.seq)
         elif isinstance(ev, Placed):
             self.allocated[(ev.cloud, ev.region, ev.gpu_type)] += ev.gpus
+            self.planned.pop(ev.job, None)
         elif isinstance(ev, Preempted | Released):
             self.allocated[(ev.cloud, ev.region, ev.gpu_type)] -= ev.gpus
         elif isinstance(ev, BackendChanged):
@@ -150,9 +154,9 @@ class World:
         elif isinstance(ev, CapacityChanged):
             self.capacity[(ev.cloud, ev.region, ev.gpu_type)] = ev.capacity
         elif isinstance(ev, Reserved):
-            self.reserved[(ev.cloud, ev.region, ev.gpu_type)] = (ev.job, ev.start_at)
-        elif isinstance(ev, ReservationCleared):
-            self.reserved.pop((ev.cloud, ev.region, ev.gpu_type), None)
+            self.planned[ev.job] = ((ev.cloud, ev.region, ev.gpu_type), ev.start_at)
+        elif isinstance(ev, ReservationCleared | Dequeued):
+            self.planned.pop(ev.job, None)
 
     def rank(self, job: str) -> tuple[int, int]:
         return (-int(self.spec[job]["priority"]), self.seq[job])
@@ -179,12 +183,11 @@ class World:
         keep = 0.0 if s["cls"] == "api-serving" else self.rules.get("reserveForApiServingFraction", 0.0)
         if keep and alloc + s["gpus"] > int(cap * (1 - keep)):
             return False
-        holder_of_pool = self.reserved.get(pool)
-        if holder_of_pool is not None and holder_of_pool[0] != q:
-            r_job, start = holder_of_pool
-            if self.rank(r_job) < self.rank(q) and at + float(s["duration_hours"]) * 3600 > start:
-                return False
-        return True
+        # Held back: starting now would run into the planned start of an even better job there.
+        end = at + float(s["duration_hours"]) * 3600
+        return not any(
+            r != q and where == pool and self.rank(r) < self.rank(q) and end > start for r, (where, start) in self.planned.items()
+        )
 
 
 def contended_ops(catalog: CloudCatalog) -> st.SearchStrategy[tuple[str, Any]]:

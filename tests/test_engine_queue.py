@@ -106,6 +106,29 @@ def test_a_short_job_backfills_a_reserved_pool_and_a_long_one_does_not() -> None
     assert_clean(events)
 
 
+def test_a_job_held_back_by_a_better_planned_start_lets_a_worse_short_job_backfill() -> None:
+    """Two planned starts share the freed pool's story: the gang plans on eastus, the better
+    1-GPU job plans on westus because on eastus it would run into the gang's start. A GPU freed
+    on eastus goes to the worse job that ends in time, and neither plan moves."""
+    catalog = a_catalog().cloud("azure", {"eastus": {"H100": 8}, "westus": {"H100": 4}}, price=3.4).obj()
+    engine, events, _clock = recording_engine(catalog, a_contract(preemption=False))
+    engine.submit(a_job().named("east-a").gpus(1).hours(0.1).regions("eastus").obj())
+    engine.submit(a_job().named("east-b").gpus(7).hours(0.1).regions("eastus").obj())
+    engine.submit(a_job().named("west").gpus(4).hours(0.1).regions("westus").obj())
+    assert engine.submit(a_job().named("short").gpus(1).hours(0.1).obj()).outcome == "queued"
+    assert engine.submit(a_job().named("gang").gpus(8).hours(0.1).priority(1).obj()).outcome == "queued"
+    assert engine.submit(a_job().named("long").gpus(1).hours(1).priority(1).obj()).outcome == "queued"
+    assert engine.status("gang").planned == ("azure", "eastus", 360.0)
+    assert engine.status("long").planned == ("azure", "westus", 360.0)
+    mark = len(events)
+    engine.release("east-a")  # 1 GPU on eastus until the gang's start at 360 s
+    assert placed_jobs(events, mark) == ["short"]
+    assert (engine.status("short").cloud, engine.status("short").region) == ("azure", "eastus")
+    assert engine.status("gang").planned == ("azure", "eastus", 360.0)
+    assert engine.status("long").planned == ("azure", "westus", 360.0)
+    assert_clean(events)
+
+
 def test_a_pool_shrink_that_evicts_more_than_needed_offers_the_rest_to_the_queue() -> None:
     catalog = (
         a_catalog().cloud("azure", {"eastus": {"H100": 16}}, price=3.4).cloud("oci", {"ashburn": {"H100": 8}}, price=2.9).obj()
