@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from scheduler.clock import ManualClock
+from scheduler.core.planner import DEFAULT_PLAN_DEPTH
 from scheduler.engine import Engine
 from scheduler.events import Event
 from scheduler.model import Job
@@ -140,9 +141,11 @@ def two_clouds(azure_h100: int = 16, oci_h100: int = 64, **azure: Any) -> CloudC
     )
 
 
-def recording_engine(catalog: CloudCatalog, contract: Contract | None = None) -> tuple[Engine, list[Event], ManualClock]:
+def recording_engine(
+    catalog: CloudCatalog, contract: Contract | None = None, *, plan_depth: int = DEFAULT_PLAN_DEPTH
+) -> tuple[Engine, list[Event], ManualClock]:
     clock = ManualClock()
-    engine = Engine(catalog, contract or a_contract(), clock)
+    engine = Engine(catalog, contract or a_contract(), clock, plan_depth=plan_depth)
     events: list[Event] = []
     engine.subscribe(events.append)
     engine.announce()

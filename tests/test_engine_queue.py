@@ -11,6 +11,7 @@ import pytest
 from scheduler.engine import Engine
 from scheduler.errors import AdmissionError
 from scheduler.events import Placed, Preempted, Reserved
+from scheduler.specs import declines_at_discretion
 from tests.builders import a_catalog, a_contract, a_job, recording_engine, two_clouds
 from tests.test_engine import assert_clean
 
@@ -126,6 +127,24 @@ def test_a_job_held_back_by_a_better_planned_start_lets_a_worse_short_job_backfi
     assert (engine.status("short").cloud, engine.status("short").region) == ("azure", "eastus")
     assert engine.status("gang").planned == ("azure", "eastus", 360.0)
     assert engine.status("long").planned == ("azure", "westus", 360.0)
+    assert_clean(events)
+
+
+def test_a_decline_at_the_holders_discretion_does_not_hold_back_the_next_job_of_the_same_shape() -> None:
+    """The holder draws its discretionary declines per job (holderRules.declineFraction): the job
+    it turns down says nothing about the next one of the same shape, which gets its own offer."""
+    rules = {"declineFraction": 0.5, "declineSeed": 5}  # at t=0 it declines "ahead" and takes "busy" and "behind"
+    assert [declines_at_discretion(0.5, 5, name, 0.0) for name in ("busy", "ahead", "behind")] == [False, True, False]
+    catalog = a_catalog().cloud("azure", {"eastus": {"H100": 8}}, price=3.4, rules=rules).obj()
+    # planning depth 0: no job holds a planned start, as past the depth of a long queue
+    engine, events, _clock = recording_engine(catalog, a_contract(preemption=False), plan_depth=0)
+    engine.submit(a_job().named("busy").gpus(8).obj())
+    assert engine.submit(a_job().named("ahead").gpus(4).priority(5).obj()).outcome == "queued"
+    assert engine.submit(a_job().named("behind").gpus(4).obj()).outcome == "queued"
+    mark = len(events)
+    engine.release("busy")
+    assert placed_jobs(events, mark) == ["behind"]
+    assert engine.status("ahead").outcome == "queued"
     assert_clean(events)
 
 

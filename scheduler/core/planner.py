@@ -13,7 +13,9 @@ One *pass* covers the waiting jobs of one GPU type at one instant (docs/queueing
 
 Jobs of one shape that cannot start or be planned make every later job of that shape fail
 the same way in the same pass (capacity only shrinks and planned starts only accumulate
-within a pass), so the walk skips them; tests/reference.py visits every job one by one and
+within a pass), so the walk skips them. The one answer that is a job's own is the holder's
+decline at its discretion (``holderRules.declineFraction``, drawn per job and time): after
+it, the next job of the shape is still visited. tests/reference.py visits every job one by one and
 the differential test holds the two to the same event stream.
 """
 
@@ -27,10 +29,10 @@ from scheduler.core.decide import decide, never_blocked
 from scheduler.core.profile import Claim, Profile, expected_end
 from scheduler.core.recall import Entry, Note, WalkRecord
 from scheduler.core.state import JobRecord, PoolKey, State
-from scheduler.events import Event, ReservationCleared, Reserved
+from scheduler.events import Answered, Event, ReservationCleared, Reserved
 from scheduler.inventory import Pool
 from scheduler.pipeline.offer import api_ceiling
-from scheduler.pipeline.outcomes import TERMINAL_STATES, JobState
+from scheduler.pipeline.outcomes import TERMINAL_STATES, DeclineReason, JobState
 from scheduler.pipeline.quote import Blocker
 
 #: Jobs of one GPU type that hold a planned start at once (docs/queueing.md, "Planning depth").
@@ -46,6 +48,7 @@ class Visit(Enum):
     PLANNED = 1
     STUCK = 2  # neither started nor planned: later jobs of its shape cannot do better this pass
     RESTART = 3  # it preempted: what is free changed, walk again
+    OWN_ANSWER = 4  # neither, but the holder turned down this job at its discretion: the next of its shape gets its own draw
 
 
 class Pass:
@@ -285,6 +288,7 @@ def walk(state: State, emit: Emit, now: float, gpu_type: str, depth: int) -> boo
 
 def _visit(p: Pass, rec: JobRecord, emit: Emit) -> Visit:
     state = p.state
+    stuck = Visit.STUCK  # what a visit that neither starts nor plans means for the rest of its shape
     note = p.recalled(rec) if rec.state is JobState.QUEUED else None
     if note is None:
         if rec.state is JobState.PENDING or (rec.state is JobState.QUEUED and p.may_start(rec)):
@@ -301,6 +305,8 @@ def _visit(p: Pass, rec: JobRecord, emit: Emit) -> Visit:
                 assert rec.pool is not None
                 p.changed.add(rec.pool.key)
                 return Visit.STARTED
+            if any(isinstance(ev, Answered) and ev.reason == DeclineReason.AT_DISCRETION for ev in attempt.events):
+                stuck = Visit.OWN_ANSWER
             entries = p.starts(rec) if p.count < p.depth else None  # an attempt was made: no note
         else:
             entries = p.starts(rec) if p.count < p.depth else None
@@ -313,7 +319,7 @@ def _visit(p: Pass, rec: JobRecord, emit: Emit) -> Visit:
     if plan is None:
         if recorded is not None:
             emit(ReservationCleared(p.now, rec.job.name, recorded[0].cloud, recorded[0].region, recorded[0].gpu_type))
-        return Visit.STUCK
+        return stuck
     pool, start = plan
     if recorded is None or recorded[0] is not pool or recorded[1] != start:
         emit(Reserved(p.now, rec.job.name, pool.cloud, pool.region, pool.gpu_type, start))
