@@ -288,7 +288,7 @@ def walk(state: State, emit: Emit, now: float, gpu_type: str, depth: int) -> boo
 
 def _visit(p: Pass, rec: JobRecord, emit: Emit) -> Visit:
     state = p.state
-    stuck = Visit.STUCK  # what a visit that neither starts nor plans means for the rest of its shape
+    unplanned = Visit.STUCK  # what a visit that neither starts nor plans means for the rest of its shape
     note = p.recalled(rec) if rec.state is JobState.QUEUED else None
     if note is None:
         if rec.state is JobState.PENDING or (rec.state is JobState.QUEUED and p.may_start(rec)):
@@ -306,7 +306,7 @@ def _visit(p: Pass, rec: JobRecord, emit: Emit) -> Visit:
                 p.changed.add(rec.pool.key)
                 return Visit.STARTED
             if any(isinstance(ev, Answered) and ev.reason == DeclineReason.AT_DISCRETION for ev in attempt.events):
-                stuck = Visit.OWN_ANSWER
+                unplanned = Visit.OWN_ANSWER
             entries = p.starts(rec) if p.count < p.depth else None  # an attempt was made: no note
         else:
             entries = p.starts(rec) if p.count < p.depth else None
@@ -319,7 +319,7 @@ def _visit(p: Pass, rec: JobRecord, emit: Emit) -> Visit:
     if plan is None:
         if recorded is not None:
             emit(ReservationCleared(p.now, rec.job.name, recorded[0].cloud, recorded[0].region, recorded[0].gpu_type))
-        return stuck
+        return unplanned
     pool, start = plan
     if recorded is None or recorded[0] is not pool or recorded[1] != start:
         emit(Reserved(p.now, rec.job.name, pool.cloud, pool.region, pool.gpu_type, start))
