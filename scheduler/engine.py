@@ -107,6 +107,10 @@ class Engine:
     def subscribe(self, sink: EventSink) -> None:
         self._sinks.append(sink)
 
+    def unsubscribe(self, sink: EventSink) -> None:
+        """Stop sending events to ``sink`` (the same object ``subscribe`` was given)."""
+        self._sinks.remove(sink)
+
     def _emit(self, event: Event) -> None:
         self.state.apply(event)
         for sink in self._sinks:
