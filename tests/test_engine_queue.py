@@ -148,6 +148,49 @@ def test_a_decline_at_the_holders_discretion_does_not_hold_back_the_next_job_of_
     assert_clean(events)
 
 
+def test_a_pinned_job_declined_for_the_api_share_preempts_as_it_would_with_no_room_at_all() -> None:
+    """The holder keeps a quarter of the pool for the API: with 4 of 8 GPUs busy, an inference job
+    (pinned to the holder) may use only 2 more. That is a decline for capacity like any other, so
+    it preempts the lower-priority training job, as it would if those 2 GPUs were taken too (before,
+    it waited here, and the next job to take the 2 GPUs let it preempt at the same instant)."""
+    catalog = a_catalog().cloud("azure", {"eastus": {"H100": 8}}, price=3.4, rules={"reserveForApiServingFraction": 0.25}).obj()
+    contract = a_contract(pins={"api-serving": ["azure"], "inference": ["azure"]})
+    engine, events, _clock = recording_engine(catalog, contract)
+    engine.submit(a_job().named("train").gpus(4).priority(0).obj())
+    infer = engine.submit(a_job().named("infer").cls("inference").gpus(4).priority(1).obj())
+    assert (infer.outcome, infer.via, infer.rofr_reason) == ("placed", "preemption", "reserved-for-api-serving")
+    assert [e.job for e in events if isinstance(e, Preempted)] == ["train"]
+    assert_clean(events)
+
+
+def test_a_pinned_job_the_holder_turns_down_at_its_discretion_preempts_nothing_at_that_instant() -> None:
+    """The holder's discretionary draw is one answer per job and instant. Where it has room it
+    declines the offer; once others have taken that room, the same job at the same instant still
+    preempts nothing, so re-planning at that instant changes nothing. At the next instant the job
+    draws again, and preempts."""
+    rules = {"declineFraction": 0.5, "declineSeed": 4}
+    draws = [("api", 0.0), ("old", 0.0), ("filler", 0.0), ("late", 0.0), ("api", 60.0)]
+    assert [declines_at_discretion(0.5, 4, name, at) for name, at in draws] == [True, False, False, True, False]
+    catalog = a_catalog().cloud("azure", {"eastus": {"H100": 4}, "westus": {"H100": 8}}, price=3.4, rules=rules).obj()
+    engine, events, clock = recording_engine(catalog, a_contract(), plan_depth=0)
+    engine.submit(a_job().named("old").gpus(4).obj())  # eastus
+    api = engine.submit(a_job().named("api").cls("api-serving").gpus(4).priority(1).obj())
+    assert (api.outcome, api.rofr_reason) == ("queued", "at-discretion")  # westus had room
+    assert engine.submit(a_job().named("filler").gpus(8).obj()).cloud == "azure"  # takes westus
+    mark = len(events)
+    engine.retry("H100")  # the same instant: nothing left to do
+    assert events[mark:] == []
+    assert engine.status("old").outcome == "placed"
+    late = engine.submit(a_job().named("late").cls("api-serving").gpus(4).priority(1).obj())  # its draw says no too
+    assert (late.outcome, late.rofr_reason) == ("queued", "no-capacity")
+    assert late.detail == "azure declined: no-capacity; no other cloud allowed; azure turns it down at its discretion at this instant, so it preempts nothing"
+    engine.end("late", "cancelled")
+    clock.advance(60)
+    engine.retry("H100")
+    assert (engine.status("api").via, engine.status("old").outcome) == ("preemption", "queued")
+    assert_clean(events)
+
+
 def test_a_pool_shrink_that_evicts_more_than_needed_offers_the_rest_to_the_queue() -> None:
     catalog = (
         a_catalog().cloud("azure", {"eastus": {"H100": 16}}, price=3.4).cloud("oci", {"ashburn": {"H100": 8}}, price=2.9).obj()

@@ -22,7 +22,7 @@ from scheduler.pipeline.preempt import choose_victims
 from scheduler.pipeline.quote import Blocker, Quote, collect_quotes
 from scheduler.specs import API_CLASS
 
-PREEMPTIBLE_DECLINES = frozenset({DeclineReason.NO_CAPACITY, DeclineReason.RESERVED_FOR_QUEUED_JOB})
+PREEMPTIBLE_DECLINES = frozenset({DeclineReason.NO_CAPACITY, DeclineReason.RESERVED_FOR_API_SERVING, DeclineReason.RESERVED_FOR_QUEUED_JOB})
 
 
 class Attempt(NamedTuple):
@@ -91,6 +91,8 @@ def decide(
     holder_note = (holder, f"{ans.answer}: {ans.reason}")
     lapsed = ans.answer == Answer.LAPSED
     may_preempt = state.preemption and cand.pinned and ans.answer == Answer.DECLINED and ans.reason in PREEMPTIBLE_DECLINES
+    turned_down = may_preempt and state.holder_turns_down(name, now)  # the holder's discretionary no holds for the instant
+    may_preempt = may_preempt and not turned_down
     if lapsed and state.lapse_queues and cand.others:
         return _queue(events, rec, attempt, QueueReason.HOLDER_LAPSED, f"{holder} lapsed: {ans.reason}", now, (holder_note, *dropped, *cand.excluded))
     if not cand.others:  # pinned to the holder alone: wait for it, or preempt there
@@ -100,6 +102,8 @@ def decide(
                 return done
         reason = QueueReason.PINNED_HOLDER_LAPSED if lapsed else QueueReason.PINNED_HOLDER_DECLINED
         detail = f"{holder} {ans.answer}: {ans.reason}; no other cloud allowed"
+        if turned_down:
+            detail += f"; {holder} turns it down at its discretion at this instant, so it preempts nothing"
         return _queue(events, rec, attempt, reason, detail, now, (holder_note, *cand.excluded))
     # 3. quote the others, only now that the holder declined or lapsed
     if quotes is None:
@@ -119,6 +123,8 @@ def decide(
     # 6. queue
     all_down = bool(dropped) and all(why == "backend-down" for _, why in dropped)
     detail = f"{holder} {ans.answer}: {ans.reason}; " + "; ".join(f"{c} {why}" for c, why in dropped)
+    if turned_down:
+        detail += f"; {holder} turns it down at its discretion at this instant, so it preempts nothing"
     reason = QueueReason.BACKEND_DOWN if all_down else QueueReason.NO_CAPACITY
     return _queue(events, rec, attempt, reason, detail, now, (holder_note, *dropped, *cand.excluded))
 

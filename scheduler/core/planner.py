@@ -13,10 +13,11 @@ One *pass* covers the waiting jobs of one GPU type at one instant (docs/queueing
 
 Jobs of one shape that cannot start or be planned make every later job of that shape fail
 the same way in the same pass (capacity only shrinks and planned starts only accumulate
-within a pass), so the walk skips them. The one answer that is a job's own is the holder's
-decline at its discretion (``holderRules.declineFraction``, drawn per job and time): after
-it, the next job of the shape is still visited. tests/reference.py visits every job one by one and
-the differential test holds the two to the same event stream.
+within a pass), so the walk skips them. The one exception is a job the holder turns down at
+its discretion (``holderRules.declineFraction``, drawn per job and time: it declines the
+job's offer, or bars its preemption): the next job of the shape gets its own draw and is
+still visited. tests/reference.py visits every job one by one and the differential test holds
+the two to the same event stream.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from scheduler.core.decide import decide, never_blocked
 from scheduler.core.profile import Claim, Profile, expected_end
 from scheduler.core.recall import Entry, Note, WalkRecord
 from scheduler.core.state import JobRecord, PoolKey, State
-from scheduler.events import Answered, Event, ReservationCleared, Reserved
+from scheduler.events import Event, ReservationCleared, Reserved
 from scheduler.inventory import Pool
 from scheduler.pipeline.offer import api_ceiling
-from scheduler.pipeline.outcomes import TERMINAL_STATES, DeclineReason, JobState
+from scheduler.pipeline.outcomes import TERMINAL_STATES, JobState
 from scheduler.pipeline.quote import Blocker
 
 #: Jobs of one GPU type that hold a planned start at once (docs/queueing.md, "Planning depth").
@@ -305,7 +306,7 @@ def _visit(p: Pass, rec: JobRecord, emit: Emit) -> Visit:
                 assert rec.pool is not None
                 p.changed.add(rec.pool.key)
                 return Visit.STARTED
-            if any(isinstance(ev, Answered) and ev.reason == DeclineReason.AT_DISCRETION for ev in attempt.events):
+            if state.holder_turns_down(rec.job.name, p.now):  # its answer (and whether it may preempt) is its own
                 unplanned = Visit.OWN_ANSWER
             entries = p.starts(rec) if p.count < p.depth else None  # an attempt was made: no note
         else:

@@ -267,6 +267,14 @@ class State:
     def holder_responsive(self) -> bool:
         return responsive(self.backends[self.holder], self.window)
 
+    def holder_turns_down(self, job: str, at: float) -> bool:
+        """Whether the holder's discretionary draw (``holderRules.declineFraction``) turns this job
+        down at this instant. It is one answer for the instant: where the holder has room it
+        declines ``at-discretion``, and where it has none the job does not preempt in its place
+        either, so a job's fate at one instant does not hang on the order of the pass."""
+        holder = self.backends[self.holder]
+        return bool(holder.decline_fraction) and holder.at_discretion(job, at)
+
     def api_keep(self, job: Job, pool: Pool) -> float:
         """The share of ``pool`` this job must leave free: the holder's API-serving reserve, for other classes."""
         if pool.cloud != self.holder or job.cls == API_CLASS:
