@@ -645,8 +645,12 @@ def _delete_probes(client: Any, settle: float = PROBE_SETTLE_SECONDS) -> None:
                         client.delete_job(sid)
 
 
-def wait_jobs_api(url: str, timeout: float = 90.0) -> None:
-    """Wait until the Jobs API really accepts a job (its agent starts after the dashboard)."""
+def wait_jobs_api(url: str, timeout: float = 90.0, ray_temp: Path | None = None) -> None:
+    """Wait until the Jobs API really accepts a job (its agent starts after the dashboard).
+
+    ``ray_temp``: the cluster's Ray temp dir. On a timeout the error quotes the informative
+    line of the head's dashboard agent log from it, because a failed ``up`` stops the cluster
+    and a test then removes its state dir: the message is all that is left to read."""
     from ray.job_submission import JobStatus
 
     deadline = time.monotonic() + timeout
@@ -663,7 +667,19 @@ def wait_jobs_api(url: str, timeout: float = 90.0) -> None:
         except Exception as exc:  # connection refused / "No available agent" while starting
             last = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             time.sleep(0.5)
-    raise RuntimeUnavailable(f"Ray Jobs API at {url} not ready within {timeout:.0f}s: {last}")
+    raise RuntimeUnavailable(f"Ray Jobs API at {url} not ready within {timeout:.0f}s: {last}{_agent_log(ray_temp)}")
+
+
+def _agent_log(ray_temp: Path | None) -> str:
+    """`` (dashboard agent: LINE; log: PATH)`` for the newest session's agent log, or ""."""
+    logs = sorted(ray_temp.glob("session_*/logs/dashboard_agent*.log"), key=lambda p: p.stat().st_mtime) if ray_temp else []
+    if not logs:
+        return ""
+    try:
+        line = _failure(logs[-1].read_text(errors="replace")[-20_000:])
+    except OSError:
+        return ""
+    return f" (dashboard agent: {line}; log: {logs[-1]})"
 
 
 def no_cluster(state_dir: Path, hint: str = "run `mcsched up` first or pass --address") -> str:
@@ -751,7 +767,7 @@ def up(
         started = [launch(t) for t in types[:NODE_WAVE]]
         info = dataclasses.replace(info, nodes=[n.to_dict() for n in started])
         info.save()  # the handles first: a failed join still leaves them for `down`
-        wait_jobs_api(dash)
+        wait_jobs_api(dash, ray_temp=ray_temp_dir(state_dir))
         from scheduler.runtime.actor import start_actor  # imports ray: only now that auth is in the env
 
         ledger = state_dir / "ledger.db"

@@ -225,6 +225,29 @@ def test_up_leaves_no_readiness_probe_in_the_users_job_list(monkeypatch: pytest.
     assert list(fake.jobs) == ["user-job"]
 
 
+def test_a_jobs_api_that_never_gets_its_agent_names_the_agents_last_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round 2 of a newcomer check failed `mcsched up` with only Ray's "No available agent"; the
+    test had removed the state dir and with it the agent's log. The error now quotes that log."""
+    import scheduler.runtime.cluster as cluster
+
+    class NoAgent:
+        def submit_job(self, **_: object) -> str:
+            raise RuntimeError("Request failed with status code 500: No available agent to submit job, please try again later.")
+
+    logs = tmp_path / "ray" / "session_2026-12-07_21-00-00_1" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "dashboard_agent.log").write_text("INFO starting\nERROR OSError: [Errno 98] Address already in use\nINFO exiting\n")
+    monkeypatch.setattr(cluster, "jobs_client", lambda url: NoAgent())
+    with pytest.raises(cluster.RuntimeUnavailable) as err:
+        cluster.wait_jobs_api("http://127.0.0.1:1", timeout=0.6, ray_temp=tmp_path / "ray")
+    message = str(err.value)
+    assert "No available agent" in message and "\n" not in message
+    assert f"(dashboard agent: ERROR OSError: [Errno 98] Address already in use; log: {logs / 'dashboard_agent.log'})" in message
+    with pytest.raises(cluster.RuntimeUnavailable) as bare:  # no log to quote: the plain message
+        cluster.wait_jobs_api("http://127.0.0.1:1", timeout=0.6, ray_temp=tmp_path / "none")
+    assert str(bare.value).endswith("please try again later.")
+
+
 def test_the_clusters_processes_use_its_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`mcsched up --state-dir /tmp/a`: its jobs' drivers checkpointed into ~/.mcsched (the default),
     shared by every cluster. The head's environment, which its processes inherit, names the state dir."""
