@@ -181,7 +181,7 @@ def test_a_failed_up_leaves_no_head_and_no_cluster_json(tmp_path: Path) -> None:
     script = (
         "import scheduler.runtime.cluster as c\n"
         "from scheduler.errors import RuntimeUnavailable\n"
-        "def boom(url, timeout=90.0):\n"
+        "def boom(url, timeout=90.0, ray_temp=None):\n"
         "    raise RuntimeUnavailable('Ray Jobs API not ready (injected failure)')\n"
         "c.wait_jobs_api = boom\n"
         "from scheduler.cli import main\n"
