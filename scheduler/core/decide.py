@@ -93,6 +93,7 @@ def decide(
     may_preempt = state.preemption and cand.pinned and ans.answer == Answer.DECLINED and ans.reason in PREEMPTIBLE_DECLINES
     turned_down = may_preempt and state.holder_turns_down(name, now)  # the holder's discretionary no holds for the instant
     may_preempt = may_preempt and not turned_down
+    no_preemption = f"; {holder} turns it down at its discretion at this instant, so it preempts nothing" if turned_down else ""
     if lapsed and state.lapse_queues and cand.others:
         return _queue(events, rec, attempt, QueueReason.HOLDER_LAPSED, f"{holder} lapsed: {ans.reason}", now, (holder_note, *dropped, *cand.excluded))
     if not cand.others:  # pinned to the holder alone: wait for it, or preempt there
@@ -101,9 +102,7 @@ def decide(
             if done is not None:
                 return done
         reason = QueueReason.PINNED_HOLDER_LAPSED if lapsed else QueueReason.PINNED_HOLDER_DECLINED
-        detail = f"{holder} {ans.answer}: {ans.reason}; no other cloud allowed"
-        if turned_down:
-            detail += f"; {holder} turns it down at its discretion at this instant, so it preempts nothing"
+        detail = f"{holder} {ans.answer}: {ans.reason}; no other cloud allowed{no_preemption}"
         return _queue(events, rec, attempt, reason, detail, now, (holder_note, *cand.excluded))
     # 3. quote the others, only now that the holder declined or lapsed
     if quotes is None:
@@ -122,9 +121,7 @@ def decide(
             return done
     # 6. queue
     all_down = bool(dropped) and all(why == "backend-down" for _, why in dropped)
-    detail = f"{holder} {ans.answer}: {ans.reason}; " + "; ".join(f"{c} {why}" for c, why in dropped)
-    if turned_down:
-        detail += f"; {holder} turns it down at its discretion at this instant, so it preempts nothing"
+    detail = f"{holder} {ans.answer}: {ans.reason}; " + "; ".join(f"{c} {why}" for c, why in dropped) + no_preemption
     reason = QueueReason.BACKEND_DOWN if all_down else QueueReason.NO_CAPACITY
     return _queue(events, rec, attempt, reason, detail, now, (holder_note, *dropped, *cand.excluded))
 

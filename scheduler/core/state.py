@@ -272,8 +272,7 @@ class State:
         down at this instant. It is one answer for the instant: where the holder has room it
         declines ``at-discretion``, and where it has none the job does not preempt in its place
         either, so a job's fate at one instant does not hang on the order of the pass."""
-        holder = self.backends[self.holder]
-        return bool(holder.decline_fraction) and holder.at_discretion(job, at)
+        return self.backends[self.holder].at_discretion(job, at)  # False at once for a holder that never declines
 
     def api_keep(self, job: Job, pool: Pool) -> float:
         """The share of ``pool`` this job must leave free: the holder's API-serving reserve, for other classes."""
