@@ -4,11 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from scheduler.model import Job
 from scheduler.specs import CloudCatalog, Contract
 from tests.builders import a_contract
+
+#: The settings of the random-world property tests, but for their number of examples (``sized``).
+PROPERTY = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def sized(quick: int, full: int) -> list[Any]:
+    """A randomised test's sizes (examples, steps): ``quick`` in the quick profile, and ``full``
+    too (marked slow) in the full run. The quick profile must stay under 3 minutes on a slow
+    2-core day; the full run, which CI runs, still draws the full count."""
+    return [pytest.param(quick, id=str(quick)), pytest.param(full, id=str(full), marks=pytest.mark.slow)]
+
 
 CLOUDS = ("azure", "oci", "stargate", "aws")
 SKUS = ("H100", "H200")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.clock import ManualClock
@@ -19,7 +19,7 @@ from scheduler.events import Answered, Event, Offered, Placed, Preempted, Queued
 from scheduler.invariants import InvariantChecker
 from scheduler.pipeline.outcomes import JobState
 from tests.builders import a_contract, a_job, recording_engine, two_clouds
-from tests.strategies import catalogs, contracts, jobs, ops
+from tests.strategies import PROPERTY, catalogs, contracts, jobs, ops, sized
 
 RUNNING = JobState.RUNNING
 
@@ -35,9 +35,13 @@ def check_internal(engine: Engine) -> None:
     assert queued == set(engine.queue.names())
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@pytest.mark.parametrize("examples", sized(quick=300, full=1000))
+def test_invariants_hold_for_random_streams(examples: int) -> None:
+    settings(PROPERTY, max_examples=examples)(invariants_hold)()
+
+
 @given(data=st.data(), catalog=catalogs(), contract=contracts())
-def test_invariants_hold_for_random_streams(data: st.DataObject, catalog, contract) -> None:
+def invariants_hold(data: st.DataObject, catalog, contract) -> None:
     clock = ManualClock()
     engine = Engine(catalog, contract, clock)
     checker = InvariantChecker()

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
@@ -25,6 +26,7 @@ from scheduler.invariants import InvariantChecker
 from scheduler.ledger import Ledger
 from scheduler.model import Job
 from tests.builders import a_catalog, a_contract
+from tests.strategies import sized
 from tests.test_invariants import check_internal
 
 STEPS = 80
@@ -150,14 +152,16 @@ class SchedulerMachine(RuleBasedStateMachine):
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def test_state_machine_runs_at_least_10000_steps_with_faults_and_restarts() -> None:
+@pytest.mark.parametrize("min_steps", sized(quick=MIN_STEPS // 4, full=MIN_STEPS))
+def test_state_machine_runs_at_least_10000_steps_with_faults_and_restarts(min_steps: int) -> None:
+    """At least 10,000 steps in the full run (a quarter of them in the quick profile)."""
     executed["steps"] = 0
     config = settings(
-        max_examples=PROGRAMS, stateful_step_count=STEPS, deadline=None,
+        max_examples=PROGRAMS * min_steps // MIN_STEPS, stateful_step_count=STEPS, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
     rounds = 0
-    while executed["steps"] < MIN_STEPS and rounds < 10:  # hypothesis picks program lengths; top up until the floor
+    while executed["steps"] < min_steps and rounds < 10:  # hypothesis picks program lengths; top up until the floor
         run_state_machine_as_test(SchedulerMachine, settings=config)
         rounds += 1
-    assert executed["steps"] >= MIN_STEPS, executed
+    assert executed["steps"] >= min_steps, executed
