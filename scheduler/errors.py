@@ -60,6 +60,14 @@ class LedgerError(MCSchedError):
     """The ledger cannot be opened or written."""
 
 
+class LedgerInputError(LedgerError):
+    """A ledger command was given what it cannot use: a ledger that is not there, a size the log
+    never had, a file it would overwrite. Bad input (exit 2), never bad evidence (exit 1): a
+    typo must not look like tampering."""
+
+    exit_code = 2
+
+
 class LedgerCorrupt(LedgerError):
     """Verification found a bad record; ``seq`` names the first one."""
 

@@ -118,7 +118,7 @@ def test_plan_writes_a_ledger_that_verifies(tmp_path: Path, capsys) -> None:
     code, out, _ = run(["audit", "verify", "--db", str(db)], capsys)
     assert code == 0 and "OK:" in out
     code, _, err = run(["plan", str(MIXED), "--db", str(db)], capsys)
-    assert code == 1 and "already holds" in err
+    assert code == 2 and "already holds" in err  # bad input, as docs/cli.md says: never bad evidence (1)
 
 
 def test_audit_verify_names_the_first_bad_record(tmp_path: Path, capsys) -> None:

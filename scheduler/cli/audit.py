@@ -27,6 +27,15 @@ PublicKeyOpt = Annotated[
 SigningKeyOpt = Annotated[Path | None, typer.Option("--signing-key", help="Ledger signing key (default $MCSCHED_HOME/ledger-signing.key).")]
 
 
+def existing(path: Path, option: str, command: str) -> Path:
+    """``path`` when it is a file. Inputs that are not there are usage errors (2), not bad evidence
+    (1): a typo must not look like tampering, nor start a new ledger (``adopt``, ``rotate`` and
+    ``cosign`` would open one)."""
+    if not path.is_file():
+        raise fail(f"audit {command}: --{option} {path}: {'a directory, not a file' if path.is_dir() else 'no such file'}", 2)
+    return path
+
+
 @audit_app.command("verify")
 def audit_verify(
     db: DbOpt,
@@ -49,11 +58,9 @@ def audit_verify(
         raise fail("audit verify: --witness FILE is gone: list witness keys and a quorum in a trust file and pass --trust FILE (see docs/audit.md)", 2)
     if trust is not None and public_key is not None:
         raise fail("audit verify: pass --trust or --public-key, not both (the trust file names the key)", 2)
-    # Inputs that are not there are usage errors (2), not bad evidence (1): a typo must not look like tampering.
-    if not db.is_file():
-        raise fail(f"audit verify: --db {db}: no such file", 2)
-    if public_key is not None and not public_key.is_file():
-        raise fail(f"audit verify: --public-key {public_key}: no such file", 2)
+    existing(db, "db", "verify")
+    if public_key is not None:
+        existing(public_key, "public-key", "verify")
     pinned = load_trust(trust) if trust is not None else None
     with readable(db) as path:  # a sealed (FILE.zst) ledger is read from a decompressed copy
         report = verify_ledger(path, public_key or default_public_key_path(), trust=pinned, allow_unsigned_tail=allow_unsigned_tail)
@@ -74,7 +81,7 @@ def audit_prove(
     from scheduler.ledger.compact import readable
     from scheduler.ledger.proofs import prove
 
-    with readable(db) as path:
+    with readable(existing(db, "db", "prove")) as path:
         print(json.dumps(prove(path, job, since), indent=1))
 
 
@@ -88,7 +95,7 @@ def audit_check_proof(
     ] = None,
 ) -> None:
     """Check a proof without the ledger: exit 0 with what it shows, 1 on any altered byte."""
-    from scheduler.errors import LedgerError
+    from scheduler.errors import LedgerInputError
     from scheduler.ledger.proofs import check_proof, load_proof
     from scheduler.ledger.signing import (
         CheckpointFormatError,
@@ -116,7 +123,7 @@ def audit_check_proof(
         try:
             held_cp = parse_checkpoint(held.read_bytes())
         except OSError as exc:
-            raise LedgerError(f"{held}: cannot read ({exc.strerror})") from None
+            raise LedgerInputError(f"{held}: cannot read ({exc.strerror})") from None
         except CheckpointFormatError as exc:
             raise fail(f"{held}: not a signed checkpoint ({exc})", 2) from None
     result = check_proof(doc, log, held_cp, pinned)
@@ -132,7 +139,7 @@ def audit_export(db: DbOpt) -> None:
     from scheduler.ledger.export import export_lines
 
     write = sys.stdout.buffer.write
-    with readable(db) as path:
+    with readable(existing(db, "db", "export")) as path:
         for line in export_lines(path):
             write(line + b"\n")
     sys.stdout.flush()
@@ -165,7 +172,7 @@ def audit_keygen(
 def _resolve(kind: str, db: Path, why: str, who: str | None, signing_key: Path | None) -> None:
     from scheduler.ledger.store import Ledger
 
-    ledger = Ledger(db, signing_key=signing_key, operator=True)
+    ledger = Ledger(existing(db, "db", kind), signing_key=signing_key, operator=True)
     try:
         act = ledger.resolve(kind, why, who)
     finally:
@@ -200,7 +207,7 @@ def audit_rotate(
     """Rotate the log's signing key: the current key signs a rotation naming the new one; verify follows it from the pinned key."""
     from scheduler.ledger.store import Ledger
 
-    ledger = Ledger(db, signing_key=signing_key)
+    ledger = Ledger(existing(db, "db", "rotate"), signing_key=signing_key)
     try:
         act = ledger.rotate(new_key, why, who)
     finally:
@@ -221,7 +228,7 @@ def audit_migrate(
     from scheduler.ledger.legacy import migrate
     from scheduler.ledger.signing import load_public_key
 
-    act = migrate(db, to, load_public_key(public_key), why, signing_key=signing_key, who=who)
+    act = migrate(existing(db, "db", "migrate"), to, load_public_key(existing(public_key, "public-key", "migrate")), why, signing_key=signing_key, who=who)
     out.print(f"{to}: {act.describe()}", markup=False)
 
 
@@ -233,11 +240,26 @@ def audit_cosign(
     """Ask witnesses to cosign the ledger's latest checkpoint (consistency-checked) and store their cosignatures."""
     from scheduler.ledger.witness import submit
 
+    existing(db, "db", "cosign")
+    for url in witness_url:
+        if not _http_url(url):
+            raise fail(f"audit cosign: --witness-url {url!r}: not an http(s) URL with a host", 2)
     lines = submit(db, witness_url)
     for line in lines:
         out.print(line, markup=False)
     if not all(": cosigned checkpoint" in line for line in lines):
         raise typer.Exit(1)
+
+
+def _http_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number raises here
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 @audit_app.command("trust")
@@ -251,10 +273,20 @@ def audit_trust(
 ) -> None:
     """Print a trust file (TOML) built from what you trust: the key, the origin, witness keys, the YAML in force."""
     from scheduler.cli.app import load_config
+    from scheduler.ledger import note
     from scheduler.ledger.signing import load_public_key, log_verifier
     from scheduler.ledger.trust import doc_hash
 
-    lines = [f'log = "{log_verifier(origin, load_public_key(public_key)).vkey()}"']
+    for w in witness_key or []:  # what `audit verify --trust` would refuse is refused here, before a file is written
+        try:
+            alg = note.parse_vkey(w).alg
+        except note.NoteError as exc:
+            raise fail(f"audit trust: --witness-key: {exc}", 2) from None
+        if alg != note.ALG_COSIGNATURE_V1:
+            raise fail(f"audit trust: --witness-key {w!r}: not a cosignature/v1 key (type 0x04; `mcsched witness run` prints one)", 2)
+    if not 0 <= quorum <= len(witness_key or []):
+        raise fail(f"audit trust: --quorum {quorum}: must be 0..{len(witness_key or [])} (the number of --witness-key given)", 2)
+    lines = [f'log = "{log_verifier(origin, load_public_key(existing(public_key, "public-key", "trust"))).vkey()}"']
     lines.append("witnesses = [" + ", ".join(f'"{w}"' for w in witness_key or []) + "]")
     lines.append(f"quorum = {quorum}")
     if clouds is not None or contract is not None:

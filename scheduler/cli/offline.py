@@ -25,7 +25,7 @@ from scheduler.cli.app import (
     print_spec_errors,
     stage_progress,
 )
-from scheduler.errors import LedgerError, SpecError, SpecErrors
+from scheduler.errors import LedgerError, LedgerInputError, SpecError, SpecErrors
 from scheduler.paths import default_catalog, default_contract
 
 if TYPE_CHECKING:
@@ -112,10 +112,13 @@ def plan(
     if db is not None:
         from scheduler.ledger import Ledger
 
-        ledger = Ledger(db, signing_key=signing_key)
+        try:  # --db names where plan writes: a file it cannot use is bad input (exit 2), as a spec error is
+            ledger = Ledger(db, signing_key=signing_key)
+        except LedgerError as exc:
+            raise LedgerInputError(str(exc)) from None
         if not ledger.empty:
             ledger.close()
-            raise LedgerError(f"{db}: already holds {len(ledger)} records; plan writes a new ledger, pass a new path")
+            raise LedgerInputError(f"{db}: already holds {len(ledger)} records; plan writes a new ledger, pass a new path")
         engine.subscribe(ledger)
         engine.announce()
     try:

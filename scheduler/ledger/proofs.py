@@ -17,7 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from scheduler.errors import LedgerError
+from scheduler.errors import LedgerError, LedgerInputError
 from scheduler.ledger import note
 from scheduler.ledger.actions import parse_action
 from scheduler.ledger.clauses import ClauseChecker, ClauseViolation
@@ -40,6 +40,8 @@ def prove(db: Path, job: str, since: int | None = None) -> dict[str, Any]:
     With ``since`` (a size someone already holds a signed checkpoint for, e.g. a witness),
     it also carries an RFC 9162 consistency proof that the latest checkpoint extends it.
     """
+    if since is not None and since < 1:
+        raise LedgerInputError(f"--since {since}: a consistency proof starts from a checkpoint of size 1 or more (every log extends the empty one)")
     conn = connect_readonly(db)
     try:
         row = conn.execute("SELECT note FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
@@ -48,6 +50,8 @@ def prove(db: Path, job: str, since: int | None = None) -> dict[str, Any]:
         cp = parse_checkpoint(bytes(row[0]))
         actions = [parse_action(bytes(n))[0] for (n,) in conn.execute("SELECT note FROM actions ORDER BY id")]
         older = None
+        if since is not None and since > cp.size:  # whoever holds that checkpoint holds more than the log now signs
+            raise LedgerError(f"{db}: --since {since}: the latest signed checkpoint has size {cp.size}, smaller: the log does not extend a checkpoint of size {since}")
         if since is not None and since < cp.size:
             got = conn.execute("SELECT note FROM checkpoints WHERE size = ? ORDER BY id LIMIT 1", (since,)).fetchone()
             if got is None:
@@ -303,7 +307,7 @@ def load_proof(path: Path, limit: int = MAX_PROOF) -> Any:
             raise LedgerError(f"{path}: larger than any proof (limit {limit})")
         return json.loads(data)
     except OSError as exc:
-        raise LedgerError(f"{path}: cannot read ({exc.strerror})") from None
+        raise LedgerInputError(f"{path}: cannot read ({exc.strerror})") from None
     except RecursionError:
         raise LedgerError(f"{path}: not a proof (JSON nested too deep)") from None
     except (ValueError, UnicodeError) as exc:

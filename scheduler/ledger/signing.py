@@ -27,7 +27,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from scheduler.errors import LedgerError
+from scheduler.errors import LedgerError, LedgerInputError
 from scheduler.ledger import note as c2sp
 from scheduler.ledger.merkle import EMPTY_ROOT
 from scheduler.paths import state_dir
@@ -95,10 +95,10 @@ def generate_key(key_path: Path) -> Ed25519PrivateKey:
 def _read(path: Path, what: str, limit: int = 1 << 16) -> bytes:
     try:
         if path.stat().st_size > limit:
-            raise LedgerError(f"{path}: too large for a {what}")
+            raise LedgerInputError(f"{path}: too large for a {what}")
         return path.read_bytes()
     except OSError as exc:
-        raise LedgerError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+        raise LedgerInputError(f"{path}: cannot read the {what} ({exc.strerror})") from None
 
 
 def load_private_key(key_path: Path) -> Ed25519PrivateKey:
@@ -106,9 +106,9 @@ def load_private_key(key_path: Path) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise LedgerError(f"{key_path}: not a PEM Ed25519 private key ({str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
+        raise LedgerInputError(f"{key_path}: not a PEM Ed25519 private key ({str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise LedgerError(f"{key_path}: not an Ed25519 private key ({type(key).__name__})")
+        raise LedgerInputError(f"{key_path}: not an Ed25519 private key ({type(key).__name__})")
     pub = public_path_for(key_path)
     if not pub.exists() and os.access(pub.parent, os.W_OK):
         write_private(pub, _public_pem(key.public_key()), "public key")
@@ -128,9 +128,9 @@ def load_or_create_mac_key(path: Path) -> bytes:
     try:
         key = bytes.fromhex(data.decode("ascii").strip())
     except (UnicodeDecodeError, ValueError):
-        raise LedgerError(f"{path}: not a record MAC key (64 hex digits)") from None
+        raise LedgerInputError(f"{path}: not a record MAC key (64 hex digits)") from None
     if len(key) != 32:
-        raise LedgerError(f"{path}: not a record MAC key (64 hex digits, found {len(key) * 2})")
+        raise LedgerInputError(f"{path}: not a record MAC key (64 hex digits, found {len(key) * 2})")
     return key
 
 
@@ -163,12 +163,12 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
             private = serialization.load_pem_private_key(data, password=None)
             if isinstance(private, Ed25519PrivateKey):
                 return private.public_key()
-            raise LedgerError(f"{path}: not an Ed25519 key ({type(private).__name__})")
+            raise LedgerInputError(f"{path}: not an Ed25519 key ({type(private).__name__})")
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm) as exc:
-        raise LedgerError(f"{path}: not a PEM Ed25519 public key ({str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
+        raise LedgerInputError(f"{path}: not a PEM Ed25519 public key ({str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise LedgerError(f"{path}: not an Ed25519 public key ({type(key).__name__})")
+        raise LedgerInputError(f"{path}: not an Ed25519 public key ({type(key).__name__})")
     return key
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from scheduler.errors import LedgerError
+from scheduler.errors import LedgerError, LedgerInputError
 from scheduler.invariants import InvariantChecker
 from scheduler.ledger import note
 from scheduler.ledger.actions import Action, ActionFormatError, parse_action
@@ -58,7 +58,7 @@ V2_CHECKPOINT_COLUMNS = ["size", "body", "signature"]
 def connect_readonly(path: Path) -> sqlite3.Connection:
     """A read-only connection that hands back raw bytes (forged TEXT cells cannot crash a reader)."""
     if not path.is_file():
-        raise LedgerError(f"{path}: no such ledger")
+        raise LedgerInputError(f"{path}: {'a directory, not a ledger' if path.is_dir() else 'no such ledger'}")
     try:
         conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
@@ -155,6 +155,8 @@ def verify_ledger(
         return VerifyReport(count[0], len(checker.jobs), summary=summary, adopted=adopted)
     except _Fail as f:
         return VerifyReport(count[0], len(checker.jobs), seq=f.seq, reason=f.reason, rule=f.rule)
+    except LedgerInputError:
+        raise  # what was passed (a key, a path) is unusable: bad input, not bad evidence
     except LedgerError as exc:
         return VerifyReport(count[0], len(checker.jobs), seq=0, reason=str(exc))
     except sqlite3.Error as exc:

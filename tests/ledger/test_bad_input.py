@@ -184,3 +184,71 @@ def test_prove_and_export_on_a_bad_database_are_one_line(tmp_path: Path, capsys:
     code, text = run(capsys, "audit", *command, "--db", str(db))
     one_line_failure(code, text)
     assert db.read_bytes() == before
+
+
+AUDIT_ON_A_LEDGER = {  # every audit command that reads or amends the ledger named by --db
+    "verify": ["--public-key", "{pub}"],
+    "prove": ["a"],
+    "export": [],
+    "adopt": ["--why", "x"],
+    "truncate": ["--why", "x"],
+    "rotate": ["--new-key", "{tmp}/next.key", "--why", "x"],
+    "migrate": ["--to", "{tmp}/new.db", "--public-key", "{pub}", "--why", "x"],
+    "cosign": ["--witness-url", "http://127.0.0.1:9"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(AUDIT_ON_A_LEDGER))
+@pytest.mark.parametrize("what", ["missing", "directory"])
+def test_every_audit_command_refuses_a_ledger_that_is_not_there_as_a_usage_error_and_creates_nothing(
+    made: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str, what: str
+) -> None:
+    """A typo in --db is exit 2 naming the option (docs/cli.md), never bad evidence (1), and never
+    a new ledger: `adopt`, `rotate` and `cosign` used to create one at the mistyped path and succeed."""
+    monkeypatch.setenv("MCSCHED_HOME", str(tmp_path / "home"))
+    db = tmp_path / "typo.db"
+    if what == "directory":
+        db.mkdir()
+    extra = [a.format(pub=made.pub, tmp=tmp_path) for a in AUDIT_ON_A_LEDGER[command]]
+    code, text = run(capsys, "audit", command, *(extra[:1] if command == "prove" else []), "--db", str(db), *([] if command == "prove" else extra))
+    reason = "no such file" if what == "missing" else "a directory, not a file"
+    assert (code, text) == (2, f"audit {command}: --db {db}: {reason}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["typo.db"] if what == "directory" else [])
+
+
+def test_prove_since_must_name_a_size_the_log_has_signed(made: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--since 0 used to be a ValueError traceback; a size above the latest checkpoint was ignored (no
+    consistency proof, exit 0). The second is evidence: whoever holds it holds more than the log signs."""
+    sizes = [int(n) for (n,) in sqlite3.connect(made.db).execute("SELECT size FROM checkpoints ORDER BY id")]
+    size = sizes[-1]
+    assert "consistency" in prove(made.db, "a", since=next(n for n in sizes if 0 < n < size))  # the proof it asks for, where it exists
+    code, text = run(capsys, "audit", "prove", "a", "--db", str(made.db), "--since", "0")
+    assert (code, text) == (2, "error: --since 0: a consistency proof starts from a checkpoint of size 1 or more (every log extends the empty one)")
+    code, text = run(capsys, "audit", "prove", "a", "--db", str(made.db), "--since", str(size + 1))
+    assert code == 1 and text == (
+        f"error: {made.db}: --since {size + 1}: the latest signed checkpoint has size {size}, smaller: "
+        f"the log does not extend a checkpoint of size {size + 1}"
+    )
+
+
+@pytest.mark.parametrize("url", ["notaurl", "http://[::1", "ftp://127.0.0.1/w", "http://127.0.0.1:port/"])
+def test_cosign_refuses_a_witness_url_it_cannot_post_to(made: World, capsys: pytest.CaptureFixture[str], url: str) -> None:
+    before = made.db.read_bytes()
+    code, text = run(capsys, "audit", "cosign", "--db", str(made.db), "--witness-url", url)
+    assert (code, text) == (2, f"audit cosign: --witness-url {url!r}: not an http(s) URL with a host")
+    assert made.db.read_bytes() == before
+
+
+def test_trust_refuses_what_verify_would_refuse_before_printing_a_trust_file(made: World, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run(capsys, "audit", "trust", "--origin", "x", "--public-key", str(made.pub), "--witness-key", "garbage", "--quorum", "1")
+    assert (code, text) == (2, "audit trust: --witness-key: verifier key 'garbage' is not name+hash+key")
+    code, text = run(capsys, "audit", "trust", "--origin", "x", "--public-key", str(made.pub), "--quorum", "1")
+    assert (code, text) == (2, "audit trust: --quorum 1: must be 0..0 (the number of --witness-key given)")
+
+
+def test_plan_db_naming_a_ledger_with_records_is_a_usage_error(made: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "l.db"
+    db.write_bytes(made.db.read_bytes())
+    code, text = run(capsys, "plan", JOB, "--db", str(db), "--signing-key", str(made.key))
+    assert code == 2 and text.startswith(f"error: {db}: already holds ") and text.endswith("records; plan writes a new ledger, pass a new path"), text
+    assert db.read_bytes() == made.db.read_bytes()
