@@ -32,7 +32,6 @@ def parse_json_lines(raw: bytes, file: str, progress: Progress | None = None) ->
     lines = raw.split(b"\n")
     total = len(lines)
     decode = _decoder.decode
-    encode = _encode
     docs: list[Document] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -45,13 +44,9 @@ def parse_json_lines(raw: bytes, file: str, progress: Progress | None = None) ->
             raise SpecError(file, f"invalid JSON: {exc}", line=number) from None
         except msgspec.DecodeError as exc:
             raise SpecError(file, f"invalid JSON: {exc}", line=number) from None
-        # A key given twice is dropped by the decoder, with its colon: the decoded object encoded
-        # again has fewer. Strings come back verbatim when the line has no escape (the encoder
-        # escapes only quotes, backslashes and control characters), so then equal counts mean
-        # no duplicate; a line with an escape is checked key by key. (Was a Python walk over
-        # every object to count its keys: 0.2 s of a 100k-job plan, now one C encode per line.)
-        if b"\\" in line or line.count(b":") != encode(data).count(b":"):
-            _refuse_duplicate(line, file, number)
+        key = duplicate_key(line, data)
+        if key is not None:
+            raise SpecError(file, f"invalid JSON: duplicate key {key!r}", line=number)
         if len(docs) >= limits.MAX_DOCUMENTS:
             raise SpecError(file, f"more than {limits.MAX_DOCUMENTS:,} documents in one file")
         docs.append(Document(file, data, number))
@@ -60,16 +55,27 @@ def parse_json_lines(raw: bytes, file: str, progress: Progress | None = None) ->
     return docs
 
 
-def _refuse_duplicate(line: bytes, file: str, number: int) -> None:
-    """Raise for a key given twice in one object of ``line`` (the standard library's parser
-    hands each object's pairs over before it drops any)."""
+def duplicate_key(line: bytes, data: object) -> str | None:
+    """A key given twice in one object of the JSON ``line`` (decoded by msgspec as ``data``), or None.
+
+    A key given twice is dropped by the decoder, with its colon: the decoded object encoded
+    again has fewer. Strings come back verbatim when the line has no escape (the encoder
+    escapes only quotes, backslashes and control characters), so then equal counts mean no
+    duplicate; a line with an escape is checked key by key, by the standard library's parser,
+    which hands each object's pairs over before it drops any. (Was a Python walk over every
+    object to count its keys: 0.2 s of a 100k-job plan, now one C encode per line.)
+    """
+    if b"\\" not in line and line.count(b":") == _encode(data).count(b":"):
+        return None
+    found: list[str] = []
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: dict[str, Any] = {}
         for key, value in items:
-            if key in seen:
-                raise SpecError(file, f"invalid JSON: duplicate key {key!r}", line=number)
+            if key in seen and not found:
+                found.append(key)
             seen[key] = value
         return seen
 
     json.loads(line, object_pairs_hook=pairs)
+    return found[0] if found else None

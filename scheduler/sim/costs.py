@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import Field, ValidationError
 
-from scheduler.errors import TraceError
+from scheduler.errors import SpecError, TraceError
+from scheduler.io.yamldocs import parse_documents
 from scheduler.specs import CloudCatalog, GpuType, Strict
 
 Usd = Annotated[float, Field(ge=0.0, le=10_000.0)]
@@ -55,12 +55,17 @@ class CostModel(Strict):
 
 def load_costs(path: Path, catalog: CloudCatalog) -> CostModel:
     """Read and check a cost file against the catalog (clouds, GPU types, commitments within capacity)."""
-    try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    try:  # the spec files' loader: no aliases, no duplicate keys (a repeated cloud would drop its commitments silently)
+        docs = parse_documents(path.read_text(encoding="utf-8"), str(path))
     except OSError as exc:
         raise TraceError(f"--costs: {path}: cannot read ({exc.strerror})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise TraceError(f"--costs: {path}: not YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"--costs: {path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except SpecError as exc:
+        raise TraceError(f"--costs: {path}: {'' if exc.line is None else f'line {exc.line}: '}{exc.reason}") from None
+    if len(docs) > 1:
+        raise TraceError(f"--costs: {path}: line {docs[1].line}: one cost model per file (a second YAML document starts here)")
+    raw = docs[0].data if docs else None
     if isinstance(raw, dict) and isinstance(raw.get("clouds"), dict):
         for cloud, c in raw["clouds"].items():
             if isinstance(c, dict) and "spotUsdPerGpuHour" in c:

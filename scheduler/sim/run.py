@@ -227,6 +227,13 @@ def prepare(req: WhatIf) -> Prepared:
         parent = next((q for q in req.ledger.parents if q.exists()), None)
         if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
             raise TraceError(f"--ledger: {req.ledger}: cannot write there ({parent or req.ledger.parent} is not a writable directory)")
+        for policy in policies:
+            # A re-run replaces the ledger an earlier replay wrote (it always writes FILE.pub beside it);
+            # anything else there, a live or `plan --db` ledger above all, is evidence it must not destroy.
+            db, pub = ledger_paths(req.ledger, policy, len(policies) > 1)
+            if db.exists() and not pub.is_file():
+                raise TraceError(f"--ledger: {db} exists and is not a ledger an earlier `mcsched simulate` wrote (no {pub.name} beside it); "
+                                 "simulate replaces only its own: pass a new path")
     costs = None
     if req.costs is not None:
         costs = load_costs(req.costs, catalog)

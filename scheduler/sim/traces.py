@@ -598,6 +598,8 @@ def _jsonl_rows(path: Path) -> tuple[list[str], Rows]:
     """JSON Lines objects with their line numbers; the 'header' is the keys of the first object."""
     import msgspec
 
+    from scheduler.io.jsonlines import duplicate_key
+
     try:
         fh = path.open("rb")
     except OSError as exc:
@@ -610,9 +612,13 @@ def _jsonl_rows(path: Path) -> tuple[list[str], Rows]:
                 if not raw.strip():
                     continue
                 try:
-                    yield line, decoder.decode(raw)
+                    row = decoder.decode(raw)
                 except msgspec.DecodeError as exc:
                     raise TraceError(f"{path}:{line}: not a JSON object ({exc})") from None
+                key = duplicate_key(raw, row)
+                if key is not None:  # a JSON parser keeps the last silently: a generator's bug would change a job without a word
+                    raise TraceError(f"{path}:{line}: duplicate key {key!r}")
+                yield line, row
 
     it = rows()
     first = next(it, None)

@@ -79,7 +79,11 @@ def test_the_holder_only_baseline_still_pays_other_clouds_commitments() -> None:
         ("clouds: {oci: {spotUsdPerGpuHour: {H100: 1.4}, spotShare: 0.5}}",
          "clouds.oci.spotUsdPerGpuHour: spot prices are the catalog's now: set spec.backends[1].spotPrices (oci)"),
         ("clouds: {azure: {comitted: {}}}", "clouds.azure.comitted: Extra inputs are not permitted"),
-        ("clouds: [", "not YAML"),
+        ("clouds: [", "line 2: invalid YAML: did not find expected node content"),
+        ("clouds:\n  azure:\n    committed: {H100: {gpus: 4, usdPerGpuHour: 2}}\n  azure:\n    billStartup: false\n",
+         "line 4: invalid YAML: duplicate key 'azure'"),  # the last would win: the commitment gone without a word
+        ("clouds: {}\n---\nclouds: {}\n", "line 3: one cost model per file (a second YAML document starts here)"),
+        ("clouds: &a {}\nother: *a\n", "line 1: YAML aliases/anchors are not allowed in specs"),  # refused as in spec files
     ],
 )
 def test_a_bad_cost_file_is_one_line(tmp_path: Path, text: str, expect: str) -> None:

@@ -86,6 +86,32 @@ def test_a_ledger_on_request_is_signed_with_a_throwaway_key_named_in_the_report(
     assert not list(o.parent.glob("**/ledger-signing.key"))  # the private half is gone
 
 
+def test_a_re_run_replaces_its_own_ledger_but_never_another_file(
+    inputs: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--ledger` used to overwrite whatever was there, an audit ledger included (evidence gone,
+    exit 0). A replay's own ledger has its public key beside it (FILE.pub); only that pair is replaced."""
+    own = tmp_path / "sim.db"
+    for _ in range(2):  # the second run replaces the first one's ledger
+        code, _out, err = simulate([*base(inputs), "--no-plots", "--ledger", str(own)], capsys)
+        assert code == 0, err
+    assert Ledger(own, readonly=True).verify(public_key=f"{own}.pub").ok
+    for name, content in (("audit.db", own.read_bytes()), ("notes.txt", b"mine\n")):
+        other = tmp_path / name
+        other.write_bytes(content)  # a ledger without its .pub beside it, or any file
+        code, _out, err = simulate([*base(inputs), "--no-plots", "--ledger", str(other)], capsys)
+        assert code == 2 and err.strip() == (
+            f"error: --ledger: {other} exists and is not a ledger an earlier `mcsched simulate` wrote "
+            f"(no {name}.pub beside it); simulate replaces only its own: pass a new path"
+        )
+        assert other.read_bytes() == content
+    several = tmp_path / "cmp.db"
+    (tmp_path / "cmp-cheapest.db").write_bytes(b"x")  # with several policies, each policy's file is checked
+    code, _out, err = simulate([*base(inputs), "--no-plots", "--policy", "contract,cheapest", "--ledger", str(several)], capsys)
+    assert code == 2 and f"--ledger: {tmp_path / 'cmp-cheapest.db'} exists" in err
+    assert not (tmp_path / "cmp-contract.db").exists()
+
+
 def test_one_command_compares_policies_side_by_side(inputs: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     from scheduler.sim.report import plot_comparison
 

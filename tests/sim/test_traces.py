@@ -311,6 +311,22 @@ def test_json_lines_with_a_field_mapping_and_time_units(tmp_path: Path) -> None:
         read_trace(p, "jsonl", ReadOptions(columns="arrival=ts,duration=ms,gpus=n"))
 
 
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [('{"ts": 2, "n": 4, "n": 8, "ms": 5}', "n"), ('{"ts": 2, "n": 4, "ms": 5, "note": "a\\"b", "ms": 9}', "ms")],
+    ids=["plain", "with-an-escape"],
+)
+def test_a_key_given_twice_in_a_json_lines_row_is_one_line_never_the_last_value(tmp_path: Path, line: str, key: str) -> None:
+    """A JSON parser keeps the last value silently (a generator's bug would change a job's GPUs
+    without a word), so a repeated key stops the read, as it does in a spec file; skipping bad
+    rows does not skip it."""
+    p = tmp_path / "t.jsonl"
+    p.write_text('{"ts": 1, "n": 1, "ms": 5}\n' + line + "\n")
+    with pytest.raises(TraceError) as exc:
+        read_trace(p, "jsonl", ReadOptions(columns="arrival=ts,duration=ms,gpus=n", skip_bad_rows=True))
+    assert str(exc.value) == f"{p}:2: duplicate key {key!r}"
+
+
 def test_any_request_trace_maps_onto_serving_replicas(tmp_path: Path) -> None:
     # the by-hand trace of test_azure_llm_replicas_follow_token_work_by_hand, in another tool's columns and milliseconds
     rows = ["time_ms,prompt_tokens,completion_tokens", "0,1000,100", "30000,1000,100"]
