@@ -31,7 +31,7 @@ Jurisdiction = Annotated[str, Field(pattern=JURISDICTION_PATTERN)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True, allow_inf_nan=False)
 
 
 JobClass = Literal["training", "inference", "api-serving"]

@@ -89,7 +89,8 @@ def _cases() -> list[BadCase]:
         (1.5, "valid integer"),
     ]:
         job(f"priority-{v!r}", _y(_job(priority=v)), why)
-    for v, why in [(0, "greater than 0"), (-1, "greater than 0"), (100000, "less than or equal"), ("long", "valid number")]:
+    for v, why in [(0, "greater than 0"), (-1, "greater than 0"), (100000, "less than or equal"), ("long", "valid number"),
+                   (float("nan"), "finite number"), (float("inf"), "finite number")]:  # not "less than or equal to 8760"
         job(f"duration-{v!r}", _y(_job(durationHours=v)), why)
     for v, why in [
         (["mars-1"], "unknown region"),
@@ -213,6 +214,7 @@ def _cases() -> list[BadCase]:
     cat("price-missing", _set(catalog, ("spec", "backends", 0, "prices"), {"H100": 3.0}), "without a price")
     cat("price-zero", _set(catalog, ("spec", "backends", 0, "prices", "H100"), 0), "greater than 0")
     cat("price-absurd", _set(catalog, ("spec", "backends", 0, "prices", "H100"), 10**6), "less than or equal")
+    cat("price-nan", _set(catalog, ("spec", "backends", 0, "prices", "H100"), float("nan")), "finite number")
     cat("latency-negative", _set(catalog, ("spec", "backends", 1, "latencySeconds"), -1), "greater than or equal to 0")
     cat("up-string", _set(catalog, ("spec", "backends", 1, "up"), "yes"), "valid boolean")
     cat("duplicate-backend", _set(catalog, ("spec", "backends", 1, "name"), "azure"), "duplicate backend")

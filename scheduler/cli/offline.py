@@ -45,7 +45,8 @@ def validate(
     Jobs and contracts are checked against one catalog: --clouds when given, else the first CloudCatalog among the files, else the shipped example; jobs against one contract, chosen the same way (--contract). The ok line names both. Every catalog and contract among the files is itself checked either way.
     """
     from scheduler.loading import check_contract, check_jobs, load_catalog, load_contract, load_files
-    from scheduler.specs import CloudCatalog, Contract, JobDoc
+    from scheduler.sim.scenario import check_scenario
+    from scheduler.specs import CloudCatalog, Contract, JobDoc, Scenario
 
     with stage_progress() as progress:
         loaded, errors = load_files(files, progress)
@@ -70,10 +71,14 @@ def validate(
             the_contract, contract_from = contracts[0].model, str(contracts[0].doc.file)  # type: ignore[assignment]
         assert isinstance(the_contract, Contract)
         errors.extend(check_jobs(jobs, catalog, the_contract)[1])
+        scenarios = [x for x in loaded if isinstance(x.model, Scenario)]
+        for item in scenarios:
+            assert isinstance(item.model, Scenario)
+            errors.extend(check_scenario(item.model, item.doc, catalog))
         if jobs:
             used = f" (jobs checked against {catalog_from} and {contract_from})"
-        elif contracts:
-            used = f" (contracts checked against {catalog_from})"
+        elif contracts or scenarios:
+            used = f" ({'contracts' if contracts else 'scenarios'} checked against {catalog_from})"
     except SpecErrors as exc:
         errors.extend(exc.errors)
     except SpecError as exc:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scheduler.errors import SpecError, SpecErrors
+from scheduler.io.documents import Document
 from scheduler.loading import load_files
 from scheduler.specs import CloudCatalog, Scenario, ScenarioEvent
 
@@ -47,7 +48,16 @@ def load_scenario(path: Path, catalog: CloudCatalog) -> tuple[str, list[Action]]
     item = loaded[0]
     model = item.model
     assert isinstance(model, Scenario)
-    doc = item.doc
+    problems = check_scenario(model, item.doc, catalog)
+    if problems:
+        raise SpecErrors(problems)
+    actions = sorted((Action(ev.at, ev, label(ev)) for ev in model.spec.events), key=lambda a: a.at)
+    return model.metadata.name, actions
+
+
+def check_scenario(model: Scenario, doc: Document, catalog: CloudCatalog) -> list[SpecError]:
+    """Every backend, cloud, region and pool the scenario names that ``catalog`` lacks (``mcsched
+    validate`` reports them too, so a file it passes is one ``simulate --scenario`` takes)."""
     problems: list[SpecError] = []
     clouds = {b.name: b for b in catalog.spec.backends}
     for i, ev in enumerate(model.spec.events):
@@ -79,7 +89,4 @@ def load_scenario(path: Path, catalog: CloudCatalog) -> tuple[str, list[Action]]
                     field=f"spec.events[{i}].gpuType",
                 )
             )
-    if problems:
-        raise SpecErrors(problems)
-    actions = sorted((Action(ev.at, ev, label(ev)) for ev in model.spec.events), key=lambda a: a.at)
-    return model.metadata.name, actions
+    return problems

@@ -10,6 +10,7 @@ from scheduler.errors import SpecError, SpecErrors
 from scheduler.loading import load_catalog
 from scheduler.paths import default_catalog, examples_dir
 from scheduler.sim.scenario import load_scenario
+from tests.cli_runner import run
 
 HEAD = "apiVersion: mcsched.io/v1\nkind: Scenario\nmetadata: {name: s}\nspec:\n  events:\n"
 
@@ -51,9 +52,17 @@ def test_the_shipped_scenario_loads_in_time_order() -> None:
         ("{at: 10, cloud: stargate, region: abilene-tx, gpuType: H100, capacity: 0}", "spec.events[0].gpuType: stargate/abilene-tx has no H100 pool"),
     ],
 )
-def test_a_bad_event_names_file_line_and_field(tmp_path: Path, event: str, expect: str) -> None:
+def test_a_bad_event_names_file_line_and_field(tmp_path: Path, event: str, expect: str, capsys: pytest.CaptureFixture[str]) -> None:
     lines = errors(scenario(tmp_path, event))
     assert len(lines) == 1 and lines[0].startswith(str(tmp_path / "scenario.yaml")) and expect in lines[0], lines
+    # `mcsched validate` says the same (it used to pass a scenario naming what the catalog lacks)
+    code, out, err = run(["validate", str(tmp_path / "scenario.yaml")], capsys)
+    assert code == 2 and (out + err).strip() == lines[0]
+
+
+def test_validate_checks_a_scenario_against_the_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["validate", str(examples_dir() / "sim" / "scenario-azure-outage.yaml")], capsys)
+    assert code == 0 and out.strip() == "ok: 1 document(s) in 1 file(s) (scenarios checked against the shipped example catalog)"
 
 
 def test_an_empty_or_wrong_document_is_refused(tmp_path: Path) -> None:
