@@ -46,6 +46,13 @@ class SpecErrors(MCSchedError):
         return "\n".join(e.one_line() for e in self.errors)
 
 
+class UsageError(MCSchedError):
+    """An option's value the command cannot use, found past the option parser (a URL it will
+    not send to, say): exit 2, as the parser's own usage errors."""
+
+    exit_code = 2
+
+
 class AdmissionError(MCSchedError):
     """The engine refuses a request (duplicate job, unknown job, infeasible shape)."""
 

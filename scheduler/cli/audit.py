@@ -151,6 +151,7 @@ def audit_keygen(
     origin: Annotated[str | None, typer.Option("--origin", help="The log's origin: also print its verifier key for a trust file.")] = None,
 ) -> None:
     """Create the ledger signing key and record MAC key (0600) and the public key beside them; existing keys are kept."""
+    from scheduler.ledger import note
     from scheduler.ledger.signing import (
         default_key_path,
         key_id,
@@ -161,6 +162,11 @@ def audit_keygen(
         public_path_for,
     )
 
+    if origin is not None:
+        try:
+            note.check_name(origin)  # before any key is made: a refused command leaves nothing behind
+        except note.NoteError as exc:
+            raise fail(f"audit keygen: --origin: {exc}", 2) from None
     path = signing_key or default_key_path()
     key = load_or_create_key(path)
     load_or_create_mac_key(mac_path_for(path))
@@ -302,14 +308,14 @@ def witness_keygen(
     key: Annotated[Path, typer.Option("--key", help="The witness's own Ed25519 key (created 0600 if absent).")] = Path("witness.key"),
 ) -> None:
     """Create the witness key (0600) if absent and print its cosignature/v1 verifier key (for trust files)."""
-    from scheduler.errors import LedgerError
     from scheduler.ledger import note
     from scheduler.ledger.signing import load_or_create_key
 
     try:
-        print(note.verifier(name, load_or_create_key(key).public_key(), note.ALG_COSIGNATURE_V1).vkey())
+        note.check_name(name)  # before the key is made: a refused command leaves nothing behind
     except note.NoteError as exc:
-        raise LedgerError(f"witness: {exc}") from None
+        raise fail(f"witness keygen: --name: {exc}", 2) from None
+    print(note.verifier(name, load_or_create_key(key).public_key(), note.ALG_COSIGNATURE_V1).vkey())
 
 
 @witness_app.command("run")
@@ -324,8 +330,13 @@ def witness_run(
     """Serve C2SP tlog-witness add-checkpoint: cosign a checkpoint only if it extends the last one cosigned."""
     from scheduler.ledger.witness import open_witness, serve
 
+    if not 0 <= port <= 65535:
+        raise fail(f"witness run: --port {port}: must be 0..65535 (0: any free one)", 2)
     w = open_witness(name, key, state, log)
-    server = serve(w, host, port)
+    try:
+        server = serve(w, host, port)
+    except OSError as exc:  # the port taken, an address not of this host
+        raise fail(f"witness run: cannot listen on {host}:{port} ({exc.strerror or exc})", 2) from None
     out.print(f"witness {name} on http://{host}:{server.server_address[1]}; verifier key {w.verifier.vkey()}", markup=False)
     sys.stdout.flush()
     try:

@@ -148,14 +148,17 @@ def calibrate_cmd(
     trace: Annotated[Path, typer.Option("--trace", help="openb pods (openb_pod_list_default.csv): records creation and scheduled times.")],
     nodes: Annotated[Path, typer.Option("--nodes", help="openb GPU nodes (openb_node_list_gpu_node.csv): the cluster the replay mirrors.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output directory (report.md, calibration.json, qq.png).")],
+    skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="Count and skip malformed pod rows instead of stopping at the first.")] = False,
 ) -> None:
     """Replay openb on a one-pool copy of its cluster and compare simulated with recorded waits (quantiles, Q-Q, distance)."""
     import shutil
     import tempfile
 
     from scheduler.sim.calibrate import calibrate, write
+    from scheduler.sim.run import check_out
 
-    result = calibrate(trace, nodes)
+    check_out(out_dir)  # before the replay, not after it
+    result = calibrate(trace, nodes, skip_bad_rows)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:

@@ -269,14 +269,34 @@ def render(repo: Path) -> dict[str, str]:
 
     examples = repo / "deploy" / "examples"
     catalog = load_catalog(examples / "catalog.yaml")
-    dashboard = (repo / "deploy" / "grafana" / "dashboards" / "mcsched.json").read_text()
-    json.loads(dashboard)  # fail loudly on a broken dashboard
+    dashboard = _source(repo / "deploy" / "grafana" / "dashboards" / "mcsched.json")
+    rules = _source(repo / "deploy" / "prometheus" / "rules" / "mcsched-rules.yml")
     return {
         "raycluster.yaml": _dump(raycluster(catalog)),
         "config.yaml": _dump(config_map((examples / "catalog.yaml").read_text(), (examples / "contract.yaml").read_text())),
-        "prometheusrule.yaml": _dump(prometheus_rule((repo / "deploy" / "prometheus" / "rules" / "mcsched-rules.yml").read_text())),
+        "prometheusrule.yaml": _dump(prometheus_rule(rules)),
         "grafana-dashboard.yaml": _dump(dashboard_config_map(dashboard)),
     }
+
+
+def _source(path: Path) -> str:
+    """A single source the manifests embed (the dashboard JSON, the alert rules YAML), checked
+    to parse: a broken one is one line naming the file and line, as a broken catalog is."""
+    from scheduler.errors import SpecError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(str(path), f"cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(str(path), f"invalid JSON: {exc.msg}", line=exc.lineno) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(str(path), f"invalid YAML: {problem}", line=mark.line + 1 if mark is not None else None) from None
+    return text
 
 
 def render_example(repo: Path, name: str) -> dict[str, str]:

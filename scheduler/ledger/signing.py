@@ -252,4 +252,4 @@ def log_verifier(origin: str, public: Ed25519PublicKey) -> c2sp.Verifier:
     try:
         return c2sp.verifier(origin, public)
     except c2sp.NoteError as exc:
-        raise LedgerError(f"origin {origin!r}: {exc}") from None
+        raise LedgerInputError(f"origin {origin!r}: {exc}") from None

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from scheduler.errors import LedgerError
+from scheduler.errors import LedgerError, LedgerInputError
 from scheduler.ledger import note
 from scheduler.ledger.merkle import EMPTY_ROOT, MerkleTree, leaf_hash, verify_consistency
 from scheduler.ledger.signing import CheckpointFormatError, load_or_create_key, parse_checkpoint, write_private
@@ -80,7 +80,7 @@ class Witness:
                     raise ValueError(f"bad entry for {origin}")
             return doc
         except (OSError, ValueError, RecursionError) as exc:
-            raise LedgerError(f"{self.state_path}: unreadable witness state ({exc})") from None
+            raise LedgerInputError(f"{self.state_path}: unreadable witness state ({exc})") from None
 
     def _write_state(self) -> None:
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
@@ -137,9 +137,9 @@ def open_witness(name: str, key_path: Path, state_path: Path, logs: list[str]) -
         verifiers = [note.parse_vkey(v) for v in logs]
         note.check_name(name)
     except note.NoteError as exc:
-        raise LedgerError(f"witness: {exc}") from None
+        raise LedgerInputError(f"witness: {exc}") from None
     if not verifiers:
-        raise LedgerError("witness: pass at least one --log verifier key to follow")
+        raise LedgerInputError("witness: pass at least one --log verifier key to follow")
     return Witness(name, load_or_create_key(key_path), {v.name: v for v in verifiers}, state_path)
 
 
@@ -150,7 +150,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != "/add-checkpoint":
             self._reply(HTTPStatus.NOT_FOUND, b"not found\n")
             return
-        length = int(self.headers.get("Content-Length") or 0)
+        text = self.headers.get("Content-Length") or "0"
+        if not text.isdigit():  # not a count of bytes (a sign, letters): nothing safe to read
+            self._reply(HTTPStatus.BAD_REQUEST, b"Content-Length is not a number of bytes\n")
+            return
+        length = int(text)
         if length > MAX_REQUEST:
             self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"request too large\n")
             return
@@ -162,10 +166,27 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._reply(HTTPStatus.OK, line)
 
-    def _reply(self, status: int, body: bytes, ctype: str = "text/plain") -> None:
+    def do_GET(self) -> None:
+        self._only_post()
+
+    def do_PUT(self) -> None:
+        self._only_post()
+
+    def do_DELETE(self) -> None:
+        self._only_post()
+
+    def _only_post(self) -> None:
+        if self.path == "/add-checkpoint":
+            self._reply(HTTPStatus.METHOD_NOT_ALLOWED, b"POST a checkpoint to /add-checkpoint\n", extra={"Allow": "POST"})
+        else:
+            self._reply(HTTPStatus.NOT_FOUND, b"not found\n")
+
+    def _reply(self, status: int, body: bytes, ctype: str = "text/plain", extra: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 

@@ -124,6 +124,8 @@ class ClusterInfo:
             return None
         try:
             raw = json.loads(path.read_text())
+            if not isinstance(raw, dict):
+                raise TypeError(f"a JSON {type(raw).__name__}, not an object")
             known = {f.name for f in dataclasses.fields(cls)}
             return cls(**{k: v for k, v in raw.items() if k in known})
         except (ValueError, TypeError) as exc:

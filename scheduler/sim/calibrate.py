@@ -45,10 +45,16 @@ def cluster_gpus(nodes: Path) -> tuple[int, dict[str, int]]:
             if not reader.fieldnames or not {"gpu", "model"} <= set(reader.fieldnames):
                 raise TraceError(f"{nodes}: missing column(s) gpu, model (header has {', '.join(reader.fieldnames or []) or 'nothing'})")
             for line, row in enumerate(reader, 2):
+                value, model = row["gpu"] or "", row["model"] or ""  # None: a short row's missing field
                 try:
-                    per_model[row["model"]] += int(row["gpu"])
+                    gpus = int(value)
                 except ValueError:
-                    raise TraceError(f"{nodes}:{line}: gpu: not a whole number: {row['gpu']!r}") from None
+                    raise TraceError(f"{nodes}:{line}: gpu: {f'not a whole number: {value!r}' if value else 'empty'}") from None
+                if gpus < 0:
+                    raise TraceError(f"{nodes}:{line}: gpu: {gpus}: a node has 0 GPUs or more")
+                if gpus and not model:
+                    raise TraceError(f"{nodes}:{line}: model: empty (a node with {gpus} GPUs)")
+                per_model[model] += gpus
     except OSError as exc:
         raise TraceError(f"{nodes}: cannot read ({exc.strerror})") from None
     except UnicodeDecodeError as exc:
@@ -81,7 +87,7 @@ def recorded_waits(pods: Path) -> dict[str, float]:
             try:
                 if int(row["num_gpu"]) >= 1 and float(row["gpu_milli"]) == 1000 and row["scheduled_time"]:
                     out[row["name"]] = float(row["scheduled_time"]) - float(row["creation_time"])
-            except (KeyError, ValueError):
+            except (KeyError, TypeError, ValueError):  # TypeError: a short row's missing field (None)
                 continue  # the replay's reader has refused or counted such rows already
     return out
 
@@ -125,11 +131,11 @@ def ks(a: list[float], b: list[float]) -> float:
     return gap
 
 
-def calibrate(pods: Path, nodes: Path) -> Calibration:
+def calibrate(pods: Path, nodes: Path, skip_bad_rows: bool = False) -> Calibration:
     """Replay openb on its cluster and pair every whole-GPU started pod's simulated and recorded wait."""
     gpus, per_model = cluster_gpus(nodes)
     catalog, contract = cluster_world(gpus)
-    trace = read_trace(pods, "alibaba-openb", ReadOptions(gpu_map=f"{ANY_GPU}={POOL},{FALLBACK}={POOL}"))
+    trace = read_trace(pods, "alibaba-openb", ReadOptions(gpu_map=f"{ANY_GPU}={POOL},{FALLBACK}={POOL}", skip_bad_rows=skip_bad_rows))
     first_start: dict[str, float] = {}
 
     def on_event(ev: Event) -> None:

@@ -144,7 +144,7 @@ def default_horizon_of(trace: Trace) -> float:
 def prepare(req: WhatIf) -> Prepared:
     """Read and check every input; raises a one-line MCSchedError, writes nothing."""
     policies = parse_policies(req.policy)
-    _check_out(req.out)
+    check_out(req.out)
     if req.capacity_cloud and req.capacity_map:
         raise TraceError("--capacity-cloud/--capacity-map: give one of them (the default mapping onto one cloud, or an explicit one)")
     if req.samples < 10:
@@ -241,7 +241,7 @@ def prepare(req: WhatIf) -> Prepared:
     return Prepared(req, catalog, contract, trace, policies, priorities, priorities_from, changes, driven, actions, rules, name, horizon, costs)
 
 
-def _check_out(out: Path) -> None:
+def check_out(out: Path) -> None:
     """``--out`` must be a directory this run can create or write into (checked before anything is written)."""
     if out.exists() and not out.is_dir():
         raise TraceError(f"--out: {out} is a file, not a directory")

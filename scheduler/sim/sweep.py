@@ -78,8 +78,11 @@ def parse_vary(specs: list[str]) -> list[Knob]:
         name = name.strip()
         if not sep or name not in KNOBS:
             raise TraceError(f"--vary: bad knob {spec!r} (expected KNOB=v1,v2,... with KNOB one of {', '.join(KNOBS)})")
+        parts = [v.strip() for v in raw.split(",")]
+        if "" in parts and raw.strip():
+            raise TraceError(f"--vary: {spec}: an empty value between commas")
         try:
-            values = tuple(float(v) for v in raw.split(",") if v.strip())
+            values = tuple(float(v) for v in parts if v)
         except ValueError:
             raise TraceError(f"--vary: {spec}: values must be numbers") from None
         if not values or any(not math.isfinite(v) or v < 0 for v in values):
@@ -90,6 +93,8 @@ def parse_vary(specs: list[str]) -> list[Knob]:
             raise TraceError(f"--vary: {spec}: reserve is a share below 1")
         if name == "decline-rate" and any(v > 1 for v in values):
             raise TraceError(f"--vary: {spec}: decline-rate is a share from 0 to 1")
+        if name == "committed" and any(v != int(v) for v in values if math.isfinite(v)):
+            raise TraceError(f"--vary: {spec}: committed is a number of GPUs (whole numbers, as in a --costs file)")
         knobs.append(Knob(name, values))
     if len(knobs) == 2 and knobs[0].name == knobs[1].name:
         raise TraceError(f"--vary: {knobs[0].name} given twice")

@@ -190,11 +190,13 @@ class _Rows:
         """Nothing stays open: the file was read whole."""
 
     def __iter__(self) -> Generator[tuple[int, dict[str, str]], None, None]:
-        reader, header = self.reader, self.header
+        reader, header, width = self.reader, self.header, len(self.header)
         try:
             for values in reader:
                 if values:  # a blank line is no row (as DictReader)
-                    yield reader.line_num, dict(zip(header, values, strict=False))  # short rows: missing fields absent (DictReader: None)
+                    if len(values) < width:  # a short row's missing fields are empty: each reader names the one it needs
+                        values += [""] * (width - len(values))
+                    yield reader.line_num, dict(zip(header, values, strict=False))
         except csv.Error as exc:
             raise TraceError(f"{self.path}:{reader.line_num}: unreadable row ({exc})") from None
 
@@ -318,7 +320,7 @@ def read_alibaba(
             try:
                 num_gpu = int(_num(row["num_gpu"]))
             except ValueError:
-                _bad(path, line, "num_gpu", f"not a number: {row['num_gpu']!r}", stats, skip_bad_rows)
+                _bad(path, line, "num_gpu", f"not a number: {row['num_gpu']!r}" if row["num_gpu"] else "empty", stats, skip_bad_rows)
                 continue
             if num_gpu == 0:
                 stats.skip("no GPU", f"{path.name}:{line}: num_gpu: 0 (a CPU-only pod)")

@@ -4,7 +4,13 @@ which RayCluster to scale. The default catalog buys nothing, so its manifests do
 
 from __future__ import annotations
 
-from scheduler.kube.render import CLUSTER_ENV, raycluster, render_example, scale_rbac
+import shutil
+from pathlib import Path
+
+import pytest
+
+from scheduler.errors import SpecError
+from scheduler.kube.render import CLUSTER_ENV, raycluster, render, render_example, scale_rbac
 from scheduler.loading import load_catalog
 from scheduler.paths import PACKAGE_DIR, default_catalog
 from scheduler.runtime.nodes import block_groups, group_name
@@ -81,3 +87,29 @@ def test_the_ledger_origin_and_witnesses_come_from_optional_keys_of_the_signing_
         env = {e["name"]: e for e in container["env"]}
         for name, key in ((ORIGIN_ENV, "origin"), (WITNESS_ENV, "witness-urls")):
             assert env[name]["valueFrom"] == {"secretKeyRef": {"name": SIGNING_SECRET, "key": key, "optional": True}}, (container["name"], name)
+
+
+@pytest.mark.parametrize(
+    ("source", "content", "expect"),
+    [
+        ("deploy/grafana/dashboards/mcsched.json", "{bad", "deploy/grafana/dashboards/mcsched.json:1: invalid JSON: Expecting property name enclosed in double quotes"),
+        ("deploy/prometheus/rules/mcsched-rules.yml", "groups: [\n", "deploy/prometheus/rules/mcsched-rules.yml:2: invalid YAML: expected the node content, but found '<stream end>'"),
+        ("deploy/prometheus/rules/mcsched-rules.yml", None, "deploy/prometheus/rules/mcsched-rules.yml: cannot read (No such file or directory)"),
+    ],
+    ids=["dashboard-not-json", "rules-not-yaml", "rules-missing"],
+)
+def test_a_broken_single_source_is_one_line_naming_it(tmp_path: Path, source: str, content: str | None, expect: str) -> None:
+    """The dashboard and the alert rules are sources users edit (docs/kubernetes.md); a broken one was a
+    traceback (JSONDecodeError, ParserError, FileNotFoundError) where a broken catalog is one line."""
+    for rel in ("deploy/examples/catalog.yaml", "deploy/examples/contract.yaml", "deploy/grafana/dashboards/mcsched.json",
+                "deploy/prometheus/rules/mcsched-rules.yml"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, tmp_path / rel)
+    assert render(tmp_path) == render(ROOT)
+    if content is None:
+        (tmp_path / source).unlink()
+    else:
+        (tmp_path / source).write_text(content)
+    with pytest.raises(SpecError) as exc:
+        render(tmp_path)
+    assert str(exc.value) == f"{tmp_path}/{expect}"

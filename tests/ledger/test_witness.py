@@ -149,3 +149,49 @@ def test_the_cosigner_takes_the_writers_leaf_hashes_and_forgets_a_failed_commits
     assert cos.round() == [f"witness w1: cosigned checkpoint of size {len(w.ledger)}"]  # consistent: the witness agrees
     cos.stop()
     w.close()
+
+
+@pytest.mark.parametrize(("request_head", "status"), [
+    (b"POST /add-checkpoint HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", b"400"),
+    (b"POST /add-checkpoint HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", b"400"),
+    (b"GET /add-checkpoint HTTP/1.1\r\nHost: x\r\n\r\n", b"405"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"404"),
+], ids=["letters", "negative", "get", "elsewhere"])
+def test_a_malformed_request_gets_an_http_error_and_the_witness_serves_on(
+    witnesses: list[tuple[str, str, Path]], request_head: bytes, status: bytes
+) -> None:
+    """A Content-Length that is not a count of bytes used to end the connection with no reply (a
+    ValueError in the handler); other methods got http.server's 501."""
+    import socket
+
+    url = witnesses[0][0]
+    port = int(url.rsplit(":", 1)[1])
+    for _ in range(2):  # and the server still answers the next one
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(request_head)
+            reply = s.recv(4096)
+        assert reply.split(b" ", 2)[1] == status, reply
+
+
+def test_witness_run_refuses_a_port_it_cannot_listen_on_in_one_line(world: World, witnesses: list[tuple[str, str, Path]], capsys: pytest.CaptureFixture[str]) -> None:
+    vkey = log_verifier(ORIGIN, load_public_key(world.pub)).vkey()
+    taken = witnesses[0][0].rsplit(":", 1)[1]
+    base = ["witness", "run", "--log", vkey, "--key", str(world.tmp / "w9.key"), "--state", str(world.tmp / "w9.json")]
+    code, text = run(capsys, *base, "--port", "99999")
+    assert (code, text) == (2, "witness run: --port 99999: must be 0..65535 (0: any free one)")
+    code, text = run(capsys, *base, "--port", taken)
+    assert code == 2 and text.startswith(f"witness run: cannot listen on 127.0.0.1:{taken} (") and "\n" not in text, text
+
+
+def test_keygen_with_a_bad_name_or_origin_is_exit_2_and_writes_no_key(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    code, text = run(capsys, "witness", "keygen", "--name", "bad name", "--key", str(tmp_path / "wk" / "w.key"))
+    assert (code, text) == (2, "witness keygen: --name: key name 'bad name' must be non-empty, without spaces or '+'")
+    monkeypatch.setenv("MCSCHED_HOME", str(tmp_path / "home"))
+    code, text = run(capsys, "audit", "keygen", "--origin", "bad origin")
+    assert (code, text) == (2, "audit keygen: --origin: key name 'bad origin' must be non-empty, without spaces or '+'")
+    assert not (tmp_path / "wk").exists() and not (tmp_path / "home").exists()  # the keys used to be written first
+
+
+def test_witness_run_with_a_bad_log_key_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run(capsys, "witness", "run", "--log", "garbage", "--key", str(tmp_path / "w.key"), "--port", "0")
+    assert (code, text) == (2, "error: witness: verifier key 'garbage' is not name+hash+key")

@@ -49,6 +49,9 @@ def test_cluster_json_round_trips_and_old_files_still_load(tmp_path: Path) -> No
     (tmp_path / STATE_FILE).write_text("{not json")
     with pytest.raises(RuntimeUnavailable, match="unreadable"):
         ClusterInfo.load(tmp_path)
+    (tmp_path / STATE_FILE).write_text("[1, 2]")  # JSON, but not an object: was an AttributeError traceback
+    with pytest.raises(RuntimeUnavailable, match=r"unreadable \(a JSON list, not an object\); remove it"):
+        ClusterInfo.load(tmp_path)
 
 
 def test_exports_follow_rays_conventions_and_survive_eval(tmp_path: Path) -> None:

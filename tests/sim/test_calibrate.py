@@ -55,6 +55,37 @@ def test_the_command_writes_its_report_and_refuses_a_bad_node_list(tmp_path: Pat
         calibrate(pods, nodes)
 
 
+@pytest.mark.parametrize(
+    ("nodes", "expect"),
+    [
+        ("sn,cpu_milli,memory_mib,gpu,model\nn0,1\n", "nodes.csv:2: gpu: empty"),  # a short row: was a TypeError traceback
+        ("sn,cpu_milli,memory_mib,gpu,model\nn0,1,1,8,V100\nn1,1,1,-6,V100\n", "nodes.csv:3: gpu: -6: a node has 0 GPUs or more"),  # was subtracted
+        ("sn,cpu_milli,memory_mib,gpu,model\nn0,1,1,8,\n", "nodes.csv:2: model: empty (a node with 8 GPUs)"),
+    ],
+)
+def test_a_bad_node_row_is_one_line(tmp_path: Path, nodes: str, expect: str) -> None:
+    pods, path = write(tmp_path)
+    path.write_text(nodes)
+    with pytest.raises(TraceError) as exc:
+        calibrate(pods, path)
+    assert str(exc.value) == f"{tmp_path}/{expect}"
+
+
+def test_a_short_pod_row_and_an_out_that_is_a_file_are_one_line_before_any_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pods, nodes = write(tmp_path)
+    pods.write_text(PODS + "e,1\n")
+    argv = ["calibrate", "--trace", str(pods), "--nodes", str(nodes), "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and capsys.readouterr().err.strip() == f"error: {pods}:6: num_gpu: empty (use --skip-bad-rows to count and skip)"
+    main([*argv, "--skip-bad-rows"])  # the flag that message names exists
+    assert capsys.readouterr().out.startswith("Calibration: simulated vs recorded waits of 2 whole-GPU pods")
+    (tmp_path / "afile").touch()
+    with pytest.raises(SystemExit) as exc:
+        main([*argv[:-1], str(tmp_path / "afile")])
+    assert exc.value.code == 2 and capsys.readouterr().err.strip() == f"error: --out: {tmp_path / 'afile'} is a file, not a directory"
+
+
 @needs_traces
 def test_openb_calibration_runs_on_the_real_trace(tmp_path: Path) -> None:
     folder = TRACES / "alibaba-gpu-v2023"

@@ -74,6 +74,8 @@ def test_resampling_keeps_the_size_and_makes_names_unique() -> None:
         (["load=1", "load=2"], "--vary: load given twice"),
         (["load=1", "reserve=0.1", "rofr-window=30"], "--vary: give one or two knobs"),
         (["load=x"], "values must be numbers"),
+        (["load=1,,2"], "--vary: load=1,,2: an empty value between commas"),  # was dropped silently
+        (["committed=1.5,2"], "--vary: committed=1.5,2: committed is a number of GPUs"),  # a --costs file refuses 1.5 too
     ],
 )
 def test_a_bad_knob_is_one_line(vary: list[str], expect: str) -> None:

@@ -183,6 +183,23 @@ p5,1,1000,BE,400,500,,
 """
 
 
+@pytest.mark.parametrize("fmt", ["alibaba-openb", "csv"])
+def test_a_short_row_is_one_line_and_skipped_on_request(tmp_path: Path, fmt: str) -> None:
+    """A row with fewer fields than the header: its missing fields are empty. The openb reader
+    raised KeyError (a traceback, with --skip-bad-rows too); the generic reader said "empty"."""
+    p = tmp_path / "t.csv"
+    p.write_text(OPENB + "p6\n" if fmt == "alibaba-openb" else "name,arrival,gpus,duration\na,0,8,60\nb,1\n")
+    line = 7 if fmt == "alibaba-openb" else 3
+    field = "num_gpu" if fmt == "alibaba-openb" else "gpus"
+    with pytest.raises(TraceError) as exc:
+        read_trace(p, fmt)
+    assert str(exc.value).startswith(f"{p}:{line}: ") and "empty" in str(exc.value) and "\n" not in str(exc.value), str(exc.value)
+    trace = read_trace(p, fmt, ReadOptions(skip_bad_rows=True))
+    assert trace.stats.examples[-1].startswith(f"t.csv:{line}: ") and len(trace.jobs) == (3 if fmt == "alibaba-openb" else 1)
+    if fmt == "alibaba-openb":
+        assert str(exc.value) == f"{p}:{line}: {field}: empty (use --skip-bad-rows to count and skip)"
+
+
 def test_openb_mapping_rules_and_their_effect_by_hand(tmp_path: Path) -> None:
     # p1: 0.5 GPU x 3,600 s (LS); p2: 2 GPUs x 7,200 s (BE, V100M32); p3: 0.25 GPU x 3,600 s
     # (Burstable); p4 has no GPU, p5 was never scheduled: both skipped and counted.

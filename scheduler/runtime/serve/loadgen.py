@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from scheduler.errors import MCSchedError, TraceError
+from scheduler.errors import MCSchedError, RuntimeUnavailable, TraceError, UsageError
 from scheduler.runtime.serve.openai import MAX_TOKENS_LIMIT
 
 COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
@@ -88,7 +88,7 @@ def check_loopback(url: str) -> str:
     except ValueError:  # not an IP address, or a bad port
         loopback = False
     if parts.scheme != "http" or not loopback or parts.query or parts.fragment:
-        raise MCSchedError(f"--url must be http://127.0.0.1:PORT (loopback only: loadgen refuses to send load elsewhere), got {url!r}")
+        raise UsageError(f"--url must be http://127.0.0.1:PORT (loopback only: loadgen refuses to send load elsewhere), got {url!r}")
     return f"http://{parts.netloc}{parts.path.rstrip('/')}"
 
 
@@ -217,7 +217,7 @@ async def discover_model(base: str, api_key: str | None = None) -> str:
                 raise MCSchedError(f"{base}/v1/models answered {resp.status}: {(await resp.text())[:200]} (pass --api-key or set OPENAI_API_KEY)")
             models = [m["id"] for m in (await resp.json())["data"]]
     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
-        raise MCSchedError(f"cannot list models at {base}/v1/models: {type(exc).__name__}: {exc}") from None
+        raise RuntimeUnavailable(f"cannot list models at {base}/v1/models: {type(exc).__name__}: {exc}") from None
     if len(models) != 1:
         raise MCSchedError(f"{base} serves {len(models)} models ({', '.join(models) or 'none'}): pass --model")
     return str(models[0])

@@ -47,8 +47,9 @@ def test_a_bad_trace_names_file_line_and_column(tmp_path: Path, text: str, expec
 
 @pytest.mark.parametrize("url", ["http://10.0.0.5:8000", "http://example.com:8000", "https://127.0.0.1:8000", "http://127.0.0.1:99999", "ftp://127.0.0.1"])
 def test_only_loopback_urls_are_accepted(url: str) -> None:
-    with pytest.raises(MCSchedError, match="loopback only"):
+    with pytest.raises(MCSchedError, match="loopback only") as exc:
         check_loopback(url)
+    assert exc.value.exit_code == 2  # a usage error (docs/cli.md), not a failed check
     assert check_loopback("http://127.0.0.1:8000/") == "http://127.0.0.1:8000"
     assert check_loopback("http://localhost:8000") == "http://localhost:8000"
 
