@@ -227,13 +227,15 @@ def test_an_unknown_job_from_the_actor_says_why_it_may_not_be_known_yet() -> Non
     """`mcsched status JOB` right after `mcsched submit` (the README's order) meets a job whose
     driver has not started: the one line says so, and keeps the unknown-job exit code."""
     from scheduler.cli.app import UNKNOWN_JOB_HINT, remote_error
-    from scheduler.errors import MCSchedError, UnknownJobError
+    from scheduler.errors import AdmissionError, MCSchedError, UnknownJobError
 
     e = remote_error(UnknownJobError("unknown job 'gpt-pretrain'"), RuntimeError("ray wrapper\ntraceback"))
     assert isinstance(e, UnknownJobError) and e.exit_code == 2
     assert str(e) == f"unknown job 'gpt-pretrain': {UNKNOWN_JOB_HINT}" and "\n" not in str(e)
     other = remote_error(ValueError("bad fault\nmore"), RuntimeError("wrapper"))
-    assert type(other) is MCSchedError and str(other) == "bad fault"
+    assert type(other) is MCSchedError and str(other) == "bad fault" and other.exit_code == 1
+    refused = remote_error(AdmissionError("unknown cloud 'nocloud'"), RuntimeError("wrapper"))  # `mcsched drain nocloud`: was exit 1
+    assert str(refused) == "unknown cloud 'nocloud'" and refused.exit_code == 2
     assert str(remote_error(None, RuntimeError("actor died\ntraceback"))) == "actor died"
 
 

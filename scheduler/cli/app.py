@@ -291,7 +291,10 @@ def remote_error(cause: BaseException | None, raised: BaseException) -> MCSchedE
     first = text.splitlines()[0] if text else type(cause or raised).__name__
     if isinstance(cause, UnknownJobError):
         return UnknownJobError(f"{first}: {UNKNOWN_JOB_HINT}")
-    return MCSchedError(first)
+    error = MCSchedError(first)
+    if isinstance(cause, MCSchedError):  # the actor's refusal keeps its exit code (2: an unknown cloud, say)
+        error.exit_code = cause.exit_code
+    return error
 
 
 def _call(method: str, *args: object) -> object:

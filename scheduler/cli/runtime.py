@@ -28,7 +28,7 @@ from scheduler.cli.app import (
     stage_progress,
 )
 from scheduler.decision import Decision
-from scheduler.errors import MCSchedError, SpecError, SpecErrors
+from scheduler.errors import RuntimeUnavailable, SpecError, SpecErrors
 
 if TYPE_CHECKING:  # the runtime and the spec loader are imported by the commands that use them
     from scheduler.runtime.cluster import ClusterInfo
@@ -137,7 +137,6 @@ def env_cmd(
     unset: Annotated[bool, typer.Option("--unset", help="Print the lines that undo them.")] = False,
 ) -> None:
     """Print the shell exports for Ray's CLI (RAY_ADDRESS, RAY_API_SERVER_ADDRESS, the token): eval "$(mcsched env)"."""
-    from scheduler.errors import RuntimeUnavailable
     from scheduler.runtime.cluster import ClusterInfo, alive
 
     state = _state(state_dir)
@@ -234,7 +233,7 @@ def submit_cmd(
     env_url = os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS", "")
     url = address or (local.dashboard_url if local else None) or (env_url if env_url.startswith(("http://", "https://")) else None)
     if url is None:
-        raise MCSchedError(no_cluster(_state(state_dir), "run `mcsched up` first or pass --address URL"))
+        raise RuntimeUnavailable(no_cluster(_state(state_dir), "run `mcsched up` first or pass --address URL"))
     if local is not None and url.rstrip("/") == local.dashboard_url:
         apply_client_env(local)  # its token, before ray is imported
     from scheduler.runtime.jobs import submit_jobs

@@ -540,10 +540,6 @@ class Ledger:
         while batch := cur.fetchmany(BATCH):
             self._tree.extend([leaf_hash(bytes(leaf)) for (leaf,) in batch])
 
-    def discard(self) -> None:
-        """Drop buffered events (an operation that failed validation wrote nothing)."""
-        self._buffer.clear()
-
     def add_cosignature(self, cp_id: int, line: bytes) -> None:
         """Keep a witness's cosignature line for the checkpoint ``cp_id`` (checked by verify, not here)."""
         with self._lock:

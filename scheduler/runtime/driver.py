@@ -438,7 +438,14 @@ class _RayShell:
         d = view.decision
         assert d.cloud and d.region
         resource = pool_resource(d.cloud, d.region, d.gpu_type)
-        self.gang = placement_group(bundles(resource, d.gpus), strategy="PACK", name=gang_name(self.core.name, view.attempt))
+        name = gang_name(self.core.name, view.attempt)
+        try:
+            self.gang = placement_group(bundles(resource, d.gpus), strategy="PACK", name=name)
+        except self.ray.exceptions.RaySystemError as exc:
+            if "already exists" not in str(exc):
+                raise
+            # A second driver of one job (the same job submitted twice): the first one holds this attempt's gang.
+            raise AdmissionError(f"job {self.core.name!r} is already run by another driver (its gang {name} exists): this one stops") from None
         self.gang_ready = self.gang.ready()
         # Bound at once (before Ray grants it), so a restarted actor knows whose gang this is.
         self.ray.get(self.actor.bind.remote(self.core.name, self.gang.id.hex(), view.attempt))

@@ -598,9 +598,7 @@ class SchedulerService:
         started = time.perf_counter()
         try:
             engine.place_many(fresh)
-        except MCSchedError as exc:
-            assert self.ledger is not None
-            self.ledger.discard()
+        except MCSchedError as exc:  # refused before any event: the batch is validated whole first
             return {"ok": False, "error": str(exc), "decisions": []}
         self._commit(started, len(fresh))
         if driver:
@@ -764,6 +762,7 @@ class SchedulerService:
         (``Engine.drain``). Returns the cordoned clouds and the jobs moved."""
         engine = self._ensure()
         moved = engine.drain(cloud, on=on, move=move)
+        self._commit()
         await self._notify()
         return {"cordoned": sorted(self.cordoned()), "moved": moved}
 

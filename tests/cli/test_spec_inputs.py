@@ -59,7 +59,7 @@ def test_submit_reads_json_lines_before_it_looks_for_a_cluster(tmp_path: Path, c
     code, _, err = run(["submit", str(bad_jobs(tmp_path / "bad.jsonl", 3)), *state], capsys)
     assert code == 2 and err.splitlines()[0] == f"{tmp_path / 'bad.jsonl'}:1: spec.colour: unknown field"
     code, _, err = run(["submit", str(as_jsonl(tmp_path)), *state], capsys)
-    assert code == 1 and "mcsched up" in err and "jsonl" not in err  # loaded and checked; only the cluster is missing
+    assert code == 3 and "mcsched up" in err and "jsonl" not in err  # loaded and checked; only the cluster is missing (exit 3, docs/cli.md)
 
 
 @pytest.mark.parametrize("command", ["validate", "plan", "submit"])

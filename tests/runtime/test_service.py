@@ -82,6 +82,30 @@ def test_bad_batch_changes_nothing_and_retries_are_idempotent(tmp_path: Path) ->
     assert events.count("submitted") == 1
 
 
+def test_every_call_that_changes_the_books_is_in_the_ledger_before_the_next_call(tmp_path: Path) -> None:
+    """A drain's records used to wait in the writer's buffer for the next job event, and a refused
+    submit threw the buffer away: the ledger lost the cordons, an actor restarted from it had other
+    books than the live one, and `audit verify` failed an honest run ("azure accepted ... but the
+    records say declined cordoned"). Now each call commits what it changed, and a refused submit
+    (validated whole before any event) has nothing of its own to drop."""
+    path = tmp_path / "l.db"
+    s = Svc(path, FakeGangs())
+    assert s("submit", [job_doc("a", gpus=8)])["ok"]
+    s("cordon", "azure", True)
+    s("cordon", "azure", False)
+    refused = s("submit", [job_doc("a", cls="inference", gpus=16)])  # the name of a running job
+    assert not refused["ok"] and "already exists" in refused["error"]
+    cordons = [(e.cloud, e.on) for e in Ledger(path, readonly=True, home=tmp_path).events() if e.kind == "cordoned"]
+    assert cordons == [("azure", True), ("azure", False)]
+    s("cordon", "oci", True)
+    s("fault", "oci", False)
+    s2 = Svc(path, FakeGangs())  # the actor restarts from the ledger alone
+    assert s2("nodes")["cordoned"] == ["oci"] == s("nodes")["cordoned"]
+    assert s2("status", None) == s("status", None)
+    assert s2("submit", [job_doc("api", cls="api-serving", gpus=8, priority=100)])["ok"]  # azure, open again, takes it
+    assert Ledger(path, readonly=True, home=tmp_path).verify().ok
+
+
 def test_a_preemption_wakes_the_victims_long_poll_with_its_new_placement(tmp_path: Path) -> None:
     s = Svc(tmp_path / "l.db", FakeGangs())
     train = s("submit", [job_doc("train", gpus=8)], True)["views"][0]
