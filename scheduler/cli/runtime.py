@@ -28,7 +28,7 @@ from scheduler.cli.app import (
     stage_progress,
 )
 from scheduler.decision import Decision
-from scheduler.errors import RuntimeUnavailable, SpecError, SpecErrors
+from scheduler.errors import AdmissionError, RuntimeUnavailable, SpecError, SpecErrors
 
 if TYPE_CHECKING:  # the runtime and the spec loader are imported by the commands that use them
     from scheduler.runtime.cluster import ClusterInfo
@@ -282,6 +282,10 @@ def cancel_cmd(job: str, address: AddressOpt = None, state_dir: StateOpt = None)
     if cancel_service(job):  # a served model's controller undeploys it and releases every replica
         out.print(f"{job}: cancelled (its controller undeploys the model and releases every replica)", markup=False)
         return
+    served = _call("serving")
+    assert isinstance(served, dict)
+    if served.get(job, "serving") != "serving":  # its controller is gone: it is stopping or has ended (as a plain job cancelled twice says)
+        raise AdmissionError(f"job {job!r} is already {served[job]}")
     row = _call("cancel", job)
     assert isinstance(row, dict)
     out.print(f"{job}: {row['outcome']}", markup=False)

@@ -370,6 +370,8 @@ def test_mcsched_cancel_of_a_served_model_is_stopped_in_ray_as_cancelled_in_the_
         assert client.get_job_status(sid) == JobStatus.STOPPED, client.get_job_logs(sid)[-2000:]
         rows = [r for r in cluster.call("status", None) if r["job"].startswith("chat2-r")]
         assert rows and {r["outcome"] for r in rows} == {"cancelled"}, rows
+        again = cluster.mcsched("cancel", "chat2", check=False)  # said "unknown job 'chat2'", as if it had never run
+        assert again.returncode == 2 and again.stderr.strip().startswith("error: job 'chat2' is already "), again.stderr
         assert post(url, {**chat(1), "model": "tiny-2"})[0] == 404
     finally:
         client.stop_job(sid)
