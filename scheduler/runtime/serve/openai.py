@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: a prompt of ~250k tokens, far beyond the mock's context
@@ -78,7 +79,7 @@ class ApiError(Exception):
 class _Strict(BaseModel):
     """Right types required (strict) and no field the schema does not name (as OpenAI's API)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class TextPart(_Strict):
@@ -167,6 +168,13 @@ def _param(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(x) for x in loc if isinstance(x, int) or not _UNION_TAGS.search(x)) or "body"
 
 
+#: pydantic's complaints about a value of the right type out of its range or set: ``invalid_value``
+#: (docs/serving.md); any other complaint about a field is ``invalid_type``.
+_VALUE_KINDS = frozenset({"finite_number", "greater_than", "greater_than_equal", "less_than", "less_than_equal",
+                          "too_short", "too_long", "string_too_long", "string_too_short", "literal_error", "enum"})
+_JSON_TYPES = {"NoneType": "null", "list": "an array", "str": "a string", "int": "a number", "float": "a number", "bool": "a boolean"}
+
+
 def _api_error(exc: ValidationError) -> ApiError:
     """pydantic's first complaint as OpenAI words it (its codes: invalid_json, unknown_parameter, ...)."""
     first = exc.errors(include_url=False)[0]
@@ -175,13 +183,14 @@ def _api_error(exc: ValidationError) -> ApiError:
         reason = str(first.get("ctx", {}).get("error", first["msg"]))
         return ApiError(400, f"the body is not valid JSON: {reason}", code="invalid_json")
     if kind == "model_type" and not loc:
-        return ApiError(400, f"the body must be a JSON object, got {type(first['input']).__name__}", code="invalid_json")
+        got = type(first["input"]).__name__
+        return ApiError(400, f"the body must be a JSON object, got {_JSON_TYPES.get(got, got)}", code="invalid_json")
     param = _param(loc)
     if kind == "extra_forbidden":
         return ApiError(400, f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter")
     if kind == "missing":
         return ApiError(400, f"{param}: required field is missing", param=param, code="missing_field")
-    return ApiError(400, f"{param}: {first['msg']}", param=param, code="invalid_type")
+    return ApiError(400, f"{param}: {first['msg']}", param=param, code="invalid_value" if kind in _VALUE_KINDS else "invalid_type")
 
 
 def parse_request(kind: Kind, body: bytes) -> Request:
@@ -189,6 +198,13 @@ def parse_request(kind: Kind, body: bytes) -> Request:
     if len(body) > MAX_BODY_BYTES:
         raise ApiError(413, f"request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}", code="request_too_large")
     model_cls: type[_Common] = ChatRequest if kind == "chat" else CompletionRequest
+    if b"NaN" in body or b"Infinity" in body:  # pydantic's parser takes these; JSON (RFC 8259) has no such literals
+        try:
+            msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
+        except RecursionError:  # nested too deep to read: pydantic's parser says so below, as for any body
+            pass
     try:
         parsed = model_cls.model_validate_json(body)
     except ValidationError as exc:

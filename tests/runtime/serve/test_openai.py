@@ -76,6 +76,32 @@ def test_a_deeply_nested_body_is_an_openai_400_not_a_recursion_error() -> None:
     assert exc.value.status == 400 and exc.value.code == "invalid_json" and "recursion" in exc.value.message
 
 
+@pytest.mark.parametrize(
+    ("body", "code", "message"),
+    [
+        # NaN and Infinity are no JSON literals (pydantic's parser takes them, and said "temperature: <= 2")
+        (chat(max_tokens=5)[:-1] + b', "temperature": NaN}', "invalid_json", "the body is not valid JSON: JSON is malformed: invalid character"),
+        (chat(max_tokens=5)[:-1] + b', "top_p": -Infinity}', "invalid_json", "the body is not valid JSON: JSON is malformed: invalid character"),
+        (b"null", "invalid_json", "the body must be a JSON object, got null"),  # said "got NoneType"
+        (b"[1]", "invalid_json", "the body must be a JSON object, got an array"),
+        # a value of the right type out of its range or set is invalid_value (docs/serving.md), not invalid_type
+        (chat(max_tokens=5)[:-1] + b', "temperature": 1e400}', "invalid_value", "temperature: Input should be a finite number"),
+        (chat(temperature=7), "invalid_value", "temperature: Input should be less than or equal to 2"),
+        (json.dumps({"model": "m", "messages": []}).encode(), "invalid_value", "messages: List should have at least 1 item"),
+        (json.dumps({"model": "m", "messages": [{"role": "robot", "content": "x"}]}).encode(), "invalid_value", "messages.0.role: "),
+        (chat(stream="yes"), "invalid_type", "stream: Input should be a valid boolean"),
+    ],
+)
+def test_each_bad_body_gets_the_code_openai_clients_branch_on(body: bytes, code: str, message: str) -> None:
+    with pytest.raises(ApiError) as exc:
+        parse_request("chat", body)
+    assert exc.value.status == 400 and exc.value.code == code and exc.value.message.startswith(message), (exc.value.code, exc.value.message)
+
+
+def test_nan_inside_a_string_is_text_not_a_number() -> None:
+    assert parse_request("chat", json.dumps({"model": "m", "messages": [{"role": "user", "content": "NaN Infinity"}]}).encode()).model == "m"
+
+
 def test_an_unknown_field_is_named_as_openai_names_it() -> None:
     with pytest.raises(ApiError) as exc:
         parse_request("chat", chat(max_tokenz=5))
