@@ -294,12 +294,16 @@ def cancel_cmd(job: str, address: AddressOpt = None, state_dir: StateOpt = None)
 @app.command("fault")
 def fault_cmd(
     cloud: str,
-    down: Annotated[bool | None, typer.Option("--down/--up", help="Take the mock backend down, or bring it back.")] = None,
+    take_down: Annotated[bool, typer.Option("--down", help="Take the mock backend down (its Ray nodes stop).")] = False,
+    bring_up: Annotated[bool, typer.Option("--up", help="Bring it back.")] = False,
     latency: Annotated[float | None, typer.Option("--extra-latency", min=0.0, help="Extra response seconds (slow holder); 0 clears.")] = None,
     address: AddressOpt = None,
     state_dir: StateOpt = None,
 ) -> None:
     """Inject a mock-backend fault (outage or slowness) into the running scheduler."""
+    if take_down and bring_up:  # one flag each, so that both given is refused, not "the last one wins"
+        raise fail("fault: --down and --up cannot be combined")
+    down = True if take_down else False if bring_up else None
     if down is None and latency is None:
         raise fail("fault: say what to change: --down, --up and/or --extra-latency SECONDS")
     _connect(address, state_dir)

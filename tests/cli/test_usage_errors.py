@@ -112,3 +112,16 @@ def test_every_help_shows_flags_as_flags(capsys: pytest.CaptureFixture[str]) -> 
         text = capsys.readouterr().out
         assert "--help" in text, argv
         assert "<bool>" not in text, f"mcsched {' '.join(argv)} --help shows a value for a flag:\n{text}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["fault", "azure", "--down", "--up"], "fault: --down and --up cannot be combined"),  # the last one used to win
+        (["drain", "azure", "--move", "--undo"], "drain: --move and --undo cannot be combined (--move drains, --undo opens)"),
+    ],
+)
+def test_contradictory_flags_are_refused_before_any_cluster_is_looked_for(argv: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([*argv, "--state-dir", str(tmp_path)])
+    assert done.value.code == 2 and capsys.readouterr().err.strip() == says
