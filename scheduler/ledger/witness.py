@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -50,6 +50,22 @@ class WitnessRefusal(Exception):
         self.status, self.message, self.size = status, message, size
 
 
+def read_state(path: Path) -> dict[str, dict[str, object]]:
+    """The witness's state file (origin -> the size and root it last cosigned); {} before the first."""
+    if not path.exists():
+        return {}
+    try:
+        doc = json.loads(path.read_bytes())
+        if not isinstance(doc, dict):
+            raise ValueError("not an object")
+        for origin, st in doc.items():
+            if not isinstance(st, dict) or type(st.get("size")) is not int or not isinstance(st.get("root"), str):
+                raise ValueError(f"bad entry for {origin}")
+        return doc
+    except (OSError, ValueError, RecursionError) as exc:
+        raise LedgerInputError(f"{path}: unreadable witness state ({exc})") from None
+
+
 @dataclass
 class Witness:
     """The cosigner: its key, its name, the logs it follows (origin -> verifier) and its state file."""
@@ -59,28 +75,15 @@ class Witness:
     logs: dict[str, note.Verifier]
     state_path: Path
     clock: Callable[[], float] = time.time
+    read: InitVar[dict[str, dict[str, object]] | None] = None  # ``state_path`` as the caller read it already
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, read: dict[str, dict[str, object]] | None) -> None:
         self._lock = threading.Lock()
-        self.state = self._read_state()
+        self.state = read if read is not None else read_state(self.state_path)
 
     @property
     def verifier(self) -> note.Verifier:
         return note.verifier(self.name, self.key.public_key(), note.ALG_COSIGNATURE_V1)
-
-    def _read_state(self) -> dict[str, dict[str, object]]:
-        if not self.state_path.exists():
-            return {}
-        try:
-            doc = json.loads(self.state_path.read_bytes())
-            if not isinstance(doc, dict):
-                raise ValueError("not an object")
-            for origin, st in doc.items():
-                if not isinstance(st, dict) or type(st.get("size")) is not int or not isinstance(st.get("root"), str):
-                    raise ValueError(f"bad entry for {origin}")
-            return doc
-        except (OSError, ValueError, RecursionError) as exc:
-            raise LedgerInputError(f"{self.state_path}: unreadable witness state ({exc})") from None
 
     def _write_state(self) -> None:
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
@@ -140,7 +143,8 @@ def open_witness(name: str, key_path: Path, state_path: Path, logs: list[str]) -
         raise LedgerInputError(f"witness: {exc}") from None
     if not verifiers:
         raise LedgerInputError("witness: pass at least one --log verifier key to follow")
-    return Witness(name, load_or_create_key(key_path), {v.name: v for v in verifiers}, state_path)
+    state = read_state(state_path)  # before the key is made: a witness that cannot start leaves nothing behind
+    return Witness(name, load_or_create_key(key_path), {v.name: v for v in verifiers}, state_path, read=state)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -169,7 +169,8 @@ def test_a_junk_witness_state_is_one_line(made: World, tmp_path: Path, capsys: p
     vkey = log_verifier(ORIGIN, load_public_key(made.pub)).vkey()
     code, text = run(capsys, "witness", "run", "--log", vkey, "--key", str(tmp_path / "w.key"), "--state", str(state), "--port", "0")
     one_line_failure(code, text)
-    assert "unreadable witness state" in text, text
+    assert code == 2 and "unreadable witness state" in text, text
+    assert not (tmp_path / "w.key").exists()  # refused before the key is made
 
 
 @pytest.mark.parametrize("command", [["prove", "a"], ["export"]], ids=["prove", "export"])
