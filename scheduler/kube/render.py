@@ -289,7 +289,10 @@ def _source(path: Path) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(str(path), f"cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     try:
-        json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        if path.suffix == ".json":
+            json.loads(text)
+        else:
+            yaml.safe_load(text)
     except json.JSONDecodeError as exc:
         raise SpecError(str(path), f"invalid JSON: {exc.msg}", line=exc.lineno) from None
     except yaml.YAMLError as exc:
