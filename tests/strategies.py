@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler.model import Job
@@ -14,6 +15,13 @@ from tests.builders import a_contract
 
 #: The settings of the random-world property tests, but for their number of examples (``sized``).
 PROPERTY = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def check_property(check: Callable[..., None], examples: int, **strategies: st.SearchStrategy[Any]) -> None:
+    """Run ``check`` on ``examples`` draws of ``strategies`` (PROPERTY's settings). A fresh ``given``
+    wrapper per call: hypothesis refuses settings applied twice to one test, and a full run calls
+    each size of a test (quick and full) in one process."""
+    settings(PROPERTY, max_examples=examples)(given(**strategies)(check))()
 
 
 def sized(quick: int, full: int) -> list[Any]:

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.clock import ManualClock
@@ -42,7 +41,7 @@ from scheduler.events import (
 from scheduler.model import Job
 from scheduler.specs import CloudCatalog, Contract
 from tests.builders import a_catalog
-from tests.strategies import PROPERTY, catalogs, contracts, jobs, ops, sized
+from tests.strategies import catalogs, check_property, contracts, jobs, ops, sized
 
 END_REASONS = ("finished", "failed", "stopped", "cancelled")
 
@@ -81,10 +80,9 @@ def snapshot(engine: Engine) -> tuple[Any, ...]:
 
 @pytest.mark.parametrize("examples", sized(quick=300, full=1000))
 def test_a_restored_engine_decides_exactly_like_the_live_one(examples: int) -> None:
-    settings(PROPERTY, max_examples=examples)(restored_decides_like_live)()
+    check_property(restored_decides_like_live, examples, data=st.data(), catalog=catalogs(), contract=contracts())
 
 
-@given(data=st.data(), catalog=catalogs(), contract=contracts())
 def restored_decides_like_live(data: st.DataObject, catalog: CloudCatalog, contract: Contract) -> None:
     stream = data.draw(st.lists(ops(catalog), max_size=40), label="ops")
     batch = [data.draw(jobs(f"j{i}", catalog)) for i in range(len(stream))]
@@ -231,10 +229,10 @@ def contended_world(azure: int, other: int) -> CloudCatalog:
 
 @pytest.mark.parametrize("examples", sized(quick=150, full=500))
 def test_no_job_starts_on_capacity_a_better_queued_job_could_use(examples: int) -> None:
-    settings(PROPERTY, max_examples=examples)(no_start_on_capacity_a_better_job_could_use)()
+    check_property(no_start_on_capacity_a_better_job_could_use, examples,
+                   data=st.data(), catalog=st.builds(contended_world, st.sampled_from([8, 16]), st.sampled_from([0, 8])), contract=contracts())
 
 
-@given(data=st.data(), catalog=st.builds(contended_world, st.sampled_from([8, 16]), st.sampled_from([0, 8])), contract=contracts())
 def no_start_on_capacity_a_better_job_could_use(data: st.DataObject, catalog: CloudCatalog, contract: Contract) -> None:
     clock = ManualClock()
     engine = Engine(catalog, contract, clock)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.clock import ManualClock
@@ -19,7 +18,7 @@ from scheduler.events import Answered, Event, Offered, Placed, Preempted, Queued
 from scheduler.invariants import InvariantChecker
 from scheduler.pipeline.outcomes import JobState
 from tests.builders import a_contract, a_job, recording_engine, two_clouds
-from tests.strategies import PROPERTY, catalogs, contracts, jobs, ops, sized
+from tests.strategies import catalogs, check_property, contracts, jobs, ops, sized
 
 RUNNING = JobState.RUNNING
 
@@ -37,10 +36,9 @@ def check_internal(engine: Engine) -> None:
 
 @pytest.mark.parametrize("examples", sized(quick=300, full=1000))
 def test_invariants_hold_for_random_streams(examples: int) -> None:
-    settings(PROPERTY, max_examples=examples)(invariants_hold)()
+    check_property(invariants_hold, examples, data=st.data(), catalog=catalogs(), contract=contracts())
 
 
-@given(data=st.data(), catalog=catalogs(), contract=contracts())
 def invariants_hold(data: st.DataObject, catalog, contract) -> None:
     clock = ManualClock()
     engine = Engine(catalog, contract, clock)
