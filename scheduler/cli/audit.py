@@ -279,19 +279,10 @@ def audit_trust(
 ) -> None:
     """Print a trust file (TOML) built from what you trust: the key, the origin, witness keys, the YAML in force."""
     from scheduler.cli.app import load_config
-    from scheduler.ledger import note
     from scheduler.ledger.signing import load_public_key, log_verifier
-    from scheduler.ledger.trust import doc_hash
+    from scheduler.ledger.trust import doc_hash, parse_witnesses
 
-    for w in witness_key or []:  # what `audit verify --trust` would refuse is refused here, before a file is written
-        try:
-            alg = note.parse_vkey(w).alg
-        except note.NoteError as exc:
-            raise fail(f"audit trust: --witness-key: {exc}", 2) from None
-        if alg != note.ALG_COSIGNATURE_V1:
-            raise fail(f"audit trust: --witness-key {w!r}: not a cosignature/v1 key (type 0x04; `mcsched witness run` prints one)", 2)
-    if not 0 <= quorum <= len(witness_key or []):
-        raise fail(f"audit trust: --quorum {quorum}: must be 0..{len(witness_key or [])} (the number of --witness-key given)", 2)
+    parse_witnesses(witness_key or [], quorum, "audit trust")  # what `audit verify --trust` would refuse, before a file is printed
     lines = [f'log = "{log_verifier(origin, load_public_key(existing(public_key, "public-key", "trust"))).vkey()}"']
     lines.append("witnesses = [" + ", ".join(f'"{w}"' for w in witness_key or []) + "]")
     lines.append(f"quorum = {quorum}")

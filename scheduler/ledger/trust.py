@@ -105,6 +105,22 @@ class Trust:
         return None
 
 
+def parse_witnesses(keys: list[str], quorum: int, where: str) -> tuple[note.Verifier, ...]:
+    """The witnesses' verifier keys, refused as a trust file refuses them (``audit trust`` checks
+    what it prints with this too): cosignature/v1 keys, each once, at least ``quorum`` of them."""
+    try:
+        witnesses = tuple(note.parse_vkey(w) for w in keys)
+    except note.NoteError as exc:
+        raise TrustError(f"{where}: {exc}") from None
+    if any(w.alg != note.ALG_COSIGNATURE_V1 for w in witnesses):
+        raise TrustError(f"{where}: witnesses: each must be a cosignature/v1 key (type 0x04)")
+    if len({w.vkey() for w in witnesses}) != len(witnesses):
+        raise TrustError(f"{where}: witnesses: a witness is listed twice")
+    if not 0 <= quorum <= len(witnesses):
+        raise TrustError(f"{where}: quorum: {quorum} cosignatures required, {len(witnesses)} witnesses listed")
+    return witnesses
+
+
 def load_trust(path: Path) -> Trust:
     try:
         if path.stat().st_size > MAX_TRUST:
@@ -124,17 +140,11 @@ def load_trust(path: Path) -> Trust:
         raise TrustError(f"{path}: {where}: {first['msg']}") from None
     try:
         log = note.parse_vkey(parsed.log)
-        witnesses = tuple(note.parse_vkey(w) for w in parsed.witnesses)
     except note.NoteError as exc:
         raise TrustError(f"{path}: {exc}") from None
     if log.alg != note.ALG_ED25519:
         raise TrustError(f"{path}: log: not an Ed25519 note key (type 0x01)")
-    if any(w.alg != note.ALG_COSIGNATURE_V1 for w in witnesses):
-        raise TrustError(f"{path}: witnesses: each must be a cosignature/v1 key (type 0x04)")
-    if len({w.vkey() for w in witnesses}) != len(witnesses):
-        raise TrustError(f"{path}: witnesses: a witness is listed twice")
-    if parsed.quorum > len(witnesses):
-        raise TrustError(f"{path}: quorum: {parsed.quorum} cosignatures required, {len(witnesses)} witnesses listed")
+    witnesses = parse_witnesses(parsed.witnesses, parsed.quorum, str(path))
 
     def pins(items: list[_Pin] | None) -> tuple[Pin, ...] | None:
         return None if items is None else tuple(Pin(p.sha256, p.start, p.end) for p in items)

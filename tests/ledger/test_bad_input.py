@@ -242,9 +242,9 @@ def test_cosign_refuses_a_witness_url_it_cannot_post_to(made: World, capsys: pyt
 
 def test_trust_refuses_what_verify_would_refuse_before_printing_a_trust_file(made: World, capsys: pytest.CaptureFixture[str]) -> None:
     code, text = run(capsys, "audit", "trust", "--origin", "x", "--public-key", str(made.pub), "--witness-key", "garbage", "--quorum", "1")
-    assert (code, text) == (2, "audit trust: --witness-key: verifier key 'garbage' is not name+hash+key")
+    assert (code, text) == (2, "error: audit trust: verifier key 'garbage' is not name+hash+key")
     code, text = run(capsys, "audit", "trust", "--origin", "x", "--public-key", str(made.pub), "--quorum", "1")
-    assert (code, text) == (2, "audit trust: --quorum 1: must be 0..0 (the number of --witness-key given)")
+    assert (code, text) == (2, "error: audit trust: quorum: 1 cosignatures required, 0 witnesses listed")
 
 
 def test_plan_db_naming_a_ledger_with_records_is_a_usage_error(made: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
